@@ -1,0 +1,194 @@
+package sdk
+
+import "encoding/json"
+
+// ProtocolVersion is the go-plugin protocol version this SDK serves. It only
+// changes when the wire protocol breaks; additive changes keep it.
+const ProtocolVersion = 1
+
+// APIVersion is the semantic version of the Backend API this SDK implements.
+// A core checks that a plugin lists one of the versions it supports.
+const APIVersion = "1.0.0"
+
+// Capability names an optional feature a backend supports. The core checks a
+// capability before it calls the matching optional method.
+type Capability string
+
+const (
+	CapCommit      Capability = "commit"       // Committer
+	CapExec        Capability = "exec"         // Execer
+	CapCopy        Capability = "copy"         // Copier
+	CapLiveEgress  Capability = "live_egress"  // EgressUpdater: approvals apply without restart
+	CapEgressAudit Capability = "egress_audit" // connection attempts are reported
+)
+
+// Info describes a plugin.
+type Info struct {
+	Name         string
+	Version      string
+	APIVersions  []string
+	Capabilities []Capability
+	// Details are free-form facts worth showing (e.g. the engine version).
+	Details map[string]string
+}
+
+// Has reports whether the plugin declared capability c.
+func (i Info) Has(c Capability) bool {
+	for _, x := range i.Capabilities {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Agent is a resolved agent definition as the core hands it to a backend.
+// Paths are absolute host paths.
+type Agent struct {
+	Name           string
+	Description    string
+	Dockerfile     string // path to the agent's Dockerfile, or empty when Image is set
+	ContextDir     string // build context of Dockerfile
+	Image          string // image reference, or empty when Dockerfile is set
+	Command        []string
+	ResumeCommand  []string
+	Workdir        string
+	EnvNames       []string
+	TranscriptPath string
+	Egress         []string
+	CapAdd         []string
+	User           string
+}
+
+// Spec is everything a backend needs to prepare and launch one bottle.
+type Spec struct {
+	Identity string
+	Agent    Agent
+	// Cwd is the project directory on the host, or empty for none.
+	Cwd     string
+	CopyCwd bool
+	// BottleDockerfile is a per-bottle Dockerfile (from an approved capability
+	// request); it takes precedence over the agent's own image source.
+	BottleDockerfile string
+	// CommittedImage is the reference a previous Commit returned; it takes
+	// precedence over everything when the backend still has it.
+	CommittedImage string
+	// TranscriptDir holds a transcript snapshot to copy back in on resume.
+	TranscriptDir string
+	// QueueDir is the host side of the bottle's request queue.
+	QueueDir string
+	// Env holds passed-through secret values. Never log, store or bake them
+	// into an image.
+	Env map[string]string
+	// Egress is the effective allowlist of host[:port] rules.
+	Egress []string
+	// Config is the plugin's config block from plugins.hcl, as JSON.
+	Config json.RawMessage
+	// Command is the command to run as the agent (already resolved by the
+	// core: the user's override, the agent's command or its resume command).
+	Command []string
+	// TTY asks for a terminal; the core decides it from its own stdin.
+	TTY    bool
+	Resume bool
+	// HelperBinary is the host path of the static `bottle` helper that a
+	// backend puts on $PATH inside the bottle, read-only. May be empty.
+	HelperBinary string
+	// SnapshotDir is a per-bottle host directory a backend may use to keep
+	// snapshot files (for backends whose snapshots are files).
+	SnapshotDir string
+}
+
+// PreflightLine is one key/value line of the preflight summary.
+type PreflightLine struct {
+	Key   string
+	Value string
+}
+
+// Plan is the result of Prepare: what the launch will do, for the operator to
+// read, and opaque data the backend gets back in Launch.
+type Plan struct {
+	Preflight []PreflightLine
+	Warnings  []string
+	Data      []byte
+}
+
+// Handle is the opaque, versioned reference to a launched bottle. The core
+// stores it and hands it back to every later call, possibly in a different
+// plugin process, so a backend must put everything it needs into Data.
+type Handle struct {
+	Version  uint32
+	Backend  string
+	Identity string
+	Data     []byte
+}
+
+// Progress is one launch progress event (an image build step, a pull).
+type Progress struct {
+	Stage   string
+	Message string
+	ID      string
+	Current int64
+	Total   int64
+}
+
+// TermSize is a terminal size in character cells.
+type TermSize struct {
+	Rows uint16
+	Cols uint16
+}
+
+// AttachRequest selects what to attach to and how.
+type AttachRequest struct {
+	Handle Handle
+	TTY    bool
+	Size   TermSize
+	// Stdin says whether the caller will send input.
+	Stdin bool
+}
+
+// ExitStatus is how an attached session ended.
+type ExitStatus struct {
+	Code int
+	// Detached is true when the session ended but the agent is still running.
+	Detached bool
+}
+
+// ExecRequest runs a one-off command in a running bottle.
+type ExecRequest struct {
+	Handle  Handle
+	Command []string
+	Workdir string
+	Stdin   []byte
+	User    string
+}
+
+// ExecResult is the buffered result of an ExecRequest.
+type ExecResult struct {
+	ExitCode int
+	Stdout   []byte
+	Stderr   []byte
+}
+
+// CommitResult names the snapshot a Commit made.
+type CommitResult struct {
+	Image string
+	Notes []string
+}
+
+// StopRequest tears a bottle down. Handle may be empty when the launch never
+// returned one (a crash); then the backend finds resources by Identity.
+type StopRequest struct {
+	Handle   *Handle
+	Identity string
+}
+
+// Bottle is one bottle a backend has, as List reports it.
+type Bottle struct {
+	Identity  string
+	Agent     string
+	Status    string
+	StartedAt string
+	Resources []string
+	Image     string
+	Handle    *Handle
+}
