@@ -90,6 +90,9 @@ type Spec struct {
 	// TTY asks for a terminal; the core decides it from its own stdin.
 	TTY    bool
 	Resume bool
+	// Detach asks Launch to start the agent itself. Otherwise a backend may
+	// defer the start to the first Attach so that no early output is lost.
+	Detach bool
 	// HelperBinary is the host path of the static `bottle` helper that a
 	// backend puts on $PATH inside the bottle, read-only. May be empty.
 	HelperBinary string
@@ -97,6 +100,26 @@ type Spec struct {
 	// snapshot files (for backends whose snapshots are files).
 	SnapshotDir string
 }
+
+// What every backend provides inside a bottle, so that the in-bottle helper
+// and agents find the same things on every backend.
+const (
+	// GuestQueueDir is where the bottle's queue dir is mounted.
+	GuestQueueDir = "/run/bot-bottle/queue"
+	// GuestHelperPath is where the `bottle` helper is, read-only, on $PATH.
+	GuestHelperPath = "/usr/local/bin/bottle"
+	// EnvIdentity names the bottle's identity in the agent's environment.
+	EnvIdentity = "BOT_BOTTLE_IDENTITY"
+	// EnvQueueDir names GuestQueueDir in the agent's environment.
+	EnvQueueDir = "BOT_BOTTLE_QUEUE"
+)
+
+// Labels every backend puts on the resources it creates, where it can.
+const (
+	LabelManaged  = "dev.bot-bottle.managed"
+	LabelIdentity = "dev.bot-bottle.identity"
+	LabelAgent    = "dev.bot-bottle.agent"
+)
 
 // PreflightLine is one key/value line of the preflight summary.
 type PreflightLine struct {
