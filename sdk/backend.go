@@ -15,11 +15,17 @@ type Backend interface {
 	// Prepare resolves what Launch will do, without side effects the
 	// operator did not approve.
 	Prepare(ctx context.Context, spec Spec) (Plan, error)
-	// Launch creates and starts the bottle running spec.Command, reporting
-	// progress, and returns a handle to it.
+	// Launch creates the bottle for spec.Command (building or fetching its
+	// image, reporting progress) and returns a handle to it. With
+	// spec.Detach the agent is started before Launch returns; otherwise a
+	// backend may leave it created and start it at the first Attach, so that
+	// none of its output is lost. Launch must be safe to abandon midway:
+	// Stop by identity removes whatever it created.
 	Launch(ctx context.Context, spec Spec, plan Plan, progress func(Progress)) (Handle, error)
-	// Attach connects the caller's streams to the running agent until it
-	// exits (or the caller detaches by cancelling ctx).
+	// Attach connects the caller's streams to the agent (starting it if
+	// Launch left it created) until it exits, and returns its exit code. When
+	// ctx is cancelled the caller has detached: return ExitStatus{Detached:
+	// true} and leave the agent running.
 	Attach(ctx context.Context, req AttachRequest, streams AttachStreams) (ExitStatus, error)
 	// Stop removes every resource the bottle has (never committed snapshots).
 	// It succeeds when there is nothing left to remove.
