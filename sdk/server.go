@@ -113,8 +113,12 @@ func (s *grpcServer) Attach(stream pb.Backend_AttachServer) error {
 		return stream.Send(out)
 	}
 	streams := AttachStreams{
-		Stdout:  writerFunc(func(p []byte) error { return send(&pb.AttachOutput{Output: &pb.AttachOutput_Stdout{Stdout: append([]byte(nil), p...)}}) }),
-		Stderr:  writerFunc(func(p []byte) error { return send(&pb.AttachOutput{Output: &pb.AttachOutput_Stderr{Stderr: append([]byte(nil), p...)}}) }),
+		Stdout: writerFunc(func(p []byte) error {
+			return send(&pb.AttachOutput{Output: &pb.AttachOutput_Stdout{Stdout: append([]byte(nil), p...)}})
+		}),
+		Stderr: writerFunc(func(p []byte) error {
+			return send(&pb.AttachOutput{Output: &pb.AttachOutput_Stderr{Stderr: append([]byte(nil), p...)}})
+		}),
 		Resize:  resize,
 		Signals: signals,
 	}
