@@ -95,8 +95,12 @@ func (d *DetachReader) Read(p []byte) (int, error) {
 				}
 				continue
 			}
-			d.out = append(d.out, d.pending...)
-			d.pending = d.pending[:0]
+			// Not the sequence: release bytes until what is held back could
+			// still start it.
+			for len(d.pending) > 0 && !bytes.HasPrefix(DetachKeys, d.pending) {
+				d.out = append(d.out, d.pending[0])
+				d.pending = d.pending[1:]
+			}
 		}
 		if err != nil && len(d.out) == 0 {
 			if len(d.pending) > 0 {
