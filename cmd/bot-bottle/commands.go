@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
+	"github.com/bot-bottle/bot-bottle/internal/term"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// exitWith turns an agent's exit code into the process's.
+func exitWith(code int, err error) error {
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &lifecycle.ExitError{Code: code}
+	}
+	return nil
+}
+
+type StartCmd struct {
+	Agent   string   `arg:"" help:"Agent to run (see: bot-bottle agents)."`
+	Cwd     string   `help:"Project directory to put at the agent's workdir (bind-mounted)." type:"path" placeholder:"DIR"`
+	CopyCwd bool     `name:"copy-cwd" help:"Copy --cwd into the bottle instead of mounting it; the host tree is never written."`
+	Backend string   `help:"Backend plugin (default: BOT_BOTTLE_BACKEND, then default_backend in plugins.hcl, then docker)." placeholder:"NAME"`
+	Detach  bool     `short:"d" help:"Start the bottle and return; attach later with bot-bottle attach."`
+	Command []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's (after --)."`
+}
+
+func (c *StartCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	code, err := env.Start(a.ctx, lifecycle.StartOptions{Agent: c.Agent, Cwd: c.Cwd, CopyCwd: c.CopyCwd,
+		Backend: c.Backend, Detach: c.Detach, Command: stripDashes(c.Command)})
+	return exitWith(code, err)
+}
+
+type ResumeCmd struct {
+	Identity string   `arg:"" help:"Identity of the bottle, e.g. claude-7k2qz." predictor:"identity"`
+	Detach   bool     `short:"d" help:"Resume and return; attach later with bot-bottle attach."`
+	Command  []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's resume command (after --)."`
+}
+
+func (c *ResumeCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	code, err := env.Resume(a.ctx, c.Identity, lifecycle.ResumeOptions{Detach: c.Detach, Command: stripDashes(c.Command)})
+	return exitWith(code, err)
+}
+
+type AttachCmd struct {
+	Identity string `arg:"" help:"Identity of a running bottle." predictor:"identity"`
+}
+
+func (c *AttachCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	return exitWith(env.Attach(a.ctx, c.Identity))
+}
+
+type CommitCmd struct {
+	Identity string `arg:"" optional:"" help:"Identity of a running bottle (a picker opens on a terminal when omitted)."`
+}
+
+func (c *CommitCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	id := c.Identity
+	if id == "" {
+		if id, err = pickRunning(a, env); err != nil {
+			return err
+		}
+	}
+	ref, err := env.Commit(a.ctx, id)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("committed %s as %s; the bottle is preserved (after it stops: bot-bottle resume %s)\n", id, ref, id)
+	return nil
+}
+
+// pickRunning asks which running bottle to use when stdin is a terminal,
+// and otherwise fails with the list to choose from.
+func pickRunning(a *App, env *lifecycle.Env) (string, error) {
+	rows, _, err := env.List(a.ctx)
+	if err != nil {
+		return "", err
+	}
+	var running []lifecycle.Row
+	for _, r := range rows {
+		if r.Status == "running" && r.InState {
+			running = append(running, r)
+		}
+	}
+	if len(running) == 0 {
+		return "", errors.New("no running bottles")
+	}
+	var ids []string
+	for _, r := range running {
+		ids = append(ids, r.Identity)
+	}
+	if !term.IsTerminal(os.Stdin) {
+		return "", fmt.Errorf("which bottle? give an identity; running: %s", strings.Join(ids, ", "))
+	}
+	for i, r := range running {
+		fmt.Fprintf(os.Stderr, "  %d) %s  %s  %s  %s\n", i+1, r.Identity, r.Agent, r.Backend, r.Cwd)
+	}
+	fmt.Fprintf(os.Stderr, "commit which bottle? [1-%d]: ", len(running))
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil {
+		return "", errors.New("no bottle chosen")
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || n < 1 || n > len(running) {
+		return "", fmt.Errorf("no such choice %q", strings.TrimSpace(line))
+	}
+	return running[n-1].Identity, nil
+}
+
+type StopCmd struct {
+	Identity string `arg:"" help:"Identity of the bottle." predictor:"identity"`
+	Preserve bool   `help:"Keep the bottle's state so that bot-bottle resume can bring it back."`
+}
+
+func (c *StopCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	return env.Stop(a.ctx, c.Identity, c.Preserve)
+}
+
+type ListCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+func (c *ListCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	rows, warnings, err := env.List(a.ctx)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(w.Error()))
+	}
+	if c.JSON {
+		if rows == nil {
+			rows = []lifecycle.Row{}
+		}
+		return printJSON(rows)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tEGRESS\tCWD")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Identity, r.Agent, r.Backend, r.Status,
+			uptime(r), yesNo(r.Preserved), dash(r.CommittedImage), dash(strings.Join(r.Egress, ",")), dash(r.Cwd))
+	}
+	return tw.Flush()
+}
+
+func uptime(r lifecycle.Row) string {
+	if r.Status != "running" || r.StartedAt == "" {
+		return "-"
+	}
+	t, err := time.Parse(time.RFC3339, r.StartedAt)
+	if err != nil {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+type RmCmd struct {
+	Identities []string `arg:"" help:"Identities of the bottles to remove."`
+}
+
+func (c *RmCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range c.Identities {
+		if err := env.Remove(a.ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Println(id)
+	}
+	return errors.Join(errs...)
+}
+
+type PruneCmd struct{}
+
+func (c *PruneCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	removed, errs, err := env.Prune(a.ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range removed {
+		fmt.Println("removed", r)
+	}
+	if len(removed) == 0 {
+		fmt.Fprintln(os.Stderr, "bot-bottle: nothing to prune")
+	}
+	return errors.Join(errs...)
+}
+
+type AgentsCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+func (c *AgentsCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	agents, err := config.ListAgents(env.Home)
+	if c.JSON {
+		if jerr := printJSON(agents); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDESCRIPTION\tSOURCE")
+	for _, ag := range agents {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", ag.Name, ag.Description, ag.Source)
+	}
+	if ferr := tw.Flush(); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+type PluginsCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+// pluginRow is one plugin as `plugins` reports it.
+type pluginRow struct {
+	Name         string            `json:"name"`
+	Path         string            `json:"path"`
+	Source       string            `json:"source"`
+	Version      string            `json:"version,omitempty"`
+	Protocol     int               `json:"protocol_version,omitempty"`
+	APIVersions  []string          `json:"api_versions,omitempty"`
+	Capabilities []string          `json:"capabilities"`
+	Details      map[string]string `json:"details,omitempty"`
+	SHA256       string            `json:"sha256"`
+	Checksum     string            `json:"checksum"`
+	Error        string            `json:"error,omitempty"`
+}
+
+func (c *PluginsCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	found, errs := env.Host.Discover()
+	rows := []pluginRow{}
+	for _, f := range found {
+		row := pluginRow{Name: f.Name, Path: f.Path, Source: f.Source, SHA256: f.Actual, Checksum: f.Checksum, Capabilities: []string{}}
+		p, err := env.Host.StartFound(a.ctx, f)
+		if err != nil {
+			row.Error = oneLine(err.Error())
+		} else {
+			row.Version, row.Protocol, row.APIVersions, row.Details = p.Info.Version, p.Protocol, p.Info.APIVersions, p.Info.Details
+			for _, cp := range p.Info.Capabilities {
+				row.Capabilities = append(row.Capabilities, string(cp))
+			}
+			p.Close()
+		}
+		rows = append(rows, row)
+	}
+	for _, e := range errs {
+		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(e.Error()))
+	}
+	if c.JSON {
+		return printJSON(rows)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tPROTOCOL\tCAPABILITIES\tCHECKSUM\tPATH")
+	for _, r := range rows {
+		ver := r.Version
+		if r.Error != "" {
+			ver = "error: " + r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, ver, r.Protocol, dash(strings.Join(r.Capabilities, ",")), r.Checksum, r.Path)
+	}
+	return tw.Flush()
+}
+
+type VersionCmd struct{}
+
+func (c *VersionCmd) Run() error {
+	fmt.Printf("bot-bottle %s (plugin protocol %d, API %s, %s/%s)\n", version, sdk.ProtocolVersion, sdk.APIVersion, runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// stripDashes drops the `--` that separates bot-bottle's flags from the
+// agent's command.
+func stripDashes(args []string) []string {
+	if len(args) > 0 && args[0] == "--" {
+		return args[1:]
+	}
+	return args
+}

@@ -1,0 +1,228 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/state"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// Row is one bottle as `list` and the dashboard show it.
+type Row struct {
+	Identity       string   `json:"identity"`
+	Agent          string   `json:"agent"`
+	Backend        string   `json:"backend"`
+	Status         string   `json:"status"`
+	StartedAt      string   `json:"started_at,omitempty"`
+	Cwd            string   `json:"cwd,omitempty"`
+	CopyCwd        bool     `json:"copy_cwd,omitempty"`
+	Preserved      bool     `json:"preserved"`
+	CommittedImage string   `json:"committed_image,omitempty"`
+	Egress         []string `json:"egress"`
+	// InState is false for resources a backend has that no state knows of.
+	InState bool `json:"in_state"`
+}
+
+// BackendReport is what one backend answered, or why it did not.
+type BackendReport struct {
+	Name    string
+	Bottles []sdk.Bottle
+	Err     error
+}
+
+// backendsToAsk are the backends worth asking: every configured or found
+// plugin, the default, and every backend some bottle's metadata names.
+func (e *Env) backendsToAsk(metas []state.Metadata) []string {
+	set := map[string]bool{"docker": true}
+	if e.Plugins != nil {
+		for n := range e.Plugins.Plugins {
+			set[n] = true
+		}
+		if e.Plugins.DefaultBackend != "" {
+			set[e.Plugins.DefaultBackend] = true
+		}
+	}
+	found, _ := e.Host.Discover()
+	for _, f := range found {
+		set[f.Name] = true
+	}
+	for _, m := range metas {
+		set[m.Backend] = true
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		if state.ValidateName("backend name", n) == nil {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Survey asks every backend for its bottles in parallel, each under its own
+// deadline, so a slow or broken backend only marks its own rows.
+func (e *Env) Survey(ctx context.Context, names []string, timeout time.Duration) []BackendReport {
+	out := make([]BackendReport, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = e.askBackend(ctx, n, timeout)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (e *Env) askBackend(ctx context.Context, name string, timeout time.Duration) BackendReport {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		bs  []sdk.Bottle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		p, err := e.Host.Start(ctx, name)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer p.Close()
+		bs, err := p.Backend.List(ctx)
+		ch <- result{bs, p.Wrap(err)}
+	}()
+	select {
+	case r := <-ch:
+		return BackendReport{Name: name, Bottles: r.bs, Err: r.err}
+	case <-ctx.Done():
+		return BackendReport{Name: name, Err: fmt.Errorf("%s plugin: unreachable (no answer within %s)", name, timeout)}
+	}
+}
+
+// List merges the state store with what each backend reports.
+func (e *Env) List(ctx context.Context) ([]Row, []error, error) {
+	metas, err := e.Store.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	names := e.backendsToAsk(metas)
+	reports := e.Survey(ctx, names, listTimeout)
+	byBackend := map[string]BackendReport{}
+	var warnings []error
+	for _, r := range reports {
+		byBackend[r.Name] = r
+		// A plugin that is not installed is not worth a warning unless a
+		// bottle needs it; that shows on the bottle's row.
+		if r.Err != nil && !errors.Is(r.Err, pluginhost.ErrNotInstalled) {
+			warnings = append(warnings, r.Err)
+		}
+	}
+	var rows []Row
+	known := map[string]bool{}
+	for _, m := range metas {
+		known[m.Identity] = true
+		row := Row{Identity: m.Identity, Agent: m.AgentName, Backend: m.Backend, StartedAt: m.StartedAt,
+			Cwd: m.Cwd, CopyCwd: m.CopyCwd, Egress: nonNil(m.Egress), InState: true, Status: "stopped"}
+		row.Preserved, _ = e.Store.IsPreserved(m.Identity)
+		row.CommittedImage, _ = e.Store.ReadCommittedImage(m.Identity)
+		r := byBackend[m.Backend]
+		if r.Err != nil {
+			row.Status = "unreachable"
+		}
+		for _, b := range r.Bottles {
+			if b.Identity == m.Identity {
+				row.Status = b.Status
+			}
+		}
+		rows = append(rows, row)
+	}
+	for _, r := range reports {
+		for _, b := range r.Bottles {
+			if !known[b.Identity] {
+				rows = append(rows, Row{Identity: b.Identity, Agent: b.Agent, Backend: r.Name,
+					Status: "orphan (" + b.Status + ")", StartedAt: b.StartedAt, Egress: []string{}})
+			}
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Identity < rows[j].Identity })
+	return rows, warnings, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Prune removes backend resources that a crash left behind: those of
+// bottles with no state at all, and those of bottles that no bot-bottle
+// process holds and that were not started detached. State is kept, so a
+// crashed bottle can still be resumed.
+func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
+	metas, err := e.Store.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	inState := map[string]bool{}
+	for _, m := range metas {
+		inState[m.Identity] = true
+	}
+	var removed []string
+	var errs []error
+	for _, r := range e.Survey(ctx, e.backendsToAsk(metas), listTimeout) {
+		if r.Err != nil {
+			continue
+		}
+		for _, b := range r.Bottles {
+			if state.ValidateIdentity(b.Identity) != nil {
+				continue
+			}
+			if inState[b.Identity] {
+				unlock, err := e.Store.Lock(b.Identity)
+				if err != nil {
+					continue // an attached process owns it
+				}
+				detached := e.isDetached(b.Identity)
+				if detached && b.Status == "running" {
+					unlock()
+					continue
+				}
+				gone, err := e.stopOne(ctx, r.Name, b)
+				unlock()
+				removed, errs = append(removed, gone...), appendErr(errs, err)
+				continue
+			}
+			gone, err := e.stopOne(ctx, r.Name, b)
+			removed, errs = append(removed, gone...), appendErr(errs, err)
+		}
+	}
+	return removed, errs, nil
+}
+
+func appendErr(errs []error, err error) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	return errs
+}
+
+func (e *Env) stopOne(ctx context.Context, backend string, b sdk.Bottle) ([]string, error) {
+	p, err := e.Host.Start(ctx, backend)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	gone, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: b.Handle, Identity: b.Identity})
+	return gone, p.Wrap(err)
+}

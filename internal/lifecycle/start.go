@@ -1,0 +1,223 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/state"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// StartOptions are the user's choices for `bot-bottle start`.
+type StartOptions struct {
+	Agent   string
+	Cwd     string
+	CopyCwd bool
+	Backend string // the --backend flag, or ""
+	Detach  bool
+	Command []string // after `--`, or nil for the agent's command
+}
+
+// Start launches a new bottle and, unless detached, attaches to it. The
+// returned code is the agent's exit code.
+func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
+	if err := state.ValidateName("agent name", o.Agent); err != nil {
+		return 0, err
+	}
+	agent, err := config.LoadAgent(e.Home, o.Agent)
+	if err != nil {
+		return 0, err
+	}
+	cwd, err := resolveCwd(o.Cwd, o.CopyCwd)
+	if err != nil {
+		return 0, err
+	}
+	backend := config.ResolveBackend(o.Backend, e.getenv("BOT_BOTTLE_BACKEND"), e.Plugins)
+	// The plugin starts before anything is written, so a missing or
+	// tampered plugin leaves no trace in the state dir.
+	p, err := e.startPlugin(ctx, backend)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+
+	id, err := e.Store.Mint(agent.Name, nil)
+	if err != nil {
+		return 0, fmt.Errorf("mint identity: %w", err)
+	}
+	meta := state.Metadata{
+		SchemaVersion: state.SchemaVersion,
+		Identity:      id,
+		AgentName:     agent.Name,
+		Cwd:           cwd,
+		CopyCwd:       o.CopyCwd,
+		StartedAt:     e.now().UTC().Format("2006-01-02T15:04:05Z07:00"),
+		Backend:       backend,
+		Egress:        agent.Egress,
+	}
+	if err := e.Store.WriteMetadata(meta); err != nil {
+		_ = e.Store.Remove(id)
+		return 0, err
+	}
+	unlock, err := e.Store.Lock(id)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	cmd := o.Command
+	if len(cmd) == 0 {
+		cmd = agent.Command
+	}
+	return e.session(ctx, session{meta: meta, agent: agent, plugin: p, command: cmd, detach: o.Detach})
+}
+
+// ResumeOptions are the user's choices for `bot-bottle resume`.
+type ResumeOptions struct {
+	Detach  bool
+	Command []string
+}
+
+// Resume relaunches a kept bottle with the same identity, cwd, copy_cwd and
+// the backend recorded in its metadata — never the current default.
+func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, error) {
+	meta, err := e.readMeta(id)
+	if err != nil {
+		return 0, err
+	}
+	unlock, err := e.Store.Lock(id)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	agent, err := config.LoadAgent(e.Home, meta.AgentName)
+	if err != nil {
+		return 0, fmt.Errorf("resume %s: %w", id, err)
+	}
+	if meta.Cwd != "" {
+		if _, err := resolveCwd(meta.Cwd, meta.CopyCwd); err != nil {
+			return 0, fmt.Errorf("resume %s: recorded project: %w", id, err)
+		}
+	}
+	p, err := e.startPlugin(ctx, meta.Backend)
+	if err != nil {
+		return 0, fmt.Errorf("resume %s: %w", id, err)
+	}
+	defer p.Close()
+	// Leftovers of a crashed session would collide with the new launch.
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	h, _ := e.Store.ReadHandle(id)
+	_, err = p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id})
+	cancel()
+	if err != nil {
+		return 0, p.Wrap(fmt.Errorf("clear leftovers of %s: %w", id, err))
+	}
+	cmd := o.Command
+	if len(cmd) == 0 {
+		cmd = agent.ResumeCommand
+	}
+	return e.session(ctx, session{meta: meta, agent: agent, plugin: p, command: cmd, detach: o.Detach, resume: true})
+}
+
+func (e *Env) readMeta(id string) (state.Metadata, error) {
+	if err := state.ValidateIdentity(id); err != nil {
+		return state.Metadata{}, err
+	}
+	return e.Store.ReadMetadata(id)
+}
+
+func resolveCwd(cwd string, copyCwd bool) (string, error) {
+	if cwd == "" {
+		if copyCwd {
+			return "", errors.New("--copy-cwd needs --cwd DIR")
+		}
+		return "", nil
+	}
+	abs, err := filepath.Abs(cwd)
+	if err != nil {
+		return "", fmt.Errorf("--cwd %s: %w", cwd, err)
+	}
+	abs, err = filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("--cwd %s: %w", cwd, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("--cwd %s: %w", cwd, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("--cwd %s: not a directory", cwd)
+	}
+	return abs, nil
+}
+
+// session is one launch of a bottle, from Prepare to cleanup.
+type session struct {
+	meta    state.Metadata
+	agent   *config.Agent
+	plugin  *pluginhost.Plugin
+	command []string
+	detach  bool
+	resume  bool
+}
+
+func (e *Env) buildSpec(s session) (sdk.Spec, error) {
+	id := s.meta.Identity
+	a := s.agent
+	spec := sdk.Spec{
+		Identity: id,
+		Agent: sdk.Agent{
+			Name: a.Name, Description: a.Description, Dockerfile: a.Dockerfile, ContextDir: a.ContextDir,
+			Image: a.Image, Command: a.Command, ResumeCommand: a.ResumeCommand, Workdir: a.Workdir,
+			EnvNames: a.Env, TranscriptPath: a.TranscriptPath, Egress: a.Egress, CapAdd: a.CapAdd, User: a.User,
+		},
+		Cwd:          s.meta.Cwd,
+		CopyCwd:      s.meta.CopyCwd,
+		Egress:       s.meta.Egress,
+		Config:       e.Plugins.Block(s.meta.Backend).Config,
+		Command:      s.command,
+		TTY:          isTerminal(e.In),
+		Resume:       s.resume,
+		Detach:       s.detach,
+		HelperBinary: e.HelperBinary,
+		Env:          map[string]string{},
+	}
+	if df, ok := e.Store.DockerfilePath(id); ok {
+		spec.BottleDockerfile = df
+	}
+	img, err := e.Store.ReadCommittedImage(id)
+	if err != nil {
+		return sdk.Spec{}, err
+	}
+	spec.CommittedImage = img
+	if s.resume && e.Store.HasTranscript(id) {
+		if spec.TranscriptDir, err = e.Store.TranscriptDir(id); err != nil {
+			return sdk.Spec{}, err
+		}
+	}
+	if spec.SnapshotDir, err = e.Store.SnapshotDir(id); err != nil {
+		return sdk.Spec{}, err
+	}
+	if spec.QueueDir, err = e.queueDir(id); err != nil {
+		return sdk.Spec{}, err
+	}
+	var missing []string
+	for _, name := range a.Env {
+		if v, ok := os.LookupEnv(name); ok {
+			spec.Env[name] = v
+		} else {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		e.say("warning: %s not set on this host; the agent starts without it", strings.Join(missing, ", "))
+	}
+	return spec, nil
+}

@@ -1,0 +1,348 @@
+// Command bot-bottle-plugin-test is a backend for the core's tests: a real,
+// separately built plugin that runs each bottle's command as a host process
+// (no isolation at all — never ship it). It keeps its bottles under
+// $BB_TESTPLUGIN_ROOT so that any plugin process can drive any bottle, as
+// the SDK requires. It declares the exec capability and not commit.
+//
+// Knobs for tests, all environment variables:
+//
+//	BB_TESTPLUGIN_ROOT          where bottles are kept (required)
+//	BB_TESTPLUGIN_LAUNCH_DELAY  a duration Launch spends "building"
+//	BB_TESTPLUGIN_HANG_LIST     when set, List never answers
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+const version = "0.3.1-test"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "--version" {
+		fmt.Println(version)
+		return
+	}
+	sdk.Serve(&backend{root: os.Getenv("BB_TESTPLUGIN_ROOT")}, sdk.WithLogger(sdk.NewLogger("test")))
+}
+
+type backend struct {
+	sdk.UnimplementedBackend
+	root string
+}
+
+// record is what the plugin keeps per bottle (its "runtime" state). Secret
+// env values live in a separate 0600 file, never in the handle.
+type record struct {
+	Identity string   `json:"identity"`
+	Agent    string   `json:"agent"`
+	Command  []string `json:"command"`
+	Cwd      string   `json:"cwd"`
+	Started  string   `json:"started"`
+}
+
+func (b *backend) dir() string { return filepath.Join(b.root, "bottles") }
+
+func (b *backend) path(id, ext string) string { return filepath.Join(b.dir(), id+ext) }
+
+func (b *backend) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{
+		Name: "test", Version: version, APIVersions: []string{sdk.APIVersion},
+		Capabilities: []sdk.Capability{sdk.CapExec},
+		Details:      map[string]string{"root": b.root},
+	}, nil
+}
+
+func (b *backend) Prepare(_ context.Context, spec sdk.Spec) (sdk.Plan, error) {
+	if b.root == "" {
+		return sdk.Plan{}, errors.New("BB_TESTPLUGIN_ROOT is not set")
+	}
+	src := "agent image " + spec.Agent.Image
+	if spec.Agent.Dockerfile != "" {
+		src = "agent Dockerfile " + spec.Agent.Dockerfile
+	}
+	if spec.BottleDockerfile != "" {
+		src = "per-bottle Dockerfile"
+	}
+	plan := sdk.Plan{Preflight: []sdk.PreflightLine{
+		{Key: "image", Value: src},
+		{Key: "project", Value: orNone(spec.Cwd)},
+		{Key: "egress", Value: orNone(strings.Join(spec.Egress, ", "))},
+		{Key: "env", Value: orNone(strings.Join(spec.Agent.EnvNames, ", "))},
+	}}
+	return plan, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progress func(sdk.Progress)) (sdk.Handle, error) {
+	if err := os.MkdirAll(b.dir(), 0o700); err != nil {
+		return sdk.Handle{}, err
+	}
+	// Tests kill this process mid-launch; they find it here.
+	_ = os.WriteFile(filepath.Join(b.root, "launch.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: spec.Cwd,
+		Started: time.Now().UTC().Format(time.RFC3339)}
+	data, _ := json.Marshal(rec)
+	if err := os.WriteFile(b.path(spec.Identity, ".json"), data, 0o600); err != nil {
+		return sdk.Handle{}, err
+	}
+	env, _ := json.Marshal(spec.Env)
+	if err := os.WriteFile(b.path(spec.Identity, ".env"), env, 0o600); err != nil {
+		return sdk.Handle{}, err
+	}
+	delay, _ := time.ParseDuration(os.Getenv("BB_TESTPLUGIN_LAUNCH_DELAY"))
+	const steps = 3
+	for i := 1; i <= steps; i++ {
+		progress(sdk.Progress{Stage: "build", Message: "building", Current: int64(i), Total: steps})
+		select {
+		case <-ctx.Done():
+			return sdk.Handle{}, ctx.Err()
+		case <-time.After(delay / steps):
+		}
+	}
+	h := sdk.Handle{Version: 1, Backend: "test", Identity: spec.Identity, Data: []byte(spec.Identity)}
+	if spec.Detach {
+		logf, err := os.Create(b.path(spec.Identity, ".log"))
+		if err != nil {
+			return sdk.Handle{}, err
+		}
+		defer logf.Close()
+		cmd, err := b.command(spec.Identity)
+		if err != nil {
+			return sdk.Handle{}, err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return sdk.Handle{}, err
+		}
+		_ = os.WriteFile(b.path(spec.Identity, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+		go func() { _ = cmd.Wait() }()
+	}
+	return h, nil
+}
+
+func (b *backend) load(id string) (record, map[string]string, error) {
+	var rec record
+	data, err := os.ReadFile(b.path(id, ".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return rec, nil, fmt.Errorf("bottle %s: %w", id, sdk.ErrNotFound)
+	}
+	if err != nil {
+		return rec, nil, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, nil, err
+	}
+	env := map[string]string{}
+	if data, err := os.ReadFile(b.path(id, ".env")); err == nil {
+		_ = json.Unmarshal(data, &env)
+	}
+	return rec, env, nil
+}
+
+func (b *backend) command(id string) (*exec.Cmd, error) {
+	rec, env, err := b.load(id)
+	if err != nil {
+		return nil, err
+	}
+	if len(rec.Command) == 0 {
+		return nil, fmt.Errorf("bottle %s has no command", id)
+	}
+	cmd := exec.Command(rec.Command[0], rec.Command[1:]...)
+	cmd.Dir = rec.Cwd
+	if cmd.Dir == "" {
+		cmd.Dir = b.root
+	}
+	cmd.Env = append(os.Environ(), sdk.EnvIdentity+"="+id)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
+	id := req.Handle.Identity
+	if pid, ok := b.pid(id); ok && alive(pid) {
+		// Started detached: follow its log until it exits.
+		return b.follow(ctx, id, pid, s)
+	}
+	cmd, err := b.command(id)
+	if err != nil {
+		return sdk.ExitStatus{}, err
+	}
+	if s.Stdin != nil {
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return sdk.ExitStatus{}, err
+		}
+		go func() { _, _ = io.Copy(stdin, s.Stdin); stdin.Close() }()
+	}
+	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+	if err := cmd.Start(); err != nil {
+		return sdk.ExitStatus{}, fmt.Errorf("start %s: %w", id, err)
+	}
+	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-ctx.Done():
+		return sdk.ExitStatus{Detached: true}, nil
+	case err := <-done:
+		return exitStatus(err)
+	}
+}
+
+func exitStatus(err error) (sdk.ExitStatus, error) {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return sdk.ExitStatus{Code: 128 + int(ws.Signal())}, nil
+		}
+		return sdk.ExitStatus{Code: ee.ExitCode()}, nil
+	}
+	if err != nil {
+		return sdk.ExitStatus{}, err
+	}
+	return sdk.ExitStatus{}, nil
+}
+
+func (b *backend) follow(ctx context.Context, id string, pid int, s sdk.AttachStreams) (sdk.ExitStatus, error) {
+	f, err := os.Open(b.path(id, ".log"))
+	if err != nil {
+		return sdk.ExitStatus{}, err
+	}
+	defer f.Close()
+	for {
+		if s.Stdout != nil {
+			_, _ = io.Copy(s.Stdout, f)
+		}
+		if !alive(pid) {
+			if s.Stdout != nil {
+				_, _ = io.Copy(s.Stdout, f)
+			}
+			// The exit code of a process we did not start is unknown.
+			return sdk.ExitStatus{}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return sdk.ExitStatus{Detached: true}, nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (b *backend) pid(id string) (int, bool) {
+	data, err := os.ReadFile(b.path(id, ".pid"))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid, err == nil && pid > 0
+}
+
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	// A zombie child of a dead plugin process still answers kill(0).
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func (b *backend) Stop(_ context.Context, req sdk.StopRequest) ([]string, error) {
+	id := req.Identity
+	if req.Handle != nil && req.Handle.Identity != "" {
+		id = req.Handle.Identity
+	}
+	if id == "" {
+		return nil, errors.New("stop: no identity")
+	}
+	var removed []string
+	if pid, ok := b.pid(id); ok && alive(pid) {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		removed = append(removed, fmt.Sprintf("process %d", pid))
+	}
+	for _, ext := range []string{".json", ".env", ".pid", ".log"} {
+		if err := os.Remove(b.path(id, ext)); err == nil && ext == ".json" {
+			removed = append(removed, "bottle "+id)
+		}
+	}
+	return removed, nil
+}
+
+func (b *backend) List(ctx context.Context) ([]sdk.Bottle, error) {
+	if os.Getenv("BB_TESTPLUGIN_HANG_LIST") != "" {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	entries, err := os.ReadDir(b.dir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []sdk.Bottle
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		rec, _, err := b.load(id)
+		if err != nil {
+			continue
+		}
+		status := "created"
+		if pid, ok := b.pid(id); ok {
+			status = "exited"
+			if alive(pid) {
+				status = "running"
+			}
+		}
+		h := sdk.Handle{Version: 1, Backend: "test", Identity: id, Data: []byte(id)}
+		out = append(out, sdk.Bottle{Identity: id, Agent: rec.Agent, Status: status, StartedAt: rec.Started, Handle: &h})
+	}
+	return out, nil
+}
+
+func (b *backend) Exec(ctx context.Context, req sdk.ExecRequest) (sdk.ExecResult, error) {
+	rec, _, err := b.load(req.Handle.Identity)
+	if err != nil {
+		return sdk.ExecResult{}, err
+	}
+	if len(req.Command) == 0 {
+		return sdk.ExecResult{}, errors.New("exec: empty command")
+	}
+	cmd := exec.CommandContext(ctx, req.Command[0], req.Command[1:]...)
+	cmd.Dir = rec.Cwd
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	st, err := exitStatus(cmd.Run())
+	if err != nil {
+		return sdk.ExecResult{}, err
+	}
+	return sdk.ExecResult{ExitCode: st.Code, Stdout: []byte(out.String()), Stderr: []byte(errb.String())}, nil
+}
