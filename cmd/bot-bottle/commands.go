@@ -14,6 +14,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
+	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -213,6 +214,12 @@ func (c *RmCmd) Run(a *App) error {
 	env, err := a.Env()
 	if err != nil {
 		return err
+	}
+	// All or nothing on bad input: refuse before removing anything.
+	for _, id := range c.Identities {
+		if err := state.ValidateIdentity(id); err != nil {
+			return err
+		}
 	}
 	var errs []error
 	for _, id := range c.Identities {

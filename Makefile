@@ -1,0 +1,60 @@
+# bot-bottle. `make shell` builds everything and starts the built-in shell
+# agent; `make test` runs every test. See README.md.
+
+GO       ?= go
+BIN      := bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+PLUGINS  := $(notdir $(wildcard plugins/*))
+FUZZTIME ?= 10s
+
+.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean
+
+all: build
+
+## build: bin/bot-bottle, bin/bottle (the static in-bottle helper) and every bin/bot-bottle-plugin-*
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle ./cmd/bot-bottle
+	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/bottle ./cmd/bottle
+	@for p in $(PLUGINS); do \
+		echo "$(GO) build -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p"; \
+		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
+	done
+
+## shell: build, provide the shell agent's base image, and start the shell agent on the current directory
+shell: build base-image
+	$(BIN)/bot-bottle start shell --cwd .
+
+## test: every test (unit, plugin, CLI end-to-end against the real Docker Engine), vet, and a short fuzz run
+test: deps build base-image vet
+	$(GO) test -count=1 -timeout 40m ./...
+	cd sdk && $(GO) test -count=1 ./...
+	$(MAKE) fuzz
+
+vet:
+	$(GO) vet ./...
+	cd sdk && $(GO) vet ./...
+
+## fuzz: the untrusted-request parser, for a short fixed time
+fuzz:
+	@if [ -d internal/queue ]; then $(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./internal/queue; fi
+
+## bench: start latency against a bare docker run, plugin handshake, version
+bench: build base-image
+	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./plugins/...
+
+## proto: regenerate the SDK's committed gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
+proto:
+	cd sdk/internal/pluginpb && protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative plugin.proto
+
+## base-image: the shell agent's base image, made from Debian's packages when no registry can provide it
+base-image:
+	scripts/base-image.sh
+
+## deps: Debian packages the tests need (busybox-static, debootstrap)
+deps:
+	scripts/deps.sh
+
+clean:
+	rm -rf $(BIN)

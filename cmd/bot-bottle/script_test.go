@@ -1,0 +1,303 @@
+package main_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// binDir holds the real binaries the scripts drive: bot-bottle and the test
+// backend plugin, each built with `go build` like a user would.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code, err := buildAndRun(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func buildAndRun(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "bbbin")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	builds := [][]string{
+		{"-o", filepath.Join(dir, "bot-bottle"), "."},
+		{"-o", filepath.Join(dir, "bot-bottle-plugin-test"), "../../internal/testplugin"},
+	}
+	for _, b := range builds {
+		cmd := exec.Command("go", append([]string{"build"}, b...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("go build %v: %v\n%s", b, err, out)
+		}
+	}
+	return m.Run(), nil
+}
+
+// scriptParams is the common setup of every CLI script: a fresh
+// BOT_BOTTLE_HOME, the test backend's root, and only our binaries on PATH
+// ahead of the system's.
+func scriptParams(dir string) testscript.Params {
+	return testscript.Params{
+		Dir: dir,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("PATH", binDir+string(os.PathListSeparator)+env.Getenv("PATH"))
+			env.Setenv("BOT_BOTTLE_HOME", filepath.Join(env.WorkDir, "home"))
+			env.Setenv("BB_TESTPLUGIN_ROOT", filepath.Join(env.WorkDir, "tproot"))
+			env.Setenv("BIN", binDir)
+			env.Setenv("HOME", env.WorkDir)
+			env.Defer(func() { killPlugins(filepath.Join(env.WorkDir, "tproot")) })
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"setid":      cmdSetID,
+			"exitcode":   cmdExitCode,
+			"waitfile":   cmdWaitFile,
+			"killpidf":   cmdKillPidFile,
+			"procgone":   cmdProcGone,
+			"noplugins":  cmdNoPlugins,
+			"treesnap":   cmdTreeSnap,
+			"emptydir":   cmdEmptyDir,
+			"sha256file": cmdSHA256File,
+		},
+	}
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, scriptParams("testdata/script"))
+}
+
+var idPattern = regexp.MustCompile(`bot-bottle: (?:starting|resuming) ([a-z0-9-]+-[a-z0-9]{5})`)
+
+// setid VAR: the identity of the bottle the last command started, from its
+// stderr, into $VAR.
+func cmdSetID(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: setid VAR")
+	}
+	m := idPattern.FindStringSubmatch(ts.ReadFile("stderr"))
+	if m == nil {
+		ts.Fatalf("no identity in stderr")
+	}
+	ts.Setenv(args[0], m[1])
+}
+
+// exitcode N cmd args...: run cmd, require exit status N; stdout and stderr
+// are kept for the usual assertions.
+func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N cmd [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: %v", err)
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		got = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("exitcode: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("exit status %d, want %d", got, want)
+	}
+}
+
+// waitfile PATH [TIMEOUT]: wait until PATH exists.
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 {
+		ts.Fatalf("usage: waitfile PATH [timeout]")
+	}
+	timeout := 20 * time.Second
+	if len(args) > 1 {
+		timeout, _ = time.ParseDuration(args[1])
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(ts.MkAbs(args[0])); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Fatalf("%s did not appear within %s", args[0], timeout)
+}
+
+func readPid(ts *testscript.TestScript, file string) int {
+	pid, err := strconv.Atoi(strings.TrimSpace(ts.ReadFile(file)))
+	if err != nil {
+		ts.Fatalf("pid file %s: %v", file, err)
+	}
+	return pid
+}
+
+// killpidf FILE: SIGKILL the process whose pid FILE holds.
+func cmdKillPidFile(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: killpidf FILE")
+	}
+	pid := readPid(ts, args[0])
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		ts.Fatalf("kill %d: %v", pid, err)
+	}
+}
+
+// procgone FILE TIMEOUT: the process whose pid FILE holds is gone (not even
+// a zombie of ours) within TIMEOUT.
+func cmdProcGone(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: procgone FILE TIMEOUT")
+	}
+	pid := readPid(ts, args[0])
+	timeout, err := time.ParseDuration(args[1])
+	if err != nil {
+		ts.Fatalf("procgone: %v", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if !processAlive(pid) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.Fatalf("process %d still running after %s", pid, timeout)
+}
+
+func processAlive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
+}
+
+// pluginPids lists live test-plugin processes serving this script's root.
+func pluginPids(root string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || filepath.Base(exe) != "bot-bottle-plugin-test" {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil || !bytes.Contains(env, []byte("BB_TESTPLUGIN_ROOT="+root+"\x00")) {
+			continue
+		}
+		if processAlive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func killPlugins(root string) {
+	for _, pid := range pluginPids(root) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// noplugins [TIMEOUT]: no test-plugin process of this script is left.
+func cmdNoPlugins(ts *testscript.TestScript, neg bool, args []string) {
+	timeout := 5 * time.Second
+	if len(args) > 0 {
+		timeout, _ = time.ParseDuration(args[0])
+	}
+	root := ts.Getenv("BB_TESTPLUGIN_ROOT")
+	deadline := time.Now().Add(timeout)
+	for {
+		pids := pluginPids(root)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("plugin processes left behind: %v", pids)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// treesnap DIR FILE: write a listing of DIR (paths, sizes, modes, contents
+// hash) to FILE, so a later cmp shows nothing changed.
+func cmdTreeSnap(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: treesnap DIR FILE")
+	}
+	root := ts.MkAbs(args[0])
+	var lines []string
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		line := fmt.Sprintf("%s %s %d", rel, fi.Mode(), fi.Size())
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" %x", data)
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil {
+		ts.Fatalf("treesnap: %v", err)
+	}
+	sort.Strings(lines)
+	if err := os.WriteFile(ts.MkAbs(args[1]), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		ts.Fatalf("treesnap: %v", err)
+	}
+}
+
+// emptydir DIR: DIR is missing or has no entries.
+func cmdEmptyDir(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: emptydir DIR")
+	}
+	entries, err := os.ReadDir(ts.MkAbs(args[0]))
+	empty := errors.Is(err, os.ErrNotExist) || (err == nil && len(entries) == 0)
+	if empty == neg {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		ts.Fatalf("%s: entries %v (negated: %v)", args[0], names, neg)
+	}
+}
+
+// sha256file FILE VAR: the sha256 of FILE into $VAR.
+func cmdSHA256File(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: sha256file FILE VAR")
+	}
+	out, err := exec.Command("sha256sum", ts.MkAbs(args[0])).Output()
+	if err != nil {
+		ts.Fatalf("sha256sum: %v", err)
+	}
+	ts.Setenv(args[1], strings.Fields(string(out))[0])
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# deps.sh installs the Debian packages the tests use when they are missing:
+# busybox-static (test images are built FROM scratch around it) and
+# debootstrap (scripts/base-image.sh). It does nothing when all are present,
+# so it is safe to run before every test run.
+set -euo pipefail
+
+need=()
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+
+if [ ${#need[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps: missing Debian packages: ${need[*]}; install them (sudo apt-get install ${need[*]}) and re-run" >&2
+	exit 1
+fi
+echo "deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null
