@@ -1,0 +1,364 @@
+// Package queue is the host side of the request channel between a bottle and
+// its operator: capability and egress requests come in through a per-bottle
+// inbox as untrusted files, are stored host-side as the authoritative record,
+// and are decided exactly once; decisions go back to the bottle through a
+// read-only outbox.
+//
+// Layout under the bot-bottle home:
+//
+//	queue/                      0700: other host users cannot reach any inbox
+//	queue/<identity>/           0755, mounted read-only at /run/bot-bottle/queue
+//	queue/<identity>/inbox/     1777, mounted read-write on top: the bottle's only writable place
+//	queue/<identity>/outbox/    0755, receipts and decisions by client token, host-written
+//	requests/<identity>/        0700, host-only: <request-id>.json records and the .lock
+//
+// Nothing under queue/<identity>/ is ever trusted: the host reads only the
+// inbox, and only as input to ParseRequest.
+package queue
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gofrs/flock"
+	"github.com/google/renameio/v2"
+)
+
+// Kind is what a request asks for.
+type Kind string
+
+const (
+	KindCapability Kind = "capability"
+	KindEgress     Kind = "egress"
+)
+
+// Status is where a request stands.
+type Status string
+
+const (
+	StatusPending  Status = "pending"
+	StatusApproved Status = "approved"
+	StatusDenied   Status = "denied"
+	// StatusRefused appears only in outbox receipts: the host refused the
+	// file as invalid and never stored a request.
+	StatusRefused Status = "refused"
+)
+
+// Request is the host's authoritative record of one request.
+type Request struct {
+	ID             string     `json:"id"`
+	Identity       string     `json:"identity"`
+	Kind           Kind       `json:"kind"`
+	Reason         string     `json:"reason"`
+	Dockerfile     string     `json:"dockerfile,omitempty"`
+	Run            string     `json:"run,omitempty"`
+	Host           string     `json:"host,omitempty"`
+	Status         Status     `json:"status"`
+	CreatedAt      time.Time  `json:"created_at"`
+	DecidedAt      *time.Time `json:"decided_at,omitempty"`
+	DecidedBy      string     `json:"decided_by,omitempty"`
+	DecisionReason string     `json:"decision_reason,omitempty"`
+	// ClientToken is the random name the helper gave its inbox file; the
+	// receipt in the outbox carries the same name so the helper finds it.
+	ClientToken string `json:"client_token,omitempty"`
+}
+
+var (
+	// ErrAlreadyDecided is returned by Decide for a request that is no
+	// longer pending.
+	ErrAlreadyDecided = errors.New("request already decided")
+	// ErrNoRequest is returned for a request id that does not exist.
+	ErrNoRequest = errors.New("no such request")
+)
+
+// Directory modes. The inbox is world-writable with the sticky bit because the
+// bottle's user has a uid the host cannot know in advance (1000 by convention,
+// root in images without a user, shifted under user namespaces); the sticky
+// bit keeps in-bottle users from deleting or renaming each other's files.
+// Other host users are kept out by queue/ being 0700: a bind mount does not
+// need its host parents to be traversable from inside.
+const (
+	modeQueueRoot = 0o700
+	modeQueueDir  = 0o755
+	modeInbox     = 0o777 | fs.ModeSticky
+	modeOutbox    = 0o755
+	modeHostOnly  = 0o700
+	modeReceipt   = 0o644
+	modeRecord    = 0o600
+)
+
+// Queue is the request store under one bot-bottle home.
+type Queue struct {
+	home string
+	now  func() time.Time
+}
+
+// Open returns the queue under home. It touches nothing on disk.
+func Open(home string) *Queue {
+	return &Queue{home: home, now: func() time.Time { return time.Now().UTC() }}
+}
+
+func (q *Queue) queueDir(identity string) string {
+	return filepath.Join(q.home, "queue", identity)
+}
+
+func (q *Queue) recordDir(identity string) string {
+	return filepath.Join(q.home, "requests", identity)
+}
+
+func (q *Queue) recordPath(identity, id string) string {
+	return filepath.Join(q.recordDir(identity), id+".json")
+}
+
+func (q *Queue) lock(identity string) (*flock.Flock, error) {
+	l := flock.New(filepath.Join(q.recordDir(identity), ".lock"), flock.SetPermissions(modeRecord))
+	if err := l.Lock(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("lock requests of %s: %w", identity, ErrNoRequest)
+		}
+		return nil, fmt.Errorf("lock requests of %s: %w", identity, err)
+	}
+	return l, nil
+}
+
+// Dir creates (or repairs the modes of) the bottle's queue dir and its
+// host-only record dir, and returns the queue dir to mount at
+// sdk.GuestQueueDir. Backends mount it read-only and its inbox/ read-write.
+func (q *Queue) Dir(identity string) (string, error) {
+	if !ValidIdentity(identity) {
+		return "", fmt.Errorf("queue dir: invalid identity %q", identity)
+	}
+	dirs := []struct {
+		path string
+		mode fs.FileMode
+	}{
+		{filepath.Join(q.home, "queue"), modeQueueRoot},
+		{q.queueDir(identity), modeQueueDir},
+		{filepath.Join(q.queueDir(identity), "inbox"), modeInbox},
+		{filepath.Join(q.queueDir(identity), "outbox"), modeOutbox},
+		{filepath.Join(q.home, "requests"), modeHostOnly},
+		{q.recordDir(identity), modeHostOnly},
+	}
+	for _, d := range dirs {
+		if err := ensureDir(d.path, d.mode); err != nil {
+			return "", fmt.Errorf("queue dir of %s: %w", identity, err)
+		}
+	}
+	return q.queueDir(identity), nil
+}
+
+// ensureDir makes path a real directory (never a symlink) with exactly mode;
+// chmod because mkdir is subject to the umask.
+func ensureDir(path string, mode fs.FileMode) error {
+	if err := os.Mkdir(path, mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", path, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory (%s)", path, fi.Mode().Type())
+	}
+	if fi.Mode()&(fs.ModePerm|fs.ModeSticky) != mode {
+		if err := os.Chmod(path, mode); err != nil {
+			return fmt.Errorf("chmod %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// Remove deletes the bottle's queue dir and its request records, at the
+// cleanup of a bottle that is not preserved. A missing bottle is not an error.
+func (q *Queue) Remove(identity string) error {
+	if !ValidIdentity(identity) {
+		return fmt.Errorf("remove queue: invalid identity %q", identity)
+	}
+	if l, err := q.lock(identity); err == nil {
+		defer l.Unlock()
+	}
+	// RemoveAll never follows symlinks, so links a bottle left in its inbox
+	// cannot make this delete anything outside.
+	if err := os.RemoveAll(q.queueDir(identity)); err != nil {
+		return fmt.Errorf("remove queue of %s: %w", identity, err)
+	}
+	if err := os.RemoveAll(q.recordDir(identity)); err != nil {
+		return fmt.Errorf("remove requests of %s: %w", identity, err)
+	}
+	return nil
+}
+
+// Get returns the authoritative record of one request.
+func (q *Queue) Get(id string) (Request, error) {
+	identity, err := identityOf(id)
+	if err != nil {
+		return Request{}, err
+	}
+	return q.read(identity, id)
+}
+
+func (q *Queue) read(identity, id string) (Request, error) {
+	data, err := os.ReadFile(q.recordPath(identity, id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Request{}, fmt.Errorf("request %s: %w", id, ErrNoRequest)
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("read request %s: %w", id, err)
+	}
+	var r Request
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Request{}, fmt.Errorf("read request %s: corrupt record: %w", id, err)
+	}
+	if r.ID != id || r.Identity != identity {
+		return Request{}, fmt.Errorf("read request %s: record names %q of %q", id, r.ID, r.Identity)
+	}
+	return r, nil
+}
+
+// List returns every stored request of every bottle, pending and decided,
+// oldest first. Records that cannot be read are left out and reported in the
+// error, so that one bad file does not hide the rest: callers should show the
+// list and the error.
+func (q *Queue) List() ([]Request, error) {
+	ents, err := os.ReadDir(filepath.Join(q.home, "requests"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	var out []Request
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !ValidIdentity(e.Name()) {
+			continue
+		}
+		rs, err := q.listIdentity(e.Name())
+		out = append(out, rs...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	sortRequests(out)
+	return out, errors.Join(errs...)
+}
+
+func (q *Queue) listIdentity(identity string) ([]Request, error) {
+	ents, err := os.ReadDir(q.recordDir(identity))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list requests of %s: %w", identity, err)
+	}
+	var out []Request
+	var errs []error
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if got, err := identityOf(id); err != nil || got != identity {
+			continue
+		}
+		r, err := q.read(identity, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, errors.Join(errs...)
+}
+
+func sortRequests(rs []Request) {
+	sort.SliceStable(rs, func(i, j int) bool {
+		if !rs[i].CreatedAt.Equal(rs[j].CreatedAt) {
+			return rs[i].CreatedAt.Before(rs[j].CreatedAt)
+		}
+		return rs[i].ID < rs[j].ID
+	})
+}
+
+// Decide records the decision on a pending request, exactly once across
+// processes: the per-bottle lock serialises deciders and the loser finds the
+// request decided and gets ErrAlreadyDecided. The authoritative record is
+// written first, then the bottle's receipt; if only the receipt fails, the
+// decision stands (the error says so) and the next Ingest republishes it.
+func (q *Queue) Decide(id string, approve bool, reason, decidedBy string) (Request, error) {
+	identity, err := identityOf(id)
+	if err != nil {
+		return Request{}, err
+	}
+	if strings.TrimSpace(decidedBy) == "" {
+		return Request{}, fmt.Errorf("decide %s: missing decided-by", id)
+	}
+	l, err := q.lock(identity)
+	if err != nil {
+		return Request{}, fmt.Errorf("decide %s: %w", id, err)
+	}
+	defer l.Unlock()
+	r, err := q.read(identity, id)
+	if err != nil {
+		return Request{}, fmt.Errorf("decide: %w", err)
+	}
+	if r.Status != StatusPending {
+		return r, fmt.Errorf("decide %s: %w (%s by %s)", id, ErrAlreadyDecided, r.Status, r.DecidedBy)
+	}
+	now := q.now()
+	r.Status = StatusDenied
+	if approve {
+		r.Status = StatusApproved
+	}
+	r.DecidedAt = &now
+	r.DecidedBy = decidedBy
+	r.DecisionReason = reason
+	if err := q.writeRecord(r); err != nil {
+		return Request{}, fmt.Errorf("decide %s: %w", id, err)
+	}
+	if err := q.publish(r); err != nil {
+		return r, fmt.Errorf("decide %s: decision recorded, but %w", id, err)
+	}
+	return r, nil
+}
+
+func (q *Queue) writeRecord(r Request) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode request %s: %w", r.ID, err)
+	}
+	path := q.recordPath(r.Identity, r.ID)
+	err = renameio.WriteFile(path, append(data, '\n'), modeRecord,
+		renameio.WithTempDir(filepath.Dir(path)), renameio.IgnoreUmask())
+	if err != nil {
+		return fmt.Errorf("write request %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+const base36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+// newSuffix returns n random base36 characters.
+func newSuffix(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		// Bytes from 252 up are redrawn: 252 = 7*36 keeps the result uniform.
+		for {
+			var c [1]byte
+			_, _ = rand.Read(c[:]) // crypto/rand.Read never fails on Linux
+			if c[0] < 252 {
+				b[i] = base36[c[0]%36]
+				break
+			}
+		}
+	}
+	return string(b)
+}
