@@ -1,0 +1,166 @@
+package state
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"strconv"
+	"strings"
+)
+
+const (
+	// MaxIdentityLen bounds identities and user-given names.
+	MaxIdentityLen = 64
+	// maxSlugLen leaves room for the "-xxxxx" suffix well inside MaxIdentityLen.
+	maxSlugLen  = 40
+	suffixLen   = 5
+	mintRetries = 100
+)
+
+// suffixSpace is 36^5: every 5-character base36 string.
+var suffixSpace = big.NewInt(36 * 36 * 36 * 36 * 36)
+
+const nameRule = "must be lower-case letters, digits and '-' (1-64 characters, not starting with '-')"
+
+// ValidateIdentity refuses anything that is not a safe identity: empty, longer
+// than 64 bytes, a leading '-', or any byte outside [a-z0-9-] (which rules
+// out "/", "..", spaces and upper case). The error wraps ErrInvalidIdentity
+// and is one line even for hostile input.
+func ValidateIdentity(id string) error {
+	if validName(id) {
+		return nil
+	}
+	return &stateError{
+		msg:      fmt.Sprintf("invalid identity %q: %s", id, nameRule),
+		sentinel: ErrInvalidIdentity,
+	}
+}
+
+// ValidateName applies the identity rules to a name a user chose, such as an
+// agent or plugin name; kind says what it is ("agent name", "plugin name")
+// for the message. The error wraps ErrInvalidName.
+func ValidateName(kind, name string) error {
+	if validName(name) {
+		return nil
+	}
+	return &stateError{
+		msg:      fmt.Sprintf("invalid %s %q: %s", kind, name, nameRule),
+		sentinel: ErrInvalidName,
+	}
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > MaxIdentityLen || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isNameByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isNameByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+}
+
+// Slug turns an agent name into the prefix of its identities: lower case,
+// every run of characters outside [a-z0-9] collapsed to one '-', no '-' at
+// either end, at most 40 characters, and "bottle" when nothing is left.
+func Slug(agent string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(agent) {
+		if r < 0x80 && isNameByte(byte(r)) && r != '-' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteRune(r)
+			if b.Len() >= maxSlugLen {
+				break
+			}
+			continue
+		}
+		dash = true
+	}
+	s := strings.TrimRight(b.String(), "-")
+	if len(s) > maxSlugLen {
+		s = strings.TrimRight(s[:maxSlugLen], "-")
+	}
+	if s == "" {
+		return "bottle"
+	}
+	return s
+}
+
+// Mint creates a new identity <Slug(agent)>-<5 random base36 characters> and
+// reserves it by creating its state directory with os.Mkdir, which succeeds
+// for exactly one caller even across processes. A candidate whose directory
+// already exists, or for which taken reports true (for example a bottle the
+// backend still runs), is skipped; taken may be nil. Gives up after a
+// bounded number of attempts.
+func (s *Store) Mint(agent string, taken func(id string) bool) (string, error) {
+	id, _, err := s.mint(agent, taken, false)
+	return id, err
+}
+
+// MintLocked is Mint that also takes the new bottle's Lock before its state
+// directory exists, so no other process (a prune, say) can see the fresh
+// directory without metadata and remove it before the caller writes it.
+func (s *Store) MintLocked(agent string, taken func(id string) bool) (id string, unlock func(), err error) {
+	return s.mint(agent, taken, true)
+}
+
+func (s *Store) mint(agent string, taken func(string) bool, lock bool) (string, func(), error) {
+	slug := Slug(agent)
+	for range mintRetries {
+		suffix, err := s.randomSuffix()
+		if err != nil {
+			return "", nil, fmt.Errorf("mint identity for agent %q: %w", agent, err)
+		}
+		id := slug + "-" + suffix
+		if taken != nil && taken(id) {
+			continue
+		}
+		unlock := func() {}
+		if lock {
+			unlock, err = s.Lock(id)
+			if errors.Is(err, ErrLocked) {
+				continue
+			}
+			if err != nil {
+				return "", nil, fmt.Errorf("mint identity for agent %q: %w", agent, err)
+			}
+		}
+		err = os.Mkdir(s.Dir(id), dirPerm)
+		if err == nil {
+			return id, unlock, nil
+		}
+		unlock()
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		return "", nil, fmt.Errorf("mint identity for agent %q: reserve %s: %w", agent, id, err)
+	}
+	return "", nil, fmt.Errorf("mint identity for agent %q: no free identity after %d attempts", agent, mintRetries)
+}
+
+func (s *Store) randomSuffix() (string, error) {
+	if s.suffix != nil {
+		return s.suffix()
+	}
+	n, err := rand.Int(rand.Reader, suffixSpace)
+	if err != nil {
+		return "", fmt.Errorf("random suffix: %w", err)
+	}
+	return padBase36(n.Int64()), nil
+}
+
+func padBase36(n int64) string {
+	s := strconv.FormatInt(n, 36)
+	return strings.Repeat("0", suffixLen-len(s)) + s
+}

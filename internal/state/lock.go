@@ -1,0 +1,66 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/gofrs/flock"
+)
+
+// lockRetries bounds how often Lock starts over after finding that the file
+// it locked was unlinked by a releasing holder.
+const lockRetries = 10
+
+// Lock takes the bottle's exclusive lock without waiting. The lock file lives
+// in home/locks/<id>.lock, outside the state directory, so the lock is still
+// held while the holder removes the bottle's state. Any other holder (another
+// process, or another Lock call in this process: flock(2) locks belong to
+// the open file, not the process) makes it fail with ErrLocked. The returned
+// unlock releases the lock and may be called more than once.
+func (s *Store) Lock(id string) (unlock func(), err error) {
+	if err := ValidateIdentity(id); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.home, "locks")
+	if err := os.Mkdir(dir, dirPerm); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("lock %s: %w", id, err)
+	}
+	path := filepath.Join(dir, id+".lock")
+	for range lockRetries {
+		fl := flock.New(path, flock.SetPermissions(filePerm), flock.SetFlag(os.O_CREATE|os.O_RDONLY|oNoFollow))
+		ok, err := fl.TryLock()
+		if err != nil {
+			return nil, fmt.Errorf("lock %s (%s): %w", id, path, err)
+		}
+		if !ok {
+			return nil, &stateError{
+				msg:      fmt.Sprintf("bottle %q is in use by another bot-bottle process (lock %s)", id, path),
+				sentinel: ErrLocked,
+			}
+		}
+		// A holder that releases a bottle whose state is gone unlinks the
+		// lock file. If that happened between our open and our flock, we
+		// hold a lock on a file nobody else will ever open: start over.
+		held, herr := fl.Stat()
+		cur, cerr := os.Lstat(path)
+		if herr == nil && cerr == nil && os.SameFile(held, cur) {
+			var once sync.Once
+			return func() { once.Do(func() { s.release(id, path, fl) }) }, nil
+		}
+		_ = fl.Unlock()
+	}
+	return nil, fmt.Errorf("lock %s (%s): lock file keeps changing", id, path)
+}
+
+// release drops the lock. When the bottle has no state any more the lock file
+// is unlinked first, while still held, so lock files do not pile up; Lock's
+// same-file check keeps that safe against a concurrent locker.
+func (s *Store) release(id, path string, fl *flock.Flock) {
+	if _, err := os.Lstat(s.Dir(id)); errors.Is(err, os.ErrNotExist) {
+		_ = os.Remove(path)
+	}
+	_ = fl.Unlock()
+}
