@@ -1,0 +1,9 @@
+description     = "Claude Code (Anthropic)"
+dockerfile      = "Dockerfile"
+command         = ["claude", "--dangerously-skip-permissions"]
+resume_command  = ["claude", "--dangerously-skip-permissions", "--continue"]
+workdir         = "/workspace"
+env             = ["ANTHROPIC_API_KEY"]
+transcript_path = "/home/agent/.claude/projects"
+egress          = ["api.anthropic.com:443"]
+cap_add         = []
