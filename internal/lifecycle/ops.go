@@ -34,8 +34,12 @@ func (e *Env) Attach(ctx context.Context, id string) (int, error) {
 		return 0, err
 	}
 	defer p.Close()
+	if err := e.Store.ClearDetached(id); err != nil {
+		return 0, err
+	}
 	st, err := e.attach(ctx, p, *h)
 	if err == nil && st.Detached {
+		_ = e.Store.MarkDetached(id)
 		e.say("detached from %s; it keeps running. Reattach with: bot-bottle attach %s", id, id)
 		return 0, nil
 	}

@@ -24,6 +24,9 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	if err := e.Store.ClearPreserved(id); err != nil {
 		return 0, err
 	}
+	if err := e.Store.ClearDetached(id); err != nil {
+		return 0, err
+	}
 	spec, err := e.buildSpec(s)
 	if err != nil {
 		e.finish(id, outcomeFailed)
@@ -52,11 +55,15 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 		return 0, err
 	}
 	if s.detach {
+		if err := e.Store.MarkDetached(id); err != nil {
+			e.say("warning: %v", err)
+		}
 		e.say("%s is running detached; attach with: bot-bottle attach %s   stop with: bot-bottle stop %s", id, id, id)
 		return 0, nil
 	}
 	st, err := e.attach(ctx, p, handle)
 	if err == nil && st.Detached {
+		_ = e.Store.MarkDetached(id)
 		e.say("detached from %s; it keeps running. Reattach with: bot-bottle attach %s", id, id)
 		return 0, nil
 	}
@@ -93,6 +100,9 @@ func (e *Env) outcomeOf(ctx context.Context, err error) outcome {
 // bottle whose plugin died keeps its state too (it is resumable); anything
 // else is removed.
 func (e *Env) finish(id string, o outcome) {
+	// Whatever happens next, the launch is closed: no handle, not detached.
+	_ = e.Store.RemoveHandle(id)
+	_ = e.Store.ClearDetached(id)
 	preserved, err := e.Store.IsPreserved(id)
 	if err != nil {
 		e.say("warning: %v", err)

@@ -48,10 +48,13 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 	}
 	defer p.Close()
 
-	id, err := e.Store.Mint(agent.Name, nil)
+	// Minted with its lock held, so that no prune or second process can
+	// touch the bottle between its birth and its launch.
+	id, unlock, err := e.Store.MintLocked(agent.Name, e.identityTaken)
 	if err != nil {
 		return 0, fmt.Errorf("mint identity: %w", err)
 	}
+	defer unlock()
 	meta := state.Metadata{
 		SchemaVersion: state.SchemaVersion,
 		Identity:      id,
@@ -66,11 +69,6 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		_ = e.Store.Remove(id)
 		return 0, err
 	}
-	unlock, err := e.Store.Lock(id)
-	if err != nil {
-		return 0, err
-	}
-	defer unlock()
 	cmd := o.Command
 	if len(cmd) == 0 {
 		cmd = agent.Command

@@ -1,0 +1,103 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bot-bottle/bot-bottle/internal/config"
+)
+
+// buildTestPlugin builds the core's test backend as a real plugin binary.
+func buildTestPlugin(tb testing.TB, dir string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, BinaryPrefix+"test")
+	if out, err := exec.Command("go", "build", "-o", bin, "../testplugin").CombinedOutput(); err != nil {
+		tb.Fatalf("build test plugin: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func newHost(tb testing.TB, exeDir string, cfg *config.Plugins) *Host {
+	home := tb.TempDir()
+	if cfg == nil {
+		cfg = &config.Plugins{Plugins: map[string]config.PluginBlock{}}
+	}
+	return &Host{Home: home, Config: cfg, ExeDir: exeDir, Getenv: func(k string) string {
+		if k == "PATH" {
+			return ""
+		}
+		return os.Getenv(k)
+	}}
+}
+
+func TestFindOrderAndErrors(t *testing.T) {
+	exeDir := t.TempDir()
+	bin := buildTestPlugin(t, exeDir)
+	h := newHost(t, exeDir, nil)
+
+	f, err := h.Find("test")
+	if err != nil || f.Path != bin || f.Source != "next to bot-bottle" || f.Checksum != "not pinned" {
+		t.Fatalf("find next to exe: %+v %v", f, err)
+	}
+	// $BOT_BOTTLE_HOME/plugins wins over the executable's directory.
+	userDir := filepath.Join(h.Home, "plugins")
+	if err := os.MkdirAll(userDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(bin)
+	if err := os.WriteFile(filepath.Join(userDir, BinaryPrefix+"test"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := h.Find("test"); f.Source != "$BOT_BOTTLE_HOME/plugins" {
+		t.Fatalf("user plugins dir should win: %+v", f)
+	}
+	if _, err := h.Find("nothere"); !errors.Is(err, ErrNotInstalled) || !strings.Contains(err.Error(), `plugin "nothere" not found`) {
+		t.Fatalf("missing plugin: %v", err)
+	}
+}
+
+func TestChecksumPin(t *testing.T) {
+	exeDir := t.TempDir()
+	buildTestPlugin(t, exeDir)
+	cfg := &config.Plugins{Plugins: map[string]config.PluginBlock{
+		"test": {Name: "test", SHA256: strings.Repeat("ab", 32)},
+	}}
+	h := newHost(t, exeDir, cfg)
+	_, err := h.Start(context.Background(), "test")
+	if err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("want checksum mismatch, got %v", err)
+	}
+	f, _ := h.Find("test")
+	cfg.Plugins["test"] = config.PluginBlock{Name: "test", SHA256: f.Actual}
+	p, err := h.Start(context.Background(), "test")
+	if err != nil {
+		t.Fatalf("right pin: %v", err)
+	}
+	defer p.Close()
+	if p.Info.Name != "test" || p.Protocol != 1 {
+		t.Fatalf("info %+v protocol %d", p.Info, p.Protocol)
+	}
+}
+
+// BenchmarkStartInfo measures what every command pays to use a backend:
+// exec the plugin, go-plugin handshake with AutoMTLS, gRPC connect, Info,
+// and shutdown. Target: ≤ 30 ms.
+func BenchmarkStartInfo(b *testing.B) {
+	exeDir := b.TempDir()
+	buildTestPlugin(b, exeDir)
+	h := newHost(b, exeDir, nil)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p, err := h.Start(ctx, "test")
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Close()
+	}
+}
