@@ -18,7 +18,9 @@ func (s *Store) MarkDetached(id string) error { return s.writeFile(id, detachedF
 func (s *Store) IsDetached(id string) (bool, error) { return s.hasMarker(id, detachedFile) }
 
 // ClearDetached removes the detached marker; absence is not an error.
-func (s *Store) ClearDetached(id string) error { return s.removeFile(id, detachedFile, "detached marker") }
+func (s *Store) ClearDetached(id string) error {
+	return s.removeFile(id, detachedFile, "detached marker")
+}
 
 // RemoveHandle forgets the handle of a bottle whose launch has closed, so
 // that nothing later mistakes it for a running bottle.
