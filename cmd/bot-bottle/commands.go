@@ -14,6 +14,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
+	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -306,6 +307,9 @@ func (c *PluginsCmd) Run(a *App) error {
 	found, errs := env.Host.Discover()
 	rows := []pluginRow{}
 	for _, f := range found {
+		if hf, err := pluginhost.WithChecksum(f); err == nil {
+			f = hf
+		}
 		row := pluginRow{Name: f.Name, Path: f.Path, Source: f.Source, SHA256: f.Actual, Checksum: f.Checksum, Capabilities: []string{}}
 		p, err := env.Host.StartFound(a.ctx, f)
 		if err != nil {

@@ -159,19 +159,40 @@ func (h *Host) block(name string) config.PluginBlock {
 	return h.Config.Block(name)
 }
 
+// found describes a plugin binary. Hashing a plugin costs more than
+// starting it, so only pinned binaries are hashed here; Checksum fills in
+// the rest for `bot-bottle plugins`.
 func (h *Host) found(name, path, source, pinned string) (Found, error) {
-	sum, err := fileSHA256(path)
-	if err != nil {
-		return Found{}, fmt.Errorf("plugin %q: %w", name, err)
+	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Checksum: "not pinned"}
+	if pinned == "" {
+		return f, nil
 	}
-	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Actual: sum, Checksum: "not pinned"}
-	if pinned != "" {
-		f.Checksum = "ok"
-		if f.Pinned != sum {
-			f.Checksum = "mismatch"
-		}
+	if err := f.hash(); err != nil {
+		return Found{}, err
+	}
+	f.Checksum = "ok"
+	if f.Pinned != f.Actual {
+		f.Checksum = "mismatch"
 	}
 	return f, nil
+}
+
+func (f *Found) hash() error {
+	if f.Actual != "" {
+		return nil
+	}
+	sum, err := fileSHA256(f.Path)
+	if err != nil {
+		return fmt.Errorf("plugin %q: %w", f.Name, err)
+	}
+	f.Actual = sum
+	return nil
+}
+
+// WithChecksum returns f with its binary's sha256 filled in.
+func WithChecksum(f Found) (Found, error) {
+	err := f.hash()
+	return f, err
 }
 
 func isExecutable(p string) error {
