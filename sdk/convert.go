@@ -47,7 +47,7 @@ func specToPB(s Spec) *pb.Spec {
 		BottleDockerfile: s.BottleDockerfile, CommittedImage: s.CommittedImage,
 		TranscriptDir: s.TranscriptDir, QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
 		ConfigJson: s.Config, Command: s.Command, Tty: s.TTY, Resume: s.Resume,
-		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach,
+		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach, EgressLog: s.EgressLog,
 	}
 }
 
@@ -60,7 +60,7 @@ func specFromPB(s *pb.Spec) Spec {
 		BottleDockerfile: s.BottleDockerfile, CommittedImage: s.CommittedImage,
 		TranscriptDir: s.TranscriptDir, QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
 		Config: s.ConfigJson, Command: s.Command, TTY: s.Tty, Resume: s.Resume,
-		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach,
+		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach, EgressLog: s.EgressLog,
 	}
 }
 

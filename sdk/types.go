@@ -90,6 +90,9 @@ type Spec struct {
 	// TTY asks for a terminal; the core decides it from its own stdin.
 	TTY    bool
 	Resume bool
+	// EgressLog is a host file the backend appends EgressEvent JSON lines
+	// to, one per connection attempt, where it can observe them. May be "".
+	EgressLog string
 	// Detach asks Launch to start the agent itself. Otherwise a backend may
 	// defer the start to the first Attach so that no early output is lost.
 	Detach bool
@@ -214,4 +217,18 @@ type Bottle struct {
 	Resources []string
 	Image     string
 	Handle    *Handle
+}
+
+// EgressEvent is one connection attempt from a bottle, as a backend reports
+// it in Spec.EgressLog (one JSON object per line).
+type EgressEvent struct {
+	Time     string `json:"time"` // RFC 3339
+	Identity string `json:"identity"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Allowed  bool   `json:"allowed"`
+	// Rule is the allowlist rule that allowed it, or why it was refused.
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Method string `json:"method,omitempty"` // CONNECT, GET, …
 }

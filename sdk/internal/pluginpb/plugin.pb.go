@@ -298,6 +298,7 @@ type Spec struct {
 	HelperBinary     string                 `protobuf:"bytes,15,opt,name=helper_binary,json=helperBinary,proto3" json:"helper_binary,omitempty"`
 	SnapshotDir      string                 `protobuf:"bytes,16,opt,name=snapshot_dir,json=snapshotDir,proto3" json:"snapshot_dir,omitempty"`
 	Detach           bool                   `protobuf:"varint,17,opt,name=detach,proto3" json:"detach,omitempty"`
+	EgressLog        string                 `protobuf:"bytes,18,opt,name=egress_log,json=egressLog,proto3" json:"egress_log,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -449,6 +450,13 @@ func (x *Spec) GetDetach() bool {
 		return x.Detach
 	}
 	return false
+}
+
+func (x *Spec) GetEgressLog() string {
+	if x != nil {
+		return x.EgressLog
+	}
+	return ""
 }
 
 type PreflightLine struct {
@@ -2121,7 +2129,7 @@ const file_plugin_proto_rawDesc = "" +
 	" \x01(\tR\x0etranscriptPath\x12\x16\n" +
 	"\x06egress\x18\v \x03(\tR\x06egress\x12\x17\n" +
 	"\acap_add\x18\f \x03(\tR\x06capAdd\x12\x12\n" +
-	"\x04user\x18\r \x01(\tR\x04user\"\xe6\x04\n" +
+	"\x04user\x18\r \x01(\tR\x04user\"\x85\x05\n" +
 	"\x04Spec\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x120\n" +
 	"\x05agent\x18\x02 \x01(\v2\x1a.botbottle.plugin.v1.AgentR\x05agent\x12\x10\n" +
@@ -2141,7 +2149,9 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06resume\x18\x0e \x01(\bR\x06resume\x12#\n" +
 	"\rhelper_binary\x18\x0f \x01(\tR\fhelperBinary\x12!\n" +
 	"\fsnapshot_dir\x18\x10 \x01(\tR\vsnapshotDir\x12\x16\n" +
-	"\x06detach\x18\x11 \x01(\bR\x06detach\x1a6\n" +
+	"\x06detach\x18\x11 \x01(\bR\x06detach\x12\x1d\n" +
+	"\n" +
+	"egress_log\x18\x12 \x01(\tR\tegressLog\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"7\n" +
