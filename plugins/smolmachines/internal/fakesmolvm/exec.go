@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var execFlags = []flagSpec{
+	// exec has only the long --name: there is no -n.
+	{long: "name", value: true},
+	{long: "stream"},
+	{long: "interactive", short: 'i'},
+	{long: "tty", short: 't'},
+	{long: "workdir", short: 'w', value: true},
+	{long: "env", short: 'e', value: true, multi: true},
+	{long: "detach", short: 'd'},
+	{long: "timeout", value: true},
+}
+
+// guestFS maps guest paths of one machine onto host paths: mounts onto
+// their host directories, everything else under the machine's rootfs dir.
+type guestFS struct {
+	rootfs string
+	mounts []mount
+}
+
+func newGuestFS(st *store, m *machine) guestFS {
+	ms := append([]mount(nil), m.Mounts...)
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i].Guest) > len(ms[j].Guest) })
+	return guestFS{rootfs: st.rootfs(m.Name), mounts: ms}
+}
+
+// host returns the host path for guest path p and whether it is on a mount.
+func (g guestFS) host(p string) (string, bool) {
+	p = filepath.Clean(p)
+	for _, m := range g.mounts {
+		if p == m.Guest {
+			return m.Host, true
+		}
+		if rest, ok := strings.CutPrefix(p, m.Guest+"/"); ok {
+			return filepath.Join(m.Host, rest), true
+		}
+	}
+	return filepath.Join(g.rootfs, p), false
+}
+
+// guestPath is the PATH inside the guest: the guest's own bin dirs first,
+// then the host's (standing in for the image's binaries).
+func (g guestFS) guestPath() string {
+	var dirs []string
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		h, _ := g.host(d)
+		dirs = append(dirs, h)
+	}
+	return strings.Join(dirs, ":") + ":" + os.Getenv("PATH")
+}
+
+// command resolves argv[0] the way the guest would see it.
+func (g guestFS) command(argv0, path string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		if h, onMount := g.host(argv0); onMount {
+			return h, nil
+		} else if _, err := os.Stat(h); err == nil {
+			return h, nil
+		}
+		// Not in the guest's own files: the image's binary, which the
+		// host stands in for.
+		if _, err := os.Stat(argv0); err == nil {
+			return argv0, nil
+		}
+		return "", fmt.Errorf("%s: no such file or directory", argv0)
+	}
+	for _, d := range filepath.SplitList(path) {
+		c := filepath.Join(d, argv0)
+		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%s: command not found", argv0)
+}
+
+// hostArgs rewrites absolute guest paths in args to host paths.
+func (g guestFS) hostArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if filepath.IsAbs(a) {
+			a, _ = g.host(a)
+		}
+		out[i] = a
+	}
+	return out
+}
+
+func cmdExec(st *store, args []string) error {
+	p, err := parseFlags(args, execFlags, 0)
+	if err != nil {
+		return err
+	}
+	if !p.dashDash || len(p.rest) == 0 {
+		return usagef("the following required arguments were not provided:\n  <COMMAND>...")
+	}
+	name := p.get("name")
+	if name == "" {
+		name = "default"
+	}
+	if err := validateName(name); err != nil {
+		return err
+	}
+	var timeout time.Duration
+	if v := p.get("timeout"); v != "" {
+		if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 {
+			return usagef("invalid value '%s' for '--timeout <TIMEOUT>'", v)
+		}
+	}
+	m, err := st.load(name)
+	if err != nil {
+		return err
+	}
+	if m.State != "running" {
+		return errNotRunning(name)
+	}
+	secrets, err := secretEnv(m)
+	if err != nil {
+		return err
+	}
+	g := newGuestFS(st, m)
+	env := []string{"PATH=" + g.guestPath(), "HOME=" + mustHost(g, "/root"), "HOSTNAME=" + name}
+	for _, e := range append(append(append([]string{}, m.Env...), secrets...), p.vals["env"]...) {
+		k, v, ok := strings.Cut(e, "=")
+		if !ok || !envName.MatchString(k) {
+			return runtimef("invalid environment variable '%s': expected KEY=VALUE", e)
+		}
+		env = append(env, k+"="+v)
+	}
+	guestPATH := g.guestPath()
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			guestPATH = v
+		}
+	}
+	bin, err := g.command(p.rest[0], guestPATH)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitCode(127)
+	}
+	wd := p.get("workdir")
+	if wd == "" {
+		wd = m.Workdir
+	}
+	if wd == "" {
+		wd = "/"
+	}
+	if !filepath.IsAbs(wd) {
+		return runtimef("workdir '%s' must be an absolute path", wd)
+	}
+	hostWD, onMount := g.host(wd)
+	if !onMount {
+		if err := os.MkdirAll(hostWD, 0o755); err != nil {
+			return err
+		}
+	} else if _, err := os.Stat(hostWD); err != nil {
+		return runtimef("workdir '%s' does not exist in the guest", wd)
+	}
+
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	cmd := exec.Command(bin, g.hostArgs(p.rest[1:])...)
+	cmd.Args[0] = p.rest[0]
+	cmd.Env = env
+	cmd.Dir = hostWD
+
+	if p.has("detach") {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return runtimef("exec: %v", err)
+		}
+		if err := addGuestPID(st, name, cmd.Process.Pid); err != nil {
+			return err
+		}
+		fmt.Println(cmd.Process.Pid)
+		_ = cmd.Process.Release()
+		return nil
+	}
+
+	tty := p.has("tty")
+	interactive := p.has("interactive") || tty
+	var outBuf, errBuf bytes.Buffer
+	if interactive {
+		cmd.Stdin = os.Stdin
+	}
+	switch {
+	case tty || p.has("stream"):
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	default:
+		// Without --stream, smolvm prints the output when the command ends.
+		cmd.Stdout, cmd.Stderr = &outBuf, &errBuf
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return runtimef("exec: %v", err)
+	}
+	_ = addGuestPID(st, name, cmd.Process.Pid)
+	defer func() { _ = removeGuestPID(st, name, cmd.Process.Pid) }()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var waitErr error
+	timedOut := false
+loop:
+	for {
+		select {
+		case waitErr = <-done:
+			break loop
+		case s := <-sigs:
+			// On a tty the terminal already signalled the guest, which
+			// shares our process group.
+			if tty && (s == syscall.SIGINT || s == syscall.SIGQUIT || s == syscall.SIGWINCH) {
+				continue
+			}
+			if s != syscall.SIGWINCH {
+				_ = cmd.Process.Signal(s)
+			}
+		case <-ctx.Done():
+			timedOut = true
+			_ = cmd.Process.Kill()
+			waitErr = <-done
+			break loop
+		}
+	}
+	_, _ = io.Copy(os.Stdout, &outBuf)
+	_, _ = io.Copy(os.Stderr, &errBuf)
+	if timedOut {
+		return exitCode(124)
+	}
+	var xe *exec.ExitError
+	if errors.As(waitErr, &xe) {
+		if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return exitCode(128 + int(ws.Signal()))
+		}
+		return exitCode(xe.ExitCode())
+	}
+	if waitErr != nil {
+		return runtimef("exec: %v", waitErr)
+	}
+	return nil
+}
+
+func mustHost(g guestFS, p string) string {
+	h, _ := g.host(p)
+	return h
+}
+
+func addGuestPID(st *store, name string, pid int) error {
+	unlock, err := st.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m, err := st.load(name)
+	if err != nil {
+		return err
+	}
+	m.GuestPIDs = append(m.GuestPIDs, pid)
+	return st.save(m)
+}
+
+func removeGuestPID(st *store, name string, pid int) error {
+	unlock, err := st.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m, err := st.load(name)
+	if err != nil {
+		return nil // deleted meanwhile
+	}
+	kept := m.GuestPIDs[:0]
+	for _, p := range m.GuestPIDs {
+		if p != pid {
+			kept = append(kept, p)
+		}
+	}
+	m.GuestPIDs = kept
+	return st.save(m)
+}
+
+// cmdCp copies one file between the host and a running machine:
+// `cp ./f NAME:/path` or `cp NAME:/path ./out`.
+func cmdCp(st *store, args []string) error {
+	p, err := parseFlags(args, nil, 2)
+	if err != nil {
+		return err
+	}
+	if len(p.pos) != 2 {
+		return usagef("the following required arguments were not provided:\n  <SRC> <DST>")
+	}
+	src, dst := p.pos[0], p.pos[1]
+	sName, sPath, sGuest := splitGuest(src)
+	dName, dPath, dGuest := splitGuest(dst)
+	if sGuest == dGuest {
+		return runtimef("exactly one of SRC and DST must be MACHINE:/path")
+	}
+	name, gpath := sName, sPath
+	if dGuest {
+		name, gpath = dName, dPath
+	}
+	if err := validateName(name); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(gpath) {
+		return runtimef("guest path '%s' must be absolute", gpath)
+	}
+	m, err := st.load(name)
+	if err != nil {
+		return err
+	}
+	if m.State != "running" {
+		return errNotRunning(name)
+	}
+	hostSide, _ := newGuestFS(st, m).host(gpath)
+	from, to := src, hostSide
+	if sGuest {
+		from, to = hostSide, dst
+	}
+	fi, err := os.Stat(from)
+	if err != nil {
+		return runtimef("cp: '%s' not found", map[bool]string{true: gpath, false: src}[sGuest])
+	}
+	if !fi.Mode().IsRegular() {
+		return runtimef("cp: '%s' is not a regular file", map[bool]string{true: gpath, false: src}[sGuest])
+	}
+	if fi.Size() > 4<<30 {
+		return runtimef("cp: file is larger than the 4 GiB transfer limit")
+	}
+	if _, err := os.Stat(filepath.Dir(to)); err != nil {
+		return runtimef("cp: destination directory of '%s' does not exist", map[bool]string{true: dPath, false: dst}[dGuest])
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, fi.Mode().Perm())
+	if err != nil {
+		return runtimef("cp: %v", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return runtimef("cp: %v", err)
+	}
+	return out.Close()
+}
+
+// splitGuest splits "NAME:/path"; a plain host path has no machine part.
+func splitGuest(s string) (name, path string, guest bool) {
+	n, p, ok := strings.Cut(s, ":")
+	if !ok || n == "" || strings.Contains(n, "/") {
+		return "", s, false
+	}
+	return n, p, true
+}

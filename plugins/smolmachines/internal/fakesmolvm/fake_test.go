@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var fakePath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fakesmolvm-test-")
+	if err != nil {
+		panic(err)
+	}
+	fakePath = filepath.Join(dir, "smolvm")
+	if out, err := exec.Command("go", "build", "-o", fakePath, ".").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type fake struct {
+	t     *testing.T
+	state string
+}
+
+func newFake(t *testing.T) *fake {
+	return &fake{t: t, state: t.TempDir()}
+}
+
+// run runs the fake with args and stdin, returning stdout, stderr, code.
+func (f *fake) run(stdin string, args ...string) (string, string, int) {
+	f.t.Helper()
+	cmd := exec.Command(fakePath, args...)
+	cmd.Env = append(os.Environ(), "SMOLVM_FAKE_STATE="+f.state, "SMOLVM_FAKE_RESOLVABLE=example.com")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if xe, ok := err.(*exec.ExitError); ok {
+		code = xe.ExitCode()
+	} else if err != nil {
+		f.t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func (f *fake) mustRun(args ...string) string {
+	f.t.Helper()
+	out, errOut, code := f.run("", args...)
+	if code != 0 {
+		f.t.Fatalf("smolvm %q exited %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+func (f *fake) ls() []map[string]any {
+	f.t.Helper()
+	var ms []map[string]any
+	if err := json.Unmarshal([]byte(f.mustRun("machine", "ls", "--json")), &ms); err != nil {
+		f.t.Fatal(err)
+	}
+	return ms
+}
+
+func TestRefusals(t *testing.T) {
+	f := newFake(t)
+	proj := t.TempDir()
+	file := filepath.Join(proj, "f")
+	_ = os.WriteFile(file, []byte("x"), 0o644)
+	f.mustRun("machine", "create", "--name", "ok", "--net", "--image", "alpine")
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"machine", "create", "--name", "a--b", "--net", "--image", "alpine"}, 1, "Error: invalid machine name 'a--b'"},
+		{[]string{"machine", "create", "--name", "a-", "--net", "--image", "alpine"}, 1, "must not end with '-'"},
+		{[]string{"machine", "create", "--name", "-a", "--net", "--image", "alpine"}, 2, "a value is required for '--name"},
+		{[]string{"machine", "create", "--name", "a.b", "--net", "--image", "alpine"}, 1, "only letters"},
+		{[]string{"machine", "create", "--name", strings.Repeat("a", 129), "--net", "--image", "alpine"}, 1, "1-128"},
+		{[]string{"machine", "create", "--name", "x", "--bogus"}, 2, "error: unexpected argument '--bogus' found"},
+		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--from", "s.smolmachine"}, 2, "cannot be used with"},
+		{[]string{"machine", "create", "--name", "x", "--image", "alpine"}, 1, "no network"},
+		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--allow-host", "api.example.com:443"}, 1, "ports are not supported"},
+		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--allow-host", "nxdomain.invalid"}, 1, "failed to resolve"},
+		{[]string{"machine", "create", "--name", "x", "--image", "./Dockerfile"}, 1, "does not build images"},
+		{[]string{"machine", "create", "--name", "x", "--image", "/no/such.tar"}, 1, "not found on the host"},
+		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", file + ":/w"}, 1, "not a directory"},
+		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", proj + ":rel"}, 1, "must be absolute"},
+		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", proj + ":/etc"}, 1, "system path"},
+		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", proj + ":/w", "-v", proj + ":/w"}, 1, "duplicate"},
+		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "--cpus", "0"}, 2, "--cpus"},
+		{[]string{"machine", "create", "--name", "ok", "--net", "--image", "alpine"}, 1, "already exists"},
+		{[]string{"machine", "exec", "-n", "ok", "--", "true"}, 2, "unexpected argument '-n' found"},
+		{[]string{"machine", "exec", "--name", "ok", "--", "true"}, 1, "not running"},
+		{[]string{"machine", "exec", "--name", "ok"}, 2, "<COMMAND>"},
+		{[]string{"machine", "start", "--name", "nope"}, 1, "Error: vm not found: nope"},
+		{[]string{"machine", "frobnicate"}, 2, "unrecognized subcommand"},
+		{[]string{"pack", "create", "--from-vm", "ok", "-o", filepath.Join(proj, "s.smolmachine")}, 1, "drop the extension"},
+	} {
+		_, errOut, code := f.run("", tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.contains) {
+			t.Errorf("smolvm %q: exit %d, stderr %q; want exit %d containing %q", tc.args, code, errOut, tc.code, tc.contains)
+		}
+	}
+	if ms := f.ls(); len(ms) != 1 {
+		t.Errorf("refused creates left machines: %v", ms)
+	}
+}
+
+func TestDeleteWithoutForcePromptsAndCancelsOnEOF(t *testing.T) {
+	f := newFake(t)
+	f.mustRun("machine", "create", "--name", "keep", "--net", "--image", "alpine")
+	out, _, code := f.run("", "machine", "delete", "--name", "keep")
+	if code != 0 || !strings.Contains(out, "[y/N]") || !strings.Contains(out, "Cancelled") {
+		t.Errorf("delete on EOF: exit %d, out %q", code, out)
+	}
+	if len(f.ls()) != 1 {
+		t.Error("delete on EOF removed the machine")
+	}
+	f.mustRun("machine", "delete", "--name", "keep", "-f")
+	if len(f.ls()) != 0 {
+		t.Error("delete -f left the machine")
+	}
+	if out := strings.TrimSpace(f.mustRun("machine", "ls", "--json")); out != "[]" {
+		t.Errorf("ls --json with no machines = %q, want []", out)
+	}
+}
+
+func TestLsShape(t *testing.T) {
+	f := newFake(t)
+	f.mustRun("machine", "create", "--name", "m1", "--allow-host", "api.example.com", "--image", "alpine", "--label", "k=v=w")
+	ms := f.ls()
+	if len(ms) != 1 {
+		t.Fatalf("ls = %v", ms)
+	}
+	for _, k := range []string{"name", "state", "cpus", "memory_mib", "pid", "mounts", "ports", "created_at", "storage_gb",
+		"overlay_gb", "image", "entrypoint", "cmd", "ephemeral", "gpu", "cuda", "forkable", "labels", "network"} {
+		if _, ok := ms[0][k]; !ok {
+			t.Errorf("ls --json lacks %q", k)
+		}
+	}
+	if ms[0]["state"] != "created" || ms[0]["network"] != true || ms[0]["labels"].(map[string]any)["k"] != "v=w" {
+		t.Errorf("ls = %v", ms[0])
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(f.mustRun("machine", "status", "--name", "m1", "--json")), &st); err != nil || st["name"] != "m1" {
+		t.Errorf("status --json = %v, %v", st, err)
+	}
+}
+
+func TestExecPassesGuestExitCodeAndMapsMounts(t *testing.T) {
+	f := newFake(t)
+	proj := t.TempDir()
+	_ = os.WriteFile(filepath.Join(proj, "in.txt"), []byte("mounted"), 0o644)
+	f.mustRun("machine", "create", "--name", "e", "--net", "--image", "alpine", "-v", proj+":/workspace", "-w", "/workspace",
+		"--secret-env", "TOKEN=FAKE_TEST_HOSTVAR")
+	if _, errOut, code := f.run("", "machine", "start", "--name", "e"); code != 1 || !strings.Contains(errOut, "FAKE_TEST_HOSTVAR") {
+		t.Errorf("start without the secret's host var: %d %q", code, errOut)
+	}
+	t.Setenv("FAKE_TEST_HOSTVAR", "v4lue")
+	f.mustRun("machine", "start", "--name", "e")
+	out, _, code := f.run("", "machine", "exec", "--name", "e", "--", "sh", "-c", `cat in.txt; echo " $TOKEN"; exit 42`)
+	if code != 42 || out != "mounted v4lue\n" {
+		t.Errorf("exec: exit %d, out %q; want 42, the mounted file and the secret", code, out)
+	}
+	out, _, _ = f.run("", "machine", "exec", "--name", "e", "--", "cat", "/workspace/in.txt")
+	if out != "mounted" {
+		t.Errorf("absolute guest path not mapped: %q", out)
+	}
+	if _, _, code := f.run("", "machine", "exec", "--name", "e", "--timeout", "200ms", "--", "sleep", "5"); code != 124 {
+		t.Errorf("timeout exit = %d, want 124", code)
+	}
+	b, _ := os.ReadFile(filepath.Join(f.state, "calls.jsonl"))
+	if bytes.Contains(b, []byte("v4lue")) {
+		t.Error("the call log holds a secret value")
+	}
+	if !bytes.Contains(b, []byte(`"FAKE_TEST_HOSTVAR"`)) {
+		t.Error("the call log lacks env names")
+	}
+}
+
+func TestPackRefusesLocalArchiveAndNeedsStop(t *testing.T) {
+	f := newFake(t)
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs")
+	_ = os.Mkdir(rootfs, 0o755)
+	f.mustRun("machine", "create", "--name", "local", "--image", rootfs)
+	if _, errOut, code := f.run("", "pack", "create", "--from-vm", "local", "-o", filepath.Join(dir, "p")); code != 1 || !strings.Contains(errOut, "local image") {
+		t.Errorf("pack of a rootfs machine: %d %q", code, errOut)
+	}
+	f.mustRun("machine", "create", "--name", "reg", "--net", "--image", "alpine")
+	f.mustRun("machine", "start", "--name", "reg")
+	if _, errOut, code := f.run("", "pack", "create", "--from-vm", "reg", "-o", filepath.Join(dir, "p")); code != 1 || !strings.Contains(errOut, "stopped") {
+		t.Errorf("pack of a running machine: %d %q", code, errOut)
+	}
+	f.mustRun("machine", "stop", "--name", "reg")
+	f.mustRun("pack", "create", "--from-vm", "reg", "-o", filepath.Join(dir, "p"))
+	if _, err := os.Stat(filepath.Join(dir, "p.smolmachine")); err != nil {
+		t.Fatal(err)
+	}
+	f.mustRun("machine", "create", "--name", "back", "--from", filepath.Join(dir, "p.smolmachine"))
+	ms := f.ls()
+	if len(ms) != 3 {
+		t.Errorf("ls = %v", ms)
+	}
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+)
+
+// mount is one -v HOST:GUEST[:ro|:rw].
+type mount struct {
+	Host     string `json:"host"`
+	Guest    string `json:"guest"`
+	ReadOnly bool   `json:"read_only"`
+}
+
+// machine is the fake's record of one machine, standing in for smolvm's
+// SQLite row. Secret-env entries hold references (GUEST=HOSTVAR), never
+// values, as in smolvm.
+type machine struct {
+	Name       string   `json:"name"`
+	State      string   `json:"state"`
+	CPUs       int      `json:"cpus"`
+	MemoryMiB  int      `json:"memory_mib"`
+	Image      *string  `json:"image"`
+	ImageKind  string   `json:"image_kind"` // registry, archive, rootfs, pack, bare
+	From       string   `json:"from,omitempty"`
+	Mounts     []mount  `json:"mounts"`
+	Ports      []string `json:"ports"`
+	Env        []string `json:"env"`
+	SecretEnv  []string `json:"secret_env"`
+	AllowHosts []string `json:"allow_hosts"`
+	// RegistryHosts joined the allow-list because the image is pulled in
+	// the guest (allow_image_pull_egress).
+	RegistryHosts []string          `json:"registry_hosts,omitempty"`
+	AllowCIDRs    []string          `json:"allow_cidrs"`
+	Network       bool              `json:"network"`
+	Workdir       string            `json:"workdir"`
+	Labels        map[string]string `json:"labels"`
+	Workload      []string          `json:"workload"`
+	CreatedAt     string            `json:"created_at"`
+	PID           *int              `json:"pid"`
+	// GuestPIDs are host processes standing in for guest processes; stop
+	// and delete kill them.
+	GuestPIDs []int `json:"guest_pids"`
+}
+
+// store is the fake's state directory.
+type store struct{ dir string }
+
+func openStore() (*store, error) {
+	dir := os.Getenv("SMOLVM_FAKE_STATE")
+	if dir == "" {
+		return nil, errors.New("SMOLVM_FAKE_STATE is not set (the fake smolvm keeps its state there)")
+	}
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("SMOLVM_FAKE_STATE must be absolute, got %q", dir)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "machines"), filepath.Join(dir, "rootfs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return &store{dir: dir}, nil
+}
+
+// lock serialises state changes between concurrent fake processes.
+func (s *store) lock() (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+func (s *store) path(name string) string { return filepath.Join(s.dir, "machines", name+".json") }
+
+func (s *store) rootfs(name string) string { return filepath.Join(s.dir, "rootfs", name) }
+
+func (s *store) load(name string) (*machine, error) {
+	b, err := os.ReadFile(s.path(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, runtimef("vm not found: %s", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m machine
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("corrupt fake state for %s: %w", name, err)
+	}
+	return &m, nil
+}
+
+func (s *store) exists(name string) bool {
+	_, err := os.Stat(s.path(name))
+	return err == nil
+}
+
+func (s *store) save(m *machine) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := s.path(m.Name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.path(m.Name))
+}
+
+func (s *store) remove(name string) error {
+	if err := os.RemoveAll(s.rootfs(name)); err != nil {
+		return err
+	}
+	return os.Remove(s.path(name))
+}
+
+func (s *store) all() ([]*machine, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "machines"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*machine
+	for _, e := range ents {
+		n := e.Name()
+		if filepath.Ext(n) != ".json" {
+			continue
+		}
+		m, err := s.load(n[:len(n)-len(".json")])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// statusJSON is smolvm's machine_status_json shape.
+func statusJSON(m *machine) map[string]any {
+	var pid any
+	if m.State == "running" && m.PID != nil {
+		pid = *m.PID
+	}
+	labels := m.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	return map[string]any{
+		"name":           m.Name,
+		"state":          m.State,
+		"cpus":           m.CPUs,
+		"memory_mib":     m.MemoryMiB,
+		"pid":            pid,
+		"mounts":         len(m.Mounts),
+		"ports":          len(m.Ports),
+		"created_at":     m.CreatedAt,
+		"storage_gb":     20,
+		"overlay_gb":     2,
+		"image":          m.Image,
+		"entrypoint":     []string{},
+		"cmd":            m.Workload,
+		"ephemeral":      false,
+		"gpu":            false,
+		"cuda":           false,
+		"forkable":       false,
+		"labels":         labels,
+		"restart_policy": "never",
+		"restart_count":  0,
+		"health_status":  nil,
+		"health_checks":  0,
+		"network":        m.Network,
+	}
+}
