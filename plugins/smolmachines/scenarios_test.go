@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -282,14 +281,14 @@ func scenarioTTY(t *testing.T, r *rig) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	type_ := func(s string) {
+	typeIn := func(s string) {
 		if _, err := master.Write([]byte(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	type_("echo tty=$(tty >/dev/null && echo yes)\n")
+	typeIn("echo tty=$(tty >/dev/null && echo yes)\n")
 	waitFor("tty=yes")
-	type_("stty size\n")
+	typeIn("stty size\n")
 	waitFor("24 80")
 	resize <- sdk.TermSize{Rows: 33, Cols: 101}
 	deadline := time.Now().Add(20 * time.Second)
@@ -297,10 +296,10 @@ func scenarioTTY(t *testing.T, r *rig) {
 		if time.Now().After(deadline) {
 			t.Fatalf("resize never reached the guest; screen:\n%q", screen.String())
 		}
-		type_("stty size\n")
+		typeIn("stty size\n")
 		time.Sleep(200 * time.Millisecond)
 	}
-	type_("exit 5\n")
+	typeIn("exit 5\n")
 	select {
 	case res := <-done:
 		if res.err != nil || res.st.Code != 5 {
@@ -569,4 +568,3 @@ func scenarioErrors(t *testing.T, r *rig) {
 	}
 }
 
-var _ = sync.Mutex{}
