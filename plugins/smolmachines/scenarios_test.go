@@ -567,4 +567,3 @@ func scenarioErrors(t *testing.T, r *rig) {
 		t.Errorf("attach on a deleted machine = %v", err)
 	}
 }
-
