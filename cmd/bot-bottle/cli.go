@@ -8,17 +8,21 @@ import (
 type CLI struct {
 	Globals
 
-	Start   StartCmd   `cmd:"" help:"Start a new bottle for AGENT and attach to it."`
-	Resume  ResumeCmd  `cmd:"" help:"Resume a kept bottle with the same identity and its recorded backend."`
-	Attach  AttachCmd  `cmd:"" help:"Attach to a running bottle (Ctrl-P Ctrl-Q detaches)."`
-	Commit  CommitCmd  `cmd:"" help:"Snapshot a running bottle so that resume boots from it."`
-	Stop    StopCmd    `cmd:"" help:"Stop a bottle; --preserve keeps its state for resume."`
-	List    ListCmd    `cmd:"" aliases:"ls" help:"List bottles of every backend."`
-	Rm      RmCmd      `cmd:"" help:"Remove bottles whole: backend resources and state (the audit log stays)."`
-	Prune   PruneCmd   `cmd:"" help:"Remove backend resources that a crash left behind (state is kept)."`
-	Agents  AgentsCmd  `cmd:"" help:"List the agents you can start."`
-	Plugins PluginsCmd `cmd:"" help:"List backend plugins: path, version, protocol, capabilities, checksum."`
-	Version VersionCmd `cmd:"" help:"Print the version."`
+	Start    StartCmd    `cmd:"" help:"Start a new bottle for AGENT and attach to it."`
+	Resume   ResumeCmd   `cmd:"" help:"Resume a kept bottle with the same identity and its recorded backend."`
+	Attach   AttachCmd   `cmd:"" help:"Attach to a running bottle (Ctrl-P Ctrl-Q detaches)."`
+	Commit   CommitCmd   `cmd:"" help:"Snapshot a running bottle so that resume boots from it."`
+	Stop     StopCmd     `cmd:"" help:"Stop a bottle; --preserve keeps its state for resume."`
+	List     ListCmd     `cmd:"" aliases:"ls" help:"List bottles of every backend."`
+	Rm       RmCmd       `cmd:"" help:"Remove bottles whole: backend resources and state (the audit log stays)."`
+	Prune    PruneCmd    `cmd:"" help:"Remove backend resources that a crash left behind (state is kept)."`
+	Requests RequestsCmd `cmd:"" help:"List requests from inside bottles (capabilities, egress)."`
+	Approve  ApproveCmd  `cmd:"" help:"Approve a request; a capability change stops the bottle preserved for a rebuild."`
+	Deny     DenyCmd     `cmd:"" help:"Deny a request with a reason the agent is told."`
+	Audit    AuditCmd    `cmd:"" help:"Show a bottle's audit log (kept after cleanup)."`
+	Agents   AgentsCmd   `cmd:"" help:"List the agents you can start."`
+	Plugins  PluginsCmd  `cmd:"" help:"List backend plugins: path, version, protocol, capabilities, checksum."`
+	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
 	Completion kongplete.InstallCompletions `cmd:"" help:"Install shell completion (bash, zsh, fish)."`
 }

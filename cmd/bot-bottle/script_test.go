@@ -41,6 +41,7 @@ func buildAndRun(m *testing.M) (int, error) {
 	builds := [][]string{
 		{"-o", filepath.Join(dir, "bot-bottle"), "."},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-test"), "../../internal/testplugin"},
+		{"-o", filepath.Join(dir, "bottle"), "../bottle"},
 	}
 	for _, b := range builds {
 		cmd := exec.Command("go", append([]string{"build"}, b...)...)
@@ -76,6 +77,7 @@ func scriptParams(dir string) testscript.Params {
 			"treesnap":   cmdTreeSnap,
 			"emptydir":   cmdEmptyDir,
 			"sha256file": cmdSHA256File,
+			"setreq":     cmdSetReq,
 		},
 	}
 }
@@ -300,4 +302,32 @@ func cmdSHA256File(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("sha256sum: %v", err)
 	}
 	ts.Setenv(args[1], strings.Fields(string(out))[0])
+}
+
+var reqPattern = regexp.MustCompile(`"id": "([a-z0-9-]+)"`)
+
+// setreq VAR [TIMEOUT]: wait for a pending request from any bottle (via
+// `bot-bottle requests --json`) and put its id in $VAR.
+func cmdSetReq(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 {
+		ts.Fatalf("usage: setreq VAR [timeout]")
+	}
+	timeout := 20 * time.Second
+	if len(args) > 1 {
+		timeout, _ = time.ParseDuration(args[1])
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), "requests", "--json")
+		cmd.Env = append(os.Environ(), "BOT_BOTTLE_HOME="+ts.Getenv("BOT_BOTTLE_HOME"), "BB_TESTPLUGIN_ROOT="+ts.Getenv("BB_TESTPLUGIN_ROOT"))
+		out, _ := cmd.Output()
+		if strings.Contains(string(out), `"status": "pending"`) {
+			if m := reqPattern.FindSubmatch(out); m != nil {
+				ts.Setenv(args[0], string(m[1]))
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ts.Fatalf("no pending request within %s", timeout)
 }

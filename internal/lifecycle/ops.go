@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -91,6 +92,7 @@ func (e *Env) Commit(ctx context.Context, id string) (string, error) {
 	if err := e.Store.MarkPreserved(id); err != nil {
 		return "", err
 	}
+	e.record(e.agentOf(id), audit.Event{Identity: id, Kind: audit.KindCommit, Fields: map[string]any{"image": res.Image, "backend": meta.Backend}})
 	for _, n := range res.Notes {
 		e.say("%s", n)
 	}

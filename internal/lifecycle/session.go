@@ -8,7 +8,9 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -54,6 +56,14 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 		e.finish(id, outcomeFailed)
 		return 0, err
 	}
+	kind := audit.KindStart
+	if s.resume {
+		kind = audit.KindResume
+		e.restoreTranscript(ctx, p, s, handle)
+	}
+	e.record(s.agent, audit.Event{Identity: id, Kind: kind, Fields: map[string]any{
+		"backend": p.Name, "agent": s.meta.AgentName, "cwd": s.meta.Cwd, "copy_cwd": s.meta.CopyCwd,
+		"command": s.command, "egress": s.meta.Egress, "detach": s.detach}})
 	if s.detach {
 		if err := e.Store.MarkDetached(id); err != nil {
 			e.say("warning: %v", err)
@@ -61,7 +71,9 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 		e.say("%s is running detached; attach with: bot-bottle attach %s   stop with: bot-bottle stop %s", id, id, id)
 		return 0, nil
 	}
+	stopWatch := e.watchRequests(ctx, id)
 	st, err := e.attach(ctx, p, handle)
+	stopWatch()
 	if err == nil && st.Detached {
 		_ = e.Store.MarkDetached(id)
 		e.say("detached from %s; it keeps running. Reattach with: bot-bottle attach %s", id, id)
@@ -72,9 +84,67 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 		e.finish(id, e.outcomeOf(ctx, err))
 		return 0, p.Wrap(err)
 	}
+	e.record(s.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"exit_code": st.Code}})
 	e.finish(id, outcomeEnded)
 	return st.Code, nil
 }
+
+// restoreTranscript puts the transcript snapshot back where the agent keeps
+// it, before the agent starts.
+func (e *Env) restoreTranscript(ctx context.Context, p *pluginhost.Plugin, s session, h sdk.Handle) {
+	tp := s.agent.TranscriptPath
+	if tp == "" {
+		return
+	}
+	tar, err := e.Store.ReadTranscript(s.meta.Identity)
+	if err != nil {
+		e.say("warning: transcript of %s: %v", s.meta.Identity, err)
+		return
+	}
+	if tar == nil {
+		return
+	}
+	if !p.Info.Has(sdk.CapCopy) {
+		e.say("warning: the %s backend cannot copy files in; the transcript was not restored", p.Name)
+		return
+	}
+	if err := p.Backend.CopyIn(ctx, h, transcriptParent(tp), tar); err != nil {
+		e.say("warning: restore transcript: %v", p.Wrap(err))
+		return
+	}
+	e.say("restored the transcript at %s", tp)
+}
+
+// watchRequests picks up the bottle's requests while it is attached, so the
+// operator sees them at once and the audit log has them in order.
+func (e *Env) watchRequests(ctx context.Context, id string) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(requestPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			reqs, refused, err := e.queue().Ingest(id)
+			if err != nil {
+				continue
+			}
+			e.auditIngested(reqs, refused)
+			for _, r := range reqs {
+				fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s (%s)\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
+					id, r.Kind, r.Summary(), r.Reason, r.ID, r.ID)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+const requestPoll = time.Second
 
 type outcome int
 
@@ -110,6 +180,7 @@ func (e *Env) finish(id string, o outcome) {
 	}
 	switch {
 	case preserved:
+		e.record(nil, audit.Event{Identity: id, Kind: audit.KindPreserve, Fields: map[string]any{"state": "kept"}})
 		e.say("%s is preserved; resume it with: bot-bottle resume %s", id, id)
 	case o == outcomePluginGone:
 		e.say("the plugin failed; %s's state is kept. Resume it with: bot-bottle resume %s", id, id)
@@ -117,6 +188,7 @@ func (e *Env) finish(id string, o outcome) {
 		if err := e.Store.Remove(id); err != nil {
 			e.say("warning: clean up state of %s: %v", id, err)
 		}
+		e.record(nil, audit.Event{Identity: id, Kind: audit.KindCleanup, Fields: map[string]any{"state": "removed"}})
 		e.removeQueue(id)
 	}
 }

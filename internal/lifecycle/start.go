@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/state"
@@ -203,6 +204,9 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		return sdk.Spec{}, err
 	}
 	if spec.QueueDir, err = e.queueDir(id); err != nil {
+		return sdk.Spec{}, err
+	}
+	if spec.EgressLog, err = audit.Open(e.Home).EgressPath(id); err != nil {
 		return sdk.Spec{}, err
 	}
 	var missing []string

@@ -50,6 +50,7 @@ type record struct {
 	Agent    string   `json:"agent"`
 	Command  []string `json:"command"`
 	Cwd      string   `json:"cwd"`
+	Queue    string   `json:"queue"`
 	Started  string   `json:"started"`
 }
 
@@ -98,7 +99,7 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	}
 	// Tests kill this process mid-launch; they find it here.
 	_ = os.WriteFile(filepath.Join(b.root, "launch.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
-	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: spec.Cwd,
+	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: spec.Cwd, Queue: spec.QueueDir,
 		Started: time.Now().UTC().Format(time.RFC3339)}
 	data, _ := json.Marshal(rec)
 	if err := os.WriteFile(b.path(spec.Identity, ".json"), data, 0o600); err != nil {
@@ -171,7 +172,8 @@ func (b *backend) command(id string) (*exec.Cmd, error) {
 	if cmd.Dir == "" {
 		cmd.Dir = b.root
 	}
-	cmd.Env = append(os.Environ(), sdk.EnvIdentity+"="+id)
+	// A host process sees the queue at its host path, not sdk.GuestQueueDir.
+	cmd.Env = append(os.Environ(), sdk.EnvIdentity+"="+id, sdk.EnvQueueDir+"="+rec.Queue)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

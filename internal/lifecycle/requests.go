@@ -1,0 +1,296 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/audit"
+	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/state"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// Requests picks up new requests from every bottle's inbox (auditing each,
+// and each refusal) and returns all requests, pending and decided.
+func (e *Env) Requests() ([]queue.Request, error) {
+	e.ingestAll()
+	return e.queue().List()
+}
+
+func (e *Env) ingestAll() {
+	reqs, refused, err := e.queue().IngestAll()
+	if err != nil {
+		e.say("warning: read requests: %v", err)
+	}
+	e.auditIngested(reqs, refused)
+}
+
+func (e *Env) auditIngested(reqs []queue.Request, refused []error) {
+	for _, r := range reqs {
+		fields := map[string]any{"kind": string(r.Kind), "reason": r.Reason, "summary": r.Summary()}
+		if r.Host != "" {
+			fields["host"] = r.Host
+		}
+		if r.Kind == queue.KindCapability {
+			fields["run"], fields["dockerfile"] = r.Run, r.Dockerfile
+		}
+		e.record(e.agentOf(r.Identity), audit.Event{Identity: r.Identity, Kind: audit.KindRequest,
+			Actor: "bottle:" + r.Identity, RequestID: r.ID, Fields: fields})
+	}
+	for _, err := range refused {
+		var re *queue.RefusedError
+		if errors.As(err, &re) && re.Identity != "" {
+			e.record(e.agentOf(re.Identity), audit.Event{Identity: re.Identity, Kind: audit.KindRequest,
+				Actor: "bottle:" + re.Identity, Fields: map[string]any{"refused": err.Error()}})
+		}
+	}
+}
+
+// agentOf loads the agent definition of a bottle, or nil when it cannot.
+func (e *Env) agentOf(id string) *config.Agent {
+	meta, err := e.Store.ReadMetadata(id)
+	if err != nil {
+		return nil
+	}
+	a, err := config.LoadAgent(e.Home, meta.AgentName)
+	if err != nil {
+		return nil
+	}
+	return a
+}
+
+// Decision is what approving or denying did.
+type Decision struct {
+	Request queue.Request
+	// Preserved is set when an approved capability request stopped the
+	// bottle for a rebuild; resume it to get the new image.
+	Preserved bool
+	// Notes are things the operator should know (e.g. an egress approval
+	// that applies only at the next resume).
+	Notes []string
+}
+
+// Deny records a denial; the bottle's helper reports it to the agent.
+func (e *Env) Deny(ctx context.Context, id, reason, decidedBy string) (Decision, error) {
+	if strings.TrimSpace(reason) == "" {
+		return Decision{}, errors.New("deny needs --reason: the agent is told why")
+	}
+	e.ingestAll()
+	r, err := e.queue().Decide(id, false, reason, decidedBy)
+	if err != nil {
+		return Decision{}, fmt.Errorf("deny %s: %w", id, err)
+	}
+	e.record(e.agentOf(r.Identity), audit.Event{Identity: r.Identity, Kind: audit.KindDecision, Actor: decidedBy,
+		RequestID: r.ID, Fields: map[string]any{"decision": "denied", "reason": reason, "summary": r.Summary()}})
+	return Decision{Request: r}, nil
+}
+
+// Approve records an approval and carries it out. A capability request
+// rebuilds: the per-bottle Dockerfile is written, the transcript copied
+// out, the bottle marked preserved and stopped, ready for `resume`. An
+// egress request widens the bottle's allowlist, live where the backend can.
+func (e *Env) Approve(ctx context.Context, id, decidedBy string) (Decision, error) {
+	e.ingestAll()
+	r, err := e.queue().Get(id)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", id, err)
+	}
+	if r.Status != queue.StatusPending {
+		return Decision{}, fmt.Errorf("approve %s: %w (%s by %s)", id, queue.ErrAlreadyDecided, r.Status, r.DecidedBy)
+	}
+	meta, err := e.readMeta(r.Identity)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", id, err)
+	}
+	agent, err := config.LoadAgent(e.Home, meta.AgentName)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", id, err)
+	}
+	switch r.Kind {
+	case queue.KindCapability:
+		return e.approveCapability(ctx, r, meta, agent, decidedBy)
+	case queue.KindEgress:
+		return e.approveEgress(ctx, r, meta, agent, decidedBy)
+	}
+	return Decision{}, fmt.Errorf("approve %s: unknown kind %q", id, r.Kind)
+}
+
+// baseDockerfile is what a capability change applies to: the bottle's own
+// Dockerfile from an earlier approval, else the agent's.
+func (e *Env) baseDockerfile(id string, agent *config.Agent) (string, error) {
+	own, err := e.Store.ReadDockerfile(id)
+	if err != nil {
+		return "", err
+	}
+	if own != nil {
+		return string(own), nil
+	}
+	if agent.Dockerfile != "" {
+		data, err := os.ReadFile(agent.Dockerfile)
+		if err != nil {
+			return "", fmt.Errorf("read the agent's Dockerfile: %w", err)
+		}
+		return string(data), nil
+	}
+	return "FROM " + agent.Image + "\n", nil
+}
+
+func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
+	id := meta.Identity
+	base, err := e.baseDockerfile(id, agent)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
+	}
+	next := r.Dockerfile
+	if next == "" {
+		next = strings.TrimRight(base, "\n") + fmt.Sprintf("\n\n# approved request %s\nRUN %s\n", r.ID, r.Run)
+	}
+	// Decide first: exactly one decider may carry the approval out.
+	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve: %w", err)
+	}
+	if err := e.Store.WriteDockerfile(id, []byte(next)); err != nil {
+		return Decision{}, err
+	}
+	if err := e.Store.MarkPreserved(id); err != nil {
+		return Decision{}, err
+	}
+	e.record(agent, audit.Event{Identity: id, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
+		Fields: map[string]any{"decision": "approved", "summary": r.Summary(), "dockerfile_diff": audit.DockerfileDiff(base, next)}})
+	e.record(agent, audit.Event{Identity: id, Kind: audit.KindPreserve, Actor: decidedBy, RequestID: r.ID,
+		Fields: map[string]any{"why": "capability change approved"}})
+
+	d := Decision{Request: r, Preserved: true}
+	h, err := e.Store.ReadHandle(id)
+	if err != nil || h == nil {
+		d.Notes = append(d.Notes, fmt.Sprintf("%s is not running; the change applies when you resume it", id))
+		return d, nil
+	}
+	p, err := e.startPlugin(ctx, meta.Backend)
+	if err != nil {
+		return d, fmt.Errorf("approved, but cannot stop %s for the rebuild: %w", id, err)
+	}
+	defer p.Close()
+	// Let the agent's helper read the answer before its bottle goes away.
+	select {
+	case <-ctx.Done():
+	case <-time.After(answerGrace):
+	}
+	if agent.TranscriptPath != "" {
+		if note := e.snapshotTranscript(ctx, p, *h, agent.TranscriptPath); note != "" {
+			d.Notes = append(d.Notes, note)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	if _, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
+		return d, p.Wrap(fmt.Errorf("approved, but stopping %s failed: %w", id, err))
+	}
+	e.record(agent, audit.Event{Identity: id, Kind: audit.KindStop, Actor: decidedBy, RequestID: r.ID,
+		Fields: map[string]any{"why": "rebuild for approved capability request"}})
+	// When no bot-bottle process is attached, nobody else will close the
+	// launch; do it here.
+	if unlock, err := e.Store.Lock(id); err == nil {
+		_ = e.Store.RemoveHandle(id)
+		_ = e.Store.ClearDetached(id)
+		unlock()
+	}
+	return d, nil
+}
+
+// answerGrace is how long an approved bottle keeps running so that the
+// helper inside (which polls every 250 ms) can report the approval.
+const answerGrace = time.Second
+
+// snapshotTranscript copies the agent's transcript out of the running
+// bottle into its state. Failing to is worth saying, not worth losing the
+// approval over.
+func (e *Env) snapshotTranscript(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle, transcriptPath string) string {
+	if !p.Info.Has(sdk.CapCopy) {
+		return fmt.Sprintf("the %s backend cannot copy files out; the transcript was not kept", p.Name)
+	}
+	tar, err := p.Backend.CopyOut(ctx, h, transcriptPath)
+	if errors.Is(err, sdk.ErrNotFound) {
+		return fmt.Sprintf("no transcript at %s yet; nothing to keep", transcriptPath)
+	}
+	if err != nil {
+		return fmt.Sprintf("transcript not kept: %v", p.Wrap(err))
+	}
+	if err := e.Store.WriteTranscript(h.Identity, tar); err != nil {
+		return fmt.Sprintf("transcript not kept: %v", err)
+	}
+	return ""
+}
+
+// approveEgress widens the bottle's allowlist.
+func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
+	r, err := e.queue().Decide(r.ID, true, "", decidedBy)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve: %w", err)
+	}
+	d := Decision{Request: r}
+	if !contains(meta.Egress, r.Host) {
+		meta.Egress = append(meta.Egress, r.Host)
+		if err := e.Store.WriteMetadata(meta); err != nil {
+			return d, err
+		}
+	}
+	e.record(agent, audit.Event{Identity: meta.Identity, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
+		Fields: map[string]any{"decision": "approved", "host": r.Host, "egress": meta.Egress}})
+	h, err := e.Store.ReadHandle(meta.Identity)
+	if err != nil || h == nil {
+		d.Notes = append(d.Notes, fmt.Sprintf("%s is not running; %s is allowed from its next resume", meta.Identity, r.Host))
+		return d, nil
+	}
+	p, err := e.startPlugin(ctx, meta.Backend)
+	if err != nil {
+		return d, err
+	}
+	defer p.Close()
+	if !p.Info.Has(sdk.CapLiveEgress) {
+		d.Notes = append(d.Notes, fmt.Sprintf("the %s backend cannot change egress of a running bottle; %s is allowed from the next resume of %s", meta.Backend, r.Host, meta.Identity))
+		return d, nil
+	}
+	if err := p.Backend.UpdateEgress(ctx, *h, meta.Egress); err != nil {
+		return d, p.Wrap(fmt.Errorf("approved, but updating the running allowlist failed: %w", err))
+	}
+	d.Notes = append(d.Notes, fmt.Sprintf("%s may now reach %s", meta.Identity, r.Host))
+	return d, nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// transcriptParent is where CopyIn puts the archive CopyOut made of path.
+func transcriptParent(p string) string { return path.Dir(strings.TrimRight(p, "/")) }
+
+// Audit returns a bottle's audit log, oldest first. It outlives the bottle.
+func (e *Env) Audit(id string) ([]audit.Event, error) {
+	if err := state.ValidateIdentity(id); err != nil {
+		return nil, err
+	}
+	return audit.Open(e.Home).Read(id)
+}
+
+// EgressEvents returns every connection attempt a backend reported for a
+// bottle.
+func (e *Env) EgressEvents(id string) ([]sdk.EgressEvent, error) {
+	if err := state.ValidateIdentity(id); err != nil {
+		return nil, err
+	}
+	return audit.Open(e.Home).ReadEgress(id)
+}
