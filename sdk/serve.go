@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"encoding/json"
 	"os"
 	"time"
 
@@ -77,4 +78,18 @@ func watchParent(ppid int, every time.Duration, log hclog.Logger) {
 			os.Exit(2)
 		}
 	}
+}
+
+// EnvPluginConfig carries the plugin's config block from plugins.hcl, as
+// JSON, into the plugin process, so that calls without a Spec (Info, List,
+// Stop by identity) can use it too.
+const EnvPluginConfig = "BOT_BOTTLE_PLUGIN_CONFIG"
+
+// PluginConfig returns the plugin's config block as the core passed it at
+// process start ({} when there is none). Spec.Config carries the same.
+func PluginConfig() json.RawMessage {
+	if v := os.Getenv(EnvPluginConfig); v != "" {
+		return json.RawMessage(v)
+	}
+	return json.RawMessage("{}")
 }

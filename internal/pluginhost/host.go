@@ -283,6 +283,9 @@ func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
 	}
 	cmd := exec.Command(f.Path)
 	cmd.Env = append(os.Environ(), "BOT_BOTTLE_PLUGIN_LOG_LEVEL="+logLevelName(logger))
+	if cfg := h.block(f.Name).Config; len(cfg) > 0 {
+		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(cfg))
+	}
 	// Its own process group: a Ctrl-C at the terminal is for the agent or for
 	// bot-bottle, which tears down in order; it must not kill the plugin first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

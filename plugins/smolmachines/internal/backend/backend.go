@@ -57,6 +57,16 @@ func parseConfig(raw json.RawMessage) (Config, error) {
 	return c, nil
 }
 
+// configuredSmolvm is the smolvm path from the plugin's config block as the
+// core passed it at process start, for calls that get no Spec.
+func configuredSmolvm() string {
+	c, err := parseConfig(sdk.PluginConfig())
+	if err != nil {
+		return ""
+	}
+	return c.Smolvm
+}
+
 // Backend is the smolmachines backend.
 type Backend struct {
 	sdk.UnimplementedBackend
@@ -94,7 +104,7 @@ func (b *Backend) Info(ctx context.Context) (sdk.Info, error) {
 		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy},
 		Details:      map[string]string{"smolvm": "not found"},
 	}
-	path, err := smolvm.Locate("")
+	path, err := smolvm.Locate(configuredSmolvm())
 	if err != nil {
 		return info, nil
 	}

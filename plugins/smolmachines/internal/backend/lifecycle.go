@@ -49,7 +49,7 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		names = append(names, machineName(identity))
 	}
 	if path == "" {
-		p, err := smolvm.Locate("")
+		p, err := smolvm.Locate(configuredSmolvm())
 		if err != nil {
 			return nil, fmt.Errorf("stop %s: %w", identity, err)
 		}
@@ -94,7 +94,7 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 
 // List reports the machines that carry bot-bottle's labels.
 func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
-	path, err := smolvm.Locate("")
+	path, err := smolvm.Locate(configuredSmolvm())
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
