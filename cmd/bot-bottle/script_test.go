@@ -22,6 +22,9 @@ import (
 // backend plugin, each built with `go build` like a user would.
 var binDir string
 
+// fakeSmolvmDir holds the strict fake `smolvm` (smolvm cannot run here).
+var fakeSmolvmDir string
+
 func TestMain(m *testing.M) {
 	code, err := buildAndRun(m)
 	if err != nil {
@@ -38,17 +41,40 @@ func buildAndRun(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
+	fakeDir := filepath.Join(dir, "fake")
 	builds := [][]string{
 		{"-o", filepath.Join(dir, "bot-bottle"), "."},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-test"), "../../internal/testplugin"},
-		{"-o", filepath.Join(dir, "bottle"), "../bottle"},
+		{"-o", filepath.Join(dir, "bot-bottle-plugin-smolmachines"), "../../plugins/smolmachines"},
+		{"-o", filepath.Join(fakeDir, "smolvm"), "../../plugins/smolmachines/internal/fakesmolvm"},
 	}
+	errs := make(chan error, len(builds)+1)
 	for _, b := range builds {
-		cmd := exec.Command("go", append([]string{"build"}, b...)...)
+		go func() {
+			cmd := exec.Command("go", append([]string{"build"}, b...)...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("go build %v: %v\n%s", b, err, out)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	// The in-bottle helper is static, as `make build` makes it.
+	go func() {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bottle"), "../bottle")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build %v: %v\n%s", b, err, out)
+			errs <- fmt.Errorf("go build bottle: %v\n%s", err, out)
+			return
+		}
+		errs <- nil
+	}()
+	for range len(builds) + 1 {
+		if err := <-errs; err != nil {
+			return 0, err
 		}
 	}
+	fakeSmolvmDir = fakeDir
 	return m.Run(), nil
 }
 
@@ -63,6 +89,8 @@ func scriptParams(dir string) testscript.Params {
 			env.Setenv("BOT_BOTTLE_HOME", filepath.Join(env.WorkDir, "home"))
 			env.Setenv("BB_TESTPLUGIN_ROOT", filepath.Join(env.WorkDir, "tproot"))
 			env.Setenv("BIN", binDir)
+			env.Setenv("FAKE_SMOLVM_DIR", fakeSmolvmDir)
+			env.Setenv("SMOLVM_FAKE_STATE", filepath.Join(env.WorkDir, "smolvm-state"))
 			env.Setenv("HOME", env.WorkDir)
 			env.Defer(func() { killPlugins(filepath.Join(env.WorkDir, "tproot")) })
 			return nil
