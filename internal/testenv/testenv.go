@@ -1,0 +1,315 @@
+// Package testenv gives integration tests what they need from the real
+// Docker Engine: a client (or a skip/fail when there is none), small busybox
+// images built locally FROM scratch (there is no registry to pull from), and
+// a test label with cleanup, so that every test removes what it created even
+// when it fails.
+package testenv
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+)
+
+// Label marks every container, network and image a test creates. Its value
+// is a per-test run id (RunID), so parallel tests clean up only their own.
+const Label = "dev.bot-bottle.test"
+
+// BusyboxPath is Debian's busybox-static, the userland of test images.
+const BusyboxPath = "/bin/busybox"
+
+// RequireDocker returns a client of the real engine. Without a reachable
+// engine the test fails under CI=true (the engine is part of CI's contract)
+// and is skipped elsewhere, saying why.
+func RequireDocker(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, perr := cli.Ping(ctx); perr != nil {
+			err = fmt.Errorf("cannot reach the Docker Engine at %s: %w", cli.DaemonHost(), perr)
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("this test needs the Docker Engine: %v", err)
+		}
+		t.Skipf("skipping: this test needs the Docker Engine: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// RunID returns a fresh value for Label and registers the removal of every
+// container, network and image that carries Label=<it> when the test ends.
+func RunID(t testing.TB, cli *client.Client) string {
+	t.Helper()
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	id := "t-" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		if err := RemoveLabelled(context.Background(), cli, Label, id); err != nil {
+			t.Errorf("cleanup of %s=%s: %v", Label, id, err)
+		}
+	})
+	return id
+}
+
+// RemoveLabelled removes the containers, networks and images labelled
+// key=value. It is meant for cleanup, so it has its own deadline.
+func RemoveLabelled(ctx context.Context, cli *client.Client, key, value string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	f := filters.NewArgs(filters.Arg("label", key+"="+value))
+	var errs []error
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	errs = append(errs, err)
+	for _, c := range cs {
+		errs = append(errs, ignoreNotFound(cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})))
+	}
+	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f})
+	errs = append(errs, err)
+	for _, n := range ns {
+		errs = append(errs, ignoreNotFound(cli.NetworkRemove(ctx, n.ID)))
+	}
+	is, err := cli.ImageList(ctx, image.ListOptions{All: true, Filters: f})
+	errs = append(errs, err)
+	// Children first, so that a parent is not refused for having them.
+	sort.Slice(is, func(i, j int) bool { return is[i].Created > is[j].Created })
+	for _, im := range is {
+		_, err := cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		errs = append(errs, ignoreNotFound(err))
+	}
+	return errors.Join(errs...)
+}
+
+func ignoreNotFound(err error) error {
+	if cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// Labelled lists what still carries key=value, one "kind name" per
+// resource, for tests that assert nothing was left behind.
+func Labelled(ctx context.Context, cli *client.Client, key, value string) ([]string, error) {
+	f := filters.NewArgs(filters.Arg("label", key+"="+value))
+	var out []string
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		out = append(out, "container "+strings.Join(c.Names, ","))
+	}
+	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		out = append(out, "network "+n.Name)
+	}
+	is, err := cli.ImageList(ctx, image.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	for _, im := range is {
+		out = append(out, "image "+strings.Join(append(im.RepoTags, im.ID), ","))
+	}
+	return out, nil
+}
+
+// Busybox describes a small test image: busybox with its applets on /bin,
+// an /etc/passwd with root and agent (1000:1000), /home/agent and /tmp.
+type Busybox struct {
+	// User is the image's USER ("" for root), e.g. "agent" or "1000:1000".
+	User string
+	// Workdir is the image's WORKDIR, created and owned by agent.
+	Workdir string
+	// Lines are extra Dockerfile lines appended at the end.
+	Lines []string
+	// Files are extra files of the build context, by slash path.
+	Files map[string]string
+}
+
+// Dockerfile returns the Dockerfile of the image.
+func (b Busybox) Dockerfile() string {
+	var df strings.Builder
+	df.WriteString("FROM scratch\nCOPY rootfs/ /\n")
+	setup := "/bin/busybox --install -s /bin && mkdir -p /tmp /home/agent && chmod 1777 /tmp && chown 1000:1000 /home/agent"
+	if b.Workdir != "" {
+		setup += " && mkdir -p " + b.Workdir + " && chown 1000:1000 " + b.Workdir
+	}
+	js, _ := json.Marshal([]string{"/bin/busybox", "sh", "-c", setup})
+	fmt.Fprintf(&df, "RUN %s\n", js)
+	df.WriteString("ENV PATH=/bin HOME=/home/agent\n")
+	if b.Workdir != "" {
+		fmt.Fprintf(&df, "WORKDIR %s\n", b.Workdir)
+	}
+	if b.User != "" {
+		fmt.Fprintf(&df, "USER %s\n", b.User)
+	}
+	for _, l := range b.Lines {
+		df.WriteString(l + "\n")
+	}
+	return df.String()
+}
+
+// Context writes the image's build context (Dockerfile included) to a new
+// temporary directory and returns it. It needs no engine.
+func (b Busybox) Context(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	bb, err := os.ReadFile(BusyboxPath)
+	if err != nil {
+		t.Fatalf("test images need Debian's busybox-static at %s: %v", BusyboxPath, err)
+	}
+	files := map[string][]byte{
+		"Dockerfile":          []byte(b.Dockerfile()),
+		"rootfs/bin/busybox":  bb,
+		"rootfs/etc/passwd":   []byte("root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/home/agent:/bin/sh\n"),
+		"rootfs/etc/group":    []byte("root:x:0:\nagent:x:1000:\n"),
+		"rootfs/etc/hostname": []byte("bottle\n"),
+	}
+	for name, content := range b.Files {
+		files[name] = []byte(content)
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := fs.FileMode(0o644)
+		if name == "rootfs/bin/busybox" {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, content, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Image builds the image, labelled Label=runID, and returns its ID. The
+// image goes when the test's RunID cleanup runs.
+func (b Busybox) Image(t testing.TB, cli *client.Client, runID string) string {
+	t.Helper()
+	dir := b.Context(t)
+	var buf bytes.Buffer
+	if err := tarDir(&buf, dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	resp, err := cli.ImageBuild(ctx, &buf, build.ImageBuildOptions{
+		Dockerfile: "Dockerfile", Labels: map[string]string{Label: runID},
+		Remove: true, ForceRemove: true, Version: build.BuilderV1,
+	})
+	if err != nil {
+		t.Fatalf("build busybox image: %v", err)
+	}
+	defer resp.Body.Close()
+	id, err := buildResult(resp.Body)
+	if err != nil {
+		t.Fatalf("build busybox image: %v", err)
+	}
+	return id
+}
+
+func buildResult(r io.Reader) (string, error) {
+	dec := json.NewDecoder(r)
+	var id string
+	var log strings.Builder
+	for {
+		var m struct {
+			Stream string
+			Error  string
+			Aux    struct{ ID string }
+		}
+		if err := dec.Decode(&m); err == io.EOF {
+			break
+		} else if err != nil {
+			return "", err
+		}
+		if m.Error != "" {
+			return "", fmt.Errorf("%s (build log: %s)", m.Error, log.String())
+		}
+		log.WriteString(m.Stream)
+		if m.Aux.ID != "" {
+			id = m.Aux.ID
+		}
+	}
+	if id == "" {
+		return "", fmt.Errorf("no image id in build output: %s", log.String())
+	}
+	return id, nil
+}
+
+// tarDir writes dir as an uncompressed tar with root ownership.
+func tarDir(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		hdr, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		if info.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if _, err := io.Copy(tw, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}

@@ -1,0 +1,312 @@
+package backend
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// Launch creates the bottle: image, network and container. The container is
+// started only with spec.Detach; otherwise the first Attach starts it so that
+// none of its output is lost. A failed or cancelled launch removes what it
+// created; Stop by identity removes anything a crash left behind.
+func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, progress func(sdk.Progress)) (sdk.Handle, error) {
+	if progress == nil {
+		progress = func(sdk.Progress) {}
+	}
+	h, err := b.launch(ctx, spec, plan, progress)
+	if err != nil {
+		return sdk.Handle{}, finish(fmt.Errorf("launch %s: %w", spec.Identity, err))
+	}
+	return h, nil
+}
+
+func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, progress func(sdk.Progress)) (h sdk.Handle, err error) {
+	set, err := checkSpec(spec)
+	if err != nil {
+		return h, err
+	}
+	defer b.inflight(spec.Identity)()
+	c, err := b.engine(ctx)
+	if err != nil {
+		return h, err
+	}
+	// The plan may be old: take the source again and say so when it moved.
+	src, warnings, err := chooseSource(ctx, c, spec)
+	if err != nil {
+		return h, err
+	}
+	for _, w := range warnings {
+		progress(sdk.Progress{Stage: StageImage, Message: "warning: " + w})
+	}
+	var pd planData
+	if len(plan.Data) > 0 && json.Unmarshal(plan.Data, &pd) == nil && pd.Source.Kind != "" && pd.Source.Kind != src.Kind {
+		progress(sdk.Progress{Stage: StageImage, Message: "image source changed since prepare: now " + src.describe()})
+	}
+	if err := checkSource(src); err != nil {
+		return h, err
+	}
+
+	launchID, err := randomID()
+	if err != nil {
+		return h, err
+	}
+	labels := labelsFor(spec.Identity, spec.Agent.Name, launchID, set.Labels)
+	defer func() {
+		if err != nil {
+			b.rollback(c, spec.Identity, launchID)
+		}
+	}()
+
+	img, err := b.resolveImage(ctx, c, spec, src, set.Labels, progress)
+	if err != nil {
+		return h, err
+	}
+	user := spec.Agent.User
+	if user == "" {
+		user = img.User
+	}
+	data := handleData{Agent: spec.Agent.Name, Labels: set.Labels}
+	if spec.Cwd != "" && spec.CopyCwd && src.Kind != srcCommitted {
+		derived, err := b.buildDerived(ctx, c, spec, img, user, labels, progress)
+		if err != nil {
+			return h, err
+		}
+		data.Images = append(data.Images, derived.ID)
+		img = derived
+	}
+
+	// Creation calls run to completion even when ctx is cancelled: a cancelled
+	// request may still create the resource on the engine's side, after a
+	// rollback looked for it. They are short; ctx is checked between them.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	name := resourceName(spec.Identity)
+	if err := ctx.Err(); err != nil {
+		return h, err
+	}
+	netResp, err := c.NetworkCreate(cctx, name, network.CreateOptions{
+		Driver:   "bridge",
+		Internal: len(spec.Egress) == 0,
+		Labels:   labels,
+	})
+	if err != nil {
+		return h, engineErr(c, "create network "+name, err)
+	}
+	data.Network, data.NetworkName = netResp.ID, name
+	progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + name, ID: netResp.ID})
+
+	if err := ctx.Err(); err != nil {
+		return h, err
+	}
+	cfg, hc := containerConfig(spec, set, img, labels)
+	hc.NetworkMode = container.NetworkMode(netResp.ID)
+	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, name)
+	if err != nil {
+		return h, engineErr(c, "create container "+name, err)
+	}
+	data.Container, data.Name = created.ID, name
+	for _, w := range created.Warnings {
+		b.log.Warn("engine warning", "container", name, "warning", w)
+	}
+	progress(sdk.Progress{Stage: StageContainer, Message: "created container " + name, ID: created.ID})
+
+	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
+		o, err := containerOwner(ctx, c, created.ID, user)
+		if err != nil {
+			return h, err
+		}
+		if err := copyTranscript(ctx, c, created.ID, spec.TranscriptDir, spec.Agent.TranscriptPath, o, progress); err != nil {
+			return h, err
+		}
+	}
+	if spec.Detach {
+		if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			return h, engineErr(c, "start container "+name, err)
+		}
+		progress(sdk.Progress{Stage: StageStart, Message: "started " + name, ID: created.ID})
+	}
+	return encodeHandle(spec.Identity, data)
+}
+
+// containerConfig is the hardened container for spec: no privileges, no
+// capabilities but the agent's named ones, no-new-privileges, memory and pids
+// limits, and no host path but the project, the queue dir and the helper.
+func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels map[string]string) (*container.Config, *container.HostConfig) {
+	env := make([]string, 0, len(spec.Env)+3)
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	env = append(env, sdk.EnvIdentity+"="+spec.Identity)
+	var mounts []mount.Mount
+	workdir := spec.Agent.Workdir
+	if spec.Cwd != "" {
+		workdir = workdirOf(spec.Agent)
+		if !spec.CopyCwd {
+			mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: spec.Cwd, Target: workdir})
+		}
+	}
+	if spec.QueueDir != "" {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: spec.QueueDir, Target: sdk.GuestQueueDir})
+		env = append(env, sdk.EnvQueueDir+"="+sdk.GuestQueueDir)
+	}
+	if spec.HelperBinary != "" {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: spec.HelperBinary, Target: sdk.GuestHelperPath, ReadOnly: true})
+	}
+	if _, ok := spec.Env["TERM"]; spec.TTY && !ok {
+		env = append(env, "TERM=xterm-256color")
+	}
+	cfg := &container.Config{
+		Image:        img.ID,
+		Hostname:     spec.Identity,
+		Env:          env,
+		WorkingDir:   workdir,
+		User:         spec.Agent.User,
+		Tty:          spec.TTY,
+		OpenStdin:    true,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+		// Without a terminal, closing the attached stdin must reach the
+		// agent as EOF, as it does for `docker run -i`.
+		StdinOnce: !spec.TTY,
+		Labels:    labels,
+	}
+	if len(spec.Command) > 0 {
+		cfg.Cmd = spec.Command
+	}
+	pids := set.PidsLimit
+	hc := &container.HostConfig{
+		Mounts:      mounts,
+		Privileged:  false,
+		CapDrop:     []string{"ALL"},
+		CapAdd:      spec.Agent.CapAdd,
+		SecurityOpt: []string{"no-new-privileges"},
+		Resources: container.Resources{
+			Memory:    set.MemoryBytes,
+			PidsLimit: &pids,
+			NanoCPUs:  set.NanoCPUs,
+		},
+	}
+	return cfg, hc
+}
+
+// copyTranscript puts the transcript snapshot back at path inside the
+// created container, owned by the container's user.
+func copyTranscript(ctx context.Context, c *client.Client, id, dir, guestPath string, o owner, progress func(sdk.Progress)) error {
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		progress(sdk.Progress{Stage: StageTransript, Message: "warning: no transcript snapshot at " + dir + "; starting without it"})
+		return nil
+	}
+	prefix := strings.TrimPrefix(path.Clean(guestPath), "/")
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(tarDir(ctx, pw, dir, prefix, o)) }()
+	defer pr.Close()
+	err = c.CopyToContainer(ctx, id, "/", pr, container.CopyToContainerOptions{})
+	if err != nil {
+		return engineErr(c, "restore transcript into "+guestPath, err)
+	}
+	progress(sdk.Progress{Stage: StageTransript, Message: "restored transcript into " + guestPath})
+	return nil
+}
+
+// tarDir writes dir as a tar whose entries live under prefix and belong to o.
+func tarDir(ctx context.Context, w io.Writer, dir, prefix string, o owner) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		} else if !info.Mode().IsRegular() && !info.IsDir() {
+			return nil
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = path.Join(prefix, filepath.ToSlash(rel))
+		if info.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = o.uid, o.gid, "", ""
+		hdr.Format = tar.FormatPAX
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.CopyN(tw, f, hdr.Size)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// rollback removes what the launch launchID created. It runs after the
+// caller may have given up, so it has its own deadline.
+func (b *Backend) rollback(c *client.Client, identity, launchID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
+	removed, err := removeMatching(ctx, c, f, true)
+	if err != nil {
+		b.log.Warn("could not remove what a failed launch created; stop the bottle to retry", "identity", identity, "error", err)
+	}
+	if len(removed) > 0 {
+		b.log.Info("removed what a failed launch created", "identity", identity, "removed", strings.Join(removed, ", "))
+	}
+}
+
+func randomID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random launch id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}

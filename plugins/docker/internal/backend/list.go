@@ -1,0 +1,140 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// StatusOrphaned is the status of a bottle whose container is gone but
+// whose network or per-bottle image is left, so that prune can find it.
+const StatusOrphaned = "orphaned"
+
+// List returns every bottle this backend has: each managed container, and
+// each identity whose container is gone but whose network or per-bottle
+// image is still there.
+func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
+	out, err := b.list(ctx)
+	return out, finish(err)
+}
+
+func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
+	c, err := b.engine(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	f := filters.NewArgs(filters.Arg("label", sdk.LabelManaged+"=true"))
+	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, engineErr(c, "list containers", err)
+	}
+	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		return nil, engineErr(c, "list networks", err)
+	}
+	is, err := c.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("label", sdk.LabelManaged+"=true"), filters.Arg("label", LabelKind+"="+KindDerived))})
+	if err != nil {
+		return nil, engineErr(c, "list images", err)
+	}
+	netsOf := map[string][]network.Summary{}
+	for _, n := range ns {
+		id := n.Labels[sdk.LabelIdentity]
+		netsOf[id] = append(netsOf[id], n)
+	}
+	imagesOf := map[string][]image.Summary{}
+	for _, im := range is {
+		id := im.Labels[sdk.LabelIdentity]
+		imagesOf[id] = append(imagesOf[id], im)
+	}
+
+	var out []sdk.Bottle
+	seen := map[string]bool{}
+	for _, ct := range cs {
+		id := ct.Labels[sdk.LabelIdentity]
+		if id == "" {
+			continue
+		}
+		seen[id] = true
+		hd := handleData{Container: ct.ID, Name: containerName(ct), Agent: ct.Labels[sdk.LabelAgent]}
+		res := []string{"container " + hd.Name}
+		for _, n := range netsOf[id] {
+			if hd.Network == "" {
+				hd.Network, hd.NetworkName = n.ID, n.Name
+			}
+			res = append(res, "network "+n.Name)
+		}
+		for _, im := range imagesOf[id] {
+			hd.Images = append(hd.Images, im.ID)
+			res = append(res, "image "+imageName(im))
+		}
+		bt := sdk.Bottle{
+			Identity:  id,
+			Agent:     ct.Labels[sdk.LabelAgent],
+			Status:    ct.State,
+			Image:     ct.Image,
+			Resources: res,
+		}
+		if insp, err := c.ContainerInspect(ctx, ct.ID); err == nil && insp.State != nil {
+			if t, err := time.Parse(time.RFC3339Nano, insp.State.StartedAt); err == nil && !t.IsZero() && t.Year() > 1 {
+				bt.StartedAt = t.UTC().Format(time.RFC3339)
+			}
+		}
+		if id != "" && checkIdentity(id) == nil {
+			if h, err := encodeHandle(id, hd); err == nil {
+				bt.Handle = &h
+			}
+		}
+		out = append(out, bt)
+	}
+	orphans := map[string]*sdk.Bottle{}
+	orphan := func(id, agent string) *sdk.Bottle {
+		if o := orphans[id]; o != nil {
+			return o
+		}
+		o := &sdk.Bottle{Identity: id, Agent: agent, Status: StatusOrphaned}
+		orphans[id] = o
+		return o
+	}
+	for id, list := range netsOf {
+		if seen[id] || id == "" {
+			continue
+		}
+		for _, n := range list {
+			o := orphan(id, n.Labels[sdk.LabelAgent])
+			o.Resources = append(o.Resources, "network "+n.Name)
+		}
+	}
+	for id, list := range imagesOf {
+		if seen[id] || id == "" {
+			continue
+		}
+		for _, im := range list {
+			o := orphan(id, im.Labels[sdk.LabelAgent])
+			o.Resources = append(o.Resources, "image "+imageName(im))
+		}
+	}
+	for _, o := range orphans {
+		out = append(out, *o)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Identity < out[j].Identity })
+	return out, nil
+}
+
+func imageName(im image.Summary) string {
+	for _, t := range im.RepoTags {
+		if !strings.HasPrefix(t, "<none>") {
+			return t
+		}
+	}
+	return shortID(im.ID)
+}

@@ -1,0 +1,291 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/docker/docker/client"
+
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// Image source kinds, in order of precedence.
+const (
+	srcCommitted        = "committed"
+	srcBottleDockerfile = "bottle-dockerfile"
+	srcAgentDockerfile  = "agent-dockerfile"
+	srcImage            = "image"
+)
+
+// DefaultWorkdir is where the project goes when the agent names no workdir.
+const DefaultWorkdir = "/workspace"
+
+// source is where a bottle's image comes from.
+type source struct {
+	Kind string `json:"kind"`
+	// Image is the committed or agent image reference.
+	Image string `json:"image,omitempty"`
+	// Dockerfile is a host path, or empty with DockerfileText set when the
+	// per-bottle Dockerfile came as text.
+	Dockerfile     string `json:"dockerfile,omitempty"`
+	DockerfileText string `json:"-"`
+	ContextDir     string `json:"context,omitempty"`
+}
+
+func (s source) describe() string {
+	switch s.Kind {
+	case srcCommitted:
+		return "committed image " + s.Image
+	case srcBottleDockerfile:
+		return "per-bottle Dockerfile"
+	case srcAgentDockerfile:
+		return "agent Dockerfile " + s.Dockerfile
+	default:
+		return "image " + s.Image
+	}
+}
+
+// planData is the opaque plan Prepare hands to Launch.
+type planData struct {
+	Source source `json:"source"`
+}
+
+// checkSpec validates what the core handed over, so that bad input fails in
+// Prepare with one clear line instead of halfway through a launch.
+func checkSpec(spec sdk.Spec) (settings.Settings, error) {
+	if err := checkIdentity(spec.Identity); err != nil {
+		return settings.Settings{}, err
+	}
+	if spec.Agent.Name == "" {
+		return settings.Settings{}, errors.New("spec names no agent")
+	}
+	set, err := settings.Parse(spec.Config)
+	if err != nil {
+		return settings.Settings{}, err
+	}
+	if spec.Cwd != "" {
+		if err := checkDir("project directory", spec.Cwd); err != nil {
+			return set, err
+		}
+	}
+	if spec.QueueDir != "" {
+		if err := checkDir("queue directory", spec.QueueDir); err != nil {
+			return set, err
+		}
+	}
+	if spec.HelperBinary != "" {
+		if !filepath.IsAbs(spec.HelperBinary) {
+			return set, fmt.Errorf("helper binary %q is not an absolute path", spec.HelperBinary)
+		}
+		st, err := os.Stat(spec.HelperBinary)
+		if err != nil {
+			return set, fmt.Errorf("helper binary: %w", err)
+		}
+		if !st.Mode().IsRegular() {
+			return set, fmt.Errorf("helper binary %s is not a regular file", spec.HelperBinary)
+		}
+	}
+	if w := spec.Agent.Workdir; w != "" && !strings.HasPrefix(w, "/") {
+		return set, fmt.Errorf("agent %s: workdir %q is not an absolute path", spec.Agent.Name, w)
+	}
+	for k := range spec.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return set, fmt.Errorf("environment variable name %q is not valid", k)
+		}
+	}
+	return set, nil
+}
+
+func checkDir(what, p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%s %q is not an absolute path", what, p)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s %s is not a directory", what, p)
+	}
+	return nil
+}
+
+// chooseSource applies the image precedence: a committed image the engine
+// still has, the per-bottle Dockerfile, the agent's Dockerfile, the agent's
+// image. A vanished committed image is a warning, not an error.
+func chooseSource(ctx context.Context, c *client.Client, spec sdk.Spec) (source, []string, error) {
+	var warnings []string
+	fallback := func() (source, error) {
+		a := spec.Agent
+		ctxDir := a.ContextDir
+		if spec.BottleDockerfile != "" {
+			s := source{Kind: srcBottleDockerfile, ContextDir: ctxDir}
+			// The core normally passes a path; text is accepted too, so a
+			// core that keeps the Dockerfile in memory works the same.
+			if filepath.IsAbs(spec.BottleDockerfile) && !strings.ContainsRune(spec.BottleDockerfile, '\n') {
+				s.Dockerfile = spec.BottleDockerfile
+				if ctxDir == "" && a.Dockerfile != "" {
+					s.ContextDir = filepath.Dir(a.Dockerfile)
+				}
+				if ctxDir == "" && a.Dockerfile == "" {
+					s.ContextDir = filepath.Dir(spec.BottleDockerfile)
+				}
+			} else {
+				s.DockerfileText = spec.BottleDockerfile
+			}
+			return s, nil
+		}
+		if a.Dockerfile != "" {
+			if ctxDir == "" {
+				ctxDir = filepath.Dir(a.Dockerfile)
+			}
+			return source{Kind: srcAgentDockerfile, Dockerfile: a.Dockerfile, ContextDir: ctxDir}, nil
+		}
+		if a.Image != "" {
+			return source{Kind: srcImage, Image: a.Image}, nil
+		}
+		return source{}, fmt.Errorf("agent %s has neither a Dockerfile nor an image", a.Name)
+	}
+	if ref := spec.CommittedImage; ref != "" {
+		_, err := c.ImageInspect(ctx, ref)
+		if err == nil {
+			return source{Kind: srcCommitted, Image: ref}, nil, nil
+		}
+		if !isNotFound(err) {
+			return source{}, nil, engineErr(c, "inspect committed image "+ref, err)
+		}
+		s, ferr := fallback()
+		if ferr != nil {
+			return source{}, nil, fmt.Errorf("committed image %s is gone and %w", ref, ferr)
+		}
+		warnings = append(warnings, fmt.Sprintf("committed image %s is gone; falling back to %s", ref, s.describe()))
+		return s, warnings, nil
+	}
+	s, err := fallback()
+	return s, warnings, err
+}
+
+// checkSource makes sure the files a source needs are there.
+func checkSource(s source) error {
+	if s.Dockerfile != "" {
+		if _, err := os.Stat(s.Dockerfile); err != nil {
+			return fmt.Errorf("dockerfile: %w", err)
+		}
+	}
+	if s.ContextDir != "" {
+		if err := checkDir("build context", s.ContextDir); err != nil {
+			return err
+		}
+	} else if s.Kind == srcBottleDockerfile || s.Kind == srcAgentDockerfile {
+		return errors.New("build context: no context directory for the Dockerfile")
+	}
+	return nil
+}
+
+// Prepare decides the image source and describes the launch. It creates
+// nothing.
+func (b *Backend) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) {
+	plan, err := b.prepare(ctx, spec)
+	return plan, finish(err)
+}
+
+func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) {
+	set, err := checkSpec(spec)
+	if err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	c, err := b.engine(ctx)
+	if err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	src, warnings, err := chooseSource(ctx, c, spec)
+	if err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	if err := checkSource(src); err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	data, err := json.Marshal(planData{Source: src})
+	if err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	plan := sdk.Plan{Preflight: preflight(c, spec, set, src), Warnings: warnings, Data: data}
+	if len(spec.Egress) > 0 {
+		plan.Warnings = append(plan.Warnings, "the docker backend does not filter egress yet: the bottle's network is open while an allowlist is set")
+	}
+	return plan, nil
+}
+
+func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src source) []sdk.PreflightLine {
+	var lines []sdk.PreflightLine
+	add := func(k, v string) { lines = append(lines, sdk.PreflightLine{Key: k, Value: v}) }
+	add("backend", "docker ("+c.DaemonHost()+")")
+	add("identity", spec.Identity)
+	add("container", resourceName(spec.Identity))
+	add("image source", src.describe())
+	workdir := workdirOf(spec.Agent)
+	switch {
+	case spec.Cwd != "" && spec.CopyCwd && src.Kind == srcCommitted:
+		add("project", "already inside the committed image at "+workdir+" (not copied again)")
+	case spec.Cwd != "" && spec.CopyCwd:
+		add("project", spec.Cwd+" copied into a per-bottle image layer at "+workdir+" (the host tree is not written)")
+	case spec.Cwd != "":
+		add("mount", spec.Cwd+" -> "+workdir+" (bind, read-write)")
+	}
+	if spec.QueueDir != "" {
+		add("mount", spec.QueueDir+" -> "+sdk.GuestQueueDir+" (request queue)")
+	}
+	if spec.HelperBinary != "" {
+		add("mount", spec.HelperBinary+" -> "+sdk.GuestHelperPath+" (read-only)")
+	}
+	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
+		add("transcript", "restore "+spec.TranscriptDir+" -> "+spec.Agent.TranscriptPath)
+	}
+	if len(spec.Egress) == 0 {
+		add("network", resourceName(spec.Identity)+" (internal bridge: no egress)")
+		add("egress", "none (deny all)")
+	} else {
+		add("network", resourceName(spec.Identity)+" (bridge)")
+		add("egress", strings.Join(spec.Egress, ", "))
+	}
+	limits := fmt.Sprintf("memory %s, pids %d", set.Memory, set.PidsLimit)
+	if set.CPUs > 0 {
+		limits += fmt.Sprintf(", cpus %g", set.CPUs)
+	}
+	add("limits", limits)
+	caps := "drop ALL"
+	if len(spec.Agent.CapAdd) > 0 {
+		caps += ", add " + strings.Join(spec.Agent.CapAdd, " ")
+	}
+	add("security", caps+"; no-new-privileges; not privileged")
+	if spec.Agent.User != "" {
+		add("user", spec.Agent.User)
+	} else {
+		add("user", "the image's own")
+	}
+	names := make([]string, 0, len(spec.Env))
+	for k := range spec.Env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if len(names) > 0 {
+		add("env", strings.Join(names, " "))
+	} else {
+		add("env", "(none passed through)")
+	}
+	return lines
+}
+
+func workdirOf(a sdk.Agent) string {
+	if a.Workdir != "" {
+		return a.Workdir
+	}
+	return DefaultWorkdir
+}

@@ -1,0 +1,167 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// Stop removes the bottle's container, network and per-bottle images, found
+// by the handle and by the identity label, so that a launch that never
+// returned a handle is cleaned up too. Snapshots are never removed. Stopping
+// a bottle that is already gone succeeds.
+func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
+	removed, err := b.stop(ctx, req)
+	return removed, finish(err)
+}
+
+func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
+	identity := req.Identity
+	var hd handleData
+	if req.Handle != nil {
+		if identity == "" {
+			identity = req.Handle.Identity
+		}
+		d, err := decodeHandle(*req.Handle)
+		if err != nil {
+			return nil, fmt.Errorf("stop %s: %w", identity, err)
+		}
+		hd = d
+	}
+	if identity == "" {
+		return nil, errors.New("stop: neither a handle nor an identity given")
+	}
+	if err := checkIdentity(identity); err != nil {
+		return nil, fmt.Errorf("stop: %w", err)
+	}
+	if err := b.waitLaunches(ctx, identity); err != nil {
+		return nil, fmt.Errorf("stop %s: waiting for its launch to end: %w", identity, err)
+	}
+	c, err := b.engine(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stop %s: %w", identity, err)
+	}
+	f := filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity))
+	removed, err := removeMatching(ctx, c, f, true)
+	if err != nil {
+		return removed, fmt.Errorf("stop %s: %w", identity, err)
+	}
+	// What the handle names but lost its labels (or was never labelled by an
+	// older plugin) goes too; gone already is fine.
+	if hd.Container != "" {
+		if err := c.ContainerRemove(ctx, hd.Container, container.RemoveOptions{Force: true, RemoveVolumes: true}); err == nil {
+			removed = append(removed, "container "+hd.Name)
+		} else if !isNotFound(err) {
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove container "+hd.Name, err))
+		}
+	}
+	if hd.Network != "" {
+		if err := c.NetworkRemove(ctx, hd.Network); err == nil {
+			removed = append(removed, "network "+hd.NetworkName)
+		} else if !isNotFound(err) {
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove network "+hd.NetworkName, err))
+		}
+	}
+	for _, id := range hd.Images {
+		ii, err := c.ImageInspect(ctx, id)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "inspect image "+id, err))
+		}
+		if ii.Config == nil || ii.Config.Labels[LabelKind] != KindDerived {
+			continue
+		}
+		if _, err := c.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true}); err == nil {
+			removed = append(removed, "image "+shortID(id))
+		} else if !isNotFound(err) {
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove image "+id, err))
+		}
+	}
+	if len(removed) > 0 {
+		b.log.Info("stopped bottle", "identity", identity, "removed", strings.Join(removed, ", "))
+	}
+	return removed, nil
+}
+
+// removeMatching removes the containers, networks and (with images) the
+// per-bottle images that match f. Snapshots and cached agent images are
+// kept whatever f says.
+func removeMatching(ctx context.Context, c *client.Client, f filters.Args, images bool) ([]string, error) {
+	var removed []string
+	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return removed, engineErr(c, "list containers", err)
+	}
+	for _, ct := range cs {
+		err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && !isNotFound(err) {
+			return removed, engineErr(c, "remove container "+containerName(ct), err)
+		}
+		if err == nil {
+			removed = append(removed, "container "+containerName(ct))
+		}
+	}
+	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		return removed, engineErr(c, "list networks", err)
+	}
+	for _, n := range ns {
+		err := c.NetworkRemove(ctx, n.ID)
+		if err != nil && !isNotFound(err) {
+			return removed, engineErr(c, "remove network "+n.Name, err)
+		}
+		if err == nil {
+			removed = append(removed, "network "+n.Name)
+		}
+	}
+	if !images {
+		return removed, nil
+	}
+	is, err := c.ImageList(ctx, image.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return removed, engineErr(c, "list images", err)
+	}
+	for _, im := range is {
+		if k := im.Labels[LabelKind]; k != KindDerived && k != KindCommitTmp {
+			continue
+		}
+		name := shortID(im.ID)
+		if len(im.RepoTags) > 0 {
+			name = im.RepoTags[0]
+		}
+		_, err := c.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		if err != nil && !isNotFound(err) {
+			return removed, engineErr(c, "remove image "+name, err)
+		}
+		if err == nil {
+			removed = append(removed, "image "+name)
+		}
+	}
+	return removed, nil
+}
+
+func containerName(ct container.Summary) string {
+	if len(ct.Names) > 0 {
+		return strings.TrimPrefix(ct.Names[0], "/")
+	}
+	return shortID(ct.ID)
+}
+
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

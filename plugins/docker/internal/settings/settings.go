@@ -1,0 +1,99 @@
+// Package settings reads the docker plugin's `config {}` block from
+// plugins.hcl (handed over as JSON) into validated launch limits.
+package settings
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/docker/go-units"
+)
+
+// Defaults used when plugins.hcl does not say otherwise.
+const (
+	DefaultMemory    = "4g"
+	DefaultPidsLimit = 512
+)
+
+// reservedLabelPrefix is owned by the backend itself; a user label there
+// could make one bottle's resources look like another's.
+const reservedLabelPrefix = "dev.bot-bottle."
+
+// allowedUserLabels are the keys under reservedLabelPrefix that a config may
+// still set, because they mark resources rather than identify them.
+var allowedUserLabels = map[string]bool{"dev.bot-bottle.test": true}
+
+// Settings are the effective limits and extras for one launch.
+type Settings struct {
+	MemoryBytes int64
+	Memory      string
+	PidsLimit   int64
+	NanoCPUs    int64
+	CPUs        float64
+	// Labels go on every resource the plugin creates, next to its own.
+	Labels map[string]string
+}
+
+type raw struct {
+	Memory    *string           `json:"memory"`
+	PidsLimit *float64          `json:"pids_limit"`
+	CPUs      *float64          `json:"cpus"`
+	Labels    map[string]string `json:"labels"`
+}
+
+// Parse reads the JSON of the config block. Empty input means all defaults.
+// Unknown keys are errors, so that a typo does not silently drop a limit.
+func Parse(data []byte) (Settings, error) {
+	var r raw
+	if len(bytes.TrimSpace(data)) > 0 && !bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil {
+			return Settings{}, fmt.Errorf("docker plugin config: %w", err)
+		}
+	}
+	s := Settings{Memory: DefaultMemory, PidsLimit: DefaultPidsLimit}
+	if r.Memory != nil {
+		s.Memory = strings.TrimSpace(*r.Memory)
+	}
+	mem, err := units.RAMInBytes(s.Memory)
+	if err != nil || mem <= 0 {
+		return Settings{}, fmt.Errorf("docker plugin config: memory %q is not a size like \"4g\" or \"512m\"", s.Memory)
+	}
+	if mem < 6<<20 {
+		// The engine refuses less than 6 MiB; say so before a launch fails.
+		return Settings{}, fmt.Errorf("docker plugin config: memory %q is below the engine's minimum of 6m", s.Memory)
+	}
+	s.MemoryBytes = mem
+	if r.PidsLimit != nil {
+		p := *r.PidsLimit
+		if p != math.Trunc(p) || p < 1 || p > math.MaxInt32 {
+			return Settings{}, fmt.Errorf("docker plugin config: pids_limit %v must be a positive whole number", p)
+		}
+		s.PidsLimit = int64(p)
+	}
+	if r.CPUs != nil {
+		c := *r.CPUs
+		if c <= 0 || c > 1024 {
+			return Settings{}, fmt.Errorf("docker plugin config: cpus %v must be a positive number of CPUs", c)
+		}
+		s.CPUs = c
+		s.NanoCPUs = int64(c * 1e9)
+	}
+	for k, v := range r.Labels {
+		if k == "" {
+			return Settings{}, fmt.Errorf("docker plugin config: labels: empty label key")
+		}
+		if strings.HasPrefix(k, reservedLabelPrefix) && !allowedUserLabels[k] {
+			return Settings{}, fmt.Errorf("docker plugin config: labels: %q is reserved for bot-bottle itself", k)
+		}
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		s.Labels[k] = v
+	}
+	return s, nil
+}

@@ -1,0 +1,675 @@
+package main_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+const secretValue = "s3cr3t-do-not-leak-4711"
+
+func TestInfo(t *testing.T) {
+	cli := testenv.RequireDocker(t)
+	t.Parallel()
+	p := startPlugin(t)
+	ctx := ctxT(t, 30*time.Second)
+	info, err := p.be.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "docker" || !info.Has(sdk.CapCommit) || !info.Has(sdk.CapExec) || !info.Has(sdk.CapCopy) {
+		t.Errorf("info = %+v", info)
+	}
+	v, err := cli.ServerVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Details["engine"] != v.Version {
+		t.Errorf("engine detail %q, want %q", info.Details["engine"], v.Version)
+	}
+}
+
+// Without an engine, Info still answers and Prepare says where it looked, on
+// one line.
+func TestEngineUnreachable(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "no-docker.sock")
+	p := startPlugin(t, "DOCKER_HOST=unix://"+sock)
+	ctx := ctxT(t, 30*time.Second)
+	info, err := p.be.Info(ctx)
+	if err != nil {
+		t.Fatalf("Info failed without an engine: %v", err)
+	}
+	if info.Details["engine"] != "unreachable" {
+		t.Errorf("engine detail %q, want unreachable", info.Details["engine"])
+	}
+	_, err = p.be.Prepare(ctx, sdk.Spec{Identity: "shell-abcde", Agent: sdk.Agent{Name: "shell", Image: "x"}})
+	if err == nil {
+		t.Fatal("Prepare succeeded without an engine")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "cannot reach the Docker Engine at unix://"+sock) || strings.Contains(msg, "\n") {
+		t.Errorf("error %q: want one line naming the engine address", msg)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	a := e.agent("bad")
+	for name, tc := range map[string]struct {
+		spec sdk.Spec
+		want string
+	}{
+		"config":   {sdk.Spec{Identity: "bad-aaaaa", Agent: a, Config: []byte(`{"memory":"lots"}`)}, `memory "lots"`},
+		"identity": {sdk.Spec{Identity: "../etc", Agent: a}, "invalid bottle identity"},
+		"cwd":      {sdk.Spec{Identity: "bad-aaaaa", Agent: a, Cwd: "/does/not/exist"}, "project directory"},
+		"source":   {sdk.Spec{Identity: "bad-aaaaa", Agent: sdk.Agent{Name: "empty"}}, "neither a Dockerfile nor an image"},
+	} {
+		_, err := e.p.be.Prepare(ctx, tc.spec)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %v, want one line mentioning %q", name, err, tc.want)
+		}
+	}
+}
+
+// The acceptance's first scenario at the plugin level: a command in a
+// bind-mounted project prints, exits 7, sees its secret, and Stop removes
+// everything; the secret is in no plan, handle or log.
+func TestRunWithCwd(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	cwd := t.TempDir()
+	if err := os.Chmod(cwd, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cwd, "marker"), []byte("marker-content-42\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := e.agent("cwd")
+	id := e.identity("cwd")
+	spec := e.spec(a, id, "sh", "-c", `cat /workspace/marker; [ "$BB_TOKEN" = "`+secretValue+`" ] && echo token-seen >&2; echo "$BOT_BOTTLE_IDENTITY" > /workspace/from-guest; exit 7`)
+	spec.Cwd = cwd
+	spec.Env = map[string]string{"BB_TOKEN": secretValue}
+
+	plan, h, _ := e.launch(ctx, spec)
+	var pre strings.Builder
+	for _, l := range plan.Preflight {
+		pre.WriteString(l.Key + ": " + l.Value + "\n")
+	}
+	for _, want := range []string{"image source: agent Dockerfile " + a.Dockerfile, "mount: " + cwd + " -> /workspace", "env: BB_TOKEN", "limits: memory 4g, pids 512"} {
+		if !strings.Contains(pre.String(), want) {
+			t.Errorf("preflight lacks %q:\n%s", want, pre.String())
+		}
+	}
+	for what, b := range map[string]string{"preflight": pre.String(), "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
+		if strings.Contains(b, secretValue) {
+			t.Errorf("%s holds the secret value", what)
+		}
+	}
+
+	s := e.run(ctx, h, nil)
+	if s.status.Code != 7 || s.status.Detached {
+		t.Errorf("exit = %+v, want code 7", s.status)
+	}
+	if s.stdout != "marker-content-42\n" {
+		t.Errorf("stdout = %q", s.stdout)
+	}
+	if strings.TrimSpace(s.stderr) != "token-seen" {
+		t.Errorf("stderr = %q, want the agent to see its token", s.stderr)
+	}
+	// The mount is live both ways.
+	if b, err := os.ReadFile(filepath.Join(cwd, "from-guest")); err != nil || strings.TrimSpace(string(b)) != id {
+		t.Errorf("host sees from-guest = %q, %v", b, err)
+	}
+
+	bottles, err := e.p.be.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, b := range bottles {
+		if b.Identity == id {
+			found = true
+			if b.Agent != "cwd" || b.Status != "exited" || b.Handle == nil {
+				t.Errorf("listed as %+v", b)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("List lacks %s: %+v", id, bottles)
+	}
+
+	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
+	if !contains(removed, "container bot-bottle-"+id) || !contains(removed, "network bot-bottle-"+id) {
+		t.Errorf("removed %v, want the container and the network", removed)
+	}
+	e.assertGone(ctx, id)
+	// Stop is idempotent.
+	if again := e.stop(ctx, sdk.StopRequest{Handle: &h}); len(again) != 0 {
+		t.Errorf("second stop removed %v", again)
+	}
+	if strings.Contains(e.p.logs.String(), secretValue) {
+		t.Error("plugin logs hold the secret value")
+	}
+}
+
+func TestPipedStdin(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("pipe")
+	_, h, _ := e.launch(ctx, e.spec(e.agent("pipe"), id, "sh", "-c", "tr a-z A-Z; echo eof-seen >&2"))
+	s := e.run(ctx, h, strings.NewReader("hello\nworld\n"))
+	if s.status.Code != 0 || s.stdout != "HELLO\nWORLD\n" || strings.TrimSpace(s.stderr) != "eof-seen" {
+		t.Errorf("session = %+v, want HELLO WORLD on stdout, eof-seen on stderr, exit 0", s)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
+
+// Without input, the agent's stdin is closed rather than left open forever.
+func TestNoStdinMeansEOF(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("nostdin")
+	_, h, _ := e.launch(ctx, e.spec(e.agent("nostdin"), id, "sh", "-c", "cat; echo done"))
+	s := e.run(ctx, h, nil)
+	if s.status.Code != 0 || s.stdout != "done\n" {
+		t.Errorf("session = %+v", s)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+}
+
+func TestTTYResize(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("tty")
+	spec := e.spec(e.agent("tty"), id, "sh")
+	spec.TTY = true
+	_, h, _ := e.launch(ctx, spec)
+
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	resize := make(chan sdk.TermSize, 1)
+	var out syncBuffer
+	type result struct {
+		st  sdk.ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := e.p.be.Attach(ctx, sdk.AttachRequest{Handle: h, TTY: true, Stdin: true, Size: sdk.TermSize{Rows: 24, Cols: 80}},
+			sdk.AttachStreams{Stdin: inR, Stdout: &out, Resize: resize})
+		done <- result{st, err}
+	}()
+	// Type once the prompt is there, as a person would: the engine can only
+	// size a terminal after the agent has started.
+	out.waitFor(t, "$ ", 20*time.Second)
+	io.WriteString(inW, "stty size; echo \"term=$TERM\"\n")
+	out.waitFor(t, "24 80", 20*time.Second)
+	out.waitFor(t, "term=xterm", 5*time.Second)
+	resize <- sdk.TermSize{Rows: 50, Cols: 132}
+	// The resize travels on its own path; ask until the shell sees it.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "50 132") && time.Now().Before(deadline) {
+		io.WriteString(inW, "stty size\n")
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "50 132") {
+		t.Fatalf("stty size never showed 50 132: %q", out.String())
+	}
+	io.WriteString(inW, "exit 3\n")
+	select {
+	case r := <-done:
+		if r.err != nil || r.st.Code != 3 {
+			t.Errorf("attach = %+v, %v; want exit 3", r.st, r.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the TTY session did not end")
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
+
+// A detached bottle keeps running when an attach is cancelled, and a second
+// attach gets its input and exit code.
+func TestDetachAndReattach(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("detach")
+	spec := e.spec(e.agent("detach"), id, "sh", "-c", "read x; echo got-$x; exit 4")
+	spec.Detach = true
+	_, h, _ := e.launch(ctx, spec)
+
+	actx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	st, err := e.p.be.Attach(actx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{Stdout: io.Discard})
+	cancel()
+	if err != nil || !st.Detached {
+		t.Fatalf("cancelled attach = %+v, %v; want detached", st, err)
+	}
+	insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+	if err != nil || !insp.State.Running {
+		t.Fatalf("container not running after detach: %v", err)
+	}
+	// A fresh plugin process reattaches from the handle alone.
+	e.p = startPlugin(t)
+	s := e.run(ctx, h, strings.NewReader("hi\n"))
+	if s.status.Code != 4 || s.stdout != "got-hi\n" {
+		t.Errorf("reattach = %+v", s)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
+
+func TestExecAndCopy(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("copy")
+	spec := e.spec(e.agent("copy"), id, "sleep", "300")
+	spec.Detach = true
+	_, h, _ := e.launch(ctx, spec)
+
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	body := []byte("transcript line\n")
+	tw.WriteHeader(&tar.Header{Name: "notes/hello.txt", Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+	tw.Write(body)
+	tw.Close()
+	if err := e.p.be.CopyIn(ctx, h, "/home/agent", buf.Bytes()); err != nil {
+		t.Fatalf("copy in: %v", err)
+	}
+	res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: []string{"sh", "-c", "cat notes/hello.txt; stat -c %u notes/hello.txt; echo oops >&2; exit 5"}, Workdir: "/home/agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 5 || string(res.Stdout) != "transcript line\n1000\n" || string(res.Stderr) != "oops\n" {
+		t.Errorf("exec = code %d, stdout %q, stderr %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	res, err = e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: []string{"sh", "-c", "tr a-z A-Z >> notes/hello.txt"}, Workdir: "/home/agent", Stdin: []byte("from exec\n")})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec with stdin = %+v, %v", res, err)
+	}
+
+	out, err := e.p.be.CopyOut(ctx, h, "/home/agent/notes/hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(out))
+	hdr, err := tr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(tr)
+	if hdr.Name != "hello.txt" || string(got) != "transcript line\nFROM EXEC\n" {
+		t.Errorf("copy out: %s = %q", hdr.Name, got)
+	}
+	_, err = e.p.be.CopyOut(ctx, h, "/no/such/file")
+	if !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("copy out of a missing path: %v, want ErrNotFound", err)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+	if _, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: []string{"true"}}); !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("exec in a stopped bottle: %v, want ErrNotFound", err)
+	}
+}
+
+func TestCommitAndResume(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	a := e.agent("snap")
+	id := e.identity("snap")
+	spec := e.spec(a, id, "sleep", "300")
+	spec.Detach = true
+	spec.Env = map[string]string{"BB_TOKEN": secretValue}
+	_, h, _ := e.launch(ctx, spec)
+	res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: []string{"sh", "-c", "echo before-commit > /home/agent/note"}})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec = %+v, %v", res, err)
+	}
+	cr, err := e.p.be.Commit(ctx, h, t.TempDir())
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if !strings.HasPrefix(cr.Image, "bot-bottle/"+id+":") || len(cr.Image) != len("bot-bottle/"+id+":20060102T150405Z") {
+		t.Errorf("snapshot ref %q", cr.Image)
+	}
+	ii, raw, err := e.cli.ImageInspectWithRaw(ctx, cr.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(secretValue)) {
+		t.Errorf("snapshot image holds the secret value: %s", raw)
+	}
+	hist, err := e.cli.ImageHistory(ctx, cr.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hi := range hist {
+		if strings.Contains(hi.CreatedBy, secretValue) || strings.Contains(hi.Comment, secretValue) {
+			t.Errorf("snapshot history holds the secret: %+v", hi)
+		}
+	}
+	if ii.Config.User != "agent" || ii.Config.Labels[sdk.LabelIdentity] != id || ii.Config.Labels[testenv.Label] != e.label {
+		t.Errorf("snapshot config: user %q, labels %v", ii.Config.User, ii.Config.Labels)
+	}
+	// No raw commit is left beside the snapshot.
+	left, err := e.cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range left {
+		if im.Labels["dev.bot-bottle.kind"] == "commit-tmp" && im.Labels[sdk.LabelIdentity] == id {
+			t.Errorf("raw commit %s left behind", im.ID)
+		}
+	}
+
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+	if _, err := e.cli.ImageInspect(ctx, cr.Image); err != nil {
+		t.Fatalf("Stop removed the snapshot: %v", err)
+	}
+
+	// Resume: same identity, from the snapshot.
+	rs := e.spec(a, id, "cat", "/home/agent/note")
+	rs.CommittedImage = cr.Image
+	rs.Resume = true
+	plan, h2, _ := e.launch(ctx, rs)
+	if !hasLine(plan, "image source", "committed image "+cr.Image) || len(plan.Warnings) != 0 {
+		t.Errorf("plan = %+v", plan)
+	}
+	s := e.run(ctx, h2, nil)
+	if s.status.Code != 0 || s.stdout != "before-commit\n" {
+		t.Errorf("resumed session = %+v", s)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h2})
+
+	// With the snapshot gone, resume falls back to the Dockerfile and says so.
+	if _, err := e.cli.ImageRemove(ctx, cr.Image, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+		t.Fatal(err)
+	}
+	rs.Command = []string{"sh", "-c", "cat /home/agent/note 2>/dev/null || echo no-note"}
+	plan, h3, pl := e.launch(ctx, rs)
+	wantWarn := "committed image " + cr.Image + " is gone; falling back to agent Dockerfile " + a.Dockerfile
+	if len(plan.Warnings) != 1 || plan.Warnings[0] != wantWarn {
+		t.Errorf("warnings = %q, want %q", plan.Warnings, wantWarn)
+	}
+	if !hasLine(plan, "image source", "agent Dockerfile "+a.Dockerfile) {
+		t.Errorf("preflight = %+v", plan.Preflight)
+	}
+	if !strings.Contains(pl.String(), "is gone; falling back") {
+		t.Errorf("launch progress does not say it fell back:\n%s", pl)
+	}
+	if s := e.run(ctx, h3, nil); s.stdout != "no-note\n" {
+		t.Errorf("fallback session = %+v", s)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h3})
+	e.assertGone(ctx, id)
+}
+
+func hasLine(p sdk.Plan, key, value string) bool {
+	for _, l := range p.Preflight {
+		if l.Key == key && l.Value == value {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCopyCwd(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	proj := t.TempDir()
+	files := map[string]string{"proj.txt": "original\n", "ignored.txt": "nope\n", ".dockerignore": "ignored.txt\n"}
+	for n, c := range files {
+		if err := os.WriteFile(filepath.Join(proj, n), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := e.identity("copycwd")
+	spec := e.spec(e.agent("copycwd"), id, "sh", "-c",
+		"cat /workspace/proj.txt; ls -A /workspace | tr '\\n' ' '; echo; echo new > /workspace/written && echo changed > /workspace/proj.txt && echo wrote")
+	spec.Cwd = proj
+	spec.CopyCwd = true
+	plan, h, _ := e.launch(ctx, spec)
+	if !hasLine(plan, "project", proj+" copied into a per-bottle image layer at /workspace (the host tree is not written)") {
+		t.Errorf("preflight = %+v", plan.Preflight)
+	}
+	s := e.run(ctx, h, nil)
+	lines := strings.Split(s.stdout, "\n")
+	if s.status.Code != 0 || len(lines) < 3 || lines[0] != "original" || lines[2] != "wrote" {
+		t.Fatalf("session = %+v", s)
+	}
+	listing := strings.Fields(lines[1])
+	if !contains(listing, "proj.txt") || contains(listing, "ignored.txt") || contains(listing, ".bot-bottle.Dockerfile") {
+		t.Errorf("workspace holds %v: want proj.txt, without the ignored file or the private Dockerfile", listing)
+	}
+	if b, _ := os.ReadFile(filepath.Join(proj, "proj.txt")); string(b) != "original\n" {
+		t.Errorf("host proj.txt = %q: the copy wrote through", b)
+	}
+	if _, err := os.Stat(filepath.Join(proj, "written")); !os.IsNotExist(err) {
+		t.Errorf("a file written inside reached the host tree: %v", err)
+	}
+	removed := e.stop(ctx, sdk.StopRequest{Handle: &h})
+	if !contains(removed, "image bot-bottle-cwd/"+id+":latest") {
+		t.Errorf("removed %v, want the per-bottle image", removed)
+	}
+	e.assertGone(ctx, id)
+}
+
+func TestHardening(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	a := e.agent("hard")
+	a.CapAdd = []string{"NET_BIND_SERVICE"}
+	id := e.identity("hard")
+	spec := e.spec(a, id, "sh", "-c", "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; id -u")
+	spec.Config = e.config(map[string]any{"memory": "256m", "pids_limit": 64})
+	queue := t.TempDir()
+	spec.QueueDir = queue
+	_, h, _ := e.launch(ctx, spec)
+
+	insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := insp.HostConfig
+	if hc.Privileged || !contains(hc.CapDrop, "ALL") || !(contains(hc.CapAdd, "NET_BIND_SERVICE") || contains(hc.CapAdd, "CAP_NET_BIND_SERVICE")) {
+		t.Errorf("privileged %v, cap drop %v, cap add %v", hc.Privileged, hc.CapDrop, hc.CapAdd)
+	}
+	if !contains(hc.SecurityOpt, "no-new-privileges") {
+		t.Errorf("security opts %v", hc.SecurityOpt)
+	}
+	if hc.Memory != 256<<20 || hc.PidsLimit == nil || *hc.PidsLimit != 64 {
+		t.Errorf("memory %d, pids %v", hc.Memory, hc.PidsLimit)
+	}
+	for _, m := range insp.Mounts {
+		if m.Source != queue || m.Destination != sdk.GuestQueueDir {
+			t.Errorf("unexpected mount %s -> %s", m.Source, m.Destination)
+		}
+	}
+	if len(insp.Mounts) != 1 {
+		t.Errorf("mounts %+v, want only the queue dir", insp.Mounts)
+	}
+	for _, env := range insp.Config.Env {
+		if env == sdk.EnvQueueDir+"="+sdk.GuestQueueDir {
+			goto envOK
+		}
+	}
+	t.Errorf("env %v lacks %s", insp.Config.Env, sdk.EnvQueueDir)
+envOK:
+	net, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, networkInspectOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !net.Internal || net.Labels[sdk.LabelIdentity] != id || net.Labels[sdk.LabelManaged] != "true" {
+		t.Errorf("network internal=%v labels=%v", net.Internal, net.Labels)
+	}
+	if insp.Config.Labels[sdk.LabelAgent] != "hard" || insp.Config.Labels[sdk.LabelIdentity] != id {
+		t.Errorf("container labels %v", insp.Config.Labels)
+	}
+
+	s := e.run(ctx, h, nil)
+	// NET_BIND_SERVICE is capability 10: the only bit left in the bounding set.
+	for _, want := range []string{"CapBnd:\t0000000000000400", "NoNewPrivs:\t1", "\n1000\n"} {
+		if !strings.Contains(s.stdout, want) {
+			t.Errorf("inside the bottle: %q lacks %q", s.stdout, want)
+		}
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
+
+func TestSecondLaunchDoesNotBuild(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	a := e.agent("cache")
+	imageOf := func(pl *progressLog, id string) string {
+		insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return insp.Image
+	}
+	id1 := e.identity("cache")
+	_, h1, pl1 := e.launch(ctx, e.spec(a, id1, "true"))
+	if len(pl1.stage("build")) == 0 {
+		t.Fatalf("first launch did not build:\n%s", pl1)
+	}
+	img1 := imageOf(pl1, id1)
+	e.stop(ctx, sdk.StopRequest{Handle: &h1})
+
+	// Touching files changes no content.
+	now := time.Now().Add(time.Hour)
+	os.Chtimes(a.Dockerfile, now, now)
+	id2 := e.identity("cache")
+	_, h2, pl2 := e.launch(ctx, e.spec(a, id2, "true"))
+	if b := pl2.stage("build"); len(b) != 0 {
+		t.Errorf("second launch built:\n%s", pl2)
+	}
+	if img2 := imageOf(pl2, id2); img2 != img1 {
+		t.Errorf("second launch runs %s, first ran %s", img2, img1)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h2})
+
+	// A changed context builds again.
+	if err := os.WriteFile(filepath.Join(a.ContextDir, "extra"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id3 := e.identity("cache")
+	_, h3, pl3 := e.launch(ctx, e.spec(a, id3, "true"))
+	if len(pl3.stage("build")) == 0 {
+		t.Errorf("a changed context did not build:\n%s", pl3)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h3})
+}
+
+// A launch cancelled midway cleans up after itself, and Stop by identity
+// finds nothing left.
+func TestCancelledLaunch(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("cancel")
+	spec := e.spec(e.agent("cancel"), id, "true")
+	plan, err := e.p.be.Prepare(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err = e.p.be.Launch(lctx, spec, plan, func(p sdk.Progress) {
+		if p.Stage == "network" {
+			cancel()
+		}
+	})
+	if err == nil {
+		t.Fatal("cancelled launch returned a handle")
+	}
+	e.stop(ctx, sdk.StopRequest{Identity: id})
+	e.assertGone(ctx, id)
+}
+
+// The plugin dies mid-launch: what it created stays, List shows it, and a
+// fresh plugin process removes it by identity alone.
+func TestStopByIdentityAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("crash")
+	spec := e.spec(e.agent("crash"), id, "true")
+	plan, err := e.p.be.Prepare(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := e.p.client.ReattachConfig().Pid
+	_, err = e.p.be.Launch(ctx, spec, plan, func(p sdk.Progress) {
+		if p.Stage == "network" {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if err == nil {
+		t.Fatal("launch survived its plugin")
+	}
+	if left := e.leftovers(ctx, id); len(left) == 0 {
+		t.Fatal("the crashed launch left nothing: the test proves nothing")
+	}
+	e.p = startPlugin(t)
+	bottles, err := e.p.be.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := false
+	for _, b := range bottles {
+		listed = listed || b.Identity == id
+	}
+	if !listed {
+		t.Errorf("List does not show the crashed bottle %s", id)
+	}
+	removed := e.stop(ctx, sdk.StopRequest{Identity: id})
+	if !contains(removed, "network bot-bottle-"+id) {
+		t.Errorf("removed %v", removed)
+	}
+	e.assertGone(ctx, id)
+}
+
+// On resume the transcript snapshot goes back in before the agent starts,
+// owned by the agent's user.
+func TestTranscriptRestore(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	a := e.agent("transcript")
+	a.TranscriptPath = "/home/agent/.transcript"
+	snap := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(snap, "session"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(snap, "session", "log.jsonl"), []byte(`{"turn":1}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := e.identity("transcript")
+	spec := e.spec(a, id, "sh", "-c", "cat /home/agent/.transcript/session/log.jsonl; stat -c %u:%g /home/agent/.transcript/session/log.jsonl; echo more >> /home/agent/.transcript/session/log.jsonl && echo appended")
+	spec.TranscriptDir = snap
+	spec.Resume = true
+	plan, h, _ := e.launch(ctx, spec)
+	if !hasLine(plan, "transcript", "restore "+snap+" -> /home/agent/.transcript") {
+		t.Errorf("preflight = %+v", plan.Preflight)
+	}
+	s := e.run(ctx, h, nil)
+	if s.status.Code != 0 || s.stdout != "{\"turn\":1}\n1000:1000\nappended\n" {
+		t.Errorf("session = %+v", s)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
