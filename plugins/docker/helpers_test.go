@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/go-hclog"
@@ -66,7 +68,7 @@ func (b *syncBuffer) String() string {
 }
 
 // waitFor waits until the buffer holds s, and fails the test after d.
-func (b *syncBuffer) waitFor(t *testing.T, s string, d time.Duration) {
+func (b *syncBuffer) waitFor(t testing.TB, s string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
@@ -87,7 +89,7 @@ type pluginProc struct {
 
 // startPlugin starts the plugin binary exactly as the core does and returns
 // its Backend. env is added to the plugin's environment.
-func startPlugin(t *testing.T, env ...string) *pluginProc {
+func startPlugin(t testing.TB, env ...string) *pluginProc {
 	t.Helper()
 	logs := &syncBuffer{}
 	cmd := exec.Command(pluginBin)
@@ -121,7 +123,7 @@ func startPlugin(t *testing.T, env ...string) *pluginProc {
 
 // env is one test's engine, label and plugin.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	cli   *client.Client
 	label string
 	p     *pluginProc
@@ -132,6 +134,16 @@ func newEnv(t *testing.T) *env {
 	cli := testenv.RequireDocker(t)
 	t.Parallel()
 	return &env{t: t, cli: cli, label: testenv.RunID(t, cli), p: startPlugin(t)}
+}
+
+func newBenchEnv(b *testing.B) *env {
+	b.Helper()
+	cli := testenv.RequireDocker(b)
+	return &env{t: b, cli: cli, label: testenv.RunID(b, cli), p: startPlugin(b)}
+}
+
+func imageListByLabel(k, v string) image.ListOptions {
+	return image.ListOptions{Filters: filters.NewArgs(filters.Arg("label", k+"="+v))}
 }
 
 // config is the plugin config block of plugins.hcl, with the test label on
@@ -191,7 +203,7 @@ func (e *env) spec(agent sdk.Agent, identity string, cmd ...string) sdk.Spec {
 	}
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

@@ -154,8 +154,8 @@ func TestRunWithCwd(t *testing.T) {
 	}
 
 	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
-	if !contains(removed, "container bot-bottle-"+id) || !contains(removed, "network bot-bottle-"+id) {
-		t.Errorf("removed %v, want the container and the network", removed)
+	if len(removed) != 1 || removed[0] != "container bot-bottle-"+id {
+		t.Errorf("removed %v, want the container (no egress, so no network)", removed)
 	}
 	e.assertGone(ctx, id)
 	// Stop is idempotent.
@@ -254,7 +254,10 @@ func TestDetachAndReattach(t *testing.T) {
 	spec.Detach = true
 	_, h, _ := e.launch(ctx, spec)
 
-	actx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	// The core detaches by cancelling, not by a deadline (a deadline also
+	// travels to the plugin, which may end the stream first).
+	actx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(500*time.Millisecond, cancel)
 	st, err := e.p.be.Attach(actx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{Stdout: io.Discard})
 	cancel()
 	if err != nil || !st.Detached {
@@ -476,7 +479,7 @@ func TestHardening(t *testing.T) {
 	a := e.agent("hard")
 	a.CapAdd = []string{"NET_BIND_SERVICE"}
 	id := e.identity("hard")
-	spec := e.spec(a, id, "sh", "-c", "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; id -u")
+	spec := e.spec(a, id, "sh", "-c", "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; id -u; echo nics: $(ls /sys/class/net)")
 	spec.Config = e.config(map[string]any{"memory": "256m", "pids_limit": 64})
 	queue := t.TempDir()
 	spec.QueueDir = queue
@@ -511,12 +514,9 @@ func TestHardening(t *testing.T) {
 	}
 	t.Errorf("env %v lacks %s", insp.Config.Env, sdk.EnvQueueDir)
 envOK:
-	net, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, networkInspectOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !net.Internal || net.Labels[sdk.LabelIdentity] != id || net.Labels[sdk.LabelManaged] != "true" {
-		t.Errorf("network internal=%v labels=%v", net.Internal, net.Labels)
+	// No egress allowed: no network at all.
+	if hc.NetworkMode != "none" {
+		t.Errorf("network mode %q, want none", hc.NetworkMode)
 	}
 	if insp.Config.Labels[sdk.LabelAgent] != "hard" || insp.Config.Labels[sdk.LabelIdentity] != id {
 		t.Errorf("container labels %v", insp.Config.Labels)
@@ -524,7 +524,7 @@ envOK:
 
 	s := e.run(ctx, h, nil)
 	// NET_BIND_SERVICE is capability 10: the only bit left in the bounding set.
-	for _, want := range []string{"CapBnd:\t0000000000000400", "NoNewPrivs:\t1", "\n1000\n"} {
+	for _, want := range []string{"CapBnd:\t0000000000000400", "NoNewPrivs:\t1", "\n1000\n", "nics: lo\n"} {
 		if !strings.Contains(s.stdout, want) {
 			t.Errorf("inside the bottle: %q lacks %q", s.stdout, want)
 		}
@@ -584,6 +584,7 @@ func TestCancelledLaunch(t *testing.T) {
 	ctx := ctxT(t, 3*time.Minute)
 	id := e.identity("cancel")
 	spec := e.spec(e.agent("cancel"), id, "true")
+	spec.Egress = []string{"example.invalid:443"}
 	plan, err := e.p.be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -609,6 +610,8 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	ctx := ctxT(t, 3*time.Minute)
 	id := e.identity("crash")
 	spec := e.spec(e.agent("crash"), id, "true")
+	// An allowlist gets the bottle its own network: one more thing to leave.
+	spec.Egress = []string{"example.invalid:443"}
 	plan, err := e.p.be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -639,7 +642,7 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	}
 	removed := e.stop(ctx, sdk.StopRequest{Identity: id})
 	if !contains(removed, "network bot-bottle-"+id) {
-		t.Errorf("removed %v", removed)
+		t.Errorf("removed %v, want the network (and the container if it got that far)", removed)
 	}
 	e.assertGone(ctx, id)
 }
@@ -671,5 +674,38 @@ func TestTranscriptRestore(t *testing.T) {
 		t.Errorf("session = %+v", s)
 	}
 	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
+
+// With an allowlist the bottle has its own labelled bridge network, and the
+// plan says that the allowlist is not enforced yet.
+func TestEgressNetwork(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	id := e.identity("egress")
+	spec := e.spec(e.agent("egress"), id, "true")
+	spec.Egress = []string{"api.example.invalid:443"}
+	plan, h, _ := e.launch(ctx, spec)
+	if !hasLine(plan, "network", "bot-bottle-"+id+" (bridge)") || !hasLine(plan, "egress", "api.example.invalid:443") || len(plan.Warnings) != 1 {
+		t.Errorf("plan = %+v", plan)
+	}
+	net, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, networkInspectOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if net.Labels[sdk.LabelIdentity] != id || net.Labels[sdk.LabelManaged] != "true" || net.Labels[sdk.LabelAgent] != "egress" {
+		t.Errorf("network labels %v", net.Labels)
+	}
+	insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(insp.HostConfig.NetworkMode) != net.ID {
+		t.Errorf("container network %q, want %s", insp.HostConfig.NetworkMode, net.ID)
+	}
+	removed := e.stop(ctx, sdk.StopRequest{Handle: &h})
+	if !contains(removed, "network bot-bottle-"+id) {
+		t.Errorf("removed %v", removed)
+	}
 	e.assertGone(ctx, id)
 }

@@ -105,22 +105,28 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err := ctx.Err(); err != nil {
 		return h, err
 	}
-	netResp, err := c.NetworkCreate(cctx, name, network.CreateOptions{
-		Driver:   "bridge",
-		Internal: len(spec.Egress) == 0,
-		Labels:   labels,
-	})
-	if err != nil {
-		return h, engineErr(c, "create network "+name, err)
-	}
-	data.Network, data.NetworkName = netResp.ID, name
-	progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + name, ID: netResp.ID})
-
-	if err := ctx.Err(); err != nil {
-		return h, err
+	// Deny-by-default at its cheapest and strictest: with no egress allowed
+	// the bottle gets no network at all, only loopback (and no DNS). A
+	// bottle with an allowlist gets its own bridge network, where egress
+	// filtering attaches.
+	netMode := container.NetworkMode("none")
+	if len(spec.Egress) > 0 {
+		netResp, err := c.NetworkCreate(cctx, name, network.CreateOptions{
+			Driver: "bridge",
+			Labels: labels,
+		})
+		if err != nil {
+			return h, engineErr(c, "create network "+name, err)
+		}
+		data.Network, data.NetworkName = netResp.ID, name
+		netMode = container.NetworkMode(netResp.ID)
+		progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + name, ID: netResp.ID})
+		if err := ctx.Err(); err != nil {
+			return h, err
+		}
 	}
 	cfg, hc := containerConfig(spec, set, img, labels)
-	hc.NetworkMode = container.NetworkMode(netResp.ID)
+	hc.NetworkMode = netMode
 	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, name)
 	if err != nil {
 		return h, engineErr(c, "create container "+name, err)
@@ -145,6 +151,10 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 			return h, engineErr(c, "start container "+name, err)
 		}
 		progress(sdk.Progress{Stage: StageStart, Message: "started " + name, ID: created.ID})
+	}
+	// A caller that gave up meanwhile gets no handle: the bottle goes.
+	if err := ctx.Err(); err != nil {
+		return h, err
 	}
 	return encodeHandle(spec.Identity, data)
 }

@@ -249,7 +249,7 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 		add("transcript", "restore "+spec.TranscriptDir+" -> "+spec.Agent.TranscriptPath)
 	}
 	if len(spec.Egress) == 0 {
-		add("network", resourceName(spec.Identity)+" (internal bridge: no egress)")
+		add("network", "none (loopback only)")
 		add("egress", "none (deny all)")
 	} else {
 		add("network", resourceName(spec.Identity)+" (bridge)")
