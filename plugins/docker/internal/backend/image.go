@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/docker/docker/api/types/build"
@@ -95,7 +96,7 @@ func (b *Backend) resolveImage(ctx context.Context, c *client.Client, spec sdk.S
 	imgLabels[LabelKind] = KindAgent
 	imgLabels[sdk.LabelAgent] = spec.Agent.Name
 	progress(sdk.Progress{Stage: StageImage, Message: "building " + tag + " from " + src.describe()})
-	id, err := b.build(ctx, c, bc, tag, imgLabels, progress)
+	id, err := b.build(ctx, c, src.ContextDir, dockerfile, tag, imgLabels, progress)
 	if err != nil {
 		return imageRef{}, fmt.Errorf("build %s: %w", src.describe(), err)
 	}
@@ -143,13 +144,18 @@ func cachedImage(ctx context.Context, c *client.Client, digest string) (imageRef
 
 // build sends the context to the engine's builder and streams its output as
 // progress. It returns the new image's ID.
-func (b *Backend) build(ctx context.Context, c *client.Client, bc *buildctx.Source, tag string, labels map[string]string, progress func(sdk.Progress)) (string, error) {
+func (b *Backend) build(ctx context.Context, c *client.Client, dir string, dockerfile []byte, tag string, labels map[string]string, progress func(sdk.Progress)) (string, error) {
+	// Labels go in as one LABEL line: the classic builder turns each
+	// build-option label into a step of its own, a container each.
+	bc, err := buildctx.Open(dir, withLabels(dockerfile, labels))
+	if err != nil {
+		return "", err
+	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(bc.WriteTar(ctx, pw)) }()
 	defer pr.Close()
 	opts := build.ImageBuildOptions{
 		Dockerfile:  buildctx.DockerfileName,
-		Labels:      labels,
 		Remove:      true,
 		ForceRemove: true,
 		// The classic builder works on every engine and needs no session;
@@ -266,10 +272,6 @@ func (b *Backend) buildDerived(ctx context.Context, c *client.Client, spec sdk.S
 	}
 	js, _ := json.Marshal([]string{".", workdir})
 	fmt.Fprintf(&df, "COPY %s%s\n", chown, js)
-	bc, err := buildctx.Open(spec.Cwd, []byte(df.String()))
-	if err != nil {
-		return imageRef{}, fmt.Errorf("copy project: %w", err)
-	}
 	l := map[string]string{}
 	for k, v := range labels {
 		l[k] = v
@@ -279,7 +281,7 @@ func (b *Backend) buildDerived(ctx context.Context, c *client.Client, spec sdk.S
 	l[LabelDigest] = ""
 	tag := "bot-bottle-cwd/" + spec.Identity + ":latest"
 	progress(sdk.Progress{Stage: StageImage, Message: "copying " + spec.Cwd + " into " + tag + " at " + workdir})
-	id, err := b.build(ctx, c, bc, tag, l, progress)
+	id, err := b.build(ctx, c, spec.Cwd, []byte(df.String()), tag, l, progress)
 	if err != nil {
 		return imageRef{}, fmt.Errorf("copy project %s into an image: %w", spec.Cwd, err)
 	}
@@ -289,4 +291,36 @@ func (b *Backend) buildDerived(ctx context.Context, c *client.Client, spec sdk.S
 	}
 	ref.Name = tag
 	return ref, nil
+}
+
+// withLabels appends one LABEL instruction with labels, sorted, to a
+// Dockerfile; it applies to the final stage.
+func withLabels(dockerfile []byte, labels map[string]string) []byte {
+	if len(labels) == 0 {
+		return dockerfile
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := append([]byte(nil), dockerfile...)
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	out = append(out, "LABEL"...)
+	for _, k := range keys {
+		out = append(out, ' ')
+		out = append(out, quoteLabel(k)...)
+		out = append(out, '=')
+		out = append(out, quoteLabel(labels[k])...)
+	}
+	return append(out, '\n')
+}
+
+// quoteLabel double-quotes s for a Dockerfile, where only the quote and the
+// escape character need escaping; line breaks cannot be written at all.
+func quoteLabel(s string) string {
+	s = strings.NewReplacer("\\", "\\\\", `"`, `\"`, "\n", " ", "\r", " ").Replace(s)
+	return `"` + s + `"`
 }
