@@ -1,0 +1,147 @@
+// Command bot-bottle-egress-proxy is a bottle's egress proxy: a small static
+// binary that a backend runs beside a bottle, on the bottle's internal
+// network and on a network with a way out. It forwards HTTP CONNECT and
+// plain HTTP to the host[:port] rules of one bottle, follows changes to its
+// rules file without a restart, and appends one JSON line per connection
+// attempt to its event log. See package internal/egress.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/bot-bottle/bot-bottle/internal/egress"
+)
+
+const name = "bot-bottle-egress-proxy"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a mistake in the invocation (exit status 2).
+type usageError struct{ error }
+
+// run is main with its outside world passed in; it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	err := serve(args, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage())
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "%s: %v (see --help)\n", name, err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+}
+
+type options struct {
+	listen, rules, log, identity string
+}
+
+func flags(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported in one line by run
+	fs.StringVar(&o.listen, "listen", ":3128", "address to listen on")
+	fs.StringVar(&o.rules, "rules", "", `rules file, JSON {"identity": ID, "rules": ["host[:port]", ...]}; re-read when it changes`)
+	fs.StringVar(&o.log, "log", "-", "event log to append one JSON line per connection attempt to, or - for stdout")
+	fs.StringVar(&o.identity, "identity", "", "identity of the bottle this proxy serves")
+	return fs
+}
+
+func usage() string {
+	var o options
+	fs := flags(&o)
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: %s --identity ID --rules FILE [--listen ADDR] [--log FILE|-]\n\n", name)
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	return b.String()
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flags(&o)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	case o.identity == "":
+		return usageError{errors.New("--identity is required")}
+	case !validIdentity(o.identity):
+		return usageError{fmt.Errorf("--identity %q: want lower-case letters, digits and '-'", o.identity)}
+	case o.rules == "":
+		return usageError{errors.New("--rules is required")}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	watcher := egress.NewWatcher(o.rules, o.identity, log)
+	rules, err := watcher.Load()
+	if err != nil {
+		return err
+	}
+	events := stdout
+	if o.log != "-" {
+		f, err := os.OpenFile(o.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("event log: %w", err)
+		}
+		defer f.Close()
+		events = f
+	}
+	proxy, err := egress.New(egress.Config{
+		Identity: o.identity,
+		Rules:    rules,
+		Events:   egress.NewEventLog(events),
+		Log:      log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go watcher.Run(ctx, proxy.SetRules)
+	log.Info("egress proxy listening", "addr", ln.Addr().String(), "identity", o.identity, "rules", rules.Len())
+	if err := proxy.Serve(ctx, ln); err != nil {
+		return err
+	}
+	log.Info("egress proxy stopped")
+	return nil
+}
+
+// validIdentity mirrors the identities the core mints ([a-z0-9-], not
+// starting with '-'), so a wrong flag fails here and not at the first event.
+func validIdentity(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
