@@ -24,6 +24,9 @@ type CLI struct {
 	Plugins  PluginsCmd  `cmd:"" help:"List backend plugins: path, version, protocol, capabilities, checksum."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
+	Dashboard DashboardCmd `cmd:"" help:"Live full-screen view of bottles and pending requests: approve, deny, attach, commit, stop."`
+	Supervise SuperviseCmd `cmd:"" help:"Decide requests by a policy file of rules; the rest wait for a human."`
+
 	Completion kongplete.InstallCompletions `cmd:"" help:"Install shell completion (bash, zsh, fish)."`
 }
 

@@ -1,0 +1,195 @@
+// Package dashboard is the operator's live screen: the bottles of every
+// backend and the requests waiting for a human, with approve, deny, attach,
+// commit and stop at a key. It is a bubbletea program over a Source; the
+// Source that `bot-bottle dashboard` uses calls the same lifecycle flows as
+// the CLI commands, so a decision here is exactly a decision there.
+package dashboard
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/bot-bottle/bot-bottle/internal/audit"
+	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
+	"github.com/bot-bottle/bot-bottle/internal/queue"
+)
+
+// Source is what the dashboard reads and does. Every call may block; the
+// model runs them off the UI loop, each under a deadline.
+type Source interface {
+	// Bottles lists bottles of every backend; a backend that does not
+	// answer in time marks its rows "unreachable" and adds a warning.
+	Bottles(ctx context.Context) ([]lifecycle.Row, []error, error)
+	// Requests returns the pending requests, picking up new ones.
+	Requests(ctx context.Context) ([]Request, error)
+	Approve(ctx context.Context, id string) (lifecycle.Decision, error)
+	Deny(ctx context.Context, id, reason string) (lifecycle.Decision, error)
+	Commit(ctx context.Context, id string) (string, error)
+	Stop(ctx context.Context, id string, preserve bool) error
+	// AttachCommand is the process that takes the terminal to attach to a
+	// bottle; the dashboard steps aside while it runs.
+	AttachCommand(id string) *exec.Cmd
+}
+
+// Request is a pending request with what the operator needs to judge it.
+type Request struct {
+	queue.Request
+	Agent string
+	// Diff is the change a capability request makes to the bottle's
+	// Dockerfile, as a unified diff; DiffErr says why there is none.
+	Diff    string
+	DiffErr string
+}
+
+// LifecycleSource is the Source over a lifecycle environment: the flows of
+// `bot-bottle approve`, `deny`, `commit`, `stop` and `attach`.
+type LifecycleSource struct {
+	Env *lifecycle.Env
+	// DecidedBy names the operator in decisions (lifecycle.Operator()).
+	DecidedBy string
+	// Exe and ExeArgs start `bot-bottle ... attach <id>`: the bot-bottle
+	// binary and the global flags it needs (e.g. --home).
+	Exe     string
+	ExeArgs []string
+
+	mu    sync.Mutex
+	diffs map[string]diffResult // by request id: a pending request's text never changes
+}
+
+type diffResult struct{ diff, err string }
+
+// Bottles implements Source.
+func (s *LifecycleSource) Bottles(ctx context.Context) ([]lifecycle.Row, []error, error) {
+	return s.Env.List(ctx)
+}
+
+// Requests implements Source.
+func (s *LifecycleSource) Requests(ctx context.Context) ([]Request, error) {
+	type result struct {
+		rs  []queue.Request
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		rs, err := s.Env.Requests()
+		ch <- result{rs, err}
+	}()
+	var res result
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read requests: %w", ctx.Err())
+	case res = <-ch:
+	}
+	var out []Request
+	for _, r := range res.rs {
+		if r.Status != queue.StatusPending {
+			continue
+		}
+		req := Request{Request: r}
+		if m, err := s.Env.Store.ReadMetadata(r.Identity); err == nil {
+			req.Agent = m.AgentName
+		}
+		if r.Kind == queue.KindCapability {
+			d := s.diff(r)
+			req.Diff, req.DiffErr = d.diff, d.err
+		}
+		out = append(out, req)
+	}
+	return out, res.err
+}
+
+func (s *LifecycleSource) diff(r queue.Request) diffResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.diffs[r.ID]; ok {
+		return d
+	}
+	var d diffResult
+	base, err := s.baseDockerfile(r.Identity)
+	if err != nil {
+		d.err = err.Error()
+	} else {
+		d.diff = audit.DockerfileDiff(base, requestedDockerfile(base, r))
+	}
+	if s.diffs == nil {
+		s.diffs = map[string]diffResult{}
+	}
+	s.diffs[r.ID] = d
+	return d
+}
+
+// baseDockerfile is what an approval would change: the bottle's own
+// Dockerfile from an earlier approval, else its agent's. It mirrors
+// lifecycle's choice so that the diff shown is the diff applied.
+func (s *LifecycleSource) baseDockerfile(id string) (string, error) {
+	own, err := s.Env.Store.ReadDockerfile(id)
+	if err != nil {
+		return "", err
+	}
+	if own != nil {
+		return string(own), nil
+	}
+	meta, err := s.Env.Store.ReadMetadata(id)
+	if err != nil {
+		return "", err
+	}
+	agent, err := config.LoadAgent(s.Env.Home, meta.AgentName)
+	if err != nil {
+		return "", err
+	}
+	if agent.Dockerfile != "" {
+		data, err := os.ReadFile(agent.Dockerfile)
+		if err != nil {
+			return "", fmt.Errorf("read the agent's Dockerfile: %w", err)
+		}
+		return string(data), nil
+	}
+	return "FROM " + agent.Image + "\n", nil
+}
+
+// requestedDockerfile is the Dockerfile an approval of r writes, as
+// lifecycle writes it.
+func requestedDockerfile(base string, r queue.Request) string {
+	if r.Dockerfile != "" {
+		return r.Dockerfile
+	}
+	return strings.TrimRight(base, "\n") + fmt.Sprintf("\n\n# approved request %s\nRUN %s\n", r.ID, r.Run)
+}
+
+// Approve implements Source.
+func (s *LifecycleSource) Approve(ctx context.Context, id string) (lifecycle.Decision, error) {
+	return s.Env.Approve(ctx, id, s.decidedBy())
+}
+
+// Deny implements Source.
+func (s *LifecycleSource) Deny(ctx context.Context, id, reason string) (lifecycle.Decision, error) {
+	return s.Env.Deny(ctx, id, reason, s.decidedBy())
+}
+
+func (s *LifecycleSource) decidedBy() string {
+	if s.DecidedBy != "" {
+		return s.DecidedBy
+	}
+	return lifecycle.Operator()
+}
+
+// Commit implements Source.
+func (s *LifecycleSource) Commit(ctx context.Context, id string) (string, error) {
+	return s.Env.Commit(ctx, id)
+}
+
+// Stop implements Source.
+func (s *LifecycleSource) Stop(ctx context.Context, id string, preserve bool) error {
+	return s.Env.Stop(ctx, id, preserve)
+}
+
+// AttachCommand implements Source.
+func (s *LifecycleSource) AttachCommand(id string) *exec.Cmd {
+	args := append(append([]string(nil), s.ExeArgs...), "attach", id)
+	return exec.Command(s.Exe, args...)
+}
