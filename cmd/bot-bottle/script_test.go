@@ -46,6 +46,7 @@ func buildAndRun(m *testing.M) (int, error) {
 		{"-o", filepath.Join(dir, "bot-bottle"), "."},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-test"), "../../internal/testplugin"},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-smolmachines"), "../../plugins/smolmachines"},
+		{"-o", filepath.Join(dir, "bot-bottle-plugin-docker"), "../../plugins/docker"},
 		{"-o", filepath.Join(fakeDir, "smolvm"), "../../plugins/smolmachines/internal/fakesmolvm"},
 	}
 	errs := make(chan error, len(builds)+1)

@@ -1,0 +1,143 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
+)
+
+// ttyScreen collects what the program writes to its terminal.
+type ttyScreen struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *ttyScreen) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *ttyScreen) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// waitFor waits until the screen shows want (after the first `after` bytes).
+func (s *ttyScreen) waitFor(t *testing.T, after int, want string, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		out := s.String()
+		if i := strings.Index(out[min(after, len(out)):], want); i >= 0 {
+			return after + i + len(want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("screen never showed %q; it shows:\n%s", want, s.String())
+	return 0
+}
+
+// TestDockerInteractiveTTY is acceptance 3.2: through a real pty, start the
+// shell agent, type a command and read its output, resize the window and see
+// `stty size` follow, exit; the terminal's settings are restored.
+func TestDockerInteractiveTTY(t *testing.T) {
+	cli := testenv.RequireDocker(t)
+	if _, err := cli.ImageInspect(context.Background(), "debian:bookworm-slim"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("base image missing (run: make base-image): %v", err)
+		}
+		t.Skipf("skipping: base image missing (run: make base-image): %v", err)
+	}
+	runID := testenv.RunID(t, cli)
+	home := t.TempDir()
+	hcl := fmt.Sprintf("plugin \"docker\" {\n  config {\n    labels = { %q = %q }\n  }\n}\n", testenv.Label, runID)
+	if err := os.WriteFile(filepath.Join(home, "plugins.hcl"), []byte(hcl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), "start", "shell", "--", "bash", "--norc", "-i")
+	cmd.Env = append(os.Environ(), "BOT_BOTTLE_HOME="+home, "TERM=xterm")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	screen := &ttyScreen{}
+	go func() { _, _ = io.Copy(screen, ptmx) }()
+
+	type_ := func(s string) {
+		if _, err := ptmx.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pos := screen.waitFor(t, 0, "$ ", 120*time.Second)
+	type_("echo typed-$((6*7))\r")
+	pos = screen.waitFor(t, pos, "typed-42", 20*time.Second)
+	type_("stty size\r")
+	pos = screen.waitFor(t, pos, "24 80", 20*time.Second)
+
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 33, Cols: 101}); err != nil {
+		t.Fatal(err)
+	}
+	// SIGWINCH reaches bot-bottle because the pty is its controlling
+	// terminal; give it a moment to forward the new size.
+	time.Sleep(300 * time.Millisecond)
+	type_("stty size\r")
+	pos = screen.waitFor(t, pos, "33 101", 20*time.Second)
+
+	type_("exit 3\r")
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			t.Fatalf("bot-bottle exit: %v, want status 3\n%s", err, screen.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("bot-bottle did not exit\n%s", screen.String())
+	}
+	after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Lflag != after.Lflag || before.Iflag != after.Iflag || before.Oflag != after.Oflag || before.Cflag != after.Cflag {
+		t.Fatalf("terminal not restored: before %+v after %+v", before, after)
+	}
+	if after.Lflag&unix.ECHO == 0 || after.Lflag&unix.ICANON == 0 {
+		t.Fatalf("terminal left in raw mode: lflag %#x", after.Lflag)
+	}
+	_ = pos
+}

@@ -1,0 +1,95 @@
+package main_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// TestDockerScripts drives the real bot-bottle and Docker backend plugin
+// against the real engine. Every resource the scripts make carries the test
+// label (through the docker plugin's `labels` config) and is removed at the
+// end, failed or not.
+func TestDockerScripts(t *testing.T) {
+	cli := testenv.RequireDocker(t)
+	if _, err := cli.ImageInspect(context.Background(), "debian:bookworm-slim"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the shell agent's base image is missing (run: make base-image): %v", err)
+		}
+		t.Skipf("skipping: the shell agent's base image is missing (run: make base-image): %v", err)
+	}
+	runID := testenv.RunID(t, cli)
+	p := scriptParams("testdata/docker")
+	setup := p.Setup
+	p.Setup = func(env *testscript.Env) error {
+		if err := setup(env); err != nil {
+			return err
+		}
+		env.Setenv("RUNID", runID)
+		// Scripts run in parallel: each also labels its own resources.
+		scriptID := fmt.Sprintf("%s-%x", runID, sha256.Sum256([]byte(env.WorkDir)))[:24]
+		env.Setenv("SCRIPTID", scriptID)
+		home := env.Getenv("BOT_BOTTLE_HOME")
+		if err := os.MkdirAll(home, 0o700); err != nil {
+			return err
+		}
+		hcl := fmt.Sprintf("default_backend = \"docker\"\n\nplugin \"docker\" {\n  config {\n    memory     = \"4g\"\n    pids_limit = 512\n    labels     = { %q = %q, %q = %q }\n  }\n}\n", testenv.Label, runID, "test.bot-bottle.script", scriptID)
+		return os.WriteFile(filepath.Join(home, "plugins.hcl"), []byte(hcl), 0o600)
+	}
+	p.Cmds["dockergone"] = cmdDockerGone
+	p.Cmds["stdoutvar"] = cmdStdoutVar
+	p.Cmds["distinctids"] = cmdDistinctIDs
+	testscript.Run(t, p)
+}
+
+// dockergone ID: no container or network of bottle ID is left.
+func cmdDockerGone(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: dockergone IDENTITY")
+	}
+	for _, what := range [][]string{
+		{"ps", "-a", "-q", "--filter", "label=" + sdk.LabelIdentity + "=" + args[0]},
+		{"network", "ls", "-q", "--filter", "label=" + sdk.LabelIdentity + "=" + args[0]},
+	} {
+		if err := ts.Exec("docker", what...); err != nil {
+			ts.Fatalf("docker %v: %v", what, err)
+		}
+		if left := strings.TrimSpace(ts.ReadFile("stdout")); (left == "") == neg {
+			ts.Fatalf("docker %s for %s: %q", what[0], args[0], left)
+		}
+	}
+}
+
+// stdoutvar VAR: the last command's stdout, trimmed, into $VAR.
+func cmdStdoutVar(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: stdoutvar VAR")
+	}
+	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
+}
+
+var startedPattern = regexp.MustCompile(`bot-bottle: starting ([a-z0-9-]+-[a-z0-9]{5})`)
+
+// distinctids N: stderr names N distinct started bottles.
+func cmdDistinctIDs(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: distinctids N")
+	}
+	seen := map[string]bool{}
+	for _, m := range startedPattern.FindAllStringSubmatch(ts.ReadFile("stderr"), -1) {
+		seen[m[1]] = true
+	}
+	if fmt.Sprint(len(seen)) != args[0] {
+		ts.Fatalf("%d distinct identities, want %s", len(seen), args[0])
+	}
+}
