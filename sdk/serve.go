@@ -93,3 +93,13 @@ func PluginConfig() json.RawMessage {
 	}
 	return json.RawMessage("{}")
 }
+
+// EnvHomeID carries a short id of the core's BOT_BOTTLE_HOME into the plugin
+// process.
+const EnvHomeID = "BOT_BOTTLE_HOME_ID"
+
+// HomeID identifies the bot-bottle home the plugin serves, or "" when the
+// core did not say. Backends label what they create with LabelHome=HomeID()
+// and List (and Stop by identity) only what carries the same value, so that
+// bottles of another home on the same engine are never reported or pruned.
+func HomeID() string { return os.Getenv(EnvHomeID) }

@@ -122,6 +122,9 @@ const (
 	LabelManaged  = "dev.bot-bottle.managed"
 	LabelIdentity = "dev.bot-bottle.identity"
 	LabelAgent    = "dev.bot-bottle.agent"
+	// LabelHome carries HomeID(): one engine may serve several bot-bottle
+	// homes (users, test runs), and List must only report the caller's.
+	LabelHome = "dev.bot-bottle.home"
 )
 
 // PreflightLine is one key/value line of the preflight summary.

@@ -283,6 +283,9 @@ func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
 	}
 	cmd := exec.Command(f.Path)
 	cmd.Env = append(os.Environ(), "BOT_BOTTLE_PLUGIN_LOG_LEVEL="+logLevelName(logger))
+	if id := HomeID(h.Home); id != "" {
+		cmd.Env = append(cmd.Env, sdk.EnvHomeID+"="+id)
+	}
 	if cfg := h.block(f.Name).Config; len(cfg) > 0 {
 		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(cfg))
 	}
@@ -367,3 +370,16 @@ type notFoundError struct{ msg string }
 
 func (e *notFoundError) Error() string { return e.msg }
 func (e *notFoundError) Unwrap() error { return ErrNotInstalled }
+
+// HomeID is the short, stable id of a bot-bottle home that plugins label
+// resources with (sdk.LabelHome).
+func HomeID(home string) string {
+	if home == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(home); err == nil {
+		home = abs
+	}
+	sum := sha256.Sum256([]byte(home))
+	return hex.EncodeToString(sum[:6])
+}
