@@ -61,7 +61,7 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	ours := func(ms []smolvm.Machine) []string {
 		var out []string
 		for _, m := range ms {
-			match := identity != "" && m.Labels[sdk.LabelIdentity] == identity
+			match := identity != "" && m.Labels[sdk.LabelIdentity] == identity && ourHome(m.Labels)
 			for _, n := range names {
 				match = match || m.Name == n
 			}
@@ -105,7 +105,7 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 	var out []sdk.Bottle
 	for _, m := range ms {
 		id := m.Labels[sdk.LabelIdentity]
-		if m.Labels[sdk.LabelManaged] != "true" || id == "" {
+		if m.Labels[sdk.LabelManaged] != "true" || id == "" || !ourHome(m.Labels) {
 			continue
 		}
 		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: m.State,
@@ -293,4 +293,11 @@ func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) ([]byt
 		return nil, fmt.Errorf("copy out %s:%s: %w", h.Identity, path, err)
 	}
 	return os.ReadFile(local)
+}
+
+// ourHome keeps bottles of other bot-bottle homes on this machine out of
+// List (and so out of prune).
+func ourHome(labels map[string]string) bool {
+	home := sdk.HomeID()
+	return home == "" || labels[sdk.LabelHome] == home
 }

@@ -116,6 +116,9 @@ func (b *Backend) plan(_ context.Context, spec sdk.Spec) (*launchPlan, error) {
 			sdk.LabelAgent:    spec.Agent.Name,
 		},
 	}
+	if home := sdk.HomeID(); home != "" {
+		lp.Labels[sdk.LabelHome] = home
+	}
 	if lp.Workdir == "" {
 		lp.Workdir = defaultWorkdir
 	}
