@@ -180,7 +180,8 @@ func (b Busybox) Dockerfile() string {
 }
 
 // Context writes the image's build context (Dockerfile included) to a new
-// temporary directory and returns it. It needs no engine.
+// temporary directory and returns it. It needs no engine. Every context is
+// unique, so every build of one makes its own layers.
 func (b Busybox) Context(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -195,6 +196,14 @@ func (b Busybox) Context(t testing.TB) string {
 		"rootfs/etc/group":    []byte("root:x:0:\nagent:x:1000:\n"),
 		"rootfs/etc/hostname": []byte("bottle\n"),
 	}
+	// A nonce in the first layer keeps the engine's build cache from sharing
+	// intermediate images between tests: one test's cleanup would otherwise
+	// delete a parent that another test's build is about to reuse.
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		t.Fatal(err)
+	}
+	files["rootfs/etc/bot-bottle-test-nonce"] = []byte(hex.EncodeToString(nonce[:]) + "\n")
 	for name, content := range b.Files {
 		files[name] = []byte(content)
 	}

@@ -144,7 +144,7 @@ func TestRunWithCwd(t *testing.T) {
 	for _, b := range bottles {
 		if b.Identity == id {
 			found = true
-			if b.Agent != "cwd" || b.Status != "exited" || b.Handle == nil {
+			if b.Agent != "cwd" || b.Status != "exited" || b.Handle == nil || !strings.HasPrefix(b.Image, "bot-bottle-agent/cwd:") || b.StartedAt == "" {
 				t.Errorf("listed as %+v", b)
 			}
 		}
@@ -218,19 +218,23 @@ func TestTTYResize(t *testing.T) {
 	// Type once the prompt is there, as a person would: the engine can only
 	// size a terminal after the agent has started.
 	out.waitFor(t, "$ ", 20*time.Second)
-	io.WriteString(inW, "stty size; echo \"term=$TERM\"\n")
-	out.waitFor(t, "24 80", 20*time.Second)
+	io.WriteString(inW, "echo \"term=$TERM\"\n")
 	out.waitFor(t, "term=xterm", 5*time.Second)
+	// A size travels on its own path, next to the input; ask until the
+	// shell sees it.
+	waitSize := func(want string) {
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), want) && time.Now().Before(deadline) {
+			io.WriteString(inW, "stty size\n")
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("stty size never showed %s: %q", want, out.String())
+		}
+	}
+	waitSize("24 80")
 	resize <- sdk.TermSize{Rows: 50, Cols: 132}
-	// The resize travels on its own path; ask until the shell sees it.
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "50 132") && time.Now().Before(deadline) {
-		io.WriteString(inW, "stty size\n")
-		time.Sleep(200 * time.Millisecond)
-	}
-	if !strings.Contains(out.String(), "50 132") {
-		t.Fatalf("stty size never showed 50 132: %q", out.String())
-	}
+	waitSize("50 132")
 	io.WriteString(inW, "exit 3\n")
 	select {
 	case r := <-done:

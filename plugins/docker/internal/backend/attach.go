@@ -104,7 +104,9 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 	done := make(chan struct{})
 	defer close(done)
 	if tty && req.Size.Rows > 0 && req.Size.Cols > 0 {
-		resize(ctx, c, hd.Container, req.Size)
+		if err := resize(ctx, c, hd.Container, req.Size); err != nil {
+			b.log.Debug("initial terminal size not applied", "identity", req.Handle.Identity, "error", err)
+		}
 	}
 	go b.forward(ctx, c, hd.Container, tty, streams, done)
 
@@ -142,7 +144,9 @@ func (b *Backend) forward(ctx context.Context, c *client.Client, id string, tty 
 				continue
 			}
 			if tty {
-				resize(ctx, c, id, sz)
+				if err := resize(ctx, c, id, sz); err != nil {
+					b.log.Debug("terminal size not applied", "error", err)
+				}
 			}
 		case sig, ok := <-sigs:
 			if !ok {
@@ -158,18 +162,20 @@ func (b *Backend) forward(ctx context.Context, c *client.Client, id string, tty 
 
 // resize sets the container's terminal size. Right after a start the engine
 // may not accept it yet, so it retries briefly.
-func resize(ctx context.Context, c *client.Client, id string, sz sdk.TermSize) {
+func resize(ctx context.Context, c *client.Client, id string, sz sdk.TermSize) error {
 	opts := container.ResizeOptions{Height: uint(sz.Rows), Width: uint(sz.Cols)}
+	var err error
 	for i := 0; i < 10; i++ {
-		if c.ContainerResize(ctx, id, opts) == nil {
-			return
+		if err = c.ContainerResize(ctx, id, opts); err == nil {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-time.After(time.Duration(i+1) * 10 * time.Millisecond):
 		}
 	}
+	return err
 }
 
 // waitExit returns the exit code of a container that is stopping or stopped.

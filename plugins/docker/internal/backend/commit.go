@@ -94,7 +94,7 @@ func (b *Backend) commit(ctx context.Context, h sdk.Handle) (sdk.CommitResult, e
 			labels[k] = v
 		}
 	}
-	for _, k := range []string{LabelDigest, LabelKind, LabelLaunch, sdk.LabelManaged, sdk.LabelIdentity, sdk.LabelAgent} {
+	for _, k := range []string{LabelDigest, LabelKind, LabelLaunch, LabelImage, sdk.LabelManaged, sdk.LabelIdentity, sdk.LabelAgent} {
 		delete(labels, k)
 	}
 	for k, v := range hd.Labels {

@@ -100,7 +100,9 @@ func (b *Backend) resolveImage(ctx context.Context, c *client.Client, spec sdk.S
 	if err != nil {
 		return imageRef{}, fmt.Errorf("build %s: %w", src.describe(), err)
 	}
-	return inspectRef(ctx, c, id)
+	ref, err := inspectRef(ctx, c, id)
+	ref.Name = tag
+	return ref, err
 }
 
 func inspectRef(ctx context.Context, c *client.Client, ref string) (imageRef, error) {

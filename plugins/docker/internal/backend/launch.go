@@ -125,7 +125,11 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 			return h, err
 		}
 	}
-	cfg, hc := containerConfig(spec, set, img, labels)
+	ctLabels := map[string]string{LabelImage: img.Name}
+	for k, v := range labels {
+		ctLabels[k] = v
+	}
+	cfg, hc := containerConfig(spec, set, img, ctLabels)
 	hc.NetworkMode = netMode
 	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, name)
 	if err != nil {

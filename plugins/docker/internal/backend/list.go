@@ -77,11 +77,15 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 			hd.Images = append(hd.Images, im.ID)
 			res = append(res, "image "+imageName(im))
 		}
+		imageName := ct.Labels[LabelImage]
+		if imageName == "" {
+			imageName = ct.Image
+		}
 		bt := sdk.Bottle{
 			Identity:  id,
 			Agent:     ct.Labels[sdk.LabelAgent],
 			Status:    ct.State,
-			Image:     ct.Image,
+			Image:     imageName,
 			Resources: res,
 		}
 		if insp, err := c.ContainerInspect(ctx, ct.ID); err == nil && insp.State != nil {

@@ -19,6 +19,9 @@ const (
 	// LabelLaunch marks what one Launch call created, so that a failed
 	// launch removes its own leftovers and nothing of another launch.
 	LabelLaunch = "dev.bot-bottle.launch"
+	// LabelImage names the image a bottle's container runs (the container
+	// itself pins the image ID), for List.
+	LabelImage = "dev.bot-bottle.image"
 )
 
 // Image kinds.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -14,6 +15,10 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
+
+// settleDelay is how long a Stop without a handle waits for creations that
+// a dead launch had already sent to the engine.
+const settleDelay = 300 * time.Millisecond
 
 // Stop removes the bottle's container, network and per-bottle images, found
 // by the handle and by the identity label, so that a launch that never
@@ -54,6 +59,26 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	removed, err := removeMatching(ctx, c, f, true)
 	if err != nil {
 		return removed, fmt.Errorf("stop %s: %w", identity, err)
+	}
+	if req.Handle == nil {
+		// No handle means the launch never finished, most likely because its
+		// plugin died. A create it had sent may still land on the engine
+		// after the pass above: look again until a pass finds nothing.
+		for pass := 0; pass < 5; pass++ {
+			select {
+			case <-ctx.Done():
+				return removed, fmt.Errorf("stop %s: %w", identity, ctx.Err())
+			case <-time.After(settleDelay):
+			}
+			more, err := removeMatching(ctx, c, f, true)
+			removed = append(removed, more...)
+			if err != nil {
+				return removed, fmt.Errorf("stop %s: %w", identity, err)
+			}
+			if len(more) == 0 {
+				break
+			}
+		}
 	}
 	// What the handle names but lost its labels (or was never labelled by an
 	// older plugin) goes too; gone already is fine.
