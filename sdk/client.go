@@ -2,8 +2,11 @@ package sdk
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"io"
 	"sync"
 	"time"
@@ -146,7 +149,9 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 			return ExitStatus{}, fmt.Errorf("attach: %w (stream ended without an exit status)", ErrPluginGone)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
+			// The caller's cancellation or deadline is a detach, even when
+			// the plugin saw it first and ended the stream itself.
+			if ctx.Err() != nil || isCancel(err) && callerDone(req, ctx) {
 				return ExitStatus{Detached: true}, nil
 			}
 			return ExitStatus{}, fromStatus("attach", err)
@@ -227,3 +232,22 @@ func (c *Client) UpdateEgress(ctx context.Context, h Handle, egress []string) er
 
 // IsNotSupported reports whether err says the backend lacks the operation.
 func IsNotSupported(err error) bool { return errors.Is(err, ErrNotSupported) }
+
+func isCancel(err error) bool {
+	c := status.Code(err)
+	return c == codes.Canceled || c == codes.DeadlineExceeded
+}
+
+// callerDone waits briefly for the caller's context to report what the
+// stream already knows.
+func callerDone(_ AttachRequest, ctx context.Context) bool {
+	if _, ok := ctx.Deadline(); !ok {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return true
+	case <-time.After(100 * time.Millisecond):
+		return ctx.Err() != nil
+	}
+}

@@ -73,7 +73,9 @@ type Spec struct {
 	// CommittedImage is the reference a previous Commit returned; it takes
 	// precedence over everything when the backend still has it.
 	CommittedImage string
-	// TranscriptDir holds a transcript snapshot to copy back in on resume.
+	// TranscriptDir is informational: the core itself restores the
+	// transcript snapshot with CopyIn after Launch and before the agent
+	// starts, so backends need do nothing with it. The core leaves it empty.
 	TranscriptDir string
 	// QueueDir is the host side of the bottle's request queue.
 	QueueDir string

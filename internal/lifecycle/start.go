@@ -195,11 +195,6 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		return sdk.Spec{}, err
 	}
 	spec.CommittedImage = img
-	if s.resume && e.Store.HasTranscript(id) {
-		if spec.TranscriptDir, err = e.Store.TranscriptDir(id); err != nil {
-			return sdk.Spec{}, err
-		}
-	}
 	if spec.SnapshotDir, err = e.Store.SnapshotDir(id); err != nil {
 		return sdk.Spec{}, err
 	}

@@ -32,7 +32,7 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	f := filters.NewArgs(filters.Arg("label", sdk.LabelManaged+"=true"))
+	f := homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelManaged+"=true")))
 	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, engineErr(c, "list containers", err)
@@ -41,8 +41,8 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 	if err != nil {
 		return nil, engineErr(c, "list networks", err)
 	}
-	is, err := c.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("label", sdk.LabelManaged+"=true"), filters.Arg("label", LabelKind+"="+KindDerived))})
+	is, err := c.ImageList(ctx, image.ListOptions{Filters: homeFilter(filters.NewArgs(
+		filters.Arg("label", sdk.LabelManaged+"=true"), filters.Arg("label", LabelKind+"="+KindDerived)))})
 	if err != nil {
 		return nil, engineErr(c, "list images", err)
 	}

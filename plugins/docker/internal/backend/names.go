@@ -3,6 +3,7 @@ package backend
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/docker/docker/api/types/filters"
 	"regexp"
 	"strings"
 
@@ -113,8 +114,20 @@ func labelsFor(identity, agent, launch string, extra map[string]string) map[stri
 	l[sdk.LabelManaged] = "true"
 	l[sdk.LabelIdentity] = identity
 	l[sdk.LabelAgent] = agent
+	if home := sdk.HomeID(); home != "" {
+		l[sdk.LabelHome] = home
+	}
 	if launch != "" {
 		l[LabelLaunch] = launch
 	}
 	return l
+}
+
+// homeFilter narrows a label filter to the caller's bot-bottle home, so that
+// bottles of another home on the same engine are never listed or pruned.
+func homeFilter(f filters.Args) filters.Args {
+	if home := sdk.HomeID(); home != "" {
+		f.Add("label", sdk.LabelHome+"="+home)
+	}
+	return f
 }

@@ -55,7 +55,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("stop %s: %w", identity, err)
 	}
-	f := filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity))
+	f := homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))
 	removed, err := removeMatching(ctx, c, f, true)
 	if err != nil {
 		return removed, fmt.Errorf("stop %s: %w", identity, err)
