@@ -10,6 +10,8 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/dashboard"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
+	// Before bubbletea's init: see the package doc.
+	_ "github.com/bot-bottle/bot-bottle/internal/quietterm"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 )
 

@@ -93,6 +93,21 @@ func (s *ptyScreen) waitFor(timeout time.Duration, want ...string) string {
 	}
 }
 
+func (s *ptyScreen) waitUntil(timeout time.Duration, what string, cond func(string) bool) string {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		txt := s.text()
+		if cond(txt) {
+			return txt
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the terminal never %s within %s; it shows:\n%s", what, timeout, txt)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
 func (s *ptyScreen) waitGone(timeout time.Duration, what string) string {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -149,7 +164,18 @@ var startedID = regexp.MustCompile(`bot-bottle: starting ([a-z0-9-]+-[a-z0-9]{5}
 // its identity; the bottle is removed when the test ends.
 func startDetached(t *testing.T, env []string, script string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), "start", "shell", "--backend", "test", "--detach", "--", "sh", "-c", script)
+	return startOn(t, env, "test", "sh", "-c", script)
+}
+
+// startOn starts a detached shell bottle on backend, running command (the
+// agent's own when there is none).
+func startOn(t *testing.T, env []string, backend string, command ...string) string {
+	t.Helper()
+	args := []string{"start", "shell", "--backend", backend, "--detach"}
+	if len(command) > 0 {
+		args = append(append(args, "--"), command...)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), args...)
 	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -238,5 +264,39 @@ func TestDashboardPTY(t *testing.T) {
 	scr.typ("q")
 	if err := scr.wait(10 * time.Second); err != nil {
 		t.Errorf("dashboard exit: %v\n%s", err, scr.text())
+	}
+}
+
+// TestNoTerminalQueryAtStart: linking the dashboard's terminal UI library
+// must not make every command query the terminal (bubbletea's init asks for
+// the background colour). On a pty that never answers, `version` and
+// `list` write no query and do not wait for one.
+func TestNoTerminalQueryAtStart(t *testing.T) {
+	env, _ := cliEnv(t)
+	// termenv never queries under CI; this test is about everyone else.
+	var noCI []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "CI=") {
+			noCI = append(noCI, kv)
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"list"}} {
+		cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), args...)
+		cmd.Env = noCI
+		start := time.Now()
+		tty, err := pty.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(tty) // EIO once the command exits
+		_ = cmd.Wait()
+		tty.Close()
+		took := time.Since(start)
+		if bytes.Contains(out, []byte("\x1b]11;?")) || bytes.Contains(out, []byte("\x1b[6n")) {
+			t.Errorf("bot-bottle %s queried the terminal: %q", args[0], out)
+		}
+		if took > 3*time.Second {
+			t.Errorf("bot-bottle %s took %s on a silent terminal", args[0], took)
+		}
 	}
 }
