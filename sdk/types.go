@@ -77,7 +77,10 @@ type Spec struct {
 	// transcript snapshot with CopyIn after Launch and before the agent
 	// starts, so backends need do nothing with it. The core leaves it empty.
 	TranscriptDir string
-	// QueueDir is the host side of the bottle's request queue.
+	// QueueDir is the host side of the bottle's request queue. Mount it
+	// read-only at GuestQueueDir, and its QueueInbox subdirectory read-write
+	// on top (GuestQueueDir/inbox): the bottle may drop requests, never
+	// write a decision.
 	QueueDir string
 	// Env holds passed-through secret values. Never log, store or bake them
 	// into an image.
@@ -113,6 +116,8 @@ const (
 	GuestQueueDir = "/run/bot-bottle/queue"
 	// GuestHelperPath is where the `bottle` helper is, read-only, on $PATH.
 	GuestHelperPath = "/usr/local/bin/bottle"
+	// QueueInbox is the one subdirectory of the queue a bottle may write.
+	QueueInbox = "inbox"
 	// EnvIdentity names the bottle's identity in the agent's environment.
 	EnvIdentity = "BOT_BOTTLE_IDENTITY"
 	// EnvQueueDir names GuestQueueDir in the agent's environment.

@@ -150,7 +150,7 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	}
 	next := r.Dockerfile
 	if next == "" {
-		next = strings.TrimRight(base, "\n") + fmt.Sprintf("\n\n# approved request %s\nRUN %s\n", r.ID, r.Run)
+		next = appendRun(base, r.ID, r.Run)
 	}
 	// Decide first: exactly one decider may carry the approval out.
 	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
@@ -189,13 +189,13 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 			d.Notes = append(d.Notes, note)
 		}
 	}
+	e.record(agent, audit.Event{Identity: id, Kind: audit.KindStop, Actor: decidedBy, RequestID: r.ID,
+		Fields: map[string]any{"why": "rebuild for approved capability request"}})
 	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	defer cancel()
 	if _, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
 		return d, p.Wrap(fmt.Errorf("approved, but stopping %s failed: %w", id, err))
 	}
-	e.record(agent, audit.Event{Identity: id, Kind: audit.KindStop, Actor: decidedBy, RequestID: r.ID,
-		Fields: map[string]any{"why": "rebuild for approved capability request"}})
 	// When no bot-bottle process is attached, nobody else will close the
 	// launch; do it here.
 	if unlock, err := e.Store.Lock(id); err == nil {
@@ -293,4 +293,32 @@ func (e *Env) EgressEvents(id string) ([]sdk.EgressEvent, error) {
 		return nil, err
 	}
 	return audit.Open(e.Home).ReadEgress(id)
+}
+
+// appendRun adds an approved RUN line to a Dockerfile. Installing software
+// needs root, so when the image switched to another user the line runs as
+// root and the user is switched back after it.
+func appendRun(base, reqID, run string) string {
+	user := lastUser(base)
+	var b strings.Builder
+	b.WriteString(strings.TrimRight(base, "\n"))
+	fmt.Fprintf(&b, "\n\n# approved request %s\n", reqID)
+	if user != "" && user != "root" && user != "0" {
+		fmt.Fprintf(&b, "USER root\nRUN %s\nUSER %s\n", run, user)
+	} else {
+		fmt.Fprintf(&b, "RUN %s\n", run)
+	}
+	return b.String()
+}
+
+// lastUser is the argument of the Dockerfile's last USER instruction.
+func lastUser(dockerfile string) string {
+	user := ""
+	for _, line := range strings.Split(dockerfile, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.EqualFold(f[0], "USER") {
+			user = f[1]
+		}
+	}
+	return user
 }

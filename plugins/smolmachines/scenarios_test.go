@@ -162,7 +162,7 @@ func scenarioCwd(t *testing.T, r *rig) {
 	if got := argValue(c, "--allow-host"); !equal(got, []string{"api.example.com"}) {
 		t.Errorf("--allow-host = %q", got)
 	}
-	if got := argValue(c, "-v"); !contains(got, realPath(t, proj)+":/workspace") || !contains(got, realPath(t, queue)+":"+sdk.GuestQueueDir) {
+	if got := argValue(c, "-v"); !contains(got, realPath(t, proj)+":/workspace") || !contains(got, realPath(t, queue)+":"+sdk.GuestQueueDir+":ro") {
 		t.Errorf("-v = %q", got)
 	}
 	if got := argValue(c, "--label"); !contains(got, sdk.LabelIdentity+"="+id) || !contains(got, sdk.LabelManaged+"=true") {

@@ -182,7 +182,11 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		}
 	}
 	if spec.QueueDir != "" {
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: spec.QueueDir, Target: sdk.GuestQueueDir})
+		// Read-only but for the inbox: a bottle can ask, never decide.
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: spec.QueueDir, Target: sdk.GuestQueueDir, ReadOnly: true})
+		if inbox := filepath.Join(spec.QueueDir, sdk.QueueInbox); isDir(inbox) {
+			mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: inbox, Target: path.Join(sdk.GuestQueueDir, sdk.QueueInbox)})
+		}
 		env = append(env, sdk.EnvQueueDir+"="+sdk.GuestQueueDir)
 	}
 	if spec.HelperBinary != "" {
@@ -323,4 +327,9 @@ func randomID() (string, error) {
 		return "", fmt.Errorf("random launch id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

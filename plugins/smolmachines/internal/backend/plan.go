@@ -159,7 +159,11 @@ func (b *Backend) plan(_ context.Context, spec sdk.Spec) (*launchPlan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("queue dir: %w", err)
 		}
-		lp.Volumes = append(lp.Volumes, q+":"+sdk.GuestQueueDir)
+		// Read-only but for the inbox: a bottle can ask, never decide.
+		lp.Volumes = append(lp.Volumes, q+":"+sdk.GuestQueueDir+":ro")
+		if fi, err := os.Stat(filepath.Join(q, sdk.QueueInbox)); err == nil && fi.IsDir() {
+			lp.Volumes = append(lp.Volumes, filepath.Join(q, sdk.QueueInbox)+":"+sdk.GuestQueueDir+"/"+sdk.QueueInbox+":rw")
+		}
 		lp.Env = append(lp.Env, sdk.EnvQueueDir+"="+sdk.GuestQueueDir)
 	}
 	lp.Env = append(lp.Env, sdk.EnvIdentity+"="+spec.Identity)
