@@ -258,8 +258,12 @@ func TestFilterStopAndCommit(t *testing.T) {
 	w := operatortest.New(t, binDir)
 	a := w.StartDetached(t, "shell", "sleep", "600")
 	b := w.StartDetached(t, "shell", "sleep", "600")
+	// What lifecycle prints goes to the screen, as `bot-bottle dashboard`
+	// wires it.
+	log := &dashboard.Log{}
+	w.Env.Err = log
 
-	tm, scr := dash(t, w, dashboard.Options{})
+	tm, scr := dash(t, w, dashboard.Options{Log: log})
 	scr.waitFor(t, 10*time.Second, a, b, "2 bottles (2 running)")
 	keys(tm, "/", b, "enter")
 	txt := scr.waitFor(t, 5*time.Second, "Bottles (1 of 2)")
@@ -279,7 +283,8 @@ func TestFilterStopAndCommit(t *testing.T) {
 	}
 
 	keys(tm, "p")
-	scr.waitFor(t, 20*time.Second, "stopped "+b+", preserved", "bot-bottle resume "+b)
+	// lifecycle's own words join the status line of the action.
+	scr.waitFor(t, 20*time.Second, "stopped "+b+", preserved · "+b+" is preserved; resume it with", "bot-bottle resume "+b)
 	if ok, _ := w.Env.Store.IsPreserved(b); !ok {
 		t.Error("stop-and-preserve did not preserve")
 	}

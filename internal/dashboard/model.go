@@ -138,6 +138,11 @@ type Model struct {
 	statusAt  time.Time
 	hint      string
 
+	// logLine is the latest thing the core or a plugin printed outside an
+	// action, shown as a notice for logShown.
+	logLine string
+	logAt   time.Time
+
 	busy      string // the action under way, or ""
 	quitArmed bool
 
@@ -567,8 +572,9 @@ func (m *Model) setStatus(s string, isErr bool) {
 	m.status, m.statusErr, m.statusAt = s, isErr, m.now()
 }
 
-// takeLog moves what lifecycle and plugins printed to the status line:
-// after an action, appended to its result; otherwise on its own.
+// takeLog moves what lifecycle and plugins printed into view: after an
+// action, onto its status line (it belongs to the story); otherwise into a
+// notice, so that background chatter never hides what the operator did.
 func (m *Model) takeLog(afterAction bool) {
 	if m.opts.Log == nil {
 		return
@@ -577,12 +583,11 @@ func (m *Model) takeLog(afterAction bool) {
 	if len(lines) == 0 {
 		return
 	}
-	text := strings.Join(lines, " · ")
 	if afterAction && m.status != "" {
-		m.status += " · " + text
+		m.status += " · " + strings.Join(lines, " · ")
 		return
 	}
-	m.setStatus(text, false)
+	m.logLine, m.logAt = lines[len(lines)-1], m.now()
 }
 
 func (m *Model) setFocus(p pane) {
@@ -672,5 +677,5 @@ func (t *tailWriter) last() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(string(t.buf), "\r", "")), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
+	return strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "bot-bottle: ")
 }

@@ -46,7 +46,9 @@ func (l *Log) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		if line := strings.TrimSpace(string(l.partial[:i])); line != "" {
+		// The core's "bot-bottle: " prefix says nothing on its own screen.
+		line := strings.TrimPrefix(strings.TrimSpace(string(l.partial[:i])), "bot-bottle: ")
+		if line != "" {
 			l.lines = append(l.lines, line)
 		}
 		l.partial = l.partial[i+1:]

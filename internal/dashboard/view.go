@@ -29,6 +29,9 @@ var (
 	selUnfocused = lipgloss.NewStyle().Bold(true)
 )
 
+// logShown is how long a line the core or a plugin printed stays on screen.
+const logShown = 30 * time.Second
+
 // statusLines is the height of the status line: a resume hint after a long
 // decision summary must not be cut off.
 const statusLines = 2
@@ -184,6 +187,9 @@ func (m *Model) noticeLines() []string {
 	}
 	if m.reqsErr != nil {
 		out = append(out, "! requests: "+oneLine(m.reqsErr.Error()))
+	}
+	if m.logLine != "" && m.now().Sub(m.logAt) < logShown {
+		out = append(out, "· "+oneLine(m.logLine))
 	}
 	if len(out) > 3 {
 		out = append(out[:2], fmt.Sprintf("! … and %d more", len(out)-2))
