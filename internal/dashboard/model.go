@@ -259,6 +259,9 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case modeDetail:
 		return m.detailKey(msg)
 	}
+	// Bindings are enabled by focus and selection; a key may come before
+	// the frame that would have updated them.
+	m.enableKeys()
 	k := m.keys
 	switch {
 	case key.Matches(msg, k.Quit):
