@@ -3,6 +3,30 @@
 // and leaves everything else pending for the dashboard. Decisions go through
 // the same lifecycle calls as `bot-bottle approve` and `deny`, with the rule
 // that made them recorded as the decider.
+//
+// A policy file ($BOT_BOTTLE_HOME/supervise.hcl unless --policy names
+// another) is a list of rules; the first that matches a request decides it:
+//
+//	rule "docs-egress" {
+//	  kind     = "egress"            # egress | capability | any (default)
+//	  agent    = "shell"             # optional: the bottle's agent
+//	  identity = "shell-*"           # optional glob on the bottle identity
+//	  host     = "*.example.test"    # egress: glob on the host; with :port, on host:port
+//	  action   = "approve"           # approve | deny | ask
+//	}
+//
+//	rule "no-pipe-to-shell" {
+//	  kind   = "capability"
+//	  change = "*| sh*"              # glob on the RUN line, or the whole requested Dockerfile
+//	  # change_regexp = "^apt-get install -y [a-z0-9-]+$"   (instead of change)
+//	  action = "deny"
+//	  reason = "no piping downloads into a shell"          # required for deny: the agent is told
+//	}
+//
+// In a glob '*' matches any run of characters (dots, slashes and spaces
+// too) and '?' one; nothing else is special. A request no rule matches, or
+// one an "ask" rule matches, stays pending for a human. Decisions are
+// recorded as "policy:<absolute path of the file>#<rule name>".
 package supervise
 
 import (
