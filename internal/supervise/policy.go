@@ -24,9 +24,11 @@
 //	}
 //
 // In a glob '*' matches any run of characters (dots, slashes and spaces
-// too) and '?' one; nothing else is special. A request no rule matches, or
-// one an "ask" rule matches, stays pending for a human. Decisions are
-// recorded as "policy:<absolute path of the file>#<rule name>".
+// too) and '?' one; nothing else is special. So "apt-get install *" also
+// matches "apt-get install x && curl … | sh": approve capability changes
+// with an anchored change_regexp. A request no rule matches, or one an
+// "ask" rule matches, stays pending for a human. Decisions are recorded as
+// "policy:<absolute path of the file>#<rule name>".
 package supervise
 
 import (
