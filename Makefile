@@ -12,10 +12,11 @@ FUZZTIME ?= 10s
 
 all: build
 
-## build: bin/bot-bottle, bin/bottle (the static in-bottle helper) and every bin/bot-bottle-plugin-*
+## build: bin/bot-bottle, bin/bottle (the static in-bottle helper), bin/bot-bottle-egress-proxy (static, for the docker plugin) and every bin/bot-bottle-plugin-*
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle ./cmd/bot-bottle
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/bottle ./cmd/bottle
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/bot-bottle-egress-proxy ./cmd/bot-bottle-egress-proxy
 	@for p in $(PLUGINS); do \
 		echo "$(GO) build -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p"; \
 		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
@@ -52,7 +53,7 @@ proto:
 base-image:
 	scripts/base-image.sh
 
-## deps: Debian packages the tests need (busybox-static, debootstrap)
+## deps: Debian packages the tests need (busybox-static, debootstrap, tcpdump)
 deps:
 	scripts/deps.sh
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # deps.sh installs the Debian packages the tests use when they are missing:
-# busybox-static (test images are built FROM scratch around it) and
-# debootstrap (scripts/base-image.sh). It does nothing when all are present,
-# so it is safe to run before every test run.
+# busybox-static (test images are built FROM scratch around it),
+# debootstrap (scripts/base-image.sh) and tcpdump (the egress tests capture
+# DNS on the engine host to show that none leaves a bottle). It does nothing
+# when all are present, so it is safe to run before every test run.
 set -euo pipefail
 
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

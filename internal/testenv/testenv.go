@@ -29,6 +29,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 )
 
@@ -79,8 +80,8 @@ func RunID(t testing.TB, cli *client.Client) string {
 	return id
 }
 
-// RemoveLabelled removes the containers, networks and images labelled
-// key=value. It is meant for cleanup, so it has its own deadline.
+// RemoveLabelled removes the containers, networks, volumes and images
+// labelled key=value. It is meant for cleanup, so it has its own deadline.
 func RemoveLabelled(ctx context.Context, cli *client.Client, key, value string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
@@ -95,6 +96,11 @@ func RemoveLabelled(ctx context.Context, cli *client.Client, key, value string) 
 	errs = append(errs, err)
 	for _, n := range ns {
 		errs = append(errs, ignoreNotFound(cli.NetworkRemove(ctx, n.ID)))
+	}
+	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
+	errs = append(errs, err)
+	for _, v := range vs.Volumes {
+		errs = append(errs, ignoreNotFound(cli.VolumeRemove(ctx, v.Name, true)))
 	}
 	is, err := cli.ImageList(ctx, image.ListOptions{All: true, Filters: f})
 	errs = append(errs, err)
@@ -132,6 +138,13 @@ func Labelled(ctx context.Context, cli *client.Client, key, value string) ([]str
 	}
 	for _, n := range ns {
 		out = append(out, "network "+n.Name)
+	}
+	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vs.Volumes {
+		out = append(out, "volume "+v.Name)
 	}
 	is, err := cli.ImageList(ctx, image.ListOptions{All: true, Filters: f})
 	if err != nil {

@@ -44,6 +44,14 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// The egress proxy goes next to the plugin, as `make build` puts it.
+	proxy := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, "bot-bottle-egress-proxy"), "../../cmd/bot-bottle-egress-proxy")
+	proxy.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := proxy.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build egress proxy: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -91,8 +99,14 @@ type pluginProc struct {
 // its Backend. env is added to the plugin's environment.
 func startPlugin(t testing.TB, env ...string) *pluginProc {
 	t.Helper()
+	return startPluginAt(t, pluginBin, env...)
+}
+
+// startPluginAt is startPlugin with the plugin binary at path.
+func startPluginAt(t testing.TB, path string, env ...string) *pluginProc {
+	t.Helper()
 	logs := &syncBuffer{}
-	cmd := exec.Command(pluginBin)
+	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), env...)
 	c := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,

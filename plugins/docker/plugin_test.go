@@ -30,7 +30,7 @@ func TestInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "docker" || !info.Has(sdk.CapCommit) || !info.Has(sdk.CapExec) || !info.Has(sdk.CapCopy) {
+	if info.Name != "docker" || !info.Has(sdk.CapCommit) || !info.Has(sdk.CapExec) || !info.Has(sdk.CapCopy) || !info.Has(sdk.CapLiveEgress) || !info.Has(sdk.CapEgressAudit) {
 		t.Errorf("info = %+v", info)
 	}
 	v, err := cli.ServerVersion(ctx)
@@ -678,38 +678,5 @@ func TestTranscriptRestore(t *testing.T) {
 		t.Errorf("session = %+v", s)
 	}
 	e.stop(ctx, sdk.StopRequest{Handle: &h})
-	e.assertGone(ctx, id)
-}
-
-// With an allowlist the bottle has its own labelled bridge network, and the
-// plan says that the allowlist is not enforced yet.
-func TestEgressNetwork(t *testing.T) {
-	e := newEnv(t)
-	ctx := ctxT(t, 3*time.Minute)
-	id := e.identity("egress")
-	spec := e.spec(e.agent("egress"), id, "true")
-	spec.Egress = []string{"api.example.invalid:443"}
-	plan, h, _ := e.launch(ctx, spec)
-	if !hasLine(plan, "network", "bot-bottle-"+id+" (bridge)") || !hasLine(plan, "egress", "api.example.invalid:443") || len(plan.Warnings) != 1 {
-		t.Errorf("plan = %+v", plan)
-	}
-	net, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, networkInspectOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if net.Labels[sdk.LabelIdentity] != id || net.Labels[sdk.LabelManaged] != "true" || net.Labels[sdk.LabelAgent] != "egress" {
-		t.Errorf("network labels %v", net.Labels)
-	}
-	insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(insp.HostConfig.NetworkMode) != net.ID {
-		t.Errorf("container network %q, want %s", insp.HostConfig.NetworkMode, net.ID)
-	}
-	removed := e.stop(ctx, sdk.StopRequest{Handle: &h})
-	if !contains(removed, "network bot-bottle-"+id) {
-		t.Errorf("removed %v", removed)
-	}
 	e.assertGone(ctx, id)
 }

@@ -22,8 +22,8 @@ const Name = "docker"
 // HandleVersion is the version of the handle Data layout below.
 const HandleVersion = 1
 
-// Backend implements sdk.Backend, Committer, Execer and Copier on the
-// Docker Engine.
+// Backend implements sdk.Backend, Committer, Execer, Copier and
+// EgressUpdater on the Docker Engine.
 type Backend struct {
 	sdk.UnimplementedBackend
 	log     hclog.Logger
@@ -39,10 +39,11 @@ type Backend struct {
 }
 
 var (
-	_ sdk.Backend   = (*Backend)(nil)
-	_ sdk.Committer = (*Backend)(nil)
-	_ sdk.Execer    = (*Backend)(nil)
-	_ sdk.Copier    = (*Backend)(nil)
+	_ sdk.Backend       = (*Backend)(nil)
+	_ sdk.Committer     = (*Backend)(nil)
+	_ sdk.Execer        = (*Backend)(nil)
+	_ sdk.Copier        = (*Backend)(nil)
+	_ sdk.EgressUpdater = (*Backend)(nil)
 )
 
 // New returns a backend that logs to log and reports version in Info. It
@@ -103,7 +104,7 @@ func (b *Backend) Info(ctx context.Context) (sdk.Info, error) {
 		Name:         Name,
 		Version:      b.version,
 		APIVersions:  []string{sdk.APIVersion},
-		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy},
+		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit},
 		Details:      map[string]string{},
 	}
 	c, err := b.client()

@@ -28,6 +28,7 @@ const (
 	StageContainer = "container" // the bottle's container exists
 	StageTransript = "transcript"
 	StageStart     = "start"
+	StageEgress    = "egress" // the egress proxy: its image, container, rules
 )
 
 // imageRef is an image the bottle will run, resolved to its ID.
@@ -119,9 +120,14 @@ func inspectRef(ctx context.Context, c *client.Client, ref string) (imageRef, er
 
 // cachedImage finds an agent image built from the same content digest.
 func cachedImage(ctx context.Context, c *client.Client, digest string) (imageRef, bool, error) {
+	return cachedImageOfKind(ctx, c, KindAgent, digest)
+}
+
+// cachedImageOfKind finds an image of kind made from the same content digest.
+func cachedImageOfKind(ctx context.Context, c *client.Client, kind, digest string) (imageRef, bool, error) {
 	imgs, err := c.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("label", LabelDigest+"="+digest),
-		filters.Arg("label", LabelKind+"="+KindAgent),
+		filters.Arg("label", LabelKind+"="+kind),
 	)})
 	if err != nil {
 		return imageRef{}, false, engineErr(c, "look up cached image", err)

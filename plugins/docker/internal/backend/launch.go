@@ -60,7 +60,10 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		progress(sdk.Progress{Stage: StageImage, Message: "warning: " + w})
 	}
 	var pd planData
-	if len(plan.Data) > 0 && json.Unmarshal(plan.Data, &pd) == nil && pd.Source.Kind != "" && pd.Source.Kind != src.Kind {
+	if len(plan.Data) > 0 && json.Unmarshal(plan.Data, &pd) != nil {
+		pd = planData{}
+	}
+	if pd.Source.Kind != "" && pd.Source.Kind != src.Kind {
 		progress(sdk.Progress{Stage: StageImage, Message: "image source changed since prepare: now " + src.describe()})
 	}
 	if err := checkSource(src); err != nil {
@@ -105,38 +108,33 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err := ctx.Err(); err != nil {
 		return h, err
 	}
-	// Deny-by-default at its cheapest and strictest: with no egress allowed
-	// the bottle gets no network at all, only loopback (and no DNS). A
-	// bottle with an allowlist gets its own bridge network, where egress
-	// filtering attaches.
-	netMode := container.NetworkMode("none")
-	if len(spec.Egress) > 0 {
-		netResp, err := c.NetworkCreate(cctx, name, network.CreateOptions{
-			Driver: "bridge",
-			Labels: labels,
-		})
-		if err != nil {
-			return h, engineErr(c, "create network "+name, err)
-		}
-		data.Network, data.NetworkName = netResp.ID, name
-		netMode = container.NetworkMode(netResp.ID)
-		progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + name, ID: netResp.ID})
-		if err := ctx.Err(); err != nil {
-			return h, err
-		}
-	}
 	ctLabels := map[string]string{LabelImage: img.Name}
 	for k, v := range labels {
 		ctLabels[k] = v
 	}
 	cfg, hc := containerConfig(spec, set, img, ctLabels)
-	hc.NetworkMode = netMode
-	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, name)
+	// Deny-by-default at its cheapest and strictest: with no egress allowed
+	// the bottle gets no network at all, only loopback (and no DNS). A
+	// bottle with an allowlist reaches out only through its egress proxy
+	// (see egress.go).
+	hc.NetworkMode = container.NetworkMode("none")
+	var netCfg *network.NetworkingConfig
+	if len(spec.Egress) > 0 {
+		in, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
+		if err != nil {
+			return h, err
+		}
+		netCfg = agentEgress(c, cfg, hc, data.Network, in)
+	}
+	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
 	if err != nil {
 		return h, engineErr(c, "create container "+name, err)
 	}
 	data.Container, data.Name = created.ID, name
 	for _, w := range created.Warnings {
+		if netCfg != nil && strings.Contains(w, "Localhost DNS") {
+			continue // on purpose: the agent's resolver must forward nowhere
+		}
 		b.log.Warn("engine warning", "container", name, "warning", w)
 	}
 	progress(sdk.Progress{Stage: StageContainer, Message: "created container " + name, ID: created.ID})

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -19,9 +20,10 @@ import (
 // whose network or per-bottle image is left, so that prune can find it.
 const StatusOrphaned = "orphaned"
 
-// List returns every bottle this backend has: each managed container, and
-// each identity whose container is gone but whose network or per-bottle
-// image is still there.
+// List returns every bottle this backend has: each managed agent container
+// (with its egress proxy, networks and volume as resources), and each
+// identity whose agent container is gone but whose proxy, network, volume
+// or per-bottle image is still there.
 func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 	out, err := b.list(ctx)
 	return out, finish(err)
@@ -57,9 +59,30 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		imagesOf[id] = append(imagesOf[id], im)
 	}
 
+	vs, err := c.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		return nil, engineErr(c, "list volumes", err)
+	}
+	volumesOf := map[string][]*volume.Volume{}
+	for _, v := range vs.Volumes {
+		id := v.Labels[sdk.LabelIdentity]
+		volumesOf[id] = append(volumesOf[id], v)
+	}
+	// A bottle with egress has a second container, its proxy: a resource of
+	// the bottle, not a bottle.
+	proxyOf := map[string]container.Summary{}
+	agents := cs[:0:0]
+	for _, ct := range cs {
+		if ct.Labels[LabelRole] == RoleProxy {
+			proxyOf[ct.Labels[sdk.LabelIdentity]] = ct
+		} else {
+			agents = append(agents, ct)
+		}
+	}
+
 	var out []sdk.Bottle
 	seen := map[string]bool{}
-	for _, ct := range cs {
+	for _, ct := range agents {
 		id := ct.Labels[sdk.LabelIdentity]
 		if id == "" {
 			continue
@@ -67,11 +90,22 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		seen[id] = true
 		hd := handleData{Container: ct.ID, Name: containerName(ct), Agent: ct.Labels[sdk.LabelAgent]}
 		res := []string{"container " + hd.Name}
+		if p, ok := proxyOf[id]; ok {
+			hd.Proxy, hd.ProxyName = p.ID, containerName(p)
+			res = append(res, "container "+hd.ProxyName)
+		}
 		for _, n := range netsOf[id] {
-			if hd.Network == "" {
+			switch {
+			case n.Name == outboundName(id):
+				hd.Outbound, hd.OutboundName = n.ID, n.Name
+			case hd.Network == "":
 				hd.Network, hd.NetworkName = n.ID, n.Name
 			}
 			res = append(res, "network "+n.Name)
+		}
+		for _, v := range volumesOf[id] {
+			hd.Volume = v.Name
+			res = append(res, "volume "+v.Name)
 		}
 		for _, im := range imagesOf[id] {
 			hd.Images = append(hd.Images, im.ID)
@@ -108,6 +142,22 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		o := &sdk.Bottle{Identity: id, Agent: agent, Status: StatusOrphaned}
 		orphans[id] = o
 		return o
+	}
+	for id, p := range proxyOf {
+		if seen[id] || id == "" {
+			continue
+		}
+		o := orphan(id, p.Labels[sdk.LabelAgent])
+		o.Resources = append(o.Resources, "container "+containerName(p))
+	}
+	for id, list := range volumesOf {
+		if seen[id] || id == "" {
+			continue
+		}
+		for _, v := range list {
+			o := orphan(id, v.Labels[sdk.LabelAgent])
+			o.Resources = append(o.Resources, "volume "+v.Name)
+		}
 	}
 	for id, list := range netsOf {
 		if seen[id] || id == "" {

@@ -23,14 +23,21 @@ const (
 	// LabelImage names the image a bottle's container runs (the container
 	// itself pins the image ID), for List.
 	LabelImage = "dev.bot-bottle.image"
+	// LabelRole tells a bottle's egress proxy container (RoleProxy) from
+	// the agent's own.
+	LabelRole = "dev.bot-bottle.role"
 )
+
+// RoleProxy is the LabelRole of a bottle's egress proxy container.
+const RoleProxy = "egress-proxy"
 
 // Image kinds.
 const (
-	KindAgent     = "agent"      // cached build of an agent or per-bottle Dockerfile
-	KindDerived   = "derived"    // per-bottle layer with a copied project; removed by Stop
-	KindSnapshot  = "snapshot"   // a Commit; never removed by Stop
-	KindCommitTmp = "commit-tmp" // raw commit before its config is cleaned; removed at once
+	KindAgent     = "agent"        // cached build of an agent or per-bottle Dockerfile
+	KindDerived   = "derived"      // per-bottle layer with a copied project; removed by Stop
+	KindSnapshot  = "snapshot"     // a Commit; never removed by Stop
+	KindCommitTmp = "commit-tmp"   // raw commit before its config is cleaned; removed at once
+	KindProxy     = "egress-proxy" // the egress proxy binary FROM scratch; cached like agent images
 )
 
 // identityRe is what the core mints (slug-random); anything else must not
@@ -44,8 +51,15 @@ func checkIdentity(id string) error {
 	return nil
 }
 
-// resourceName names a bottle's container and network.
+// resourceName names a bottle's container and network (the internal one
+// when the bottle has egress).
 func resourceName(identity string) string { return "bot-bottle-" + identity }
+
+// proxyName names a bottle's egress proxy container and its rules volume.
+func proxyName(identity string) string { return resourceName(identity) + "-egress" }
+
+// outboundName names the network a bottle's egress proxy reaches out on.
+func outboundName(identity string) string { return resourceName(identity) + "-out" }
 
 // repoComponent makes s usable as one path component of an image
 // repository name.
@@ -78,6 +92,15 @@ type handleData struct {
 	Agent       string            `json:"agent,omitempty"`
 	Images      []string          `json:"images,omitempty"` // per-bottle derived images
 	Labels      map[string]string `json:"labels,omitempty"` // extra labels from the plugin config
+
+	// Egress control, for a bottle launched with an allowlist: Network is
+	// then its internal network, and these are its proxy's.
+	Outbound     string `json:"outbound,omitempty"`
+	OutboundName string `json:"outbound_name,omitempty"`
+	Proxy        string `json:"proxy,omitempty"`
+	ProxyName    string `json:"proxy_name,omitempty"`
+	ProxyAddr    string `json:"proxy_addr,omitempty"` // ip:port on the internal network
+	Volume       string `json:"volume,omitempty"`     // holds the proxy's rules file
 }
 
 func encodeHandle(identity string, d handleData) (sdk.Handle, error) {

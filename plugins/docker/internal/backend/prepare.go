@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,6 +56,17 @@ func (s source) describe() string {
 // planData is the opaque plan Prepare hands to Launch.
 type planData struct {
 	Source source `json:"source"`
+	// Subnet is the internal network's subnet the preflight announced, for
+	// a bottle with egress; Launch takes another if it is taken meanwhile.
+	Subnet string `json:"subnet,omitempty"`
+}
+
+func (pd planData) subnet() netip.Prefix {
+	p, err := netip.ParsePrefix(pd.Subnet)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
 }
 
 // checkSpec validates what the core handed over, so that bad input fails in
@@ -212,18 +224,27 @@ func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 	if err := checkSource(src); err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}
-	data, err := json.Marshal(planData{Source: src})
+	pd := planData{Source: src}
+	var in internalNet
+	if len(spec.Egress) > 0 {
+		if _, err := checkEgress(ctx, c, spec, set); err != nil {
+			return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+		}
+		subnet, err := randomSubnet(set.SubnetPool)
+		if err != nil {
+			return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+		}
+		in = internalNet{subnet: subnet}
+		pd.Subnet = subnet.String()
+	}
+	data, err := json.Marshal(pd)
 	if err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}
-	plan := sdk.Plan{Preflight: preflight(c, spec, set, src), Warnings: warnings, Data: data}
-	if len(spec.Egress) > 0 {
-		plan.Warnings = append(plan.Warnings, "the docker backend does not filter egress yet: the bottle's network is open while an allowlist is set")
-	}
-	return plan, nil
+	return sdk.Plan{Preflight: preflight(c, spec, set, src, in), Warnings: warnings, Data: data}, nil
 }
 
-func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src source) []sdk.PreflightLine {
+func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src source, in internalNet) []sdk.PreflightLine {
 	var lines []sdk.PreflightLine
 	add := func(k, v string) { lines = append(lines, sdk.PreflightLine{Key: k, Value: v}) }
 	add("backend", "docker ("+c.DaemonHost()+")")
@@ -250,10 +271,19 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 	}
 	if len(spec.Egress) == 0 {
 		add("network", "none (loopback only)")
-		add("egress", "none (deny all)")
+		add("egress", "none (deny all; no network, so an approval applies from the next resume)")
 	} else {
-		add("network", resourceName(spec.Identity)+" (bridge)")
-		add("egress", strings.Join(spec.Egress, ", "))
+		add("network", resourceName(spec.Identity)+" (internal "+in.subnet.String()+": the agent at "+in.agentIP().String()+" and its egress proxy only; no route out)")
+		add("network", outboundName(spec.Identity)+" (bridge: the egress proxy's way out)")
+		if len(set.EgressNetworks) > 0 {
+			add("network", strings.Join(set.EgressNetworks, ", ")+" (egress_networks: the proxy joins them too)")
+		}
+		add("egress", "proxy "+in.proxyAddr()+", deny by default")
+		add("allowlist", strings.Join(spec.Egress, ", "))
+		add("dns", "no resolver that forwards; only the proxy resolves, and only allowed names")
+		if spec.EgressLog != "" {
+			add("egress audit", "every connection attempt -> "+spec.EgressLog)
+		}
 	}
 	limits := fmt.Sprintf("memory %s, pids %d", set.Memory, set.PidsLimit)
 	if set.CPUs > 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -20,9 +21,10 @@ import (
 // a dead launch had already sent to the engine.
 const settleDelay = 300 * time.Millisecond
 
-// Stop removes the bottle's container, network and per-bottle images, found
-// by the handle and by the identity label, so that a launch that never
-// returned a handle is cleaned up too. Snapshots are never removed. Stopping
+// Stop removes the bottle's containers (agent and egress proxy), networks,
+// rules volume and per-bottle images, found by the handle and by the
+// identity label, so that a launch that never returned a handle is cleaned
+// up too. Snapshots are never removed. Stopping
 // a bottle that is already gone succeeds.
 func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
 	removed, err := b.stop(ctx, req)
@@ -81,19 +83,35 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		}
 	}
 	// What the handle names but lost its labels (or was never labelled by an
-	// older plugin) goes too; gone already is fine.
-	if hd.Container != "" {
-		if err := c.ContainerRemove(ctx, hd.Container, container.RemoveOptions{Force: true, RemoveVolumes: true}); err == nil {
-			removed = append(removed, "container "+hd.Name)
+	// older plugin) goes too; gone already is fine. Containers first: a
+	// network or volume in use cannot go.
+	for _, ct := range [][2]string{{hd.Container, hd.Name}, {hd.Proxy, hd.ProxyName}} {
+		if ct[0] == "" {
+			continue
+		}
+		if err := c.ContainerRemove(ctx, ct[0], container.RemoveOptions{Force: true, RemoveVolumes: true}); err == nil {
+			removed = append(removed, "container "+ct[1])
 		} else if !isNotFound(err) {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove container "+hd.Name, err))
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove container "+ct[1], err))
 		}
 	}
-	if hd.Network != "" {
-		if err := c.NetworkRemove(ctx, hd.Network); err == nil {
-			removed = append(removed, "network "+hd.NetworkName)
+	for _, n := range [][2]string{{hd.Network, hd.NetworkName}, {hd.Outbound, hd.OutboundName}} {
+		if n[0] == "" {
+			continue
+		}
+		if err := c.NetworkRemove(ctx, n[0]); err == nil {
+			removed = append(removed, "network "+n[1])
 		} else if !isNotFound(err) {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove network "+hd.NetworkName, err))
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove network "+n[1], err))
+		}
+	}
+	if hd.Volume != "" {
+		// Not forced: a forced remove of a missing volume succeeds, and
+		// would count a volume removed above twice.
+		if err := c.VolumeRemove(ctx, hd.Volume, false); err == nil {
+			removed = append(removed, "volume "+hd.Volume)
+		} else if !isNotFound(err) {
+			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove volume "+hd.Volume, err))
 		}
 	}
 	for _, id := range hd.Images {
@@ -119,9 +137,9 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	return removed, nil
 }
 
-// removeMatching removes the containers, networks and (with images) the
-// per-bottle images that match f. Snapshots and cached agent images are
-// kept whatever f says.
+// removeMatching removes the containers, networks, volumes and (with
+// images) the per-bottle images that match f. Snapshots and cached agent
+// and proxy images are kept whatever f says.
 func removeMatching(ctx context.Context, c *client.Client, f filters.Args, images bool) ([]string, error) {
 	var removed []string
 	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
@@ -148,6 +166,19 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 		}
 		if err == nil {
 			removed = append(removed, "network "+n.Name)
+		}
+	}
+	vs, err := c.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		return removed, engineErr(c, "list volumes", err)
+	}
+	for _, v := range vs.Volumes {
+		err := c.VolumeRemove(ctx, v.Name, true)
+		if err != nil && !isNotFound(err) {
+			return removed, engineErr(c, "remove volume "+v.Name, err)
+		}
+		if err == nil {
+			removed = append(removed, "volume "+v.Name)
 		}
 	}
 	if !images {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/netip"
+	"regexp"
 	"strings"
 
 	"github.com/docker/go-units"
@@ -16,7 +18,16 @@ import (
 const (
 	DefaultMemory    = "4g"
 	DefaultPidsLimit = 512
+	// DefaultSubnetPool is where a bottle's two egress networks get their
+	// /29 subnets. 198.18.0.0/15 is set aside for benchmarking (RFC 2544):
+	// LANs and public services do not use it, and carving small subnets
+	// here leaves Docker's own address pools (about 30 networks) alone.
+	DefaultSubnetPool = "198.18.0.0/15"
 )
+
+// SubnetBits is the size of each egress network: room for the gateway, the
+// proxy and the agent.
+const SubnetBits = 29
 
 // reservedLabelPrefix is owned by the backend itself; a user label there
 // could make one bottle's resources look like another's.
@@ -35,6 +46,12 @@ type Settings struct {
 	CPUs        float64
 	// Labels go on every resource the plugin creates, next to its own.
 	Labels map[string]string
+	// SubnetPool is where the per-bottle egress networks are carved from.
+	SubnetPool netip.Prefix
+	// EgressNetworks are existing Docker networks the egress proxy joins as
+	// well, so that bottles can reach services there (by name, through the
+	// proxy and its allowlist).
+	EgressNetworks []string
 }
 
 type raw struct {
@@ -42,7 +59,13 @@ type raw struct {
 	PidsLimit *float64          `json:"pids_limit"`
 	CPUs      *float64          `json:"cpus"`
 	Labels    map[string]string `json:"labels"`
+	// SubnetPool and EgressNetworks: see Settings.
+	SubnetPool     *string  `json:"subnet_pool"`
+	EgressNetworks []string `json:"egress_networks"`
 }
+
+// networkNameRe is what the engine accepts as a network name.
+var networkNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // Parse reads the JSON of the config block. Empty input means all defaults.
 // Unknown keys are errors, so that a typo does not silently drop a limit.
@@ -94,6 +117,28 @@ func Parse(data []byte) (Settings, error) {
 			s.Labels = map[string]string{}
 		}
 		s.Labels[k] = v
+	}
+	pool := DefaultSubnetPool
+	if r.SubnetPool != nil {
+		pool = strings.TrimSpace(*r.SubnetPool)
+	}
+	p, err := netip.ParsePrefix(pool)
+	if err != nil || !p.Addr().Is4() {
+		return Settings{}, fmt.Errorf("docker plugin config: subnet_pool %q is not an IPv4 CIDR like %q", pool, DefaultSubnetPool)
+	}
+	if p.Bits() > SubnetBits-1 {
+		return Settings{}, fmt.Errorf("docker plugin config: subnet_pool %q is too small: it needs room for at least two /%d networks", pool, SubnetBits)
+	}
+	s.SubnetPool = p.Masked()
+	seen := map[string]bool{}
+	for _, n := range r.EgressNetworks {
+		if !networkNameRe.MatchString(n) {
+			return Settings{}, fmt.Errorf("docker plugin config: egress_networks: %q is not a Docker network name", n)
+		}
+		if !seen[n] {
+			seen[n] = true
+			s.EgressNetworks = append(s.EgressNetworks, n)
+		}
 	}
 	return s, nil
 }

@@ -14,6 +14,9 @@ func TestDefaults(t *testing.T) {
 		if s.MemoryBytes != 4<<30 || s.PidsLimit != 512 || s.NanoCPUs != 0 {
 			t.Errorf("Parse(%q) = %+v, want 4 GiB, 512 pids, no cpu limit", in, s)
 		}
+		if s.SubnetPool.String() != "198.18.0.0/15" || len(s.EgressNetworks) != 0 {
+			t.Errorf("Parse(%q) = %+v, want the default subnet pool and no extra networks", in, s)
+		}
 	}
 }
 
@@ -28,6 +31,13 @@ func TestValues(t *testing.T) {
 	if s.Labels["dev.bot-bottle.test"] != "x" || s.Labels["team"] != "a" {
 		t.Errorf("labels = %v", s.Labels)
 	}
+	s, err = Parse([]byte(`{"subnet_pool":"10.99.1.7/20","egress_networks":["svc_net","svc_net","a.b-c"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SubnetPool.String() != "10.99.0.0/20" || strings.Join(s.EgressNetworks, ",") != "svc_net,a.b-c" {
+		t.Errorf("subnet pool %s, egress networks %v", s.SubnetPool, s.EgressNetworks)
+	}
 }
 
 func TestErrors(t *testing.T) {
@@ -39,8 +49,13 @@ func TestErrors(t *testing.T) {
 		`{"cpus":-1}`:        "cpus",
 		`{"memroy":"4g"}`:    "memroy",
 		`{"labels":{"dev.bot-bottle.identity":"other"}}`: "reserved",
-		`{"memory":4}`: "memory",
-		`[1]`:          "docker plugin config",
+		`{"memory":4}`:                  "memory",
+		`[1]`:                           "docker plugin config",
+		`{"subnet_pool":"fd00::/64"}`:   "subnet_pool",
+		`{"subnet_pool":"10.0.0.0/29"}`: "too small",
+		`{"subnet_pool":"lots"}`:        "subnet_pool",
+		`{"egress_networks":["-x"]}`:    "egress_networks",
+		`{"egress_networks":["a b"]}`:   "egress_networks",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -1,0 +1,583 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// testNet is a network the test creates, with upstream HTTP servers on it
+// that bottles reach through their proxies (egress_networks).
+type testNet struct {
+	e     *env
+	name  string
+	image string
+}
+
+// network creates a labelled test network; the run's cleanup removes it.
+func (e *env) network(ctx context.Context) *testNet {
+	e.t.Helper()
+	name := "bbt-" + e.label
+	if _, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: map[string]string{testenv.Label: e.label}}); err != nil {
+		e.t.Fatalf("create test network: %v", err)
+	}
+	return &testNet{e: e, name: name, image: testenv.Busybox{}.Image(e.t, e.cli, e.label)}
+}
+
+// upstream starts a busybox httpd on the test network that answers body
+// under each alias, and returns its address there. With bigMiB > 0 it also
+// serves /big, a file of that many MiB (in memory).
+func (n *testNet) upstream(ctx context.Context, body string, bigMiB int, aliases ...string) string {
+	t, cli := n.e.t, n.e.cli
+	t.Helper()
+	script := `mkdir -p /www && echo "$BODY" > /www/index.html`
+	if bigMiB > 0 {
+		script += fmt.Sprintf(` && dd if=/dev/zero of=/www/big bs=1048576 count=%d 2>/dev/null`, bigMiB)
+	}
+	script += ` && exec httpd -f -p 80 -h /www`
+	created, err := cli.ContainerCreate(ctx,
+		&container.Config{Image: n.image, Cmd: []string{"sh", "-c", script}, Env: []string{"BODY=" + body}, Labels: map[string]string{testenv.Label: n.e.label}},
+		&container.HostConfig{NetworkMode: container.NetworkMode(n.name), Tmpfs: map[string]string{"/www": "size=" + fmt.Sprint(bigMiB+8) + "m"}},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{n.name: {Aliases: aliases}}},
+		nil, "")
+	if err != nil {
+		t.Fatalf("create upstream: %v", err)
+	}
+	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatalf("start upstream: %v", err)
+	}
+	insp, err := cli.ContainerInspect(ctx, created.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := insp.NetworkSettings.Networks[n.name].IPAddress
+	if ip == "" {
+		t.Fatalf("upstream has no address on %s", n.name)
+	}
+	// Wait until it serves, from a container of the test network.
+	if out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--label", testenv.Label+"="+n.e.label, "--network", n.name, n.image,
+		"sh", "-c", "for i in $(seq 50); do wget -q -O /dev/null http://"+ip+"/ && exit 0; sleep 0.1; done; exit 1").CombinedOutput(); err != nil {
+		t.Fatalf("upstream %v never answered: %v: %s", aliases, err, out)
+	}
+	return ip
+}
+
+// sh runs a shell script in the bottle.
+func (e *env) sh(ctx context.Context, h sdk.Handle, script string) sdk.ExecResult {
+	e.t.Helper()
+	res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: []string{"sh", "-c", script}})
+	if err != nil {
+		e.t.Fatalf("exec %q: %v", script, err)
+	}
+	return res
+}
+
+// egressLog reads the events the proxy appended.
+func egressLog(t testing.TB, path string) []sdk.EgressEvent {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []sdk.EgressEvent
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var ev sdk.EgressEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("egress log line %q: %v", sc.Text(), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func preflightValue(p sdk.Plan, key string) string {
+	var vs []string
+	for _, l := range p.Preflight {
+		if l.Key == key {
+			vs = append(vs, l.Value)
+		}
+	}
+	return strings.Join(vs, "\n")
+}
+
+// The Docker half of issue 6 at the plugin level: the bottle reaches an
+// allowed upstream only through its proxy, is refused the other with the
+// reason, cannot go around the proxy, has no resolver that forwards, and a
+// live UpdateEgress lets it through without restarting anything. Every
+// attempt is in the egress log, which holds no secret; Stop removes the
+// proxy, both networks and the rules volume.
+func TestEgressBottle(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	tn := e.network(ctx)
+	allowedIP := tn.upstream(ctx, "hello from allowed", 0, "allowed.bb.test")
+	deniedIP := tn.upstream(ctx, "hello from denied", 0, "denied.bb.test")
+
+	id := e.identity("egress")
+	spec := e.spec(e.agent("egress"), id, "sleep", "300")
+	spec.Detach = true
+	spec.Egress = []string{"allowed.bb.test:80"}
+	spec.Env = map[string]string{"BB_TOKEN": secretValue}
+	spec.Config = e.config(map[string]any{"egress_networks": []string{tn.name}})
+	logDir := filepath.Join(t.TempDir(), "egress")
+	if err := os.Mkdir(logDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec.EgressLog = filepath.Join(logDir, id+".jsonl")
+	plan, h, _ := e.launch(ctx, spec)
+
+	proxyAddr := strings.TrimPrefix(preflightValue(plan, "egress"), "proxy ")
+	proxyAddr = strings.TrimSuffix(proxyAddr, ", deny by default")
+	proxyIP, _, ok := strings.Cut(proxyAddr, ":")
+	if !ok || !strings.HasPrefix(proxyIP, "198.1") || !strings.HasSuffix(proxyAddr, ":3128") {
+		t.Fatalf("preflight egress line %q, want proxy <ip>:3128, deny by default", preflightValue(plan, "egress"))
+	}
+	if got := preflightValue(plan, "allowlist"); got != "allowed.bb.test:80" {
+		t.Errorf("preflight allowlist %q", got)
+	}
+
+	// The proxy: hardened, on both networks and the test network, with
+	// nothing of the host but the egress log file.
+	pinsp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id+"-egress")
+	if err != nil {
+		t.Fatal(err)
+	}
+	phc := pinsp.HostConfig
+	if phc.Privileged || !phc.ReadonlyRootfs || !contains(phc.CapDrop, "ALL") || len(phc.CapAdd) != 0 || !contains(phc.SecurityOpt, "no-new-privileges") {
+		t.Errorf("proxy host config: privileged %v, read-only %v, cap drop %v, cap add %v, security %v", phc.Privileged, phc.ReadonlyRootfs, phc.CapDrop, phc.CapAdd, phc.SecurityOpt)
+	}
+	if phc.Memory != 128<<20 || phc.PidsLimit == nil || *phc.PidsLimit != 64 || phc.Sysctls["net.ipv4.ip_forward"] != "0" {
+		t.Errorf("proxy limits: memory %d, pids %v, sysctls %v", phc.Memory, phc.PidsLimit, phc.Sysctls)
+	}
+	wantUser := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
+	if os.Getuid() == 0 {
+		wantUser = "65534:65534"
+	}
+	if pinsp.Config.User != wantUser || pinsp.Config.Labels["dev.bot-bottle.role"] != "egress-proxy" || pinsp.Config.Labels[sdk.LabelIdentity] != id {
+		t.Errorf("proxy user %q, labels %v", pinsp.Config.User, pinsp.Config.Labels)
+	}
+	for _, m := range pinsp.Mounts {
+		switch {
+		case m.Type == "volume" && m.Destination == "/etc/bot-bottle" && m.Name == "bot-bottle-"+id+"-egress":
+		case m.Type == "bind" && m.Source == spec.EgressLog && m.Destination == "/var/log/bot-bottle/egress.jsonl":
+		default:
+			t.Errorf("unexpected proxy mount %+v", m)
+		}
+	}
+	if len(pinsp.Mounts) != 2 {
+		t.Errorf("proxy mounts %+v, want the rules volume and the egress log", pinsp.Mounts)
+	}
+	pnets := pinsp.NetworkSettings.Networks
+	if len(pnets) != 3 || pnets["bot-bottle-"+id] == nil || pnets["bot-bottle-"+id].IPAddress != proxyIP || pnets["bot-bottle-"+id+"-out"] == nil || pnets[tn.name] == nil {
+		t.Errorf("proxy networks %v, want internal (at %s), outbound and %s", keys(pnets), proxyIP, tn.name)
+	}
+
+	// The agent: only on its internal network, with the proxy in its
+	// environment and a resolver that forwards nowhere.
+	ainsp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anets := ainsp.NetworkSettings.Networks
+	if len(anets) != 1 || anets["bot-bottle-"+id] == nil {
+		t.Fatalf("agent networks %v, want only its internal one", keys(anets))
+	}
+	agentIP := anets["bot-bottle-"+id].IPAddress
+	if strings.Join(ainsp.HostConfig.DNS, ",") != "127.0.0.1" || ainsp.HostConfig.Sysctls["net.ipv6.conf.all.disable_ipv6"] != "1" {
+		t.Errorf("agent dns %v, sysctls %v", ainsp.HostConfig.DNS, ainsp.HostConfig.Sysctls)
+	}
+	if !contains(ainsp.Config.Env, "HTTP_PROXY=http://"+proxyAddr) || !contains(ainsp.Config.Env, "https_proxy=http://"+proxyAddr) || !contains(ainsp.Config.Env, "NO_PROXY=localhost,127.0.0.1,::1") {
+		t.Errorf("agent env %v lacks the proxy", ainsp.Config.Env)
+	}
+	in, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, network.InspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in.Internal || in.Options["com.docker.network.bridge.inhibit_ipv4"] != "true" || in.Labels[sdk.LabelIdentity] != id {
+		t.Errorf("internal network: internal %v, options %v, labels %v", in.Internal, in.Options, in.Labels)
+	}
+	gateway := in.IPAM.Config[0].Gateway
+
+	// Through the proxy: the allowed upstream answers (a secret in the URL
+	// stays out of the log), the other is refused with the reason.
+	res := e.sh(ctx, h, `wget -q -O - "http://allowed.bb.test/?token=$BB_TOKEN"`)
+	if res.ExitCode != 0 || string(res.Stdout) != "hello from allowed\n" {
+		t.Errorf("allowed upstream through the proxy: %d %q %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if res := e.sh(ctx, h, `wget -q -O - http://denied.bb.test/`); res.ExitCode == 0 || !strings.Contains(string(res.Stderr), "403 Forbidden") {
+		t.Errorf("denied upstream: %d %q %q, want 403", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	// The reason is in the answer, for plain HTTP and for CONNECT alike.
+	for _, req := range []string{`GET http://denied.bb.test/ HTTP/1.0\r\n\r\n`, `CONNECT denied.bb.test:443 HTTP/1.1\r\nHost: denied.bb.test:443\r\n\r\n`} {
+		res = e.sh(ctx, h, `p=${HTTP_PROXY#http://}; printf '`+req+`' | nc -w 5 ${p%:*} ${p##*:}`)
+		if out := string(res.Stdout); !strings.Contains(out, " 403 ") || !strings.Contains(out, "not in the allowlist of bottle "+id) || !strings.Contains(out, "bottle request egress denied.bb.test:") {
+			t.Errorf("refusal of %q: %q %q, want 403 with the reason and how to ask", req, out, res.Stderr)
+		}
+	}
+	// Around the proxy: nothing but the proxy is reachable, not the
+	// upstreams, not the proxy's way out, not the host.
+	outIP := pnets["bot-bottle-"+id+"-out"].IPAddress
+	for _, target := range []string{allowedIP + " 80", deniedIP + " 80", outIP + " 3128", gateway + " 22", proxyIP + " 53"} {
+		if res := e.sh(ctx, h, "nc -w 3 "+target+" </dev/null"); res.ExitCode == 0 {
+			t.Errorf("the bottle reached %s directly", target)
+		}
+	}
+	if res := e.sh(ctx, h, "wget -Y off -q -O - http://"+allowedIP+"/"); res.ExitCode == 0 {
+		t.Errorf("the bottle fetched from %s without the proxy: %q", allowedIP, res.Stdout)
+	}
+	// The control: the proxy itself is reachable, so the failures above
+	// are the network's doing.
+	if res := e.sh(ctx, h, "nc -w 3 "+proxyIP+" 3128 </dev/null"); res.ExitCode != 0 {
+		t.Errorf("the bottle cannot reach its proxy: %q", res.Stderr)
+	}
+	res = e.sh(ctx, h, `cat /etc/resolv.conf; echo "ipv6=$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6) v6addrs=$(wc -l < /proc/net/if_inet6)"; timeout 20 nslookup leak-`+id+`.invalid && echo ANSWERED`)
+	out := string(res.Stdout)
+	if strings.Contains(out, "ANSWERED") || !strings.Contains(out, "nameserver 127.0.0.11") || strings.Count(out, "nameserver") != 1 || !strings.Contains(out, "ipv6=1 v6addrs=0") {
+		t.Errorf("inside the bottle: %q %q", out, res.Stderr)
+	}
+
+	// Live approval: the same containers, never restarted.
+	state := func(name string) string {
+		insp, err := e.cli.ContainerInspect(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%s %s %d %v", insp.ID, insp.State.StartedAt, insp.RestartCount, insp.State.Running)
+	}
+	agentBefore, proxyBefore := state("bot-bottle-"+id), state("bot-bottle-"+id+"-egress")
+	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "*"}); err == nil || strings.Contains(err.Error(), "\n") {
+		t.Errorf("a bad rule: %v, want a one-line error", err)
+	}
+	start := time.Now()
+	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "denied.bb.test:80"}); err != nil {
+		t.Fatalf("update egress: %v", err)
+	}
+	t.Logf("UpdateEgress took %s", time.Since(start))
+	res = e.sh(ctx, h, `wget -q -O - http://denied.bb.test/`)
+	if res.ExitCode != 0 || string(res.Stdout) != "hello from denied\n" {
+		t.Errorf("after the live update: %d %q %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	// The same rules again change nothing and return at once.
+	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "denied.bb.test:80"}); err != nil {
+		t.Errorf("update to the same rules: %v", err)
+	}
+	if a, p := state("bot-bottle-"+id), state("bot-bottle-"+id+"-egress"); a != agentBefore || p != proxyBefore {
+		t.Errorf("containers changed: agent %s -> %s, proxy %s -> %s", agentBefore, a, proxyBefore, p)
+	}
+
+	evs := egressLog(t, spec.EgressLog)
+	var got []string
+	for _, ev := range evs {
+		if ev.Identity != id || ev.Time == "" {
+			t.Errorf("event %+v", ev)
+		}
+		got = append(got, fmt.Sprintf("%s:%d %v %s %s", ev.Host, ev.Port, ev.Allowed, ev.Rule, ev.Reason))
+	}
+	want := []string{"allowed.bb.test:80 true allowed.bb.test:80 ", "denied.bb.test:80 false  not in the allowlist",
+		"denied.bb.test:80 false  not in the allowlist", "denied.bb.test:443 false  not in the allowlist", "denied.bb.test:80 true denied.bb.test:80 "}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("egress log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if b, _ := os.ReadFile(spec.EgressLog); strings.Contains(string(b), secretValue) {
+		t.Error("the egress log holds the secret value")
+	}
+
+	// List shows one bottle, with the proxy among its resources.
+	bottles, err := e.p.be.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range bottles {
+		if b.Identity != id {
+			continue
+		}
+		n++
+		res := strings.Join(b.Resources, ", ")
+		for _, r := range []string{"container bot-bottle-" + id, "container bot-bottle-" + id + "-egress", "network bot-bottle-" + id, "network bot-bottle-" + id + "-out", "volume bot-bottle-" + id + "-egress"} {
+			if !contains(b.Resources, r) {
+				t.Errorf("List resources %s lack %s", res, r)
+			}
+		}
+		if b.Status != "running" {
+			t.Errorf("listed status %q", b.Status)
+		}
+	}
+	if n != 1 {
+		t.Errorf("List shows %s %d times", id, n)
+	}
+	if !strings.Contains(preflightValue(plan, "network"), "the agent at "+agentIP+" ") {
+		t.Errorf("preflight networks %q do not name the agent's address %s", preflightValue(plan, "network"), agentIP)
+	}
+
+	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
+	for _, r := range []string{"container bot-bottle-" + id, "container bot-bottle-" + id + "-egress", "network bot-bottle-" + id, "network bot-bottle-" + id + "-out", "volume bot-bottle-" + id + "-egress"} {
+		if !contains(removed, r) {
+			t.Errorf("Stop removed %v, not %s", removed, r)
+		}
+	}
+	if len(removed) != 5 {
+		t.Errorf("Stop removed %v, want 5 resources once each", removed)
+	}
+	e.assertGone(ctx, id)
+	if _, err := e.cli.NetworkInspect(ctx, tn.name, network.InspectOptions{}); err != nil {
+		t.Errorf("Stop took the test network with it: %v", err)
+	}
+	if strings.Contains(e.p.logs.String(), secretValue) {
+		t.Error("plugin logs hold the secret value")
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// What a bottle with egress needs is checked in Prepare, with one clear
+// line: the proxy binary (and that it is static), the rules, the extra
+// networks. Without an allowlist none of it matters.
+func TestEgressPrepareErrors(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 2*time.Minute)
+	a := e.agent("prep")
+
+	// A plugin with no proxy beside it and none on $PATH.
+	lonely := filepath.Join(t.TempDir(), "bot-bottle-plugin-docker")
+	copyFile(t, pluginBin, lonely, 0o755)
+	withoutProxy := startPluginAt(t, lonely, "PATH=/nonexistent")
+	spec := e.spec(a, "prep-aaaaa", "true")
+	spec.Egress = []string{"allowed.bb.test:80"}
+	_, err := withoutProxy.be.Prepare(ctx, spec)
+	if err == nil || !strings.Contains(err.Error(), "bot-bottle-egress-proxy") || !strings.Contains(err.Error(), "make build") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("prepare without the proxy binary: %v", err)
+	}
+	noEgress := spec
+	noEgress.Egress = nil
+	if _, err := withoutProxy.be.Prepare(ctx, noEgress); err != nil {
+		t.Errorf("prepare without egress needs no proxy: %v", err)
+	}
+	// A dynamically linked one.
+	if dyn, err := exec.LookPath("true"); err == nil && isDynamic(dyn) {
+		copyFile(t, dyn, filepath.Join(filepath.Dir(lonely), "bot-bottle-egress-proxy"), 0o755)
+		_, err := withoutProxy.be.Prepare(ctx, spec)
+		if err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+			t.Errorf("prepare with a dynamic proxy binary: %v", err)
+		}
+	}
+
+	for name, tc := range map[string]struct {
+		egress []string
+		config map[string]any
+		want   string
+	}{
+		"rule":    {[]string{"ok.test:80", "*"}, nil, "egress allowlist"},
+		"network": {[]string{"ok.test:80"}, map[string]any{"egress_networks": []string{"bbt-no-such-network-" + e.label}}, "egress network bbt-no-such-network"},
+		"pool":    {[]string{"ok.test:80"}, map[string]any{"subnet_pool": "10.0.0.0/30"}, "subnet_pool"},
+	} {
+		s := e.spec(a, "prep-bbbbb", "true")
+		s.Egress = tc.egress
+		s.Config = e.config(tc.config)
+		_, err := e.p.be.Prepare(ctx, s)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v, want one line mentioning %q", name, err, tc.want)
+		}
+	}
+}
+
+// A bottle launched without egress has no network to widen: UpdateEgress
+// says the change applies from its next resume.
+func TestEgressUpdateWithoutNetwork(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 2*time.Minute)
+	id := e.identity("nonet")
+	spec := e.spec(e.agent("nonet"), id, "sleep", "300")
+	spec.Detach = true
+	plan, h, _ := e.launch(ctx, spec)
+	if !strings.Contains(preflightValue(plan, "egress"), "deny all") {
+		t.Errorf("preflight egress %q", preflightValue(plan, "egress"))
+	}
+	err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80"})
+	if err == nil || !strings.Contains(err.Error(), "next resume") {
+		t.Errorf("update egress of a bottle without network: %v", err)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	e.assertGone(ctx, id)
+}
+
+// Issue 6 acceptance 4: 20 bottles at once each get their own proxy and
+// allowlist, cannot reach one another (directly or through their proxies),
+// and Stop leaves nothing of any of them.
+func TestEgressConcurrentBottles(t *testing.T) {
+	const n = 20
+	e := newEnv(t)
+	ctx := ctxT(t, 10*time.Minute)
+	tn := e.network(ctx)
+	var aliases []string
+	for i := 0; i < n; i++ {
+		aliases = append(aliases, fmt.Sprintf("peer-%d.bb.test", i))
+	}
+	tn.upstream(ctx, "hello peer", 0, aliases...)
+	a := e.agent("many")
+	// One launch first builds the agent and proxy images the others share.
+	type bottle struct {
+		id       string
+		h        sdk.Handle
+		proxy    string // ip:port
+		agentIP  string
+		launched time.Duration
+	}
+	bottles := make([]bottle, n)
+	launch := func(i int) error {
+		id := e.identity("many")
+		spec := e.spec(a, id, "sleep", "600")
+		spec.Detach = true
+		spec.Egress = []string{aliases[i] + ":80"}
+		spec.Config = e.config(map[string]any{"egress_networks": []string{tn.name}})
+		start := time.Now()
+		plan, err := e.p.be.Prepare(ctx, spec)
+		if err != nil {
+			return err
+		}
+		h, err := e.p.be.Launch(ctx, spec, plan, nil)
+		if err != nil {
+			return err
+		}
+		var hd struct {
+			ProxyAddr string `json:"proxy_addr"`
+		}
+		json.Unmarshal(h.Data, &hd)
+		insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+		if err != nil {
+			return err
+		}
+		bottles[i] = bottle{id: id, h: h, proxy: hd.ProxyAddr, agentIP: insp.NetworkSettings.Networks["bot-bottle-"+id].IPAddress, launched: time.Since(start)}
+		return nil
+	}
+	if err := launch(0); err != nil {
+		t.Fatalf("launch 0: %v", err)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = launch(i) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("launch %d: %v", i, err)
+		}
+	}
+	t.Logf("%d concurrent launches took %s", n-1, time.Since(start))
+
+	seen := map[string]bool{}
+	for _, b := range bottles {
+		if b.proxy == "" || b.agentIP == "" || seen[b.proxy] || seen[b.agentIP] {
+			t.Fatalf("bottle %s: proxy %q, agent %q (duplicate or missing)", b.id, b.proxy, b.agentIP)
+		}
+		seen[b.proxy], seen[b.agentIP] = true, true
+	}
+	// Each bottle: its own peer through its own proxy, not the next one's;
+	// the next bottle's proxy and agent unreachable, directly or via its
+	// own proxy.
+	check := func(i int) []string {
+		b, next := bottles[i], bottles[(i+1)%n]
+		var bad []string
+		run := func(script string) sdk.ExecResult {
+			res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: b.h, Command: []string{"sh", "-c", script}})
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("%s: exec: %v", b.id, err))
+			}
+			return res
+		}
+		if res := run(`echo "$HTTP_PROXY"; wget -q -O - http://` + aliases[i] + `/`); string(res.Stdout) != "http://"+b.proxy+"\nhello peer\n" {
+			bad = append(bad, fmt.Sprintf("%s: own peer: %q %q", b.id, res.Stdout, res.Stderr))
+		}
+		if res := run(`wget -q -O - http://` + aliases[(i+1)%n] + `/`); res.ExitCode == 0 {
+			bad = append(bad, fmt.Sprintf("%s reached the next bottle's peer", b.id))
+		}
+		nextProxyIP, _, _ := strings.Cut(next.proxy, ":")
+		for _, target := range []string{nextProxyIP + " 3128", next.agentIP + " 80"} {
+			if res := run("nc -w 3 " + target + " </dev/null"); res.ExitCode == 0 {
+				bad = append(bad, fmt.Sprintf("%s reached %s of %s directly", b.id, target, next.id))
+			}
+		}
+		if res := run("wget -q -O - http://" + next.proxy + "/"); res.ExitCode == 0 {
+			bad = append(bad, fmt.Sprintf("%s reached the proxy of %s through its own", b.id, next.id))
+		}
+		return bad
+	}
+	results := make([][]string, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i] = check(i) }()
+	}
+	wg.Wait()
+	for _, bad := range results {
+		for _, msg := range bad {
+			t.Error(msg)
+		}
+	}
+
+	start = time.Now()
+	for i := range bottles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := e.p.be.Stop(ctx, sdk.StopRequest{Handle: &bottles[i].h}); err != nil {
+				t.Errorf("stop %s: %v", bottles[i].id, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d concurrent stops took %s", n, time.Since(start))
+	for _, b := range bottles {
+		e.assertGone(ctx, b.id)
+	}
+}
+
+func copyFile(t testing.TB, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func isDynamic(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,546 @@
+package backend
+
+// Egress control. A bottle with an allowlist gets two networks of its own:
+//
+//   - an internal one (Internal, and inhibit_ipv4 so that the host has no
+//     address on it either), where only the agent and its proxy live, at
+//     fixed addresses: the agent has no route out and reaches nothing but
+//     the proxy;
+//   - an outbound bridge, where only the proxy lives: its way out.
+//
+// The proxy (cmd/bot-bottle-egress-proxy, in an image made of that one
+// static binary) listens on its internal address only, allows what the
+// rules file in its volume says, and appends one JSON line per attempt to
+// the bottle's egress log, bind-mounted from the host. UpdateEgress rewrites
+// the rules file; the proxy's watcher applies it within a poll interval,
+// with no restart of anything.
+//
+// DNS is not a side door: the agent's resolver is Docker's embedded one
+// (127.0.0.11), which would forward names it does not know. Its upstream is
+// set to 127.0.0.1, which Docker takes as the loopback of the agent's own
+// namespace, where nothing listens: nothing is forwarded, whatever the
+// host's resolv.conf holds. Only the proxy resolves names, and only names
+// a rule allowed.
+//
+// A bottle with an empty allowlist gets no network at all (NetworkMode
+// none): the strictest deny, and the cheapest start. An approval for it
+// applies from its next resume.
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+const (
+	// ProxyPort is where the proxy listens on the internal network.
+	ProxyPort = 3128
+	// guestRulesDir is the proxy's rules volume; rules.json lives in it.
+	guestRulesDir  = "/etc/bot-bottle"
+	rulesFile      = "rules.json"
+	guestEgressLog = "/var/log/bot-bottle/egress.jsonl"
+	// nobody runs the proxy when the plugin runs as root.
+	nobody    = "65534:65534"
+	nobodyID  = 65534
+	proxyMem  = 128 << 20
+	proxyPids = 64
+	// proxyWait bounds waiting for the proxy to listen or to reload.
+	proxyWait = 20 * time.Second
+	// subnetTries bounds the search for a free subnet in the pool.
+	subnetTries = 32
+	// noProxy is what the agent reaches without the proxy: itself.
+	noProxy = "localhost,127.0.0.1,::1"
+)
+
+// Proxy log lines the plugin waits for (see cmd/bot-bottle-egress-proxy
+// and egress.Watcher).
+const (
+	logListening = "egress proxy listening"
+	logReloaded  = "egress rules reloaded"
+	logBadRules  = "keeping the egress rules in force"
+)
+
+// proxyEnvNames are the variables the agent's proxy settings use; a
+// passed-through value of one of them never overrides the bottle's proxy.
+var proxyEnvNames = []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
+
+// internalNet is a bottle's internal network: its /29 and the fixed
+// addresses on it. .1 is the (unconfigured) gateway the engine reserves.
+type internalNet struct{ subnet netip.Prefix }
+
+func (n internalNet) gateway() netip.Addr { return n.subnet.Addr().Next() }
+func (n internalNet) proxyIP() netip.Addr { return n.gateway().Next() }
+func (n internalNet) agentIP() netip.Addr { return n.proxyIP().Next() }
+func (n internalNet) proxyAddr() string {
+	return netip.AddrPortFrom(n.proxyIP(), ProxyPort).String()
+}
+
+// randomSubnet picks a /SubnetBits subnet of pool at random.
+func randomSubnet(pool netip.Prefix) (netip.Prefix, error) {
+	n := uint64(1) << (settings.SubnetBits - pool.Bits())
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return netip.Prefix{}, fmt.Errorf("pick a subnet: %w", err)
+	}
+	i := binary.BigEndian.Uint64(b[:]) % n
+	base := pool.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(base[:]) + uint32(i)<<(32-settings.SubnetBits)
+	var out [4]byte
+	binary.BigEndian.PutUint32(out[:], v)
+	return netip.PrefixFrom(netip.AddrFrom4(out), settings.SubnetBits), nil
+}
+
+// isOverlap reports whether a network create failed because its subnet is
+// taken, which a retry with another subnet fixes.
+func isOverlap(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "overlaps") || strings.Contains(msg, "conflicts with network")
+}
+
+// createNetwork creates a bridge network on a free /29 of pool, trying
+// first (when valid) before random ones.
+func createNetwork(ctx context.Context, c *client.Client, name string, internal bool, pool, first netip.Prefix, labels map[string]string) (string, netip.Prefix, error) {
+	for try := 0; try < subnetTries; try++ {
+		subnet := first
+		if try > 0 || !subnet.IsValid() || !pool.Contains(subnet.Addr()) {
+			var err error
+			if subnet, err = randomSubnet(pool); err != nil {
+				return "", subnet, err
+			}
+		}
+		opts := network.CreateOptions{
+			Driver:   "bridge",
+			Internal: internal,
+			Labels:   labels,
+			IPAM: &network.IPAM{Config: []network.IPAMConfig{{
+				Subnet:  subnet.String(),
+				Gateway: subnet.Addr().Next().String(),
+			}}},
+		}
+		if internal {
+			// Without an address on the host's side, the agent cannot
+			// reach host services on the bridge either.
+			opts.Options = map[string]string{"com.docker.network.bridge.inhibit_ipv4": "true"}
+		}
+		resp, err := c.NetworkCreate(ctx, name, opts)
+		if err == nil {
+			return resp.ID, subnet, nil
+		}
+		if !isOverlap(err) {
+			return "", subnet, engineErr(c, "create network "+name, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return "", subnet, err
+		}
+	}
+	return "", netip.Prefix{}, fmt.Errorf("create network %s: found no free /%d in subnet_pool %s after %d tries; give the docker plugin a larger or emptier subnet_pool in plugins.hcl",
+		name, settings.SubnetBits, pool, subnetTries)
+}
+
+// checkEgress validates what a bottle with an allowlist needs, without side
+// effects, and returns where the proxy binary is.
+func checkEgress(ctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings) (string, error) {
+	if _, err := egress.ParseRules(spec.Egress); err != nil {
+		return "", fmt.Errorf("egress allowlist: %w", err)
+	}
+	if spec.EgressLog != "" && !filepath.IsAbs(spec.EgressLog) {
+		return "", fmt.Errorf("egress log %q is not an absolute path", spec.EgressLog)
+	}
+	for _, n := range set.EgressNetworks {
+		if _, err := c.NetworkInspect(ctx, n, network.InspectOptions{}); err != nil {
+			return "", engineErr(c, "egress network "+n+" (egress_networks in plugins.hcl)", err)
+		}
+	}
+	return locateProxy()
+}
+
+// prepareEgressLog makes sure the host file the proxy appends to exists as
+// a regular file (bind-mounting a missing path makes a directory) that the
+// proxy's user may write, and returns that user: the plugin's own, or
+// nobody (owning the file) when the plugin runs as root.
+func prepareEgressLog(path string) (string, error) {
+	uid, gid := os.Getuid(), os.Getgid()
+	user := fmt.Sprintf("%d:%d", uid, gid)
+	if uid == 0 {
+		user = nobody
+	}
+	if path == "" {
+		return user, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("egress log: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("egress log: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("egress log %s is not a regular file", path)
+	}
+	if uid == 0 {
+		if err := f.Chown(nobodyID, nobodyID); err != nil {
+			return "", fmt.Errorf("egress log: %w", err)
+		}
+	}
+	return user, nil
+}
+
+// ipv6Sysctls turn IPv6 off in the agent's namespace: the internal network
+// has no IPv6, but the kernel would still give the agent a link-local
+// address, and with it the host's link-local address on the bridge. A
+// local Linux engine without IPv6 has no such sysctls (and no such
+// addresses).
+func ipv6Sysctls(c *client.Client) map[string]string {
+	if runtime.GOOS == "linux" && strings.HasPrefix(c.DaemonHost(), "unix://") {
+		if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+			return nil
+		}
+	}
+	return map[string]string{"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+}
+
+// agentEgress puts the agent on its internal network at its fixed address,
+// with the proxy in its environment and no resolver that forwards.
+func agentEgress(c *client.Client, cfg *container.Config, hc *container.HostConfig, netID string, in internalNet) *network.NetworkingConfig {
+	env := cfg.Env[:0]
+	for _, kv := range cfg.Env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(proxyEnvNames, k) {
+			env = append(env, kv)
+		}
+	}
+	proxyURL := "http://" + in.proxyAddr()
+	cfg.Env = append(env,
+		"HTTP_PROXY="+proxyURL, "HTTPS_PROXY="+proxyURL, "http_proxy="+proxyURL, "https_proxy="+proxyURL,
+		"NO_PROXY="+noProxy, "no_proxy="+noProxy)
+	hc.NetworkMode = container.NetworkMode(netID)
+	hc.DNS = []string{"127.0.0.1"}
+	hc.Sysctls = ipv6Sysctls(c)
+	return &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+		netID: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.agentIP().String()}},
+	}}
+}
+
+// proxyContainer is the proxy's container: read-only, no capabilities, no
+// privileges, small limits, forwarding off (it is the one container that
+// sits on both networks), listening on its internal address only.
+func proxyContainer(identity string, img imageRef, in internalNet, user, egressLog, volumeName, outbound string, labels map[string]string) (*container.Config, *container.HostConfig) {
+	logArg := "-"
+	mounts := []mount.Mount{{Type: mount.TypeVolume, Source: volumeName, Target: guestRulesDir}}
+	if egressLog != "" {
+		logArg = guestEgressLog
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: egressLog, Target: guestEgressLog})
+	}
+	pids := int64(proxyPids)
+	cfg := &container.Config{
+		Image: img.ID,
+		User:  user,
+		Cmd: []string{
+			"--identity", identity,
+			"--listen", in.proxyAddr(),
+			"--rules", guestRulesDir + "/" + rulesFile,
+			"--log", logArg,
+		},
+		Labels: labels,
+	}
+	hc := &container.HostConfig{
+		NetworkMode:    container.NetworkMode(outbound),
+		Mounts:         mounts,
+		ReadonlyRootfs: true,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		Resources:      container.Resources{Memory: proxyMem, PidsLimit: &pids},
+		Sysctls:        map[string]string{"net.ipv4.ip_forward": "0"},
+	}
+	return cfg, hc
+}
+
+// rulesArchive is a tar holding the rules file, for CopyToContainer.
+func rulesArchive(data []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: rulesFile, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data)), ModTime: time.Now()}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(data); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// writeRules delivers the rules file into the proxy's volume.
+func writeRules(ctx context.Context, c *client.Client, proxyID string, data []byte) error {
+	archive, err := rulesArchive(data)
+	if err != nil {
+		return fmt.Errorf("pack egress rules: %w", err)
+	}
+	if err := c.CopyToContainer(ctx, proxyID, guestRulesDir, bytes.NewReader(archive), container.CopyToContainerOptions{}); err != nil {
+		return engineErr(c, "write egress rules", err)
+	}
+	return nil
+}
+
+// readRules returns the rules file the proxy has now.
+func readRules(ctx context.Context, c *client.Client, proxyID string) ([]byte, error) {
+	rc, _, err := c.CopyFromContainer(ctx, proxyID, guestRulesDir+"/"+rulesFile)
+	if err != nil {
+		return nil, engineErr(c, "read egress rules", err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	if _, err := tr.Next(); err != nil {
+		return nil, fmt.Errorf("read egress rules: %w", err)
+	}
+	return io.ReadAll(io.LimitReader(tr, egress.MaxRulesFileSize+1))
+}
+
+// waitLog follows a container's log from since until a line makes decide
+// say done (or fail), the container stops, or wait passes.
+func waitLog(ctx context.Context, c *client.Client, id string, since time.Time, wait time.Duration, decide func(line string) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	opts := container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: true}
+	if !since.IsZero() {
+		opts.Since = since.UTC().Format(time.RFC3339Nano)
+	}
+	rc, err := c.ContainerLogs(ctx, id, opts)
+	if err != nil {
+		return engineErr(c, "read proxy log", err)
+	}
+	defer rc.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, pw, rc)
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
+	var last []string
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		done, err := decide(line)
+		if err != nil || done {
+			return err
+		}
+		if last = append(last, line); len(last) > 3 {
+			last = last[1:]
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("the egress proxy did not answer within %s (last log lines: %s)", wait, strings.Join(last, "; "))
+	}
+	return fmt.Errorf("the egress proxy stopped: %s", strings.Join(last, "; "))
+}
+
+// logMessage returns the msg="…" of a slog text line.
+func logMessage(line string) string {
+	_, rest, ok := strings.Cut(line, "msg=")
+	if !ok {
+		return ""
+	}
+	if strings.HasPrefix(rest, `"`) {
+		if end := strings.Index(rest[1:], `"`); end >= 0 {
+			return rest[1 : end+1]
+		}
+		return rest[1:]
+	}
+	msg, _, _ := strings.Cut(rest, " ")
+	return msg
+}
+
+// startProxy starts the proxy and waits until it listens.
+func startProxy(ctx context.Context, c *client.Client, id, name string) error {
+	if err := c.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return engineErr(c, "start egress proxy "+name, err)
+	}
+	err := waitLog(ctx, c, id, time.Time{}, proxyWait, func(line string) (bool, error) {
+		return logMessage(line) == logListening, nil
+	})
+	if err != nil {
+		return fmt.Errorf("start egress proxy %s: %w", name, err)
+	}
+	return nil
+}
+
+// launchEgress creates the proxy side of a bottle with an allowlist: both
+// networks, the rules volume and the proxy, started and listening. It
+// records what it made in data as it goes, so that a failure midway is
+// rolled back by label and by handle alike.
+func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, error) {
+	var in internalNet
+	bin, err := locateProxy()
+	if err != nil {
+		return in, err
+	}
+	rules, err := egress.EncodeRulesFile(spec.Identity, spec.Egress)
+	if err != nil {
+		return in, err
+	}
+	user, err := prepareEgressLog(spec.EgressLog)
+	if err != nil {
+		return in, err
+	}
+	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
+	if err != nil {
+		return in, err
+	}
+	if err := ctx.Err(); err != nil {
+		return in, err
+	}
+
+	name := resourceName(spec.Identity)
+	netID, subnet, err := createNetwork(cctx, c, name, true, set.SubnetPool, planned, labels)
+	if err != nil {
+		return in, err
+	}
+	in = internalNet{subnet: subnet}
+	data.Network, data.NetworkName = netID, name
+	msg := "created network " + name + " (internal, " + subnet.String() + ")"
+	if planned.IsValid() && subnet != planned {
+		msg += "; " + planned.String() + " was taken meanwhile"
+	}
+	progress(sdk.Progress{Stage: StageNetwork, Message: msg, ID: netID})
+	if err := ctx.Err(); err != nil {
+		return in, err
+	}
+	out := outboundName(spec.Identity)
+	outID, outSubnet, err := createNetwork(cctx, c, out, false, set.SubnetPool, netip.Prefix{}, labels)
+	if err != nil {
+		return in, err
+	}
+	data.Outbound, data.OutboundName = outID, out
+	progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + out + " (the proxy's way out, " + outSubnet.String() + ")", ID: outID})
+	if err := ctx.Err(); err != nil {
+		return in, err
+	}
+
+	pname := proxyName(spec.Identity)
+	vol, err := c.VolumeCreate(cctx, volume.CreateOptions{Name: pname, Labels: labels})
+	if err != nil {
+		return in, engineErr(c, "create volume "+pname, err)
+	}
+	data.Volume = vol.Name
+	pLabels := map[string]string{LabelRole: RoleProxy, LabelImage: img.Name}
+	for k, v := range labels {
+		pLabels[k] = v
+	}
+	cfg, hc := proxyContainer(spec.Identity, img, in, user, spec.EgressLog, vol.Name, outID, pLabels)
+	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, pname)
+	if err != nil {
+		return in, engineErr(c, "create egress proxy "+pname, err)
+	}
+	data.Proxy, data.ProxyName, data.ProxyAddr = created.ID, pname, in.proxyAddr()
+	if err := c.NetworkConnect(cctx, netID, created.ID, &network.EndpointSettings{
+		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.proxyIP().String()},
+	}); err != nil {
+		return in, engineErr(c, "connect egress proxy to "+name, err)
+	}
+	for _, n := range set.EgressNetworks {
+		if err := c.NetworkConnect(cctx, n, created.ID, nil); err != nil {
+			return in, engineErr(c, "connect egress proxy to "+n+" (egress_networks)", err)
+		}
+	}
+	if err := writeRules(cctx, c, created.ID, rules); err != nil {
+		return in, err
+	}
+	if err := ctx.Err(); err != nil {
+		return in, err
+	}
+	if err := startProxy(ctx, c, created.ID, pname); err != nil {
+		return in, err
+	}
+	progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + pname + " listening on " + in.proxyAddr() + "; allowed: " + strings.Join(spec.Egress, ", "), ID: created.ID})
+	return in, nil
+}
+
+// UpdateEgress replaces the running proxy's allowlist with rules and
+// returns once the proxy applies it: the bottle keeps running, nothing
+// restarts. A bottle launched with an empty allowlist has no network; its
+// new allowlist applies from its next resume.
+func (b *Backend) UpdateEgress(ctx context.Context, h sdk.Handle, rules []string) error {
+	return finish(b.updateEgress(ctx, h, rules))
+}
+
+func (b *Backend) updateEgress(ctx context.Context, h sdk.Handle, rules []string) error {
+	hd, err := decodeHandle(h)
+	if err != nil {
+		return fmt.Errorf("update egress: %w", err)
+	}
+	if err := checkIdentity(h.Identity); err != nil {
+		return fmt.Errorf("update egress: %w", err)
+	}
+	if hd.Proxy == "" {
+		return fmt.Errorf("update egress of %s: it was launched with an empty allowlist and has no network at all; the new allowlist applies from its next resume: %w", h.Identity, sdk.ErrNotSupported)
+	}
+	data, err := egress.EncodeRulesFile(h.Identity, rules)
+	if err != nil {
+		return fmt.Errorf("update egress of %s: %w", h.Identity, err)
+	}
+	c, err := b.engine(ctx)
+	if err != nil {
+		return fmt.Errorf("update egress of %s: %w", h.Identity, err)
+	}
+	insp, err := c.ContainerInspect(ctx, hd.Proxy)
+	if err != nil {
+		return fmt.Errorf("update egress of %s: %w", h.Identity, engineErr(c, "inspect egress proxy "+hd.ProxyName, err))
+	}
+	if insp.State == nil || !insp.State.Running {
+		status := "not running"
+		if insp.State != nil {
+			status = insp.State.Status
+		}
+		return fmt.Errorf("update egress of %s: its egress proxy %s is %s", h.Identity, hd.ProxyName, status)
+	}
+	if current, err := readRules(ctx, c, hd.Proxy); err == nil && bytes.Equal(current, data) {
+		return nil
+	}
+	since := time.Now()
+	if err := writeRules(ctx, c, hd.Proxy, data); err != nil {
+		return fmt.Errorf("update egress of %s: %w", h.Identity, err)
+	}
+	err = waitLog(ctx, c, hd.Proxy, since, proxyWait, func(line string) (bool, error) {
+		switch logMessage(line) {
+		case logReloaded:
+			return true, nil
+		case logBadRules:
+			return false, errors.New("the proxy refused the new rules: " + line)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("update egress of %s: %w", h.Identity, err)
+	}
+	b.log.Info("egress allowlist updated", "identity", h.Identity, "rules", strings.Join(rules, ", "))
+	return nil
+}
