@@ -8,13 +8,11 @@ package dashboard
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
-	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 )
@@ -65,6 +63,10 @@ type diffResult struct{ diff, err string }
 
 // Bottles implements Source.
 func (s *LifecycleSource) Bottles(ctx context.Context) ([]lifecycle.Row, []error, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave a little of the deadline to merge and return the rows.
+		return s.Env.ListWithin(ctx, time.Until(dl)*9/10)
+	}
 	return s.Env.List(ctx)
 }
 
@@ -110,55 +112,17 @@ func (s *LifecycleSource) diff(r queue.Request) diffResult {
 		return d
 	}
 	var d diffResult
-	base, err := s.baseDockerfile(r.Identity)
+	base, next, err := s.Env.ProposedDockerfile(r)
 	if err != nil {
 		d.err = err.Error()
 	} else {
-		d.diff = audit.DockerfileDiff(base, requestedDockerfile(base, r))
+		d.diff = audit.DockerfileDiff(base, next)
 	}
 	if s.diffs == nil {
 		s.diffs = map[string]diffResult{}
 	}
 	s.diffs[r.ID] = d
 	return d
-}
-
-// baseDockerfile is what an approval would change: the bottle's own
-// Dockerfile from an earlier approval, else its agent's. It mirrors
-// lifecycle's choice so that the diff shown is the diff applied.
-func (s *LifecycleSource) baseDockerfile(id string) (string, error) {
-	own, err := s.Env.Store.ReadDockerfile(id)
-	if err != nil {
-		return "", err
-	}
-	if own != nil {
-		return string(own), nil
-	}
-	meta, err := s.Env.Store.ReadMetadata(id)
-	if err != nil {
-		return "", err
-	}
-	agent, err := config.LoadAgent(s.Env.Home, meta.AgentName)
-	if err != nil {
-		return "", err
-	}
-	if agent.Dockerfile != "" {
-		data, err := os.ReadFile(agent.Dockerfile)
-		if err != nil {
-			return "", fmt.Errorf("read the agent's Dockerfile: %w", err)
-		}
-		return string(data), nil
-	}
-	return "FROM " + agent.Image + "\n", nil
-}
-
-// requestedDockerfile is the Dockerfile an approval of r writes, as
-// lifecycle writes it.
-func requestedDockerfile(base string, r queue.Request) string {
-	if r.Dockerfile != "" {
-		return r.Dockerfile
-	}
-	return strings.TrimRight(base, "\n") + fmt.Sprintf("\n\n# approved request %s\nRUN %s\n", r.ID, r.Run)
 }
 
 // Approve implements Source.

@@ -109,12 +109,17 @@ func (e *Env) askBackend(ctx context.Context, name string, timeout time.Duration
 
 // List merges the state store with what each backend reports.
 func (e *Env) List(ctx context.Context) ([]Row, []error, error) {
+	return e.ListWithin(ctx, listTimeout)
+}
+
+// ListWithin is List with each backend given at most timeout to answer.
+func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []error, error) {
 	metas, err := e.Store.List()
 	if err != nil {
 		return nil, nil, err
 	}
 	names := e.backendsToAsk(metas)
-	reports := e.Survey(ctx, names, listTimeout)
+	reports := e.Survey(ctx, names, timeout)
 	byBackend := map[string]BackendReport{}
 	var warnings []error
 	for _, r := range reports {

@@ -142,15 +142,38 @@ func (e *Env) baseDockerfile(id string, agent *config.Agent) (string, error) {
 	return "FROM " + agent.Image + "\n", nil
 }
 
-func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
-	id := meta.Identity
-	base, err := e.baseDockerfile(id, agent)
+// ProposedDockerfile is what approving capability request r would change:
+// the bottle's current Dockerfile and the one the approval writes. The
+// dashboard shows their diff; Approve applies exactly this.
+func (e *Env) ProposedDockerfile(r queue.Request) (base, next string, err error) {
+	meta, err := e.readMeta(r.Identity)
 	if err != nil {
-		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
+		return "", "", err
 	}
-	next := r.Dockerfile
+	agent, err := config.LoadAgent(e.Home, meta.AgentName)
+	if err != nil {
+		return "", "", err
+	}
+	return e.proposed(r, agent)
+}
+
+func (e *Env) proposed(r queue.Request, agent *config.Agent) (base, next string, err error) {
+	base, err = e.baseDockerfile(r.Identity, agent)
+	if err != nil {
+		return "", "", err
+	}
+	next = r.Dockerfile
 	if next == "" {
 		next = appendRun(base, r.ID, r.Run)
+	}
+	return base, next, nil
+}
+
+func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
+	id := meta.Identity
+	base, next, err := e.proposed(r, agent)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
 	}
 	// Decide first: exactly one decider may carry the approval out.
 	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
@@ -237,11 +260,15 @@ func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Met
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
 	d := Decision{Request: r}
-	if !contains(meta.Egress, r.Host) {
-		meta.Egress = append(meta.Egress, r.Host)
-		if err := e.Store.WriteMetadata(meta); err != nil {
-			return d, err
+	// Another approval may widen the same bottle at the same time.
+	meta, err = e.Store.UpdateMetadata(ctx, meta.Identity, func(m *state.Metadata) error {
+		if !contains(m.Egress, r.Host) {
+			m.Egress = append(m.Egress, r.Host)
 		}
+		return nil
+	})
+	if err != nil {
+		return d, err
 	}
 	e.record(agent, audit.Event{Identity: meta.Identity, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
 		Fields: map[string]any{"decision": "approved", "host": r.Host, "egress": meta.Egress}})

@@ -322,9 +322,6 @@ func TestTwoSupervisorsRace(t *testing.T) {
 // this test shows it (about two runs in three here). Remove the skip when
 // lifecycle serialises that update.
 func TestRacingApprovalsKeepEveryHost(t *testing.T) {
-	if os.Getenv("BB_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug in lifecycle.approveEgress (unlocked metadata read-modify-write); set BB_TEST_KNOWN_BUGS=1 to run")
-	}
 	w, ids, _, _ := race(t)
 	for _, id := range ids {
 		meta, err := w.Env.Store.ReadMetadata(id)
