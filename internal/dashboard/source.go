@@ -64,8 +64,7 @@ type diffResult struct{ diff, err string }
 // Bottles implements Source.
 func (s *LifecycleSource) Bottles(ctx context.Context) ([]lifecycle.Row, []error, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		// Leave a little of the deadline to merge and return the rows.
-		return s.Env.ListWithin(ctx, time.Until(dl)*9/10)
+		return s.Env.ListWithin(ctx, time.Until(dl))
 	}
 	return s.Env.List(ctx)
 }
