@@ -109,13 +109,8 @@ func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, erro
 		return 0, fmt.Errorf("resume %s: %w", id, err)
 	}
 	defer p.Close()
-	// Leftovers of a crashed session would collide with the new launch.
-	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
-	h, _ := e.Store.ReadHandle(id)
-	_, err = p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id})
-	cancel()
-	if err != nil {
-		return 0, p.Wrap(fmt.Errorf("clear leftovers of %s: %w", id, err))
+	if err := e.clearLeftovers(ctx, p, id); err != nil {
+		return 0, err
 	}
 	cmd := o.Command
 	if len(cmd) == 0 {
@@ -217,4 +212,33 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		e.say("warning: %s not set on this host; the agent starts without it", strings.Join(missing, ", "))
 	}
 	return spec, nil
+}
+
+// clearLeftovers removes what a crashed session of id left behind, which
+// would collide with the new launch. A clean end leaves no handle and
+// nothing behind; a Stop by identity alone can be slow, so it is only asked
+// for when the backend still lists the bottle.
+func (e *Env) clearLeftovers(ctx context.Context, p *pluginhost.Plugin, id string) error {
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	h, _ := e.Store.ReadHandle(id)
+	if h == nil {
+		bs, err := p.Backend.List(sctx)
+		if err != nil {
+			return p.Wrap(fmt.Errorf("clear leftovers of %s: %w", id, err))
+		}
+		found := false
+		for _, b := range bs {
+			if b.Identity == id {
+				found, h = true, b.Handle
+			}
+		}
+		if !found {
+			return nil
+		}
+	}
+	if _, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
+		return p.Wrap(fmt.Errorf("clear leftovers of %s: %w", id, err))
+	}
+	return nil
 }
