@@ -29,6 +29,8 @@ func TestDockerScripts(t *testing.T) {
 		t.Skipf("skipping: the shell agent's base image is missing (run: make base-image): %v", err)
 	}
 	runID := testenv.RunID(t, cli)
+	// The egress scripts' upstream servers and probes.
+	upImage := testenv.Busybox{}.Image(t, cli, runID)
 	p := scriptParams("testdata/docker")
 	setup := p.Setup
 	p.Setup = func(env *testscript.Env) error {
@@ -43,16 +45,35 @@ func TestDockerScripts(t *testing.T) {
 		if err := os.MkdirAll(home, 0o700); err != nil {
 			return err
 		}
-		hcl := fmt.Sprintf("default_backend = \"docker\"\n\nplugin \"docker\" {\n  config {\n    memory     = \"4g\"\n    pids_limit = 512\n    labels     = { %q = %q, %q = %q }\n  }\n}\n", testenv.Label, runID, "test.bot-bottle.script", scriptID)
-		return os.WriteFile(filepath.Join(home, "plugins.hcl"), []byte(hcl), 0o600)
+		env.Setenv("UPIMG", upImage)
+		return os.WriteFile(filepath.Join(home, "plugins.hcl"), []byte(dockerPluginsHCL(runID, scriptID)), 0o600)
 	}
+	p.Condition = scriptCondition
+	p.Cmds["testnet"] = cmdTestNet
+	p.Cmds["upstream"] = cmdUpstream
+	p.Cmds["capture"] = cmdCapture
 	p.Cmds["dockergone"] = cmdDockerGone
 	p.Cmds["stdoutvar"] = cmdStdoutVar
 	p.Cmds["distinctids"] = cmdDistinctIDs
 	testscript.Run(t, p)
 }
 
-// dockergone ID: no container or network of bottle ID is left.
+// dockerPluginsHCL is the plugins.hcl of a docker script: every resource
+// labelled with the run and the script, and the proxy of a bottle with
+// egress joining egressNets.
+func dockerPluginsHCL(runID, scriptID string, egressNets ...string) string {
+	extra := ""
+	if len(egressNets) > 0 {
+		q := make([]string, len(egressNets))
+		for i, n := range egressNets {
+			q[i] = fmt.Sprintf("%q", n)
+		}
+		extra = "    egress_networks = [" + strings.Join(q, ", ") + "]\n"
+	}
+	return fmt.Sprintf("default_backend = \"docker\"\n\nplugin \"docker\" {\n  config {\n    memory     = \"4g\"\n    pids_limit = 512\n    labels     = { %q = %q, %q = %q }\n%s  }\n}\n", testenv.Label, runID, "test.bot-bottle.script", scriptID, extra)
+}
+
+// dockergone ID: no container, network or volume of bottle ID is left.
 func cmdDockerGone(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: dockergone IDENTITY")
@@ -60,7 +81,11 @@ func cmdDockerGone(ts *testscript.TestScript, neg bool, args []string) {
 	for _, what := range [][]string{
 		{"ps", "-a", "-q", "--filter", "label=" + sdk.LabelIdentity + "=" + args[0]},
 		{"network", "ls", "-q", "--filter", "label=" + sdk.LabelIdentity + "=" + args[0]},
+		{"volume", "ls", "-q", "--filter", "label=" + sdk.LabelIdentity + "=" + args[0]},
 	} {
+		if neg && what[0] == "volume" {
+			continue // only bottles with egress have one
+		}
 		if err := ts.Exec("docker", what...); err != nil {
 			ts.Fatalf("docker %v: %v", what, err)
 		}
