@@ -28,7 +28,7 @@ func TestInfo(t *testing.T) {
 	if info.Name != "smolmachines" || info.Details["smolvm"] != "1.9.2" {
 		t.Errorf("info = %+v", info)
 	}
-	want := []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy}
+	want := []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapEgressAudit}
 	if len(info.Capabilities) != len(want) || info.Has(sdk.CapLiveEgress) {
 		t.Errorf("capabilities = %v, want %v", info.Capabilities, want)
 	}

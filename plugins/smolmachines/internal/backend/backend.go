@@ -98,10 +98,12 @@ var (
 // Info never fails: a missing smolvm shows up in Details.
 func (b *Backend) Info(ctx context.Context) (sdk.Info, error) {
 	info := sdk.Info{
-		Name:         Name,
-		Version:      Version,
-		APIVersions:  []string{sdk.APIVersion},
-		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy},
+		Name:        Name,
+		Version:     Version,
+		APIVersions: []string{sdk.APIVersion},
+		// Egress audit, but no live egress: smolvm cannot change a
+		// machine's allow-list after create.
+		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapEgressAudit},
 		Details:      map[string]string{"smolvm": "not found"},
 	}
 	path, err := smolvm.Locate(configuredSmolvm())
@@ -132,6 +134,8 @@ type handleData struct {
 	ImageKind   string   `json:"image_kind"`
 	Image       string   `json:"image"`
 	Detached    bool     `json:"detached,omitempty"`
+	// EgressLog is where refused connections are imported to.
+	EgressLog string `json:"egress_log,omitempty"`
 }
 
 func decodeHandle(h sdk.Handle) (handleData, error) {

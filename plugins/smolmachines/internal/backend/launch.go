@@ -81,7 +81,8 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		}
 	}
 	d := handleData{Machine: lp.Machine, Smolvm: lp.Smolvm, Workdir: lp.Workdir, TTY: lp.TTY, Command: lp.Command,
-		Env: lp.Env, SecretNames: lp.SecretNames, ImageKind: lp.ImageKind, Image: image, Detached: lp.Detach}
+		Env: lp.Env, SecretNames: lp.SecretNames, ImageKind: lp.ImageKind, Image: image, Detached: lp.Detach,
+		EgressLog: lp.EgressLog}
 	if lp.Detach {
 		progress(sdk.Progress{Stage: "agent", Message: "starting the agent detached"})
 		if err := startDetached(ctx, cli, d); err != nil {

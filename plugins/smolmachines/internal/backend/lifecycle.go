@@ -21,13 +21,14 @@ func envSet(name string) bool {
 	return ok
 }
 
-// Stop deletes the bottle's machine (always with -f) and checks that it is
-// gone. Without a handle it finds the machine by its identity label and
+// Stop imports the bottle's egress refusals, deletes its machine (always
+// with -f) and checks that it is gone. Without a handle it finds the machine by its identity label and
 // name. Nothing to delete is success.
 func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
 	identity := req.Identity
 	path := ""
 	var names []string
+	egressLog := map[string]string{} // by machine
 	if req.Handle != nil {
 		d, err := decodeHandle(*req.Handle)
 		if err != nil {
@@ -38,6 +39,7 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		}
 		path = d.Smolvm
 		names = append(names, d.Machine)
+		egressLog[d.Machine] = d.EgressLog
 	}
 	if identity == "" && len(names) == 0 {
 		return nil, errors.New("stop: neither a handle nor an identity")
@@ -75,8 +77,15 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("stop %s: %w", identity, err)
 	}
+	for _, m := range ms {
+		if _, ok := egressLog[m.Name]; !ok && m.Labels[sdk.LabelIdentity] != "" {
+			egressLog[m.Name] = egressLogOf(m.Labels[sdk.LabelIdentity], m.Labels)
+		}
+	}
 	var removed []string
 	for _, n := range ours(ms) {
+		// Delete takes smolvm's record of refusals with the machine.
+		b.importQuietly(ctx, cli, n, identityOf(ms, n, identity), egressLog[n])
 		if err := cli.Delete(ctx, n); err != nil {
 			return removed, fmt.Errorf("stop %s: %w", identity, err)
 		}
@@ -92,13 +101,15 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	return removed, nil
 }
 
-// List reports the machines that carry bot-bottle's labels.
+// List reports the machines that carry bot-bottle's labels, and imports
+// their egress refusals into their bottles' egress logs.
 func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 	path, err := smolvm.Locate(configuredSmolvm())
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	ms, err := (&smolvm.CLI{Path: path}).List(ctx)
+	cli := &smolvm.CLI{Path: path}
+	ms, err := cli.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +119,8 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		if m.Labels[sdk.LabelManaged] != "true" || id == "" || !ourHome(m.Labels) {
 			continue
 		}
+		// Listing is when refusals reach the audit while the bottle runs.
+		b.importQuietly(ctx, cli, m.Name, id, egressLogOf(id, m.Labels))
 		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: m.State,
 			StartedAt: m.CreatedAt, Resources: []string{"machine " + m.Name}}
 		if m.Image != nil {
@@ -300,4 +313,15 @@ func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) ([]byt
 func ourHome(labels map[string]string) bool {
 	home := sdk.HomeID()
 	return home == "" || labels[sdk.LabelHome] == home
+}
+
+// identityOf is the identity a machine belongs to: its label, else the
+// identity being stopped.
+func identityOf(ms []smolvm.Machine, name, fallback string) string {
+	for _, m := range ms {
+		if m.Name == name && m.Labels[sdk.LabelIdentity] != "" {
+			return m.Labels[sdk.LabelIdentity]
+		}
+	}
+	return fallback
 }

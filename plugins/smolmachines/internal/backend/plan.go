@@ -55,6 +55,7 @@ type launchPlan struct {
 	Command     []string          `json:"command"`
 	TTY         bool              `json:"tty"`
 	Detach      bool              `json:"detach"`
+	EgressLog   string            `json:"egress_log,omitempty"`
 
 	warnings []string
 }
@@ -136,6 +137,14 @@ func (b *Backend) plan(_ context.Context, spec sdk.Spec) (*launchPlan, error) {
 	}
 	if err := lp.resolveEgress(spec); err != nil {
 		return nil, err
+	}
+	if err := checkEgressLog(spec.EgressLog); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	if spec.EgressLog != "" && len(lp.AllowHosts) > 0 {
+		// Where List and a Stop without a handle find it.
+		lp.EgressLog = spec.EgressLog
+		lp.Labels[LabelEgressLog] = spec.EgressLog
 	}
 	if lp.ImageKind == kindRegistry && len(lp.AllowHosts) == 0 {
 		return nil, fmt.Errorf("agent %s: registry image %q is pulled inside the VM, but the egress allowlist is empty (no network): add the registry host to egress, or define the agent by a Dockerfile (built locally and handed over as an archive)", spec.Agent.Name, lp.Image)
@@ -339,9 +348,9 @@ func (lp *launchPlan) preflight() []sdk.PreflightLine {
 	if lp.CopyCwd != "" {
 		mounts += "; project copied in from " + lp.CopyCwd
 	}
-	network := "none (no network)"
+	network := "none (no network; an approval applies from the next resume)"
 	if len(lp.AllowHosts) > 0 {
-		network = "allow-host " + strings.Join(lp.AllowHosts, ", ")
+		network = "allow-host " + strings.Join(lp.AllowHosts, ", ") + " (enforced by smolvm; approvals apply from the next resume)"
 	}
 	lines := []sdk.PreflightLine{
 		{Key: "backend", Value: Name + " (smolvm " + lp.Smolvm + ")"},
@@ -350,6 +359,9 @@ func (lp *launchPlan) preflight() []sdk.PreflightLine {
 		{Key: "workdir", Value: lp.Workdir},
 		{Key: "mounts", Value: mounts},
 		{Key: "egress", Value: network},
+	}
+	if lp.EgressLog != "" {
+		lines = append(lines, sdk.PreflightLine{Key: "egress audit", Value: "refused connections (smolvm machine egress-events) -> " + lp.EgressLog + ", when listed and at stop"})
 	}
 	if len(lp.SecretNames) > 0 {
 		lines = append(lines, sdk.PreflightLine{Key: "secrets", Value: strings.Join(lp.SecretNames, ", ") + " (via --secret-env)"})

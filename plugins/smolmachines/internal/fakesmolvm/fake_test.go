@@ -215,3 +215,83 @@ func TestPackRefusesLocalArchiveAndNeedsStop(t *testing.T) {
 		t.Errorf("ls = %v", ms)
 	}
 }
+
+// egress-events follows smolvm: strict flags, a pretty JSON array of
+// {timestamp, operation, dest} oldest first, the newest --limit kept, noise
+// lines skipped, and no error for a machine it knows nothing about.
+func TestEgressEvents(t *testing.T) {
+	f := newFake(t)
+	if out := f.mustRun("machine", "egress-events", "--name", "nobody-here", "--json"); out != "[]\n" {
+		t.Errorf("unknown machine: %q, want []", out)
+	}
+	if out := f.mustRun("machine", "egress-events", "-n", "nobody-here"); out != "No egress denials recorded for 'nobody-here'.\n" {
+		t.Errorf("unknown machine, text: %q", out)
+	}
+	for _, args := range [][]string{
+		{"--name", "m", "--limit", "x"},
+		{"--name", "m", "--limit", "-1"},
+		{"--name", "m", "--since", "1h"},
+		{"--name"},
+		{"--name", "a", "--name", "b"},
+		{"m"},
+	} {
+		if _, errOut, code := f.run("", append([]string{"machine", "egress-events"}, args...)...); code != 2 || !strings.HasPrefix(errOut, "error: ") {
+			t.Errorf("egress-events %q: exit %d, %q; want clap's exit 2", args, code, errOut)
+		}
+	}
+
+	f.mustRun("machine", "create", "--name", "m", "--allow-host", "example.com", "--image", "alpine")
+	if _, errOut, code := f.run("", "machine", "data-dir", "--name", "ghost"); code != 1 || !strings.Contains(errOut, "vm not found: ghost") {
+		t.Errorf("data-dir of an unknown machine: %d %q", code, errOut)
+	}
+	dir := strings.TrimSpace(f.mustRun("machine", "data-dir", "--name", "m"))
+	if !strings.HasPrefix(dir, f.state) {
+		t.Fatalf("data dir %q is not under the fake's state", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := strings.Join([]string{
+		"[2026-08-13T02:31:00Z]: egress policy denied connect to 10.0.0.1:443",
+		"[2026-08-14T03:13:08Z]: virtio-net: guest TCP SYN source=x destination=y",
+		"[2026-08-13T02:31:01.123456Z WARN  libkrun] egress policy denied sendto 10.0.0.2:53",
+		"plain unrelated stderr line",
+		"[ts WARN x] egress policy denied",
+		"[2026-08-13T02:31:02Z]: egress policy denied resolve evil.example",
+		"egress policy denied connect to 10.0.0.3:80",
+	}, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "egress-denials.log"), []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var evs []map[string]string
+	out := f.mustRun("machine", "egress-events", "--name", "m", "--json")
+	if err := json.Unmarshal([]byte(out), &evs); err != nil {
+		t.Fatalf("parse %q: %v", out, err)
+	}
+	want := []map[string]string{
+		{"timestamp": "2026-08-13T02:31:00Z", "operation": "connect", "dest": "10.0.0.1:443"},
+		{"timestamp": "2026-08-13T02:31:01.123456Z", "operation": "sendto", "dest": "10.0.0.2:53"},
+		{"timestamp": "2026-08-13T02:31:02Z", "operation": "resolve", "dest": "evil.example"},
+		{"timestamp": "", "operation": "connect", "dest": "10.0.0.3:80"},
+	}
+	got, _ := json.Marshal(evs)
+	exp, _ := json.Marshal(want)
+	if string(got) != string(exp) {
+		t.Errorf("events\n%s\nwant\n%s", got, exp)
+	}
+	if !strings.HasPrefix(out, "[\n  {\n    \"timestamp\"") {
+		t.Errorf("not serde's pretty JSON: %q", out)
+	}
+	out = f.mustRun("machine", "egress-events", "--name", "m", "--json", "--limit", "2")
+	if !strings.Contains(out, "evil.example") || strings.Contains(out, "10.0.0.2") {
+		t.Errorf("--limit 2 keeps the newest two: %q", out)
+	}
+	if out := f.mustRun("machine", "egress-events", "--name", "m"); !strings.Contains(out, "TIMESTAMP") || !strings.Contains(out, "resolve   evil.example") {
+		t.Errorf("text table: %q", out)
+	}
+	// delete takes the data dir, and the denials, with it.
+	f.mustRun("machine", "delete", "--name", "m", "-f")
+	if out := f.mustRun("machine", "egress-events", "--name", "m", "--json"); out != "[]\n" {
+		t.Errorf("after delete: %q", out)
+	}
+}

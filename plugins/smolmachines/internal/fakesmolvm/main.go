@@ -9,7 +9,8 @@
 // State lives in $SMOLVM_FAKE_STATE; every call is recorded, argv and the
 // names (never the values) of the environment, in calls.jsonl there.
 // $SMOLVM_FAKE_RESOLVABLE is a comma list of host names that --allow-host
-// can resolve (no DNS is ever asked).
+// can resolve (no DNS is ever asked). Egress denials are what a test
+// appends to egress-denials.log in a machine's data dir (see egress.go).
 package main
 
 import (
@@ -125,7 +126,11 @@ func dispatch(st *store, args []string) error {
 			return cmdExec(st, rest)
 		case "cp":
 			return cmdCp(st, rest)
-		case "run", "fork", "fork-release", "egress-events", "update", "images", "prune", "shell", "sh", "monitor", "data-dir":
+		case "egress-events":
+			return cmdEgressEvents(st, rest)
+		case "data-dir":
+			return cmdDataDir(st, rest)
+		case "run", "fork", "fork-release", "update", "images", "prune", "shell", "sh", "monitor":
 			return runtimef("the fake smolvm does not implement 'machine %s'", args[1])
 		}
 		return usagef("unrecognized subcommand '%s'", args[1])

@@ -120,6 +120,10 @@ func (s *store) remove(name string) error {
 	if err := os.RemoveAll(s.rootfs(name)); err != nil {
 		return err
 	}
+	// delete takes the machine's data dir (and its egress log) with it.
+	if err := os.RemoveAll(s.dataDir(name)); err != nil {
+		return err
+	}
 	return os.Remove(s.path(name))
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -290,4 +291,29 @@ func IsLocalImage(ref string) bool {
 		}
 	}
 	return false
+}
+
+// EgressDenial is one entry of `machine egress-events --json`: an outbound
+// connect or sendto the machine's egress policy refused, or a name its DNS
+// filter would not resolve (operation "resolve", dest a host name).
+type EgressDenial struct {
+	// Timestamp is RFC 3339 (microseconds) as the VMM logged it, or "".
+	Timestamp string `json:"timestamp"`
+	Operation string `json:"operation"`
+	Dest      string `json:"dest"`
+}
+
+// EgressEvents returns up to limit of the machine's most recent egress
+// denials, oldest first. smolvm reads them from the machine's data dir by
+// name: an unknown machine, or one that never booted, has none (no error).
+func (c *CLI) EgressEvents(ctx context.Context, name string, limit int) ([]EgressDenial, error) {
+	out, err := c.Output(ctx, "machine", "egress-events", "--name", name, "--json", "--limit", strconv.Itoa(limit))
+	if err != nil {
+		return nil, fmt.Errorf("egress events of machine %s: %w", name, err)
+	}
+	var evs []EgressDenial
+	if err := json.Unmarshal(bytes.TrimSpace(out), &evs); err != nil {
+		return nil, fmt.Errorf("egress events of machine %s: parse smolvm egress-events --json: %w", name, err)
+	}
+	return evs, nil
 }
