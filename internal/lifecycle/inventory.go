@@ -2,13 +2,12 @@ package lifecycle
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -122,11 +121,16 @@ func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []e
 	reports := e.Survey(ctx, names, timeout)
 	byBackend := map[string]BackendReport{}
 	var warnings []error
+	used := map[string]bool{config.ResolveBackend("", e.getenv("BOT_BOTTLE_BACKEND"), e.Plugins): true}
+	for _, m := range metas {
+		used[m.Backend] = true
+	}
 	for _, r := range reports {
 		byBackend[r.Name] = r
-		// A plugin that is not installed is not worth a warning unless a
-		// bottle needs it; that shows on the bottle's row.
-		if r.Err != nil && !errors.Is(r.Err, pluginhost.ErrNotInstalled) {
+		// A backend that fails is worth a warning only when a bottle or
+		// the default needs it (its rows say "unreachable" anyway); an
+		// installed plugin nobody uses, missing its runtime, is not news.
+		if r.Err != nil && used[r.Name] {
 			warnings = append(warnings, r.Err)
 		}
 	}
