@@ -112,20 +112,10 @@ func (e *Env) Stop(ctx context.Context, id string, preserve bool) error {
 			return err
 		}
 	}
-	h, err := e.Store.ReadHandle(id)
-	if err != nil {
+	if err := e.stopBackend(ctx, meta, "stop"); err != nil {
 		return err
 	}
-	p, err := e.startPlugin(ctx, meta.Backend)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
-	defer cancel()
-	if _, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
-		return p.Wrap(fmt.Errorf("stop %s: %w", id, err))
-	}
+	e.record(e.agentOf(id), audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"preserve": preserve}})
 	unlock, err := e.Store.Lock(id)
 	if errors.Is(err, state.ErrLocked) {
 		// The attached process applies the cleanup policy when its
@@ -152,6 +142,20 @@ func (e *Env) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
+	if err := e.stopBackend(ctx, meta, "remove"); err != nil {
+		return err
+	}
+	if err := e.Store.Remove(id); err != nil {
+		return err
+	}
+	e.removeQueue(id)
+	return nil
+}
+
+// stopBackend removes every backend resource of a bottle, by its handle
+// when it has one, on the backend its metadata records.
+func (e *Env) stopBackend(ctx context.Context, meta state.Metadata, verb string) error {
+	id := meta.Identity
 	h, err := e.Store.ReadHandle(id)
 	if err != nil {
 		return err
@@ -164,11 +168,7 @@ func (e *Env) Remove(ctx context.Context, id string) error {
 	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	defer cancel()
 	if _, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
-		return p.Wrap(fmt.Errorf("remove %s: %w", id, err))
+		return p.Wrap(fmt.Errorf("%s %s: %w", verb, id, err))
 	}
-	if err := e.Store.Remove(id); err != nil {
-		return err
-	}
-	e.removeQueue(id)
 	return nil
 }

@@ -31,39 +31,12 @@ func (s *Store) MarkPreserved(id string) error {
 
 // IsPreserved reports whether the bottle carries the preserve marker. A
 // missing bottle is not preserved.
-func (s *Store) IsPreserved(id string) (bool, error) {
-	if err := ValidateIdentity(id); err != nil {
-		return false, err
-	}
-	if !s.realDir(id) {
-		return false, nil
-	}
-	_, err := os.Lstat(filepath.Join(s.Dir(id), preserveFile))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, os.ErrNotExist):
-		return false, nil
-	default:
-		return false, fmt.Errorf("check preserve marker of %s: %w", id, err)
-	}
-}
+func (s *Store) IsPreserved(id string) (bool, error) { return s.hasMarker(id, preserveFile) }
 
 // ClearPreserved removes the preserve marker; an absent marker or bottle is
 // not an error.
 func (s *Store) ClearPreserved(id string) error {
-	root, err := s.openBottle(id, false)
-	if errors.Is(err, ErrNoBottle) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	if err := root.Remove(preserveFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("clear preserve marker of %s: %w", id, err)
-	}
-	return nil
+	return s.removeFile(id, preserveFile, "preserve marker")
 }
 
 // WriteDockerfile atomically writes the bottle's own Dockerfile (the one an
