@@ -78,5 +78,8 @@
 // Build your plugin binary in the test and drive it the way the core does:
 // plugin.NewClient with Handshake, ClientPluginSets(), AllowedProtocols gRPC,
 // AutoMTLS and GRPCDialOptions(), then Dispense. The returned *Client
-// implements Backend and every optional interface.
+// implements Backend and every optional interface. Then run the
+// conformance suite (package sdk/conformance) against it: it checks what the
+// core relies on — exit codes and streams, stdin's end, thorough and
+// repeatable Stop, Stop by identity alone, and each capability you declare.
 package sdk

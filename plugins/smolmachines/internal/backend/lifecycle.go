@@ -287,6 +287,15 @@ func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) ([]byt
 		return nil, err
 	}
 	path = filepath.Clean(path)
+	// A missing path is ErrNotFound (the core reads "no transcript yet"
+	// from it), told apart from a tar failure before tar runs.
+	if code, _, stderr, err := cli.Exec(ctx, d.Machine, nil, "--", "test", "-e", path); err != nil {
+		return nil, fmt.Errorf("copy out %s:%s: %w", h.Identity, path, err)
+	} else if code == 1 {
+		return nil, fmt.Errorf("copy out %s:%s: %w", h.Identity, path, sdk.ErrNotFound)
+	} else if code != 0 {
+		return nil, fmt.Errorf("copy out %s:%s: %s", h.Identity, path, smolvm.ErrorMessage(stderr, code))
+	}
 	guestTar := "/tmp/bot-bottle-out-" + randomSuffix() + ".tar"
 	code, _, stderr, err := cli.Exec(ctx, d.Machine, nil, "--", "tar", "-cf", guestTar, "-C", filepath.Dir(path), filepath.Base(path))
 	if err != nil {
