@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/bot-bottle/bot-bottle/internal/tarball"
 	"github.com/bot-bottle/bot-bottle/plugins/smolmachines/internal/imagebuild"
 	"github.com/bot-bottle/bot-bottle/plugins/smolmachines/internal/smolvm"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -173,55 +172,7 @@ func putTar(ctx context.Context, cli *smolvm.CLI, machine, hostTar, guestDir str
 }
 
 // tarTree writes dir's contents (regular files, dirs, symlinks) as a tar.
-func tarTree(w io.Writer, dir string) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		case fi.IsDir(), fi.Mode().IsRegular():
-		default:
-			return nil
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = filepath.ToSlash(rel)
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("archive %s: %w", dir, err)
-	}
-	return tw.Close()
-}
+func tarTree(w io.Writer, dir string) error { return tarball.WriteDir(w, dir) }
 
 // installHelper puts the `bottle` helper at sdk.GuestHelperPath, read-only.
 // It is copied rather than mounted: its host dir holds other binaries, and

@@ -4,13 +4,14 @@
 package imagebuild
 
 import (
+	"github.com/bot-bottle/bot-bottle/internal/tarball"
+
 	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,50 +191,8 @@ func dockerfileInContext(ctxDir, dockerfile string) (name string, extra []byte, 
 // writeContext tars the build context (regular files, dirs and symlinks).
 func writeContext(w io.Writer, dir, dfName string, dfExtra []byte) error {
 	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		case fi.IsDir(), fi.Mode().IsRegular():
-		default:
-			return nil // sockets, devices: not build input
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = filepath.ToSlash(rel)
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("build context %s: %w", dir, err)
+	if err := tarball.AddDir(tw, dir); err != nil {
+		return fmt.Errorf("build context: %w", err)
 	}
 	if dfExtra != nil {
 		if err := tw.WriteHeader(&tar.Header{Name: dfName, Mode: 0o644, Size: int64(len(dfExtra)), Typeflag: tar.TypeReg}); err != nil {
