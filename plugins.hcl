@@ -8,6 +8,12 @@ plugin "docker" {
   config {
     memory     = "4g"
     pids_limit = 512
+    # A bottle with an egress allowlist gets an internal network and an
+    # outbound one for its egress proxy, each a /29 of subnet_pool; the
+    # proxy also joins egress_networks (existing Docker networks whose
+    # services bottles may then reach by name, through the allowlist).
+    # subnet_pool     = "198.18.0.0/15"
+    # egress_networks = ["my-services"]
   }
 }
 

@@ -96,7 +96,14 @@ func RemoveLabelled(ctx context.Context, cli *client.Client, key, value string) 
 	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f})
 	errs = append(errs, err)
 	for _, n := range ns {
-		errs = append(errs, ignoreNotFound(cli.NetworkRemove(ctx, n.ID)))
+		err := cli.NetworkRemove(ctx, n.ID)
+		// The engine lets go of a just removed container's endpoints a
+		// moment after the remove returned.
+		for try := 0; err != nil && try < 20 && strings.Contains(err.Error(), "active endpoints"); try++ {
+			time.Sleep(250 * time.Millisecond)
+			err = cli.NetworkRemove(ctx, n.ID)
+		}
+		errs = append(errs, ignoreNotFound(err))
 	}
 	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
 	errs = append(errs, err)

@@ -16,11 +16,21 @@ package backend
 // with no restart of anything.
 //
 // DNS is not a side door: the agent's resolver is Docker's embedded one
-// (127.0.0.11), which would forward names it does not know. Its upstream is
-// set to 127.0.0.1, which Docker takes as the loopback of the agent's own
+// (127.0.0.11), which forwards names it does not know, internal network or
+// not (seen on engine 20.10: from the container's namespace, so on an
+// internal network with a host-side gateway the query leaves the bottle
+// and is only dropped by the host's firewall; and from the host's
+// namespace when the host's resolver is on loopback). Its upstream is set
+// to 127.0.0.1, which Docker takes as the loopback of the agent's own
 // namespace, where nothing listens: nothing is forwarded, whatever the
-// host's resolv.conf holds. Only the proxy resolves names, and only names
-// a rule allowed.
+// host's resolv.conf holds. Only the proxy resolves names, and only names a
+// rule allowed.
+//
+// Nothing else leads out either: the agent's namespace has IPv6 off (no
+// link-local path to the host's side of the bridge), and the proxy, the one
+// container on both networks, has IP forwarding off, so that an agent
+// granted NET_ADMIN cannot route through it (the engine's own rules for
+// internal networks drop such packets too, where bridge netfilter is on).
 //
 // A bottle with an empty allowlist gets no network at all (NetworkMode
 // none): the strictest deny, and the cheapest start. An approval for it
@@ -379,109 +389,126 @@ func logMessage(line string) string {
 	return msg
 }
 
-// startProxy starts the proxy and waits until it listens.
-func startProxy(ctx context.Context, c *client.Client, id, name string) error {
-	if err := c.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-		return engineErr(c, "start egress proxy "+name, err)
-	}
-	err := waitLog(ctx, c, id, time.Time{}, proxyWait, func(line string) (bool, error) {
-		return logMessage(line) == logListening, nil
-	})
-	if err != nil {
-		return fmt.Errorf("start egress proxy %s: %w", name, err)
-	}
-	return nil
-}
-
 // launchEgress creates the proxy side of a bottle with an allowlist: both
-// networks, the rules volume and the proxy, started and listening. It
-// records what it made in data as it goes, so that a failure midway is
-// rolled back by label and by handle alike.
-func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, error) {
+// networks and the rules volume (at once: they do not depend on each
+// other), then the proxy, and starts it. It returns a wait for the proxy to
+// listen, so that the agent's container is created meanwhile; the agent
+// must not start before it returns. It records what it made in data, and
+// everything carries the launch's labels, so a failure midway is rolled
+// back by label and by handle alike.
+func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, func() error, error) {
 	var in internalNet
 	bin, err := locateProxy()
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	rules, err := egress.EncodeRulesFile(spec.Identity, spec.Egress)
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	user, err := prepareEgressLog(spec.EgressLog)
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return in, err
+		return in, nil, err
 	}
 
-	name := resourceName(spec.Identity)
-	netID, subnet, err := createNetwork(cctx, c, name, true, set.SubnetPool, planned, labels)
-	if err != nil {
-		return in, err
+	type made struct {
+		id     string
+		subnet netip.Prefix
+		err    error
 	}
-	in = internalNet{subnet: subnet}
-	data.Network, data.NetworkName = netID, name
-	msg := "created network " + name + " (internal, " + subnet.String() + ")"
-	if planned.IsValid() && subnet != planned {
-		msg += "; " + planned.String() + " was taken meanwhile"
+	name, out, pname := resourceName(spec.Identity), outboundName(spec.Identity), proxyName(spec.Identity)
+	inCh, outCh, volCh := make(chan made, 1), make(chan made, 1), make(chan made, 1)
+	go func() {
+		id, subnet, err := createNetwork(cctx, c, name, true, set.SubnetPool, planned, labels)
+		inCh <- made{id, subnet, err}
+	}()
+	go func() {
+		id, subnet, err := createNetwork(cctx, c, out, false, set.SubnetPool, netip.Prefix{}, labels)
+		outCh <- made{id, subnet, err}
+	}()
+	go func() {
+		v, err := c.VolumeCreate(cctx, volume.CreateOptions{Name: pname, Labels: labels})
+		if err != nil {
+			err = engineErr(c, "create volume "+pname, err)
+		}
+		volCh <- made{id: v.Name, err: err}
+	}()
+	// Progress goes out from this goroutine only: the stream is not safe
+	// for concurrent sends.
+	inNet, outNet, vol := <-inCh, <-outCh, <-volCh
+	if inNet.err == nil {
+		in = internalNet{subnet: inNet.subnet}
+		data.Network, data.NetworkName = inNet.id, name
+		msg := "created network " + name + " (internal, " + inNet.subnet.String() + ")"
+		if planned.IsValid() && inNet.subnet != planned {
+			msg += "; " + planned.String() + " was taken meanwhile"
+		}
+		progress(sdk.Progress{Stage: StageNetwork, Message: msg, ID: inNet.id})
 	}
-	progress(sdk.Progress{Stage: StageNetwork, Message: msg, ID: netID})
+	if outNet.err == nil {
+		data.Outbound, data.OutboundName = outNet.id, out
+		progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + out + " (the proxy's way out, " + outNet.subnet.String() + ")", ID: outNet.id})
+	}
+	if vol.err == nil {
+		data.Volume = vol.id
+	}
+	if err := errors.Join(inNet.err, outNet.err, vol.err); err != nil {
+		return in, nil, err
+	}
 	if err := ctx.Err(); err != nil {
-		return in, err
-	}
-	out := outboundName(spec.Identity)
-	outID, outSubnet, err := createNetwork(cctx, c, out, false, set.SubnetPool, netip.Prefix{}, labels)
-	if err != nil {
-		return in, err
-	}
-	data.Outbound, data.OutboundName = outID, out
-	progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + out + " (the proxy's way out, " + outSubnet.String() + ")", ID: outID})
-	if err := ctx.Err(); err != nil {
-		return in, err
+		return in, nil, err
 	}
 
-	pname := proxyName(spec.Identity)
-	vol, err := c.VolumeCreate(cctx, volume.CreateOptions{Name: pname, Labels: labels})
-	if err != nil {
-		return in, engineErr(c, "create volume "+pname, err)
-	}
-	data.Volume = vol.Name
 	pLabels := map[string]string{LabelRole: RoleProxy, LabelImage: img.Name}
 	for k, v := range labels {
 		pLabels[k] = v
 	}
-	cfg, hc := proxyContainer(spec.Identity, img, in, user, spec.EgressLog, vol.Name, outID, pLabels)
+	cfg, hc := proxyContainer(spec.Identity, img, in, user, spec.EgressLog, vol.id, outNet.id, pLabels)
 	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, pname)
 	if err != nil {
-		return in, engineErr(c, "create egress proxy "+pname, err)
+		return in, nil, engineErr(c, "create egress proxy "+pname, err)
 	}
 	data.Proxy, data.ProxyName, data.ProxyAddr = created.ID, pname, in.proxyAddr()
-	if err := c.NetworkConnect(cctx, netID, created.ID, &network.EndpointSettings{
+	if err := c.NetworkConnect(cctx, inNet.id, created.ID, &network.EndpointSettings{
 		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.proxyIP().String()},
 	}); err != nil {
-		return in, engineErr(c, "connect egress proxy to "+name, err)
+		return in, nil, engineErr(c, "connect egress proxy to "+name, err)
 	}
 	for _, n := range set.EgressNetworks {
 		if err := c.NetworkConnect(cctx, n, created.ID, nil); err != nil {
-			return in, engineErr(c, "connect egress proxy to "+n+" (egress_networks)", err)
+			return in, nil, engineErr(c, "connect egress proxy to "+n+" (egress_networks)", err)
 		}
 	}
 	if err := writeRules(cctx, c, created.ID, rules); err != nil {
-		return in, err
+		return in, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return in, err
+		return in, nil, err
 	}
-	if err := startProxy(ctx, c, created.ID, pname); err != nil {
-		return in, err
+	if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		return in, nil, engineErr(c, "start egress proxy "+pname, err)
 	}
-	progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + pname + " listening on " + in.proxyAddr() + "; allowed: " + strings.Join(spec.Egress, ", "), ID: created.ID})
-	return in, nil
+	ready := make(chan error, 1)
+	go func() {
+		ready <- waitLog(ctx, c, created.ID, time.Time{}, proxyWait, func(line string) (bool, error) {
+			return logMessage(line) == logListening, nil
+		})
+	}()
+	wait := func() error {
+		if err := <-ready; err != nil {
+			return fmt.Errorf("start egress proxy %s: %w", pname, err)
+		}
+		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + pname + " listening on " + in.proxyAddr() + "; allowed: " + strings.Join(spec.Egress, ", "), ID: created.ID})
+		return nil
+	}
+	return in, wait, nil
 }
 
 // UpdateEgress replaces the running proxy's allowlist with rules and

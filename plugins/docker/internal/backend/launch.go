@@ -119,16 +119,23 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	// (see egress.go).
 	hc.NetworkMode = container.NetworkMode("none")
 	var netCfg *network.NetworkingConfig
+	proxyReady := func() error { return nil }
 	if len(spec.Egress) > 0 {
-		in, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
+		in, wait, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
 		if err != nil {
 			return h, err
 		}
-		netCfg = agentEgress(c, cfg, hc, data.Network, in)
+		netCfg, proxyReady = agentEgress(c, cfg, hc, data.Network, in), wait
 	}
 	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
+	// The agent may start (here or at its first Attach) only once its
+	// proxy listens.
+	perr := proxyReady()
 	if err != nil {
 		return h, engineErr(c, "create container "+name, err)
+	}
+	if perr != nil {
+		return h, perr
 	}
 	data.Container, data.Name = created.ID, name
 	for _, w := range created.Warnings {

@@ -99,7 +99,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		if n[0] == "" {
 			continue
 		}
-		if err := c.NetworkRemove(ctx, n[0]); err == nil {
+		if err := removeNetwork(ctx, c, n[0]); err == nil {
 			removed = append(removed, "network "+n[1])
 		} else if !isNotFound(err) {
 			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove network "+n[1], err))
@@ -160,7 +160,7 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 		return removed, engineErr(c, "list networks", err)
 	}
 	for _, n := range ns {
-		err := c.NetworkRemove(ctx, n.ID)
+		err := removeNetwork(ctx, c, n.ID)
 		if err != nil && !isNotFound(err) {
 			return removed, engineErr(c, "remove network "+n.Name, err)
 		}
@@ -220,4 +220,21 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// removeNetwork removes a network, waiting a little for the engine to let go
+// of the endpoints of containers just removed: it releases a killed
+// container's network after the remove call returns.
+func removeNetwork(ctx context.Context, c *client.Client, id string) error {
+	for try := 0; ; try++ {
+		err := c.NetworkRemove(ctx, id)
+		if err == nil || try == 24 || !strings.Contains(err.Error(), "active endpoints") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -1,5 +1,8 @@
 // Package settings reads the docker plugin's `config {}` block from
-// plugins.hcl (handed over as JSON) into validated launch limits.
+// plugins.hcl (handed over as JSON) into validated launch settings: memory,
+// pids_limit, cpus, labels, and for bottles with egress subnet_pool (where
+// their /29 networks come from) and egress_networks (existing networks
+// their proxies join).
 package settings
 
 import (
