@@ -415,12 +415,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.badRequest(w, r.Method, r.URL.Host, fmt.Errorf("URL host: %w", err))
 		return
 	}
-	d := p.record(t, r.Method, p.decide(r.Context(), t))
+	// Not the request's context: net/http cancels it when the client
+	// half-closes after its request, as HTTP/1.0 tools (`printf … | nc`)
+	// do while still reading the answer. A client that is really gone
+	// ends the forward when writing to it fails.
+	ctx := connectContext(r)
+	d := p.record(t, r.Method, p.decide(ctx, t))
 	if !d.allowed {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	ctx := context.WithValue(r.Context(), vettedKey{}, vetted{target: t, addrs: d.addrs})
+	ctx = context.WithValue(ctx, vettedKey{}, vetted{target: t, addrs: d.addrs})
 	p.forwarder.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -568,3 +568,38 @@ func atoi(s string) int {
 	fmt.Sscan(s, &n)
 	return n
 }
+
+// A plain-HTTP client that half-closes right after its request (as
+// `printf 'GET …' | nc proxy 3128` does) still gets the upstream's answer,
+// and a failed upstream is a 502, never an empty 200.
+func TestPlainHTTPFromAClientThatHalfClosesAtOnce(t *testing.T) {
+	up := newUpstream(t, "up", false)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := closed.Addr().String()
+	closed.Close()
+	h := startProxy(t, []string{up.hostport(), gone}, withDialDelay(200*time.Millisecond))
+	ask := func(hostport string) string {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET http://"+hostport+"/ HTTP/1.0\r\n\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		got, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	if got := ask(up.hostport()); !strings.HasPrefix(got, "HTTP/1.0 200 OK\r\n") || !strings.HasSuffix(got, "hello from up") {
+		t.Errorf("allowed upstream: %q", got)
+	}
+	if got := ask(gone); !strings.HasPrefix(got, "HTTP/1.0 502 ") || !strings.Contains(got, "egress to "+gone+" failed") {
+		t.Errorf("allowed upstream that refuses: %q, want a 502 with the reason", got)
+	}
+}
