@@ -286,7 +286,10 @@ func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Met
 		d.Notes = append(d.Notes, fmt.Sprintf("the %s backend cannot change egress of a running bottle; %s is allowed from the next resume of %s", meta.Backend, r.Host, meta.Identity))
 		return d, nil
 	}
-	if err := p.Backend.UpdateEgress(ctx, *h, meta.Egress); err != nil {
+	if err := p.Backend.UpdateEgress(ctx, *h, meta.Egress); sdk.IsNotSupported(err) {
+		d.Notes = append(d.Notes, fmt.Sprintf("%s cannot widen its egress while running (%v); %s is allowed from its next resume", meta.Identity, err, r.Host))
+		return d, nil
+	} else if err != nil {
 		return d, p.Wrap(fmt.Errorf("approved, but updating the running allowlist failed: %w", err))
 	}
 	d.Notes = append(d.Notes, fmt.Sprintf("%s may now reach %s", meta.Identity, r.Host))
