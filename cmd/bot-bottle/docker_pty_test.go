@@ -1,56 +1,21 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"github.com/bot-bottle/bot-bottle/internal/syncbuf"
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
 )
-
-// ttyScreen collects what the program writes to its terminal.
-type ttyScreen struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *ttyScreen) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *ttyScreen) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-// waitFor waits until the screen shows want (after the first `after` bytes).
-func (s *ttyScreen) waitFor(t *testing.T, after int, want string, timeout time.Duration) int {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		out := s.String()
-		if i := strings.Index(out[min(after, len(out)):], want); i >= 0 {
-			return after + i + len(want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("screen never showed %q; it shows:\n%s", want, s.String())
-	return 0
-}
 
 // TestDockerInteractiveTTY is acceptance 3.2: through a real pty, start the
 // shell agent, type a command and read its output, resize the window and see
@@ -97,7 +62,7 @@ func TestDockerInteractiveTTY(t *testing.T) {
 			_ = cmd.Process.Kill()
 		}
 	})
-	screen := &ttyScreen{}
+	screen := &syncbuf.Buffer{}
 	go func() { _, _ = io.Copy(screen, ptmx) }()
 
 	type_ := func(s string) {
@@ -105,11 +70,11 @@ func TestDockerInteractiveTTY(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pos := screen.waitFor(t, 0, "$ ", 120*time.Second)
+	pos := screen.WaitFor(t, 0, "$ ", 120*time.Second)
 	type_("echo typed-$((6*7))\r")
-	pos = screen.waitFor(t, pos, "typed-42", 20*time.Second)
+	pos = screen.WaitFor(t, pos, "typed-42", 20*time.Second)
 	type_("stty size\r")
-	pos = screen.waitFor(t, pos, "24 80", 20*time.Second)
+	pos = screen.WaitFor(t, pos, "24 80", 20*time.Second)
 
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 33, Cols: 101}); err != nil {
 		t.Fatal(err)
@@ -118,7 +83,7 @@ func TestDockerInteractiveTTY(t *testing.T) {
 	// terminal; give it a moment to forward the new size.
 	time.Sleep(300 * time.Millisecond)
 	type_("stty size\r")
-	pos = screen.waitFor(t, pos, "33 101", 20*time.Second)
+	pos = screen.WaitFor(t, pos, "33 101", 20*time.Second)
 
 	type_("exit 3\r")
 	select {

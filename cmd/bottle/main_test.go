@@ -10,12 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/syncbuf"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -221,23 +221,8 @@ func TestRequestsListing(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer the test may read while the child writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a buffer the test may read while the child writes.
+type syncBuffer = syncbuf.Buffer
 
 // startHelper runs the real binary as the agent would inside the bottle.
 func startHelper(t *testing.T, dir, identity string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {

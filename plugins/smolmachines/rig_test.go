@@ -13,13 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/bot-bottle/bot-bottle/internal/syncbuf"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -57,22 +57,7 @@ func goBuild(out, pkg string) error {
 }
 
 // syncBuffer collects the plugin's logs from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // rig is one plugin process driving either the fake smolvm or, with
 // BOT_BOTTLE_SMOLVM_REAL=1, a real one.
