@@ -267,17 +267,10 @@ func mustHost(g guestFS, p string) string {
 }
 
 func addGuestPID(st *store, name string, pid int) error {
-	unlock, err := st.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := st.load(name)
-	if err != nil {
-		return err
-	}
-	m.GuestPIDs = append(m.GuestPIDs, pid)
-	return st.save(m)
+	return st.withMachine(name, func(m *machine) error {
+		m.GuestPIDs = append(m.GuestPIDs, pid)
+		return st.save(m)
+	})
 }
 
 func removeGuestPID(st *store, name string, pid int) error {

@@ -401,35 +401,28 @@ func cmdStart(st *store, args []string) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := st.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := st.load(name)
-	if err != nil {
-		return err
-	}
-	if m.State == "running" {
-		fmt.Printf("Machine '%s' is already running\n", name)
-		return nil
-	}
-	if _, err := secretEnv(m); err != nil {
-		return err
-	}
-	for _, h := range m.AllowHosts {
-		if !resolvable(h) {
-			fmt.Fprintf(os.Stderr, "warning: could not resolve allowed host '%s'\n", h)
+	return st.withMachine(name, func(m *machine) error {
+		if m.State == "running" {
+			fmt.Printf("Machine '%s' is already running\n", name)
+			return nil
 		}
-	}
-	pid := os.Getpid()
-	m.State, m.PID = "running", &pid
-	if err := st.save(m); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "Starting machine '%s'...\n", name)
-	fmt.Printf("Machine '%s' started\n", name)
-	return nil
+		if _, err := secretEnv(m); err != nil {
+			return err
+		}
+		for _, h := range m.AllowHosts {
+			if !resolvable(h) {
+				fmt.Fprintf(os.Stderr, "warning: could not resolve allowed host '%s'\n", h)
+			}
+		}
+		pid := os.Getpid()
+		m.State, m.PID = "running", &pid
+		if err := st.save(m); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "Starting machine '%s'...\n", name)
+		fmt.Printf("Machine '%s' started\n", name)
+		return nil
+	})
 }
 
 // killGuests ends the host processes standing in for a machine's guest.
@@ -450,26 +443,19 @@ func cmdStop(st *store, args []string) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := st.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := st.load(name)
-	if err != nil {
-		return err
-	}
-	if m.State != "running" {
-		fmt.Printf("Machine '%s' is not running\n", name)
+	return st.withMachine(name, func(m *machine) error {
+		if m.State != "running" {
+			fmt.Printf("Machine '%s' is not running\n", name)
+			return nil
+		}
+		killGuests(m)
+		m.State, m.PID = "stopped", nil
+		if err := st.save(m); err != nil {
+			return err
+		}
+		fmt.Printf("Machine '%s' stopped\n", name)
 		return nil
-	}
-	killGuests(m)
-	m.State, m.PID = "stopped", nil
-	if err := st.save(m); err != nil {
-		return err
-	}
-	fmt.Printf("Machine '%s' stopped\n", name)
-	return nil
+	})
 }
 
 func cmdDelete(st *store, args []string) error {
@@ -493,21 +479,14 @@ func cmdDelete(st *store, args []string) error {
 			return nil
 		}
 	}
-	unlock, err := st.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := st.load(name)
-	if err != nil {
-		return err
-	}
-	killGuests(m)
-	if err := st.remove(name); err != nil {
-		return err
-	}
-	fmt.Printf("Deleted machine: %s\n", name)
-	return nil
+	return st.withMachine(name, func(m *machine) error {
+		killGuests(m)
+		if err := st.remove(name); err != nil {
+			return err
+		}
+		fmt.Printf("Deleted machine: %s\n", name)
+		return nil
+	})
 }
 
 func cmdStatus(st *store, args []string) error {

@@ -1,12 +1,13 @@
 package main
 
 import (
+	"github.com/bot-bottle/bot-bottle/internal/tarball"
+
 	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,15 +67,12 @@ func cmdPackCreate(st *store, args []string) error {
 	if err := validateName(name); err != nil {
 		return err
 	}
-	unlock, err := st.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := st.load(name)
-	if err != nil {
-		return err
-	}
+	return st.withMachine(name, func(m *machine) error { return packMachine(st, m, out) })
+}
+
+// packMachine writes the .smolmachine of a stopped machine and its stub.
+func packMachine(st *store, m *machine, out string) error {
+	name := m.Name
 	if m.State == "running" {
 		return runtimef("machine '%s' must be stopped before it can be packed (smolvm machine stop --name %s)", name, name)
 	}
@@ -105,45 +103,7 @@ func cmdPackCreate(st *store, args []string) error {
 
 func tarDir(dir string) ([]byte, error) {
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() && !fi.IsDir() {
-			return nil
-		}
-		h, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		h.Name = filepath.ToSlash(rel)
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
+	if err := tarball.WriteDir(&buf, dir); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

@@ -99,6 +99,21 @@ func (s *store) load(name string) (*machine, error) {
 	return &m, nil
 }
 
+// withMachine runs f on machine name under the state lock; f saves what it
+// changes.
+func (s *store) withMachine(name string, f func(*machine) error) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m, err := s.load(name)
+	if err != nil {
+		return err
+	}
+	return f(m)
+}
+
 func (s *store) exists(name string) bool {
 	_, err := os.Stat(s.path(name))
 	return err == nil
