@@ -31,6 +31,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
+	"github.com/bot-bottle/bot-bottle/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/internal/tarball"
 )
 
@@ -271,27 +272,16 @@ func (b Busybox) Image(t testing.TB, cli *client.Client, runID string) string {
 }
 
 func buildResult(r io.Reader) (string, error) {
-	dec := json.NewDecoder(r)
 	var id string
 	var log strings.Builder
-	for {
-		var m struct {
-			Stream string
-			Error  string
-			Aux    struct{ ID string }
-		}
-		if err := dec.Decode(&m); err == io.EOF {
-			break
-		} else if err != nil {
-			return "", err
-		}
-		if m.Error != "" {
-			return "", fmt.Errorf("%s (build log: %s)", m.Error, log.String())
-		}
+	err := enginestream.Read(r, func(m enginestream.Message) {
 		log.WriteString(m.Stream)
-		if m.Aux.ID != "" {
-			id = m.Aux.ID
+		if i := m.ImageID(); i != "" {
+			id = i
 		}
+	})
+	if err != nil {
+		return "", fmt.Errorf("%v (build log: %s)", err, log.String())
 	}
 	if id == "" {
 		return "", fmt.Errorf("no image id in build output: %s", log.String())

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
+	"github.com/bot-bottle/bot-bottle/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -187,7 +188,7 @@ func loadWithConfig(ctx context.Context, c *client.Client, ref string, layersOf 
 	}
 	defer resp.Body.Close()
 	loaded := false
-	err = readMessages(resp.Body, func(m jsonMessage) {
+	err = enginestream.Read(resp.Body, func(m enginestream.Message) {
 		if strings.Contains(m.Stream, ref) {
 			loaded = true
 		}

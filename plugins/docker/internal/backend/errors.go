@@ -1,6 +1,8 @@
 package backend
 
 import (
+	"github.com/bot-bottle/bot-bottle/internal/enginestream"
+
 	"errors"
 	"fmt"
 	"strings"
@@ -52,20 +54,8 @@ func finish(err error) error {
 	return &lineError{err}
 }
 
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	f := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
-	parts := f[:0]
-	for _, p := range f {
-		if p = strings.TrimSpace(p); p != "" {
-			parts = append(parts, p)
-		}
-	}
-	return strings.Join(parts, "; ")
-}
+// oneLine keeps an engine message to the one line a user sees.
+func oneLine(s string) string { return enginestream.OneLine(s) }
 
 func isNotFound(err error) bool {
 	return cerrdefs.IsNotFound(err) || errors.Is(err, sdk.ErrNotFound)

@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"github.com/bot-bottle/bot-bottle/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/buildctx"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -179,11 +180,10 @@ func (b *Backend) build(ctx context.Context, c *client.Client, dir string, docke
 	}
 	defer resp.Body.Close()
 	var id string
-	err = readMessages(resp.Body, func(m jsonMessage) {
+	err = enginestream.Read(resp.Body, func(m enginestream.Message) {
 		if m.Aux != nil {
-			var aux struct{ ID string }
-			if json.Unmarshal(m.Aux, &aux) == nil && aux.ID != "" {
-				id = aux.ID
+			if i := m.ImageID(); i != "" {
+				id = i
 			}
 			return
 		}
@@ -222,7 +222,7 @@ func pull(ctx context.Context, c *client.Client, ref string, progress func(sdk.P
 		return engineErr(c, "pull "+ref, err)
 	}
 	defer rc.Close()
-	err = readMessages(rc, func(m jsonMessage) {
+	err = enginestream.Read(rc, func(m enginestream.Message) {
 		if m.Status != "" {
 			progress(sdk.Progress{Stage: StagePull, Message: m.Status, ID: m.ID, Current: m.ProgressDetail.Current, Total: m.ProgressDetail.Total})
 		}
@@ -231,41 +231,6 @@ func pull(ctx context.Context, c *client.Client, ref string, progress func(sdk.P
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
 	return nil
-}
-
-// jsonMessage is one line of the engine's build, pull and load streams.
-type jsonMessage struct {
-	Stream         string                    `json:"stream"`
-	Status         string                    `json:"status"`
-	ID             string                    `json:"id"`
-	Error          string                    `json:"error"`
-	ErrorDetail    *struct{ Message string } `json:"errorDetail"`
-	Aux            json.RawMessage           `json:"aux"`
-	ProgressDetail struct {
-		Current int64 `json:"current"`
-		Total   int64 `json:"total"`
-	} `json:"progressDetail"`
-}
-
-// readMessages decodes a stream of JSON messages, calling fn for each, and
-// returns the first error message the engine sent.
-func readMessages(r io.Reader, fn func(jsonMessage)) error {
-	dec := json.NewDecoder(r)
-	for {
-		var m jsonMessage
-		if err := dec.Decode(&m); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read engine output: %w", err)
-		}
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			return errors.New(oneLine(m.ErrorDetail.Message))
-		}
-		if m.Error != "" {
-			return errors.New(oneLine(m.Error))
-		}
-		fn(m)
-	}
 }
 
 // buildDerived builds the per-bottle image that holds a copy of the project

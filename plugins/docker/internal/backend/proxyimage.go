@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"github.com/bot-bottle/bot-bottle/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -114,7 +115,7 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 		return imageRef{}, engineErr(c, "make egress proxy image", err)
 	}
 	defer rc.Close()
-	if err := readMessages(rc, func(jsonMessage) {}); err != nil {
+	if err := enginestream.Read(rc, func(enginestream.Message) {}); err != nil {
 		return imageRef{}, fmt.Errorf("make egress proxy image: %w", err)
 	}
 	ref, err := inspectRef(ctx, c, tag)

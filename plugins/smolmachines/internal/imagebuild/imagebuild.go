@@ -4,11 +4,12 @@
 package imagebuild
 
 import (
+	"github.com/bot-bottle/bot-bottle/internal/enginestream"
+
 	"github.com/bot-bottle/bot-bottle/internal/tarball"
 
 	"archive/tar"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -137,37 +138,14 @@ func save(ctx context.Context, cli *client.Client, ref, dst string) error {
 	return nil
 }
 
-// buildMessage is one line of the Engine's build output.
-type buildMessage struct {
-	Stream      string `json:"stream"`
-	Status      string `json:"status"`
-	Error       string `json:"error"`
-	ErrorDetail *struct {
-		Message string `json:"message"`
-	} `json:"errorDetail"`
-}
-
 func readBuildStream(r io.Reader, progress func(stage, msg string)) error {
-	dec := json.NewDecoder(r)
-	for {
-		var m buildMessage
-		if err := dec.Decode(&m); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read build output: %w", err)
-		}
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			return errors.New(oneLine(m.ErrorDetail.Message))
-		}
-		if m.Error != "" {
-			return errors.New(oneLine(m.Error))
-		}
+	return enginestream.Read(r, func(m enginestream.Message) {
 		for _, l := range strings.Split(m.Stream+m.Status, "\n") {
 			if l = strings.TrimSpace(l); l != "" {
 				progress("build", l)
 			}
 		}
-	}
+	})
 }
 
 // dockerfileInContext returns the Dockerfile's name inside the build
