@@ -151,7 +151,7 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 		if err != nil {
 			// The caller's cancellation or deadline is a detach, even when
 			// the plugin saw it first and ended the stream itself.
-			if ctx.Err() != nil || isCancel(err) && callerDone(req, ctx) {
+			if ctx.Err() != nil || isCancel(err) && callerDone(ctx) {
 				return ExitStatus{Detached: true}, nil
 			}
 			return ExitStatus{}, fromStatus("attach", err)
@@ -240,7 +240,7 @@ func isCancel(err error) bool {
 
 // callerDone waits briefly for the caller's context to report what the
 // stream already knows.
-func callerDone(_ AttachRequest, ctx context.Context) bool {
+func callerDone(ctx context.Context) bool {
 	if _, ok := ctx.Deadline(); !ok {
 		return false
 	}

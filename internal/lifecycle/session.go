@@ -2,11 +2,11 @@ package lifecycle
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -18,7 +18,7 @@ import (
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(f) }
 
-// run drives one session: prepare, launch, attach, tear down, and then keep
+// session drives one session: prepare, launch, attach, tear down, and then keep
 // or clean up the state — in that order, on every exit path.
 func (e *Env) session(ctx context.Context, s session) (int, error) {
 	id := s.meta.Identity
@@ -242,8 +242,8 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 func (e *Env) attach(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle) (sdk.ExitStatus, error) {
 	actx, detach := context.WithCancel(ctx)
 	defer detach()
-	var detached sync.Once
-	userDetached := false
+	// Set from the stdin goroutine when the user types the detach keys.
+	var userDetached atomic.Bool
 	tty := isTerminal(e.In)
 	streams := sdk.AttachStreams{Stdout: e.Out, Stderr: e.Err}
 	req := sdk.AttachRequest{Handle: h, TTY: tty, Stdin: e.In != nil}
@@ -256,13 +256,14 @@ func (e *Env) attach(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle) (s
 		req.Size = term.Size(e.In)
 		streams.Resize = term.WatchResize(actx, e.In)
 		streams.Stdin = &term.DetachReader{R: e.In, OnDetach: func() {
-			detached.Do(func() { userDetached = true; detach() })
+			userDetached.Store(true)
+			detach()
 		}}
 	} else if e.In != nil {
 		streams.Stdin = e.In
 	}
 	st, err := p.Backend.Attach(actx, req, streams)
-	if userDetached {
+	if userDetached.Load() {
 		return sdk.ExitStatus{Detached: true}, nil
 	}
 	if err != nil {
@@ -274,20 +275,19 @@ func (e *Env) attach(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle) (s
 	return st, nil
 }
 
-// progress shows launch progress: one rewritten line on a terminal, plain
-// lines otherwise.
+// progress shows launch progress: one rewritten line on a terminal (tty
+// set), plain lines otherwise.
 type progress struct {
-	f     *os.File
-	tty   bool
-	w     interface{ Write([]byte) (int, error) }
+	w     io.Writer
+	tty   *os.File
 	shown bool
 	last  string
 }
 
-func newProgress(w interface{ Write([]byte) (int, error) }) *progress {
+func newProgress(w io.Writer) *progress {
 	p := &progress{w: w}
 	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		p.f, p.tty = f, true
+		p.tty = f
 	}
 	return p
 }
@@ -304,14 +304,14 @@ func (p *progress) show(ev sdk.Progress) {
 	if ev.Total > 0 {
 		line += fmt.Sprintf(" (%d/%d)", ev.Current, ev.Total)
 	}
-	if !p.tty {
+	if p.tty == nil {
 		if line != p.last {
 			fmt.Fprintf(p.w, "bot-bottle: %s\n", line)
 			p.last = line
 		}
 		return
 	}
-	width := int(term.Size(p.f).Cols)
+	width := int(term.Size(p.tty).Cols)
 	if width <= 0 {
 		width = 80
 	}
@@ -323,9 +323,7 @@ func (p *progress) show(ev sdk.Progress) {
 }
 
 func (p *progress) done() {
-	if p.tty && p.shown {
+	if p.tty != nil && p.shown {
 		fmt.Fprint(p.w, "\r\x1b[K")
 	}
 }
-
-var _ = errors.New

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
@@ -62,7 +63,7 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		AgentName:     agent.Name,
 		Cwd:           cwd,
 		CopyCwd:       o.CopyCwd,
-		StartedAt:     e.now().UTC().Format("2006-01-02T15:04:05Z07:00"),
+		StartedAt:     e.now().UTC().Format(time.RFC3339),
 		Backend:       backend,
 		Egress:        agent.Egress,
 	}

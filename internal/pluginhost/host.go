@@ -36,12 +36,11 @@ var supportedAPIMajors = []string{"1"}
 
 // Host finds and starts plugins.
 type Host struct {
-	Home    string          // BOT_BOTTLE_HOME
-	Config  *config.Plugins // plugins.hcl
-	ExeDir  string          // directory of the running bot-bottle binary
-	Logger  hclog.Logger    // plugin logs appear under Logger.Named(plugin)
-	Getenv  func(string) string
-	LogFile io.Writer // optional extra sink, unused when nil
+	Home   string          // BOT_BOTTLE_HOME
+	Config *config.Plugins // plugins.hcl
+	ExeDir string          // directory of the running bot-bottle binary
+	Logger hclog.Logger    // plugin logs appear under Logger.Named(plugin)
+	Getenv func(string) string
 }
 
 // Found is one plugin binary on disk.
