@@ -1,0 +1,191 @@
+package pluginlock
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func sum(c byte) string { return strings.Repeat(string(c), 64) }
+
+func TestRoundTrip(t *testing.T) {
+	home := t.TempDir()
+	want := &Lock{Entries: map[string]Entry{
+		"skeleton": {Name: "skeleton", Version: "0.1.0", Protocol: 1, APIVersions: []string{"1.0.0"}, SHA256: sum('a')},
+		"docker":   {Name: "docker", Version: "1.2.3", Protocol: 2, APIVersions: []string{"1.0.0", "2.0.0"}, SHA256: sum('b')},
+		"bare":     {Name: "bare", SHA256: sum('c')},
+	}}
+	if err := Write(Path(home), want); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(Path(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(src)
+	if !strings.HasPrefix(text, "# This file is maintained by \"bot-bottle plugins install\"") || !strings.Contains(text, "may be committed") {
+		t.Errorf("header missing:\n%s", text)
+	}
+	// sorted blocks, aligned attributes
+	if b, d, s := strings.Index(text, `plugin "bare"`), strings.Index(text, `plugin "docker"`), strings.Index(text, `plugin "skeleton"`); !(b < d && d < s && b > 0) {
+		t.Errorf("blocks not sorted:\n%s", text)
+	}
+	if !strings.Contains(text, `plugin "skeleton" {
+  version      = "0.1.0"
+  protocol     = 1
+  api_versions = ["1.0.0"]
+  sha256       = "`+sum('a')+`"
+}`) {
+		t.Errorf("unexpected block layout:\n%s", text)
+	}
+
+	got, err := Read(Path(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, e := range got.Entries {
+		e.Line = 0
+		if len(e.APIVersions) == 0 {
+			e.APIVersions = nil // written as [], read back as an empty slice
+		}
+		got.Entries[n] = e
+	}
+	if !reflect.DeepEqual(got.Entries, want.Entries) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got.Entries, want.Entries)
+	}
+	// Writing what was read gives the same bytes.
+	if again := Format(got); string(again) != text {
+		t.Fatalf("not stable:\n%s\n---\n%s", text, again)
+	}
+}
+
+func TestReadMissingIsEmpty(t *testing.T) {
+	l, err := Read(filepath.Join(t.TempDir(), FileName))
+	if err != nil || len(l.Entries) != 0 {
+		t.Fatalf("%+v %v", l, err)
+	}
+	if _, ok := (*Lock)(nil).Get("x"); ok || (*Lock)(nil).Names() != nil {
+		t.Fatal("nil lock has entries")
+	}
+}
+
+func TestUnknownAttributesTolerated(t *testing.T) {
+	src := `
+future_setting = true
+mirror "x" {}
+plugin "test" {
+  version   = "1"
+  sha256    = "` + strings.ToUpper(sum('d')) + `"
+  signature = "zz"
+  provenance {
+    url = "https://example.com"
+  }
+}
+`
+	l, err := Parse([]byte(src), "plugins.lock.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := l.Entries["test"]; e.SHA256 != sum('d') || e.Version != "1" || e.Line != 4 {
+		t.Fatalf("%+v", e)
+	}
+}
+
+func TestBrokenIsOneLineWithPosition(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"plugin \"test\" {\n  sha256 = \n}\n", "lock.hcl:2:"},
+		{"plugin \"test\" {\n  version = \"1\"\n}\n", "lock.hcl:1:"},
+		{"plugin \"test\" {\n  sha256 = \"abc\"\n}\n", "lock.hcl:2:12: Invalid sha256"},
+		{"plugin \"Bad/Name\" {\n  sha256 = \"" + sum('a') + "\"\n}\n", "lock.hcl:1:8: Invalid plugin name"},
+		{"plugin \"a\" {\n  sha256 = \"" + sum('a') + "\"\n}\nplugin \"a\" {\n  sha256 = \"" + sum('a') + "\"\n}\n", "lock.hcl:4:1: Duplicate plugin block"},
+		{"plugin \"a\" {\n  protocol = \"one\"\n  sha256 = \"" + sum('a') + "\"\n}\n", "lock.hcl:2:"},
+	} {
+		_, err := Parse([]byte(tc.src), "/h/lock.hcl")
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: got %v, want one line containing %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+// TestConcurrentUpdates: many writers at once (each with its own open file,
+// as separate processes have), every entry kept.
+func TestConcurrentUpdates(t *testing.T) {
+	home := t.TempDir()
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- Update(context.Background(), home, func(l *Lock) error {
+				name := fmt.Sprintf("p%d", i)
+				l.Entries[name] = Entry{Name: name, Version: "1", Protocol: 1, SHA256: sum('e')}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := Read(Path(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Entries) != n {
+		t.Fatalf("want %d entries, got %v", n, l.Names())
+	}
+}
+
+// TestConcurrentProcesses: the same, across real processes (this test
+// binary re-executed).
+func TestConcurrentProcesses(t *testing.T) {
+	if home := os.Getenv("PLUGINLOCK_HELPER_HOME"); home != "" {
+		name := os.Getenv("PLUGINLOCK_HELPER_NAME")
+		for i := range 20 {
+			err := Update(context.Background(), home, func(l *Lock) error {
+				n := fmt.Sprintf("%s-%d", name, i)
+				l.Entries[n] = Entry{Name: n, SHA256: sum('f')}
+				return nil
+			})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
+		os.Exit(0)
+	}
+	home := t.TempDir()
+	var cmds []*exec.Cmd
+	for _, name := range []string{"a", "b", "c"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestConcurrentProcesses$")
+		cmd.Env = append(os.Environ(), "PLUGINLOCK_HELPER_HOME="+home, "PLUGINLOCK_HELPER_NAME="+name)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	for _, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := Read(Path(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Entries) != 60 {
+		t.Fatalf("want 60 entries, got %d: %v", len(l.Entries), l.Names())
+	}
+}
