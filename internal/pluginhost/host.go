@@ -1,6 +1,7 @@
-// Package pluginhost finds backend plugin binaries, verifies them, starts them
-// over go-plugin and turns their failures into clear errors. It is the only
-// code in the core that knows plugins are processes.
+// Package pluginhost finds backend plugin binaries, installs them, verifies
+// them (against plugins.hcl pins and plugins.lock.hcl), starts them over
+// go-plugin and turns their failures into clear errors. It is the only code
+// in the core that knows plugins are processes.
 package pluginhost
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -30,6 +33,30 @@ const BinaryPrefix = "bot-bottle-plugin-"
 
 // ErrNotInstalled is wrapped by Find when no binary of that name exists.
 var ErrNotInstalled = errors.New("plugin not installed")
+
+// EnvDevPlugins names development overrides: comma-separated name=/abs/path
+// pairs that win over every other source and are never checksum-checked.
+const EnvDevPlugins = "BOT_BOTTLE_DEV_PLUGINS"
+
+// Where a plugin binary was found (Found.Source).
+const (
+	SourceDev        = "dev override"
+	SourceConfigPath = "plugins.hcl path"
+	SourceHome       = "$BOT_BOTTLE_HOME/plugins"
+	SourceExeDir     = "next to bot-bottle"
+	SourcePath       = "$PATH"
+)
+
+// What is known of a binary's checksum (Found.Checksum).
+const (
+	ChecksumOK        = "ok"          // matches the plugins.hcl sha256 pin
+	ChecksumMismatch  = "mismatch"    // differs from the plugins.hcl pin: refused
+	ChecksumNotPinned = "not pinned"  // outside $BOT_BOTTLE_HOME/plugins, no pin
+	ChecksumLocked    = "locked"      // matches plugins.lock.hcl
+	ChecksumChanged   = "changed"     // differs from plugins.lock.hcl: refused
+	ChecksumNotLocked = "not locked"  // in $BOT_BOTTLE_HOME/plugins but not in the lock file
+	ChecksumUnchecked = "not checked" // a development override
+)
 
 // SupportedAPIVersions are the sdk API major versions this core can drive.
 var supportedAPIMajors = []string{"1"}
@@ -48,10 +75,13 @@ type Found struct {
 	Name   string `json:"name"`
 	Path   string `json:"path"`
 	Source string `json:"source"`
-	// Pinned is the sha256 plugins.hcl pins, if any; Actual is the binary's.
+	// Pinned is the sha256 plugins.hcl pins, if any; Locked the one
+	// plugins.lock.hcl records for a binary in $BOT_BOTTLE_HOME/plugins;
+	// Actual is the binary's.
 	Pinned   string `json:"sha256_pinned,omitempty"`
+	Locked   string `json:"sha256_locked,omitempty"`
 	Actual   string `json:"sha256"`
-	Checksum string `json:"checksum"` // "ok", "mismatch" or "not pinned"
+	Checksum string `json:"checksum"` // one of the Checksum* values
 }
 
 func (h *Host) getenv(k string) string {
@@ -64,33 +94,117 @@ func (h *Host) getenv(k string) string {
 type searchDir struct{ dir, source string }
 
 func (h *Host) searchDirs() []searchDir {
-	dirs := []searchDir{{filepath.Join(h.Home, "plugins"), "$BOT_BOTTLE_HOME/plugins"}}
+	dirs := []searchDir{{h.pluginsDir(), SourceHome}}
 	if h.ExeDir != "" {
-		dirs = append(dirs, searchDir{h.ExeDir, "next to bot-bottle"})
+		dirs = append(dirs, searchDir{h.ExeDir, SourceExeDir})
 	}
 	for _, d := range filepath.SplitList(h.getenv("PATH")) {
 		if d != "" {
-			dirs = append(dirs, searchDir{d, "$PATH"})
+			dirs = append(dirs, searchDir{d, SourcePath})
 		}
 	}
 	return dirs
 }
 
-// Find locates the binary of plugin name: path in plugins.hcl, then
-// $BOT_BOTTLE_HOME/plugins, then next to bot-bottle, then $PATH.
+// pluginsDir is $BOT_BOTTLE_HOME/plugins, where install puts binaries.
+func (h *Host) pluginsDir() string { return filepath.Join(h.Home, "plugins") }
+
+// readLock reads plugins.lock.hcl (empty when there is none).
+func (h *Host) readLock() (*pluginlock.Lock, error) {
+	return pluginlock.Read(pluginlock.Path(h.Home))
+}
+
+// DevOverrides parses BOT_BOTTLE_DEV_PLUGINS: plugin name → absolute path.
+func (h *Host) DevOverrides() (map[string]string, error) {
+	return ParseDevOverrides(h.getenv(EnvDevPlugins))
+}
+
+// ParseDevOverrides parses a BOT_BOTTLE_DEV_PLUGINS value: comma-separated
+// name=/abs/path pairs. Empty items are ignored; anything else malformed is
+// a one-line error.
+func ParseDevOverrides(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, path, ok := strings.Cut(item, "=")
+		name, path = strings.TrimSpace(name), strings.TrimSpace(path)
+		switch {
+		case !ok || name == "" || path == "":
+			return nil, fmt.Errorf("%s: %q is not name=/absolute/path (e.g. docker=/home/me/src/bot-bottle-plugin-docker)", EnvDevPlugins, item)
+		case config.ValidName(name) != nil:
+			return nil, fmt.Errorf("%s: %q: %v", EnvDevPlugins, item, config.ValidName(name))
+		case !filepath.IsAbs(path):
+			return nil, fmt.Errorf("%s: %q: the path must be absolute", EnvDevPlugins, item)
+		}
+		if prev, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s: plugin %q is given twice (%s and %s)", EnvDevPlugins, name, prev, path)
+		}
+		out[name] = filepath.Clean(path)
+	}
+	return out, nil
+}
+
+func (h *Host) devFound(name, path string) (Found, error) {
+	if err := isExecutable(path); err != nil {
+		return Found{}, fmt.Errorf("plugin %q: development override %s from %s: %w", name, path, EnvDevPlugins, err)
+	}
+	return Found{Name: name, Path: path, Source: SourceDev, Checksum: ChecksumUnchecked}, nil
+}
+
+// lockedMissing is the error for a locked plugin whose installed binary is
+// gone: it is refused rather than replaced by a same-named binary found
+// elsewhere, which nobody checked.
+func (h *Host) lockedMissing(name, path string, err error) error {
+	return fmt.Errorf("plugin %q: %s locks it, but its installed binary %s is unusable (%v); refusing to fall back to another copy. Re-install it: bot-bottle plugins install <path-to-binary>",
+		name, pluginlock.FileName, path, unwrapPathError(err))
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Find locates the binary of plugin name: a development override from
+// BOT_BOTTLE_DEV_PLUGINS, then path in plugins.hcl, then
+// $BOT_BOTTLE_HOME/plugins, then next to bot-bottle, then $PATH. A plugin
+// that plugins.lock.hcl locks must be in $BOT_BOTTLE_HOME/plugins.
 func (h *Host) Find(name string) (Found, error) {
+	dev, err := h.DevOverrides()
+	if err != nil {
+		return Found{}, err
+	}
+	if p, ok := dev[name]; ok {
+		return h.devFound(name, p)
+	}
 	block := h.block(name)
 	if block.Path != "" {
 		if err := isExecutable(block.Path); err != nil {
 			return Found{}, fmt.Errorf("plugin %q: path %s from %s: %w", name, block.Path, h.Config.File, err)
 		}
-		return h.found(name, block.Path, "plugins.hcl path", block.SHA256)
+		return h.found(name, block.Path, SourceConfigPath, block.SHA256, "")
 	}
+	lock, err := h.readLock()
+	if err != nil {
+		return Found{}, err
+	}
+	entry, locked := lock.Get(name)
 	var looked []string
 	for _, d := range h.searchDirs() {
 		p := filepath.Join(d.dir, BinaryPrefix+name)
+		if d.source == SourceHome && locked {
+			if err := isExecutable(p); err != nil {
+				return Found{}, h.lockedMissing(name, p, err)
+			}
+			return h.found(name, p, d.source, block.SHA256, entry.SHA256)
+		}
 		if isExecutable(p) == nil {
-			return h.found(name, p, d.source, block.SHA256)
+			return h.found(name, p, d.source, block.SHA256, "")
 		}
 		if len(looked) == 0 || looked[len(looked)-1] != d.source {
 			looked = append(looked, d.source)
@@ -101,11 +215,26 @@ func (h *Host) Find(name string) (Found, error) {
 }
 
 // Discover lists every plugin binary it can find, the first of each name
-// winning, plus plugins named in plugins.hcl with a path.
+// winning, plus development overrides and plugins named in plugins.hcl with
+// a path. A locked plugin whose binary is gone, like a broken lock file, is
+// an error, and hides same-named binaries elsewhere as it does for Find.
 func (h *Host) Discover() ([]Found, []error) {
 	seen := map[string]bool{}
 	var out []Found
 	var errs []error
+	dev, err := h.DevOverrides()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range sortedNames(dev) {
+		seen[n] = true
+		f, err := h.devFound(n, dev[n])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, f)
+	}
 	if h.Config != nil {
 		names := make([]string, 0, len(h.Config.Plugins))
 		for n, b := range h.Config.Plugins {
@@ -115,6 +244,9 @@ func (h *Host) Discover() ([]Found, []error) {
 		}
 		sort.Strings(names)
 		for _, n := range names {
+			if seen[n] {
+				continue
+			}
 			f, err := h.Find(n)
 			if err != nil {
 				errs = append(errs, err)
@@ -122,6 +254,20 @@ func (h *Host) Discover() ([]Found, []error) {
 			}
 			seen[n] = true
 			out = append(out, f)
+		}
+	}
+	lock, lockErr := h.readLock()
+	if lockErr != nil {
+		errs = append(errs, lockErr)
+	}
+	for _, n := range lock.Names() {
+		if seen[n] {
+			continue
+		}
+		p := filepath.Join(h.pluginsDir(), BinaryPrefix+n)
+		if err := isExecutable(p); err != nil {
+			seen[n] = true
+			errs = append(errs, h.lockedMissing(n, p, err))
 		}
 	}
 	for _, d := range h.searchDirs() {
@@ -134,12 +280,23 @@ func (h *Host) Discover() ([]Found, []error) {
 			if !ok || n == "" || seen[n] {
 				continue
 			}
+			if d.source == SourceHome && lockErr != nil {
+				// Unverifiable while the lock file is broken; and no
+				// same-named binary elsewhere stands in for it.
+				seen[n] = true
+				continue
+			}
 			p := filepath.Join(d.dir, e.Name())
 			if isExecutable(p) != nil {
 				continue
 			}
 			seen[n] = true
-			f, err := h.found(n, p, d.source, h.block(n).SHA256)
+			var locked string
+			if d.source == SourceHome {
+				entry, _ := lock.Get(n)
+				locked = entry.SHA256
+			}
+			f, err := h.found(n, p, d.source, h.block(n).SHA256, locked)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -159,21 +316,67 @@ func (h *Host) block(name string) config.PluginBlock {
 }
 
 // found describes a plugin binary. Hashing a plugin costs more than
-// starting it, so only pinned binaries are hashed here; Checksum fills in
-// the rest for `bot-bottle plugins`.
-func (h *Host) found(name, path, source, pinned string) (Found, error) {
-	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Checksum: "not pinned"}
-	if pinned == "" {
+// starting it, so only pinned or locked binaries are hashed here;
+// WithChecksum fills in the rest for `bot-bottle plugins`.
+func (h *Host) found(name, path, source, pinned, locked string) (Found, error) {
+	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Locked: locked, Checksum: ChecksumNotPinned}
+	if source == SourceHome {
+		f.Checksum = ChecksumNotLocked
+	}
+	if pinned == "" && locked == "" {
 		return f, nil
 	}
 	if err := f.hash(); err != nil {
 		return Found{}, err
 	}
-	f.Checksum = "ok"
-	if f.Pinned != f.Actual {
-		f.Checksum = "mismatch"
+	switch {
+	case f.Locked != "" && f.Locked != f.Actual:
+		f.Checksum = ChecksumChanged
+	case f.Pinned != "" && f.Pinned != f.Actual:
+		f.Checksum = ChecksumMismatch
+	case f.Locked != "":
+		f.Checksum = ChecksumLocked
+	default:
+		f.Checksum = ChecksumOK
 	}
 	return f, nil
+}
+
+// expectedSum is the sha256 go-plugin must see right before exec, or "".
+func (f Found) expectedSum() string {
+	if f.Locked != "" {
+		return f.Locked
+	}
+	return f.Pinned
+}
+
+// refusal is why f must not run, or nil.
+func (f Found) refusal() error {
+	switch f.Checksum {
+	case ChecksumMismatch:
+		return pinMismatchError(f.Name, f.Path, f.Actual, f.Pinned)
+	case ChecksumChanged:
+		return changedError(f.Name, f.Path, f.Actual, f.Locked)
+	}
+	return nil
+}
+
+func pinMismatchError(name, path, actual, pinned string) error {
+	return fmt.Errorf("plugin %q: checksum mismatch: %s has sha256 %s but plugins.hcl pins %s; refusing to run it", name, path, actual, pinned)
+}
+
+func changedError(name, path, actual, locked string) error {
+	return fmt.Errorf("plugin %q: %s changed since it was installed (sha256 %s, locked %s); refusing to run it. If you meant to change it, re-lock it: bot-bottle plugins install <path-to-new-binary>",
+		name, path, actual, locked)
+}
+
+func sortedNames(m map[string]string) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func (f *Found) hash() error {
@@ -225,6 +428,7 @@ func fileSHA256(p string) (string, error) {
 type Plugin struct {
 	Name    string
 	Path    string
+	Source  string // Found.Source: where the binary came from
 	Info    sdk.Info
 	Backend *sdk.Client
 	// Protocol is the go-plugin protocol version negotiated.
@@ -271,22 +475,68 @@ func (h *Host) Start(ctx context.Context, name string) (*Plugin, error) {
 	return h.StartFound(ctx, f)
 }
 
-// StartFound starts a plugin found by Find or Discover.
+// StartFound starts a plugin found by Find or Discover. A binary whose
+// sha256 differs from its lock entry or plugins.hcl pin is refused; the
+// expected sum also goes to go-plugin's SecureConfig, which hashes the file
+// again right before exec.
 func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
-	if f.Checksum == "mismatch" {
-		return nil, fmt.Errorf("plugin %q: checksum mismatch: %s has sha256 %s but plugins.hcl pins %s; refusing to run it", f.Name, f.Path, f.Actual, f.Pinned)
+	if err := f.refusal(); err != nil {
+		return nil, err
 	}
+	p, err := h.startBinary(ctx, f.Name, f.Path, f.expectedSum(), h.block(f.Name).Config)
+	if err != nil {
+		var se *startError
+		if !errors.As(err, &se) {
+			return nil, err
+		}
+		switch {
+		case se.step == stepStart && errors.Is(se.err, plugin.ErrChecksumsDoNotMatch):
+			// Replaced between our check and the exec.
+			actual, _ := fileSHA256(f.Path)
+			if f.Locked != "" {
+				return nil, changedError(f.Name, f.Path, actual, f.Locked)
+			}
+			return nil, pinMismatchError(f.Name, f.Path, actual, f.Pinned)
+		case se.step == stepStart:
+			return nil, fmt.Errorf("%s plugin (%s): start: %w", f.Name, f.Path, se.err)
+		default:
+			return nil, fmt.Errorf("%s plugin: %w", f.Name, se.err)
+		}
+	}
+	p.Source = f.Source
+	return p, nil
+}
+
+// The steps of starting a plugin, for errors that say which one failed.
+const (
+	stepStart = "start" // exec, handshake, gRPC connection
+	stepInfo  = "info"  // the Info call
+	stepAPI   = "api"   // an API version this core cannot drive
+)
+
+type startError struct {
+	step string
+	err  error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+// startBinary execs the plugin at path, completes the handshake and asks it
+// for its Info. name only labels logs and the Plugin; sum, when set, is the
+// sha256 go-plugin checks right before exec. Failures are *startError.
+func (h *Host) startBinary(ctx context.Context, name, path, sum string, config []byte) (*Plugin, error) {
 	logger := h.Logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	cmd := exec.Command(f.Path)
+	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), "BOT_BOTTLE_PLUGIN_LOG_LEVEL="+logLevelName(logger))
 	if id := HomeID(h.Home); id != "" {
 		cmd.Env = append(cmd.Env, sdk.EnvHomeID+"="+id)
 	}
-	if cfg := h.block(f.Name).Config; len(cfg) > 0 {
-		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(cfg))
+	if len(config) > 0 {
+		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(config))
 	}
 	// Its own process group: a Ctrl-C at the terminal is for the agent or for
 	// bot-bottle, which tears down in order; it must not kill the plugin first.
@@ -298,32 +548,35 @@ func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		GRPCDialOptions:  sdk.GRPCDialOptions(),
-		Logger:           logger.Named(f.Name),
+		Logger:           logger.Named(name),
 		StartTimeout:     InfoTimeout,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: shortTempDir()},
 	}
-	if f.Pinned != "" {
-		sum, _ := hex.DecodeString(f.Pinned)
-		cfg.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	if sum != "" {
+		b, err := hex.DecodeString(sum)
+		if err != nil || len(b) != sha256.Size {
+			return nil, &startError{stepStart, fmt.Errorf("invalid expected sha256 %q", sum)}
+		}
+		cfg.SecureConfig = &plugin.SecureConfig{Checksum: b, Hash: sha256.New()}
 	}
 	pc := plugin.NewClient(cfg)
 	client, proto, err := sdk.Dispense(pc)
 	if err != nil {
 		pc.Kill()
-		return nil, fmt.Errorf("%s plugin (%s): start: %w", f.Name, f.Path, err)
+		return nil, &startError{stepStart, err}
 	}
-	p := &Plugin{Name: f.Name, Path: f.Path, Backend: client, Protocol: proto, client: pc}
+	p := &Plugin{Name: name, Path: path, Backend: client, Protocol: proto, client: pc}
 	ictx, cancel := context.WithTimeout(ctx, InfoTimeout)
 	defer cancel()
 	info, err := client.Info(ictx)
 	if err != nil {
 		p.Close()
-		return nil, p.Wrap(err)
+		return nil, &startError{stepInfo, err}
 	}
 	if !apiCompatible(info.APIVersions) {
 		p.Close()
-		return nil, fmt.Errorf("%s plugin: speaks API %s, this bot-bottle speaks %s.x; rebuild the plugin against a matching sdk",
-			f.Name, strings.Join(info.APIVersions, ", "), strings.Join(supportedAPIMajors, ", "))
+		return nil, &startError{stepAPI, fmt.Errorf("speaks API %s, this bot-bottle speaks %s.x; rebuild the plugin against a matching sdk",
+			strings.Join(info.APIVersions, ", "), strings.Join(supportedAPIMajors, ", "))}
 	}
 	p.Info = info
 	return p, nil

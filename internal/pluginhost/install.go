@@ -1,0 +1,239 @@
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
+)
+
+// Installed is what Install put in place.
+type Installed struct {
+	pluginlock.Entry
+	Path string `json:"path"`
+	// Notes are things the user should know, e.g. that another source of
+	// the same name wins over the installed copy.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Install copies the plugin binary at src into $BOT_BOTTLE_HOME/plugins as
+// bot-bottle-plugin-<Info.Name> and records it in plugins.lock.hcl.
+//
+// The copy goes to a temp file in the plugins directory (fsynced, hashed
+// while it is written), which is started the way every plugin is and asked
+// for its Info; only a working plugin with a valid name is renamed into
+// place, and the rename and the lock entry happen under the lock file's
+// lock, so concurrent installs neither lose entries nor mix a binary of one
+// with the entry of another. A failed install leaves no binary and no entry.
+func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
+	fail := func(format string, args ...any) (Installed, error) {
+		return Installed{}, fmt.Errorf("install %s: "+format, append([]any{src}, args...)...)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fail("%v", unwrapPathError(err))
+	}
+	defer in.Close()
+	if fi, err := in.Stat(); err != nil {
+		return fail("%v", err)
+	} else if !fi.Mode().IsRegular() {
+		return fail("not a regular file")
+	}
+
+	dir := h.pluginsDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail("%v", err)
+	}
+	// No BinaryPrefix: discovery never sees a half-installed plugin.
+	tmp, err := os.CreateTemp(dir, ".installing-*")
+	if err != nil {
+		return fail("%v", err)
+	}
+	tmpPath := tmp.Name()
+	placed := false
+	defer func() {
+		if !placed {
+			_ = os.Remove(tmpPath)
+		}
+	}()
+	sumWriter := sha256.New()
+	_, err = io.Copy(io.MultiWriter(tmp, sumWriter), in)
+	if err == nil {
+		err = tmp.Chmod(0o755)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail("copy into %s: %v", dir, err)
+	}
+	sum := hex.EncodeToString(sumWriter.Sum(nil))
+
+	// Started from the copy, with its hash checked again at exec: what
+	// answered is exactly what gets installed.
+	// A candidate that is no plugin makes go-plugin log its exit at error
+	// level; the one-line error below says it better, so logs are only
+	// kept when the user asked for debug output.
+	quiet := *h
+	if h.Logger == nil || !h.Logger.IsDebug() {
+		quiet.Logger = hclog.NewNullLogger()
+	}
+	p, err := quiet.startBinary(ctx, "install", tmpPath, sum, nil)
+	if err != nil {
+		msg := strings.ReplaceAll(firstLine(err.Error()), tmpPath, src)
+		var se *startError
+		if errors.As(err, &se) && se.step == stepInfo {
+			return fail("the plugin started but its Info call failed: %s", msg)
+		}
+		if errors.As(err, &se) && se.step == stepAPI {
+			return fail("the plugin %s", msg)
+		}
+		return fail("not a working bot-bottle plugin (%s)", msg)
+	}
+	info, proto := p.Info, p.Protocol
+	p.Close()
+	if err := config.ValidName(info.Name); err != nil {
+		return fail("the plugin calls itself %q, which cannot name a plugin: %v", info.Name, err)
+	}
+
+	final := filepath.Join(dir, BinaryPrefix+info.Name)
+	entry := pluginlock.Entry{Name: info.Name, Version: info.Version, Protocol: proto, APIVersions: info.APIVersions, SHA256: sum}
+	err = pluginlock.WithLock(ctx, h.Home, func() error {
+		lock, err := pluginlock.Read(pluginlock.Path(h.Home))
+		if err != nil {
+			return err
+		}
+		if err := os.Rename(tmpPath, final); err != nil {
+			return err
+		}
+		placed = true
+		if err := pluginlock.SyncDir(dir); err != nil {
+			_ = os.Remove(final)
+			return err
+		}
+		lock.Entries[info.Name] = entry
+		if err := pluginlock.Write(pluginlock.Path(h.Home), lock); err != nil {
+			// Without its entry the binary must not stay: remove it, so
+			// that the old entry (if any) refuses to run anything and
+			// says to re-install, rather than pass an unrecorded binary.
+			_ = os.Remove(final)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	out := Installed{Entry: entry, Path: final}
+	if dev, _ := h.DevOverrides(); dev[info.Name] != "" {
+		out.Notes = append(out.Notes, fmt.Sprintf("%s overrides plugin %q with %s; unset it to use the installed copy", EnvDevPlugins, info.Name, dev[info.Name]))
+	}
+	if b := h.block(info.Name); b.Path != "" {
+		out.Notes = append(out.Notes, fmt.Sprintf("%s names path %s for plugin %q, which wins over the installed copy; remove that path to use it", h.Config.File, b.Path, info.Name))
+	}
+	return out, nil
+}
+
+// Check is the state of one plugin in $BOT_BOTTLE_HOME/plugins against
+// plugins.lock.hcl, as `bot-bottle plugins verify` reports it.
+type Check struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	Status  string `json:"status"` // one of the Verify* values
+	Version string `json:"version,omitempty"`
+	SHA256  string `json:"sha256,omitempty"`
+	Locked  string `json:"sha256_locked,omitempty"`
+	// Problem says what is wrong and how to fix it; "" when ok.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Check statuses.
+const (
+	VerifyOK        = "ok"
+	VerifyChanged   = "changed"
+	VerifyMissing   = "missing"
+	VerifyNotLocked = "not locked"
+)
+
+// Verify checks every plugin binary in $BOT_BOTTLE_HOME/plugins and every
+// plugins.lock.hcl entry against each other, sorted by name. The error is
+// for a lock file or plugins directory that cannot be read.
+func (h *Host) Verify() ([]Check, error) {
+	lock, err := h.readLock()
+	if err != nil {
+		return nil, err
+	}
+	dir := h.pluginsDir()
+	names := map[string]bool{}
+	for _, n := range lock.Names() {
+		names[n] = true
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if n, ok := strings.CutPrefix(e.Name(), BinaryPrefix); ok && n != "" && !e.IsDir() {
+			names[n] = true
+		}
+	}
+	out := make([]Check, 0, len(names))
+	for _, n := range sortedKeys(names) {
+		c := Check{Name: n, Path: filepath.Join(dir, BinaryPrefix+n)}
+		entry, locked := lock.Get(n)
+		c.Locked, c.Version = entry.SHA256, entry.Version
+		var sum string
+		err := isExecutable(c.Path)
+		if err == nil {
+			sum, err = fileSHA256(c.Path)
+		}
+		switch {
+		case err != nil && locked:
+			c.Status = VerifyMissing
+			c.Problem = fmt.Sprintf("locked in %s but %s is unusable (%v); re-install it: bot-bottle plugins install <path-to-binary>", pluginlock.FileName, c.Path, unwrapPathError(err))
+		case err != nil:
+			c.Status = VerifyNotLocked
+			c.Problem = fmt.Sprintf("not in %s, and unusable (%v); remove it, or install a working binary: bot-bottle plugins install <path-to-binary>", pluginlock.FileName, unwrapPathError(err))
+		case !locked:
+			c.Status, c.SHA256 = VerifyNotLocked, sum
+			c.Problem = fmt.Sprintf("not in %s, so nothing checks it before it runs; lock it: bot-bottle plugins install %s", pluginlock.FileName, c.Path)
+		case sum != entry.SHA256:
+			c.Status, c.SHA256 = VerifyChanged, sum
+			c.Problem = fmt.Sprintf("changed since it was installed (sha256 %s, locked %s); bot-bottle refuses to run it. If you meant to change it, re-lock it: bot-bottle plugins install <path-to-new-binary>", sum, entry.SHA256)
+		default:
+			c.Status, c.SHA256 = VerifyOK, sum
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// firstLine is s up to its first line break, without a dangling ": ".
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimRight(strings.TrimSpace(s), ":")
+}

@@ -1,0 +1,303 @@
+package pluginhost
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
+)
+
+// buildNamed builds internal/namedplugin calling itself name and speaking
+// API api.
+func buildNamed(tb testing.TB, dir, name, api string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "build-"+strings.NewReplacer("/", "_", " ", "_").Replace(name)+"-"+api)
+	ld := "-X main.name=" + name + " -X main.api=" + api
+	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", bin, "./internal/namedplugin").CombinedOutput(); err != nil {
+		tb.Fatalf("build named plugin: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func lockOf(t *testing.T, h *Host) *pluginlock.Lock {
+	t.Helper()
+	l, err := pluginlock.Read(pluginlock.Path(h.Home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func pluginsDirNames(t *testing.T, h *Host) []string {
+	t.Helper()
+	entries, err := os.ReadDir(h.pluginsDir())
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestInstallLockAndRefuse(t *testing.T) {
+	exeDir := t.TempDir()
+	src := buildTestPlugin(t, exeDir) // also the fallback next to bot-bottle
+	h := newHost(t, exeDir, nil)
+	ctx := context.Background()
+
+	in, err := h.Install(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := fileSHA256(src)
+	if in.Name != "test" || in.Protocol != 1 || in.SHA256 != want || in.Path != filepath.Join(h.Home, "plugins", BinaryPrefix+"test") {
+		t.Fatalf("installed %+v", in)
+	}
+	if e, ok := lockOf(t, h).Get("test"); !ok || e.SHA256 != want || e.Version != in.Version || len(e.APIVersions) != 1 {
+		t.Fatalf("lock entry %+v %v", e, ok)
+	}
+	f, err := h.Find("test")
+	if err != nil || f.Source != SourceHome || f.Checksum != ChecksumLocked || f.Locked != want {
+		t.Fatalf("find: %+v %v", f, err)
+	}
+	p, err := h.StartFound(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	// Changed after install: refused by Find+StartFound, with the fix.
+	other := buildNamed(t, t.TempDir(), "test", "1.0.0")
+	data, _ := os.ReadFile(other)
+	if err := os.WriteFile(in.Path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Start(ctx, "test"); err == nil || !strings.Contains(err.Error(), "changed since it was installed") ||
+		!strings.Contains(err.Error(), "locked "+want) || !strings.Contains(err.Error(), "bot-bottle plugins install") {
+		t.Fatalf("changed binary: %v", err)
+	}
+	// Changed between Find and exec: SecureConfig catches it.
+	if err := os.WriteFile(in.Path, mustRead(t, src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err = h.Find("test")
+	if err != nil || f.Checksum != ChecksumLocked {
+		t.Fatalf("restored: %+v %v", f, err)
+	}
+	replace(t, in.Path, data)
+	if _, err := h.StartFound(ctx, f); err == nil || !strings.Contains(err.Error(), "changed since it was installed") {
+		t.Fatalf("swap before exec: %v", err)
+	}
+
+	checks, err := h.Verify()
+	if err != nil || len(checks) != 1 || checks[0].Status != VerifyChanged {
+		t.Fatalf("verify changed: %+v %v", checks, err)
+	}
+
+	// Missing: refused, no fallback to the copy next to bot-bottle.
+	if err := os.Remove(in.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Find("test"); err == nil || !strings.Contains(err.Error(), "refusing to fall back") {
+		t.Fatalf("missing: %v", err)
+	}
+	found, errs := h.Discover()
+	if len(found) != 0 || len(errs) != 1 {
+		t.Fatalf("discover with a missing locked binary: %+v %v", found, errs)
+	}
+	if checks, _ := h.Verify(); len(checks) != 1 || checks[0].Status != VerifyMissing {
+		t.Fatalf("verify missing: %+v", checks)
+	}
+
+	// Re-install: fine again.
+	if _, err := h.Install(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	if checks, _ := h.Verify(); len(checks) != 1 || checks[0].Status != VerifyOK {
+		t.Fatalf("verify after re-install: %+v", checks)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// replace swaps path's content by rename, as an attacker or an upgrade
+// would (writing into a file that may be executing fails with ETXTBSY).
+func replace(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInstallFailuresLeaveNothing(t *testing.T) {
+	dir := t.TempDir()
+	h := newHost(t, "", nil)
+	ctx := context.Background()
+	text := filepath.Join(dir, "text")
+	if err := os.WriteFile(text, []byte("hello\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "script")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho not a plugin\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{text, "not a working bot-bottle plugin (fork/exec " + text + ": exec format error)"},
+		{script, "not a working bot-bottle plugin"},
+		{filepath.Join(dir, "nothere"), "no such file or directory"},
+		{dir, "not a regular file"},
+		{buildNamed(t, dir, "Bad_Name", "1.0.0"), `calls itself "Bad_Name"`},
+		{buildNamed(t, dir, "future", "9.0.0"), "speaks API 9.0.0"},
+	} {
+		_, err := h.Install(ctx, tc.src)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), ".installing-") {
+			t.Errorf("install %s: got %v, want one line with %q", tc.src, err, tc.want)
+		}
+		if names := pluginsDirNames(t, h); len(names) != 0 {
+			t.Errorf("install %s left %v", tc.src, names)
+		}
+		if _, err := os.Stat(pluginlock.Path(h.Home)); !os.IsNotExist(err) {
+			t.Errorf("install %s wrote a lock file", tc.src)
+		}
+	}
+}
+
+// TestConcurrentInstalls: plugins of different names installed at once
+// keep both entries, and both binaries match their entries.
+func TestConcurrentInstalls(t *testing.T) {
+	dir := t.TempDir()
+	names := []string{"alpha", "beta", "gamma"}
+	srcs := map[string]string{}
+	for _, n := range names {
+		srcs[n] = buildNamed(t, dir, n, "1.0.0")
+	}
+	h := newHost(t, "", nil)
+	ctx := context.Background()
+	for round := range 3 {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(names))
+		for _, n := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := h.Install(ctx, srcs[n])
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		l := lockOf(t, h)
+		if got := l.Names(); strings.Join(got, ",") != strings.Join(names, ",") {
+			t.Fatalf("round %d: entries %v", round, got)
+		}
+		checks, err := h.Verify()
+		if err != nil || len(checks) != len(names) {
+			t.Fatalf("verify: %+v %v", checks, err)
+		}
+		for _, c := range checks {
+			if c.Status != VerifyOK {
+				t.Fatalf("round %d: %+v", round, c)
+			}
+		}
+		if got := pluginsDirNames(t, h); len(got) != len(names) {
+			t.Fatalf("round %d: plugins dir %v", round, got)
+		}
+	}
+}
+
+func TestDevOverrides(t *testing.T) {
+	for _, tc := range []struct{ in, err string }{
+		{"", ""},
+		{" a=/x/y , b=/z ,", ""},
+		{"a", "is not name=/absolute/path"},
+		{"a=", "is not name=/absolute/path"},
+		{"=/x", "is not name=/absolute/path"},
+		{"a=rel/x", "the path must be absolute"},
+		{"A=/x", "invalid name"},
+		{"a=/x,a=/y", `plugin "a" is given twice`},
+	} {
+		m, err := ParseDevOverrides(tc.in)
+		if tc.err == "" {
+			if err != nil {
+				t.Errorf("%q: %v", tc.in, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.HasPrefix(err.Error(), EnvDevPlugins+": ") {
+			t.Errorf("%q: got %v %v, want %q", tc.in, m, err, tc.err)
+		}
+	}
+
+	// An override wins over a locked install and is not checked.
+	exeDir := t.TempDir()
+	src := buildTestPlugin(t, exeDir)
+	dev := buildNamed(t, t.TempDir(), "test", "1.0.0")
+	h := newHost(t, exeDir, nil)
+	if _, err := h.Install(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	h.Getenv = func(k string) string {
+		if k == EnvDevPlugins {
+			return "test=" + dev
+		}
+		return ""
+	}
+	p, err := h.Start(context.Background(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Source != SourceDev || p.Path != dev || p.Info.Version != "0.0.1" {
+		t.Fatalf("dev override: %+v", p)
+	}
+	found, errs := h.Discover()
+	if len(errs) != 0 || len(found) != 1 || found[0].Source != SourceDev || found[0].Checksum != ChecksumUnchecked {
+		t.Fatalf("discover: %+v %v", found, errs)
+	}
+}
+
+// BenchmarkStartInfoLocked is BenchmarkStartInfo for an installed, locked
+// plugin: the lock file read and the binary hashed twice (by Find, and by
+// go-plugin right before exec) on top.
+func BenchmarkStartInfoLocked(b *testing.B) {
+	exeDir := b.TempDir()
+	src := buildTestPlugin(b, exeDir)
+	h := newHost(b, "", nil)
+	ctx := context.Background()
+	if _, err := h.Install(ctx, src); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p, err := h.Start(ctx, "test")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		p.Close()
+		b.StartTimer()
+	}
+}
