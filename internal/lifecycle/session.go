@@ -12,6 +12,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -233,6 +234,10 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 		verb = "resuming"
 	}
 	fmt.Fprintf(e.Err, "bot-bottle: %s %s\n%s", verb, s.meta.Identity, b.String())
+	if p.Source == pluginhost.SourceDev {
+		e.say("warning: plugin %q is a development override from %s (%s): not checked against %s",
+			p.Name, pluginhost.EnvDevPlugins, p.Path, pluginlock.FileName)
+	}
 	for _, w := range plan.Warnings {
 		e.say("warning: %s", w)
 	}
