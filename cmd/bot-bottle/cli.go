@@ -21,7 +21,7 @@ type CLI struct {
 	Deny     DenyCmd     `cmd:"" help:"Deny a request with a reason the agent is told."`
 	Audit    AuditCmd    `cmd:"" help:"Show a bottle's audit log (kept after cleanup)."`
 	Agents   AgentsCmd   `cmd:"" help:"List the agents you can start."`
-	Plugins  PluginsCmd  `cmd:"" help:"List backend plugins: path, version, protocol, capabilities, checksum."`
+	Plugins  PluginsCmd  `cmd:"" help:"List backend plugins (path, version, protocol, capabilities, checksum); install and verify them."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
 	Dashboard DashboardCmd `cmd:"" help:"Live full-screen view of bottles and pending requests: approve, deny, attach, commit, stop."`

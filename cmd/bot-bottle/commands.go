@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -281,7 +282,24 @@ func (c *AgentsCmd) Run(a *App) error {
 	return err
 }
 
+// PluginsCmd groups the plugin commands; with no subcommand it lists.
 type PluginsCmd struct {
+	List    PluginsListCmd    `cmd:"" default:"withargs" help:"List backend plugins: version, protocol, capabilities, checksum (pinned, locked, changed), source and path (the default)."`
+	Install PluginsInstallCmd `cmd:"" help:"Install a plugin binary into $BOT_BOTTLE_HOME/plugins and lock its sha256 in plugins.lock.hcl."`
+	Verify  PluginsVerifyCmd  `cmd:"" help:"Check every plugin in $BOT_BOTTLE_HOME/plugins against plugins.lock.hcl."`
+}
+
+func (c *PluginsCmd) Help() string {
+	return `With no command, lists the plugins (as "plugins list").
+
+Plugins are found by: BOT_BOTTLE_DEV_PLUGINS (name=/abs/path pairs, for
+development; never checked) → path in plugins.hcl (checked against its sha256
+pin, if any) → $BOT_BOTTLE_HOME/plugins (where "plugins install" puts them;
+checked against plugins.lock.hcl before every start) → next to bot-bottle →
+$PATH.`
+}
+
+type PluginsListCmd struct {
 	JSON bool `name:"json" help:"Print JSON."`
 }
 
@@ -296,11 +314,13 @@ type pluginRow struct {
 	Capabilities []string          `json:"capabilities"`
 	Details      map[string]string `json:"details,omitempty"`
 	SHA256       string            `json:"sha256"`
+	Pinned       string            `json:"sha256_pinned,omitempty"`
+	Locked       string            `json:"sha256_locked,omitempty"`
 	Checksum     string            `json:"checksum"`
 	Error        string            `json:"error,omitempty"`
 }
 
-func (c *PluginsCmd) Run(a *App) error {
+func (c *PluginsListCmd) Run(a *App) error {
 	env, err := a.Env()
 	if err != nil {
 		return err
@@ -311,7 +331,8 @@ func (c *PluginsCmd) Run(a *App) error {
 		if hf, err := pluginhost.WithChecksum(f); err == nil {
 			f = hf
 		}
-		row := pluginRow{Name: f.Name, Path: f.Path, Source: f.Source, SHA256: f.Actual, Checksum: f.Checksum, Capabilities: []string{}}
+		row := pluginRow{Name: f.Name, Path: f.Path, Source: f.Source, SHA256: f.Actual, Pinned: f.Pinned, Locked: f.Locked,
+			Checksum: f.Checksum, Capabilities: []string{}}
 		p, err := env.Host.StartFound(a.ctx, f)
 		if err != nil {
 			row.Error = oneLine(err.Error())
@@ -331,15 +352,113 @@ func (c *PluginsCmd) Run(a *App) error {
 		return printJSON(rows)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tPROTOCOL\tCAPABILITIES\tCHECKSUM\tPATH")
+	fmt.Fprintln(tw, "NAME\tVERSION\tPROTOCOL\tCAPABILITIES\tCHECKSUM\tSOURCE\tPATH")
 	for _, r := range rows {
 		ver := r.Version
 		if r.Error != "" {
 			ver = "error: " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, ver, r.Protocol, dash(strings.Join(r.Capabilities, ",")), r.Checksum, r.Path)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Name, ver, r.Protocol, dash(strings.Join(r.Capabilities, ",")), r.Checksum, r.Source, r.Path)
 	}
 	return tw.Flush()
+}
+
+type PluginsInstallCmd struct {
+	Path string `arg:"" type:"path" help:"The plugin binary to install (e.g. a local build). It is copied, started once and asked for its Info; it is installed as bot-bottle-plugin-<its name>, replacing an earlier install of that name."`
+	JSON bool   `name:"json" help:"Print what was installed as JSON."`
+}
+
+func (c *PluginsInstallCmd) Help() string {
+	return `The binary is copied into $BOT_BOTTLE_HOME/plugins, started the way bot-bottle
+starts every plugin and asked for its Info; its name, version, protocol and API
+versions and sha256 go into $BOT_BOTTLE_HOME/plugins.lock.hcl. From then on
+bot-bottle refuses to run that installed plugin if its binary changes; install
+the new binary to re-lock it. A file that is not a working plugin leaves nothing
+behind. The lock file may be committed to share or review the plugins in use.
+
+Set BOT_BOTTLE_DEV_PLUGINS=name=/abs/path[,name=/abs/path] to run a development
+build instead without installing it; it is not checked against the lock file.`
+}
+
+func (c *PluginsInstallCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	in, err := env.Host.Install(a.ctx, c.Path)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(in)
+	}
+	fmt.Printf("installed %s %s (protocol %d, sha256 %s…) to %s\n", in.Name, in.Version, in.Protocol, in.SHA256[:12], in.Path)
+	for _, n := range in.Notes {
+		fmt.Fprintf(os.Stderr, "bot-bottle: note: %s\n", n)
+	}
+	return nil
+}
+
+type PluginsVerifyCmd struct {
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+func (c *PluginsVerifyCmd) Help() string {
+	return `One line per plugin binary in $BOT_BOTTLE_HOME/plugins and per entry of
+plugins.lock.hcl: ok, CHANGED (sha256 differs from the lock), missing binary, or
+not locked, with how to fix it. Exits non-zero unless every plugin is ok.
+Plugins found elsewhere (plugins.hcl path, next to bot-bottle, $PATH,
+BOT_BOTTLE_DEV_PLUGINS) are not covered by the lock file.`
+}
+
+var verifyLabel = map[string]string{
+	pluginhost.VerifyOK:        "ok",
+	pluginhost.VerifyChanged:   "CHANGED",
+	pluginhost.VerifyMissing:   "missing binary",
+	pluginhost.VerifyNotLocked: "not locked",
+}
+
+func (c *PluginsVerifyCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	checks, err := env.Host.Verify()
+	if err != nil {
+		return err
+	}
+	bad := 0
+	for _, ch := range checks {
+		if ch.Status != pluginhost.VerifyOK {
+			bad++
+		}
+	}
+	if c.JSON {
+		if err := printJSON(checks); err != nil {
+			return err
+		}
+	} else {
+		if len(checks) == 0 {
+			fmt.Fprintf(os.Stderr, "bot-bottle: no installed plugins (%s is empty)\n", filepath.Join(env.Home, "plugins"))
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		for _, ch := range checks {
+			detail := ch.Path
+			if ch.Status == pluginhost.VerifyOK {
+				detail = fmt.Sprintf("%s (sha256 %s…) %s", ch.Version, ch.SHA256[:12], ch.Path)
+			} else {
+				detail += ": " + ch.Problem
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", verifyLabel[ch.Status], ch.Name, detail)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d installed plugins failed verification", bad, len(checks))
+	}
+	return nil
 }
 
 type VersionCmd struct{}
