@@ -75,11 +75,16 @@
 //
 // # Testing a backend
 //
-// Build your plugin binary in the test and drive it the way the core does:
-// plugin.NewClient with Handshake, ClientPluginSets(), AllowedProtocols gRPC,
-// AutoMTLS and GRPCDialOptions(), then Dispense. The returned *Client
-// implements Backend and every optional interface. Then run the
-// conformance suite (package sdk/conformance) against it: it checks what the
-// core relies on — exit codes and streams, stdin's end, thorough and
-// repeatable Stop, Stop by identity alone, and each capability you declare.
+// Package backendtest (sdk/backendtest) is the project's own conformance
+// suite, exported: RunConformance checks, one subtest per contract item,
+// everything the core relies on — Info and capability gating, exit codes,
+// stdout and stderr apart, stdin's end, terminal resize, detach, a Stop
+// that is complete and repeatable and works by identity alone, a handle
+// from one plugin process driving the bottle from a fresh one, errors as
+// the documented status codes, and Exec, CopyIn/CopyOut and Commit with
+// resume where you declare them. Drive your built binary with
+// backendtest.Start (exactly as the core starts plugins) or an
+// implementation with backendtest.InProcess (real gRPC, no binary).
+// examples/backend-skeleton in the bot-bottle repository is a complete
+// out-of-tree backend that does both.
 package sdk

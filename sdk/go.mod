@@ -3,6 +3,7 @@ module github.com/bot-bottle/bot-bottle/sdk
 go 1.26
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.7.0
 	google.golang.org/grpc v1.79.0

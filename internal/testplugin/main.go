@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -191,6 +193,9 @@ func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	if err != nil {
 		return sdk.ExitStatus{}, err
 	}
+	if req.TTY {
+		return b.attachTTY(ctx, id, cmd, req.Size, s)
+	}
 	if s.Stdin != nil {
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -209,6 +214,41 @@ func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	case <-ctx.Done():
 		return sdk.ExitStatus{Detached: true}, nil
 	case err := <-done:
+		return exitStatus(err)
+	}
+}
+
+// attachTTY runs the command on a pty of the requested size and follows
+// resizes, like a real backend's terminal session.
+func (b *backend) attachTTY(ctx context.Context, id string, cmd *exec.Cmd, size sdk.TermSize, s sdk.AttachStreams) (sdk.ExitStatus, error) {
+	cmd.SysProcAttr = nil // pty.Start makes it a session leader instead
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: size.Rows, Cols: size.Cols})
+	if err != nil {
+		return sdk.ExitStatus{}, fmt.Errorf("start %s: %w", id, err)
+	}
+	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(s.Stdout, ptmx); close(copied) }()
+	if s.Stdin != nil {
+		go func() { _, _ = io.Copy(ptmx, s.Stdin) }()
+	}
+	go func() {
+		for sz := range s.Resize {
+			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: sz.Rows, Cols: sz.Cols})
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-ctx.Done():
+		return sdk.ExitStatus{Detached: true}, nil
+	case err := <-done:
+		// The pty's last output is read after the exit; give it a moment.
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+		}
+		ptmx.Close()
 		return exitStatus(err)
 	}
 }

@@ -4,17 +4,18 @@ import (
 	"testing"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
-	"github.com/bot-bottle/bot-bottle/sdk/conformance"
+	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
 )
 
-// TestConformance runs the SDK's conformance suite against the real plugin
-// process and the strict fake smolvm; every smolvm call it made must also
-// keep the contract's rules.
+// TestConformance runs the SDK's exported conformance suite against the real
+// plugin binary (a fresh process wherever the suite asks for one) and the
+// strict fake smolvm; every smolvm call it made must also keep the
+// contract's rules.
 func TestConformance(t *testing.T) {
 	r := newRig(t, false)
-	conformance.Run(t, conformance.Harness{
-		Backend: r.client,
-		Agent:   sdk.Agent{Name: "conf", Image: "alpine", Workdir: "/tmp", Egress: []string{"example.com"}},
+	backendtest.RunConformance(t, backendtest.Harness{
+		New:   func(testing.TB) sdk.Backend { return r.start() },
+		Agent: sdk.Agent{Name: "conf", Image: "alpine", Workdir: "/tmp", Egress: []string{"example.com"}},
 	})
 	r.checkCallRules(nil)
 }

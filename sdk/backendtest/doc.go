@@ -1,0 +1,31 @@
+// Package backendtest proves a bot-bottle backend correct with the same
+// checks the project holds its own backends to. Call RunConformance from
+// your plugin's tests:
+//
+//	func TestConformance(t *testing.T) {
+//		bin := backendtest.Build(t, ".", "mybackend")
+//		backendtest.RunConformance(t, backendtest.Harness{
+//			New:   func(t testing.TB) sdk.Backend { return backendtest.Start(t, bin) },
+//			Agent: sdk.Agent{Name: "conf", Image: "…", Workdir: "/tmp"},
+//		})
+//	}
+//
+// Start runs your built binary exactly as the core does (a new process each
+// call, so the suite can check that a handle from one process drives the
+// bottle from another). InProcess serves a Backend value over real gRPC
+// inside the test process, through go-plugin's TestPluginGRPCConn, for fast
+// tests that still cross the wire.
+//
+// Each contract item is a subtest (ItemExitCode, ItemResize, …) and each
+// failure message starts with the item's words, so `go test -run
+// 'TestConformance/TerminalResize'` reruns one item. The agent image must
+// have a POSIX sh, cat, echo, sleep and stty (busybox has them all).
+//
+// # Errors the suite expects
+//
+// A declined optional call (a capability the backend does not declare)
+// fails with sdk.ErrNotSupported, which travels as gRPC Unimplemented;
+// embedding sdk.UnimplementedBackend does that. A bottle, path or snapshot
+// that does not exist is sdk.ErrNotFound, gRPC NotFound. Messages are one
+// line. Stop of something that does not exist succeeds.
+package backendtest
