@@ -24,7 +24,8 @@ const drainTimeout = 2 * time.Second
 // Attach runs the agent through `machine exec` and streams it: under a pty
 // the plugin owns for a TTY (smolvm uses raw mode only when its stdin is a
 // terminal), else with --stream and pipes.
-func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, streams sdk.AttachStreams) (sdk.ExitStatus, error) {
+func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, streams sdk.AttachStreams) (_ sdk.ExitStatus, err error) {
+	defer markNotFound(&err)
 	d, err := decodeHandle(req.Handle)
 	if err != nil {
 		return sdk.ExitStatus{}, err

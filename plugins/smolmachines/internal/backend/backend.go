@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -209,3 +210,15 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// markNotFound makes smolvm's "vm not found" an sdk.ErrNotFound, which the
+// core reads as "the bottle is gone" (gRPC NotFound) rather than a failure.
+func markNotFound(err *error) {
+	if *err != nil && smolvm.IsNotFound(*err) && !errors.Is(*err, sdk.ErrNotFound) {
+		*err = notFoundError{*err}
+	}
+}
+
+type notFoundError struct{ error }
+
+func (e notFoundError) Unwrap() []error { return []error{e.error, sdk.ErrNotFound} }

@@ -135,7 +135,8 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 // starts it again. smolvm packs only offline, so the running agent session
 // ends. Machines booted from a local archive or rootfs cannot be packed;
 // that is refused before anything is stopped.
-func (b *Backend) Commit(ctx context.Context, h sdk.Handle, snapshotDir string) (sdk.CommitResult, error) {
+func (b *Backend) Commit(ctx context.Context, h sdk.Handle, snapshotDir string) (_ sdk.CommitResult, err error) {
+	defer markNotFound(&err)
 	d, err := decodeHandle(h)
 	if err != nil {
 		return sdk.CommitResult{}, fmt.Errorf("commit: %w", err)
@@ -200,7 +201,8 @@ func describeKind(d handleData) string {
 }
 
 // Exec runs a one-off command in the running machine, buffered.
-func (b *Backend) Exec(ctx context.Context, req sdk.ExecRequest) (sdk.ExecResult, error) {
+func (b *Backend) Exec(ctx context.Context, req sdk.ExecRequest) (_ sdk.ExecResult, err error) {
+	defer markNotFound(&err)
 	d, err := decodeHandle(req.Handle)
 	if err != nil {
 		return sdk.ExecResult{}, fmt.Errorf("exec: %w", err)
@@ -242,7 +244,8 @@ func (b *Backend) Exec(ctx context.Context, req sdk.ExecRequest) (sdk.ExecResult
 }
 
 // CopyIn unpacks a tar stream at path in the guest.
-func (b *Backend) CopyIn(ctx context.Context, h sdk.Handle, path string, tarball []byte) error {
+func (b *Backend) CopyIn(ctx context.Context, h sdk.Handle, path string, tarball []byte) (err error) {
+	defer markNotFound(&err)
 	d, err := decodeHandle(h)
 	if err != nil {
 		return fmt.Errorf("copy in: %w", err)
@@ -274,7 +277,8 @@ func (b *Backend) CopyIn(ctx context.Context, h sdk.Handle, path string, tarball
 
 // CopyOut returns path from the guest as a tar stream whose top entry is
 // path's base name (as Docker's copy does).
-func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) ([]byte, error) {
+func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) (_ []byte, err error) {
+	defer markNotFound(&err)
 	d, err := decodeHandle(h)
 	if err != nil {
 		return nil, fmt.Errorf("copy out: %w", err)
