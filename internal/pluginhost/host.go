@@ -49,13 +49,14 @@ const (
 
 // What is known of a binary's checksum (Found.Checksum).
 const (
-	ChecksumOK        = "ok"          // matches the plugins.hcl sha256 pin
-	ChecksumMismatch  = "mismatch"    // differs from the plugins.hcl pin: refused
-	ChecksumNotPinned = "not pinned"  // outside $BOT_BOTTLE_HOME/plugins, no pin
-	ChecksumLocked    = "locked"      // matches plugins.lock.hcl
-	ChecksumChanged   = "changed"     // differs from plugins.lock.hcl: refused
-	ChecksumNotLocked = "not locked"  // in $BOT_BOTTLE_HOME/plugins but not in the lock file
-	ChecksumUnchecked = "not checked" // a development override
+	ChecksumOK        = "ok"               // matches the plugins.hcl sha256 pin
+	ChecksumMismatch  = "mismatch"         // differs from the plugins.hcl pin: refused
+	ChecksumNotPinned = "not pinned"       // outside $BOT_BOTTLE_HOME/plugins, no pin
+	ChecksumLocked    = "locked"           // matches plugins.lock.hcl
+	ChecksumChanged   = "changed"          // differs from plugins.lock.hcl: refused
+	ChecksumNotLocked = "not locked"       // in $BOT_BOTTLE_HOME/plugins but not in the lock file
+	ChecksumUnchecked = "not checked"      // a development override
+	ChecksumAtStart   = "checked at start" // pinned or locked, not hashed yet
 )
 
 // SupportedAPIVersions are the sdk API major versions this core can drive.
@@ -315,21 +316,25 @@ func (h *Host) block(name string) config.PluginBlock {
 	return h.Config.Block(name)
 }
 
-// found describes a plugin binary. Hashing a plugin costs more than
-// starting it, so only pinned or locked binaries are hashed here;
-// WithChecksum fills in the rest for `bot-bottle plugins`.
+// found describes a plugin binary without hashing it: hashing costs about
+// what starting the plugin does, and go-plugin's SecureConfig hashes a
+// pinned or locked binary anyway, once, right before exec (StartFound turns
+// its mismatch into our message). WithChecksum hashes for listings.
 func (h *Host) found(name, path, source, pinned, locked string) (Found, error) {
 	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Locked: locked, Checksum: ChecksumNotPinned}
 	if source == SourceHome {
 		f.Checksum = ChecksumNotLocked
 	}
-	if pinned == "" && locked == "" {
-		return f, nil
+	if pinned != "" || locked != "" {
+		f.Checksum = ChecksumAtStart
 	}
-	if err := f.hash(); err != nil {
-		return Found{}, err
-	}
+	return f, nil
+}
+
+// classify sets Checksum from a computed Actual.
+func (f *Found) classify() {
 	switch {
+	case f.Locked == "" && f.Pinned == "":
 	case f.Locked != "" && f.Locked != f.Actual:
 		f.Checksum = ChecksumChanged
 	case f.Pinned != "" && f.Pinned != f.Actual:
@@ -339,7 +344,6 @@ func (h *Host) found(name, path, source, pinned, locked string) (Found, error) {
 	default:
 		f.Checksum = ChecksumOK
 	}
-	return f, nil
 }
 
 // expectedSum is the sha256 go-plugin must see right before exec, or "".
@@ -391,10 +395,14 @@ func (f *Found) hash() error {
 	return nil
 }
 
-// WithChecksum returns f with its binary's sha256 filled in.
+// WithChecksum returns f with its binary's sha256 filled in and, when it
+// is pinned or locked, its Checksum status decided.
 func WithChecksum(f Found) (Found, error) {
-	err := f.hash()
-	return f, err
+	if err := f.hash(); err != nil {
+		return f, err
+	}
+	f.classify()
+	return f, nil
 }
 
 func isExecutable(p string) error {
@@ -491,7 +499,6 @@ func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
 		}
 		switch {
 		case se.step == stepStart && errors.Is(se.err, plugin.ErrChecksumsDoNotMatch):
-			// Replaced between our check and the exec.
 			actual, _ := fileSHA256(f.Path)
 			if f.Locked != "" {
 				return nil, changedError(f.Name, f.Path, actual, f.Locked)

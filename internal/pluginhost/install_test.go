@@ -64,8 +64,11 @@ func TestInstallLockAndRefuse(t *testing.T) {
 		t.Fatalf("lock entry %+v %v", e, ok)
 	}
 	f, err := h.Find("test")
-	if err != nil || f.Source != SourceHome || f.Checksum != ChecksumLocked || f.Locked != want {
-		t.Fatalf("find: %+v %v", f, err)
+	if err != nil || f.Source != SourceHome || f.Checksum != ChecksumAtStart || f.Locked != want || f.Actual != "" {
+		t.Fatalf("find (which leaves the hashing to the start): %+v %v", f, err)
+	}
+	if hf, err := WithChecksum(f); err != nil || hf.Checksum != ChecksumLocked || hf.Actual != want {
+		t.Fatalf("with checksum: %+v %v", hf, err)
 	}
 	p, err := h.StartFound(ctx, f)
 	if err != nil {
@@ -88,7 +91,7 @@ func TestInstallLockAndRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, err = h.Find("test")
-	if err != nil || f.Checksum != ChecksumLocked {
+	if err != nil || f.Checksum != ChecksumAtStart {
 		t.Fatalf("restored: %+v %v", f, err)
 	}
 	replace(t, in.Path, data)
