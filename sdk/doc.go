@@ -27,10 +27,21 @@
 //		sdk.Serve(&backend{}, sdk.WithLogger(sdk.NewLogger("mybackend")))
 //	}
 //
-// Build it, put it in $BOT_BOTTLE_HOME/plugins/ (or next to bot-bottle, or on
-// $PATH, or name it with `path` in a plugin block of plugins.hcl), and run
-// `bot-bottle plugins` to see it and `bot-bottle start shell --backend <name>`
-// to use it.
+// Build it and install it:
+//
+//	go build -o bot-bottle-plugin-mybackend .
+//	bot-bottle plugins install ./bot-bottle-plugin-mybackend
+//	bot-bottle start shell --backend mybackend
+//
+// Install copies the binary into $BOT_BOTTLE_HOME/plugins/, asks it for its
+// Info and records its name, version, protocol and sha256 in
+// $BOT_BOTTLE_HOME/plugins.lock.hcl; from then on bot-bottle refuses to run
+// that binary if it changes, until it is installed again, and `bot-bottle
+// plugins verify` checks every installed plugin. While developing, skip the
+// lock with BOT_BOTTLE_DEV_PLUGINS=mybackend=/abs/path/to/binary (the
+// preflight says so). bot-bottle also finds plugins next to its own
+// executable, on $PATH, or at a `path` in a plugin block of plugins.hcl
+// (pinned there with `sha256`).
 //
 // # Rules a backend must follow
 //
