@@ -1,0 +1,177 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// A bottle is a directory under the backend's root, named by its identity.
+// Everything a plugin process needs to drive a bottle is in there, so that a
+// fresh process (another terminal, after a crash) can attach to, list or
+// stop a bottle that another one launched. The plugin itself keeps nothing.
+//
+//	<root>/<identity>/
+//	  bottle.json  the record: what runs, where, how (never a Spec.Env value)
+//	  pid          the init's host pid and start time, written by the init
+//	  stdin        a FIFO: Attach writes the user's input into it
+//	  tty          the terminal's device path, with a TTY
+//	  stdout.log   the agent's output (all of it, with a TTY)
+//	  stderr.log   the agent's stderr, without a TTY
+//	  started      exists once the agent runs
+//	  exit         the agent's exit code, once it has exited
+//	  work/        the agent's working directory, unless it works in Spec.Cwd
+//	  bin/bottle   a link to the in-bottle helper, first on the agent's PATH
+const (
+	fileRecord  = "bottle.json"
+	filePid     = "pid"
+	fileStdin   = "stdin"
+	fileTTY     = "tty"
+	fileStdout  = "stdout.log"
+	fileStderr  = "stderr.log"
+	fileStarted = "started"
+	fileExit    = "exit"
+	dirWork     = "work"
+	dirBin      = "bin"
+)
+
+// record is what Launch knows and every later call needs. It holds no
+// secret: Spec.Env values only ever exist in the bottle's processes.
+type record struct {
+	Identity string   `json:"identity"`
+	Agent    string   `json:"agent"`
+	Command  []string `json:"command"`
+	Cwd      string   `json:"cwd"`
+	TTY      bool     `json:"tty"`
+	Detach   bool     `json:"detach"`
+	Created  string   `json:"created"`
+}
+
+type bottle struct{ dir string }
+
+func (bt bottle) path(name string) string { return filepath.Join(bt.dir, name) }
+
+func (bt bottle) exists(name string) bool {
+	_, err := os.Lstat(bt.path(name))
+	return err == nil
+}
+
+func (bt bottle) record() (record, error) {
+	var rec record
+	data, err := os.ReadFile(bt.path(fileRecord))
+	if errors.Is(err, os.ErrNotExist) {
+		return rec, fmt.Errorf("bottle %s: %w", filepath.Base(bt.dir), sdk.ErrNotFound)
+	}
+	if err != nil {
+		return rec, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, fmt.Errorf("bottle %s: %s: %w", filepath.Base(bt.dir), fileRecord, err)
+	}
+	return rec, nil
+}
+
+func (bt bottle) writeRecord(rec record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(bt.path(fileRecord), data, 0o600)
+}
+
+// initProc is the bottle's init as the host sees it. The start time tells
+// it apart from an unrelated process that got the same pid later, which
+// Stop must never kill.
+type initProc struct {
+	pid   int
+	start string
+}
+
+// proc reads the pid file, or reports false when there is none.
+func (bt bottle) proc() (initProc, bool) {
+	data, err := os.ReadFile(bt.path(filePid))
+	if err != nil {
+		return initProc{}, false
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return initProc{}, false
+	}
+	pid, err := strconv.Atoi(f[0])
+	return initProc{pid: pid, start: f[1]}, err == nil && pid > 1
+}
+
+// alive reports whether the bottle's init is still running.
+func (bt bottle) alive() bool {
+	p, ok := bt.proc()
+	return ok && p.alive()
+}
+
+func (p initProc) alive() bool {
+	state, start, ok := procStat(strconv.Itoa(p.pid))
+	if !ok || start != p.start {
+		return false
+	}
+	if state != "Z" && state != "X" {
+		return true
+	}
+	// A killed init's main thread can be a zombie while its last thread
+	// is still emptying the pid namespace: it is gone when that is done.
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p.pid) + "/task")
+	return len(tasks) > 1
+}
+
+// procStat reads a process's state and start time (fields 3 and 22 of
+// /proc/<pid>/stat); pid may be "self".
+func procStat(pid string) (state, start string, ok bool) {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return "", "", false
+	}
+	// The command name, in parentheses, may itself contain spaces.
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 20 {
+		return "", "", false
+	}
+	return f[0], f[19], true
+}
+
+// exitCode is the agent's exit code, once the init has recorded it.
+func (bt bottle) exitCode() (int, bool) {
+	data, err := os.ReadFile(bt.path(fileExit))
+	if err != nil {
+		return 0, false
+	}
+	code, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return code, err == nil
+}
+
+// status is what List reports: created (waiting for its first attach),
+// running, or exited (which includes an init that died without saying how,
+// after a reboot for instance).
+func (bt bottle) status() string {
+	switch {
+	case bt.exists(fileExit) || !bt.alive():
+		return "exited"
+	case bt.exists(fileStarted):
+		return "running"
+	}
+	return "created"
+}
+
+// writeAtomic writes a file that readers poll for, so that they never see
+// it half written.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

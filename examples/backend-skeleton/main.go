@@ -1,0 +1,25 @@
+// Command bot-bottle-plugin-skeleton is an example bot-bottle backend, kept
+// small so that it can be copied: it runs the agent's command on the host,
+// in fresh Linux namespaces (user, mount, pid, network, uts, ipc). A fresh
+// network namespace has nothing but its loopback, so a bottle has no network
+// at all. It needs no image registry, no daemon and no privileges.
+//
+// Read it in this order: backend.go (the six methods but Attach), bottle.go
+// (a bottle on disk), attach.go, init.go (the first process in a bottle).
+package main
+
+import (
+	"os"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+func main() {
+	// A bottle's first process is this same binary, re-executed inside the
+	// new namespaces under another name (see init.go).
+	if os.Args[0] == initName {
+		os.Exit(runInit(os.Args[1:]))
+	}
+	// Nothing may reach stdout before Serve: it carries the handshake.
+	sdk.Serve(newBackend(sdk.PluginConfig(), sdk.HomeID()), sdk.WithLogger(sdk.NewLogger("skeleton")))
+}

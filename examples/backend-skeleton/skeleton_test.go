@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
+)
+
+// TestMain lets the test binary be a bottle's init too: in-process tests
+// start bottles through /proc/self/exe, which is this binary.
+func TestMain(m *testing.M) {
+	if os.Args[0] == initName {
+		os.Exit(runInit(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func rootConfig(t testing.TB, root string) json.RawMessage {
+	t.Helper()
+	c, err := json.Marshal(config{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestConformance holds the built plugin to the contract the core relies
+// on, driving it exactly as the core does (a fresh plugin process for each
+// New), with a Leftovers hook that looks for what Stop must remove.
+func TestConformance(t *testing.T) {
+	bin := backendtest.Build(t, ".", name)
+	root := t.TempDir()
+	env := sdk.EnvPluginConfig + "=" + string(rootConfig(t, root))
+	backendtest.RunConformance(t, backendtest.Harness{
+		New:       func(t testing.TB) sdk.Backend { return backendtest.Start(t, bin, env) },
+		Agent:     sdk.Agent{Name: "conf", Image: "unused: skeleton runs host binaries"},
+		Leftovers: func(_ context.Context, id string) ([]string, error) { return leftovers(root, id), nil },
+	})
+}
+
+// TestConformanceInProcess runs the same suite against the backend served
+// inside the test process: over real gRPC still, and quicker to debug.
+func TestConformanceInProcess(t *testing.T) {
+	root := t.TempDir()
+	cfg := rootConfig(t, root)
+	backendtest.RunConformance(t, backendtest.Harness{
+		New:       func(t testing.TB) sdk.Backend { return backendtest.InProcess(t, newBackend(cfg, "")) },
+		Agent:     sdk.Agent{Name: "conf", Image: "unused: skeleton runs host binaries"},
+		Leftovers: func(_ context.Context, id string) ([]string, error) { return leftovers(root, id), nil },
+	})
+}
+
+// leftovers lists what a bottle still has: its directory, and any live
+// process whose environment names its identity (every process in a bottle
+// inherits the init's environment).
+func leftovers(root, id string) []string {
+	var left []string
+	if _, err := os.Lstat(filepath.Join(root, id)); err == nil {
+		left = append(left, "directory "+filepath.Join(root, id))
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), sdk.EnvIdentity+"="+id) {
+			continue
+		}
+		if state, _, ok := procStat(e.Name()); ok && state != "Z" && state != "X" {
+			cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			left = append(left, fmt.Sprintf("process %s (%s)", e.Name(), strings.ReplaceAll(strings.TrimSpace(string(cmdline)), "\x00", " ")))
+		}
+	}
+	return left
+}
+
+// run launches cmd on b with spec adjusted by adjust, attaches until it
+// exits and returns its stdout, stderr and exit code. The bottle is stopped
+// when the test ends.
+func run(t *testing.T, b *backend, adjust func(*sdk.Spec), cmd ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	spec := sdk.Spec{Identity: fmt.Sprintf("skel-%d", time.Now().UnixNano()), Command: cmd, Env: map[string]string{}}
+	if adjust != nil {
+		adjust(&spec)
+	}
+	t.Cleanup(func() { _, _ = b.Stop(context.Background(), sdk.StopRequest{Identity: spec.Identity}) })
+	plan, err := b.Prepare(ctx, spec)
+	if err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	h, err := b.Launch(ctx, spec, plan, func(sdk.Progress) {})
+	if err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	var out, errOut bytes.Buffer
+	st, err := b.Attach(ctx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{Stdout: &out, Stderr: &errOut})
+	if err != nil || st.Detached {
+		t.Fatalf("attach: %+v, %v", st, err)
+	}
+	return out.String(), errOut.String(), st.Code
+}
+
+// TestIsolation checks what the namespaces promise: the hostname is the
+// identity, pid 1 is the bottle's init and the agent sees only the
+// bottle's processes, the only network interface is the loopback, and the
+// bottle's variables and the passed-through secret are in its environment.
+func TestIsolation(t *testing.T) {
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	var id string
+	out, errOut, code := run(t, b, func(s *sdk.Spec) {
+		id = s.Identity
+		s.QueueDir = "/some/queue"
+		s.Env["SKEL_SECRET"] = "hunter2-value"
+	}, "sh", "-c", `cat /proc/sys/kernel/hostname; tr '\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'; grep -c : /proc/net/dev
+echo "$BOT_BOTTLE_IDENTITY $BOT_BOTTLE_QUEUE $SKEL_SECRET"`)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("output %q, want 5 lines", out)
+	}
+	if lines[0] != id {
+		t.Errorf("hostname %q, want the identity %q", lines[0], id)
+	}
+	if !strings.HasPrefix(lines[1], initName+" ") {
+		t.Errorf("pid 1 is %q, want the bottle's init", lines[1])
+	}
+	// init, sh, ls and grep (maybe not all at once): not the host's.
+	if n, _ := strconv.Atoi(strings.TrimSpace(lines[2])); n < 2 || n > 4 {
+		t.Errorf("the agent sees %d processes, want its own few", n)
+	}
+	if n := strings.TrimSpace(lines[3]); n != "1" {
+		t.Errorf("%s network interfaces, want the loopback alone", n)
+	}
+	if want := id + " /some/queue hunter2-value"; lines[4] != want {
+		t.Errorf("environment %q, want %q", lines[4], want)
+	}
+}
+
+// envHelper makes this test binary, run as a bottle's agent, a network
+// probe (see TestNetwork).
+const envHelper = "SKELETON_TEST_HELPER"
+
+// TestNetwork: inside a bottle, 127.0.0.1 works (the loopback is up) and
+// nothing else is reachable. The agent is this test binary, probing.
+func TestNetwork(t *testing.T) {
+	if os.Getenv(envHelper) != "" {
+		probeNetwork()
+		return
+	}
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	out, errOut, code := run(t, b, func(s *sdk.Spec) { s.Env[envHelper] = "1" },
+		os.Args[0], "-test.run=^TestNetwork$")
+	if code != 0 || !strings.Contains(out, "loopback ok") || !strings.Contains(out, "outside unreachable") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func probeNetwork() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("loopback:", err)
+		os.Exit(1)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	if c, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second); err == nil {
+		c.Close()
+		fmt.Println("loopback ok")
+	} else {
+		fmt.Println("loopback:", err)
+	}
+	if c, err := net.DialTimeout("tcp", "1.1.1.1:443", 5*time.Second); err != nil {
+		fmt.Println("outside unreachable:", err)
+	} else {
+		c.Close()
+		fmt.Println("outside reachable!")
+	}
+}
+
+// TestSecretsNeverOnDisk: a passed-through value reaches the agent, and no
+// file of the bottle (record, logs, pid…) holds it while it runs.
+func TestSecretsNeverOnDisk(t *testing.T) {
+	root := t.TempDir()
+	b := newBackend(rootConfig(t, root), "")
+	ctx := context.Background()
+	spec := sdk.Spec{Identity: "skel-secret", Command: []string{"sleep", "60"}, Detach: true,
+		Env: map[string]string{"SKEL_SECRET": "s3cr3t-0xfeed"}}
+	t.Cleanup(func() { _, _ = b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}) })
+	h, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(h.Data, []byte("s3cr3t")) {
+		t.Errorf("the handle holds the secret: %s", h.Data)
+	}
+	_ = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			if data, _ := os.ReadFile(p); bytes.Contains(data, []byte("s3cr3t")) {
+				t.Errorf("%s holds the secret", p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestStopKillsTheWholeTree: a bottle's background processes, however they
+// were started, go with it.
+func TestStopKillsTheWholeTree(t *testing.T) {
+	root := t.TempDir()
+	b := newBackend(rootConfig(t, root), "")
+	ctx := context.Background()
+	spec := sdk.Spec{Identity: "skel-tree", Command: []string{"sh", "-c", "(setsid sleep 300 &); sleep 300 & sleep 300"}, Detach: true}
+	h, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(leftovers(root, spec.Identity)) < 5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // init, sh, and three sleeps
+	}
+	if n := len(leftovers(root, spec.Identity)); n < 5 {
+		t.Fatalf("only %d of the bottle's processes showed up: %v", n, leftovers(root, spec.Identity))
+	}
+	if _, err := b.Stop(ctx, sdk.StopRequest{Handle: &h, Identity: spec.Identity}); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(root, spec.Identity); len(left) > 0 {
+		t.Errorf("after Stop: %v", left)
+	}
+}
+
+// TestCopyCwd: the agent works in a copy of the project; the project is
+// untouched.
+func TestCopyCwd(t *testing.T) {
+	proj := t.TempDir()
+	if err := os.WriteFile(filepath.Join(proj, "f.txt"), []byte("original\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	out, errOut, code := run(t, b, func(s *sdk.Spec) { s.Cwd, s.CopyCwd = proj, true },
+		"sh", "-c", "cat f.txt; echo changed > f.txt; pwd")
+	if code != 0 || !strings.HasPrefix(out, "original\n") || strings.Contains(out, proj+"\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if data, _ := os.ReadFile(filepath.Join(proj, "f.txt")); string(data) != "original\n" {
+		t.Errorf("the project changed: %q", data)
+	}
+}
+
+// TestMissingCommand: a command the host lacks fails at Prepare, with a
+// message that says why.
+func TestMissingCommand(t *testing.T) {
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	_, err := b.Prepare(context.Background(), sdk.Spec{Identity: "skel-missing", Command: []string{"no-such-command-here"}})
+	if err == nil || !strings.Contains(err.Error(), "not on this host's PATH") {
+		t.Fatalf("Prepare = %v", err)
+	}
+}
+
+func TestPlanWarnings(t *testing.T) {
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	plan, err := b.Prepare(context.Background(), sdk.Spec{Identity: "skel-plan", Command: []string{"true"},
+		Agent: sdk.Agent{Dockerfile: "/agents/shell/Dockerfile"}, Egress: []string{"example.com:443"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(plan.Warnings, "\n")
+	for _, want := range []string{"Dockerfile /agents/shell/Dockerfile is not used", "example.com:443 is not applied", "not the filesystem"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings %q lack %q", all, want)
+		}
+	}
+}
+
+func TestConfig(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/state")
+	if b := newBackend(json.RawMessage("{}"), "0123abcd"); b.err != nil || b.root != "/state/bot-bottle-skeleton/0123abcd" {
+		t.Errorf("default root: %q, %v", b.root, b.err)
+	}
+	if b := newBackend(json.RawMessage("{}"), ""); b.root != "/state/bot-bottle-skeleton/default" {
+		t.Errorf("default root without a home id: %q", b.root)
+	}
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("HOME", "/home/u")
+	if b := newBackend(json.RawMessage("{}"), "h"); b.root != "/home/u/.local/state/bot-bottle-skeleton/h" {
+		t.Errorf("default root without XDG_STATE_HOME: %q", b.root)
+	}
+	for _, bad := range []string{`{"root": "relative"}`, `{"rot": "/typo"}`} {
+		b := newBackend(json.RawMessage(bad), "")
+		if b.err == nil {
+			t.Errorf("config %s accepted", bad)
+		}
+		if _, err := b.List(context.Background()); err == nil {
+			t.Errorf("config %s: List works without a root", bad)
+		}
+	}
+}
+
+// TestDetachedOutputAndExitCode: a detached agent's output and exit code
+// wait for whoever attaches later, from a fresh backend value (as a fresh
+// plugin process would be).
+func TestDetachedOutputAndExitCode(t *testing.T) {
+	root := t.TempDir()
+	ctx := context.Background()
+	spec := sdk.Spec{Identity: "skel-detached", Command: []string{"sh", "-c", "echo early; echo oops >&2; exit 5"}, Detach: true}
+	b := newBackend(rootConfig(t, root), "")
+	t.Cleanup(func() { _, _ = b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}) })
+	h, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt := bottle{dir: filepath.Join(root, spec.Identity)}
+	for !bt.exists(fileExit) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := bt.status(); st != "exited" {
+		t.Errorf("status %q, want exited", st)
+	}
+	var out, errOut bytes.Buffer
+	st, err := newBackend(rootConfig(t, root), "").Attach(ctx, sdk.AttachRequest{Handle: h},
+		sdk.AttachStreams{Stdout: &out, Stderr: &errOut, Stdin: strings.NewReader("ignored")})
+	if err != nil || st.Code != 5 || out.String() != "early\n" || errOut.String() != "oops\n" {
+		t.Fatalf("attach: %+v, %v, stdout %q, stderr %q", st, err, out.String(), errOut.String())
+	}
+}
+
+// TestStartFailure: a command that cannot start ends the bottle like a
+// shell would, with 127 and the reason on stderr.
+func TestStartFailure(t *testing.T) {
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	_, errOut, code := run(t, b, nil, "/no/such/command")
+	if code != 127 || !strings.Contains(errOut, "/no/such/command") {
+		t.Fatalf("exit %d, stderr %q; want 127 and the reason", code, errOut)
+	}
+}
