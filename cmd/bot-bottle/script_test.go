@@ -49,7 +49,7 @@ func buildAndRun(m *testing.M) (int, error) {
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-docker"), "../../plugins/docker"},
 		{"-o", filepath.Join(fakeDir, "smolvm"), "../../plugins/smolmachines/internal/fakesmolvm"},
 	}
-	errs := make(chan error, len(builds)+2)
+	errs := make(chan error, len(builds)+3)
 	for _, b := range builds {
 		go func() {
 			cmd := exec.Command("go", append([]string{"build"}, b...)...)
@@ -81,7 +81,18 @@ func buildAndRun(m *testing.M) (int, error) {
 		}
 		errs <- nil
 	}()
-	for range len(builds) + 2 {
+	// The example backend is a module of its own: build it from its
+	// directory, as a third party would.
+	go func() {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bot-bottle-plugin-skeleton"), ".")
+		cmd.Dir = "../../examples/backend-skeleton"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			errs <- fmt.Errorf("go build examples/backend-skeleton: %v\n%s", err, out)
+			return
+		}
+		errs <- nil
+	}()
+	for range len(builds) + 3 {
 		if err := <-errs; err != nil {
 			return 0, err
 		}
