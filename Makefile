@@ -12,7 +12,7 @@ FUZZTIME ?= 10s
 
 all: build
 
-## build: bin/bot-bottle, bin/bottle (the static in-bottle helper), bin/bot-bottle-egress-proxy (static, for the docker plugin) and every bin/bot-bottle-plugin-*
+## build: bin/bot-bottle, bin/bottle (the static in-bottle helper), bin/bot-bottle-egress-proxy (static, for the docker plugin) and every bin/bot-bottle-plugin-* (with the example skeleton, its own module)
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle ./cmd/bot-bottle
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/bottle ./cmd/bottle
@@ -21,6 +21,7 @@ build:
 		echo "$(GO) build -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p"; \
 		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
 	done
+	cd examples/backend-skeleton && $(GO) build -ldflags '-s -w' -o $(CURDIR)/$(BIN)/bot-bottle-plugin-skeleton .
 
 ## shell: build, provide the shell agent's base image, and start the shell agent on the current directory
 shell: build base-image
@@ -30,6 +31,7 @@ shell: build base-image
 test: deps build base-image vet
 	$(GO) test -count=1 -timeout 40m ./...
 	cd sdk && $(GO) test -count=1 ./...
+	cd examples/backend-skeleton && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
 
 vet:
