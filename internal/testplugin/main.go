@@ -132,6 +132,10 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		if err != nil {
 			return sdk.Handle{}, err
 		}
+		// A shell around the agent records its exit code: this plugin
+		// process may be long gone when someone attaches and asks for it.
+		cmd.Args = append([]string{"/bin/sh", "-c", `"$@"; echo $? > "$0"`, b.path(spec.Identity, ".exit")}, cmd.Args...)
+		cmd.Path = "/bin/sh"
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			return sdk.Handle{}, err
@@ -281,8 +285,10 @@ func (b *backend) follow(ctx context.Context, id string, pid int, s sdk.AttachSt
 			if s.Stdout != nil {
 				_, _ = io.Copy(s.Stdout, f)
 			}
-			// The exit code of a process we did not start is unknown.
-			return sdk.ExitStatus{}, nil
+			// The shell wrote it before it exited; missing means killed.
+			data, _ := os.ReadFile(b.path(id, ".exit"))
+			code, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+			return sdk.ExitStatus{Code: code}, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -327,7 +333,7 @@ func (b *backend) Stop(_ context.Context, req sdk.StopRequest) ([]string, error)
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		removed = append(removed, fmt.Sprintf("process %d", pid))
 	}
-	for _, ext := range []string{".json", ".env", ".pid", ".log"} {
+	for _, ext := range []string{".json", ".env", ".pid", ".log", ".exit"} {
 		if err := os.Remove(b.path(id, ext)); err == nil && ext == ".json" {
 			removed = append(removed, "bottle "+id)
 		}

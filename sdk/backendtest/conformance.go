@@ -53,6 +53,7 @@ const (
 	ItemStdinClose     = "StdinClose"
 	ItemResize         = "TerminalResize"
 	ItemDetach         = "DetachLeavesAgentRunning"
+	ItemAttachDetached = "AttachToDetachedBottle"
 	ItemStop           = "StopIdempotentAndComplete"
 	ItemStopByIdentity = "StopByIdentityAlone"
 	ItemStopUnknown    = "StopOfUnknownBottle"
@@ -134,6 +135,7 @@ func RunConformance(t *testing.T, h Harness) {
 	t.Run(ItemStdinClose, r.stdinClose)
 	t.Run(ItemResize, r.resize)
 	t.Run(ItemDetach, r.detach)
+	t.Run(ItemAttachDetached, r.attachDetached)
 	t.Run(ItemStop, r.stop)
 	t.Run(ItemStopByIdentity, r.stopByIdentity)
 	t.Run(ItemStopUnknown, r.stopUnknown)
@@ -312,6 +314,19 @@ func (r *run) detach(t *testing.T) {
 	}
 	if b.Status != "" && b.Status != "running" {
 		t.Errorf("detach: after a detach List reports %s as %q, want running", spec.Identity, b.Status)
+	}
+}
+
+// attachDetached is `bot-bottle start --detach` followed by `bot-bottle
+// attach` from another terminal: a fresh plugin process must get the output
+// that follows and the agent's own exit code.
+func (r *run) attachDetached(t *testing.T) {
+	ctx := r.ctx(t)
+	_, handle := r.launch(t, ctx, r.be, true, "sh", "-c", "sleep 2; echo after-attach; exit 5")
+	var out bytes.Buffer
+	st, err := r.h.New(t).Attach(ctx, sdk.AttachRequest{Handle: handle}, sdk.AttachStreams{Stdout: &out, Stderr: io.Discard})
+	if err != nil || st.Detached || st.Code != 5 || !strings.Contains(out.String(), "after-attach") {
+		t.Fatalf("attach to a detached bottle: Attach = %+v, %v, stdout %q; want the agent's exit 5 and its output after-attach", st, err, out.String())
 	}
 }
 

@@ -60,11 +60,22 @@ func (b *hostBackend) Launch(_ context.Context, spec sdk.Spec, _ sdk.Plan, _ fun
 			return sdk.Handle{}, err
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		logf, err := os.Create(b.path(spec.Identity, ".log"))
+		if err != nil {
+			return sdk.Handle{}, err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
+			logf.Close()
 			return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 		}
+		logf.Close()
 		_ = os.WriteFile(b.path(spec.Identity, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
-		go func() { _ = cmd.Wait() }()
+		// In-process, this goroutine outlives every "plugin instance".
+		go func() {
+			_ = cmd.Wait()
+			_ = os.WriteFile(b.path(spec.Identity, ".exit"), []byte(strconv.Itoa(cmd.ProcessState.ExitCode())), 0o600)
+		}()
 	}
 	return h, nil
 }
@@ -93,15 +104,25 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 		return sdk.ExitStatus{}, err
 	}
 	if pid, ok := b.pid(id); ok && alive(pid) {
-		// Started detached or by another attach: wait for it to end.
-		for alive(pid) {
+		// Started detached: follow its log until its exit code is written.
+		f, err := os.Open(b.path(id, ".log"))
+		if err != nil {
+			return sdk.ExitStatus{}, err
+		}
+		defer f.Close()
+		for {
+			_, _ = io.Copy(s.Stdout, f)
+			if data, err := os.ReadFile(b.path(id, ".exit")); err == nil {
+				_, _ = io.Copy(s.Stdout, f)
+				code, _ := strconv.Atoi(string(data))
+				return sdk.ExitStatus{Code: code}, nil
+			}
 			select {
 			case <-ctx.Done():
 				return sdk.ExitStatus{Detached: true}, nil
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		return sdk.ExitStatus{}, nil
 	}
 	var copied chan struct{}
 	if req.TTY {
@@ -192,6 +213,8 @@ func (b *hostBackend) Stop(_ context.Context, req sdk.StopRequest) ([]string, er
 		}
 		_ = os.Remove(b.path(id, ".pid"))
 	}
+	_ = os.Remove(b.path(id, ".log"))
+	_ = os.Remove(b.path(id, ".exit"))
 	if b.break_ != "stop-leaves-resource" {
 		if os.Remove(b.path(id, ".json")) == nil {
 			removed = append(removed, "bottle "+id)
