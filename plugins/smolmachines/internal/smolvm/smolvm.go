@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -61,11 +62,17 @@ type Error struct {
 
 func (e *Error) Error() string { return "smolvm: " + e.Msg }
 
-// IsNotFound reports whether err is smolvm saying a machine does not exist.
+// IsNotFound reports whether err is smolvm saying a machine does not exist:
+// its VmNotFound error, "vm not found: <name>". Other "not found" messages
+// (an image missing on the host, a file in the guest) are other failures.
 func IsNotFound(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && strings.Contains(e.Msg, "not found")
+	return errors.As(err, &e) && vmNotFoundRE.MatchString(e.Msg)
 }
+
+// vmNotFoundRE matches smolvm's message for a missing machine, alone or
+// after a context prefix ("…: vm not found: x").
+var vmNotFoundRE = regexp.MustCompile(`(^|: )vm not found: \S`)
 
 // Command returns an exec.Cmd for smolvm with args and the CLI's
 // environment, for callers that wire its stdio themselves (a pty, pipes).

@@ -1,6 +1,7 @@
 package smolvm
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -45,5 +46,24 @@ func TestLocateMissing(t *testing.T) {
 	_, err := Locate("")
 	if err == nil || !strings.Contains(err.Error(), InstallHint) {
 		t.Errorf("Locate without smolvm = %v", err)
+	}
+}
+
+func TestIsNotFound(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"vm not found: bb-x":                                true,
+		"config operation failed: vm not found: bb-x":       true,
+		"image 'alpine:3' not found on the host":            false,
+		"cp: '/no/such' not found":                          false,
+		"pack failed: layer not found":                      false,
+		"vm not found":                                      false,
+		"machine 'bb-x' already exists or is being created": false,
+	} {
+		if got := IsNotFound(&Error{Code: 1, Msg: msg}); got != want {
+			t.Errorf("IsNotFound(%q) = %v, want %v", msg, got, want)
+		}
+	}
+	if IsNotFound(errors.New("vm not found: bb-x")) {
+		t.Error("IsNotFound accepted an error that is not smolvm's")
 	}
 }
