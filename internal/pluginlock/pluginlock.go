@@ -48,8 +48,9 @@ const FileName = "plugins.lock.hcl"
 // per plugin.
 const maxSize = 1 << 20
 
-// lockTimeout bounds the wait for another install to finish.
-const lockTimeout = 30 * time.Second
+// lockTimeout bounds the wait for another install to finish (a variable
+// for tests).
+var lockTimeout = 30 * time.Second
 
 // Path is the lock file of home.
 func Path(home string) string { return filepath.Join(home, FileName) }
@@ -291,26 +292,39 @@ func SyncDir(dir string) error {
 
 // WithLock runs fn holding the cross-process lock of home's plugin lock
 // file ($BOT_BOTTLE_HOME/locks/plugins.lock), waiting up to 30 s for
-// another holder.
+// another holder. A lock it acquired is always released, also when ctx ends
+// just as it is acquired (then fn does not run).
 func WithLock(ctx context.Context, home string, fn func() error) error {
 	dir := filepath.Join(home, "locks")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("lock %s: %w", FileName, err)
 	}
 	fl := flock.New(filepath.Join(dir, "plugins.lock"), flock.SetPermissions(0o600))
-	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
+	wait, cancel := context.WithTimeout(ctx, lockTimeout)
 	defer cancel()
-	ok, err := fl.TryLockContext(ctx, 10*time.Millisecond)
+	ok, err := tryLock(wait, fl)
+	if ok {
+		defer fl.Unlock()
+		// Only the caller's end counts now: the wait is over.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("lock %s: %w", FileName, err)
+		}
+		return fn()
+	}
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("lock %s: another bot-bottle plugins install held it for %s", FileName, lockTimeout)
 	case ctx.Err() != nil:
 		return fmt.Errorf("lock %s: %w", FileName, ctx.Err())
-	case err != nil || !ok:
+	case errors.Is(wait.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("lock %s: another bot-bottle plugins install held it for %s", FileName, lockTimeout)
+	default:
 		return fmt.Errorf("lock %s (%s): %v", FileName, fl.Path(), err)
 	}
-	defer fl.Unlock()
-	return fn()
+}
+
+// tryLock waits for fl until ctx ends; a test replaces it to acquire the
+// lock just as ctx expires.
+var tryLock = func(ctx context.Context, fl *flock.Flock) (bool, error) {
+	return fl.TryLockContext(ctx, 10*time.Millisecond)
 }
 
 // Update reads home's lock file, applies change and writes it back, all

@@ -2,6 +2,7 @@ package pluginlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/gofrs/flock"
 )
 
 func sum(c byte) string { return strings.Repeat(string(c), 64) }
@@ -187,5 +191,54 @@ func TestConcurrentProcesses(t *testing.T) {
 	}
 	if len(l.Entries) != 60 {
 		t.Fatalf("want 60 entries, got %d: %v", len(l.Entries), l.Names())
+	}
+}
+
+// TestWithLockAcquiredAsContextEnds: a lock acquired just as the wait
+// times out still runs fn and is released; one acquired after the
+// caller's context ended does not run fn, and is released too.
+func TestWithLockAcquiredAsContextEnds(t *testing.T) {
+	home := t.TempDir()
+	saved, savedTimeout := tryLock, lockTimeout
+	t.Cleanup(func() { tryLock, lockTimeout = saved, savedTimeout })
+	tryLock = func(ctx context.Context, fl *flock.Flock) (bool, error) {
+		if ok, err := fl.TryLock(); !ok || err != nil {
+			return ok, err
+		}
+		<-ctx.Done() // acquired, and only then the context ends
+		return true, nil
+	}
+	free := func() bool {
+		t.Helper()
+		other := flock.New(filepath.Join(home, "locks", "plugins.lock"))
+		ok, err := other.TryLock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			_ = other.Unlock()
+		}
+		return ok
+	}
+
+	lockTimeout = 20 * time.Millisecond
+	ran := false
+	if err := WithLock(context.Background(), home, func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("acquired at the wait's deadline: ran %v, %v", ran, err)
+	}
+	if !free() {
+		t.Fatal("lock still held after WithLock returned")
+	}
+
+	lockTimeout = savedTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	ran = false
+	err := WithLock(ctx, home, func() error { ran = true; return nil })
+	if err == nil || ran || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("acquired as the caller's context ended: ran %v, %v", ran, err)
+	}
+	if !free() {
+		t.Fatal("lock still held after WithLock failed")
 	}
 }
