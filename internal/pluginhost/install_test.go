@@ -304,3 +304,67 @@ func BenchmarkStartInfoLocked(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestInstallKeepsUnknownLockContent: a lock file with content this
+// bot-bottle does not know (a newer one wrote it, or a person) keeps it
+// through an install of another plugin and a re-install of the same one.
+func TestInstallKeepsUnknownLockContent(t *testing.T) {
+	dir := t.TempDir()
+	src := buildTestPlugin(t, dir)
+	other := buildNamed(t, dir, "alpha", "1.0.0")
+	h := newHost(t, "", nil)
+	ctx := context.Background()
+	lockFile := pluginlock.Path(h.Home)
+	start := `# reviewed by the release team
+future_setting = "x"
+
+mirror "internal" {
+  url = "https://mirror.example.com"
+}
+
+# the test backend
+plugin "test" {
+  version      = "0.0.0"
+  protocol     = 1
+  api_versions = ["1.0.0"]
+  sha256       = "` + strings.Repeat("0", 64) + `"
+  signature    = "sig" # from a newer bot-bottle
+}
+`
+	if err := os.WriteFile(lockFile, []byte(start), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kept := []string{"# reviewed by the release team\nfuture_setting = \"x\"\n", "mirror \"internal\" {\n  url = \"https://mirror.example.com\"\n}\n",
+		"# the test backend\nplugin \"test\" {\n", "  signature    = \"sig\" # from a newer bot-bottle\n"}
+	check := func(step string) string {
+		t.Helper()
+		text := string(mustRead(t, lockFile))
+		for _, k := range kept {
+			if !strings.Contains(text, k) {
+				t.Fatalf("%s lost %q:\n%s", step, k, text)
+			}
+		}
+		return text
+	}
+
+	in, err := h.Install(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := check("install of another plugin")
+	if !strings.Contains(text, "plugin \"alpha\" {\n") || !strings.Contains(text, `"`+in.SHA256+`"`) || strings.Index(text, `plugin "alpha"`) > strings.Index(text, "# the test backend") {
+		t.Fatalf("alpha entry:\n%s", text)
+	}
+
+	in, err = h.Install(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = check("re-install")
+	if !strings.Contains(text, "  sha256       = \""+in.SHA256+"\"\n  signature") || strings.Contains(text, strings.Repeat("0", 64)) {
+		t.Fatalf("test entry not updated in place:\n%s", text)
+	}
+	if checks, err := h.Verify(); err != nil || len(checks) != 2 || checks[0].Status != VerifyOK || checks[1].Status != VerifyOK {
+		t.Fatalf("verify: %+v %v", checks, err)
+	}
+}

@@ -11,9 +11,11 @@
 //	}
 //
 // Readers tolerate attributes and blocks they do not know; only sha256 is
-// required. Writes are atomic (temp file, fsync, rename) and read-modify-write
-// cycles run under a cross-process file lock (WithLock), so two installs at
-// once never lose an entry.
+// required. Writers edit the file in place: they change, add or remove only
+// the plugin blocks that changed, and keep everything else (comments, blocks
+// and attributes a newer bot-bottle added). Writes are atomic (temp file,
+// fsync, rename) and read-modify-write cycles run under a cross-process file
+// lock (WithLock), so two installs at once never lose an entry.
 package pluginlock
 
 import (
@@ -71,6 +73,17 @@ type Entry struct {
 type Lock struct {
 	File    string           // path it was read from, for messages
 	Entries map[string]Entry // by plugin name
+	// src is the file as read (nil when there was none); Format edits it.
+	src []byte
+}
+
+// Source is the lock file's content as it was read, or nil when there was
+// no file.
+func (l *Lock) Source() []byte {
+	if l == nil {
+		return nil
+	}
+	return l.src
 }
 
 // Names returns the locked plugin names, sorted. A nil Lock has none.
@@ -133,7 +146,7 @@ var (
 
 // Parse parses src as a lock file named filename.
 func Parse(src []byte, filename string) (*Lock, error) {
-	l := &Lock{File: filename, Entries: map[string]Entry{}}
+	l := &Lock{File: filename, Entries: map[string]Entry{}, src: src}
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, diagErr(diags)
@@ -234,49 +247,277 @@ const header = `# This file is maintained by "bot-bottle plugins install"; edit 
 # to review or share the exact set of plugins in use.
 `
 
-// Format renders l as a lock file: the header, then one block per plugin
-// sorted by name.
-func Format(l *Lock) []byte {
-	f := hclwrite.NewEmptyFile()
-	body := f.Body()
-	for i, name := range l.Names() {
-		e := l.Entries[name]
-		if i > 0 {
-			body.AppendNewline()
-		}
-		b := body.AppendNewBlock("plugin", []string{name}).Body()
-		b.SetAttributeValue("version", cty.StringVal(e.Version))
-		b.SetAttributeValue("protocol", cty.NumberIntVal(int64(e.Protocol)))
-		vs := make([]cty.Value, 0, len(e.APIVersions))
-		for _, v := range e.APIVersions {
-			vs = append(vs, cty.StringVal(v))
-		}
-		if len(vs) == 0 {
-			b.SetAttributeValue("api_versions", cty.ListValEmpty(cty.String))
-		} else {
-			b.SetAttributeValue("api_versions", cty.ListVal(vs))
-		}
-		b.SetAttributeValue("sha256", cty.StringVal(e.SHA256))
+// Format renders l as a lock file. A lock without a source (no file yet)
+// becomes the header and one block per plugin, sorted by name. A lock read
+// from a file is that file edited: blocks of plugins whose entry changed get
+// their known attributes set in place (other attributes and comments stay),
+// new plugins get a block inserted before the first one that sorts after
+// them, removed plugins lose their block (and its comments), and everything
+// else is kept as it was. Unchanged, the source comes back byte for byte.
+func Format(l *Lock) ([]byte, error) {
+	src := l.src
+	if len(bytes.TrimSpace(src)) == 0 {
+		src = []byte(header)
 	}
-	var out bytes.Buffer
-	out.WriteString(header)
-	if len(l.Entries) > 0 {
-		out.WriteString("\n")
+	old, err := Parse(src, l.File)
+	if err != nil {
+		return nil, err
 	}
-	out.Write(hclwrite.Format(f.Bytes()))
-	return out.Bytes()
+	out := bytes.Clone(src)
+	changed := false
+	for _, name := range old.Names() {
+		if _, keep := l.Entries[name]; !keep {
+			if out, err = removeBlock(out, name); err != nil {
+				return nil, err
+			}
+			changed = true
+		}
+	}
+	var updates []Entry
+	for _, name := range l.Names() {
+		if o, ok := old.Entries[name]; ok && !sameEntry(o, l.Entries[name]) {
+			updates = append(updates, l.Entries[name])
+		}
+	}
+	if len(updates) > 0 {
+		if out, err = setInPlace(out, updates); err != nil {
+			return nil, err
+		}
+		changed = true
+	}
+	for _, name := range l.Names() {
+		if _, ok := old.Entries[name]; !ok {
+			e := l.Entries[name]
+			e.Name = name
+			if out, err = insertBlock(out, e); err != nil {
+				return nil, err
+			}
+			changed = true
+		}
+	}
+	if !changed {
+		return src, nil
+	}
+	out = hclwrite.Format(out)
+	// What was meant is exactly what the edited file says.
+	got, err := Parse(out, l.File)
+	if err != nil {
+		return nil, fmt.Errorf("plugin lock file %s: editing it in place gave a broken file (%v); nothing was written", l.File, err)
+	}
+	if len(got.Entries) != len(l.Entries) {
+		return nil, fmt.Errorf("plugin lock file %s: editing it in place gave %d entries, want %d; nothing was written", l.File, len(got.Entries), len(l.Entries))
+	}
+	for name, e := range l.Entries {
+		if g, ok := got.Entries[name]; !ok || !sameEntry(g, e) {
+			return nil, fmt.Errorf("plugin lock file %s: editing it in place lost plugin %q; nothing was written", l.File, name)
+		}
+	}
+	return out, nil
 }
 
-// Write replaces the lock file at path with l, atomically: a temp file in
-// the same directory, fsync, rename, fsync of the directory. Callers that
-// read, change and write should hold WithLock.
+func sameEntry(a, b Entry) bool {
+	if a.Version != b.Version || a.Protocol != b.Protocol || a.SHA256 != b.SHA256 || len(a.APIVersions) != len(b.APIVersions) {
+		return false
+	}
+	for i := range a.APIVersions {
+		if a.APIVersions[i] != b.APIVersions[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// setAttrs sets the attributes bot-bottle knows in a plugin block's body,
+// in their usual order; others are left alone.
+func setAttrs(b *hclwrite.Body, e Entry) {
+	b.SetAttributeValue("version", cty.StringVal(e.Version))
+	b.SetAttributeValue("protocol", cty.NumberIntVal(int64(e.Protocol)))
+	vs := make([]cty.Value, 0, len(e.APIVersions))
+	for _, v := range e.APIVersions {
+		vs = append(vs, cty.StringVal(v))
+	}
+	if len(vs) == 0 {
+		b.SetAttributeValue("api_versions", cty.ListValEmpty(cty.String))
+	} else {
+		b.SetAttributeValue("api_versions", cty.ListVal(vs))
+	}
+	b.SetAttributeValue("sha256", cty.StringVal(e.SHA256))
+}
+
+// setInPlace sets the known attributes of the existing blocks of updates.
+func setInPlace(src []byte, updates []Entry) ([]byte, error) {
+	f, diags := hclwrite.ParseConfig(src, "", hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil, diagErr(diags)
+	}
+	for _, e := range updates {
+		b := f.Body().FirstMatchingBlock("plugin", []string{e.Name})
+		if b == nil {
+			return nil, fmt.Errorf("plugin lock file: no block for plugin %q to update", e.Name)
+		}
+		setAttrs(b.Body(), e)
+	}
+	return f.Bytes(), nil
+}
+
+// blockText is a new plugin block for e, formatted, without a final newline.
+func blockText(e Entry) []byte {
+	f := hclwrite.NewEmptyFile()
+	setAttrs(f.Body().AppendNewBlock("plugin", []string{e.Name}).Body(), e)
+	return bytes.TrimRight(hclwrite.Format(f.Bytes()), "\n")
+}
+
+func parseBody(src []byte) (*hclsyntax.Body, error) {
+	file, diags := hclsyntax.ParseConfig(src, "", hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil, diagErr(diags)
+	}
+	return file.Body.(*hclsyntax.Body), nil
+}
+
+// pluginBlock is the block of plugin name in body, or nil.
+func pluginBlock(body *hclsyntax.Body, name string) *hclsyntax.Block {
+	for _, b := range body.Blocks {
+		if b.Type == "plugin" && len(b.Labels) == 1 && b.Labels[0] == name {
+			return b
+		}
+	}
+	return nil
+}
+
+// insertBlock adds e's block to src, separated by blank lines, before the
+// first plugin block that sorts after it (and that block's comments), else
+// after the last plugin block, else at the end.
+func insertBlock(src []byte, e Entry) ([]byte, error) {
+	body, err := parseBody(src)
+	if err != nil {
+		return nil, err
+	}
+	text := blockText(e)
+	var next, last *hclsyntax.Block
+	for _, b := range body.Blocks {
+		if b.Type != "plugin" || len(b.Labels) != 1 {
+			continue
+		}
+		if b.Labels[0] > e.Name {
+			next = b
+			break
+		}
+		last = b
+	}
+	var out []byte
+	switch {
+	case next == nil && last == nil:
+		out = bytes.TrimRight(bytes.Clone(src), " \t\r\n")
+		if len(out) > 0 {
+			out = append(out, "\n\n"...)
+		}
+		out = append(out, text...)
+		return append(out, '\n'), nil
+	case next == nil:
+		// Right after the last plugin block (and the rest of its line).
+		q := lineEnd(src, last.Range().End.Byte)
+		out = append(out, src[:q]...)
+		if !bytes.HasSuffix(out, []byte("\n")) {
+			out = append(out, '\n')
+		}
+		out = append(out, '\n')
+		out = append(out, text...)
+		out = append(out, '\n')
+		rest := src[q:]
+		if i := bytes.IndexByte(rest, '\n'); len(rest) > 0 && (i < 0 || len(bytes.TrimSpace(rest[:i])) > 0) {
+			out = append(out, '\n')
+		}
+		return append(out, rest...), nil
+	}
+	p := leadStart(src, body, next)
+	out = append(out, src[:p]...)
+	if p > 0 && !bytes.HasSuffix(out, []byte("\n\n")) {
+		out = append(out, '\n')
+	}
+	out = append(out, text...)
+	out = append(out, "\n\n"...)
+	return append(out, src[p:]...), nil
+}
+
+// removeBlock cuts plugin name's block from src: its lead comments, the
+// block, the rest of its last line and one blank line after it when one
+// precedes it too.
+func removeBlock(src []byte, name string) ([]byte, error) {
+	body, err := parseBody(src)
+	if err != nil {
+		return nil, err
+	}
+	b := pluginBlock(body, name)
+	if b == nil {
+		return src, nil
+	}
+	p := leadStart(src, body, b)
+	end := lineEnd(src, b.Range().End.Byte)
+	if p == 0 || bytes.HasSuffix(src[:p], []byte("\n\n")) {
+		if i := bytes.IndexByte(src[end:], '\n'); i >= 0 && len(bytes.TrimSpace(src[end:end+i])) == 0 {
+			end += i + 1
+		}
+	}
+	out := append(bytes.Clone(src[:p]), src[end:]...)
+	return out, nil
+}
+
+// lineEnd is the start of the line after the one holding offset, or the
+// end of src.
+func lineEnd(src []byte, offset int) int {
+	if i := bytes.IndexByte(src[offset:], '\n'); i >= 0 {
+		return offset + i + 1
+	}
+	return len(src)
+}
+
+// leadStart is where block b's text starts in src, its lead comments
+// included: the start of its line, moved up over the lines right above it
+// that are not blank and hold nothing of an earlier item (between two top
+// level items there can only be comments).
+func leadStart(src []byte, body *hclsyntax.Body, b *hclsyntax.Block) int {
+	start := b.Range().Start.Byte
+	lower := 0
+	for _, a := range body.Attributes {
+		if e := a.SrcRange.End.Byte; e <= start && e > lower {
+			lower = e
+		}
+	}
+	for _, o := range body.Blocks {
+		if e := o.Range().End.Byte; e <= start && e > lower {
+			lower = e
+		}
+	}
+	p := bytes.LastIndexByte(src[:start], '\n') + 1
+	if p < lower {
+		return start
+	}
+	for p > lower {
+		prevStart := bytes.LastIndexByte(src[:p-1], '\n') + 1
+		if prevStart < lower || len(bytes.TrimSpace(src[prevStart:p-1])) == 0 {
+			break
+		}
+		p = prevStart
+	}
+	return p
+}
+
+// Write replaces the lock file at path with Format(l), atomically: a temp
+// file in the same directory, fsync, rename, fsync of the directory.
+// Callers that read, change and write should hold WithLock.
 func Write(path string, l *Lock) error {
-	if err := renameio.WriteFile(path, Format(l), 0o644); err != nil {
+	out, err := Format(l)
+	if err != nil {
+		return fmt.Errorf("write plugin lock file: %w", err)
+	}
+	if err := renameio.WriteFile(path, out, 0o644); err != nil {
 		return fmt.Errorf("write plugin lock file: %w", err)
 	}
 	if err := SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("write plugin lock file: %w", err)
 	}
+	l.src = out
 	return nil
 }
 

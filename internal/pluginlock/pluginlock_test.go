@@ -64,8 +64,8 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got.Entries, want.Entries)
 	}
 	// Writing what was read gives the same bytes.
-	if again := Format(got); string(again) != text {
-		t.Fatalf("not stable:\n%s\n---\n%s", text, again)
+	if again, err := Format(got); err != nil || string(again) != text {
+		t.Fatalf("not stable (%v):\n%s\n---\n%s", err, text, again)
 	}
 }
 
@@ -241,4 +241,181 @@ func TestWithLockAcquiredAsContextEnds(t *testing.T) {
 	if !free() {
 		t.Fatal("lock still held after WithLock failed")
 	}
+}
+
+// newerLock is a lock file as a newer bot-bottle (or a person) might leave
+// it: comments, an unknown top-level attribute and block, unknown
+// attributes and a nested block inside a plugin block.
+const newerLock = `# This file is maintained by "bot-bottle plugins install"; edit it only to
+# remove a plugin.
+
+# pinned by the release team
+future_setting = true
+
+mirror "internal" {
+  url = "https://mirror.example.com" # trailing comment
+}
+
+# docker: the stable build
+plugin "docker" {
+  version      = "1.0.0"
+  protocol     = 1
+  api_versions = ["1.0.0"]
+  sha256       = "` + "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" + `"
+  signature    = "sig-docker" # kept
+  provenance {
+    url = "https://example.com/docker"
+  }
+}
+
+// the skeleton example
+plugin "skeleton" {
+  version      = "0.1.0"
+  protocol     = 1
+  api_versions = ["1.0.0"]
+  sha256       = "` + "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc" + `"
+}
+
+/* trailing notes */
+`
+
+func writeFile(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustContain(t *testing.T, text string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(text, w) {
+			t.Errorf("lost %q:\n%s", w, text)
+		}
+	}
+}
+
+// TestEditKeepsWhatItDoesNotKnow: installing another plugin, re-installing
+// one and removing one keep unknown attributes, blocks and comments.
+func TestEditKeepsWhatItDoesNotKnow(t *testing.T) {
+	home := t.TempDir()
+	writeFile(t, Path(home), newerLock)
+	kept := []string{
+		"# pinned by the release team\nfuture_setting = true\n",
+		"mirror \"internal\" {\n  url = \"https://mirror.example.com\" # trailing comment\n}\n",
+		"signature    = \"sig-docker\" # kept\n",
+		"  provenance {\n    url = \"https://example.com/docker\"\n  }\n",
+		"// the skeleton example\nplugin \"skeleton\" {\n",
+		"/* trailing notes */",
+		"# This file is maintained",
+	}
+
+	// Unchanged: byte for byte.
+	if err := Update(context.Background(), home, func(*Lock) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(Path(home)); string(got) != newerLock {
+		t.Fatalf("a no-op update changed the file:\n%s", got)
+	}
+
+	// Another plugin: inserted in order, before skeleton's comment.
+	add := Entry{Name: "local", Version: "0.0.1", Protocol: 1, APIVersions: []string{"1.0.0"}, SHA256: sum('a')}
+	if err := Update(context.Background(), home, func(l *Lock) error { l.Entries[add.Name] = add; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	text := string(mustReadFile(t, Path(home)))
+	mustContain(t, text, kept...)
+	mustContain(t, text, "  provenance {\n    url = \"https://example.com/docker\"\n  }\n}\n\nplugin \"local\" {\n  version      = \"0.0.1\"\n  protocol     = 1\n  api_versions = [\"1.0.0\"]\n  sha256       = \""+sum('a')+"\"\n}\n\n// the skeleton example\n")
+
+	// A re-install of docker: its known attributes change, the rest stays.
+	if err := Update(context.Background(), home, func(l *Lock) error {
+		e := l.Entries["docker"]
+		e.Version, e.Protocol, e.APIVersions, e.SHA256 = "1.1.0", 2, []string{"1.0.0", "1.1.0"}, sum('d')
+		l.Entries["docker"] = e
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	text = string(mustReadFile(t, Path(home)))
+	mustContain(t, text, kept...)
+	mustContain(t, text, "# docker: the stable build\nplugin \"docker\" {\n  version      = \"1.1.0\"\n  protocol     = 2\n  api_versions = [\"1.0.0\", \"1.1.0\"]\n  sha256       = \""+sum('d')+"\"\n")
+	l, err := Read(Path(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(l.Names(), ","); got != "docker,local,skeleton" || l.Entries["docker"].SHA256 != sum('d') {
+		t.Fatalf("entries %v %+v", got, l.Entries["docker"])
+	}
+
+	// Removing local takes its block and nothing else; the file is as
+	// before it was added, apart from docker's new values.
+	before := text
+	if err := Update(context.Background(), home, func(l *Lock) error { delete(l.Entries, "local"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	text = string(mustReadFile(t, Path(home)))
+	mustContain(t, text, kept...)
+	if strings.Contains(text, `plugin "local"`) || strings.Contains(text, "\n\n\n") {
+		t.Fatalf("remove:\n%s", text)
+	}
+	want := strings.Replace(before, "plugin \"local\" {\n  version      = \"0.0.1\"\n  protocol     = 1\n  api_versions = [\"1.0.0\"]\n  sha256       = \""+sum('a')+"\"\n}\n\n", "", 1)
+	if text != want {
+		t.Fatalf("remove:\n%s\nwant:\n%s", text, want)
+	}
+	// Removing a commented block takes its comment along.
+	if err := Update(context.Background(), home, func(l *Lock) error { delete(l.Entries, "skeleton"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	text = string(mustReadFile(t, Path(home)))
+	if strings.Contains(text, "skeleton") || !strings.Contains(text, "}\n\n/* trailing notes */") {
+		t.Fatalf("remove skeleton:\n%s", text)
+	}
+	// A plugin that sorts last goes after the last plugin block, not after
+	// the trailing comment.
+	if err := Update(context.Background(), home, func(l *Lock) error {
+		l.Entries["zz"] = Entry{Name: "zz", SHA256: sum('e')}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	text = string(mustReadFile(t, Path(home)))
+	mustContain(t, text, kept[:4]...)
+	if !strings.Contains(text, "  }\n}\n\nplugin \"zz\" {\n") || !strings.HasSuffix(text, "}\n\n/* trailing notes */\n") {
+		t.Fatalf("add last:\n%s", text)
+	}
+}
+
+// TestInsertOrder: new blocks go before the first that sorts after them,
+// or at the end, each separated by one blank line, also in a file whose
+// blocks are not separated by blank lines.
+func TestInsertOrder(t *testing.T) {
+	home := t.TempDir()
+	writeFile(t, Path(home), "plugin \"b\" {\n  sha256 = \""+sum('b')+"\"\n}\nplugin \"d\" {\n  sha256 = \""+sum('d')+"\"\n}")
+	for _, n := range []string{"e", "a", "c"} {
+		if err := Update(context.Background(), home, func(l *Lock) error {
+			l.Entries[n] = Entry{Name: n, SHA256: sum(n[0])}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := string(mustReadFile(t, Path(home)))
+	var order []string
+	for _, line := range strings.Split(text, "\n") {
+		if name, ok := strings.CutPrefix(line, "plugin \""); ok {
+			order = append(order, strings.TrimSuffix(name, "\" {"))
+		}
+	}
+	if strings.Join(order, ",") != "a,b,c,d,e" || strings.Contains(text, "\n\n\n") || strings.HasPrefix(text, "\n") {
+		t.Fatalf("order %v:\n%s", order, text)
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
