@@ -1,19 +1,20 @@
 package main
 
+// backend.go is the SDK glue, and what a backend of your own keeps: the six
+// methods of sdk.Backend. Each checks its input, turns the SDK's types into
+// the runtime's and back, and leaves the work to the runtime (the
+// runtime_*.go files: namespaces, the bottle's init, its files), which is
+// what a podman or VM backend replaces.
+
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -35,60 +36,6 @@ type backend struct {
 	root string
 	err  error // a bad plugin config, reported by every call that needs root
 }
-
-// config is the plugin block of plugins.hcl:
-//
-//	plugin "skeleton" {
-//	  config { root = "/var/tmp/skeleton-bottles" }
-//	}
-type config struct {
-	Root string `json:"root"`
-}
-
-func newBackend(raw json.RawMessage, homeID string) *backend {
-	b := &backend{}
-	var c config
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		b.err = fmt.Errorf("plugin config: %w", err)
-		return b
-	}
-	b.root = c.Root
-	if b.root == "" {
-		b.root, b.err = defaultRoot(homeID)
-	} else if !filepath.IsAbs(b.root) {
-		b.err = fmt.Errorf("plugin config: root %q is not an absolute path", b.root)
-	}
-	return b
-}
-
-// defaultRoot is $XDG_STATE_HOME (or ~/.local/state) /bot-bottle-skeleton/
-// <home id>: one root per bot-bottle home, so that List reports only the
-// bottles of the home that asks, as sdk.HomeID requires.
-func defaultRoot(homeID string) (string, error) {
-	base := os.Getenv("XDG_STATE_HOME")
-	if !filepath.IsAbs(base) {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("no root for bottles: %w", err)
-		}
-		base = filepath.Join(home, ".local", "state")
-	}
-	if homeID == "" {
-		homeID = "default"
-	}
-	if !validName(homeID) {
-		return "", fmt.Errorf("home id %q is not a plain name", homeID)
-	}
-	return filepath.Join(base, "bot-bottle-skeleton", homeID), nil
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
-// validName keeps an identity from naming anything but a directory right
-// under root.
-func validName(s string) bool { return nameRE.MatchString(s) }
 
 func (b *backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
@@ -177,125 +124,28 @@ type handleData struct {
 	Dir string `json:"dir"`
 }
 
-func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progress func(sdk.Progress)) (h sdk.Handle, err error) {
+func (b *backend) handle(bt bottle, id string) sdk.Handle {
+	data, _ := json.Marshal(handleData{Dir: bt.dir})
+	return sdk.Handle{Version: handleVersion, Backend: name, Identity: id, Data: data}
+}
+
+func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progress func(sdk.Progress)) (sdk.Handle, error) {
 	if err := b.check(spec); err != nil {
 		return sdk.Handle{}, err
 	}
-	if err := os.MkdirAll(b.root, 0o700); err != nil {
-		return sdk.Handle{}, err
-	}
 	bt := bottle{dir: filepath.Join(b.root, spec.Identity)}
-	if err := os.Mkdir(bt.dir, 0o700); err != nil {
-		// The core stops a bottle before it reuses its identity.
+	if err := bt.launch(ctx, spec, agentEnv(spec, bt), progress); err != nil {
 		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 	}
-	var initCmd *exec.Cmd
-	defer func() {
-		// Launch cleans up after itself; Stop by identity would too.
-		if err != nil {
-			if initCmd != nil {
-				_ = initCmd.Process.Kill()
-			}
-			_ = os.RemoveAll(bt.dir)
-		}
-	}()
-
-	cwd := spec.Cwd
-	if cwd == "" || spec.CopyCwd {
-		cwd = bt.path(dirWork)
-		if spec.CopyCwd {
-			progress(sdk.Progress{Stage: "copy", Message: "copying " + spec.Cwd})
-			err = os.CopyFS(cwd, os.DirFS(spec.Cwd))
-		} else {
-			err = os.Mkdir(cwd, 0o700)
-		}
-		if err != nil {
-			return sdk.Handle{}, fmt.Errorf("launch %s: project: %w", spec.Identity, err)
-		}
-	}
-	if spec.HelperBinary != "" {
-		if err = os.Mkdir(bt.path(dirBin), 0o700); err == nil {
-			err = os.Symlink(spec.HelperBinary, filepath.Join(bt.path(dirBin), "bottle"))
-		}
-		if err != nil {
-			return sdk.Handle{}, fmt.Errorf("launch %s: helper: %w", spec.Identity, err)
-		}
-	}
-	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: cwd,
-		TTY: spec.TTY, Detach: spec.Detach, Created: time.Now().UTC().Format(time.RFC3339)}
-	if err = bt.writeRecord(rec); err != nil {
-		return sdk.Handle{}, err
-	}
-	if err = syscall.Mkfifo(bt.path(fileStdin), 0o600); err != nil {
-		return sdk.Handle{}, fmt.Errorf("launch %s: stdin: %w", spec.Identity, err)
-	}
-
-	progress(sdk.Progress{Stage: "namespaces", Message: "creating user, mount, pid, network, uts and ipc namespaces"})
-	initCmd, err = b.startInit(ctx, bt, agentEnv(spec, bt))
-	if err != nil {
-		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
-	}
-	data, _ := json.Marshal(handleData{Dir: bt.dir})
-	return sdk.Handle{Version: handleVersion, Backend: name, Identity: spec.Identity, Data: data}, nil
+	return b.handle(bt, spec.Identity), nil
 }
 
-// startInit starts the bottle's init (this binary, see init.go) in new
-// namespaces and waits until it is ready: namespaces set up and files made.
-// The init then starts the agent (Detach) or waits for the first Attach.
-func (b *backend) startInit(ctx context.Context, bt bottle, env []string) (*exec.Cmd, error) {
-	// The init reports a setup failure on this pipe and closes it when
-	// ready, so Launch can say what went wrong instead of leaving a dead
-	// bottle behind.
-	ready, readyW, err := os.Pipe()
+func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
+	bt, err := b.bottleOf(&req.Handle, req.Handle.Identity)
 	if err != nil {
-		return nil, err
+		return sdk.ExitStatus{}, err
 	}
-	defer ready.Close()
-	uid, gid := os.Getuid(), os.Getgid()
-	cmd := &exec.Cmd{
-		// The init is this very binary; /proc/self/exe names it even when
-		// it was started through a relative path or replaced on disk.
-		Path:       "/proc/self/exe",
-		Args:       []string{initName, bt.dir},
-		Env:        env, // the agent's: the init passes its own environment on
-		ExtraFiles: []*os.File{readyW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
-				syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-			// Root in the bottle is the caller outside it (like
-			// `unshare -r`): no privileges, no subordinate id ranges, and
-			// the init can still set up its namespaces. Its files on the
-			// host are the caller's own.
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
-			GidMappingsEnableSetgroups: false,
-			// Its own session: the caller's terminal signals (Ctrl-C in the
-			// core's process group) never reach a bottle directly.
-			Setsid: true,
-		},
-	}
-	err = cmd.Start()
-	readyW.Close()
-	if err != nil {
-		return nil, fmt.Errorf("start namespaces: %w", err)
-	}
-	// This process reaps the init if it exits first; when this process
-	// goes, the init lives on (a detached bottle must).
-	go func() { _ = cmd.Wait() }()
-	_ = ready.SetReadDeadline(time.Now().Add(30 * time.Second))
-	stopRead := context.AfterFunc(ctx, func() { _ = ready.SetReadDeadline(time.Now()) })
-	defer stopRead()
-	var msg bytes.Buffer
-	_, err = msg.ReadFrom(ready)
-	switch {
-	case msg.Len() > 0:
-		return cmd, fmt.Errorf("bottle setup: %s", strings.TrimSpace(msg.String()))
-	case ctx.Err() != nil:
-		return cmd, ctx.Err()
-	case err != nil:
-		return cmd, fmt.Errorf("bottle setup: no answer from its init: %w", err)
-	}
-	return cmd, nil
+	return bt.attach(ctx, req, s)
 }
 
 // agentEnv is the agent's whole environment. Not the plugin's: that is the
@@ -377,57 +227,22 @@ func (b *backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Lstat(bt.dir); errors.Is(err, os.ErrNotExist) {
-		return nil, nil // nothing left: Stop is repeatable
-	}
-	var removed []string
-	if p, ok := bt.proc(); ok && p.alive() {
-		// The init is pid 1 of the bottle's pid namespace: when it dies,
-		// the kernel kills every other process in there, however deep.
-		_ = syscall.Kill(p.pid, syscall.SIGKILL)
-		for p.alive() {
-			select {
-			case <-ctx.Done():
-				return removed, fmt.Errorf("stop %s: init %d still alive: %w", filepath.Base(bt.dir), p.pid, ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-		removed = append(removed, fmt.Sprintf("process %d (and its pid namespace)", p.pid))
-	}
-	if err := os.RemoveAll(bt.dir); err != nil {
-		return removed, fmt.Errorf("stop %s: %w", filepath.Base(bt.dir), err)
-	}
-	return append(removed, bt.dir), nil
+	return bt.stop(ctx)
 }
 
 func (b *backend) List(context.Context) ([]sdk.Bottle, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	entries, err := os.ReadDir(b.root)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	found, err := listBottles(b.root)
 	if err != nil {
 		return nil, err
 	}
-	var out []sdk.Bottle
-	for _, e := range entries {
-		if !e.IsDir() || !validName(e.Name()) {
-			continue
-		}
-		bt := bottle{dir: filepath.Join(b.root, e.Name())}
-		// A bottle whose launch died half way has no record yet; list it
-		// anyway, so that the core's prune stops it.
-		rec, _ := bt.record()
-		data, _ := json.Marshal(handleData{Dir: bt.dir})
-		h := sdk.Handle{Version: handleVersion, Backend: name, Identity: e.Name(), Data: data}
-		res := []string{bt.dir}
-		if p, ok := bt.proc(); ok && p.alive() {
-			res = append(res, fmt.Sprintf("process %d", p.pid))
-		}
-		out = append(out, sdk.Bottle{Identity: e.Name(), Agent: rec.Agent, Status: bt.status(),
-			StartedAt: rec.Created, Resources: res, Handle: &h})
+	out := make([]sdk.Bottle, 0, len(found))
+	for _, f := range found {
+		h := b.handle(f.bottle, f.id)
+		out = append(out, sdk.Bottle{Identity: f.id, Agent: f.rec.Agent, Status: f.status,
+			StartedAt: f.rec.Created, Resources: f.resources, Handle: &h})
 	}
 	return out, nil
 }

@@ -4,8 +4,11 @@
 // network namespace has nothing but its loopback, so a bottle has no network
 // at all. It needs no image registry, no daemon and no privileges.
 //
-// Read it in this order: backend.go (the six methods but Attach), bottle.go
-// (a bottle on disk), attach.go, init.go (the first process in a bottle).
+// Read it in this order: config.go and backend.go (the SDK glue: the six
+// methods, which a backend of your own keeps), then the runtime, which it
+// replaces: runtime_bottle.go (a bottle on disk), runtime_lifecycle.go
+// (launch, stop, list), runtime_attach.go and runtime_init.go (the first
+// process in a bottle).
 package main
 
 import (
@@ -16,7 +19,7 @@ import (
 
 func main() {
 	// A bottle's first process is this same binary, re-executed inside the
-	// new namespaces under another name (see init.go).
+	// new namespaces under another name (see runtime_init.go).
 	if os.Args[0] == initName {
 		os.Exit(runInit(os.Args[1:]))
 	}

@@ -18,17 +18,13 @@ import (
 // Polling files keeps the template simple; inotify would save the wakeups.
 const poll = 50 * time.Millisecond
 
-// Attach connects the caller to the agent through the bottle's files: the
+// attach connects the caller to the agent through the bottle's files: the
 // user's input into the stdin FIFO, the logs out. Opening the FIFO starts an
 // agent that waits for its first Attach. The agent never depends on the
 // caller: it writes to files, not to this process, so a detach (ctx
 // cancelled), this plugin process exiting and a later Attach from another
 // one all leave it running.
-func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
-	bt, err := b.bottleOf(&req.Handle, req.Handle.Identity)
-	if err != nil {
-		return sdk.ExitStatus{}, err
-	}
+func (bt bottle) attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
 	rec, err := bt.record()
 	if err != nil {
 		return sdk.ExitStatus{}, err

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// config is the plugin block of plugins.hcl:
+//
+//	plugin "skeleton" {
+//	  config { root = "/var/tmp/skeleton-bottles" }
+//	}
+type config struct {
+	Root string `json:"root"`
+}
+
+func newBackend(raw json.RawMessage, homeID string) *backend {
+	b := &backend{}
+	var c config
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		b.err = fmt.Errorf("plugin config: %w", err)
+		return b
+	}
+	b.root = c.Root
+	if b.root == "" {
+		b.root, b.err = defaultRoot(homeID)
+	} else if !filepath.IsAbs(b.root) {
+		b.err = fmt.Errorf("plugin config: root %q is not an absolute path", b.root)
+	}
+	return b
+}
+
+// defaultRoot is $XDG_STATE_HOME (or ~/.local/state) /bot-bottle-skeleton/
+// <home id>: one root per bot-bottle home, so that List reports only the
+// bottles of the home that asks, as sdk.HomeID requires.
+func defaultRoot(homeID string) (string, error) {
+	base := os.Getenv("XDG_STATE_HOME")
+	if !filepath.IsAbs(base) {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no root for bottles: %w", err)
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	if homeID == "" {
+		homeID = "default"
+	}
+	if !validName(homeID) {
+		return "", fmt.Errorf("home id %q is not a plain name", homeID)
+	}
+	return filepath.Join(base, "bot-bottle-skeleton", homeID), nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// validName keeps an identity from naming anything but a directory right
+// under root.
+func validName(s string) bool { return nameRE.MatchString(s) }

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// launch makes the bottle's directory and starts its init in new
+// namespaces. On failure it leaves nothing behind.
+func (bt bottle) launch(ctx context.Context, spec sdk.Spec, env []string, progress func(sdk.Progress)) (err error) {
+	if err := os.MkdirAll(filepath.Dir(bt.dir), 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(bt.dir, 0o700); err != nil {
+		// The core stops a bottle before it reuses its identity.
+		return err
+	}
+	var initCmd *exec.Cmd
+	defer func() {
+		// Launch cleans up after itself; Stop by identity would too.
+		if err != nil {
+			if initCmd != nil {
+				_ = initCmd.Process.Kill()
+			}
+			_ = os.RemoveAll(bt.dir)
+		}
+	}()
+
+	cwd := spec.Cwd
+	if cwd == "" || spec.CopyCwd {
+		cwd = bt.path(dirWork)
+		if spec.CopyCwd {
+			progress(sdk.Progress{Stage: "copy", Message: "copying " + spec.Cwd})
+			err = os.CopyFS(cwd, os.DirFS(spec.Cwd))
+		} else {
+			err = os.Mkdir(cwd, 0o700)
+		}
+		if err != nil {
+			return fmt.Errorf("project: %w", err)
+		}
+	}
+	if spec.HelperBinary != "" {
+		if err = os.Mkdir(bt.path(dirBin), 0o700); err == nil {
+			err = os.Symlink(spec.HelperBinary, filepath.Join(bt.path(dirBin), "bottle"))
+		}
+		if err != nil {
+			return fmt.Errorf("helper: %w", err)
+		}
+	}
+	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: cwd,
+		TTY: spec.TTY, Detach: spec.Detach, Created: time.Now().UTC().Format(time.RFC3339)}
+	if err = bt.writeRecord(rec); err != nil {
+		return err
+	}
+	if err = syscall.Mkfifo(bt.path(fileStdin), 0o600); err != nil {
+		return fmt.Errorf("stdin: %w", err)
+	}
+
+	progress(sdk.Progress{Stage: "namespaces", Message: "creating user, mount, pid, network, uts and ipc namespaces"})
+	initCmd, err = bt.startInit(ctx, env)
+	return err
+}
+
+// startInit starts the bottle's init (this binary, see init.go) in new
+// namespaces and waits until it is ready: namespaces set up and files made.
+// The init then starts the agent (Detach) or waits for the first Attach.
+func (bt bottle) startInit(ctx context.Context, env []string) (*exec.Cmd, error) {
+	// The init reports a setup failure on this pipe and closes it when
+	// ready, so Launch can say what went wrong instead of leaving a dead
+	// bottle behind.
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer ready.Close()
+	uid, gid := os.Getuid(), os.Getgid()
+	cmd := &exec.Cmd{
+		// The init is this very binary; /proc/self/exe names it even when
+		// it was started through a relative path or replaced on disk.
+		Path:       "/proc/self/exe",
+		Args:       []string{initName, bt.dir},
+		Env:        env, // the agent's: the init passes its own environment on
+		ExtraFiles: []*os.File{readyW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+				syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+			// Root in the bottle is the caller outside it (like
+			// `unshare -r`): no privileges, no subordinate id ranges, and
+			// the init can still set up its namespaces. Its files on the
+			// host are the caller's own.
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
+			GidMappingsEnableSetgroups: false,
+			// Its own session: the caller's terminal signals (Ctrl-C in the
+			// core's process group) never reach a bottle directly.
+			Setsid: true,
+		},
+	}
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start namespaces: %w", err)
+	}
+	// This process reaps the init if it exits first; when this process
+	// goes, the init lives on (a detached bottle must).
+	go func() { _ = cmd.Wait() }()
+	_ = ready.SetReadDeadline(time.Now().Add(30 * time.Second))
+	stopRead := context.AfterFunc(ctx, func() { _ = ready.SetReadDeadline(time.Now()) })
+	defer stopRead()
+	var msg bytes.Buffer
+	_, err = msg.ReadFrom(ready)
+	switch {
+	case msg.Len() > 0:
+		return cmd, fmt.Errorf("bottle setup: %s", strings.TrimSpace(msg.String()))
+	case ctx.Err() != nil:
+		return cmd, ctx.Err()
+	case err != nil:
+		return cmd, fmt.Errorf("bottle setup: no answer from its init: %w", err)
+	}
+	return cmd, nil
+}
+
+// stop kills the bottle's processes and removes its directory. It is
+// repeatable: a bottle already gone is no error.
+func (bt bottle) stop(ctx context.Context) ([]string, error) {
+	if _, err := os.Lstat(bt.dir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil // nothing left: Stop is repeatable
+	}
+	var removed []string
+	if p, ok := bt.proc(); ok && p.alive() {
+		// The init is pid 1 of the bottle's pid namespace: when it dies,
+		// the kernel kills every other process in there, however deep.
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		for p.alive() {
+			select {
+			case <-ctx.Done():
+				return removed, fmt.Errorf("stop %s: init %d still alive: %w", filepath.Base(bt.dir), p.pid, ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		removed = append(removed, fmt.Sprintf("process %d (and its pid namespace)", p.pid))
+	}
+	if err := os.RemoveAll(bt.dir); err != nil {
+		return removed, fmt.Errorf("stop %s: %w", filepath.Base(bt.dir), err)
+	}
+	return append(removed, bt.dir), nil
+}
+
+// found is one bottle under root, as List reports it.
+type found struct {
+	bottle
+	id        string
+	rec       record
+	status    string
+	resources []string
+}
+
+// listBottles finds the bottles under root.
+func listBottles(root string) ([]found, error) {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []found
+	for _, e := range entries {
+		if !e.IsDir() || !validName(e.Name()) {
+			continue
+		}
+		bt := bottle{dir: filepath.Join(root, e.Name())}
+		// A bottle whose launch died half way has no record yet; list it
+		// anyway, so that the core's prune stops it.
+		rec, _ := bt.record()
+		res := []string{bt.dir}
+		if p, ok := bt.proc(); ok && p.alive() {
+			res = append(res, fmt.Sprintf("process %d", p.pid))
+		}
+		out = append(out, found{bottle: bt, id: e.Name(), rec: rec, status: bt.status(), resources: res})
+	}
+	return out, nil
+}
