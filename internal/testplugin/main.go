@@ -132,10 +132,6 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		if err != nil {
 			return sdk.Handle{}, err
 		}
-		// A shell around the agent records its exit code: this plugin
-		// process may be long gone when someone attaches and asks for it.
-		cmd.Args = append([]string{"/bin/sh", "-c", `"$@"; echo $? > "$0"`, b.path(spec.Identity, ".exit")}, cmd.Args...)
-		cmd.Path = "/bin/sh"
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			return sdk.Handle{}, err
@@ -173,7 +169,9 @@ func (b *backend) command(id string) (*exec.Cmd, error) {
 	if len(rec.Command) == 0 {
 		return nil, fmt.Errorf("bottle %s has no command", id)
 	}
-	cmd := exec.Command(rec.Command[0], rec.Command[1:]...)
+	// A shell around the agent records its exit code: the plugin process
+	// that started it may be long gone when someone attaches and asks.
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `"$@"; c=$?; echo $c > "$0"; exit $c`, b.path(id, ".exit")}, rec.Command...)...)
 	cmd.Dir = rec.Cwd
 	if cmd.Dir == "" {
 		cmd.Dir = b.root
@@ -189,13 +187,14 @@ func (b *backend) command(id string) (*exec.Cmd, error) {
 
 func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
 	id := req.Handle.Identity
-	if pid, ok := b.pid(id); ok && alive(pid) {
-		// Started detached: follow its log until it exits.
-		return b.follow(ctx, id, pid, s)
-	}
 	cmd, err := b.command(id)
 	if err != nil {
 		return sdk.ExitStatus{}, err
+	}
+	if pid, ok := b.pid(id); ok {
+		// Started before (detached, or by an attach that detached):
+		// follow it until it exits.
+		return b.follow(ctx, id, pid, s)
 	}
 	if req.TTY {
 		return b.attachTTY(ctx, id, cmd, req.Size, s)
@@ -272,21 +271,25 @@ func exitStatus(err error) (sdk.ExitStatus, error) {
 }
 
 func (b *backend) follow(ctx context.Context, id string, pid int, s sdk.AttachStreams) (sdk.ExitStatus, error) {
-	f, err := os.Open(b.path(id, ".log"))
-	if err != nil {
-		return sdk.ExitStatus{}, err
+	// No log when an attach started it: its output went to that attach.
+	f, _ := os.Open(b.path(id, ".log"))
+	if f != nil {
+		defer f.Close()
 	}
-	defer f.Close()
-	for {
-		if s.Stdout != nil {
+	copyLog := func() {
+		if f != nil && s.Stdout != nil {
 			_, _ = io.Copy(s.Stdout, f)
 		}
+	}
+	for {
+		copyLog()
 		if !alive(pid) {
-			if s.Stdout != nil {
-				_, _ = io.Copy(s.Stdout, f)
+			copyLog()
+			// The shell wrote it before it exited; none means it was killed.
+			data, err := os.ReadFile(b.path(id, ".exit"))
+			if err != nil {
+				return sdk.ExitStatus{Code: 128 + int(syscall.SIGKILL)}, nil
 			}
-			// The shell wrote it before it exited; missing means killed.
-			data, _ := os.ReadFile(b.path(id, ".exit"))
 			code, _ := strconv.Atoi(strings.TrimSpace(string(data)))
 			return sdk.ExitStatus{Code: code}, nil
 		}

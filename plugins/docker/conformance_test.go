@@ -19,7 +19,7 @@ import (
 func TestConformance(t *testing.T) {
 	e := newEnv(t)
 	backendtest.RunConformance(t, backendtest.Harness{
-		New:    func(t testing.TB) sdk.Backend { return startPlugin(t).be },
+		New:    func(t testing.TB) sdk.Backend { return backendtest.Start(t, pluginBin) },
 		Agent:  e.agent("conf"),
 		Config: e.config(nil),
 		Leftovers: func(ctx context.Context, identity string) ([]string, error) {

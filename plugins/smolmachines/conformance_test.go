@@ -14,7 +14,7 @@ import (
 func TestConformance(t *testing.T) {
 	r := newRig(t, false)
 	backendtest.RunConformance(t, backendtest.Harness{
-		New:   func(testing.TB) sdk.Backend { return r.start() },
+		New:   func(t testing.TB) sdk.Backend { return backendtest.Start(t, pluginBin, r.env...) },
 		Agent: sdk.Agent{Name: "conf", Image: "alpine", Workdir: "/tmp", Egress: []string{"example.com"}},
 	})
 	r.checkCallRules(nil)

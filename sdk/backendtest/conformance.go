@@ -236,11 +236,34 @@ func (r *run) streams(t *testing.T) {
 }
 
 func (r *run) stdinClose(t *testing.T) {
-	out, _, st := r.runOnce(t, strings.NewReader("first\nsecond\n"), "sh", "-c", "cat; echo done")
-	if st.Code != 0 || out != "first\nsecond\ndone\n" {
-		t.Fatalf("stdin close: exit %d, stdout %q; want the input echoed, then done (the agent must see stdin end)", st.Code, out)
+	ctx := r.ctx(t)
+	spec, handle := r.launch(t, ctx, r.be, false, "sh", "-c", "cat; echo done")
+	out := &lockedBuffer{}
+	type result struct {
+		st  sdk.ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := r.be.Attach(ctx, sdk.AttachRequest{Handle: handle, Stdin: true},
+			sdk.AttachStreams{Stdin: strings.NewReader("first\nsecond\n"), Stdout: out, Stderr: io.Discard})
+		done <- result{st, err}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil || res.st.Code != 0 || out.String() != "first\nsecond\ndone\n" {
+			t.Fatalf("stdin close: Attach = %+v, %v, stdout %q; want the input echoed, then done", res.st, res.err, out.String())
+		}
+	case <-time.After(stepTimeout):
+		_, _ = r.be.Stop(context.WithoutCancel(ctx), sdk.StopRequest{Identity: spec.Identity})
+		t.Fatalf("stdin close: the agent never saw its stdin end (cat still reading after %v; stdout %q)", stepTimeout, out.String())
 	}
 }
+
+// stepTimeout bounds a wait for something that, in a correct backend,
+// happens at once; it keeps a broken backend from costing the whole check's
+// Timeout and names what never happened.
+const stepTimeout = 10 * time.Second
 
 // resize checks the initial terminal size and a resize while attached. The
 // agent prints its size each time it reads a line, so the check pokes it
@@ -265,7 +288,7 @@ func (r *run) resize(t *testing.T) {
 	}()
 	await := func(what, want string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(stepTimeout)
 		for !strings.Contains(out.String(), want) {
 			select {
 			case res := <-done:
@@ -292,9 +315,11 @@ func (r *run) resize(t *testing.T) {
 	}
 }
 
+// detach is the user pressing the detach keys: the session ends, the agent
+// does not, and `bot-bottle attach` later gets its exit code.
 func (r *run) detach(t *testing.T) {
 	ctx := r.ctx(t)
-	spec, handle := r.launch(t, ctx, r.be, false, "sh", "-c", "echo attached; sleep 300")
+	spec, handle := r.launch(t, ctx, r.be, false, "sh", "-c", "echo attached; sleep 3; exit 6")
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := &lockedBuffer{}
@@ -312,8 +337,12 @@ func (r *run) detach(t *testing.T) {
 	if !ok {
 		t.Fatalf("detach: after a detach List no longer has %s; the agent must keep running", spec.Identity)
 	}
-	if b.Status != "" && b.Status != "running" {
-		t.Errorf("detach: after a detach List reports %s as %q, want running", spec.Identity, b.Status)
+	if b.Status == "exited" {
+		t.Errorf("detach: right after a detach List reports %s as exited; the agent must keep running", spec.Identity)
+	}
+	st, err = r.h.New(t).Attach(ctx, sdk.AttachRequest{Handle: handle}, sdk.AttachStreams{Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil || st.Detached || st.Code != 6 {
+		t.Fatalf("detach: attaching again from a fresh process = %+v, %v; want the agent's own exit 6 (it must have kept running after the detach)", st, err)
 	}
 }
 
@@ -322,11 +351,13 @@ func (r *run) detach(t *testing.T) {
 // that follows and the agent's own exit code.
 func (r *run) attachDetached(t *testing.T) {
 	ctx := r.ctx(t)
-	_, handle := r.launch(t, ctx, r.be, true, "sh", "-c", "sleep 2; echo after-attach; exit 5")
+	// Ticks for a while, so that however long a fresh process takes to
+	// attach, there is output left to see.
+	_, handle := r.launch(t, ctx, r.be, true, "sh", "-c", "i=0; while [ $i -lt 8 ]; do echo tick; sleep 1; i=$((i+1)); done; exit 5")
 	var out bytes.Buffer
 	st, err := r.h.New(t).Attach(ctx, sdk.AttachRequest{Handle: handle}, sdk.AttachStreams{Stdout: &out, Stderr: io.Discard})
-	if err != nil || st.Detached || st.Code != 5 || !strings.Contains(out.String(), "after-attach") {
-		t.Fatalf("attach to a detached bottle: Attach = %+v, %v, stdout %q; want the agent's exit 5 and its output after-attach", st, err, out.String())
+	if err != nil || st.Detached || st.Code != 5 || !strings.Contains(out.String(), "tick") {
+		t.Fatalf("attach to a detached bottle: Attach = %+v, %v, stdout %q; want its output (tick) and the agent's exit 5", st, err, out.String())
 	}
 }
 
@@ -360,31 +391,49 @@ func (r *run) stopUnknown(t *testing.T) {
 	}
 }
 
+// freshProcess is the core's own pattern: one plugin process launches and
+// goes away with the bot-bottle command that started it; later commands
+// start their own and carry on from the handle.
 func (r *run) freshProcess(t *testing.T) {
 	ctx := r.ctx(t)
-	first := r.be
+	first := r.h.New(t)
 	spec, handle := r.launch(t, ctx, first, false, "sh", "-c", `read l; echo "got $l"; exit 3`)
+	kill(first)
 	second := r.h.New(t)
 	var out bytes.Buffer
 	st, err := second.Attach(ctx, sdk.AttachRequest{Handle: handle, Stdin: true},
 		sdk.AttachStreams{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: io.Discard})
 	if err != nil || st.Code != 3 || !strings.Contains(out.String(), "got hello") {
-		t.Fatalf("handle from a fresh process: Attach from a second plugin process = %+v, %v, stdout %q; want exit 3 and got hello", st, err, out.String())
+		t.Fatalf("handle from a fresh process: Attach from a second plugin process, after the launching one was killed = %+v, %v, stdout %q; want exit 3 and got hello", st, err, out.String())
 	}
 	if _, err := second.Stop(ctx, sdk.StopRequest{Handle: &handle, Identity: spec.Identity}); err != nil {
 		t.Fatalf("handle from a fresh process: Stop from a second plugin process: %v", err)
 	}
-	r.assertGone(t, ctx, first, spec.Identity)
+	r.assertGone(t, ctx, second, spec.Identity)
 
+	first = r.h.New(t)
 	spec, handle = r.launch(t, ctx, first, true, "sleep", "300")
+	kill(first)
 	third := r.h.New(t)
-	if _, ok := r.listed(t, ctx, third, spec.Identity); !ok {
-		t.Fatalf("handle from a fresh process: a fresh plugin process does not List %s", spec.Identity)
+	b, ok := r.listed(t, ctx, third, spec.Identity)
+	if !ok {
+		t.Fatalf("handle from a fresh process: a bottle launched detached is not in a fresh process's List after the launching process was killed")
+	}
+	if b.Status == "exited" {
+		t.Fatalf("handle from a fresh process: a bottle launched detached exited when the launching plugin process was killed; it must outlive it")
 	}
 	if _, err := third.Stop(ctx, sdk.StopRequest{Handle: &handle, Identity: spec.Identity}); err != nil {
 		t.Fatalf("handle from a fresh process: Stop from a fresh plugin process: %v", err)
 	}
-	r.assertGone(t, ctx, first, spec.Identity)
+	r.assertGone(t, ctx, third, spec.Identity)
+}
+
+// kill ends a plugin process the way a core's exit does, when the harness
+// can (Start and InProcess can).
+func kill(be sdk.Backend) {
+	if k, ok := be.(interface{ Kill() }); ok {
+		k.Kill()
+	}
 }
 
 func (r *run) statusCodes(t *testing.T) {
@@ -530,7 +579,8 @@ func (r *run) launch(t *testing.T, ctx context.Context, be sdk.Backend, detach b
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, _ = be.Stop(ctx, sdk.StopRequest{Identity: spec.Identity})
+		// r.be, not be: be may be a plugin process the check killed.
+		_, _ = r.be.Stop(ctx, sdk.StopRequest{Identity: spec.Identity})
 	})
 	plan, err := be.Prepare(ctx, spec)
 	if err != nil {

@@ -12,9 +12,11 @@
 //
 // Start runs your built binary exactly as the core does (a new process each
 // call, so the suite can check that a handle from one process drives the
-// bottle from another). InProcess serves a Backend value over real gRPC
-// inside the test process, through go-plugin's TestPluginGRPCConn, for fast
-// tests that still cross the wire.
+// bottle from another, after the first was killed as a core's exit kills
+// it). InProcess serves a Backend value over real gRPC inside the test
+// process, through go-plugin's in-process serving (ServeConfig.Test), for
+// fast tests that still cross the wire; killing it only stops the server,
+// so what survives a plugin process is proven by Start alone.
 //
 // Each contract item is a subtest (ItemExitCode, ItemResize, …) and each
 // failure message starts with the item's words, so `go test -run

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 // go-plugin client attached to it: every call goes through the same
 // protobuf conversion, streams and status codes as with a plugin binary,
 // without building one. The server stops at the end of the test.
-func InProcess(t testing.TB, b sdk.Backend) *sdk.Client {
+func InProcess(t testing.TB, b sdk.Backend) *Process {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reattach := make(chan *plugin.ReattachConfig, 1)
@@ -33,10 +34,12 @@ func InProcess(t testing.TB, b sdk.Backend) *sdk.Client {
 		Logger: hclog.NewNullLogger(),
 		Test:   &plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattach, CloseCh: closed},
 	})
-	t.Cleanup(func() {
+	stop := func() {
 		cancel()
 		<-closed
-	})
+	}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(stop) })
 	var rc *plugin.ReattachConfig
 	select {
 	case rc = <-reattach:
@@ -58,8 +61,21 @@ func InProcess(t testing.TB, b sdk.Backend) *sdk.Client {
 	if err != nil {
 		t.Fatalf("backendtest: dispense in-process backend: %v", err)
 	}
-	return c
+	return &Process{Client: c, kill: func() { pc.Kill(); once.Do(stop) }}
 }
+
+// Process is a plugin started by Start or served by InProcess: its Backend
+// client, and a way to make it go away the way a core's exit does.
+type Process struct {
+	*sdk.Client
+	kill func()
+}
+
+// Kill ends the plugin process and waits for it. For InProcess it stops
+// the gRPC server; the Backend value and anything it started live on in
+// the test process, so checks that a bottle outlives its plugin process
+// prove less in-process than with a built binary.
+func (p *Process) Kill() { p.kill() }
 
 // testLogger keeps go-plugin's own chatter out of test output unless it
 // matters.
@@ -85,9 +101,9 @@ func Build(t testing.TB, pkgDir, name string) string {
 // Start runs the plugin binary at path exactly as the bot-bottle core does
 // (handshake cookie, negotiated protocol versions, gRPC only, AutoMTLS,
 // raised message limits), with env added to the test's environment, and
-// returns its client. The process is killed at the end of the test. Its log
+// returns it. The process is killed at the end of the test, if not before. Its log
 // lines at warn and above go to the test's stderr.
-func Start(t testing.TB, path string, env ...string) *sdk.Client {
+func Start(t testing.TB, path string, env ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), env...)
@@ -95,6 +111,9 @@ func Start(t testing.TB, path string, env ...string) *sdk.Client {
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.ClientPluginSets(),
 		Cmd:              cmd,
+		// go-plugin would append the host environment after cmd.Env, and
+		// the host's value of a variable would beat the test's.
+		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		GRPCDialOptions:  sdk.GRPCDialOptions(),
@@ -108,5 +127,5 @@ func Start(t testing.TB, path string, env ...string) *sdk.Client {
 	if proto != sdk.ProtocolVersion {
 		t.Fatalf("backendtest: %s negotiated protocol %d, this SDK speaks %d", path, proto, sdk.ProtocolVersion)
 	}
-	return c
+	return &Process{Client: c, kill: pc.Kill}
 }

@@ -1,6 +1,7 @@
 package backendtest_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,8 +27,23 @@ import (
 type hostBackend struct {
 	sdk.UnimplementedBackend
 	root   string
-	break_ string // "", "exit-code", "stop-leaves-resource", "ignore-resize"
+	break_ string
 }
+
+// The ways hostBackend can be broken, each a promise a real backend might
+// get wrong.
+const (
+	breakExitCode        = "exit-code"              // reports 0 whatever the agent's status
+	breakStopLeaves      = "stop-leaves-resource"   // Stop kills the agent but keeps its record
+	breakIgnoreResize    = "ignore-resize"          // never applies a terminal resize
+	breakMergedStreams   = "merged-streams"         // stderr goes to stdout
+	breakStdinNeverEnds  = "stdin-never-closed"     // the agent never sees stdin's end
+	breakUnknownNotFound = "notfound-as-unknown"    // a missing bottle is a plain error
+	breakKillOnDetach    = "kill-on-detach"         // a detach kills the agent
+	breakExecUndeclared  = "exec-undeclared"        // Exec works but Info does not declare it
+	breakDeclaresExec    = "declares-unimplemented" // Info declares exec, Exec declines
+	breakStatePerProcess = "state-per-process"      // a fresh process knows no earlier bottle
+)
 
 type hostRecord struct {
 	Identity string   `json:"identity"`
@@ -38,7 +54,11 @@ type hostRecord struct {
 func (b *hostBackend) path(id, ext string) string { return filepath.Join(b.root, id+ext) }
 
 func (b *hostBackend) Info(context.Context) (sdk.Info, error) {
-	return sdk.Info{Name: "host", Version: "0.0.1", APIVersions: []string{sdk.APIVersion}}, nil
+	info := sdk.Info{Name: "host", Version: "0.0.1", APIVersions: []string{sdk.APIVersion}}
+	if b.break_ == breakDeclaresExec {
+		info.Capabilities = []sdk.Capability{sdk.CapExec}
+	}
+	return info, nil
 }
 
 func (b *hostBackend) Prepare(_ context.Context, spec sdk.Spec) (sdk.Plan, error) {
@@ -54,35 +74,46 @@ func (b *hostBackend) Launch(_ context.Context, spec sdk.Spec, _ sdk.Plan, _ fun
 		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 	}
 	h := sdk.Handle{Version: 1, Backend: "host", Identity: spec.Identity}
-	if spec.Detach {
-		cmd, err := b.command(spec.Identity)
-		if err != nil {
-			return sdk.Handle{}, err
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		logf, err := os.Create(b.path(spec.Identity, ".log"))
-		if err != nil {
-			return sdk.Handle{}, err
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
-		}
-		logf.Close()
-		_ = os.WriteFile(b.path(spec.Identity, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
-		// In-process, this goroutine outlives every "plugin instance".
-		go func() {
-			_ = cmd.Wait()
-			_ = os.WriteFile(b.path(spec.Identity, ".exit"), []byte(strconv.Itoa(cmd.ProcessState.ExitCode())), 0o600)
-		}()
+	if !spec.Detach {
+		return h, nil
+	}
+	cmd, err := b.command(spec.Identity)
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logf, err := os.Create(b.path(spec.Identity, ".log"))
+	if err != nil {
+		return sdk.Handle{}, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := b.start(spec.Identity, cmd); err != nil {
+		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 	}
 	return h, nil
+}
+
+// start starts cmd and records its pid, then its exit code when it ends.
+// In-process, the waiting goroutine outlives every "plugin instance".
+func (b *hostBackend) start(id string, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	go func() {
+		_ = cmd.Wait()
+		_ = os.WriteFile(b.path(id, ".exit"), []byte(strconv.Itoa(cmd.ProcessState.ExitCode())), 0o600)
+	}()
+	return nil
 }
 
 func (b *hostBackend) command(id string) (*exec.Cmd, error) {
 	data, err := os.ReadFile(b.path(id, ".json"))
 	if errors.Is(err, os.ErrNotExist) {
+		if b.break_ == breakUnknownNotFound {
+			return nil, fmt.Errorf("bottle %s: no record", id)
+		}
 		return nil, fmt.Errorf("bottle %s: %w", id, sdk.ErrNotFound)
 	}
 	if err != nil {
@@ -103,34 +134,24 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 	if err != nil {
 		return sdk.ExitStatus{}, err
 	}
-	if pid, ok := b.pid(id); ok && alive(pid) {
-		// Started detached: follow its log until its exit code is written.
-		f, err := os.Open(b.path(id, ".log"))
-		if err != nil {
-			return sdk.ExitStatus{}, err
-		}
-		defer f.Close()
-		for {
-			_, _ = io.Copy(s.Stdout, f)
-			if data, err := os.ReadFile(b.path(id, ".exit")); err == nil {
-				_, _ = io.Copy(s.Stdout, f)
-				code, _ := strconv.Atoi(string(data))
-				return sdk.ExitStatus{Code: code}, nil
-			}
-			select {
-			case <-ctx.Done():
-				return sdk.ExitStatus{Detached: true}, nil
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
+	if _, started := b.pid(id); started {
+		return b.follow(ctx, id, s)
 	}
 	var copied chan struct{}
 	if req.TTY {
-		ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: req.Size.Rows, Cols: req.Size.Cols})
+		ptmx, tty, err := pty.Open()
 		if err != nil {
 			return sdk.ExitStatus{}, fmt.Errorf("attach %s: %w", id, err)
 		}
 		defer ptmx.Close()
+		_ = pty.Setsize(ptmx, &pty.Winsize{Rows: req.Size.Rows, Cols: req.Size.Cols})
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := b.start(id, cmd); err != nil {
+			tty.Close()
+			return sdk.ExitStatus{}, fmt.Errorf("attach %s: %w", id, err)
+		}
+		tty.Close()
 		copied = make(chan struct{})
 		go func() { _, _ = io.Copy(s.Stdout, ptmx); close(copied) }()
 		if s.Stdin != nil {
@@ -138,7 +159,7 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 		}
 		go func() {
 			for sz := range s.Resize {
-				if b.break_ != "ignore-resize" {
+				if b.break_ != breakIgnoreResize {
 					_ = pty.Setsize(ptmx, &pty.Winsize{Rows: sz.Rows, Cols: sz.Cols})
 				}
 			}
@@ -146,40 +167,83 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 	} else {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+		if b.break_ == breakMergedStreams {
+			cmd.Stderr = s.Stdout
+		}
 		if s.Stdin != nil {
 			w, err := cmd.StdinPipe()
 			if err != nil {
 				return sdk.ExitStatus{}, err
 			}
-			go func() { _, _ = io.Copy(w, s.Stdin); w.Close() }()
+			go func() {
+				_, _ = io.Copy(w, s.Stdin)
+				if b.break_ != breakStdinNeverEnds {
+					w.Close()
+				}
+			}()
 		}
-		if err := cmd.Start(); err != nil {
+		if err := b.start(id, cmd); err != nil {
 			return sdk.ExitStatus{}, fmt.Errorf("attach %s: %w", id, err)
 		}
 	}
-	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-ctx.Done():
-		return sdk.ExitStatus{Detached: true}, nil
-	case err := <-done:
-		if copied != nil {
-			select {
-			case <-copied:
-			case <-time.After(2 * time.Second):
-			}
-		}
-		code := cmd.ProcessState.ExitCode()
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			return sdk.ExitStatus{}, err
-		}
-		if b.break_ == "exit-code" {
-			code = 0
-		}
-		return sdk.ExitStatus{Code: code}, nil
+	st, err := b.wait(ctx, id)
+	if st.Detached && b.break_ == breakKillOnDetach {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
+	if copied != nil && !st.Detached {
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return st, err
+}
+
+// follow streams a running or finished bottle's log until its exit code
+// is recorded.
+func (b *hostBackend) follow(ctx context.Context, id string, s sdk.AttachStreams) (sdk.ExitStatus, error) {
+	log, _ := os.Open(b.path(id, ".log")) // none when an attach started it
+	if log != nil {
+		defer log.Close()
+	}
+	for {
+		if log != nil {
+			_, _ = io.Copy(s.Stdout, log)
+		}
+		if data, err := os.ReadFile(b.path(id, ".exit")); err == nil {
+			if log != nil {
+				_, _ = io.Copy(s.Stdout, log)
+			}
+			return b.status(data), nil
+		}
+		select {
+		case <-ctx.Done():
+			return sdk.ExitStatus{Detached: true}, nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// wait waits for the exit code of the process this call started.
+func (b *hostBackend) wait(ctx context.Context, id string) (sdk.ExitStatus, error) {
+	for {
+		if data, err := os.ReadFile(b.path(id, ".exit")); err == nil {
+			return b.status(data), nil
+		}
+		select {
+		case <-ctx.Done():
+			return sdk.ExitStatus{Detached: true}, nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (b *hostBackend) status(data []byte) sdk.ExitStatus {
+	code, _ := strconv.Atoi(string(bytes.TrimSpace(data)))
+	if b.break_ == breakExitCode {
+		code = 0
+	}
+	return sdk.ExitStatus{Code: code}
 }
 
 func (b *hostBackend) pid(id string) (int, bool) {
@@ -191,13 +255,15 @@ func (b *hostBackend) pid(id string) (int, bool) {
 	return pid, err == nil && pid > 0
 }
 
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+func (b *hostBackend) Exec(ctx context.Context, req sdk.ExecRequest) (sdk.ExecResult, error) {
+	if b.break_ != breakExecUndeclared {
+		return sdk.ExecResult{}, fmt.Errorf("exec: %w", sdk.ErrNotSupported)
 	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	return len(fields) > 0 && fields[0] != "Z"
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, req.Command[0], req.Command[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	_ = cmd.Run()
+	return sdk.ExecResult{ExitCode: cmd.ProcessState.ExitCode(), Stdout: out.Bytes(), Stderr: errOut.Bytes()}, nil
 }
 
 func (b *hostBackend) Stop(_ context.Context, req sdk.StopRequest) ([]string, error) {
@@ -207,15 +273,15 @@ func (b *hostBackend) Stop(_ context.Context, req sdk.StopRequest) ([]string, er
 	}
 	var removed []string
 	if pid, ok := b.pid(id); ok {
-		if alive(pid) {
+		if _, err := os.Stat(b.path(id, ".exit")); err != nil {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			removed = append(removed, fmt.Sprintf("process %d", pid))
 		}
-		_ = os.Remove(b.path(id, ".pid"))
 	}
-	_ = os.Remove(b.path(id, ".log"))
-	_ = os.Remove(b.path(id, ".exit"))
-	if b.break_ != "stop-leaves-resource" {
+	for _, ext := range []string{".pid", ".log", ".exit"} {
+		_ = os.Remove(b.path(id, ext))
+	}
+	if b.break_ != breakStopLeaves {
 		if os.Remove(b.path(id, ".json")) == nil {
 			removed = append(removed, "bottle "+id)
 		}
@@ -235,10 +301,10 @@ func (b *hostBackend) List(context.Context) ([]sdk.Bottle, error) {
 			continue
 		}
 		status := "created"
-		if pid, ok := b.pid(id); ok {
-			status = "exited"
-			if alive(pid) {
-				status = "running"
+		if _, ok := b.pid(id); ok {
+			status = "running"
+			if _, err := os.Stat(b.path(id, ".exit")); err == nil {
+				status = "exited"
 			}
 		}
 		out = append(out, sdk.Bottle{Identity: id, Status: status, Resources: []string{b.path(id, ".json")}})

@@ -6,7 +6,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
@@ -23,9 +25,15 @@ func TestHostBackendConformance(t *testing.T) {
 	brk := os.Getenv(envBreak)
 	backendtest.RunConformance(t, backendtest.Harness{
 		New: func(t testing.TB) sdk.Backend {
-			return backendtest.InProcess(t, &hostBackend{root: root, break_: brk})
+			dir := root
+			if brk == breakStatePerProcess {
+				// Each "process" keeps its own bottles: none survives it.
+				dir = t.TempDir()
+			}
+			return backendtest.InProcess(t, &hostBackend{root: dir, break_: brk})
 		},
-		Agent: sdk.Agent{Name: "conf", Image: "host"},
+		Agent:   sdk.Agent{Name: "conf", Image: "host"},
+		Timeout: 30 * time.Second,
 	})
 }
 
@@ -38,18 +46,38 @@ func TestBrokenBackends(t *testing.T) {
 		// also may fail too, because they rely on the same promise.
 		also []string
 	}{
-		{"exit-code", backendtest.ItemExitCode, "exit code: the agent exited 7, Attach reported 0",
-			[]string{backendtest.ItemFreshProcess}},
-		{"stop-leaves-resource", backendtest.ItemStop, "stop is not complete: after Stop, List still reports",
+		{breakExitCode, backendtest.ItemExitCode, "exit code: the agent exited 7, Attach reported 0",
+			[]string{backendtest.ItemFreshProcess, backendtest.ItemDetach, backendtest.ItemAttachDetached}},
+		{breakStopLeaves, backendtest.ItemStop, "stop is not complete: after Stop, List still reports",
 			[]string{backendtest.ItemStopByIdentity, backendtest.ItemFreshProcess, backendtest.ItemStatusCodes}},
-		{"ignore-resize", backendtest.ItemResize, "terminal resize: the agent never saw a resize to 43x131", nil},
+		{breakIgnoreResize, backendtest.ItemResize, "terminal resize: the agent never saw a resize to 43x131", nil},
+		{breakMergedStreams, backendtest.ItemStreams, "stdout/stderr: stdout is", nil},
+		{breakStdinNeverEnds, backendtest.ItemStdinClose, "stdin close: the agent never saw its stdin end", nil},
+		{breakUnknownNotFound, backendtest.ItemStatusCodes, "errors as status codes: Attach to a bottle that was stopped: gRPC Unknown", nil},
+		{breakKillOnDetach, backendtest.ItemDetach, "detach: attaching again from a fresh process", nil},
+		{breakExecUndeclared, backendtest.ItemCapabilities, "capability gating: exec is not declared", nil},
+		{breakDeclaresExec, backendtest.ItemExec, "exec: Exec = ", []string{backendtest.ItemStatusCodes}},
+		{breakStatePerProcess, backendtest.ItemFreshProcess, "handle from a fresh process:",
+			[]string{backendtest.ItemDetach, backendtest.ItemAttachDetached}},
 	}
 	failLine := regexp.MustCompile(`--- FAIL: TestHostBackendConformance/(\w+)`)
-	for _, c := range cases {
-		t.Run(c.brk, func(t *testing.T) {
+	// The children mostly wait on agents' sleeps: run them all at once.
+	outs := make([][]byte, len(cases))
+	errs := make([]error, len(cases))
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			cmd := exec.Command(os.Args[0], "-test.run", "^TestHostBackendConformance$", "-test.v", "-test.count=1")
 			cmd.Env = append(os.Environ(), envBreak+"="+c.brk)
-			out, err := cmd.CombinedOutput()
+			outs[i], errs[i] = cmd.CombinedOutput()
+		}()
+	}
+	wg.Wait()
+	for i, c := range cases {
+		t.Run(c.brk, func(t *testing.T) {
+			out, err := outs[i], errs[i]
 			if err == nil {
 				t.Fatalf("the suite passed a backend with break %q:\n%s", c.brk, out)
 			}
