@@ -220,8 +220,11 @@ type StopRequest struct {
 
 // Bottle is one bottle a backend has, as List reports it.
 type Bottle struct {
-	Identity  string
-	Agent     string
+	Identity string
+	Agent    string
+	// Status is "created" (launched, agent not started), "running" or
+	// "exited" where the backend can tell; the core shows other words as
+	// they are, and reads only "exited" as the agent having ended.
 	Status    string
 	StartedAt string
 	Resources []string
