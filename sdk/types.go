@@ -224,7 +224,8 @@ type Bottle struct {
 	Agent    string
 	// Status is "created" (launched, agent not started), "running" or
 	// "exited" where the backend can tell; the core shows other words as
-	// they are, and reads only "exited" as the agent having ended.
+	// they are. Say "running" while the agent runs: prune keeps a detached
+	// bottle only when it is.
 	Status    string
 	StartedAt string
 	Resources []string
