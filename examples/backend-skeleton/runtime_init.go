@@ -199,7 +199,8 @@ func (a *agent) run(bt bottle) int {
 	// With a terminal, it becomes the agent's controlling terminal (fd 0),
 	// so that Ctrl-C and resizes reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: a.tty != nil}
-	return a.finish(bt, cmd, cmd.Start())
+	// Root in the bottle, without a single capability.
+	return a.finish(bt, cmd, startWithoutCapabilities(cmd))
 }
 
 // finish takes the agent from its start to the bottle's exit file. When it

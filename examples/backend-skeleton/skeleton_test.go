@@ -153,6 +153,49 @@ echo "$BOT_BOTTLE_IDENTITY $BOT_BOTTLE_QUEUE $SKEL_SECRET"`)
 	}
 }
 
+// TestNoCapabilities: the agent is uid 0 of the bottle without a single
+// capability, so it cannot unmount the bottle's /proc to see the host's
+// processes, not even from a user namespace of its own.
+func TestNoCapabilities(t *testing.T) {
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	out, errOut, code := run(t, b, nil, "sh", "-c", `grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status
+umount /proc 2>/dev/null && echo umount-ok || echo umount-denied
+if command -v unshare >/dev/null; then
+	unshare -r -m umount /proc 2>/dev/null && echo nested-umount-ok || echo nested-umount-denied
+fi
+ls /proc | grep -c '^[0-9]'`)
+	if code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	fields := map[string]string{}
+	var rest []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		} else {
+			rest = append(rest, line)
+		}
+	}
+	for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		if v := fields[k]; v != "0000000000000000" {
+			t.Errorf("%s = %q in the bottle, want none", k, v)
+		}
+	}
+	if fields["NoNewPrivs"] != "1" {
+		t.Errorf("NoNewPrivs = %q, want 1", fields["NoNewPrivs"])
+	}
+	if len(rest) < 2 || rest[0] != "umount-denied" {
+		t.Fatalf("the agent unmounted /proc: %q", out)
+	}
+	if len(rest) == 3 && rest[1] != "nested-umount-denied" {
+		t.Errorf("the agent unmounted /proc from a user namespace of its own: %q", out)
+	}
+	// init, sh, ls and grep (maybe not all at once): not the host's.
+	if n, _ := strconv.Atoi(rest[len(rest)-1]); n < 2 || n > 4 {
+		t.Errorf("after umount /proc the agent sees %d processes, want its own few", n)
+	}
+}
+
 // envHelper makes this test binary, run as a bottle's agent, a network
 // probe (see TestNetwork).
 const envHelper = "SKELETON_TEST_HELPER"
