@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,7 +36,8 @@ type Installed struct {
 // for its Info; only a working plugin with a valid name is renamed into
 // place, and the rename and the lock entry happen under the lock file's
 // lock, so concurrent installs neither lose entries nor mix a binary of one
-// with the entry of another. A failed install leaves no binary and no entry.
+// with the entry of another. A failed install leaves no binary and no entry;
+// a failed re-install leaves the previous binary and entry as they were.
 func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
 	fail := func(format string, args ...any) (Installed, error) {
 		return Installed{}, fmt.Errorf("install %s: "+format, append([]any{src}, args...)...)
@@ -113,25 +115,50 @@ func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
 	final := filepath.Join(dir, BinaryPrefix+info.Name)
 	entry := pluginlock.Entry{Name: info.Name, Version: info.Version, Protocol: proto, APIVersions: info.APIVersions, SHA256: sum}
 	err = pluginlock.WithLock(ctx, h.Home, func() error {
-		lock, err := pluginlock.Read(pluginlock.Path(h.Home))
+		lockPath := pluginlock.Path(h.Home)
+		lock, err := pluginlock.Read(lockPath)
 		if err != nil {
 			return err
 		}
+		// The previous install, if any, stays reachable under a second
+		// name until the new binary and its entry are both in place, so
+		// that a failure puts it back as it was: a failed re-install never
+		// leaves no binary, or a binary its entry does not match.
+		prev := filepath.Join(dir, ".previous-"+BinaryPrefix+info.Name)
+		hadPrev, err := keepPrevious(final, prev)
+		if err != nil {
+			return fmt.Errorf("keep the previous %s: %w", final, err)
+		}
+		restore := func() {
+			if hadPrev {
+				_ = os.Rename(prev, final)
+			} else {
+				_ = os.Remove(final)
+			}
+			_ = pluginlock.SyncDir(dir)
+		}
 		if err := os.Rename(tmpPath, final); err != nil {
+			if hadPrev {
+				_ = os.Remove(prev)
+			}
 			return err
 		}
 		placed = true
 		if err := pluginlock.SyncDir(dir); err != nil {
-			_ = os.Remove(final)
+			restore()
 			return err
 		}
+		before := lock.Source()
 		lock.Entries[info.Name] = entry
-		if err := pluginlock.Write(pluginlock.Path(h.Home), lock); err != nil {
-			// Without its entry the binary must not stay: remove it, so
-			// that the old entry (if any) refuses to run anything and
-			// says to re-install, rather than pass an unrecorded binary.
-			_ = os.Remove(final)
+		if err := writeLock(lockPath, lock); err != nil {
+			// The lock file as it was (a write that failed after its
+			// rename changed it), and the binary it describes.
+			_ = pluginlock.Restore(lockPath, before)
+			restore()
 			return err
+		}
+		if hadPrev {
+			_ = os.Remove(prev)
 		}
 		return nil
 	})
@@ -147,6 +174,56 @@ func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
 		out.Notes = append(out.Notes, fmt.Sprintf("%s names path %s for plugin %q, which wins over the installed copy; remove that path to use it", h.Config.File, b.Path, info.Name))
 	}
 	return out, nil
+}
+
+// writeLock writes the lock file; a test makes it fail.
+var writeLock = pluginlock.Write
+
+// keepPrevious makes prev a second name of the file at final (a hard link,
+// else a copy), replacing a prev left by an install that crashed; false
+// when there is no final.
+func keepPrevious(final, prev string) (bool, error) {
+	if err := os.Remove(prev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	fi, err := os.Lstat(final)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := os.Link(final, prev); err == nil {
+		return true, nil
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("%s is not a regular file", final)
+	}
+	if err := copyFile(final, prev, fi.Mode().Perm()); err != nil {
+		_ = os.Remove(prev)
+		return false, err
+	}
+	return true, nil
+}
+
+func copyFile(src, dst string, perm fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Check is the state of one plugin in $BOT_BOTTLE_HOME/plugins against

@@ -1,7 +1,9 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -366,5 +368,87 @@ plugin "test" {
 	}
 	if checks, err := h.Verify(); err != nil || len(checks) != 2 || checks[0].Status != VerifyOK || checks[1].Status != VerifyOK {
 		t.Fatalf("verify: %+v %v", checks, err)
+	}
+}
+
+// TestFailedReinstallKeepsPrevious: when the lock file cannot be written,
+// a re-install leaves the previous binary and lock file exactly as they
+// were (it used to delete the binary), and a first install leaves neither
+// binary nor entry. The failure is injected (permissions do not stop root);
+// once it fails before the lock file is replaced, once after.
+func TestFailedReinstallKeepsPrevious(t *testing.T) {
+	dir := t.TempDir()
+	src := buildTestPlugin(t, dir)
+	newer := buildNamed(t, dir, "test", "1.0.0")
+	fresh := buildNamed(t, dir, "alpha", "1.0.0")
+	h := newHost(t, "", nil)
+	ctx := context.Background()
+	in, err := h.Install(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binBefore := mustRead(t, in.Path)
+	lockBefore := mustRead(t, pluginlock.Path(h.Home))
+
+	t.Cleanup(func() { writeLock = pluginlock.Write })
+	for _, tc := range []struct {
+		name  string
+		write func(string, *pluginlock.Lock) error
+	}{
+		{"before the rename", func(string, *pluginlock.Lock) error { return errors.New("disk full") }},
+		{"after the rename", func(p string, l *pluginlock.Lock) error {
+			if err := pluginlock.Write(p, l); err != nil {
+				return err
+			}
+			return errors.New("fsync: input/output error")
+		}},
+	} {
+		writeLock = tc.write
+		_, err := h.Install(ctx, newer)
+		if err == nil || !strings.HasPrefix(err.Error(), "install "+newer+": ") {
+			t.Fatalf("%s: re-install: %v", tc.name, err)
+		}
+		if got := mustRead(t, in.Path); !bytes.Equal(got, binBefore) {
+			t.Fatalf("%s: the installed binary changed", tc.name)
+		}
+		if got := mustRead(t, pluginlock.Path(h.Home)); !bytes.Equal(got, lockBefore) {
+			t.Fatalf("%s: the lock file changed:\n%s", tc.name, got)
+		}
+		if names := pluginsDirNames(t, h); strings.Join(names, ",") != BinaryPrefix+"test" {
+			t.Fatalf("%s: plugins dir %v", tc.name, names)
+		}
+		if checks, err := h.Verify(); err != nil || len(checks) != 1 || checks[0].Status != VerifyOK {
+			t.Fatalf("%s: verify %+v %v", tc.name, checks, err)
+		}
+		p, err := h.Start(ctx, "test")
+		if err != nil {
+			t.Fatalf("%s: start the previous install: %v", tc.name, err)
+		}
+		p.Close()
+
+		if _, err := h.Install(ctx, fresh); err == nil {
+			t.Fatalf("%s: first install of alpha did not fail", tc.name)
+		}
+		if names := pluginsDirNames(t, h); strings.Join(names, ",") != BinaryPrefix+"test" {
+			t.Fatalf("%s: first install left %v", tc.name, names)
+		}
+		if got := mustRead(t, pluginlock.Path(h.Home)); !bytes.Equal(got, lockBefore) {
+			t.Fatalf("%s: first install changed the lock file:\n%s", tc.name, got)
+		}
+	}
+
+	// A hidden copy left by a crashed install does not get in the way.
+	if err := os.WriteFile(filepath.Join(h.pluginsDir(), ".previous-"+BinaryPrefix+"test"), []byte("stale"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeLock = pluginlock.Write
+	if in, err = h.Install(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, in.Path); !bytes.Equal(got, mustRead(t, newer)) {
+		t.Fatal("re-install did not replace the binary")
+	}
+	if names := pluginsDirNames(t, h); strings.Join(names, ",") != BinaryPrefix+"test" {
+		t.Fatalf("plugins dir after re-install %v", names)
 	}
 }

@@ -521,6 +521,29 @@ func Write(path string, l *Lock) error {
 	return nil
 }
 
+// Restore puts the lock file at path back to src, what Source returned
+// before a Write that failed, possibly after its rename; nil src removes
+// the file (there was none). A file already as it was is left alone.
+func Restore(path string, src []byte) error {
+	cur, err := os.ReadFile(path)
+	if src == nil {
+		if err == nil {
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("restore plugin lock file: %w", err)
+			}
+			return SyncDir(filepath.Dir(path))
+		}
+		return nil
+	}
+	if err == nil && bytes.Equal(cur, src) {
+		return nil
+	}
+	if err := renameio.WriteFile(path, src, 0o644); err != nil {
+		return fmt.Errorf("restore plugin lock file: %w", err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
 // SyncDir fsyncs a directory so that a rename in it survives a crash.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -419,3 +419,37 @@ func mustReadFile(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+func TestRestore(t *testing.T) {
+	home := t.TempDir()
+	l, err := Read(Path(home))
+	if err != nil || l.Source() != nil {
+		t.Fatalf("%v %v", l.Source(), err)
+	}
+	l.Entries["a"] = Entry{Name: "a", SHA256: sum('a')}
+	if err := Write(Path(home), l); err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(Path(home), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(Path(home)); !os.IsNotExist(err) {
+		t.Fatalf("no file before, one after restore: %v", err)
+	}
+	writeFile(t, Path(home), newerLock)
+	l, err = Read(Path(home))
+	if err != nil || string(l.Source()) != newerLock {
+		t.Fatalf("source %q %v", l.Source(), err)
+	}
+	before := l.Source()
+	l.Entries["a"] = Entry{Name: "a", SHA256: sum('a')}
+	if err := Write(Path(home), l); err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(Path(home), before); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustReadFile(t, Path(home))); got != newerLock {
+		t.Fatalf("restored:\n%s", got)
+	}
+}
