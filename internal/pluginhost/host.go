@@ -354,8 +354,13 @@ func (f Found) expectedSum() string {
 	return f.Pinned
 }
 
-// refusal is why f must not run, or nil.
-func (f Found) refusal() error {
+// refusal is why f must not run, or nil: a plugins.hcl pin and a
+// plugins.lock.hcl entry that disagree (decided without hashing, so also at
+// start), or a computed checksum that differs from either.
+func (h *Host) refusal(f Found) error {
+	if f.Pinned != "" && f.Locked != "" && f.Pinned != f.Locked {
+		return h.pinLockConflictError(f)
+	}
 	switch f.Checksum {
 	case ChecksumMismatch:
 		return pinMismatchError(f.Name, f.Path, f.Actual, f.Pinned)
@@ -367,6 +372,19 @@ func (f Found) refusal() error {
 
 func pinMismatchError(name, path, actual, pinned string) error {
 	return fmt.Errorf("plugin %q: checksum mismatch: %s has sha256 %s but plugins.hcl pins %s; refusing to run it", name, path, actual, pinned)
+}
+
+func (h *Host) pinLockConflictError(f Found) error {
+	return fmt.Errorf("plugin %q: %s pins sha256 %s, but %s locks the installed %s at sha256 %s; refusing to run it. Install the binary you pinned (bot-bottle plugins install <path-to-binary>), or change the pin in %s to the locked sha256",
+		f.Name, h.configFile(), f.Pinned, pluginlock.Path(h.Home), f.Path, f.Locked, h.configFile())
+}
+
+// configFile names plugins.hcl in messages.
+func (h *Host) configFile() string {
+	if h.Config == nil || h.Config.File == "" {
+		return "plugins.hcl"
+	}
+	return h.Config.File
 }
 
 func changedError(name, path, actual, locked string) error {
@@ -484,11 +502,11 @@ func (h *Host) Start(ctx context.Context, name string) (*Plugin, error) {
 }
 
 // StartFound starts a plugin found by Find or Discover. A binary whose
-// sha256 differs from its lock entry or plugins.hcl pin is refused; the
-// expected sum also goes to go-plugin's SecureConfig, which hashes the file
-// again right before exec.
+// sha256 differs from its lock entry or plugins.hcl pin is refused, as is
+// one whose pin and lock entry differ; the expected sum also goes to
+// go-plugin's SecureConfig, which hashes the file again right before exec.
 func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
-	if err := f.refusal(); err != nil {
+	if err := h.refusal(f); err != nil {
 		return nil, err
 	}
 	p, err := h.startBinary(ctx, f.Name, f.Path, f.expectedSum(), h.block(f.Name).Config)

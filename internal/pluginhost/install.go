@@ -36,8 +36,10 @@ type Installed struct {
 // for its Info; only a working plugin with a valid name is renamed into
 // place, and the rename and the lock entry happen under the lock file's
 // lock, so concurrent installs neither lose entries nor mix a binary of one
-// with the entry of another. A failed install leaves no binary and no entry;
-// a failed re-install leaves the previous binary and entry as they were.
+// with the entry of another. A binary that differs from a plugins.hcl
+// sha256 pin for its name is refused. A failed install leaves no binary and
+// no entry; a failed re-install leaves the previous binary and entry as
+// they were.
 func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
 	fail := func(format string, args ...any) (Installed, error) {
 		return Installed{}, fmt.Errorf("install %s: "+format, append([]any{src}, args...)...)
@@ -110,6 +112,14 @@ func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
 	p.Close()
 	if err := config.ValidName(info.Name); err != nil {
 		return fail("the plugin calls itself %q, which cannot name a plugin: %v", info.Name, err)
+	}
+
+	// A plugins.hcl pin for this name applies to the installed copy (unless
+	// the block names a path, which wins over it): a binary that differs
+	// from it would be locked and then refused at every start.
+	if b := h.block(info.Name); b.SHA256 != "" && b.Path == "" && !strings.EqualFold(b.SHA256, sum) {
+		return fail("its sha256 %s differs from the one %s pins for plugin %q (%s); refusing to install it. Install the binary you pinned, or change or remove that pin first",
+			sum, h.configFile(), info.Name, strings.ToLower(b.SHA256))
 	}
 
 	final := filepath.Join(dir, BinaryPrefix+info.Name)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 )
 
@@ -450,5 +451,71 @@ func TestFailedReinstallKeepsPrevious(t *testing.T) {
 	}
 	if names := pluginsDirNames(t, h); strings.Join(names, ",") != BinaryPrefix+"test" {
 		t.Fatalf("plugins dir after re-install %v", names)
+	}
+}
+
+// TestPinAndLockDisagree: a plugins.hcl sha256 pin that differs from the
+// lock entry of the installed plugin is refused at start (before anything
+// is hashed), naming both files and the fix; plugins install refuses a
+// binary that differs from the pin for its name, unless the pin is for a
+// path of its own.
+func TestPinAndLockDisagree(t *testing.T) {
+	dir := t.TempDir()
+	src := buildTestPlugin(t, dir)
+	newer := buildNamed(t, dir, "test", "1.0.0")
+	cfg := &config.Plugins{File: "/cfg/plugins.hcl", Plugins: map[string]config.PluginBlock{}}
+	h := newHost(t, "", cfg)
+	ctx := context.Background()
+	in, err := h.Install(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newerSum, _ := fileSHA256(newer)
+
+	// Pinned to another binary, with the locked one installed.
+	cfg.Plugins["test"] = config.PluginBlock{Name: "test", SHA256: newerSum}
+	f, err := h.Find("test")
+	if err != nil || f.Pinned != newerSum || f.Locked != in.SHA256 {
+		t.Fatalf("find: %+v %v", f, err)
+	}
+	_, err = h.StartFound(ctx, f)
+	want := `plugin "test": /cfg/plugins.hcl pins sha256 ` + newerSum + `, but ` + pluginlock.Path(h.Home) + ` locks the installed ` + in.Path + ` at sha256 ` + in.SHA256 +
+		`; refusing to run it. Install the binary you pinned (bot-bottle plugins install <path-to-binary>), or change the pin in /cfg/plugins.hcl to the locked sha256`
+	if err == nil || err.Error() != want {
+		t.Fatalf("start with pin ≠ lock:\n got %v\nwant %s", err, want)
+	}
+	if hf, _ := WithChecksum(f); hf.Checksum != ChecksumMismatch {
+		t.Fatalf("listing: %+v", hf)
+	}
+
+	// Installing a binary other than the pinned one: refused, nothing
+	// changes.
+	cfg.Plugins["test"] = config.PluginBlock{Name: "test", SHA256: strings.Repeat("ab", 32)}
+	lockBefore, binBefore := mustRead(t, pluginlock.Path(h.Home)), mustRead(t, in.Path)
+	_, err = h.Install(ctx, newer)
+	if err == nil || !strings.Contains(err.Error(), "its sha256 "+newerSum+" differs from the one /cfg/plugins.hcl pins for plugin \"test\" ("+strings.Repeat("ab", 32)+"); refusing to install it") {
+		t.Fatalf("install against the pin: %v", err)
+	}
+	if !bytes.Equal(mustRead(t, pluginlock.Path(h.Home)), lockBefore) || !bytes.Equal(mustRead(t, in.Path), binBefore) ||
+		strings.Join(pluginsDirNames(t, h), ",") != BinaryPrefix+"test" {
+		t.Fatal("a refused install changed something")
+	}
+
+	// Installing the pinned binary fixes both.
+	cfg.Plugins["test"] = config.PluginBlock{Name: "test", SHA256: newerSum}
+	if _, err := h.Install(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Start(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	// A pin for a path of its own does not apply to the installed copy.
+	cfg.Plugins["test"] = config.PluginBlock{Name: "test", Path: newer, SHA256: newerSum}
+	in, err = h.Install(ctx, src)
+	if err != nil || len(in.Notes) != 1 || !strings.Contains(in.Notes[0], "wins over the installed copy") {
+		t.Fatalf("install with a pinned path: %+v %v", in, err)
 	}
 }
