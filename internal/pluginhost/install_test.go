@@ -286,8 +286,8 @@ func TestDevOverrides(t *testing.T) {
 }
 
 // BenchmarkStartInfoLocked is BenchmarkStartInfo for an installed, locked
-// plugin: the lock file read and the binary hashed twice (by Find, and by
-// go-plugin right before exec) on top.
+// plugin: the lock file read and the binary hashed once (by go-plugin,
+// right before exec) on top.
 func BenchmarkStartInfoLocked(b *testing.B) {
 	exeDir := b.TempDir()
 	src := buildTestPlugin(b, exeDir)
