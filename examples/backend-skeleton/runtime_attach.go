@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +30,9 @@ func (bt bottle) attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 	if err != nil {
 		return sdk.ExitStatus{}, err
 	}
+	// The init, found once (it is not in any file: see runtime_proc.go).
+	p, found := bt.findInit()
+	alive := func() bool { return found && p.alive() }
 	done := make(chan struct{})
 	defer close(done)
 	if rec.TTY {
@@ -59,7 +63,7 @@ func (bt bottle) attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 					return
 				}
 				if sig, known := forwarded[strings.TrimPrefix(name, "SIG")]; known {
-					if p, ok := bt.proc(); ok && p.alive() {
+					if alive() {
 						_ = syscall.Kill(p.pid, sig) // the init passes it on
 					}
 				}
@@ -69,7 +73,7 @@ func (bt bottle) attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 		}
 	}()
 
-	in, err := bt.openStdin(ctx)
+	in, err := bt.openStdin(ctx, alive)
 	if err != nil {
 		return sdk.ExitStatus{}, err
 	}
@@ -84,7 +88,7 @@ func (bt bottle) attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 			in.Close()
 		}()
 	}
-	return bt.follow(ctx, rec.TTY, orDiscard(s.Stdout), orDiscard(s.Stderr))
+	return bt.follow(ctx, alive, rec.TTY, orDiscard(s.Stdout), orDiscard(s.Stderr))
 }
 
 func orDiscard(w io.Writer) io.Writer {
@@ -98,7 +102,7 @@ func orDiscard(w io.Writer) io.Writer {
 // nil when nobody reads it any more (a detached bottle without a terminal,
 // or an agent that closed its input). Until the agent starts, the init may
 // not be blocked on the other end yet: try again until it is.
-func (bt bottle) openStdin(ctx context.Context) (*os.File, error) {
+func (bt bottle) openStdin(ctx context.Context, alive func() bool) (*os.File, error) {
 	for {
 		// Non-blocking: a blocking open would wait forever on a bottle
 		// that takes no input.
@@ -109,7 +113,7 @@ func (bt bottle) openStdin(ctx context.Context) (*os.File, error) {
 		if !errors.Is(err, syscall.ENXIO) {
 			return nil, err
 		}
-		if bt.exists(fileStarted) || bt.exists(fileExit) || !bt.alive() {
+		if bt.exists(fileStarted) || bt.exists(fileExit) || !alive() {
 			return nil, nil
 		}
 		select {
@@ -123,13 +127,15 @@ func (bt bottle) openStdin(ctx context.Context) (*os.File, error) {
 // resize sets the size of the bottle's terminal through its device; the
 // kernel tells the agent (SIGWINCH).
 func (bt bottle) resize(sz sdk.TermSize) {
-	dev, err := os.ReadFile(bt.path(fileTTY))
-	// Only ever open a terminal: the file is in a directory a user can
-	// write, and opening some devices does things.
-	if err != nil || !strings.HasPrefix(string(dev), "/dev/pts/") {
+	data, err := os.ReadFile(bt.path(fileTTY))
+	if err != nil {
 		return
 	}
-	f, err := os.OpenFile(string(dev), os.O_RDWR|syscall.O_NOCTTY, 0)
+	dev, ok := ptsDevice(string(data))
+	if !ok {
+		return
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return
 	}
@@ -137,10 +143,23 @@ func (bt bottle) resize(sz sdk.TermSize) {
 	_ = pty.Setsize(f, &pty.Winsize{Rows: sz.Rows, Cols: sz.Cols})
 }
 
+// ptsDevice checks the tty file's content before Attach opens it: only ever
+// a terminal, /dev/pts/<n>, because the file is in a directory a user (and
+// the agent) can write, and opening some devices does things.
+func ptsDevice(s string) (string, bool) {
+	dev := filepath.Clean(strings.TrimSpace(s))
+	n := strings.TrimPrefix(dev, "/dev/pts/")
+	if n == dev || n == "" || strings.Trim(n, "0123456789") != "" {
+		return "", false
+	}
+	return dev, true
+}
+
 // follow copies the agent's logs to the caller from their start (nothing is
-// lost, and a second Attach replays like `docker logs -f`) until the agent
-// has exited, returning its code, or the caller detaches.
-func (bt bottle) follow(ctx context.Context, tty bool, stdout, stderr io.Writer) (sdk.ExitStatus, error) {
+// lost, and a second Attach replays like `docker logs -f`) until the
+// bottle's init has exited, returning the agent's code, or the caller
+// detaches.
+func (bt bottle) follow(ctx context.Context, alive func() bool, tty bool, stdout, stderr io.Writer) (sdk.ExitStatus, error) {
 	out, err := os.Open(bt.path(fileStdout))
 	if err != nil {
 		return sdk.ExitStatus{}, err
@@ -160,20 +179,19 @@ func (bt bottle) follow(ctx context.Context, tty bool, stdout, stderr io.Writer)
 		}
 	}
 	for {
-		// The init writes the exit file after the last output: look
-		// for it first, then copy, and nothing is missed.
-		code, exited := bt.exitCode()
-		if !exited && !bt.alive() {
-			// It may have exited between the two looks.
-			code, exited = bt.exitCode()
-			if !exited {
+		// The init writes the exit file after the agent's last output,
+		// then exits: once it is gone, the logs and the exit file are
+		// complete. An exit file alone proves nothing (the agent can
+		// forge one, see runtime_proc.go), so the kernel decides the end.
+		running := alive()
+		copyNew()
+		if !running {
+			code, ok := bt.exitCode()
+			if !ok {
 				// Killed (by Stop) without a word: report it as
 				// SIGKILL, as a shell would.
-				code, exited = 128+int(syscall.SIGKILL), true
+				code = 128 + int(syscall.SIGKILL)
 			}
-		}
-		copyNew()
-		if exited {
 			return sdk.ExitStatus{Code: code}, nil
 		}
 		select {

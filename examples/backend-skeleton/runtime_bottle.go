@@ -19,7 +19,6 @@ import (
 //
 //	<root>/<identity>/
 //	  bottle.json  the record: what runs, where, how (never a Spec.Env value)
-//	  pid          the init's host pid and start time, written by the init
 //	  stdin        a FIFO: Attach writes the user's input into it
 //	  tty          the terminal's device path, with a TTY
 //	  stdout.log   the agent's output (all of it, with a TTY)
@@ -30,7 +29,6 @@ import (
 //	  bin/bottle   a link to the in-bottle helper, first on the agent's PATH
 const (
 	fileRecord  = "bottle.json"
-	filePid     = "pid"
 	fileStdin   = "stdin"
 	fileTTY     = "tty"
 	fileStdout  = "stdout.log"
@@ -85,64 +83,6 @@ func (bt bottle) writeRecord(rec record) error {
 	return os.WriteFile(bt.path(fileRecord), data, 0o600)
 }
 
-// initProc is the bottle's init as the host sees it. The start time tells
-// it apart from an unrelated process that got the same pid later, which
-// Stop must never kill.
-type initProc struct {
-	pid   int
-	start string
-}
-
-// proc reads the pid file, or reports false when there is none.
-func (bt bottle) proc() (initProc, bool) {
-	data, err := os.ReadFile(bt.path(filePid))
-	if err != nil {
-		return initProc{}, false
-	}
-	f := strings.Fields(string(data))
-	if len(f) != 2 {
-		return initProc{}, false
-	}
-	pid, err := strconv.Atoi(f[0])
-	return initProc{pid: pid, start: f[1]}, err == nil && pid > 1
-}
-
-// alive reports whether the bottle's init is still running.
-func (bt bottle) alive() bool {
-	p, ok := bt.proc()
-	return ok && p.alive()
-}
-
-func (p initProc) alive() bool {
-	state, start, ok := procStat(strconv.Itoa(p.pid))
-	if !ok || start != p.start {
-		return false
-	}
-	if state != "Z" && state != "X" {
-		return true
-	}
-	// A killed init's main thread can be a zombie while its last thread
-	// is still emptying the pid namespace: it is gone when that is done.
-	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(p.pid) + "/task")
-	return len(tasks) > 1
-}
-
-// procStat reads a process's state and start time (fields 3 and 22 of
-// /proc/<pid>/stat); pid may be "self".
-func procStat(pid string) (state, start string, ok bool) {
-	data, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return "", "", false
-	}
-	// The command name, in parentheses, may itself contain spaces.
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 {
-		return "", "", false
-	}
-	return f[0], f[19], true
-}
-
 // exitCode is the agent's exit code, once the init has recorded it.
 func (bt bottle) exitCode() (int, bool) {
 	data, err := os.ReadFile(bt.path(fileExit))
@@ -155,10 +95,11 @@ func (bt bottle) exitCode() (int, bool) {
 
 // status is what List reports: created (waiting for its first attach),
 // running, or exited (which includes an init that died without saying how,
-// after a reboot for instance).
-func (bt bottle) status() string {
+// after a reboot for instance). Whether the init is alive comes from the
+// kernel (see findInits), not from the bottle's files.
+func (bt bottle) status(initAlive bool) string {
 	switch {
-	case bt.exists(fileExit) || !bt.alive():
+	case !initAlive:
 		return "exited"
 	case bt.exists(fileStarted):
 		return "running"

@@ -72,17 +72,6 @@ func setup(bt bottle) (*agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The init records its own host pid, read through the host's /proc
-	// before its own hides it, so that no crash of the plugin between
-	// starting the init and recording it leaves a bottle Stop cannot find.
-	self, err := os.Readlink("/proc/self")
-	if err != nil {
-		return nil, fmt.Errorf("own pid: %w", err)
-	}
-	_, start, _ := procStat(self)
-	if err := writeAtomic(bt.path(filePid), []byte(self+" "+start+"\n")); err != nil {
-		return nil, err
-	}
 	if err := syscall.Sethostname([]byte(rec.Identity)); err != nil {
 		return nil, fmt.Errorf("set hostname: %w", err)
 	}

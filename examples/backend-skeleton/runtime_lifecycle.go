@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -131,13 +133,11 @@ func (bt bottle) startInit(ctx context.Context, env []string) (*exec.Cmd, error)
 }
 
 // stop kills the bottle's processes and removes its directory. It is
-// repeatable: a bottle already gone is no error.
+// repeatable: a bottle already gone is no error. It looks for the init
+// even when the directory is gone, since the agent may have moved it.
 func (bt bottle) stop(ctx context.Context) ([]string, error) {
-	if _, err := os.Lstat(bt.dir); errors.Is(err, os.ErrNotExist) {
-		return nil, nil // nothing left: Stop is repeatable
-	}
 	var removed []string
-	if p, ok := bt.proc(); ok && p.alive() {
+	for _, p := range findInits()[bt.dir] {
 		// The init is pid 1 of the bottle's pid namespace: when it dies,
 		// the kernel kills every other process in there, however deep.
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
@@ -149,6 +149,9 @@ func (bt bottle) stop(ctx context.Context) ([]string, error) {
 			}
 		}
 		removed = append(removed, fmt.Sprintf("process %d (and its pid namespace)", p.pid))
+	}
+	if _, err := os.Lstat(bt.dir); errors.Is(err, os.ErrNotExist) {
+		return removed, nil
 	}
 	if err := os.RemoveAll(bt.dir); err != nil {
 		return removed, fmt.Errorf("stop %s: %w", filepath.Base(bt.dir), err)
@@ -165,15 +168,14 @@ type found struct {
 	resources []string
 }
 
-// listBottles finds the bottles under root.
+// listBottles finds the bottles under root: its directories, and the live
+// inits of bottles under root whose directory is gone.
 func listBottles(root string) ([]found, error) {
 	entries, err := os.ReadDir(root)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	inits := findInits()
 	var out []found
 	for _, e := range entries {
 		if !e.IsDir() || !validName(e.Name()) {
@@ -184,10 +186,22 @@ func listBottles(root string) ([]found, error) {
 		// anyway, so that the core's prune stops it.
 		rec, _ := bt.record()
 		res := []string{bt.dir}
-		if p, ok := bt.proc(); ok && p.alive() {
+		for _, p := range inits[bt.dir] {
 			res = append(res, fmt.Sprintf("process %d", p.pid))
 		}
-		out = append(out, found{bottle: bt, id: e.Name(), rec: rec, status: bt.status(), resources: res})
+		out = append(out, found{bottle: bt, id: e.Name(), rec: rec, status: bt.status(len(inits[bt.dir]) > 0), resources: res})
+		delete(inits, bt.dir)
+	}
+	for _, dir := range slices.Sorted(maps.Keys(inits)) {
+		if filepath.Dir(dir) != root || !validName(filepath.Base(dir)) {
+			continue
+		}
+		ps := inits[dir]
+		res := []string{}
+		for _, p := range ps {
+			res = append(res, fmt.Sprintf("process %d (its directory %s is gone)", p.pid, dir))
+		}
+		out = append(out, found{bottle: bottle{dir: dir}, id: filepath.Base(dir), status: "running", resources: res})
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -373,12 +374,13 @@ func TestDetachedOutputAndExitCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bt := bottle{dir: filepath.Join(root, spec.Identity)}
-	for !bt.exists(fileExit) {
+	// A fresh plugin process would see it exited, then attach.
+	deadline := time.Now().Add(30 * time.Second)
+	for status(t, b, spec.Identity) != "exited" {
+		if time.Now().After(deadline) {
+			t.Fatalf("status %q 30s after the launch, want exited", status(t, b, spec.Identity))
+		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if st := bt.status(); st != "exited" {
-		t.Errorf("status %q, want exited", st)
 	}
 	var out, errOut bytes.Buffer
 	st, err := newBackend(rootConfig(t, root), "").Attach(ctx, sdk.AttachRequest{Handle: h},
@@ -388,6 +390,21 @@ func TestDetachedOutputAndExitCode(t *testing.T) {
 	}
 }
 
+// status is what List says of the bottle id ("" when it is not listed).
+func status(t *testing.T, b *backend, id string) string {
+	t.Helper()
+	bs, err := b.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bt := range bs {
+		if bt.Identity == id {
+			return bt.Status
+		}
+	}
+	return ""
+}
+
 // TestStartFailure: a command that cannot start ends the bottle like a
 // shell would, with 127 and the reason on stderr.
 func TestStartFailure(t *testing.T) {
@@ -395,5 +412,90 @@ func TestStartFailure(t *testing.T) {
 	_, errOut, code := run(t, b, nil, "/no/such/command")
 	if code != 127 || !strings.Contains(errOut, "/no/such/command") {
 		t.Fatalf("exit %d, stderr %q; want 127 and the reason", code, errOut)
+	}
+}
+
+// TestStopDoesNotTrustTheBottleDirectory: the agent runs as you and can
+// move its bottle's directory away (or forge it). Stop and List find the
+// init through the kernel anyway, and Stop still ends every process.
+func TestStopDoesNotTrustTheBottleDirectory(t *testing.T) {
+	root := t.TempDir()
+	b := newBackend(rootConfig(t, root), "")
+	ctx := context.Background()
+	spec := sdk.Spec{Identity: "skel-moved", Command: []string{"sh", "-c", "sleep 300 & sleep 300"}, Detach: true}
+	t.Cleanup(func() { _, _ = b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}) })
+	if _, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {}); err != nil {
+		t.Fatal(err)
+	}
+	waitProcesses(t, root, spec.Identity, 4) // init, sh, two sleeps
+	dir := filepath.Join(root, spec.Identity)
+	if err := os.Rename(dir, dir+"-moved"); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, b, spec.Identity); st != "running" {
+		t.Errorf("List says %q of a running bottle whose directory is gone, want running", st)
+	}
+	if _, err := b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(root, spec.Identity); len(left) > 0 {
+		t.Errorf("after Stop: %v", left)
+	}
+	if st := status(t, b, spec.Identity); st != "" {
+		t.Errorf("List still has the bottle after Stop: %q", st)
+	}
+}
+
+// TestStopIgnoresForgedInits: a process that only looks like a bottle's
+// init (its command line), and is not pid 1 of a pid namespace right
+// below the plugin, is never killed or listed.
+func TestStopIgnoresForgedInits(t *testing.T) {
+	root := t.TempDir()
+	b := newBackend(rootConfig(t, root), "")
+	fake := filepath.Join(root, "skel-fake")
+	if err := os.WriteFile(fake, []byte("sleep 300; true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	forged := &exec.Cmd{Path: sh, Args: []string{initName, fake}}
+	if err := forged.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = forged.Process.Kill(); _ = forged.Wait() })
+	if _, err := b.Stop(context.Background(), sdk.StopRequest{Identity: "skel-fake"}); err != nil {
+		t.Fatal(err)
+	}
+	if state, _, _ := procStat(strconv.Itoa(forged.Process.Pid)); state == "" || state == "Z" {
+		t.Errorf("Stop killed a process that only looked like the bottle's init (state %q)", state)
+	}
+	if st := status(t, b, "skel-fake"); st != "" {
+		t.Errorf("List reports a forged init as a bottle (%q)", st)
+	}
+}
+
+// waitProcesses waits until n of the bottle's processes are up.
+func waitProcesses(t *testing.T, root, id string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(leftovers(root, id)) < n+1 && time.Now().Before(deadline) { // +1: the directory
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := len(leftovers(root, id)) - 1; got < n {
+		t.Fatalf("only %d of the bottle's %d processes showed up: %v", got, n, leftovers(root, id))
+	}
+}
+
+func TestPtsDevice(t *testing.T) {
+	for in, want := range map[string]string{
+		"/dev/pts/3": "/dev/pts/3", "/dev/pts/12\n": "/dev/pts/12", "/dev/pts//4": "/dev/pts/4",
+		"/dev/pts/../sda": "", "/dev/pts/../../etc/passwd": "", "/dev/pts/ptmx": "", "/dev/pts/": "",
+		"/dev/sda": "", "dev/pts/1": "", "/dev/pts/1/..": "",
+	} {
+		if got, ok := ptsDevice(in); got != want || ok != (want != "") {
+			t.Errorf("ptsDevice(%q) = %q, %v; want %q", in, got, ok, want)
+		}
 	}
 }
