@@ -238,11 +238,11 @@ var (
 func parseAgent(src []byte, filename, dir, name, source string) (*Agent, error) {
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, diagErr(diags)
+		return nil, DiagError(diags)
 	}
 	content, diags := file.Body.Content(agentSchema)
 	if diags.HasErrors() {
-		return nil, diagErr(diags)
+		return nil, DiagError(diags)
 	}
 	attrs := content.Attributes
 	a := &Agent{Name: name, Source: source, Workdir: DefaultWorkdir}
@@ -292,7 +292,7 @@ func parseAgent(src []byte, filename, dir, name, source string) (*Agent, error) 
 			d.add(errorAt(attr.Expr.Range(), "Invalid user", fmt.Sprintf("%q is not a user name or uid, optionally with :group", a.User)))
 		}
 	}
-	if err := diagErr(d.diags); err != nil {
+	if err := DiagError(d.diags); err != nil {
 		return nil, err
 	}
 	return a, nil

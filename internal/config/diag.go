@@ -56,10 +56,10 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// diagErr turns diags into an error when they hold at least one error. The
+// DiagError turns diags into an error when they hold at least one error. The
 // diagnostics are put in file order: hcl reports some of them in map order,
 // and the one-line message must name the same first problem every time.
-func diagErr(diags hcl.Diagnostics) error {
+func DiagError(diags hcl.Diagnostics) error {
 	if !diags.HasErrors() {
 		return nil
 	}

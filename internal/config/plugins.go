@@ -136,7 +136,7 @@ var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 func parsePlugins(src []byte, filename, baseDir string) (*Plugins, error) {
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, diagErr(diags)
+		return nil, DiagError(diags)
 	}
 	content, diags := file.Body.Content(pluginsSchema)
 	p := &Plugins{Plugins: map[string]PluginBlock{}, File: filename}
@@ -168,7 +168,7 @@ func parsePlugins(src []byte, filename, baseDir string) (*Plugins, error) {
 		}
 		p.Plugins[b.Name] = b
 	}
-	if err := diagErr(diags); err != nil {
+	if err := DiagError(diags); err != nil {
 		return nil, err
 	}
 	return p, nil

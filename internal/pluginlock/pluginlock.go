@@ -149,7 +149,7 @@ func Parse(src []byte, filename string) (*Lock, error) {
 	l := &Lock{File: filename, Entries: map[string]Entry{}, src: src}
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, diagErr(diags)
+		return nil, config.DiagError(diags)
 	}
 	// Partial: a newer bot-bottle may add blocks or attributes; this one
 	// reads what it knows and keeps the rest out of its way.
@@ -167,7 +167,7 @@ func Parse(src []byte, filename string) (*Lock, error) {
 		}
 		l.Entries[e.Name] = e
 	}
-	if err := diagErr(diags); err != nil {
+	if err := config.DiagError(diags); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -221,23 +221,6 @@ func decodeExpr(expr hcl.Expression, target any) hcl.Diagnostics {
 func errorAt(rng hcl.Range, summary, detail string) *hcl.Diagnostic {
 	r := rng
 	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: &r}
-}
-
-// diagErr is the one-line error of diags (the first problem in file order,
-// as file:line:col, and how many more there are), or nil.
-func diagErr(diags hcl.Diagnostics) error {
-	if !diags.HasErrors() {
-		return nil
-	}
-	sorted := append(hcl.Diagnostics(nil), diags...)
-	sort.SliceStable(sorted, func(i, j int) bool {
-		a, b := sorted[i].Subject, sorted[j].Subject
-		if a == nil || b == nil {
-			return a != nil && b == nil
-		}
-		return a.Start.Byte < b.Start.Byte
-	})
-	return &config.HCLError{Diagnostics: sorted}
 }
 
 const header = `# This file is maintained by "bot-bottle plugins install"; edit it only to
@@ -348,7 +331,7 @@ func setAttrs(b *hclwrite.Body, e Entry) {
 func setInPlace(src []byte, updates []Entry) ([]byte, error) {
 	f, diags := hclwrite.ParseConfig(src, "", hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, diagErr(diags)
+		return nil, config.DiagError(diags)
 	}
 	for _, e := range updates {
 		b := f.Body().FirstMatchingBlock("plugin", []string{e.Name})
@@ -370,7 +353,7 @@ func blockText(e Entry) []byte {
 func parseBody(src []byte) (*hclsyntax.Body, error) {
 	file, diags := hclsyntax.ParseConfig(src, "", hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, diagErr(diags)
+		return nil, config.DiagError(diags)
 	}
 	return file.Body.(*hclsyntax.Body), nil
 }
