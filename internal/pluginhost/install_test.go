@@ -285,29 +285,6 @@ func TestDevOverrides(t *testing.T) {
 	}
 }
 
-// BenchmarkStartInfoLocked is BenchmarkStartInfo for an installed, locked
-// plugin: the lock file read and the binary hashed once (by go-plugin,
-// right before exec) on top.
-func BenchmarkStartInfoLocked(b *testing.B) {
-	exeDir := b.TempDir()
-	src := buildTestPlugin(b, exeDir)
-	h := newHost(b, "", nil)
-	ctx := context.Background()
-	if _, err := h.Install(ctx, src); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		p, err := h.Start(ctx, "test")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		p.Close()
-		b.StartTimer()
-	}
-}
-
 // TestInstallKeepsUnknownLockContent: a lock file with content this
 // bot-bottle does not know (a newer one wrote it, or a person) keeps it
 // through an install of another plugin and a re-install of the same one.
