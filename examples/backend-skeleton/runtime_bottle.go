@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -49,6 +51,9 @@ type record struct {
 	TTY      bool     `json:"tty"`
 	Detach   bool     `json:"detach"`
 	Created  string   `json:"created"`
+	// Keep are the host paths the agent needs (project, queue, helper,
+	// its binary), kept reachable where the init hides host directories.
+	Keep []string `json:"keep,omitempty"`
 }
 
 type bottle struct{ dir string }
@@ -105,6 +110,23 @@ func (bt bottle) status(initAlive bool) string {
 		return "running"
 	}
 	return "created"
+}
+
+// writeAtomicAt is writeAtomic in the directory dir.
+func writeAtomicAt(dir *os.File, name string, data []byte) error {
+	fd, err := unix.Openat(int(dir.Fd()), name+".tmp", unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return unix.Renameat(int(dir.Fd()), name+".tmp", int(dir.Fd()), name)
 }
 
 // writeAtomic writes a file that readers poll for, so that they never see

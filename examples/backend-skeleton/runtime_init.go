@@ -63,6 +63,9 @@ type agent struct {
 	log                   *os.File // where the terminal's output goes
 	relayDone             chan struct{}
 	sigs                  chan os.Signal
+	// dir is the init's own way into the bottle directory, opened before
+	// it became read-only: the init writes started and exit through it.
+	dir *os.File
 }
 
 // setup does everything that can fail before the agent runs, so that
@@ -87,8 +90,23 @@ func setup(bt bottle) (*agent, error) {
 	if err := loopbackUp(); err != nil {
 		return nil, fmt.Errorf("loopback: %w", err)
 	}
+	a, err := ends(bt, rec)
+	if err != nil {
+		return nil, err
+	}
+	if a.dir, err = os.Open(bt.dir); err != nil {
+		return nil, err
+	}
+	// Last, so that the init could still write the bottle's files.
+	if _, err := hideHostDirs(bt, rec.Keep); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
 
-	a := &agent{rec: rec}
+// ends makes the agent's stdin, stdout and stderr, and its terminal.
+func ends(bt bottle, rec record) (a *agent, err error) {
+	a = &agent{rec: rec}
 	create := func(name string) (*os.File, error) {
 		return os.OpenFile(bt.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	}
@@ -204,7 +222,7 @@ func (a *agent) finish(bt bottle, cmd *exec.Cmd, err error) int {
 			code = 127
 		}
 	} else {
-		_ = writeAtomic(bt.path(fileStarted), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
+		_ = writeAtomicAt(a.dir, fileStarted, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
 	}
 	// Only the agent holds its ends now, so that its terminal hangs up
 	// (and the copy to the log ends) when it and its children are done.
@@ -224,7 +242,7 @@ func (a *agent) finish(bt bottle, cmd *exec.Cmd, err error) int {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	_ = writeAtomic(bt.path(fileExit), []byte(strconv.Itoa(code)+"\n"))
+	_ = writeAtomicAt(a.dir, fileExit, []byte(strconv.Itoa(code)+"\n"))
 	return code
 }
 

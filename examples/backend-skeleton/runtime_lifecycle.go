@@ -59,8 +59,16 @@ func (bt bottle) launch(ctx context.Context, spec sdk.Spec, env []string, progre
 			return fmt.Errorf("helper: %w", err)
 		}
 	}
+	keep := []string{spec.QueueDir, spec.HelperBinary}
+	if !spec.CopyCwd {
+		keep = append(keep, spec.Cwd)
+	}
+	if bin, err := exec.LookPath(spec.Command[0]); err == nil {
+		keep = append(keep, bin)
+	}
 	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: cwd,
-		TTY: spec.TTY, Detach: spec.Detach, Created: time.Now().UTC().Format(time.RFC3339)}
+		TTY: spec.TTY, Detach: spec.Detach, Created: time.Now().UTC().Format(time.RFC3339),
+		Keep: slices.DeleteFunc(keep, func(p string) bool { return p == "" })}
 	if err = bt.writeRecord(rec); err != nil {
 		return err
 	}

@@ -197,6 +197,85 @@ ls /proc | grep -c '^[0-9]'`)
 	}
 }
 
+// TestHostDirsHidden: /tmp, /run, /dev/shm and the other bottles are out
+// of the agent's sight (their sockets with them), its own bottle directory
+// is read-only but for work/, and what it needs from under those (project,
+// queue, helper) is still there, read-write where it should be.
+func TestHostDirsHidden(t *testing.T) {
+	root := t.TempDir()
+	b := newBackend(rootConfig(t, root), "")
+	marker, err := os.CreateTemp("", "skel-host-marker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker.Close()
+	t.Cleanup(func() { os.Remove(marker.Name()) })
+	if err := os.MkdirAll(filepath.Join(root, "skel-other"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if shm, err := os.CreateTemp("/dev/shm", "skel-host-marker"); err == nil {
+		shm.Close()
+		t.Cleanup(func() { os.Remove(shm.Name()) })
+	}
+	proj, queue, tools := t.TempDir(), t.TempDir(), t.TempDir()
+	helper := filepath.Join(tools, "bottle")
+	if err := os.WriteFile(helper, []byte("#!/bin/sh\necho helper-ok\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	out, errOut, code := run(t, b, func(s *sdk.Spec) {
+		id = s.Identity
+		s.Cwd, s.QueueDir, s.HelperBinary = proj, queue, helper
+		s.Env["SKEL_DIR"] = filepath.Join(root, s.Identity)
+		s.Env["SKEL_MARKER"] = marker.Name()
+		s.Env["SKEL_OTHER"] = filepath.Join(root, "skel-other")
+	}, "sh", "-c", `try() { if "$@" 2>/dev/null; then echo yes; else echo no; fi; }
+echo "marker $(try test -e "$SKEL_MARKER")"
+echo "other $(try test -e "$SKEL_OTHER")"
+echo "run $(ls -A /run | wc -l)"
+echo "shm $(ls -A /dev/shm | wc -l)"
+echo "tmpwrite $(try touch /tmp/x)"
+echo "exit $(try sh -c 'echo 0 > "$SKEL_DIR/exit"')"
+echo "record $(try sh -c 'echo {} > "$SKEL_DIR/bottle.json"')"
+echo "newfile $(try touch "$SKEL_DIR/new")"
+echo "project $(try touch "$PWD/from-bottle")"
+echo "queue $(try touch "$BOT_BOTTLE_QUEUE/req")"
+echo "helper $(bottle)"`)
+	if code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	want := map[string]string{"marker": "no", "other": "no", "run": "0", "shm": "0", "tmpwrite": "yes",
+		"exit": "no", "record": "no", "newfile": "no", "project": "yes", "queue": "yes", "helper": "helper-ok"}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, v, _ := strings.Cut(line, " ")
+		if w, ok := want[k]; ok && strings.TrimSpace(v) != w {
+			t.Errorf("%s: %q, want %q", k, strings.TrimSpace(v), w)
+		}
+		delete(want, k)
+	}
+	if len(want) > 0 {
+		t.Errorf("no answer for %v in %q", want, out)
+	}
+	for _, f := range []string{filepath.Join(proj, "from-bottle"), filepath.Join(queue, "req")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("the agent's write did not reach the host: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, id, "exit")); err != nil {
+		t.Errorf("the init could not write the exit file: %v", err)
+	}
+}
+
+// TestWorkDirWritable: without a project the agent works in its bottle's
+// work/, which stays writable inside the read-only bottle directory.
+func TestWorkDirWritable(t *testing.T) {
+	b := newBackend(rootConfig(t, t.TempDir()), "")
+	out, errOut, code := run(t, b, nil, "sh", "-c", "echo hi > f && cat f && touch ../nope")
+	if code == 0 || !strings.HasPrefix(out, "hi\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want hi, then a refused write next to work/", code, out, errOut)
+	}
+}
+
 // envHelper makes this test binary, run as a bottle's agent, a network
 // probe (see TestNetwork).
 const envHelper = "SKELETON_TEST_HELPER"
