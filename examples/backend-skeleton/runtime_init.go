@@ -51,8 +51,7 @@ func runInit(args []string) int {
 		fmt.Fprint(ready, err)
 		return 1
 	}
-	ready.Close()
-	return a.run(bt)
+	return a.run(bt, ready)
 }
 
 // agent is the agent process's ends, as the init prepares them.
@@ -157,7 +156,10 @@ func loopbackUp() error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
-func (a *agent) run(bt bottle) int {
+// run starts the agent and waits for it. Launch returns when the init
+// closes ready: once the agent runs when detached (so that a List right
+// after says running), else before the init waits for the first Attach.
+func (a *agent) run(bt bottle, ready *os.File) int {
 	// Handled from now on: Go's default for SIGINT, SIGTERM and SIGHUP
 	// would end the init, and with it the bottle.
 	a.sigs = make(chan os.Signal, 64)
@@ -169,6 +171,7 @@ func (a *agent) run(bt bottle) int {
 
 	var gate *os.File
 	if !a.rec.Detach {
+		ready.Close()
 		// Opening the FIFO blocks until the first Attach opens its other
 		// end: that is how the agent waits for its first Attach, so that
 		// none of its output is lost.
@@ -207,7 +210,14 @@ func (a *agent) run(bt bottle) int {
 	// so that Ctrl-C and resizes reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: a.tty != nil}
 	// Root in the bottle, without a single capability.
-	return a.finish(bt, cmd, startWithoutCapabilities(cmd))
+	err := startWithoutCapabilities(cmd)
+	if err == nil {
+		_ = writeAtomicAt(a.dir, fileStarted, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
+	}
+	if a.rec.Detach {
+		ready.Close()
+	}
+	return a.finish(bt, cmd, err)
 }
 
 // finish takes the agent from its start to the bottle's exit file. When it
@@ -221,8 +231,6 @@ func (a *agent) finish(bt bottle, cmd *exec.Cmd, err error) int {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			code = 127
 		}
-	} else {
-		_ = writeAtomicAt(a.dir, fileStarted, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
 	}
 	// Only the agent holds its ends now, so that its terminal hangs up
 	// (and the copy to the log ends) when it and its children are done.

@@ -82,8 +82,9 @@ func (bt bottle) launch(ctx context.Context, spec sdk.Spec, env []string, progre
 }
 
 // startInit starts the bottle's init (this binary, see init.go) in new
-// namespaces and waits until it is ready: namespaces set up and files made.
-// The init then starts the agent (Detach) or waits for the first Attach.
+// namespaces and waits until it is ready: namespaces set up, files made and,
+// with Detach, the agent started. Otherwise the init waits for the first
+// Attach to start it.
 func (bt bottle) startInit(ctx context.Context, env []string) (*exec.Cmd, error) {
 	// The init reports a setup failure on this pipe and closes it when
 	// ready, so Launch can say what went wrong instead of leaving a dead
