@@ -48,7 +48,7 @@ func runInit(args []string) int {
 	bt := bottle{dir: args[0]}
 	a, err := setup(bt)
 	if err != nil {
-		fmt.Fprint(ready, err)
+		fmt.Fprint(ready, withUserNSHint(err))
 		return 1
 	}
 	return a.run(bt, ready)

@@ -120,7 +120,7 @@ func (bt bottle) startInit(ctx context.Context, env []string) (*exec.Cmd, error)
 	err = cmd.Start()
 	readyW.Close()
 	if err != nil {
-		return nil, fmt.Errorf("start namespaces: %w", err)
+		return nil, fmt.Errorf("start namespaces: %w", withUserNSHint(err))
 	}
 	// This process reaps the init if it exits first; when this process
 	// goes, the init lives on (a detached bottle must).

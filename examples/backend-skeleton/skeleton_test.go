@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,10 +40,52 @@ func rootConfig(t testing.TB, root string) json.RawMessage {
 	return c
 }
 
+// bottles is a backend with its root at root, for a test that launches
+// bottles.
+func bottles(t *testing.T, root string) *backend {
+	t.Helper()
+	requireNamespaces(t)
+	return newBackend(rootConfig(t, root), "")
+}
+
+var probe struct {
+	once sync.Once
+	err  error
+}
+
+// requireNamespaces skips a test that needs the bottle's namespaces when
+// this host refuses them, saying why (Launch's error names the likely
+// cause: see runtime_userns.go). Under CI=true it fails instead, as a test
+// that needs Docker does: CI must not pass by skipping.
+func requireNamespaces(t *testing.T) {
+	t.Helper()
+	probe.once.Do(func() {
+		root, err := os.MkdirTemp("", "skeleton-probe")
+		if err != nil {
+			probe.err = err
+			return
+		}
+		defer os.RemoveAll(root)
+		cfg, _ := json.Marshal(config{Root: root})
+		b, ctx := newBackend(cfg, ""), context.Background()
+		spec := sdk.Spec{Identity: "skel-probe", Command: []string{"true"}, Detach: true}
+		_, probe.err = b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
+		_, _ = b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity})
+	})
+	if probe.err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("this host cannot make a bottle's namespaces (CI=true: not skipping): %v", probe.err)
+	}
+	t.Skipf("this host cannot make a bottle's namespaces: %v", probe.err)
+}
+
 // TestConformance holds the built plugin to the contract the core relies
 // on, driving it exactly as the core does (a fresh plugin process for each
 // New), with a Leftovers hook that looks for what Stop must remove.
 func TestConformance(t *testing.T) {
+	requireNamespaces(t)
 	bin := backendtest.Build(t, ".", name)
 	root := t.TempDir()
 	env := sdk.EnvPluginConfig + "=" + string(rootConfig(t, root))
@@ -54,6 +99,7 @@ func TestConformance(t *testing.T) {
 // TestConformanceInProcess runs the same suite against the backend served
 // inside the test process: over real gRPC still, and quicker to debug.
 func TestConformanceInProcess(t *testing.T) {
+	requireNamespaces(t)
 	root := t.TempDir()
 	cfg := rootConfig(t, root)
 	backendtest.RunConformance(t, backendtest.Harness{
@@ -121,7 +167,7 @@ func run(t *testing.T, b *backend, adjust func(*sdk.Spec), cmd ...string) (strin
 // bottle's processes, the only network interface is the loopback, and the
 // bottle's variables and the passed-through secret are in its environment.
 func TestIsolation(t *testing.T) {
-	b := newBackend(rootConfig(t, t.TempDir()), "")
+	b := bottles(t, t.TempDir())
 	var id string
 	out, errOut, code := run(t, b, func(s *sdk.Spec) {
 		id = s.Identity
@@ -158,7 +204,7 @@ echo "$BOT_BOTTLE_IDENTITY $BOT_BOTTLE_QUEUE $SKEL_SECRET"`)
 // capability, so it cannot unmount the bottle's /proc to see the host's
 // processes, not even from a user namespace of its own.
 func TestNoCapabilities(t *testing.T) {
-	b := newBackend(rootConfig(t, t.TempDir()), "")
+	b := bottles(t, t.TempDir())
 	out, errOut, code := run(t, b, nil, "sh", "-c", `grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status
 umount /proc 2>/dev/null && echo umount-ok || echo umount-denied
 if command -v unshare >/dev/null; then
@@ -203,7 +249,7 @@ ls /proc | grep -c '^[0-9]'`)
 // queue, helper) is still there, read-write where it should be.
 func TestHostDirsHidden(t *testing.T) {
 	root := t.TempDir()
-	b := newBackend(rootConfig(t, root), "")
+	b := bottles(t, root)
 	marker, err := os.CreateTemp("", "skel-host-marker")
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +315,7 @@ echo "helper $(bottle)"`)
 // TestWorkDirWritable: without a project the agent works in its bottle's
 // work/, which stays writable inside the read-only bottle directory.
 func TestWorkDirWritable(t *testing.T) {
-	b := newBackend(rootConfig(t, t.TempDir()), "")
+	b := bottles(t, t.TempDir())
 	out, errOut, code := run(t, b, nil, "sh", "-c", "echo hi > f && cat f && touch ../nope")
 	if code == 0 || !strings.HasPrefix(out, "hi\n") {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want hi, then a refused write next to work/", code, out, errOut)
@@ -287,7 +333,7 @@ func TestNetwork(t *testing.T) {
 		probeNetwork()
 		return
 	}
-	b := newBackend(rootConfig(t, t.TempDir()), "")
+	b := bottles(t, t.TempDir())
 	out, errOut, code := run(t, b, func(s *sdk.Spec) { s.Env[envHelper] = "1" },
 		os.Args[0], "-test.run=^TestNetwork$")
 	if code != 0 || !strings.Contains(out, "loopback ok") || !strings.Contains(out, "outside unreachable") {
@@ -325,7 +371,7 @@ func probeNetwork() {
 // file of the bottle (record, logs, pid…) holds it while it runs.
 func TestSecretsNeverOnDisk(t *testing.T) {
 	root := t.TempDir()
-	b := newBackend(rootConfig(t, root), "")
+	b := bottles(t, root)
 	ctx := context.Background()
 	spec := sdk.Spec{Identity: "skel-secret", Command: []string{"sleep", "60"}, Detach: true,
 		Env: map[string]string{"SKEL_SECRET": "s3cr3t-0xfeed"}}
@@ -351,7 +397,7 @@ func TestSecretsNeverOnDisk(t *testing.T) {
 // were started, go with it.
 func TestStopKillsTheWholeTree(t *testing.T) {
 	root := t.TempDir()
-	b := newBackend(rootConfig(t, root), "")
+	b := bottles(t, root)
 	ctx := context.Background()
 	spec := sdk.Spec{Identity: "skel-tree", Command: []string{"sh", "-c", "(setsid sleep 300 &); sleep 300 & sleep 300"}, Detach: true}
 	h, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
@@ -380,7 +426,7 @@ func TestCopyCwd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(proj, "f.txt"), []byte("original\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := newBackend(rootConfig(t, t.TempDir()), "")
+	b := bottles(t, t.TempDir())
 	out, errOut, code := run(t, b, func(s *sdk.Spec) { s.Cwd, s.CopyCwd = proj, true },
 		"sh", "-c", "cat f.txt; echo changed > f.txt; pwd")
 	if code != 0 || !strings.HasPrefix(out, "original\n") || strings.Contains(out, proj+"\n") {
@@ -447,7 +493,7 @@ func TestDetachedOutputAndExitCode(t *testing.T) {
 	root := t.TempDir()
 	ctx := context.Background()
 	spec := sdk.Spec{Identity: "skel-detached", Command: []string{"sh", "-c", "echo early; echo oops >&2; exit 5"}, Detach: true}
-	b := newBackend(rootConfig(t, root), "")
+	b := bottles(t, root)
 	t.Cleanup(func() { _, _ = b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}) })
 	h, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
 	if err != nil {
@@ -487,7 +533,7 @@ func status(t *testing.T, b *backend, id string) string {
 // TestStartFailure: a command that cannot start ends the bottle like a
 // shell would, with 127 and the reason on stderr.
 func TestStartFailure(t *testing.T) {
-	b := newBackend(rootConfig(t, t.TempDir()), "")
+	b := bottles(t, t.TempDir())
 	_, errOut, code := run(t, b, nil, "/no/such/command")
 	if code != 127 || !strings.Contains(errOut, "/no/such/command") {
 		t.Fatalf("exit %d, stderr %q; want 127 and the reason", code, errOut)
@@ -499,7 +545,7 @@ func TestStartFailure(t *testing.T) {
 // init through the kernel anyway, and Stop still ends every process.
 func TestStopDoesNotTrustTheBottleDirectory(t *testing.T) {
 	root := t.TempDir()
-	b := newBackend(rootConfig(t, root), "")
+	b := bottles(t, root)
 	ctx := context.Background()
 	spec := sdk.Spec{Identity: "skel-moved", Command: []string{"sh", "-c", "sleep 300 & sleep 300"}, Detach: true}
 	t.Cleanup(func() { _, _ = b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}) })
@@ -576,5 +622,38 @@ func TestPtsDevice(t *testing.T) {
 		if got, ok := ptsDevice(in); got != want || ok != (want != "") {
 			t.Errorf("ptsDevice(%q) = %q, %v; want %q", in, got, ok, want)
 		}
+	}
+}
+
+// TestUserNSHint: a refusal of the namespaces names its likely cause.
+func TestUserNSHint(t *testing.T) {
+	for _, c := range []struct {
+		sysctls map[string]string
+		want    string
+	}{
+		{map[string]string{"kernel/apparmor_restrict_unprivileged_userns": "1", "user/max_user_namespaces": "1000"}, "kernel.apparmor_restrict_unprivileged_userns=1"},
+		{map[string]string{"kernel/apparmor_restrict_unprivileged_userns": "0", "kernel/unprivileged_userns_clone": "0"}, "kernel.unprivileged_userns_clone=0"},
+		{map[string]string{"user/max_user_namespaces": "0"}, "user.max_user_namespaces=0"},
+		{map[string]string{"user/max_user_namespaces": "1000"}, "not available to this process"},
+	} {
+		dir := t.TempDir()
+		for name, v := range c.sysctls {
+			if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := userNSHint(dir); !strings.Contains(got, c.want) {
+			t.Errorf("%v: hint %q, want it to name %q", c.sysctls, got, c.want)
+		}
+	}
+	err := withUserNSHint(fmt.Errorf("mount /proc: %w", syscall.EPERM))
+	if !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), "mount /proc: operation not permitted (likely cause: ") {
+		t.Errorf("a refusal reads %q", err)
+	}
+	if err := withUserNSHint(fmt.Errorf("loopback: %w", syscall.ENODEV)); strings.Contains(err.Error(), "likely cause") {
+		t.Errorf("an unrelated error gets a hint: %q", err)
 	}
 }
