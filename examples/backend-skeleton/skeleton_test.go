@@ -400,17 +400,13 @@ func TestStopKillsTheWholeTree(t *testing.T) {
 	b := bottles(t, root)
 	ctx := context.Background()
 	spec := sdk.Spec{Identity: "skel-tree", Command: []string{"sh", "-c", "(setsid sleep 300 &); sleep 300 & sleep 300"}, Detach: true}
+	// Whatever fails below, no init and no sleep 300 outlive the test.
+	t.Cleanup(func() { _, _ = b.Stop(context.Background(), sdk.StopRequest{Identity: spec.Identity}) })
 	h, err := b.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(leftovers(root, spec.Identity)) < 5 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // init, sh, and three sleeps
-	}
-	if n := len(leftovers(root, spec.Identity)); n < 5 {
-		t.Fatalf("only %d of the bottle's processes showed up: %v", n, leftovers(root, spec.Identity))
-	}
+	waitProcesses(t, root, spec.Identity, 4) // the init and three sleeps (and sh, unless it became the last)
 	if _, err := b.Stop(ctx, sdk.StopRequest{Handle: &h, Identity: spec.Identity}); err != nil {
 		t.Fatal(err)
 	}
