@@ -42,7 +42,12 @@ func (b *backend) Info(context.Context) (sdk.Info, error) {
 		Name:        name,
 		Version:     version,
 		APIVersions: []string{sdk.APIVersion},
-		Details:     map[string]string{"root": b.root, "network": "none"},
+		Details: map[string]string{
+			"root":       b.root,
+			"isolation":  isolation,
+			"network":    "none (loopback only)",
+			"filesystem": filesystem,
+		},
 	}, nil
 }
 
@@ -70,8 +75,9 @@ func (b *backend) Prepare(_ context.Context, spec sdk.Spec) (sdk.Plan, error) {
 	}
 	sort.Strings(envNames)
 	plan := sdk.Plan{Preflight: []sdk.PreflightLine{
-		{Key: "isolation", Value: "host binaries in new user, mount, pid, network, uts and ipc namespaces"},
+		{Key: "isolation", Value: isolation},
 		{Key: "network", Value: "none (loopback only)"},
+		{Key: "filesystem", Value: filesystem},
 		{Key: "project", Value: project},
 		{Key: "env", Value: orNone(strings.Join(envNames, ", "))},
 		{Key: "bottle dir", Value: filepath.Join(b.root, spec.Identity)},
@@ -82,7 +88,7 @@ func (b *backend) Prepare(_ context.Context, spec sdk.Spec) (sdk.Plan, error) {
 	if len(spec.Egress) > 0 {
 		plan.Warnings = append(plan.Warnings, fmt.Sprintf("egress allowlist %s is not applied: a skeleton bottle has no network at all", strings.Join(spec.Egress, ", ")))
 	}
-	plan.Warnings = append(plan.Warnings, "the agent runs as you and sees your files: skeleton isolates processes, network, hostname and IPC, not the filesystem")
+	plan.Warnings = append(plan.Warnings, limits(os.Getuid())...)
 	return plan, nil
 }
 
@@ -99,27 +105,6 @@ func (b *backend) check(spec sdk.Spec) error {
 	return nil
 }
 
-func imageSource(spec sdk.Spec) string {
-	switch {
-	case spec.CommittedImage != "":
-		return "committed image " + spec.CommittedImage
-	case spec.BottleDockerfile != "":
-		return "the per-bottle Dockerfile"
-	case spec.Agent.Dockerfile != "":
-		return "the agent's Dockerfile " + spec.Agent.Dockerfile
-	case spec.Agent.Image != "":
-		return "the agent's image " + spec.Agent.Image
-	}
-	return ""
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "(none)"
-	}
-	return s
-}
-
 type handleData struct {
 	Dir string `json:"dir"`
 }
@@ -134,7 +119,7 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		return sdk.Handle{}, err
 	}
 	bt := bottle{dir: filepath.Join(b.root, spec.Identity)}
-	if err := bt.launch(ctx, spec, agentEnv(spec, bt), progress); err != nil {
+	if err := bt.launch(ctx, spec, progress); err != nil {
 		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 	}
 	return b.handle(bt, spec.Identity), nil
@@ -146,48 +131,6 @@ func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 		return sdk.ExitStatus{}, err
 	}
 	return bt.attach(ctx, req, s)
-}
-
-// agentEnv is the agent's whole environment. Not the plugin's: that is the
-// core's, with whatever the user exported, and a bottle gets only the
-// values its agent definition names (Spec.Env), plus what a host program
-// needs and the bottle's own variables.
-func agentEnv(spec sdk.Spec, bt bottle) []string {
-	var env []string
-	for _, k := range []string{"HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
-	if spec.HelperBinary != "" {
-		path = bt.path(dirBin) + ":" + path
-	}
-	env = append(env, "PATH="+path)
-	if spec.TTY {
-		term := os.Getenv("TERM")
-		if term == "" || term == "dumb" {
-			term = "xterm-256color"
-		}
-		env = append(env, "TERM="+term)
-	}
-	env = append(env, sdk.EnvIdentity+"="+spec.Identity)
-	if spec.QueueDir != "" {
-		// The host path: a host process has no sdk.GuestQueueDir.
-		env = append(env, sdk.EnvQueueDir+"="+spec.QueueDir)
-	}
-	keys := make([]string, 0, len(spec.Env))
-	for k := range spec.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+spec.Env[k])
-	}
-	return env
 }
 
 // bottleOf finds the bottle a call is about. The handle's directory wins

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -19,7 +20,7 @@ import (
 
 // launch makes the bottle's directory and starts its init in new
 // namespaces. On failure it leaves nothing behind.
-func (bt bottle) launch(ctx context.Context, spec sdk.Spec, env []string, progress func(sdk.Progress)) (err error) {
+func (bt bottle) launch(ctx context.Context, spec sdk.Spec, progress func(sdk.Progress)) (err error) {
 	if err := os.MkdirAll(filepath.Dir(bt.dir), 0o700); err != nil {
 		return err
 	}
@@ -77,8 +78,50 @@ func (bt bottle) launch(ctx context.Context, spec sdk.Spec, env []string, progre
 	}
 
 	progress(sdk.Progress{Stage: "namespaces", Message: "creating user, mount, pid, network, uts and ipc namespaces"})
-	initCmd, err = bt.startInit(ctx, env)
+	initCmd, err = bt.startInit(ctx, agentEnv(spec, bt))
 	return err
+}
+
+// agentEnv is the agent's whole environment. Not the plugin's: that is the
+// core's, with whatever the user exported, and a bottle gets only the
+// values its agent definition names (Spec.Env), plus what a host program
+// needs and the bottle's own variables.
+func agentEnv(spec sdk.Spec, bt bottle) []string {
+	var env []string
+	for _, k := range []string{"HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	if spec.HelperBinary != "" {
+		path = bt.path(dirBin) + ":" + path
+	}
+	env = append(env, "PATH="+path)
+	if spec.TTY {
+		term := os.Getenv("TERM")
+		if term == "" || term == "dumb" {
+			term = "xterm-256color"
+		}
+		env = append(env, "TERM="+term)
+	}
+	env = append(env, sdk.EnvIdentity+"="+spec.Identity)
+	if spec.QueueDir != "" {
+		// The host path: a host process has no sdk.GuestQueueDir.
+		env = append(env, sdk.EnvQueueDir+"="+spec.QueueDir)
+	}
+	keys := make([]string, 0, len(spec.Env))
+	for k := range spec.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+spec.Env[k])
+	}
+	return env
 }
 
 // startInit starts the bottle's init (this binary, see init.go) in new

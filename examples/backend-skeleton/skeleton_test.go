@@ -451,10 +451,22 @@ func TestPlanWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := strings.Join(plan.Warnings, "\n")
-	for _, want := range []string{"Dockerfile /agents/shell/Dockerfile is not used", "example.com:443 is not applied", "not the filesystem"} {
+	for _, want := range []string{"Dockerfile /agents/shell/Dockerfile is not used", "example.com:443 is not applied",
+		"every file you can", "no boundary against an agent you do not trust", "Unix sockets outside /tmp, /run and /dev/shm",
+		"supplementary groups", "forge what Attach replays"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("warnings %q lack %q", all, want)
 		}
+	}
+	if root := strings.Contains(all, "you are root"); root != (os.Getuid() == 0) {
+		t.Errorf("warnings %q: a root warning is %v, running as uid %d", all, root, os.Getuid())
+	}
+	lines := map[string]string{}
+	for _, l := range plan.Preflight {
+		lines[l.Key] = l.Value
+	}
+	if !strings.Contains(lines["filesystem"], "shared read-write as you") || !strings.Contains(lines["isolation"], "no capabilities") {
+		t.Errorf("preflight %v does not say what is shared and what is not", lines)
 	}
 }
 
