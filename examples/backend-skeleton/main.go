@@ -1,14 +1,18 @@
-// Command bot-bottle-plugin-skeleton is an example bot-bottle backend, kept
-// small so that it can be copied: it runs the agent's command on the host,
-// in fresh Linux namespaces (user, mount, pid, network, uts, ipc). A fresh
-// network namespace has nothing but its loopback, so a bottle has no network
-// at all. It needs no image registry, no daemon and no privileges.
+// Command bot-bottle-plugin-skeleton is an example bot-bottle backend,
+// written to be copied: it runs the agent's command on the host, in fresh
+// Linux namespaces (user, mount, pid, network, uts, ipc), as root there
+// with no capabilities. A fresh network namespace has nothing but its
+// loopback, so a bottle has no network at all. It needs no image registry,
+// no daemon and no privileges. It does not isolate the filesystem: the
+// agent reads and changes every file you can (README.md says what is and
+// is not isolated).
 //
-// Read it in this order: config.go and backend.go (the SDK glue: the six
-// methods, which a backend of your own keeps), then the runtime, which it
-// replaces: runtime_bottle.go (a bottle on disk), runtime_lifecycle.go
-// (launch, stop, list), runtime_attach.go and runtime_init.go (the first
-// process in a bottle).
+// Read it in this order: config.go, backend.go and plan.go (the SDK glue:
+// the six methods and what they tell the user, which a backend of your own
+// keeps), then the runtime, which it replaces: runtime_bottle.go (a bottle
+// on disk), runtime_lifecycle.go (launch, stop, list), runtime_attach.go,
+// runtime_init.go (the first process in a bottle) and what the init uses:
+// runtime_mounts.go, runtime_caps.go, runtime_proc.go, runtime_userns.go.
 package main
 
 import (
