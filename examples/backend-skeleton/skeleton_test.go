@@ -593,11 +593,12 @@ func TestStopIgnoresForgedInits(t *testing.T) {
 	if err != nil {
 		t.Skip("no sh")
 	}
-	forged := &exec.Cmd{Path: sh, Args: []string{initName, fake}}
+	// Its own process group, so that the cleanup ends its sleep too.
+	forged := &exec.Cmd{Path: sh, Args: []string{initName, fake}, SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
 	if err := forged.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = forged.Process.Kill(); _ = forged.Wait() })
+	t.Cleanup(func() { _ = syscall.Kill(-forged.Process.Pid, syscall.SIGKILL); _ = forged.Wait() })
 	if _, err := b.Stop(context.Background(), sdk.StopRequest{Identity: "skel-fake"}); err != nil {
 		t.Fatal(err)
 	}
