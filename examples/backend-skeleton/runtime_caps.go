@@ -32,6 +32,15 @@ const (
 		secbitKeepCapsLocked | secbitNoCapAmbientRaise | secbitNoCapAmbientRaiseLocked
 )
 
+// init keeps the main thread for the main goroutine alone, for good: Go
+// then never runs another goroutine on it, and in particular not the one
+// that drops its thread's capabilities below. The main thread is what the
+// kernel looks at when the agent asks for /proc/1/fd or /proc/1/mem: the
+// agent, without capabilities, is refused only while that thread keeps
+// its own. (It would get, for one, the init's read-write way into the
+// bottle directory.)
+func init() { runtime.LockOSThread() }
+
 // startWithoutCapabilities starts cmd with no capabilities that it or
 // anything it runs could ever regain, even as uid 0.
 //

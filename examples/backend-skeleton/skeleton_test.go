@@ -206,6 +206,8 @@ echo "$BOT_BOTTLE_IDENTITY $BOT_BOTTLE_QUEUE $SKEL_SECRET"`)
 func TestNoCapabilities(t *testing.T) {
 	b := bottles(t, t.TempDir())
 	out, errOut, code := run(t, b, nil, "sh", "-c", `grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status
+for f in /proc/1/fd/* /proc/1/cwd; do readlink "$f" >/dev/null 2>&1 && echo "init-fd-ok $f"; done
+head -c1 /proc/1/mem >/dev/null 2>&1 && echo init-mem-ok
 umount /proc 2>/dev/null && echo umount-ok || echo umount-denied
 if command -v unshare >/dev/null; then
 	unshare -r -m umount /proc 2>/dev/null && echo nested-umount-ok || echo nested-umount-denied
@@ -231,6 +233,12 @@ ls /proc | grep -c '^[0-9]'`)
 	if fields["NoNewPrivs"] != "1" {
 		t.Errorf("NoNewPrivs = %q, want 1", fields["NoNewPrivs"])
 	}
+	for _, l := range rest {
+		if strings.HasPrefix(l, "init-") {
+			t.Errorf("the agent reached into the init: %s", l)
+		}
+	}
+	rest = slices.DeleteFunc(rest, func(l string) bool { return strings.HasPrefix(l, "init-") })
 	if len(rest) < 2 || rest[0] != "umount-denied" {
 		t.Fatalf("the agent unmounted /proc: %q", out)
 	}
