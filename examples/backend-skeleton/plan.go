@@ -22,7 +22,7 @@ func limits(uid int) []string {
 		"the agent can read and change every file you can (your home, dotfiles your next shell runs, SSH keys, " +
 			"bot-bottle's own home and its queue's decisions): skeleton is no boundary against an agent you do not trust",
 		"Unix sockets outside /tmp, /run and /dev/shm (under your home, for instance) stay reachable, " +
-			"and so does whatever your supplementary groups open",
+			"and so do your other terminals under /dev/pts and whatever your supplementary groups open",
 		"the agent can forge what Attach replays and reports (its bottle's logs and exit code) by moving a parent " +
 			"directory; Stop and List do not rely on those files",
 	}
