@@ -65,7 +65,9 @@ func (bt bottle) launch(ctx context.Context, spec sdk.Spec, progress func(sdk.Pr
 		keep = append(keep, spec.Cwd)
 	}
 	if bin, err := exec.LookPath(spec.Command[0]); err == nil {
-		keep = append(keep, bin)
+		if bin, err = filepath.Abs(bin); err == nil {
+			keep = append(keep, bin)
+		}
 	}
 	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: cwd,
 		TTY: spec.TTY, Detach: spec.Detach, Created: time.Now().UTC().Format(time.RFC3339),
@@ -124,7 +126,7 @@ func agentEnv(spec sdk.Spec, bt bottle) []string {
 	return env
 }
 
-// startInit starts the bottle's init (this binary, see init.go) in new
+// startInit starts the bottle's init (this binary, see runtime_init.go) in new
 // namespaces and waits until it is ready: namespaces set up, files made and,
 // with Detach, the agent started. Otherwise the init waits for the first
 // Attach to start it.
