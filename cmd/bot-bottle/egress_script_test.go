@@ -3,7 +3,6 @@ package main_test
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,21 +21,14 @@ import (
 // and a DNS capture on the engine host. All traffic stays on networks the
 // script creates; only names under .invalid are ever looked up.
 
-// scriptCondition adds [capture]: a DNS capture can run here (tcpdump and
-// the right to capture). Under CI=true it is always true, so that a CI
-// machine without tcpdump fails instead of skipping the capture.
-func scriptCondition(cond string) (bool, error) {
-	if cond != "capture" {
-		return false, fmt.Errorf("unknown condition %q", cond)
-	}
-	if os.Getenv("CI") == "true" {
-		return true, nil
-	}
+// canCapture says whether a DNS capture can run here (tcpdump and the
+// right to capture).
+func canCapture() bool {
 	p, err := exec.LookPath("tcpdump")
 	if err != nil {
-		return false, nil
+		return false
 	}
-	return exec.Command(p, "-D").Run() == nil, nil
+	return exec.Command(p, "-D").Run() == nil
 }
 
 // testnet VAR: create this script's test network (labelled, removed at the

@@ -118,6 +118,7 @@ func scriptParams(dir string) testscript.Params {
 			env.Defer(func() { killPlugins(filepath.Join(env.WorkDir, "tproot")) })
 			return nil
 		},
+		Condition: scriptCondition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"setid":      cmdSetID,
 			"exitcode":   cmdExitCode,
@@ -381,4 +382,26 @@ func cmdSetReq(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ts.Fatalf("no pending request within %s", timeout)
+}
+
+// scriptCondition adds [capture] (a DNS capture can run here, for the
+// egress scripts) and [userns] (this host lets a user make the namespaces
+// the skeleton example backend needs). Under CI=true both are always true,
+// so that CI fails rather than skips.
+func scriptCondition(cond string) (bool, error) {
+	var probe func() bool
+	switch cond {
+	case "capture":
+		probe = canCapture
+	case "userns":
+		probe = func() bool {
+			return exec.Command("unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--mount-proc", "true").Run() == nil
+		}
+	default:
+		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+	if os.Getenv("CI") == "true" {
+		return true, nil
+	}
+	return probe(), nil
 }
