@@ -27,6 +27,9 @@ type ptyScreen struct {
 	em   *vt.Emulator
 	raw  bytes.Buffer // everything, for failure messages
 	done chan error
+	// drained is closed when the reader has read all the program wrote
+	// (the pty reports the end once its last holder exits).
+	drained chan struct{}
 }
 
 func startPTY(t testing.TB, cols, rows int, env []string, name string, args ...string) *ptyScreen {
@@ -37,8 +40,9 @@ func startPTY(t testing.TB, cols, rows int, env []string, name string, args ...s
 	if err != nil {
 		t.Fatalf("start %s on a pty: %v", name, err)
 	}
-	s := &ptyScreen{t: t, cmd: cmd, tty: tty, em: vt.NewEmulator(cols, rows), done: make(chan error, 1)}
+	s := &ptyScreen{t: t, cmd: cmd, tty: tty, em: vt.NewEmulator(cols, rows), done: make(chan error, 1), drained: make(chan struct{})}
 	go func() {
+		defer close(s.drained)
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := tty.Read(buf)
@@ -139,6 +143,11 @@ func (s *ptyScreen) wait(timeout time.Duration) error {
 	s.t.Helper()
 	select {
 	case err := <-s.done:
+		// The exit can beat the reader to the program's last lines.
+		select {
+		case <-s.drained:
+		case <-time.After(5 * time.Second):
+		}
 		return err
 	case <-time.After(timeout):
 		s.t.Fatalf("%s did not exit within %s; screen:\n%s", s.cmd.Path, timeout, s.text())
