@@ -257,9 +257,10 @@ func TestDashboardPTY(t *testing.T) {
 	scr.waitFor(10*time.Second, "no pending requests")
 
 	// Attach: the dashboard steps aside for the bottle's output.
-	scr.typ("\t")         // back to bottles
-	scr.typ("/" + talker) // narrow to the talker, so it is selected
-	scr.typ("\r")
+	scr.typ("\t") // back to bottles
+	scr.typ("/")  // narrow to the talker, so it is selected
+	scr.waitFor(5*time.Second, "filter:")
+	scr.typ(talker + "\r")
 	scr.waitFor(5*time.Second, "Bottles (1 of 2)")
 	scr.typ("\r") // attach
 	scr.waitFor(10*time.Second, "talker-line-")

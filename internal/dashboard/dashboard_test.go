@@ -72,6 +72,11 @@ func keys(tm *teatest.TestModel, ks ...string) {
 		case "down":
 			tm.Send(tea.KeyMsg{Type: tea.KeyDown})
 		default:
+			if burst, ok := strings.CutPrefix(k, "burst:"); ok {
+				// Keys typed faster than the terminal is read: one message.
+				tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(burst)})
+				continue
+			}
 			tm.Type(k)
 		}
 	}
@@ -293,7 +298,9 @@ func TestFilterStopAndCommit(t *testing.T) {
 	// Clearing the filter brings the other bottle back; stop it for good.
 	keys(tm, "esc")
 	scr.waitFor(t, 5*time.Second, a)
-	keys(tm, "/", a, "enter", "s", "y")
+	keys(tm, "burst:/"+a, "enter")
+	scr.waitFor(t, 5*time.Second, "Bottles (1 of 2)")
+	keys(tm, "s", "y")
 	scr.waitFor(t, 20*time.Second, "stopped "+a)
 	deadline := time.Now().Add(10 * time.Second)
 	for {

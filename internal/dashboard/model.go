@@ -277,6 +277,16 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		m.mode = modeFilter
 		m.layout()
 		return m, m.filter.Focus()
+	case msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && msg.Runes[0] == '/':
+		// Keys typed faster than the terminal is read arrive as one message
+		// ("/shell-ab"): the filter key, then the start of the filter.
+		m.mode = modeFilter
+		m.layout()
+		cmd := m.filter.Focus()
+		m.filter.SetValue(string(msg.Runes[1:]))
+		m.filter.CursorEnd()
+		m.rebuild()
+		return m, cmd
 	case key.Matches(msg, k.ClearFilter) && m.filter.Value() != "":
 		m.filter.SetValue("")
 		m.rebuild()
