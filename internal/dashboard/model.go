@@ -249,6 +249,16 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 }
 
 func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste && m.mode != modeFilter && m.mode != modeDeny {
+		// Keys typed faster than the terminal is read arrive as one message
+		// ("/shell-ab", "sy"): take them one at a time, as they were typed.
+		var cmds []tea.Cmd
+		for _, r := range msg.Runes {
+			_, cmd := m.key(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+			cmds = append(cmds, cmd)
+		}
+		return m, tea.Batch(cmds...)
+	}
 	switch m.mode {
 	case modeFilter:
 		return m.filterKey(msg)
@@ -277,16 +287,6 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		m.mode = modeFilter
 		m.layout()
 		return m, m.filter.Focus()
-	case msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && msg.Runes[0] == '/':
-		// Keys typed faster than the terminal is read arrive as one message
-		// ("/shell-ab"): the filter key, then the start of the filter.
-		m.mode = modeFilter
-		m.layout()
-		cmd := m.filter.Focus()
-		m.filter.SetValue(string(msg.Runes[1:]))
-		m.filter.CursorEnd()
-		m.rebuild()
-		return m, cmd
 	case key.Matches(msg, k.ClearFilter) && m.filter.Value() != "":
 		m.filter.SetValue("")
 		m.rebuild()
