@@ -113,13 +113,37 @@ func RemoveLabelled(ctx context.Context, cli *client.Client, key, value string) 
 	}
 	is, err := cli.ImageList(ctx, image.ListOptions{All: true, Filters: f})
 	errs = append(errs, err)
-	// Children first, so that a parent is not refused for having them.
-	sort.Slice(is, func(i, j int) bool { return is[i].Created > is[j].Created })
-	for _, im := range is {
-		_, err := cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-		errs = append(errs, ignoreNotFound(err))
-	}
+	errs = append(errs, removeImages(ctx, cli, is))
 	return errors.Join(errs...)
+}
+
+// removeImages removes images that may be parents of one another (a
+// build's intermediate images carry its labels too). Children go first,
+// newest first; Created has only second resolution, so an image refused for
+// having children is tried again once the others are gone.
+func removeImages(ctx context.Context, cli *client.Client, is []image.Summary) error {
+	sort.Slice(is, func(i, j int) bool { return is[i].Created > is[j].Created })
+	for pass := 0; ; pass++ {
+		var again []image.Summary
+		var errs []error
+		for _, im := range is {
+			_, err := cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+			switch {
+			case err == nil || cerrdefs.IsNotFound(err):
+			case cerrdefs.IsConflict(err) && pass < len(is):
+				again = append(again, im)
+			default:
+				errs = append(errs, fmt.Errorf("remove image %s: %w", im.ID, err))
+			}
+		}
+		if len(again) == 0 || len(again) == len(is) {
+			for _, im := range again {
+				errs = append(errs, fmt.Errorf("remove image %s: still has child images", im.ID))
+			}
+			return errors.Join(errs...)
+		}
+		is = again
+	}
 }
 
 func ignoreNotFound(err error) error {

@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -153,17 +151,8 @@ func TestDockerfileAgent(t *testing.T) {
 	dc := dockerOrSkip(t)
 	agentName := "bbtest-df-" + randHex(6)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		imgs, err := dc.ImageList(ctx, image.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", sdk.LabelAgent+"="+agentName))})
-		if err != nil {
-			t.Errorf("list test images: %v", err)
-			return
-		}
-		for _, im := range imgs {
-			if _, err := dc.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
-				t.Errorf("remove test image %s: %v", im.ID, err)
-			}
+		if err := testenv.RemoveLabelled(context.Background(), dc, sdk.LabelAgent, agentName); err != nil {
+			t.Errorf("remove test images: %v", err)
 		}
 	})
 	ctxDir := t.TempDir()
