@@ -110,12 +110,13 @@ var known = map[sdk.Capability]bool{
 // RunConformance checks, one subtest per contract item, that a backend
 // keeps every promise the bot-bottle core relies on: Info and capability
 // gating; exit codes, stdout and stderr apart, stdin's end and terminal
-// resizes through Attach; detaching; Stop that is complete, repeatable and
-// works by identity alone; a handle from one plugin process driving the
-// bottle from a fresh one; errors as the documented gRPC status codes; and
-// Exec, CopyIn/CopyOut and Commit with resume where the backend declares
-// them. Every bottle it launches is stopped when its check ends, pass or
-// fail.
+// resizes through Attach; detaching and attaching again, also to a bottle
+// launched detached; Stop that is complete, repeatable and works by
+// identity alone; a handle from a plugin process that was killed driving
+// the bottle from a fresh one; errors as the documented gRPC status codes;
+// and Exec, CopyIn/CopyOut and Commit with resume where the backend
+// declares them. Every bottle it launches is stopped when its check ends,
+// pass or fail.
 func RunConformance(t *testing.T, h Harness) {
 	if h.New == nil {
 		t.Fatal("backendtest: Harness.New is required")

@@ -29,5 +29,7 @@
 // fails with sdk.ErrNotSupported, which travels as gRPC Unimplemented;
 // embedding sdk.UnimplementedBackend does that. A bottle, path or snapshot
 // that does not exist is sdk.ErrNotFound, gRPC NotFound. Messages are one
-// line. Stop of something that does not exist succeeds.
+// line. Stop of something that does not exist succeeds. List reports a
+// bottle whose agent runs as "running" (prune keeps a detached bottle only
+// then).
 package backendtest
