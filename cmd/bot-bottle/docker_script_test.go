@@ -53,6 +53,7 @@ func TestDockerScripts(t *testing.T) {
 	p.Cmds["upstream"] = cmdUpstream
 	p.Cmds["capture"] = cmdCapture
 	p.Cmds["dockergone"] = cmdDockerGone
+	p.Cmds["dockerup"] = cmdDockerUp
 	p.Cmds["stdoutvar"] = cmdStdoutVar
 	p.Cmds["distinctids"] = cmdDistinctIDs
 	testscript.Run(t, p)
@@ -93,6 +94,29 @@ func cmdDockerGone(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("docker %s for %s: %q", what[0], args[0], left)
 		}
 	}
+}
+
+// dockerup IDENTITY: the bottle's agent container is running. When it is
+// not, the failure says what the engine knows of it (state, exit code, OOM,
+// when it finished), so that a rare failure explains itself.
+func cmdDockerUp(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: dockerup IDENTITY")
+	}
+	filter := "label=" + sdk.LabelIdentity + "=" + args[0]
+	if err := ts.Exec("docker", "ps", "-q", "--filter", filter); err != nil {
+		ts.Fatalf("docker ps: %v", err)
+	}
+	if strings.TrimSpace(ts.ReadFile("stdout")) != "" {
+		return
+	}
+	_ = ts.Exec("docker", "ps", "-a", "--filter", filter, "--format",
+		"{{.Names}} {{.Status}}")
+	all := ts.ReadFile("stdout")
+	_ = ts.Exec("docker", "inspect", "--format",
+		"{{.Name}} status={{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} error={{.State.Error}} started={{.State.StartedAt}} finished={{.State.FinishedAt}}",
+		"bot-bottle-"+args[0])
+	ts.Fatalf("no running container for %s; containers: %q; inspect: %q", args[0], all, ts.ReadFile("stdout")+ts.ReadFile("stderr"))
 }
 
 // stdoutvar VAR: the last command's stdout, trimmed, into $VAR.
