@@ -233,8 +233,13 @@ func TestLiveRulesUpdateWithoutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "B to be refused again", func() bool { return status(b) == 403 })
-	if n := strings.Count(h.logs.String(), "keeping the egress rules in force"); n != 2 {
-		t.Errorf("bad files were reported %d times, want once each (2):\n%s", n, h.logs.String())
+	// Each bad file is reported once, however often it is polled. (An
+	// in-place rewrite caught empty for two polls in a row, on a loaded
+	// machine, is a third, honest report: it is not counted here.)
+	for _, bad := range []string{`rule 1 (\"bad:port\")`, `not \"` + testIdentity} {
+		if n := strings.Count(h.logs.String(), bad); n != 1 {
+			t.Errorf("the bad file %s was reported %d times, want once:\n%s", bad, n, h.logs.String())
+		}
 	}
 }
 
