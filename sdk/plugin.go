@@ -2,6 +2,10 @@ package sdk
 
 import (
 	"context"
+	"os"
+	"os/exec"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -50,6 +54,28 @@ func ClientPluginSets() map[int]plugin.PluginSet {
 func ServerPluginSets(impl Backend) map[int]plugin.PluginSet {
 	return map[int]plugin.PluginSet{
 		1: {PluginName: &grpcPlugin{impl: impl}},
+	}
+}
+
+// ClientConfig is how a core starts the plugin cmd runs: the handshake
+// cookie, every protocol version this SDK speaks, gRPC only, AutoMTLS and
+// the raised message limits. cmd.Env is the plugin's whole environment
+// (the core's own when nil): go-plugin would otherwise append the host's
+// after it, and a host variable would beat a value the core chose. Callers
+// add what is theirs (timeouts, a checksum, where stderr goes).
+func ClientConfig(cmd *exec.Cmd, logger hclog.Logger) *plugin.ClientConfig {
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	return &plugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: ClientPluginSets(),
+		Cmd:              cmd,
+		SkipHostEnv:      true,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		GRPCDialOptions:  GRPCDialOptions(),
+		Logger:           logger,
 	}
 }
 

@@ -24,15 +24,7 @@ func startEcho(t *testing.T) (*sdk.Client, *plugin.Client) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./examples/echo").CombinedOutput(); err != nil {
 		t.Fatalf("build example: %v\n%s", err, out)
 	}
-	pc := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPluginSets(),
-		Cmd:              exec.Command(bin),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
-		Logger:           hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn}),
-	})
+	pc := plugin.NewClient(sdk.ClientConfig(exec.Command(bin), hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})))
 	t.Cleanup(pc.Kill)
 	c, proto, err := sdk.Dispense(pc)
 	if err != nil {

@@ -566,17 +566,9 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 	// Its own process group: a Ctrl-C at the terminal is for the agent or for
 	// bot-bottle, which tears down in order; it must not kill the plugin first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cfg := &plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPluginSets(),
-		Cmd:              cmd,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
-		Logger:           logger.Named(name),
-		StartTimeout:     InfoTimeout,
-		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: shortTempDir()},
-	}
+	cfg := sdk.ClientConfig(cmd, logger.Named(name))
+	cfg.StartTimeout = InfoTimeout
+	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}
 	if sum != "" {
 		b, err := hex.DecodeString(sum)
 		if err != nil || len(b) != sha256.Size {

@@ -86,17 +86,9 @@ func startPluginAt(t testing.TB, path string, env ...string) *pluginProc {
 	logs := &syncBuffer{}
 	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), env...)
-	c := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPluginSets(),
-		Cmd:              cmd,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: "plugin-host", Output: logs, Level: hclog.Debug,
-		}),
-	})
+	c := plugin.NewClient(sdk.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{
+		Name: "plugin-host", Output: logs, Level: hclog.Debug,
+	})))
 	t.Cleanup(func() {
 		c.Kill()
 		if t.Failed() {

@@ -108,17 +108,9 @@ func (r *rig) start() *sdk.Client {
 	r.t.Helper()
 	cmd := exec.Command(pluginBin)
 	cmd.Env = r.env
-	pc := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPluginSets(),
-		Cmd:              cmd,
-		SkipHostEnv:      true, // r.env is already the whole environment
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: "core", Output: r.logs, Level: hclog.Trace}),
-		Stderr:           r.logs,
-	})
+	cfg := sdk.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{Name: "core", Output: r.logs, Level: hclog.Trace}))
+	cfg.Stderr = r.logs
+	pc := plugin.NewClient(cfg)
 	r.t.Cleanup(pc.Kill)
 	c, v, err := sdk.Dispense(pc)
 	if err != nil {

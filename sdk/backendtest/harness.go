@@ -107,18 +107,7 @@ func Start(t testing.TB, path string, env ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), env...)
-	pc := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPluginSets(),
-		Cmd:              cmd,
-		// go-plugin would append the host environment after cmd.Env, and
-		// the host's value of a variable would beat the test's.
-		SkipHostEnv:      true,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
-		Logger:           testLogger(filepath.Base(path)),
-	})
+	pc := plugin.NewClient(sdk.ClientConfig(cmd, testLogger(filepath.Base(path))))
 	t.Cleanup(pc.Kill)
 	c, proto, err := sdk.Dispense(pc)
 	if err != nil {
