@@ -6,6 +6,7 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/internal/tarball"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // Label marks every container, network and image a test creates. Its value
@@ -315,3 +317,31 @@ func buildResult(r io.Reader) (string, error) {
 
 // tarDir writes dir as an uncompressed tar with root ownership.
 func tarDir(w io.Writer, dir string) error { return tarball.WriteDir(w, dir) }
+
+// EgressEvents reads the egress log a backend wrote at path (one
+// sdk.EgressEvent JSON object per line), failing the test on a line that
+// does not parse. No file means no events.
+func EgressEvents(t testing.TB, path string) []sdk.EgressEvent {
+	t.Helper()
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []sdk.EgressEvent
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var ev sdk.EgressEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("egress log line %q: %v", sc.Text(), err)
+		}
+		out = append(out, ev)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read egress log %s: %v", path, err)
+	}
+	return out
+}

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -85,26 +84,6 @@ func (e *env) sh(ctx context.Context, h sdk.Handle, script string) sdk.ExecResul
 		e.t.Fatalf("exec %q: %v", script, err)
 	}
 	return res
-}
-
-// egressLog reads the events the proxy appended.
-func egressLog(t testing.TB, path string) []sdk.EgressEvent {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []sdk.EgressEvent
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var ev sdk.EgressEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("egress log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, ev)
-	}
-	return out
 }
 
 func preflightValue(p sdk.Plan, key string) string {
@@ -282,7 +261,7 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("containers changed: agent %s -> %s, proxy %s -> %s", agentBefore, a, proxyBefore, p)
 	}
 
-	evs := egressLog(t, spec.EgressLog)
+	evs := testenv.EgressEvents(t, spec.EgressLog)
 	var got []string
 	for _, ev := range evs {
 		if ev.Identity != id || ev.Time == "" {
@@ -553,7 +532,7 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	// Each proxy logged its own bottle's attempts, and only those.
 	for i, b := range bottles {
 		var got []string
-		for _, ev := range egressLog(t, b.log) {
+		for _, ev := range testenv.EgressEvents(t, b.log) {
 			if ev.Identity != b.id {
 				t.Errorf("%s's egress log holds an event of %s", b.id, ev.Identity)
 			}

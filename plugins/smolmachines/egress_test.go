@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -35,28 +34,6 @@ func (r *rig) denyLog(machine string, lines ...string) {
 	for _, l := range lines {
 		fmt.Fprintln(f, l)
 	}
-}
-
-func readEvents(t *testing.T, path string) []sdk.EgressEvent {
-	t.Helper()
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []sdk.EgressEvent
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var ev sdk.EgressEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("egress log line %q: %v", sc.Text(), err)
-		}
-		out = append(out, ev)
-	}
-	return out
 }
 
 func summary(evs []sdk.EgressEvent) string {
@@ -102,18 +79,18 @@ func TestEgressRefusalsReachTheAudit(t *testing.T) {
 	}
 	list()
 	want := "2026-08-13T02:31:05.123456Z connect 93.184.215.14:443 false\n2026-08-13T02:31:07Z resolve evil.example:0 false\n"
-	if got := summary(readEvents(t, spec.EgressLog)); got != want {
+	if got := summary(testenv.EgressEvents(t, spec.EgressLog)); got != want {
 		t.Fatalf("after list:\n%swant:\n%s", got, want)
 	}
 	list()
-	if got := summary(readEvents(t, spec.EgressLog)); got != want {
+	if got := summary(testenv.EgressEvents(t, spec.EgressLog)); got != want {
 		t.Errorf("a second list duplicated events:\n%s", got)
 	}
 	// The same refusal again is a second event.
 	r.denyLog(machine, "[2026-08-13T02:31:05.123456Z]: egress policy denied connect to 93.184.215.14:443")
 	list()
 	want += "2026-08-13T02:31:05.123456Z connect 93.184.215.14:443 false\n"
-	if got := summary(readEvents(t, spec.EgressLog)); got != want {
+	if got := summary(testenv.EgressEvents(t, spec.EgressLog)); got != want {
 		t.Errorf("after a repeated refusal:\n%swant:\n%s", got, want)
 	}
 	// Stop imports what came since, then deletes.
@@ -122,7 +99,7 @@ func TestEgressRefusalsReachTheAudit(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	want += "2026-08-13T02:32:00Z sendto 10.9.8.7:53 false\n"
-	evs := readEvents(t, spec.EgressLog)
+	evs := testenv.EgressEvents(t, spec.EgressLog)
 	if got := summary(evs); got != want {
 		t.Errorf("after stop:\n%swant:\n%s", got, want)
 	}
@@ -158,10 +135,10 @@ func TestEgressRefusalsReachTheAudit(t *testing.T) {
 	if _, err := r.client.Stop(ctx, sdk.StopRequest{Identity: id2}); err != nil {
 		t.Fatalf("stop by identity: %v", err)
 	}
-	if got := summary(readEvents(t, spec2.EgressLog)); got != "2026-08-13T03:00:00Z connect 10.1.2.3:22 false\n" {
+	if got := summary(testenv.EgressEvents(t, spec2.EgressLog)); got != "2026-08-13T03:00:00Z connect 10.1.2.3:22 false\n" {
 		t.Errorf("stop by identity imported:\n%s", got)
 	}
-	if got := summary(readEvents(t, spec.EgressLog)); got != want {
+	if got := summary(testenv.EgressEvents(t, spec.EgressLog)); got != want {
 		t.Errorf("the first bottle's log changed:\n%s", got)
 	}
 
