@@ -118,11 +118,5 @@ func startOnTerminal(t *testing.T, env []string, backend string) string {
 	if m == nil {
 		t.Fatalf("no identity on the terminal:\n%s", scr.text())
 	}
-	id := m[1]
-	t.Cleanup(func() {
-		rm := exec.Command(filepath.Join(binDir, "bot-bottle"), "rm", id)
-		rm.Env = env
-		_ = rm.Run()
-	})
-	return id
+	return removedAtCleanup(t, env, m[1])
 }

@@ -195,7 +195,12 @@ func startOn(t *testing.T, env []string, backend string, command ...string) stri
 	if m == nil {
 		t.Fatalf("no identity in:\n%s", stderr.String())
 	}
-	id := m[1]
+	return removedAtCleanup(t, env, m[1])
+}
+
+// removedAtCleanup has `bot-bottle rm` remove bottle id when the test ends,
+// pass or fail, and returns id.
+func removedAtCleanup(t *testing.T, env []string, id string) string {
 	t.Cleanup(func() {
 		rm := exec.Command(filepath.Join(binDir, "bot-bottle"), "rm", id)
 		rm.Env = env

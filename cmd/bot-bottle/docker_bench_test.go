@@ -45,6 +45,15 @@ func timed(f func() error) (time.Duration, error) {
 	return time.Since(t0), err
 }
 
+// dockerRunTrue is the anchor: a bare `docker run --rm <image> true`.
+func dockerRunTrue(image string) error {
+	out, err := exec.Command("docker", "run", "--rm", image, "true").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("docker run: %v: %s", err, out)
+	}
+	return nil
+}
+
 func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -86,13 +95,7 @@ func BenchmarkStartVsDockerRun(b *testing.B) {
 			b.Fatal(err)
 		}
 		ours = append(ours, d)
-		d, err = timed(func() error {
-			out, err := exec.Command("docker", "run", "--rm", img, "true").CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("docker run: %v: %s", err, out)
-			}
-			return nil
-		})
+		d, err = timed(func() error { return dockerRunTrue(img) })
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -138,13 +141,7 @@ func BenchmarkResumeFromSnapshotVsDockerRun(b *testing.B) {
 			b.Fatal(err)
 		}
 		ours = append(ours, d)
-		d, err = timed(func() error {
-			out, err := exec.Command("docker", "run", "--rm", img[1], "true").CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("docker run: %v: %s", err, out)
-			}
-			return nil
-		})
+		d, err = timed(func() error { return dockerRunTrue(img[1]) })
 		if err != nil {
 			b.Fatal(err)
 		}
