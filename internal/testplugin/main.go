@@ -211,12 +211,25 @@ func (b *backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 		return sdk.ExitStatus{}, fmt.Errorf("start %s: %w", id, err)
 	}
 	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	return wait(ctx, cmd, nil)
+}
+
+// wait returns cmd's exit status, or Detached when ctx ends first (the
+// agent goes on). drained, when set, is closed once its last output was
+// copied: a pty's is read after the exit, so it gets a moment.
+func wait(ctx context.Context, cmd *exec.Cmd, drained <-chan struct{}) (sdk.ExitStatus, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-ctx.Done():
 		return sdk.ExitStatus{Detached: true}, nil
 	case err := <-done:
+		if drained != nil {
+			select {
+			case <-drained:
+			case <-time.After(2 * time.Second):
+			}
+		}
 		return exitStatus(err)
 	}
 }
@@ -240,20 +253,11 @@ func (b *backend) attachTTY(ctx context.Context, id string, cmd *exec.Cmd, size 
 			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: sz.Rows, Cols: sz.Cols})
 		}
 	}()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-ctx.Done():
-		return sdk.ExitStatus{Detached: true}, nil
-	case err := <-done:
-		// The pty's last output is read after the exit; give it a moment.
-		select {
-		case <-copied:
-		case <-time.After(2 * time.Second):
-		}
+	st, err := wait(ctx, cmd, copied)
+	if !st.Detached {
 		ptmx.Close()
-		return exitStatus(err)
 	}
+	return st, err
 }
 
 func exitStatus(err error) (sdk.ExitStatus, error) {

@@ -186,7 +186,7 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 			return sdk.ExitStatus{}, fmt.Errorf("attach %s: %w", id, err)
 		}
 	}
-	st, err := b.wait(ctx, id)
+	st, err := b.follow(ctx, id, s) // no log: its output comes straight here
 	if st.Detached && b.break_ == breakKillOnDetach {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
@@ -199,8 +199,8 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 	return st, err
 }
 
-// follow streams a running or finished bottle's log until its exit code
-// is recorded.
+// follow waits until a bottle's exit code is recorded, streaming its log
+// when it has one (it was launched detached).
 func (b *hostBackend) follow(ctx context.Context, id string, s sdk.AttachStreams) (sdk.ExitStatus, error) {
 	log, _ := os.Open(b.path(id, ".log")) // none when an attach started it
 	if log != nil {
@@ -220,20 +220,6 @@ func (b *hostBackend) follow(ctx context.Context, id string, s sdk.AttachStreams
 		case <-ctx.Done():
 			return sdk.ExitStatus{Detached: true}, nil
 		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// wait waits for the exit code of the process this call started.
-func (b *hostBackend) wait(ctx context.Context, id string) (sdk.ExitStatus, error) {
-	for {
-		if data, err := os.ReadFile(b.path(id, ".exit")); err == nil {
-			return b.status(data), nil
-		}
-		select {
-		case <-ctx.Done():
-			return sdk.ExitStatus{Detached: true}, nil
-		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
