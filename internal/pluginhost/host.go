@@ -188,7 +188,7 @@ func (h *Host) Find(name string) (Found, error) {
 		if err := isExecutable(block.Path); err != nil {
 			return Found{}, fmt.Errorf("plugin %q: path %s from %s: %w", name, block.Path, h.Config.File, err)
 		}
-		return h.found(name, block.Path, SourceConfigPath, block.SHA256, "")
+		return found(name, block.Path, SourceConfigPath, block.SHA256, ""), nil
 	}
 	lock, err := h.readLock()
 	if err != nil {
@@ -202,10 +202,10 @@ func (h *Host) Find(name string) (Found, error) {
 			if err := isExecutable(p); err != nil {
 				return Found{}, h.lockedMissing(name, p, err)
 			}
-			return h.found(name, p, d.source, block.SHA256, entry.SHA256)
+			return found(name, p, d.source, block.SHA256, entry.SHA256), nil
 		}
 		if isExecutable(p) == nil {
-			return h.found(name, p, d.source, block.SHA256, "")
+			return found(name, p, d.source, block.SHA256, ""), nil
 		}
 		if len(looked) == 0 || looked[len(looked)-1] != d.source {
 			looked = append(looked, d.source)
@@ -297,12 +297,7 @@ func (h *Host) Discover() ([]Found, []error) {
 				entry, _ := lock.Get(n)
 				locked = entry.SHA256
 			}
-			f, err := h.found(n, p, d.source, h.block(n).SHA256, locked)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			out = append(out, f)
+			out = append(out, found(n, p, d.source, h.block(n).SHA256, locked))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -320,7 +315,7 @@ func (h *Host) block(name string) config.PluginBlock {
 // what starting the plugin does, and go-plugin's SecureConfig hashes a
 // pinned or locked binary anyway, once, right before exec (StartFound turns
 // its mismatch into our message). WithChecksum hashes for listings.
-func (h *Host) found(name, path, source, pinned, locked string) (Found, error) {
+func found(name, path, source, pinned, locked string) Found {
 	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Locked: locked, Checksum: ChecksumNotPinned}
 	if source == SourceHome {
 		f.Checksum = ChecksumNotLocked
@@ -328,7 +323,7 @@ func (h *Host) found(name, path, source, pinned, locked string) (Found, error) {
 	if pinned != "" || locked != "" {
 		f.Checksum = ChecksumAtStart
 	}
-	return f, nil
+	return f
 }
 
 // classify sets Checksum from a computed Actual.
