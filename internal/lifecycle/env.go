@@ -23,13 +23,19 @@ type Env struct {
 	Store   *state.Store
 	Plugins *config.Plugins
 	Host    *pluginhost.Host
-	In      *os.File  // the user's stdin
-	Out     io.Writer // the agent's output goes here
-	Err     io.Writer // bot-bottle's own messages
-	Getenv  func(string) string
-	Now     func() time.Time
+	// Backends starts the backends flows use; nil means Host. Tests give
+	// in-process backends here.
+	Backends Backends
+	In       *os.File  // the user's stdin
+	Out      io.Writer // the agent's output goes here
+	Err      io.Writer // bot-bottle's own messages
+	Getenv   func(string) string
+	Now      func() time.Time
 	// HelperBinary is the host path of the in-bottle `bottle` helper, or "".
 	HelperBinary string
+	// Notify receives what flows tell the operator; nil prints each notice
+	// as a line on Err.
+	Notify func(Notice)
 }
 
 func (e *Env) getenv(k string) string {
@@ -44,10 +50,6 @@ func (e *Env) now() time.Time {
 		return e.Now()
 	}
 	return time.Now()
-}
-
-func (e *Env) say(format string, args ...any) {
-	fmt.Fprintf(e.Err, "bot-bottle: "+format+"\n", args...)
 }
 
 // Deadlines for calls that must not hang the CLI.
@@ -68,7 +70,21 @@ func (e *Env) startPlugin(ctx context.Context, backend string) (*pluginhost.Plug
 	if err := state.ValidateName("backend name", backend); err != nil {
 		return nil, err
 	}
-	return e.Host.Start(ctx, backend)
+	return e.backends().Start(ctx, backend)
+}
+
+// Backends starts backend plugins by name and finds the installed ones;
+// *pluginhost.Host is the real one.
+type Backends interface {
+	Start(ctx context.Context, name string) (*pluginhost.Plugin, error)
+	Discover() ([]pluginhost.Found, []error)
+}
+
+func (e *Env) backends() Backends {
+	if e.Backends != nil {
+		return e.Backends
+	}
+	return e.Host
 }
 
 // pluginGone reports whether err means the plugin died or stopped answering.

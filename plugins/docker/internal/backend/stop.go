@@ -24,8 +24,9 @@ const settleDelay = 300 * time.Millisecond
 // Stop removes the bottle's containers (agent and egress proxy), networks,
 // rules volume and per-bottle images, found by the handle and by the
 // identity label, so that a launch that never returned a handle is cleaned
-// up too. Snapshots are never removed. Stopping
-// a bottle that is already gone succeeds.
+// up too. Snapshots are removed only when the request says the bottle is
+// removed for good (RemoveSnapshots). Stopping a bottle that is already gone
+// succeeds.
 func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
 	removed, err := b.stop(ctx, req)
 	return removed, finish(err)
@@ -131,6 +132,13 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove image "+id, err))
 		}
 	}
+	if req.RemoveSnapshots {
+		more, err := removeSnapshots(ctx, c, identity)
+		removed = append(removed, more...)
+		if err != nil {
+			return removed, fmt.Errorf("stop %s: %w", identity, err)
+		}
+	}
 	if len(removed) > 0 {
 		b.log.Info("stopped bottle", "identity", identity, "removed", strings.Join(removed, ", "))
 	}
@@ -202,6 +210,33 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 		}
 		if err == nil {
 			removed = append(removed, "image "+name)
+		}
+	}
+	return removed, nil
+}
+
+// snapshotFilter matches the snapshots of identity in this home.
+func snapshotFilter(identity string) filters.Args {
+	return homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity),
+		filters.Arg("label", LabelKind+"="+KindSnapshot)))
+}
+
+// removeSnapshots removes every snapshot of identity in this home, with
+// whatever per-bottle image was built on top of one.
+func removeSnapshots(ctx context.Context, c *client.Client, identity string) ([]string, error) {
+	is, err := c.ImageList(ctx, image.ListOptions{Filters: snapshotFilter(identity)})
+	if err != nil {
+		return nil, engineErr(c, "list snapshots", err)
+	}
+	var removed []string
+	for _, im := range is {
+		name := imageName(im)
+		_, err := c.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		if err != nil && !isNotFound(err) {
+			return removed, engineErr(c, "remove snapshot "+name, err)
+		}
+		if err == nil {
+			removed = append(removed, "snapshot "+name)
 		}
 	}
 	return removed, nil
