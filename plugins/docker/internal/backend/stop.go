@@ -222,24 +222,57 @@ func snapshotFilter(identity string) filters.Args {
 }
 
 // removeSnapshots removes every snapshot of identity in this home, with
-// whatever per-bottle image was built on top of one.
+// the images of ours built on top of one (a per-bottle Dockerfile FROM the
+// snapshot is cached under its content digest, not its identity).
 func removeSnapshots(ctx context.Context, c *client.Client, identity string) ([]string, error) {
 	is, err := c.ImageList(ctx, image.ListOptions{Filters: snapshotFilter(identity)})
+	if err != nil || len(is) == 0 {
+		return nil, engineErrOrNil(c, "list snapshots", err)
+	}
+	all, err := c.ImageList(ctx, image.ListOptions{All: true})
 	if err != nil {
-		return nil, engineErr(c, "list snapshots", err)
+		return nil, engineErr(c, "list images", err)
+	}
+	children := map[string][]image.Summary{}
+	for _, im := range all {
+		if im.ParentID != "" {
+			children[im.ParentID] = append(children[im.ParentID], im)
+		}
 	}
 	var removed []string
-	for _, im := range is {
+	var remove func(im image.Summary, what string) error
+	remove = func(im image.Summary, what string) error {
+		for _, ch := range children[im.ID] {
+			if ch.Labels[sdk.LabelManaged] != "true" {
+				continue // not ours: the engine's refusal below says so
+			}
+			if err := remove(ch, "image"); err != nil {
+				return err
+			}
+		}
 		name := imageName(im)
 		_, err := c.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
 		if err != nil && !isNotFound(err) {
-			return removed, engineErr(c, "remove snapshot "+name, err)
+			return engineErr(c, "remove "+what+" "+name, err)
 		}
 		if err == nil {
-			removed = append(removed, "snapshot "+name)
+			removed = append(removed, what+" "+name)
+		}
+		return nil
+	}
+	for _, im := range is {
+		if err := remove(im, "snapshot"); err != nil {
+			return removed, err
 		}
 	}
 	return removed, nil
+}
+
+func engineErrOrNil(c *client.Client, what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return engineErr(c, what, err)
 }
 
 func containerName(ct container.Summary) string {
