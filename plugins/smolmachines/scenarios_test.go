@@ -562,8 +562,13 @@ func scenarioErrors(t *testing.T, r *rig) {
 	if err == nil || !strings.Contains(err.Error(), "smolvm: vm not found: bb-"+id) {
 		t.Errorf("exec on a deleted machine = %v, want smolvm's not-found message", err)
 	}
+	if !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("exec on a deleted machine = %v, want ErrNotFound", err)
+	}
+	// Attach asks status first, which words "no such machine" its own way
+	// (status_vm_json, src/cli/vm_common.rs:2532); it is a NotFound too.
 	_, err = r.client.Attach(ctx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{})
-	if err == nil || !strings.Contains(err.Error(), "vm not found") {
-		t.Errorf("attach on a deleted machine = %v", err)
+	if err == nil || !strings.Contains(err.Error(), "machine status: machine 'bb-"+id+"' not found") || !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("attach on a deleted machine = %v, want smolvm's status not-found message as ErrNotFound", err)
 	}
 }

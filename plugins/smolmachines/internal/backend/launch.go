@@ -157,7 +157,7 @@ func copyTreeIn(ctx context.Context, cli *smolvm.CLI, machine, hostDir, guestDir
 // putTar copies a host tar file into the guest and unpacks it at guestDir.
 func putTar(ctx context.Context, cli *smolvm.CLI, machine, hostTar, guestDir string) error {
 	guestTar := "/tmp/bot-bottle-in-" + randomSuffix() + ".tar"
-	if _, err := cli.Output(ctx, "machine", "cp", hostTar, machine+":"+guestTar); err != nil {
+	if err := cli.CopyIn(ctx, hostTar, machine, guestTar); err != nil {
 		return fmt.Errorf("cp archive in: %w", err)
 	}
 	code, _, stderr, err := cli.Exec(ctx, machine, nil, "--", "sh", "-c",
@@ -186,7 +186,7 @@ func installHelper(ctx context.Context, cli *smolvm.CLI, machine, helper string)
 	if code != 0 {
 		return fmt.Errorf("mkdir %s exited %d: %s", dir, code, smolvm.ErrorMessage(stderr, code))
 	}
-	if _, err := cli.Output(ctx, "machine", "cp", helper, machine+":"+sdk.GuestHelperPath); err != nil {
+	if err := cli.CopyIn(ctx, helper, machine, sdk.GuestHelperPath); err != nil {
 		return err
 	}
 	code, _, stderr, err = cli.Exec(ctx, machine, nil, "--", "chmod", "0555", sdk.GuestHelperPath)

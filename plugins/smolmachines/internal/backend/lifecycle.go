@@ -122,7 +122,7 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		// Listing is when refusals reach the audit while the bottle runs.
 		b.importQuietly(ctx, cli, m.Name, id, egressLogOf(id, m.Labels))
 		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: m.State,
-			StartedAt: m.CreatedAt, Resources: []string{"machine " + m.Name}}
+			StartedAt: m.CreatedAt.RFC3339(), Resources: []string{"machine " + m.Name}}
 		if m.Image != nil {
 			bt.Image = *m.Image
 		}
@@ -315,7 +315,7 @@ func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) (_ []b
 	}
 	defer os.RemoveAll(dir)
 	local := filepath.Join(dir, "out.tar")
-	if _, err := cli.Output(ctx, "machine", "cp", d.Machine+":"+guestTar, local); err != nil {
+	if err := cli.CopyOut(ctx, d.Machine, guestTar, local); err != nil {
 		return nil, fmt.Errorf("copy out %s:%s: %w", h.Identity, path, err)
 	}
 	return os.ReadFile(local)
