@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,12 +41,7 @@ func TestScenariosFake(t *testing.T) {
 }
 
 func TestScenariosRealSmolvm(t *testing.T) {
-	if os.Getenv(realEnv) != "1" {
-		t.Skipf("%s is not 1: the scenarios ran against the fake smolvm only", realEnv)
-	}
-	if _, err := exec.LookPath("smolvm"); err != nil {
-		t.Skipf("%s=1 but smolvm is not installed on $PATH (%v)", realEnv, err)
-	}
+	requireRealSmolvm(t)
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) { s.run(t, newRig(t, true)) })
 	}
