@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,9 +25,30 @@ type world struct {
 	placeholderPaths map[string]string
 }
 
+// realEnv asks for the contract to be run against the smolvm on $PATH
+// instead of the fake, to check the fixtures against the real program.
+const realEnv = "BOT_BOTTLE_SMOLVM_REAL"
+
 func newWorld(t *testing.T) *world {
 	w := &world{f: newFake(t), proj: t.TempDir(), tmp: t.TempDir()}
 	w.f.env = []string{"BB_FX_TOKEN=fx-secret"}
+	if os.Getenv(realEnv) == "1" {
+		bin, err := exec.LookPath("smolvm")
+		if err != nil {
+			t.Fatalf("%s=1 but smolvm is not on $PATH: %v", realEnv, err)
+		}
+		// All of smolvm's state (machine DB, VM dirs) in a fresh HOME, so
+		// the world's names meet no machine of the user's.
+		home := t.TempDir()
+		w.f.bin = bin
+		w.f.env = append(w.f.env, "HOME="+home, "SMOLVM_DATA_DIR="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
+			"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"), "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+	}
+	t.Cleanup(func() {
+		for _, n := range []string{"fx", "fx-idle", "fx-back"} {
+			w.f.run("", "machine", "delete", "--name", n, "-f")
+		}
+	})
 	if err := os.WriteFile(filepath.Join(w.proj, "hello.txt"), []byte("hello from the project\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +122,8 @@ func (w *world) textPattern(t *testing.T, fixture string) *regexp.Regexp {
 	return regexp.MustCompile(b.String())
 }
 
-// TestContract runs every case of smolvm.Contract against the fake, in table
-// order: the exit code, the stdout against the fixture (JSON by key and type,
+// TestContract runs every case of smolvm.Contract against the fake (with
+// BOT_BOTTLE_SMOLVM_REAL=1, against the smolvm on $PATH), in table order: the exit code, the stdout against the fixture (JSON by key and type,
 // text by line), the message the driver extracts from stderr and whether it
 // reads it as "no such machine", and the JSON outputs through the plugin's
 // own decoders.

@@ -31,6 +31,7 @@ type fake struct {
 	t     *testing.T
 	state string
 	env   []string // added to every run's environment
+	bin   string   // the smolvm to run; "" is the fake
 }
 
 func newFake(t *testing.T) *fake {
@@ -40,7 +41,11 @@ func newFake(t *testing.T) *fake {
 // run runs the fake with args and stdin, returning stdout, stderr, code.
 func (f *fake) run(stdin string, args ...string) (string, string, int) {
 	f.t.Helper()
-	cmd := exec.Command(fakePath, args...)
+	bin := f.bin
+	if bin == "" {
+		bin = fakePath
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "SMOLVM_FAKE_STATE="+f.state, "SMOLVM_FAKE_RESOLVABLE=example.com"), f.env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

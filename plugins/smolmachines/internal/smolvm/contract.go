@@ -323,8 +323,7 @@ var Contract = []Call{
 			{"DST", "src/cli/machine.rs:4892", ""}},
 		Output: "nothing on stdout (progress on stderr)",
 		Cases: []Case{
-			{Setup: [][]string{{"machine", "exec", "--name", "fx", "--", "sh", "-c", "echo uploaded >/tmp/cp-src"}},
-				Argv: []string{"machine", "cp", "{PROJ}/hello.txt", "fx:/tmp/hello-copy.txt"}, Fixture: "cp-in.txt", Source: "src/cli/machine.rs:4966"},
+			{Argv: []string{"machine", "cp", "{PROJ}/hello.txt", "fx:/tmp/hello-copy.txt"}, Fixture: "cp-in.txt", Source: "src/cli/machine.rs:4966"},
 			{Argv: []string{"machine", "cp", "{PROJ}/hello.txt", "{TMP}/x"}, Code: 1,
 				Stderr: "config operation failed: cp: one of SRC or DST must use machine:path syntax (e.g., myvm:/workspace/file)",
 				Source: "src/cli/machine.rs:4933"},
