@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/bot-bottle/bot-bottle/internal/tarball"
@@ -229,8 +230,10 @@ func startDetached(ctx context.Context, cli *smolvm.CLI, d handleData) error {
 	if err != nil {
 		return err
 	}
-	if pid := strings.TrimSpace(string(out)); pid == "" {
-		return errors.New("smolvm exec -d printed no process id")
+	// exec -d prints the guest process id and a newline
+	// (src/cli/machine.rs:2758); anything else means it did not start.
+	if _, err := strconv.Atoi(strings.TrimSpace(string(out))); err != nil {
+		return fmt.Errorf("smolvm exec -d printed %q, not a process id", strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -121,7 +121,7 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		}
 		// Listing is when refusals reach the audit while the bottle runs.
 		b.importQuietly(ctx, cli, m.Name, id, egressLogOf(id, m.Labels))
-		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: m.State,
+		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: bottleStatus(m.State),
 			StartedAt: m.CreatedAt.RFC3339(), Resources: []string{"machine " + m.Name}}
 		if m.Image != nil {
 			bt.Image = *m.Image
@@ -129,6 +129,17 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		out = append(out, bt)
 	}
 	return out, nil
+}
+
+// bottleStatus is a machine's smolvm state (RecordState, src/config.rs:39)
+// in the SDK's words: a stopped machine's VM exited cleanly, so its agent
+// has too. The other states (created, running, failed, unreachable, frozen)
+// are shown as smolvm says them.
+func bottleStatus(state string) string {
+	if state == smolvm.StateStopped {
+		return "exited"
+	}
+	return state
 }
 
 // Commit packs the stopped machine into SNAPDIR/<machine>.smolmachine and
