@@ -312,11 +312,8 @@ func cmdCreate(st *store, args []string) error {
 	if p.has("from") {
 		return createFromPack(st, p, m)
 	}
-	for _, h := range p.vals["allow-host"] {
-		if err := resolveAllowHost(h); err != nil {
-			return configErr("--allow-host", "%v", err)
-		}
-		m.AllowHosts = append(m.AllowHosts, h)
+	if err := allowHosts(p, m); err != nil {
+		return err
 	}
 	for _, c := range p.vals["allow-cidr"] {
 		if _, _, err := net.ParseCIDR(c); err != nil && net.ParseIP(c) == nil {
@@ -350,6 +347,18 @@ func cmdCreate(st *store, args []string) error {
 		return configErr("create machine", "image '%s' must be pulled from a registry, but this machine has no network, so the pull can never succeed. Add --net (or publish a port with -p, or set an egress policy with --allow-cidr/--allow-host). To keep the machine network-isolated, supply the image locally instead: `docker save %s | smolvm machine create --image - ...`", img, img)
 	}
 	return commitCreate(st, m, p, nil)
+}
+
+// allowHosts is resolve_egress_flags's --allow-host half
+// (src/cli/machine.rs:82): every host must resolve at create.
+func allowHosts(p parsed, m *machine) error {
+	for _, h := range p.vals["allow-host"] {
+		if err := resolveAllowHost(h); err != nil {
+			return configErr("--allow-host", "%v", err)
+		}
+		m.AllowHosts = append(m.AllowHosts, h)
+	}
+	return nil
 }
 
 // configure applies the flags shared by both create paths: volumes, env,
@@ -476,11 +485,8 @@ func createFromPack(st *store, p parsed, m *machine) error {
 	if err := validateName(m.Name); err != nil {
 		return configErr("create machine", "%v", err)
 	}
-	for _, h := range p.vals["allow-host"] {
-		if err := resolveAllowHost(h); err != nil {
-			return configErr("--allow-host", "%v", err)
-		}
-		m.AllowHosts = append(m.AllowHosts, h)
+	if err := allowHosts(p, m); err != nil {
+		return err
 	}
 	m.Network = p.has("net") || len(m.AllowHosts) > 0 || pk.Network
 	if err := configure(p, m); err != nil {

@@ -1,7 +1,8 @@
 // Package smolvm drives the smolvm command-line tool: it runs its
 // subcommands, turns its `Error: …` lines into Go errors and parses its JSON.
-// It knows smolvm's contract (names, flags, exit codes) and nothing about
-// bot-bottle.
+// It knows smolvm's contract (names, flags, output shapes, exit codes, error
+// texts), written down with smolvm's source locations in contract.go, and
+// nothing about bot-bottle.
 package smolvm
 
 import (
