@@ -45,7 +45,7 @@ func newWorld(t *testing.T) *world {
 			"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"), "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
 	}
 	t.Cleanup(func() {
-		for _, n := range []string{"fx", "fx-idle", "fx-back"} {
+		for _, n := range []string{"fx", "fx-idle", "fx-back", "fx-nosecret"} {
 			w.f.run("", "machine", "delete", "--name", n, "-f")
 		}
 	})
@@ -153,6 +153,11 @@ func TestContract(t *testing.T) {
 			if code != 0 {
 				if got := smolvm.IsNotFound(&smolvm.Error{Code: code, Msg: msg}); got != c.NotFound {
 					t.Errorf("%s: IsNotFound(%q) = %v, want %v", label, msg, got, c.NotFound)
+				}
+			}
+			for _, s := range c.Teardown {
+				if _, errOut, code := w.f.run("", w.argv(s)...); code != 0 {
+					t.Fatalf("%s: teardown %q exited %d: %s", label, s, code, errOut)
 				}
 			}
 			if c.Fixture != "" {

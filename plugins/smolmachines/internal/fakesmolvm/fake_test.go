@@ -172,7 +172,7 @@ func TestExecPassesGuestExitCodeAndMapsMounts(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(proj, "in.txt"), []byte("mounted"), 0o644)
 	f.mustRun("machine", "create", "--name", "e", "--net", "--image", "alpine", "-v", proj+":/workspace", "-w", "/workspace",
 		"--secret-env", "TOKEN=FAKE_TEST_HOSTVAR")
-	if _, errOut, code := f.run("", "machine", "start", "--name", "e"); code != 1 || !strings.Contains(errOut, "FAKE_TEST_HOSTVAR") {
+	if _, errOut, code := f.run("", "machine", "start", "--name", "e"); code != 1 || !strings.Contains(errOut, "Error: config operation failed: resolve secret 'TOKEN': env_unset") {
 		t.Errorf("start without the secret's host var: %d %q", code, errOut)
 	}
 	t.Setenv("FAKE_TEST_HOSTVAR", "v4lue")

@@ -564,7 +564,9 @@ func secretEnv(m *machine) ([]string, error) {
 		g, h, _ := strings.Cut(s, "=")
 		v, ok := os.LookupEnv(h)
 		if !ok {
-			return nil, runtimef("secret env '%s' needs host variable '%s', which is not set", g, h)
+			// resolve_secret_ref (src/secrets.rs:452) names the guest
+			// variable and the failure's kind, not the host variable.
+			return nil, configErr(fmt.Sprintf("resolve secret '%s'", g), "env_unset")
 		}
 		out = append(out, g+"="+v)
 	}

@@ -61,11 +61,11 @@ type Flag struct {
 // host variable BB_FX_TOKEN="fx-secret"), fx-idle (the {ROOTFS} image, never
 // started), ghost (never created).
 type Case struct {
-	// Setup runs before Argv and must succeed.
-	Setup [][]string
-	Argv  []string
-	Stdin string
-	Code  int
+	// Setup runs before Argv and Teardown after it; both must succeed.
+	Setup, Teardown [][]string
+	Argv            []string
+	Stdin           string
+	Code            int
 	// Fixture is the file under testdata/contract holding the expected
 	// stdout (.json compared as JSON, values in Varies by type only; .txt
 	// compared as text). Empty when stdout is not pinned.
@@ -227,6 +227,12 @@ var Contract = []Call{
 			{Argv: []string{"machine", "start", "--name", "fx"}, Fixture: "start-running.txt", Source: "src/cli/vm_common.rs:1303 (exit 0 when already running)"},
 			{Argv: []string{"machine", "start", "--name", "ghost"}, Code: 1, Stderr: "vm not found: ghost", NotFound: true,
 				Source: "src/cli/vm_common.rs:1286"},
+			{Setup: [][]string{{"machine", "create", "--name", "fx-nosecret", "--image", "alpine", "--allow-host", "127.0.0.1",
+				"--secret-env", "KEY=BB_FX_UNSET"}},
+				Argv: []string{"machine", "start", "--name", "fx-nosecret"}, Code: 1,
+				Stderr:   "config operation failed: resolve secret 'KEY': env_unset",
+				Teardown: [][]string{{"machine", "delete", "--name", "fx-nosecret", "-f"}},
+				Source:   "src/secrets.rs:452, at every start (src/cli/vm_common.rs:1497) and exec (src/cli/machine.rs:2714): the host variable is unset"},
 		},
 	},
 	{
