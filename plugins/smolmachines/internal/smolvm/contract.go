@@ -23,7 +23,7 @@ const (
 
 // Call is one kind of smolvm invocation the plugin makes.
 type Call struct {
-	// ID names the call; its first Case's fixture is testdata/contract/ID.*.
+	// ID names the call.
 	ID string
 	// Use is the command line as the plugin builds it; upper-case words
 	// stand for values.
@@ -94,24 +94,23 @@ type Message struct {
 	re      *regexp.Regexp
 }
 
+func newMessage(id, pattern, source string) *Message {
+	q := strings.ReplaceAll(regexp.QuoteMeta(pattern), "NAME", `[A-Za-z0-9_-]+`)
+	return &Message{ID: id, Pattern: pattern, Source: source, re: regexp.MustCompile(`(^|: )` + q + `$`)}
+}
+
 // Match reports whether msg is this message, alone or after a context
 // prefix ("…: ").
-func (m *Message) Match(msg string) bool {
-	if m.re == nil {
-		q := strings.ReplaceAll(regexp.QuoteMeta(m.Pattern), "NAME", `[A-Za-z0-9_-]+`)
-		m.re = regexp.MustCompile(`(^|: )` + q + `$`)
-	}
-	return m.re.MatchString(msg)
-}
+func (m *Message) Match(msg string) bool { return m.re.MatchString(msg) }
 
 // The messages that mean "no such machine". smolvm has three wordings.
 var (
-	MsgVMNotFound = &Message{ID: "vm-not-found", Pattern: "vm not found: NAME",
-		Source: "src/data/errors.rs:72 (Error::VmNotFound; start, stop, delete, exec, cp, data-dir)"}
-	MsgStatusNotFound = &Message{ID: "status-not-found", Pattern: "config operation failed: machine status: machine 'NAME' not found",
-		Source: "src/cli/vm_common.rs:2532 (status_vm_json)"}
-	MsgPackNotFound = &Message{ID: "pack-not-found", Pattern: "agent operation failed: pack from VM: VM 'NAME' not found",
-		Source: "src/cli/pack.rs:533 (pack_from_vm)"}
+	MsgVMNotFound = newMessage("vm-not-found", "vm not found: NAME",
+		"src/data/errors.rs:72 (Error::VmNotFound; start, stop, delete, exec, cp, data-dir)")
+	MsgStatusNotFound = newMessage("status-not-found", "config operation failed: machine status: machine 'NAME' not found",
+		"src/cli/vm_common.rs:2532 (status_vm_json)")
+	MsgPackNotFound = newMessage("pack-not-found", "agent operation failed: pack from VM: VM 'NAME' not found",
+		"src/cli/pack.rs:533 (pack_from_vm)")
 )
 
 // NotFoundMessages are the messages IsNotFound accepts.
@@ -264,6 +263,8 @@ var Contract = []Call{
 			{"-w", "src/cli/machine.rs:2636", ""},
 			{"-e", "src/cli/machine.rs:2640", "over the record's env and secrets"},
 			{"--", "src/cli/machine.rs:2628", "trailing_var_arg, required"},
+			{"--timeout", "src/cli/machine.rs:2654", "humantime duration > 0; the killed command exits 124. Not passed by the plugin today"},
+			{"--secret-env", "src/cli/machine.rs:2645", "GUEST=HOSTVAR for this exec only. Not passed by the plugin today: its secrets are the machine's, from create"},
 		},
 		Output: "the guest's stdout and stderr, buffered and printed when it ends; exit code the guest's (src/cli/vm_common.rs:192)",
 		Cases: []Case{
