@@ -1,6 +1,15 @@
-// Package lifecycle implements the bottle flows of DESIGN §4 — start,
-// resume, attach, commit, stop, list, prune — on top of the state store, the
-// configuration and the plugin host. It owns the preserve/cleanup policy.
+// Package lifecycle is the bottle's state machine and the flows on it —
+// start, resume, attach, commit, stop, rm, revert, list, prune, approve —
+// on top of the state store, the configuration and the plugin host.
+//
+// Transition (machine.go) is the machine: from a phase (new, resuming,
+// running, stopped, removed) and the kept mark, an event (launched,
+// launch-failed, exited, stop, stop-preserve, commit, capability, resume,
+// revert, orphaned, rm, …) leads to an outcome or is refused. apply carries
+// an outcome out and is the only code that deletes a bottle's state. Kept
+// means kept until rm; a failed resume keeps the bottle as it was.
+// ARCHITECTURE.md draws the machine. Flows tell the operator what happens
+// through typed Notices, which the CLI and the dashboard render.
 package lifecycle
 
 import (
