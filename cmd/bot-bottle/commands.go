@@ -177,11 +177,22 @@ func (c *ListCmd) Run(a *App) error {
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD")
+	orphaned := 0
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Identity, r.Agent, r.Backend, r.Status,
+		status := r.Status
+		if r.Orphaned {
+			status, orphaned = "orphaned ("+r.Status+")", orphaned+1
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Identity, r.Agent, r.Backend, status,
 			uptime(r), yesNo(r.Preserved), dash(r.CommittedImage), len(r.Snapshots), dash(strings.Join(r.Egress, ",")), dash(r.Cwd))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if orphaned > 0 {
+		fmt.Fprintf(os.Stderr, "bot-bottle: %d orphaned (no bot-bottle process holds them and they were not detached): bot-bottle prune removes what they left and keeps their state for resume (prune --dry-run shows what)\n", orphaned)
+	}
+	return nil
 }
 
 func uptime(r lifecycle.Row) string {
@@ -253,19 +264,25 @@ func (c *RevertCmd) Run(a *App) error {
 	return nil
 }
 
-type PruneCmd struct{}
+type PruneCmd struct {
+	DryRun bool `name:"dry-run" help:"Say what would be removed; remove nothing."`
+}
 
 func (c *PruneCmd) Run(a *App) error {
 	env, err := a.Env()
 	if err != nil {
 		return err
 	}
-	removed, errs, err := env.Prune(a.ctx)
+	prune, verb := env.Prune, "removed"
+	if c.DryRun {
+		prune, verb = env.PruneDryRun, "would remove"
+	}
+	removed, errs, err := prune(a.ctx)
 	if err != nil {
 		return err
 	}
 	for _, r := range removed {
-		fmt.Println("removed", r)
+		fmt.Println(verb, r)
 	}
 	if len(removed) == 0 {
 		fmt.Fprintln(os.Stderr, "bot-bottle: nothing to prune")

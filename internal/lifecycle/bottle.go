@@ -80,6 +80,7 @@ func (e *Env) apply(b *bottle, ev Event, p *pluginhost.Plugin) (Outcome, error) 
 	if o.Phase == PhaseStopped || o.Phase == PhaseRemoved {
 		_ = e.Store.RemoveHandle(id)
 		_ = e.Store.ClearDetached(id)
+		_ = e.Store.ClearStopRequest(id)
 		b.rec.Handle, b.rec.Detached = nil, false
 	}
 	if o.Removes() {

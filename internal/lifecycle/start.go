@@ -72,6 +72,7 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		_, _ = e.apply(b, EvLaunchFailed, nil)
 		return 0, err
 	}
+	e.halt(HaltMinted)
 	cmd := o.Command
 	if len(cmd) == 0 {
 		cmd = agent.Command
@@ -171,6 +172,11 @@ func resolveCwd(cwd string, copyCwd bool) (string, error) {
 	return abs, nil
 }
 
+// tty decides whether the agent gets a terminal: when the operator is on
+// one, and always for a detached bottle, which a later attach from a
+// terminal expects to find on one (as `docker run -dit` does).
+func (s session) tty(e *Env) bool { return s.detach || isTerminal(e.In) }
+
 // session is one launch of a bottle, from Prepare to cleanup.
 type session struct {
 	b       *bottle
@@ -197,7 +203,7 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		Egress:       s.meta.Egress,
 		Config:       e.Plugins.Block(s.meta.Backend).Config,
 		Command:      s.command,
-		TTY:          isTerminal(e.In),
+		TTY:          s.tty(e),
 		Resume:       s.resume,
 		Detach:       s.detach,
 		HelperBinary: e.HelperBinary,

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -589,9 +588,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 	if len(config) > 0 {
 		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(config))
 	}
-	// Its own process group: a Ctrl-C at the terminal is for the agent or for
-	// bot-bottle, which tears down in order; it must not kill the plugin first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = pluginSysProcAttr()
 	cfg := sdk.ClientConfig(cmd, logger.Named(name))
 	cfg.StartTimeout = InfoTimeout
 	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}

@@ -37,6 +37,9 @@ type Metadata struct {
 	StartedAt     string   `json:"started_at"` // RFC 3339
 	Backend       string   `json:"backend"`    // "" in old files reads as "docker"
 	Egress        []string `json:"egress,omitempty"`
+	// TTY: the agent runs on a terminal (the last launch asked for one).
+	// Attach puts the operator's terminal in raw mode only for such a bottle.
+	TTY bool `json:"tty,omitempty"`
 }
 
 // WriteMetadata atomically writes m as the metadata of bottle m.Identity,
