@@ -497,8 +497,15 @@ func TestHardening(t *testing.T) {
 	if hc.Privileged || !contains(hc.CapDrop, "ALL") || !(contains(hc.CapAdd, "NET_BIND_SERVICE") || contains(hc.CapAdd, "CAP_NET_BIND_SERVICE")) {
 		t.Errorf("privileged %v, cap drop %v, cap add %v", hc.Privileged, hc.CapDrop, hc.CapAdd)
 	}
-	if !contains(hc.SecurityOpt, "no-new-privileges") {
-		t.Errorf("security opts %v", hc.SecurityOpt)
+	seccomp := false
+	for _, o := range hc.SecurityOpt {
+		seccomp = seccomp || strings.HasPrefix(o, "seccomp={")
+	}
+	if !contains(hc.SecurityOpt, "no-new-privileges") || !seccomp || len(hc.SecurityOpt) != 2 {
+		t.Errorf("security opts %.200q, want no-new-privileges and a seccomp profile", hc.SecurityOpt)
+	}
+	if hc.Init == nil || !*hc.Init {
+		t.Errorf("init %v, want the engine's init", hc.Init)
 	}
 	if hc.Memory != 256<<20 || hc.PidsLimit == nil || *hc.PidsLimit != 64 {
 		t.Errorf("memory %d, pids %v", hc.Memory, hc.PidsLimit)
