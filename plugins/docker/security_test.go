@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // preflightText is a plan's preflight and warnings as the core prints them.
