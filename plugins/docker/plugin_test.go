@@ -106,16 +106,13 @@ func TestRunWithCwd(t *testing.T) {
 	spec.Env = map[string]string{"BB_TOKEN": secretValue}
 
 	plan, h, _ := e.launch(ctx, spec)
-	var pre strings.Builder
-	for _, l := range plan.Preflight {
-		pre.WriteString(l.Key + ": " + l.Value + "\n")
-	}
+	pre := preflightText(plan)
 	for _, want := range []string{"image source: agent Dockerfile " + a.Dockerfile, "mount: " + cwd + " -> /workspace", "env: BB_TOKEN", "limits: memory 4g, pids 512"} {
-		if !strings.Contains(pre.String(), want) {
-			t.Errorf("preflight lacks %q:\n%s", want, pre.String())
+		if !strings.Contains(pre, want) {
+			t.Errorf("preflight lacks %q:\n%s", want, pre)
 		}
 	}
-	for what, b := range map[string]string{"preflight": pre.String(), "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
+	for what, b := range map[string]string{"preflight": pre, "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
 		if strings.Contains(b, secretValue) {
 			t.Errorf("%s holds the secret value", what)
 		}
