@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -211,4 +212,47 @@ echo $(echo forked)`)
 		}
 	}
 	e.stop(ctx, sdk.StopRequest{Handle: &h})
+}
+
+// A remap that fails midway (no chown in the image) fails the launch in one
+// line and leaves no intermediate image that passes for the cached agent
+// image: a later bottle of the agent must not run some half-built layer.
+func TestFailedRemapLeavesNoImpostor(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	bb := testenv.Busybox{User: "agent", Lines: []string{"USER root", `RUN ["/bin/busybox", "rm", "/bin/chown"]`, "USER agent"}, Files: map[string]string{"nonce": e.label}}
+	dir := bb.Context(t)
+	a := sdk.Agent{Name: "nochown", Dockerfile: filepath.Join(dir, "Dockerfile"), ContextDir: dir, Workdir: "/workspace"}
+	proj := t.TempDir()
+	if err := os.Chown(proj, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	spec := e.spec(a, e.identity("nochown"), "true")
+	spec.Cwd = proj
+	plan, err := e.p.be.Prepare(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.p.be.Launch(ctx, spec, plan, nil)
+	if err == nil || !strings.Contains(err.Error(), "remap agent to uid 4321 gid 4321") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("launch error %v, want one line saying the remap failed", err)
+	}
+	imgs, err := e.cli.ImageList(ctx, imageListByLabel("dev.bot-bottle.kind", "agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byDigest := map[string]int{}
+	for _, im := range imgs {
+		if im.Labels[testenv.Label] == e.label {
+			byDigest[im.Labels["dev.bot-bottle.digest"]]++
+		}
+	}
+	if len(byDigest) != 1 {
+		t.Errorf("agent images by digest: %v, want the one agent image", byDigest)
+	}
+	for d, n := range byDigest {
+		if n != 1 {
+			t.Errorf("%d images pass for the agent image of digest %s", n, d)
+		}
+	}
 }

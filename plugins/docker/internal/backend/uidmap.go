@@ -282,7 +282,8 @@ func (b *Backend) remapUser(ctx context.Context, c *client.Client, spec sdk.Spec
 		}
 	}
 	var df strings.Builder
-	fmt.Fprintf(&df, "FROM %s\nCOPY [\"passwd\", \"group\", \"/etc/\"]\n", img.ID)
+	df.WriteString(fromImage(img.ID))
+	df.WriteString("COPY [\"passwd\", \"group\", \"/etc/\"]\n")
 	if st, err := c.ContainerStatPath(ctx, tmp.ID, home); err == nil && st.Mode.IsDir() && home != "/" {
 		js, _ := json.Marshal([]string{"chown", "-R", strconv.Itoa(to.uid) + ":" + strconv.Itoa(to.gid), home})
 		fmt.Fprintf(&df, "USER 0\nRUN %s\nUSER %s\n", js, remapped(img.User, to))
