@@ -59,6 +59,9 @@ type userPlan struct {
 // the image's user.
 func planUser(cwd string, proj owner, agentUser, imageUser string, imageKnown bool, caps []string) userPlan {
 	ids := fmt.Sprintf("uid %d gid %d", proj.uid, proj.gid)
+	if proj.gid == 0 {
+		ids = fmt.Sprintf("uid %d (in its own group: the project's is root's)", proj.uid)
+	}
 	switch {
 	case agentUser != "":
 		p := userPlan{line: agentUser + " (agent.hcl's user; not remapped to " + cwd + "'s owner, " + ids + ")"}
@@ -168,6 +171,9 @@ func remapEtc(passwd, group, user string, to owner) (newPasswd, newGroup, home s
 			return "", "", "", owner{}, false, fmt.Errorf("user %q: malformed /etc/passwd entry", name)
 		}
 		from, login, home, found = owner{uid, gid}, f[0], f[5], true
+		if to.gid == 0 {
+			to.gid = gid // root's group is never given either
+		}
 		f[2], f[3] = strconv.Itoa(to.uid), strconv.Itoa(to.gid)
 		lines[i] = strings.Join(f, ":")
 		break
@@ -266,6 +272,9 @@ func (b *Backend) remapUser(ctx context.Context, c *client.Client, spec sdk.Spec
 	}
 	if !found {
 		progress(sdk.Progress{Stage: StageImage, Message: "user " + img.User + " has no /etc/passwd entry; running as " + ids})
+		if to.gid == 0 {
+			to.gid = to.uid
+		}
 		return img, strconv.Itoa(to.uid) + ":" + strconv.Itoa(to.gid), nil
 	}
 	if from == to {

@@ -32,6 +32,9 @@ func TestRemapEtc(t *testing.T) {
 		"no own group": {"agent", "root:x:0:\n", owner{7, 8},
 			"root:x:0:0:root:/root:/bin/sh\n# comment\nagent:x:7:8:agent:/home/agent:/bin/sh\n",
 			"root:x:0:\nagent:x:8:\n", true, "/home/agent", owner{1000, 1000}},
+		"root's group": {"agent", group, owner{4321, 0},
+			"root:x:0:0:root:/root:/bin/sh\n# comment\nagent:x:4321:1000:agent:/home/agent:/bin/sh\n",
+			group, true, "/home/agent", owner{1000, 1000}},
 		"bare uid": {"2000", group, owner{7, 8}, passwd, group, false, "", owner{}},
 	} {
 		p, g, home, from, found, err := remapEtc(passwd, tc.group, tc.user, tc.to)
@@ -57,6 +60,10 @@ func TestPlanUser(t *testing.T) {
 	p := planUser("/p", owner{4321, 4321}, "", "agent", true, nil)
 	if !p.remap || p.warning != "" || !strings.Contains(p.line, "agent (the image's user) as uid 4321 gid 4321") {
 		t.Errorf("owned by 4321: %+v", p)
+	}
+	p = planUser("/p", owner{4321, 0}, "", "agent", true, nil)
+	if !p.remap || !strings.Contains(p.line, "uid 4321 (in its own group") {
+		t.Errorf("group root: %+v", p)
 	}
 	p = planUser("/p", owner{0, 0}, "", "agent", true, nil)
 	if p.remap || !strings.Contains(p.warning, "--copy-cwd") {
