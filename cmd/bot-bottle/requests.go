@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 )
@@ -37,6 +38,7 @@ func (c *RequestsCmd) Run(a *App) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REQUEST\tBOTTLE\tKIND\tSTATUS\tAGE\tWHAT\tREASON")
 	shown := 0
+	var raises []string
 	for _, r := range reqs {
 		if !c.All && r.Status != queue.StatusPending {
 			continue
@@ -44,9 +46,19 @@ func (c *RequestsCmd) Run(a *App) error {
 		shown++
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Identity, r.Kind, r.Status,
 			time.Since(r.CreatedAt).Round(time.Second), clip(r.Summary(), 50), clip(r.Reason, 60))
+		if r.Kind == queue.KindCapability && r.Status == queue.StatusPending {
+			if base, next, err := env.ProposedDockerfile(r); err == nil {
+				for _, x := range audit.PrivilegeRaises(base, next) {
+					raises = append(raises, fmt.Sprintf("! %s raises privilege: %s", r.ID, clip(x.String(), 120)))
+				}
+			}
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, l := range raises {
+		fmt.Println(l)
 	}
 	if shown == 0 {
 		fmt.Fprintln(os.Stderr, "bot-bottle: no pending requests")

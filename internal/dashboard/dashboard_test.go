@@ -323,3 +323,17 @@ func contains(xs []string, x string) bool {
 	}
 	return false
 }
+
+// TestDiffFlagsPrivilege: a capability request whose RUN makes a file
+// setuid shows a marker above its diff; an ordinary one shows none.
+func TestDiffFlagsPrivilege(t *testing.T) {
+	w := operatortest.New(t, binDir)
+	a := w.StartDetached(t, "shell", "sleep", "600")
+	w.File(t, a, "request", "capability", "--run", "apt-get install -y x && chmod u+s /usr/bin/x", "--reason", "need x")
+	w.Pending(t)
+	_, scr := dash(t, w, dashboard.Options{})
+	txt := scr.waitFor(t, 10*time.Second, "+RUN apt-get install -y x && chmod u+s /usr/bin/x")
+	if !strings.Contains(txt, "! raises privilege: sets a setuid/setgid mode (chmod u+s)") {
+		t.Errorf("the diff view does not flag the setuid:\n%s", txt)
+	}
+}

@@ -42,6 +42,8 @@ type Request struct {
 	// Dockerfile, as a unified diff; DiffErr says why there is none.
 	Diff    string
 	DiffErr string
+	// Raises is what the change does that raises privilege.
+	Raises []audit.Raise
 }
 
 // LifecycleSource is the Source over a lifecycle environment: the flows of
@@ -59,7 +61,10 @@ type LifecycleSource struct {
 	diffs map[string]diffResult // by request id: a pending request's text never changes
 }
 
-type diffResult struct{ diff, err string }
+type diffResult struct {
+	diff, err string
+	raises    []audit.Raise
+}
 
 // Bottles implements Source.
 func (s *LifecycleSource) Bottles(ctx context.Context) ([]lifecycle.Row, []error, error) {
@@ -97,7 +102,7 @@ func (s *LifecycleSource) Requests(ctx context.Context) ([]Request, error) {
 		}
 		if r.Kind == queue.KindCapability {
 			d := s.diff(r)
-			req.Diff, req.DiffErr = d.diff, d.err
+			req.Diff, req.DiffErr, req.Raises = d.diff, d.err, d.raises
 		}
 		out = append(out, req)
 	}
@@ -116,6 +121,7 @@ func (s *LifecycleSource) diff(r queue.Request) diffResult {
 		d.err = err.Error()
 	} else {
 		d.diff = audit.DockerfileDiff(base, next)
+		d.raises = audit.PrivilegeRaises(base, next)
 	}
 	if s.diffs == nil {
 		s.diffs = map[string]diffResult{}

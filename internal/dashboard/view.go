@@ -322,6 +322,9 @@ func (m *Model) detailText(r Request, width int) string {
 			}
 		}
 	case queue.KindCapability:
+		for _, x := range r.Raises {
+			b.WriteString(errStyle.Render("! raises privilege: "+x.What) + "\n")
+		}
 		if r.Diff == "" {
 			if r.DiffErr != "" {
 				fmt.Fprintf(&b, "(no diff: %s)\n", oneLine(r.DiffErr))

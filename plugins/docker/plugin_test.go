@@ -106,16 +106,13 @@ func TestRunWithCwd(t *testing.T) {
 	spec.Env = map[string]string{"BB_TOKEN": secretValue}
 
 	plan, h, _ := e.launch(ctx, spec)
-	var pre strings.Builder
-	for _, l := range plan.Preflight {
-		pre.WriteString(l.Key + ": " + l.Value + "\n")
-	}
+	pre := preflightText(plan)
 	for _, want := range []string{"image source: agent Dockerfile " + a.Dockerfile, "mount: " + cwd + " -> /workspace", "env: BB_TOKEN", "limits: memory 4g, pids 512"} {
-		if !strings.Contains(pre.String(), want) {
-			t.Errorf("preflight lacks %q:\n%s", want, pre.String())
+		if !strings.Contains(pre, want) {
+			t.Errorf("preflight lacks %q:\n%s", want, pre)
 		}
 	}
-	for what, b := range map[string]string{"preflight": pre.String(), "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
+	for what, b := range map[string]string{"preflight": pre, "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
 		if strings.Contains(b, secretValue) {
 			t.Errorf("%s holds the secret value", what)
 		}
@@ -497,8 +494,15 @@ func TestHardening(t *testing.T) {
 	if hc.Privileged || !contains(hc.CapDrop, "ALL") || !(contains(hc.CapAdd, "NET_BIND_SERVICE") || contains(hc.CapAdd, "CAP_NET_BIND_SERVICE")) {
 		t.Errorf("privileged %v, cap drop %v, cap add %v", hc.Privileged, hc.CapDrop, hc.CapAdd)
 	}
-	if !contains(hc.SecurityOpt, "no-new-privileges") {
-		t.Errorf("security opts %v", hc.SecurityOpt)
+	seccomp := false
+	for _, o := range hc.SecurityOpt {
+		seccomp = seccomp || strings.HasPrefix(o, "seccomp={")
+	}
+	if !contains(hc.SecurityOpt, "no-new-privileges") || !seccomp || len(hc.SecurityOpt) != 2 {
+		t.Errorf("security opts %.200q, want no-new-privileges and a seccomp profile", hc.SecurityOpt)
+	}
+	if hc.Init == nil || !*hc.Init {
+		t.Errorf("init %v, want the engine's init", hc.Init)
 	}
 	if hc.Memory != 256<<20 || hc.PidsLimit == nil || *hc.PidsLimit != 64 {
 		t.Errorf("memory %d, pids %v", hc.Memory, hc.PidsLimit)

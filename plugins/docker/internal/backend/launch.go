@@ -85,9 +85,40 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	feat, err := probeEngine(ctx, c)
+	if err != nil {
+		return h, err
+	}
+	hard, err := hardeningFor(feat)
+	if err != nil {
+		return h, err
+	}
+	// A bind-mounted project: the image's non-root user takes its owner's
+	// ids, so that the agent can write it and what it writes is the
+	// owner's. Never root's: a root-owned project keeps the image's user.
+	asUser := ""
+	if spec.Cwd != "" && !spec.CopyCwd && spec.Agent.User == "" {
+		proj, err := projectOwner(spec.Cwd)
+		if err != nil {
+			return h, err
+		}
+		switch {
+		case isRootUser(img.User):
+			if pd.UserUnknown {
+				progress(sdk.Progress{Stage: StageImage, Message: "warning: " + rootWarning(spec.Cwd, spec.Agent.CapAdd)})
+			}
+		case proj.uid != 0:
+			if img, asUser, err = b.remapUser(ctx, c, spec, img, proj, set.Labels, labels, progress); err != nil {
+				return h, err
+			}
+		}
+	}
 	user := spec.Agent.User
 	if user == "" {
 		user = img.User
+	}
+	if asUser != "" {
+		user = asUser
 	}
 	data := handleData{Agent: spec.Agent.Name, Labels: set.Labels}
 	if spec.Cwd != "" && spec.CopyCwd && src.Kind != srcCommitted {
@@ -112,7 +143,11 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	for k, v := range labels {
 		ctLabels[k] = v
 	}
-	cfg, hc := containerConfig(spec, set, img, ctLabels)
+	hard.user = spec.Agent.User
+	if asUser != "" {
+		hard.user = asUser
+	}
+	cfg, hc := containerConfig(spec, set, img, ctLabels, hard)
 	// Deny-by-default at its cheapest and strictest: with no egress allowed
 	// the bottle gets no network at all, only loopback (and no DNS). A
 	// bottle with an allowlist reaches out only through its egress proxy
@@ -168,10 +203,35 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	return encodeHandle(spec.Identity, data)
 }
 
+// hardening is what containerConfig adds that depends on the engine and the
+// image, not on the spec alone.
+type hardening struct {
+	// user overrides the image's USER ("": the image's own).
+	user string
+	// init runs the engine's init as PID 1, to reap and forward signals.
+	init bool
+	// seccomp is a whole seccomp profile ("": the engine's default).
+	seccomp string
+}
+
+// hardeningFor is the init and seccomp profile the engine allows.
+func hardeningFor(f engineFeatures) (hardening, error) {
+	h := hardening{init: f.init}
+	if f.seccomp {
+		p, err := noSetidProfile()
+		if err != nil {
+			return h, err
+		}
+		h.seccomp = string(p)
+	}
+	return h, nil
+}
+
 // containerConfig is the hardened container for spec: no privileges, no
-// capabilities but the agent's named ones, no-new-privileges, memory and pids
-// limits, and no host path but the project, the queue dir and the helper.
-func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels map[string]string) (*container.Config, *container.HostConfig) {
+// capabilities but the agent's named ones, no-new-privileges, no setuid or
+// setgid file mode (seccomp), an init as PID 1, memory and pids limits, and
+// no host path but the project, the queue dir and the helper.
+func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels map[string]string, hard hardening) (*container.Config, *container.HostConfig) {
 	env := make([]string, 0, len(spec.Env)+3)
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
@@ -205,7 +265,7 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		Hostname:     spec.Identity,
 		Env:          env,
 		WorkingDir:   workdir,
-		User:         spec.Agent.User,
+		User:         hard.user,
 		Tty:          spec.TTY,
 		OpenStdin:    true,
 		AttachStdin:  true,
@@ -220,12 +280,18 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		cfg.Cmd = spec.Command
 	}
 	pids := set.PidsLimit
+	secOpt := []string{"no-new-privileges"}
+	if hard.seccomp != "" {
+		secOpt = append(secOpt, "seccomp="+hard.seccomp)
+	}
+	init := hard.init
 	hc := &container.HostConfig{
 		Mounts:      mounts,
 		Privileged:  false,
 		CapDrop:     []string{"ALL"},
 		CapAdd:      spec.Agent.CapAdd,
-		SecurityOpt: []string{"no-new-privileges"},
+		SecurityOpt: secOpt,
+		Init:        &init,
 		Resources: container.Resources{
 			Memory:    set.MemoryBytes,
 			PidsLimit: &pids,
