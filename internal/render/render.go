@@ -167,4 +167,3 @@ func Unsafe(r rune) bool {
 		// Unassigned (Cn): in no category but C.
 		!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z)
 }
-

@@ -47,7 +47,7 @@ func TestBounded(t *testing.T) {
 }
 
 func TestQuoted(t *testing.T) {
-	if got, want := Quoted(`it said "ok"` + "\napproved"), `"it said \"ok\"\napproved"`; got != want {
+	if got, want := Quoted(`it said "ok"`+"\napproved"), `"it said \"ok\"\napproved"`; got != want {
 		t.Errorf("Quoted = %s, want %s", got, want)
 	}
 }
