@@ -11,6 +11,8 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 var (
@@ -472,4 +474,4 @@ func dashIfEmpty(s string) string {
 	return s
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+func oneLine(s string) string { return render.OneLine(s) }

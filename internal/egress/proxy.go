@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // RefusedHeader carries the one-line reason of a refusal (status 403), so
@@ -493,16 +495,5 @@ func (c *idleConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// oneLine keeps an error message to one line for headers and bodies.
-func oneLine(err error) string {
-	b := []byte(err.Error())
-	for i, c := range b {
-		if c < ' ' || c == 0x7f {
-			b[i] = ' '
-		}
-	}
-	if len(b) > 300 {
-		b = append(b[:297], "..."...)
-	}
-	return string(b)
-}
+// oneLine keeps an error message to one line for headers, bodies and events.
+func oneLine(err error) string { return render.Bounded(render.Error(err), 300) }
