@@ -77,8 +77,11 @@ func Lines(s string) []string {
 // in s escaped, so that the end of the value is unmistakable: a reason a
 // bottle wrote cannot continue past its closing quote into something that
 // reads like a fact.
-func Quoted(s string) string {
-	return `"` + strings.ReplaceAll(Text(s), `"`, `\"`) + `"`
+func Quoted(s string) string { return QuotedBounded(s, DefaultMax) }
+
+// QuotedBounded is Quoted with a bound of max input runes (max <= 0: none).
+func QuotedBounded(s string, max int) string {
+	return `"` + strings.ReplaceAll(Bounded(s, max), `"`, `\"`) + `"`
 }
 
 // OneLine is how an error, a warning or any other message is shown to the
