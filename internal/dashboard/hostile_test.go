@@ -26,7 +26,7 @@ func TestHostileReasonStaysBelowTheFacts(t *testing.T) {
 
 	tm, scr := dashSized(t, w, dashboard.Options{}, 80, 24)
 	keys(tm, "tab")
-	txt := scr.waitFor(t, 10*time.Second, req.ID, "diff:", "reason, as the bottle wrote it")
+	txt := scr.waitFor(t, 10*time.Second, req.ID, "diff:", reqview.ReasonMargin+`"need rg`)
 	lines := strings.Split(txt, "\n")
 	at := func(what string, match func(string) bool) int {
 		for i, l := range lines {

@@ -305,9 +305,8 @@ func (m *Model) detailPreview() string {
 	// The facts come first and are cut, never reordered, when the pane is
 	// short; the reason comes last, folded to what is left.
 	body := m.facts(r, true)
-	reasonRoom := rem - len(body) - 1
-	if reasonRoom >= 1 {
-		body = append(body, m.reasonLines(r, m.width, reasonRoom)...)
+	if room := rem - len(body); room >= 2 {
+		body = append(body, m.reasonLines(r, m.width, room)...)
 	}
 	if len(body) > rem {
 		body = append(body[:rem-1], dimStyle.Render(fmt.Sprintf("… %d more lines (enter: scroll the whole request)", len(body)-rem+1)))

@@ -80,7 +80,7 @@ const ReasonMargin = "  │ "
 // Facts are the lines about r that come from the request's structure and
 // the host, never from its free text: the header, the host or the change,
 // and the whole diff — or, with changesOnly (a preview short of room), the
-// diff's added and removed lines and a count of the rest.
+// diff's file, added and removed lines and a count of the rest.
 func Facts(r Request, now time.Time, st Styles, changesOnly bool) []string {
 	agent := r.Agent
 	if agent == "" {
@@ -111,23 +111,24 @@ func Facts(r Request, now time.Time, st Styles, changesOnly bool) []string {
 			out = append(out, diffLines(text, st, false)...)
 			break
 		}
-		label("diff:", size(r.Diff))
 		lines := diffLines(r.Diff, st, true)
 		if !changesOnly {
+			label("diff:", size(r.Diff))
 			out = append(out, lines...)
 			break
 		}
-		hidden := 0
+		var shown []string
 		for i, l := range render.Lines(r.Diff) {
-			if (strings.HasPrefix(l, "+") || strings.HasPrefix(l, "-")) && !strings.HasPrefix(l, "+++") && !strings.HasPrefix(l, "---") {
-				out = append(out, lines[i])
-			} else {
-				hidden++
+			if strings.HasPrefix(l, "+") || strings.HasPrefix(l, "-") {
+				shown = append(shown, lines[i])
 			}
 		}
-		if hidden > 0 {
-			out = append(out, apply(st.Label, fmt.Sprintf("  (%d unchanged or header lines not shown)", hidden)))
+		note := size(r.Diff)
+		if hidden := len(lines) - len(shown); hidden > 0 {
+			note += fmt.Sprintf(" (%d unchanged not shown)", hidden)
 		}
+		label("diff:", note)
+		out = append(out, shown...)
 	}
 	return out
 }
