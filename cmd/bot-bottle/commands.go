@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +16,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -178,8 +178,9 @@ func (c *ListCmd) Run(a *App) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tEGRESS\tCWD")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Identity, r.Agent, r.Backend, r.Status,
-			uptime(r), yesNo(r.Preserved), dash(r.CommittedImage), dash(strings.Join(r.Egress, ",")), dash(r.Cwd))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
+			render.Text(r.Backend), render.Text(r.Status), uptime(r), yesNo(r.Preserved), dash(render.Text(r.CommittedImage)),
+			dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)))
 	}
 	return tw.Flush()
 }
@@ -484,25 +485,3 @@ func stripDashes(args []string) []string {
 }
 
 func printJSONLine(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func indent(s, prefix string) string {
-	var b strings.Builder
-	for _, l := range strings.SplitAfter(s, "\n") {
-		if l != "" {
-			b.WriteString(prefix + l)
-		}
-	}
-	if !strings.HasSuffix(b.String(), "\n") {
-		b.WriteString("\n")
-	}
-	return b.String()
-}

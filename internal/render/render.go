@@ -17,8 +17,12 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultMax is the length bound, in runes of output, of Text and Line.
+// DefaultMax is the length bound, in runes of input, of Text and Quoted.
 const DefaultMax = 512
+
+// MessageMax bounds OneLine: an error names paths and what to do, and the
+// operator needs all of it.
+const MessageMax = 4096
 
 // Marker ends a value that was cut; it says how much was left off so a cut
 // value cannot pass for a whole one.
@@ -100,7 +104,7 @@ func OneLine(s string) string {
 		}
 		s = strings.Join(kept, "; ")
 	}
-	return Text(s)
+	return Bounded(s, MessageMax)
 }
 
 // Error is OneLine of err's message; a nil error is "".
