@@ -13,6 +13,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -46,8 +47,10 @@ func (e *Env) now() time.Time {
 	return time.Now()
 }
 
+// say prints one line for the operator; what it carries from a bottle or
+// a plugin is escaped (render), so the message stays one line.
 func (e *Env) say(format string, args ...any) {
-	fmt.Fprintf(e.Err, "bot-bottle: "+format+"\n", args...)
+	fmt.Fprintf(e.Err, "bot-bottle: %s\n", render.Bounded(fmt.Sprintf(format, args...), render.MessageMax))
 }
 
 // Deadlines for calls that must not hang the CLI.
