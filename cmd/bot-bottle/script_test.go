@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -125,6 +126,9 @@ func scriptParams(dir string) testscript.Params {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"setid":       cmdSetID,
 			"termsafe":    cmdTermSafe,
+			"egressproxy": cmdEgressProxy,
+			"rawhttp":     cmdRawHTTP,
+			"httpserver":  cmdHTTPServer,
 			"recordlines": cmdRecordLines,
 			"exitcode":    cmdExitCode,
 			"waitfile":    cmdWaitFile,
@@ -361,8 +365,6 @@ func cmdSHA256File(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(args[1], strings.Fields(string(out))[0])
 }
 
-var reqPattern = regexp.MustCompile(`"id": "([a-z0-9-]+)"`)
-
 // setreq VAR [TIMEOUT]: wait for a pending request from any bottle (via
 // `bot-bottle requests --json`) and put its id in $VAR.
 func cmdSetReq(ts *testscript.TestScript, neg bool, args []string) {
@@ -378,9 +380,11 @@ func cmdSetReq(ts *testscript.TestScript, neg bool, args []string) {
 		cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), "requests", "--json")
 		cmd.Env = append(os.Environ(), "BOT_BOTTLE_HOME="+ts.Getenv("BOT_BOTTLE_HOME"), "BB_TESTPLUGIN_ROOT="+ts.Getenv("BB_TESTPLUGIN_ROOT"))
 		out, _ := cmd.Output()
-		if strings.Contains(string(out), `"status": "pending"`) {
-			if m := reqPattern.FindSubmatch(out); m != nil {
-				ts.Setenv(args[0], string(m[1]))
+		var reqs []struct{ ID, Status string }
+		_ = json.Unmarshal(out, &reqs)
+		for _, r := range reqs {
+			if r.Status == "pending" { // the oldest pending one
+				ts.Setenv(args[0], r.ID)
 				return
 			}
 		}

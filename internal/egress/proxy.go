@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,10 +218,21 @@ func parseTarget(hostport string, defaultPort uint16) (target, error) {
 		err = errors.New("a wildcard is not a host")
 	}
 	if err != nil {
-		return target{}, fmt.Errorf("%.80q: %w", hostport, err)
+		return target{}, &targetError{hostport: hostport, err: err}
 	}
 	return target{name: h.name, addr: h.addr, port: port}, nil
 }
+
+// targetError is a target that does not parse. The client is told the
+// target quoted; the event has the target in its host field and only the
+// cause in its reason, so nothing is quoted twice.
+type targetError struct {
+	hostport string
+	err      error
+}
+
+func (e *targetError) Error() string { return fmt.Sprintf("%.80q: %v", e.hostport, e.err) }
+func (e *targetError) Unwrap() error { return e.err }
 
 // decision is the outcome of checking one attempt.
 type decision struct {
@@ -316,9 +328,14 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 
 // badRequest answers 400 and records the attempt when it names a host.
 func (p *Proxy) badRequest(w http.ResponseWriter, method, host string, err error) {
-	ev := Event{Identity: p.identity, Method: method, Reason: "bad request: " + oneLine(err)}
-	if len(host) <= maxRuleLen {
-		ev.Host = host
+	why := err.Error()
+	var te *targetError
+	if errors.As(err, &te) {
+		why = strings.Replace(why, te.Error(), te.err.Error(), 1)
+	}
+	ev := Event{Identity: p.identity, Method: method, Reason: "bad request: " + oneLine(errors.New(why))}
+	if host != "" {
+		ev.Host, ev.Port = looseHostPort(host)
 	}
 	if werr := p.events.Write(ev); werr != nil {
 		p.log.Error("egress event lost", "error", werr)

@@ -210,11 +210,20 @@ func nameRequest(head []byte) (method, host string, port int) {
 			}
 		}
 	}
-	h, ps, err := net.SplitHostPort(host)
-	if err != nil && !strings.HasPrefix(host, "[") {
+	host, port = looseHostPort(host)
+	return method, host, port
+}
+
+// looseHostPort splits what a refused request named as its target into a
+// host and a port as well as it can, for the event: bounded, and escaped
+// when it is not valid UTF-8 (JSON would replace the bytes).
+func looseHostPort(hostport string) (host string, port int) {
+	host = hostport
+	h, ps, err := net.SplitHostPort(hostport)
+	if err != nil && !strings.HasPrefix(hostport, "[") {
 		// A host too odd for SplitHostPort ("a[b.test:443") still has a port.
-		if i := strings.LastIndexByte(host, ':'); i >= 0 {
-			h, ps = host[:i], host[i+1:]
+		if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
+			h, ps = hostport[:i], hostport[i+1:]
 		}
 	}
 	if n, err := strconv.Atoi(ps); err == nil && n > 0 && n < 1<<16 {
@@ -226,7 +235,7 @@ func nameRequest(head []byte) (method, host string, port int) {
 	if !utf8.ValidString(host) {
 		host = render.Bounded(host, 0)
 	}
-	return method, host, port
+	return host, port
 }
 
 func isToken(s string) bool {
