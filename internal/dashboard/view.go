@@ -352,7 +352,9 @@ func (m *Model) detailText(r Request, width int) string {
 // statusView is what just happened, and on a line of its own the resume
 // hint of the last action that left a bottle to resume.
 func (m *Model) statusView() []string {
-	s := m.status
+	// The status carries summaries, reasons and the tail of a bottle's
+	// terminal: escaped, like everything else from inside a bottle.
+	s := oneLine(m.status)
 	if s == "" {
 		s = "ready"
 	}
@@ -378,7 +380,7 @@ func (m *Model) statusView() []string {
 		out = append(out, style.Render(strings.TrimRight(l, " ")))
 	}
 	if m.hint != "" {
-		out = append(out, titleStyle.Render("→ "+m.hint))
+		out = append(out, titleStyle.Render("→ "+oneLine(m.hint)))
 	}
 	for len(out) < statusLines {
 		out = append(out, "")
