@@ -73,11 +73,13 @@ func Value(v any) string {
 	case bool:
 		return strconv.FormatBool(v)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "a > b" reads as itself
+	if err := enc.Encode(v); err != nil {
 		return render.Quoted(fmt.Sprint(v))
 	}
-	return render.Text(string(b))
+	return render.Text(strings.TrimSuffix(b.String(), "\n"))
 }
 
 // token is s bare when it is a non-empty run of characters that cannot be

@@ -15,12 +15,12 @@ func TestTextOneRecordALine(t *testing.T) {
 			"reason":     "x\n2026-01-01T00:00:00Z  decision  user:root  decision=approved \u202e\u200b\u009b",
 			"kind":       "capability",
 			"dockerfile": "FROM x\nRUN a\x1b]0;t\a\n2026-01-01T00:00:00Z  forged\n",
-			"egress":     []any{"a.test:443", "b c"},
+			"egress":     []any{"a.test:443", "b c > d"},
 			"detach":     true,
 		}}
 	lines := Text(ev)
 	want := []string{
-		`2026-01-02T03:04:05Z  request   bottle:shell-aaaaa\x1b[2J  shell-aaaaa-bbbbbb  detach=true  egress=["a.test:443","b c"]  kind=capability  reason="x\n2026-01-01T00:00:00Z  decision  user:root  decision=approved \u202e\u200b\u009b"`,
+		`2026-01-02T03:04:05Z  request   bottle:shell-aaaaa\x1b[2J  shell-aaaaa-bbbbbb  detach=true  egress=["a.test:443","b c > d"]  kind=capability  reason="x\n2026-01-01T00:00:00Z  decision  user:root  decision=approved \u202e\u200b\u009b"`,
 		`    dockerfile:`,
 		`      FROM x`,
 		`      RUN a\x1b]0;t\x07`,
