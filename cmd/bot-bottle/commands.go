@@ -359,7 +359,9 @@ func (c *PluginsListCmd) Run(a *App) error {
 		if r.Error != "" {
 			ver = "error: " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Name, ver, r.Protocol, dash(strings.Join(r.Capabilities, ",")), r.Checksum, r.Source, r.Path)
+		// A plugin's answers are its own words: escaped like a bottle's.
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", render.Text(r.Name), render.Text(ver), r.Protocol,
+			dash(render.Text(strings.Join(r.Capabilities, ","))), r.Checksum, render.Text(r.Source), render.Text(r.Path))
 	}
 	return tw.Flush()
 }
