@@ -202,7 +202,7 @@ func (c *Client) Commit(ctx context.Context, h Handle, snapshotDir string) (Comm
 }
 
 func (c *Client) Stop(ctx context.Context, req StopRequest) ([]string, error) {
-	pr := &pb.StopRequest{Identity: req.Identity}
+	pr := &pb.StopRequest{Identity: req.Identity, RemoveSnapshots: req.RemoveSnapshots}
 	if req.Handle != nil {
 		pr.Handle = handleToPB(*req.Handle)
 	}

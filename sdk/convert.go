@@ -88,7 +88,7 @@ func sizeFromPB(t *pb.TermSize) TermSize {
 
 func bottleToPB(b Bottle) *pb.Bottle {
 	out := &pb.Bottle{Identity: b.Identity, Agent: b.Agent, Status: b.Status,
-		StartedAt: b.StartedAt, Resources: b.Resources, Image: b.Image}
+		StartedAt: b.StartedAt, Resources: b.Resources, Image: b.Image, Snapshots: b.Snapshots}
 	if b.Handle != nil {
 		out.Handle = handleToPB(*b.Handle)
 	}
@@ -97,7 +97,7 @@ func bottleToPB(b Bottle) *pb.Bottle {
 
 func bottleFromPB(b *pb.Bottle) Bottle {
 	out := Bottle{Identity: b.Identity, Agent: b.Agent, Status: b.Status,
-		StartedAt: b.StartedAt, Resources: b.Resources, Image: b.Image}
+		StartedAt: b.StartedAt, Resources: b.Resources, Image: b.Image, Snapshots: b.Snapshots}
 	if b.Handle != nil {
 		h := handleFromPB(b.Handle)
 		out.Handle = &h

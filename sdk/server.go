@@ -182,7 +182,7 @@ func (s *grpcServer) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Com
 }
 
 func (s *grpcServer) Stop(ctx context.Context, req *pb.StopRequest) (*pb.StopResponse, error) {
-	sr := StopRequest{Identity: req.Identity}
+	sr := StopRequest{Identity: req.Identity, RemoveSnapshots: req.RemoveSnapshots}
 	if req.Handle != nil {
 		h := handleFromPB(req.Handle)
 		sr.Handle = &h

@@ -216,6 +216,11 @@ type CommitResult struct {
 type StopRequest struct {
 	Handle   *Handle
 	Identity string
+	// RemoveSnapshots says the bottle is being removed for good (rm, or
+	// prune of an identity whose state is gone): remove every snapshot of
+	// the identity too. Without it Stop keeps snapshots, because a kept
+	// bottle resumes from them.
+	RemoveSnapshots bool
 }
 
 // Bottle is one bottle a backend has, as List reports it.
@@ -231,7 +236,16 @@ type Bottle struct {
 	Resources []string
 	Image     string
 	Handle    *Handle
+	// Snapshots are the references of the snapshots (commits) the backend
+	// holds for this identity. An identity the backend holds nothing else
+	// of is reported with Status StatusSnapshot, so that the core can find
+	// snapshots whose bottle state is gone.
+	Snapshots []string
 }
+
+// StatusSnapshot is the Status of a Bottle of which the backend holds only
+// snapshots: nothing runs and nothing else is left.
+const StatusSnapshot = "snapshot"
 
 // EgressEvent is one connection attempt from a bottle, as a backend reports
 // it in Spec.EgressLog (one JSON object per line).

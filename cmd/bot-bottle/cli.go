@@ -12,9 +12,10 @@ type CLI struct {
 	Resume   ResumeCmd   `cmd:"" help:"Resume a kept bottle with the same identity and its recorded backend."`
 	Attach   AttachCmd   `cmd:"" help:"Attach to a running bottle (Ctrl-P Ctrl-Q detaches)."`
 	Commit   CommitCmd   `cmd:"" help:"Snapshot a running bottle so that resume boots from it."`
-	Stop     StopCmd     `cmd:"" help:"Stop a bottle; --preserve keeps its state for resume."`
+	Stop     StopCmd     `cmd:"" help:"Stop a bottle. A kept bottle (committed, approved change, --preserve) stays kept; --preserve keeps any other; the rest are removed."`
 	List     ListCmd     `cmd:"" aliases:"ls" help:"List bottles of every backend."`
-	Rm       RmCmd       `cmd:"" help:"Remove bottles whole: backend resources and state (the audit log stays)."`
+	Rm       RmCmd       `cmd:"" help:"Remove bottles whole: backend resources, snapshots and state (the audit log stays). The only command that removes a kept bottle."`
+	Revert   RevertCmd   `cmd:"" help:"Drop the image changes made to a stopped bottle since it last came up (e.g. an approved capability that does not build), so that resume boots what worked."`
 	Prune    PruneCmd    `cmd:"" help:"Remove backend resources that a crash left behind (state is kept)."`
 	Requests RequestsCmd `cmd:"" help:"List requests from inside bottles (capabilities, egress)."`
 	Approve  ApproveCmd  `cmd:"" help:"Approve a request; a capability change stops the bottle preserved for a rebuild."`

@@ -98,7 +98,7 @@ func (c *CommitCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("committed %s as %s; the bottle is preserved (after it stops: bot-bottle resume %s)\n", id, ref, id)
+	fmt.Printf("committed %s as %s; the bottle is preserved (after it stops: %s)\n", id, ref, lifecycle.ResumeCommand(id))
 	return nil
 }
 
@@ -176,11 +176,11 @@ func (c *ListCmd) Run(a *App) error {
 		return printJSON(rows)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tEGRESS\tCWD")
+	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
 			render.Text(r.Backend), render.Text(r.Status), uptime(r), yesNo(r.Preserved), dash(render.Text(r.CommittedImage)),
-			dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)))
+			len(r.Snapshots), dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)))
 	}
 	return tw.Flush()
 }
@@ -234,6 +234,24 @@ func (c *RmCmd) Run(a *App) error {
 		fmt.Println(id)
 	}
 	return errors.Join(errs...)
+}
+
+type RevertCmd struct {
+	Identity string `arg:"" help:"Identity of the stopped bottle." predictor:"identity"`
+}
+
+func (c *RevertCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	res, err := env.Revert(a.ctx, c.Identity)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("reverted %s: its next resume boots %s (the dropped Dockerfile is in its audit log)\n", res.Identity, res.Source)
+	fmt.Printf("resume it with: %s\n", lifecycle.ResumeCommand(res.Identity))
+	return nil
 }
 
 type PruneCmd struct{}

@@ -111,7 +111,7 @@ func printDecision(d lifecycle.Decision, verb string) {
 		fmt.Printf("note: %s\n", render.OneLine(n))
 	}
 	if d.Preserved {
-		fmt.Printf("%s stops for the rebuild; bring it back with: bot-bottle resume %s\n", d.Request.Identity, d.Request.Identity)
+		fmt.Printf("%s stops for the rebuild; bring it back with: %s\n", d.Request.Identity, lifecycle.ResumeCommand(d.Request.Identity))
 	}
 }
 

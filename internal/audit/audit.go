@@ -33,6 +33,12 @@ const (
 	KindEgress   = "egress"
 	KindPreserve = "preserve"
 	KindCleanup  = "cleanup"
+	// KindResumeFailed: a kept bottle did not come back; it is kept as it was.
+	KindResumeFailed = "resume_failed"
+	// KindRevert: the change that did not build was dropped.
+	KindRevert = "revert"
+	// KindRemove: rm removed the bottle and its snapshots.
+	KindRemove = "rm"
 )
 
 // Redacted replaces any value that contains a secret.

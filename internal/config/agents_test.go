@@ -490,7 +490,7 @@ func TestRealBuiltinAgents(t *testing.T) {
 	for _, a := range agents {
 		names = append(names, a.Name)
 	}
-	// DESIGN §7: these three ship in the binary.
+	// These three ship in the binary.
 	if want := []string{"claude", "codex", "shell"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("built-in agents %v, want %v", names, want)
 	}

@@ -480,7 +480,7 @@ func (m *Model) deny(id, reason string) tea.Cmd {
 }
 
 func resumeHint(id string) string {
-	return fmt.Sprintf("bring %s back with: bot-bottle resume %s", id, id)
+	return fmt.Sprintf("bring %s back with: %s", id, lifecycle.ResumeCommand(id))
 }
 
 // decisionStatus says what a decision did, resume hint included.
@@ -547,7 +547,7 @@ func (m *Model) stop(b lifecycle.Row, preserve bool) func() tea.Cmd {
 // dashboard when it returns (detach or the agent's exit).
 func (m *Model) attach(b lifecycle.Row) tea.Cmd {
 	if b.Status != "running" {
-		m.setStatus(fmt.Sprintf("%s is %s, not running; resume it with: bot-bottle resume %s", b.Identity, b.Status, b.Identity), true)
+		m.setStatus(fmt.Sprintf("%s is %s, not running; resume it with: %s", b.Identity, b.Status, lifecycle.ResumeCommand(b.Identity)), true)
 		return nil
 	}
 	if m.busy != "" {

@@ -1,6 +1,15 @@
-// Package lifecycle implements the bottle flows of DESIGN §4 — start,
-// resume, attach, commit, stop, list, prune — on top of the state store, the
-// configuration and the plugin host. It owns the preserve/cleanup policy.
+// Package lifecycle is the bottle's state machine and the flows on it —
+// start, resume, attach, commit, stop, rm, revert, list, prune, approve —
+// on top of the state store, the configuration and the plugin host.
+//
+// Transition (machine.go) is the machine: from a phase (new, resuming,
+// running, stopped, removed) and the kept mark, an event (launched,
+// launch-failed, exited, stop, stop-preserve, commit, capability, resume,
+// revert, orphaned, rm, …) leads to an outcome or is refused. apply carries
+// an outcome out and is the only code that deletes a bottle's state. Kept
+// means kept until rm; a failed resume keeps the bottle as it was.
+// ARCHITECTURE.md draws the machine. Flows tell the operator what happens
+// through typed Notices, which the CLI and the dashboard render.
 package lifecycle
 
 import (
@@ -13,7 +22,6 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -24,13 +32,19 @@ type Env struct {
 	Store   *state.Store
 	Plugins *config.Plugins
 	Host    *pluginhost.Host
-	In      *os.File  // the user's stdin
-	Out     io.Writer // the agent's output goes here
-	Err     io.Writer // bot-bottle's own messages
-	Getenv  func(string) string
-	Now     func() time.Time
+	// Backends starts the backends flows use; nil means Host. Tests give
+	// in-process backends here.
+	Backends Backends
+	In       *os.File  // the user's stdin
+	Out      io.Writer // the agent's output goes here
+	Err      io.Writer // bot-bottle's own messages
+	Getenv   func(string) string
+	Now      func() time.Time
 	// HelperBinary is the host path of the in-bottle `bottle` helper, or "".
 	HelperBinary string
+	// Notify receives what flows tell the operator; nil prints each notice
+	// as a line on Err.
+	Notify func(Notice)
 }
 
 func (e *Env) getenv(k string) string {
@@ -45,12 +59,6 @@ func (e *Env) now() time.Time {
 		return e.Now()
 	}
 	return time.Now()
-}
-
-// say prints one line for the operator; what it carries from a bottle or
-// a plugin is escaped (render), so the message stays one line.
-func (e *Env) say(format string, args ...any) {
-	fmt.Fprintf(e.Err, "bot-bottle: %s\n", render.Bounded(fmt.Sprintf(format, args...), render.MessageMax))
 }
 
 // Deadlines for calls that must not hang the CLI.
@@ -71,7 +79,21 @@ func (e *Env) startPlugin(ctx context.Context, backend string) (*pluginhost.Plug
 	if err := state.ValidateName("backend name", backend); err != nil {
 		return nil, err
 	}
-	return e.Host.Start(ctx, backend)
+	return e.backends().Start(ctx, backend)
+}
+
+// Backends starts backend plugins by name and finds the installed ones;
+// *pluginhost.Host is the real one.
+type Backends interface {
+	Start(ctx context.Context, name string) (*pluginhost.Plugin, error)
+	Discover() ([]pluginhost.Found, []error)
+}
+
+func (e *Env) backends() Backends {
+	if e.Backends != nil {
+		return e.Backends
+	}
+	return e.Host
 }
 
 // pluginGone reports whether err means the plugin died or stopped answering.

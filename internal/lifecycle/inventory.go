@@ -14,16 +14,19 @@ import (
 
 // Row is one bottle as `list` and the dashboard show it.
 type Row struct {
-	Identity       string   `json:"identity"`
-	Agent          string   `json:"agent"`
-	Backend        string   `json:"backend"`
-	Status         string   `json:"status"`
-	StartedAt      string   `json:"started_at,omitempty"`
-	Cwd            string   `json:"cwd,omitempty"`
-	CopyCwd        bool     `json:"copy_cwd,omitempty"`
-	Preserved      bool     `json:"preserved"`
-	CommittedImage string   `json:"committed_image,omitempty"`
-	Egress         []string `json:"egress"`
+	Identity       string `json:"identity"`
+	Agent          string `json:"agent"`
+	Backend        string `json:"backend"`
+	Status         string `json:"status"`
+	StartedAt      string `json:"started_at,omitempty"`
+	Cwd            string `json:"cwd,omitempty"`
+	CopyCwd        bool   `json:"copy_cwd,omitempty"`
+	Preserved      bool   `json:"preserved"`
+	CommittedImage string `json:"committed_image,omitempty"`
+	// Snapshots are every snapshot the bottle's commits made: its own, and
+	// removed with it by rm.
+	Snapshots []string `json:"snapshots,omitempty"`
+	Egress    []string `json:"egress"`
 	// InState is false for resources a backend has that no state knows of.
 	InState bool `json:"in_state"`
 }
@@ -47,7 +50,7 @@ func (e *Env) backendsToAsk(metas []state.Metadata) []string {
 			set[e.Plugins.DefaultBackend] = true
 		}
 	}
-	found, _ := e.Host.Discover()
+	found, _ := e.backends().Discover()
 	for _, f := range found {
 		set[f.Name] = true
 	}
@@ -89,7 +92,7 @@ func (e *Env) askBackend(ctx context.Context, name string, timeout time.Duration
 	}
 	ch := make(chan result, 1)
 	go func() {
-		p, err := e.Host.Start(ctx, name)
+		p, err := e.backends().Start(ctx, name)
 		if err != nil {
 			ch <- result{err: err}
 			return
@@ -140,14 +143,17 @@ func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []e
 		known[m.Identity] = true
 		row := Row{Identity: m.Identity, Agent: m.AgentName, Backend: m.Backend, StartedAt: m.StartedAt,
 			Cwd: m.Cwd, CopyCwd: m.CopyCwd, Egress: nonNil(m.Egress), InState: true, Status: "stopped"}
-		row.Preserved, _ = e.Store.IsPreserved(m.Identity)
-		row.CommittedImage, _ = e.Store.ReadCommittedImage(m.Identity)
+		if rec, err := e.Store.Load(m.Identity); err == nil {
+			row.Preserved, row.CommittedImage, row.Snapshots = rec.Kept, rec.CommittedImage, rec.Snapshots
+		} else {
+			row.Preserved = true // never shown as disposable on a guess
+		}
 		r := byBackend[m.Backend]
 		if r.Err != nil {
 			row.Status = "unreachable"
 		}
 		for _, b := range r.Bottles {
-			if b.Identity == m.Identity {
+			if b.Identity == m.Identity && b.Status != sdk.StatusSnapshot {
 				row.Status = b.Status
 			}
 		}
@@ -196,6 +202,9 @@ func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
 				continue
 			}
 			if inState[b.Identity] {
+				if b.Status == sdk.StatusSnapshot {
+					continue // a kept bottle's snapshots: its own until rm
+				}
 				unlock, err := e.Store.Lock(b.Identity)
 				if err != nil {
 					continue // an attached process owns it
@@ -205,16 +214,32 @@ func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
 					unlock()
 					continue
 				}
-				gone, err := e.stopOne(ctx, r.Name, b)
+				gone, err := e.stopOne(ctx, r.Name, b, false)
+				if err == nil {
+					e.closeOrphan(b.Identity)
+				}
 				unlock()
 				removed, errs = append(removed, gone...), appendErr(errs, err)
 				continue
 			}
-			gone, err := e.stopOne(ctx, r.Name, b)
+			// No state: nothing can resume it, so its snapshots go too.
+			gone, err := e.stopOne(ctx, r.Name, b, true)
 			removed, errs = append(removed, gone...), appendErr(errs, err)
 		}
 	}
 	return removed, errs, nil
+}
+
+// closeOrphan forgets the open launch of a bottle whose backend resources
+// prune removed; its state stays, so it can be resumed.
+func (e *Env) closeOrphan(id string) {
+	b, err := e.load(id)
+	if err != nil || b.phase != PhaseRunning {
+		return
+	}
+	if _, err := e.apply(b, EvOrphaned, nil); err != nil {
+		e.warn("%v", err)
+	}
 }
 
 func appendErr(errs []error, err error) []error {
@@ -224,14 +249,14 @@ func appendErr(errs []error, err error) []error {
 	return errs
 }
 
-func (e *Env) stopOne(ctx context.Context, backend string, b sdk.Bottle) ([]string, error) {
-	p, err := e.Host.Start(ctx, backend)
+func (e *Env) stopOne(ctx context.Context, backend string, b sdk.Bottle, removeSnapshots bool) ([]string, error) {
+	p, err := e.backends().Start(ctx, backend)
 	if err != nil {
 		return nil, err
 	}
 	defer p.Close()
 	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	defer cancel()
-	gone, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: b.Handle, Identity: b.Identity})
+	gone, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: b.Handle, Identity: b.Identity, RemoveSnapshots: removeSnapshots})
 	return gone, p.Wrap(err)
 }

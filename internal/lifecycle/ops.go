@@ -12,10 +12,9 @@ import (
 
 // Attach reattaches to a running bottle (one started with --detach, or
 // one whose attached terminal detached). When the agent exits, this process
-// tears it down and applies the cleanup policy.
+// tears it down and applies the end of its session.
 func (e *Env) Attach(ctx context.Context, id string) (int, error) {
-	meta, err := e.readMeta(id)
-	if err != nil {
+	if _, err := e.readMeta(id); err != nil {
 		return 0, err
 	}
 	unlock, err := e.Store.Lock(id)
@@ -23,14 +22,14 @@ func (e *Env) Attach(ctx context.Context, id string) (int, error) {
 		return 0, err
 	}
 	defer unlock()
-	h, err := e.Store.ReadHandle(id)
+	b, err := e.load(id)
 	if err != nil {
 		return 0, err
 	}
-	if h == nil {
-		return 0, fmt.Errorf("bottle %s is not running (resume it with: bot-bottle resume %s)", id, id)
+	if b.rec.Handle == nil {
+		return 0, fmt.Errorf("bottle %s is not running (resume it with: %s)", id, ResumeCommand(id))
 	}
-	p, err := e.startPlugin(ctx, meta.Backend)
+	p, err := e.startPlugin(ctx, b.rec.Meta.Backend)
 	if err != nil {
 		return 0, err
 	}
@@ -38,35 +37,21 @@ func (e *Env) Attach(ctx context.Context, id string) (int, error) {
 	if err := e.Store.ClearDetached(id); err != nil {
 		return 0, err
 	}
-	st, err := e.attach(ctx, p, *h)
-	if err == nil && st.Detached {
-		_ = e.Store.MarkDetached(id)
-		e.say("detached from %s; it keeps running. Reattach with: bot-bottle attach %s", id, id)
-		return 0, nil
-	}
-	e.teardown(p, id, h)
-	if err != nil {
-		e.finish(id, e.outcomeOf(ctx, err))
-		return 0, p.Wrap(err)
-	}
-	e.finish(id, outcomeEnded)
-	return st.Code, nil
+	return e.attachSession(ctx, b, p, *b.rec.Handle)
 }
 
 // Commit snapshots a running bottle with its recorded backend, records the
-// snapshot and marks the bottle preserved so the snapshot survives cleanup.
+// snapshot as the bottle's and marks the bottle kept, so the snapshot
+// survives its sessions.
 func (e *Env) Commit(ctx context.Context, id string) (string, error) {
-	meta, err := e.readMeta(id)
+	b, err := e.load(id)
 	if err != nil {
 		return "", err
 	}
-	h, err := e.Store.ReadHandle(id)
-	if err != nil {
-		return "", err
-	}
-	if h == nil {
+	if _, err := Transition(b.phase, b.rec.Kept, EvCommit); err != nil {
 		return "", fmt.Errorf("bottle %s is not running; only a running bottle can be committed", id)
 	}
+	meta := b.rec.Meta
 	p, err := e.startPlugin(ctx, meta.Backend)
 	if err != nil {
 		return "", err
@@ -79,62 +64,83 @@ func (e *Env) Commit(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	res, err := p.Backend.Commit(ctx, *h, snap)
+	res, err := p.Backend.Commit(ctx, *b.rec.Handle, snap)
 	if err != nil {
 		if sdk.IsNotSupported(err) {
 			return "", fmt.Errorf("backend %q cannot commit bottles: %v", meta.Backend, err)
 		}
 		return "", p.Wrap(err)
 	}
-	if err := e.Store.WriteCommittedImage(id, res.Image); err != nil {
+	if err := e.Store.AddSnapshot(id, res.Image); err != nil {
 		return "", err
 	}
-	if err := e.Store.MarkPreserved(id); err != nil {
+	// A snapshot of a running bottle is an image source known to come up.
+	if err := e.Store.WriteBuilt(id, state.Built{CommittedImage: res.Image}); err != nil {
+		e.warn("%v", err)
+	}
+	if _, err := e.apply(b, EvCommit, nil); err != nil {
 		return "", err
 	}
-	e.record(e.agentOf(id), audit.Event{Identity: id, Kind: audit.KindCommit, Fields: map[string]any{"image": res.Image, "backend": meta.Backend}})
+	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindCommit, Fields: map[string]any{"image": res.Image, "backend": meta.Backend}})
 	for _, n := range res.Notes {
 		e.say("%s", n)
 	}
 	return res.Image, nil
 }
 
-// Stop tears a bottle down from any terminal. With preserve, its state is
-// kept for `resume`. When no bot-bottle process is attached to it, this
-// process also applies the cleanup policy.
+// Stop tears a bottle down from any terminal. With preserve the bottle is
+// kept for resume; a kept bottle stays kept either way. When a bot-bottle
+// process is attached to it, that process applies the end of the session;
+// otherwise this one does.
 func (e *Env) Stop(ctx context.Context, id string, preserve bool) error {
-	meta, err := e.readMeta(id)
+	b, err := e.load(id)
 	if err != nil {
 		return err
 	}
+	ev := EvStop
 	if preserve {
+		ev = EvStopPreserve
+		// First, so that an attached session ending meanwhile keeps it.
 		if err := e.Store.MarkPreserved(id); err != nil {
 			return err
 		}
+		b.rec.Kept = true
 	}
-	if err := e.stopBackend(ctx, meta, "stop"); err != nil {
-		return err
-	}
-	e.record(e.agentOf(id), audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"preserve": preserve}})
 	unlock, err := e.Store.Lock(id)
 	if errors.Is(err, state.ErrLocked) {
-		// The attached process applies the cleanup policy when its
-		// session ends; it prints the resume hint.
+		// An attached (or launching) process holds it: stop its bottle, and
+		// that process applies the end of its session and prints the hint.
+		if err := e.stopBackend(ctx, b.rec.Meta, "stop"); err != nil {
+			return err
+		}
+		e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"preserve": preserve}})
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	e.finish(id, outcomeEnded)
+	// Reloaded under the lock: a session may have closed meanwhile.
+	if b, err = e.load(id); err != nil {
+		return err
+	}
+	p, err := e.startPlugin(ctx, b.rec.Meta.Backend)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if _, err := Transition(b.phase, b.rec.Kept, ev); err != nil {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"preserve": preserve}})
+	e.closeSession(b, ev, p)
 	return nil
 }
 
-// Remove deletes a bottle whole: its backend resources and its state,
-// preserved or not. The audit log stays.
+// Remove deletes a bottle whole: its backend resources, its snapshots and
+// its state, kept or not. The audit log stays.
 func (e *Env) Remove(ctx context.Context, id string) error {
-	meta, err := e.readMeta(id)
-	if err != nil {
+	if _, err := e.readMeta(id); err != nil {
 		return err
 	}
 	unlock, err := e.Store.Lock(id)
@@ -142,14 +148,89 @@ func (e *Env) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
-	if err := e.stopBackend(ctx, meta, "remove"); err != nil {
+	b, err := e.load(id)
+	if err != nil {
 		return err
 	}
-	if err := e.Store.Remove(id); err != nil {
+	p, err := e.startPlugin(ctx, b.rec.Meta.Backend)
+	if err != nil {
 		return err
 	}
-	e.removeQueue(id)
+	defer p.Close()
+	if _, err := e.apply(b, EvRemove, p); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindRemove, Fields: map[string]any{"snapshots": nonNil(b.rec.Snapshots)}})
 	return nil
+}
+
+// RevertResult says what Revert went back to.
+type RevertResult struct {
+	Identity string
+	// Dropped is the per-bottle Dockerfile that was dropped ("" for none).
+	Dropped string
+	// Source is what the next resume boots: a snapshot reference, "per-bottle
+	// Dockerfile", or "the agent's image".
+	Source string
+}
+
+// Revert drops the changes made to a stopped bottle's image source since
+// the last launch (or commit) that came up — typically an approved
+// capability whose build fails — so that resume boots what worked before.
+func (e *Env) Revert(ctx context.Context, id string) (RevertResult, error) {
+	if _, err := e.readMeta(id); err != nil {
+		return RevertResult{}, err
+	}
+	unlock, err := e.Store.Lock(id)
+	if err != nil {
+		return RevertResult{}, err
+	}
+	defer unlock()
+	b, err := e.load(id)
+	if err != nil {
+		return RevertResult{}, err
+	}
+	if _, err := e.apply(b, EvRevert, nil); err != nil {
+		return RevertResult{}, err
+	}
+	built, err := e.Store.ReadBuilt(id)
+	if err != nil {
+		return RevertResult{}, err
+	}
+	if built == nil {
+		return RevertResult{}, fmt.Errorf("revert %s: it never came up, so there is nothing to go back to (remove it with: bot-bottle rm %s)", id, id)
+	}
+	if string(b.rec.Dockerfile) == built.Dockerfile && b.rec.CommittedImage == built.CommittedImage {
+		return RevertResult{}, fmt.Errorf("revert %s: nothing changed since it last came up", id)
+	}
+	res := RevertResult{Identity: id, Dropped: string(b.rec.Dockerfile)}
+	if built.Dockerfile == "" {
+		err = e.Store.RemoveDockerfile(id)
+	} else {
+		err = e.Store.WriteDockerfile(id, []byte(built.Dockerfile))
+	}
+	if err != nil {
+		return RevertResult{}, err
+	}
+	if built.CommittedImage == "" {
+		err = e.Store.ClearCommittedImage(id)
+	} else {
+		err = e.Store.WriteCommittedImage(id, built.CommittedImage)
+	}
+	if err != nil {
+		return RevertResult{}, err
+	}
+	switch {
+	case built.CommittedImage != "":
+		res.Source = built.CommittedImage
+	case built.Dockerfile != "":
+		res.Source = "per-bottle Dockerfile"
+	default:
+		res.Source = "the agent's image"
+	}
+	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindRevert, Fields: map[string]any{
+		"dockerfile_diff": audit.DockerfileDiff(res.Dropped, built.Dockerfile), "boots": res.Source}})
+	return res, nil
 }
 
 // stopBackend removes every backend resource of a bottle, by its handle

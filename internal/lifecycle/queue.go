@@ -17,7 +17,7 @@ func (e *Env) queueDir(id string) (string, error) { return e.queue().Dir(id) }
 // removeQueue drops the queue of a bottle that is being cleaned up.
 func (e *Env) removeQueue(id string) {
 	if err := e.queue().Remove(id); err != nil {
-		e.say("warning: remove queue of %s: %v", id, err)
+		e.warn("remove queue of %s: %v", id, err)
 	}
 }
 
@@ -64,7 +64,7 @@ func (e *Env) record(agent *config.Agent, ev audit.Event) {
 		ev.Actor = Operator()
 	}
 	if err := e.auditLog(agent).Append(ev); err != nil {
-		e.say("warning: audit %s: %v", ev.Identity, err)
+		e.warn("audit %s: %v", ev.Identity, err)
 	}
 }
 

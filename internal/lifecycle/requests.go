@@ -27,7 +27,7 @@ func (e *Env) Requests() ([]queue.Request, error) {
 func (e *Env) ingestAll() {
 	reqs, refused, err := e.queue().IngestAll()
 	if err != nil {
-		e.say("warning: read requests: %v", err)
+		e.warn("read requests: %v", err)
 	}
 	e.auditIngested(reqs, refused)
 }
@@ -122,56 +122,82 @@ func (e *Env) Approve(ctx context.Context, id, decidedBy string) (Decision, erro
 	return Decision{}, fmt.Errorf("approve %s: unknown kind %q", id, r.Kind)
 }
 
-// baseDockerfile is what a capability change applies to: the bottle's own
-// Dockerfile from an earlier approval, else the agent's.
-func (e *Env) baseDockerfile(id string, agent *config.Agent) (string, error) {
-	own, err := e.Store.ReadDockerfile(id)
-	if err != nil {
-		return "", err
-	}
-	if own != nil {
-		return string(own), nil
-	}
-	if agent.Dockerfile != "" {
+// baseDockerfile is what a capability change applies to — what the bottle
+// really runs: its snapshot when it boots one (FROM the snapshot), else its
+// own Dockerfile from an earlier approval, else the agent's. user is the
+// user the image runs as, which the snapshot's FROM line does not say.
+func (e *Env) baseDockerfile(rec *state.Record, agent *config.Agent) (base, user string, err error) {
+	var src string
+	switch {
+	case rec.Dockerfile != nil:
+		src = string(rec.Dockerfile)
+	case agent.Dockerfile != "":
 		data, err := os.ReadFile(agent.Dockerfile)
 		if err != nil {
-			return "", fmt.Errorf("read the agent's Dockerfile: %w", err)
+			return "", "", fmt.Errorf("read the agent's Dockerfile: %w", err)
 		}
-		return string(data), nil
+		src = string(data)
+	default:
+		src = "FROM " + agent.Image + "\n"
 	}
-	return "FROM " + agent.Image + "\n", nil
+	user = lastUser(src)
+	if rec.CommittedImage != "" {
+		return fmt.Sprintf("# %s boots its snapshot\nFROM %s\n", rec.Meta.Identity, rec.CommittedImage), user, nil
+	}
+	return src, user, nil
+}
+
+// Proposal is what approving a capability request would change.
+type Proposal struct {
+	// Base is what the bottle runs now; Next is what the approval writes.
+	Base, Next string
+	// Warnings are what the approver must know before saying yes.
+	Warnings []string
 }
 
 // ProposedDockerfile is what approving capability request r would change:
 // the bottle's current Dockerfile and the one the approval writes. The
 // dashboard shows their diff; Approve applies exactly this.
 func (e *Env) ProposedDockerfile(r queue.Request) (base, next string, err error) {
-	meta, err := e.readMeta(r.Identity)
-	if err != nil {
-		return "", "", err
-	}
-	agent, err := config.LoadAgent(e.Home, meta.AgentName)
-	if err != nil {
-		return "", "", err
-	}
-	return e.proposed(r, agent)
+	p, err := e.Propose(r)
+	return p.Base, p.Next, err
 }
 
-func (e *Env) proposed(r queue.Request, agent *config.Agent) (base, next string, err error) {
-	base, err = e.baseDockerfile(r.Identity, agent)
+// Propose is ProposedDockerfile with the warnings for the approver.
+func (e *Env) Propose(r queue.Request) (Proposal, error) {
+	rec, err := e.Store.Load(r.Identity)
 	if err != nil {
-		return "", "", err
+		return Proposal{}, err
 	}
-	next = r.Dockerfile
-	if next == "" {
-		next = appendRun(base, r.ID, r.Run)
+	agent, err := config.LoadAgent(e.Home, rec.Meta.AgentName)
+	if err != nil {
+		return Proposal{}, err
 	}
-	return base, next, nil
+	return e.proposed(r, rec, agent)
+}
+
+func (e *Env) proposed(r queue.Request, rec *state.Record, agent *config.Agent) (Proposal, error) {
+	base, user, err := e.baseDockerfile(rec, agent)
+	if err != nil {
+		return Proposal{}, err
+	}
+	p := Proposal{Base: base, Next: r.Dockerfile}
+	if p.Next == "" {
+		p.Next = appendRun(base, r.ID, r.Run, user)
+	} else if rec.CommittedImage != "" {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("approving replaces %s's snapshot %s: what the agent changed since it was committed is not in the new image", rec.Meta.Identity, rec.CommittedImage))
+	}
+	return p, nil
 }
 
 func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
 	id := meta.Identity
-	base, next, err := e.proposed(r, agent)
+	b, err := e.load(id)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
+	}
+	b.agent = agent
+	prop, err := e.proposed(r, b.rec, agent)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
 	}
@@ -180,20 +206,29 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
-	if err := e.Store.WriteDockerfile(id, []byte(next)); err != nil {
+	if err := e.Store.WriteDockerfile(id, []byte(prop.Next)); err != nil {
 		return Decision{}, err
 	}
-	if err := e.Store.MarkPreserved(id); err != nil {
+	if b.rec.CommittedImage != "" {
+		// The new Dockerfile is what boots now: FROM the snapshot for a RUN,
+		// in its place for a whole Dockerfile. The snapshot stays the
+		// bottle's (listed, and removed with it).
+		if err := e.Store.ClearCommittedImage(id); err != nil {
+			return Decision{}, err
+		}
+	}
+	// The handle as loaded: the transition closes the launch in the record.
+	h := b.rec.Handle
+	if _, err := e.apply(b, EvCapApproved, nil); err != nil {
 		return Decision{}, err
 	}
 	e.record(agent, audit.Event{Identity: id, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
-		Fields: map[string]any{"decision": "approved", "summary": r.Summary(), "dockerfile_diff": audit.DockerfileDiff(base, next)}})
+		Fields: map[string]any{"decision": "approved", "summary": r.Summary(), "dockerfile_diff": audit.DockerfileDiff(prop.Base, prop.Next)}})
 	e.record(agent, audit.Event{Identity: id, Kind: audit.KindPreserve, Actor: decidedBy, RequestID: r.ID,
 		Fields: map[string]any{"why": "capability change approved"}})
 
-	d := Decision{Request: r, Preserved: true}
-	h, err := e.Store.ReadHandle(id)
-	if err != nil || h == nil {
+	d := Decision{Request: r, Preserved: true, Notes: prop.Warnings}
+	if h == nil {
 		d.Notes = append(d.Notes, fmt.Sprintf("%s is not running; the change applies when you resume it", id))
 		return d, nil
 	}
@@ -328,8 +363,7 @@ func (e *Env) EgressEvents(id string) ([]sdk.EgressEvent, error) {
 // appendRun adds an approved RUN line to a Dockerfile. Installing software
 // needs root, so when the image switched to another user the line runs as
 // root and the user is switched back after it.
-func appendRun(base, reqID, run string) string {
-	user := lastUser(base)
+func appendRun(base, reqID, run, user string) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimRight(base, "\n"))
 	fmt.Fprintf(&b, "\n\n# approved request %s\n", reqID)

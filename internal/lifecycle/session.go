@@ -14,34 +14,31 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(f) }
 
-// session drives one session: prepare, launch, attach, tear down, and then keep
-// or clean up the state — in that order, on every exit path.
+// session drives one session: prepare, launch, attach, tear down, and then
+// apply the state machine's outcome — on every exit path. s.b is in
+// PhaseNew (start) or PhaseResuming (resume).
 func (e *Env) session(ctx context.Context, s session) (int, error) {
 	id := s.meta.Identity
 	p := s.plugin
-	if err := e.Store.ClearPreserved(id); err != nil {
-		return 0, err
-	}
 	if err := e.Store.ClearDetached(id); err != nil {
 		return 0, err
 	}
 	spec, err := e.buildSpec(s)
 	if err != nil {
-		e.finish(id, outcomeFailed)
-		return 0, err
+		return 0, e.launchFailed(ctx, s, err, nil)
 	}
 	pctx, cancel := context.WithTimeout(ctx, prepareTimeout)
 	plan, err := p.Backend.Prepare(pctx, spec)
 	cancel()
 	if err != nil {
-		e.finish(id, e.outcomeOf(ctx, err))
-		return 0, p.Wrap(err)
+		return 0, e.launchFailed(ctx, s, p.Wrap(err), p)
 	}
 	e.preflight(s, p, plan)
 
@@ -49,14 +46,23 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	handle, err := p.Backend.Launch(ctx, spec, plan, prog.show)
 	prog.done()
 	if err != nil {
-		e.teardown(p, id, nil)
-		e.finish(id, e.outcomeOf(ctx, err))
-		return 0, p.Wrap(err)
+		return 0, e.launchFailed(ctx, s, p.Wrap(err), p)
 	}
 	if err := e.Store.WriteHandle(id, handle); err != nil {
-		e.teardown(p, id, &handle)
-		e.finish(id, outcomeFailed)
+		s.b.rec.Handle = &handle
+		return 0, e.launchFailed(ctx, s, err, p)
+	}
+	s.b.rec.Handle = &handle
+	if _, err := e.apply(s.b, EvLaunched, p); err != nil {
 		return 0, err
+	}
+	// This image source came up: it is what revert goes back to.
+	built := state.Built{CommittedImage: spec.CommittedImage}
+	if spec.BottleDockerfile != "" {
+		built.Dockerfile = string(s.b.rec.Dockerfile)
+	}
+	if err := e.Store.WriteBuilt(id, built); err != nil {
+		e.warn("%v", err)
 	}
 	kind := audit.KindStart
 	if s.resume {
@@ -65,30 +71,85 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	}
 	e.record(s.agent, audit.Event{Identity: id, Kind: kind, Fields: map[string]any{
 		"backend": p.Name, "agent": s.meta.AgentName, "cwd": s.meta.Cwd, "copy_cwd": s.meta.CopyCwd,
-		"command": s.command, "egress": s.meta.Egress, "detach": s.detach}})
+		"command": s.command, "egress": nonNil(s.meta.Egress), "detach": s.detach}})
 	if s.detach {
 		if err := e.Store.MarkDetached(id); err != nil {
-			e.say("warning: %v", err)
+			e.warn("%v", err)
 		}
-		e.say("%s is running detached; attach with: bot-bottle attach %s   stop with: bot-bottle stop %s", id, id, id)
+		e.notify(Notice{Kind: NoticeDetached, Identity: id,
+			Text: fmt.Sprintf("%s is running detached; attach with: bot-bottle attach %s   stop with: bot-bottle stop %s", id, id, id)})
 		return 0, nil
 	}
+	return e.attachSession(ctx, s.b, p, handle)
+}
+
+// attachSession attaches the operator to a running bottle and, when the
+// session ends, applies its end.
+func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin, h sdk.Handle) (int, error) {
+	id := b.id()
 	stopWatch := e.watchRequests(ctx, id)
-	st, err := e.attach(ctx, p, handle)
+	st, err := e.attach(ctx, p, h)
 	stopWatch()
 	if err == nil && st.Detached {
+		if _, aerr := e.apply(b, EvDetached, p); aerr != nil {
+			return 0, aerr
+		}
 		_ = e.Store.MarkDetached(id)
-		e.say("detached from %s; it keeps running. Reattach with: bot-bottle attach %s", id, id)
+		e.notify(Notice{Kind: NoticeDetached, Identity: id})
 		return 0, nil
 	}
-	e.teardown(p, id, &handle)
 	if err != nil {
-		e.finish(id, e.outcomeOf(ctx, err))
+		ev := EvExited
+		switch {
+		case ctx.Err() != nil:
+			ev = EvInterrupted
+		case pluginGone(err):
+			ev = EvPluginGone
+		}
+		e.closeSession(b, ev, p)
 		return 0, p.Wrap(err)
 	}
-	e.record(s.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"exit_code": st.Code}})
-	e.finish(id, outcomeEnded)
+	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"exit_code": st.Code}})
+	e.closeSession(b, EvExited, p)
 	return st.Code, nil
+}
+
+// launchFailed closes a session whose bottle never came up. A new bottle
+// goes with everything it made; a resumed one is kept byte for byte as it
+// was, with the failure in its audit and the way to retry or revert.
+func (e *Env) launchFailed(ctx context.Context, s session, cause error, p *pluginhost.Plugin) error {
+	ev := EvLaunchFailed
+	switch {
+	case ctx.Err() != nil:
+		ev = EvInterrupted
+	case pluginGone(cause):
+		ev = EvPluginGone
+	}
+	id := s.meta.Identity
+	if s.resume {
+		e.record(s.agent, audit.Event{Identity: id, Kind: audit.KindResumeFailed, Fields: map[string]any{
+			"error": cause.Error(), "backend": s.meta.Backend}})
+	}
+	e.closeSessionQuiet(s.b, ev, p)
+	if s.resume && s.b.phase == PhaseStopped {
+		e.notify(Notice{Kind: NoticeResumeFailed, Identity: id})
+	}
+	return cause
+}
+
+// closeSessionQuiet is closeSession for a launch that never came up: a
+// removed new bottle is audited, a kept one is left as it was.
+func (e *Env) closeSessionQuiet(b *bottle, ev Event, p *pluginhost.Plugin) {
+	o, err := e.apply(b, ev, p)
+	if err != nil {
+		e.warn("%v", err)
+		return
+	}
+	if o.Removes() {
+		e.record(nil, audit.Event{Identity: b.id(), Kind: audit.KindCleanup, Fields: map[string]any{"state": "removed"}})
+	} else if ev == EvPluginGone {
+		e.notify(Notice{Kind: NoticeStateKept, Identity: b.id(), Text: "the plugin failed"})
+	}
 }
 
 // restoreTranscript puts the transcript snapshot back where the agent keeps
@@ -100,18 +161,18 @@ func (e *Env) restoreTranscript(ctx context.Context, p *pluginhost.Plugin, s ses
 	}
 	tar, err := e.Store.ReadTranscript(s.meta.Identity)
 	if err != nil {
-		e.say("warning: transcript of %s: %v", s.meta.Identity, err)
+		e.warn("transcript of %s: %v", s.meta.Identity, err)
 		return
 	}
 	if tar == nil {
 		return
 	}
 	if !p.Info.Has(sdk.CapCopy) {
-		e.say("warning: the %s backend cannot copy files in; the transcript was not restored", p.Name)
+		e.warn("the %s backend cannot copy files in; the transcript was not restored", p.Name)
 		return
 	}
 	if err := p.Backend.CopyIn(ctx, h, transcriptParent(tp), tar); err != nil {
-		e.say("warning: restore transcript: %v", p.Wrap(err))
+		e.warn("restore transcript: %v", p.Wrap(err))
 		return
 	}
 	e.say("restored the transcript at %s", tp)
@@ -149,73 +210,6 @@ func (e *Env) watchRequests(ctx context.Context, id string) (stop func()) {
 
 const requestPoll = time.Second
 
-type outcome int
-
-const (
-	outcomeEnded       outcome = iota // the agent exited or was stopped
-	outcomeFailed                     // our own error before the bottle ran
-	outcomeInterrupted                // Ctrl-C / SIGTERM of bot-bottle
-	outcomePluginGone                 // the plugin crashed or hung: keep state, resumable
-)
-
-func (e *Env) outcomeOf(ctx context.Context, err error) outcome {
-	switch {
-	case ctx.Err() != nil:
-		return outcomeInterrupted
-	case pluginGone(err):
-		return outcomePluginGone
-	}
-	return outcomeFailed
-}
-
-// finish applies the preserve/cleanup policy after the launch has fully
-// closed: a preserved bottle keeps its state and gets the resume hint; a
-// bottle whose plugin died keeps its state too (it is resumable); anything
-// else is removed.
-func (e *Env) finish(id string, o outcome) {
-	// Whatever happens next, the launch is closed: no handle, not detached.
-	_ = e.Store.RemoveHandle(id)
-	_ = e.Store.ClearDetached(id)
-	preserved, err := e.Store.IsPreserved(id)
-	if err != nil {
-		e.say("warning: %v", err)
-		preserved = true // never delete what we cannot read
-	}
-	switch {
-	case preserved:
-		e.record(nil, audit.Event{Identity: id, Kind: audit.KindPreserve, Fields: map[string]any{"state": "kept"}})
-		e.say("%s is preserved; resume it with: bot-bottle resume %s", id, id)
-	case o == outcomePluginGone:
-		e.say("the plugin failed; %s's state is kept. Resume it with: bot-bottle resume %s", id, id)
-	default:
-		if err := e.Store.Remove(id); err != nil {
-			e.say("warning: clean up state of %s: %v", id, err)
-		}
-		e.record(nil, audit.Event{Identity: id, Kind: audit.KindCleanup, Fields: map[string]any{"state": "removed"}})
-		e.removeQueue(id)
-	}
-}
-
-// teardown removes every backend resource of the bottle. It uses its own
-// deadline (the caller's context may be the one that was cancelled) and a
-// fresh plugin process when the first one died.
-func (e *Env) teardown(p *pluginhost.Plugin, id string, h *sdk.Handle) {
-	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-	defer cancel()
-	if p.Exited() {
-		fresh, err := e.Host.Start(ctx, p.Name)
-		if err != nil {
-			e.say("warning: cannot restart the %s plugin to tear down %s: %v (run: bot-bottle prune)", p.Name, id, err)
-			return
-		}
-		defer fresh.Close()
-		p = fresh
-	}
-	if _, err := p.Backend.Stop(ctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
-		e.say("warning: tear down %s: %v (run: bot-bottle prune)", id, p.Wrap(err))
-	}
-}
-
 // preflight prints what the launch will do.
 func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 	var b strings.Builder
@@ -237,11 +231,11 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 	}
 	fmt.Fprintf(e.Err, "bot-bottle: %s %s\n%s", verb, s.meta.Identity, b.String())
 	if p.Source == pluginhost.SourceDev {
-		e.say("warning: plugin %q is a development override from %s (%s): not checked against %s",
+		e.warn("plugin %q is a development override from %s (%s): not checked against %s",
 			p.Name, pluginhost.EnvDevPlugins, p.Path, pluginlock.FileName)
 	}
 	for _, w := range plan.Warnings {
-		e.say("warning: %s", w)
+		e.warn("%s", w)
 	}
 }
 

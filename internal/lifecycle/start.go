@@ -67,15 +67,16 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		Backend:       backend,
 		Egress:        agent.Egress,
 	}
+	b := &bottle{rec: &state.Record{Meta: meta}, phase: PhaseNew, agent: agent}
 	if err := e.Store.WriteMetadata(meta); err != nil {
-		_ = e.Store.Remove(id)
+		_, _ = e.apply(b, EvLaunchFailed, nil)
 		return 0, err
 	}
 	cmd := o.Command
 	if len(cmd) == 0 {
 		cmd = agent.Command
 	}
-	return e.session(ctx, session{meta: meta, agent: agent, plugin: p, command: cmd, detach: o.Detach})
+	return e.session(ctx, session{b: b, meta: meta, agent: agent, plugin: p, command: cmd, detach: o.Detach})
 }
 
 // ResumeOptions are the user's choices for `bot-bottle resume`.
@@ -87,8 +88,7 @@ type ResumeOptions struct {
 // Resume relaunches a kept bottle with the same identity, cwd, copy_cwd and
 // the backend recorded in its metadata — never the current default.
 func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, error) {
-	meta, err := e.readMeta(id)
-	if err != nil {
+	if _, err := e.readMeta(id); err != nil {
 		return 0, err
 	}
 	unlock, err := e.Store.Lock(id)
@@ -96,6 +96,14 @@ func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, erro
 		return 0, err
 	}
 	defer unlock()
+	b, err := e.load(id)
+	if err != nil {
+		return 0, err
+	}
+	if b.phase == PhaseRunning && b.rec.Detached {
+		return 0, fmt.Errorf("resume %s: it is running detached; attach to it (bot-bottle attach %s) or stop it first", id, id)
+	}
+	meta := b.rec.Meta
 	agent, err := config.LoadAgent(e.Home, meta.AgentName)
 	if err != nil {
 		return 0, fmt.Errorf("resume %s: %w", id, err)
@@ -110,14 +118,25 @@ func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, erro
 		return 0, fmt.Errorf("resume %s: %w", id, err)
 	}
 	defer p.Close()
+	b.agent = agent
+	if b.phase == PhaseRunning {
+		// A launch that no process holds and that was not detached: what a
+		// killed session left. Close it first.
+		if _, err := e.apply(b, EvOrphaned, p); err != nil {
+			return 0, fmt.Errorf("resume %s: %w", id, err)
+		}
+	}
 	if err := e.clearLeftovers(ctx, p, id); err != nil {
+		return 0, err
+	}
+	if _, err := e.apply(b, EvResume, nil); err != nil {
 		return 0, err
 	}
 	cmd := o.Command
 	if len(cmd) == 0 {
 		cmd = agent.ResumeCommand
 	}
-	return e.session(ctx, session{meta: meta, agent: agent, plugin: p, command: cmd, detach: o.Detach, resume: true})
+	return e.session(ctx, session{b: b, meta: meta, agent: agent, plugin: p, command: cmd, detach: o.Detach, resume: true})
 }
 
 func (e *Env) readMeta(id string) (state.Metadata, error) {
@@ -154,6 +173,7 @@ func resolveCwd(cwd string, copyCwd bool) (string, error) {
 
 // session is one launch of a bottle, from Prepare to cleanup.
 type session struct {
+	b       *bottle
 	meta    state.Metadata
 	agent   *config.Agent
 	plugin  *pluginhost.Plugin
@@ -183,14 +203,11 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		HelperBinary: e.HelperBinary,
 		Env:          map[string]string{},
 	}
-	if df, ok := e.Store.DockerfilePath(id); ok {
+	if df, ok := e.Store.DockerfilePath(id); ok && s.b.rec.Dockerfile != nil {
 		spec.BottleDockerfile = df
 	}
-	img, err := e.Store.ReadCommittedImage(id)
-	if err != nil {
-		return sdk.Spec{}, err
-	}
-	spec.CommittedImage = img
+	spec.CommittedImage = s.b.rec.CommittedImage
+	var err error
 	if spec.SnapshotDir, err = e.Store.SnapshotDir(id); err != nil {
 		return sdk.Spec{}, err
 	}
@@ -210,7 +227,7 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		e.say("warning: %s not set on this host; the agent starts without it", strings.Join(missing, ", "))
+		e.warn("%s not set on this host; the agent starts without it", strings.Join(missing, ", "))
 	}
 	return spec, nil
 }

@@ -45,6 +45,7 @@ const (
 	SourceHome       = "$BOT_BOTTLE_HOME/plugins"
 	SourceExeDir     = "next to bot-bottle"
 	SourcePath       = "$PATH"
+	SourceInProcess  = "in process" // served by this process: tests only
 )
 
 // What is known of a binary's checksum (Found.Checksum).
@@ -455,20 +456,50 @@ type Plugin struct {
 	// Protocol is the go-plugin protocol version negotiated.
 	Protocol int
 	client   *plugin.Client
+	// closeFn and exitedFn stand in for client when the backend is served
+	// in this process (tests through backendtest.InProcess).
+	closeFn  func()
+	exitedFn func() bool
+}
+
+// InProcess wraps a backend served in this process (backendtest.InProcess)
+// as a Plugin named name, asking it for its Info as Start does. close ends
+// it; exited reports whether it is gone.
+func InProcess(ctx context.Context, name string, c *sdk.Client, close func(), exited func() bool) (*Plugin, error) {
+	ictx, cancel := context.WithTimeout(ctx, InfoTimeout)
+	defer cancel()
+	info, err := c.Info(ictx)
+	if err != nil {
+		return nil, fmt.Errorf("%s plugin: %w", name, err)
+	}
+	return &Plugin{Name: name, Path: "(in process)", Source: SourceInProcess, Info: info, Backend: c,
+		Protocol: sdk.ProtocolVersion, closeFn: close, exitedFn: exited}, nil
 }
 
 // Close stops the plugin process and waits for it.
 func (p *Plugin) Close() {
-	if p != nil && p.client != nil {
+	switch {
+	case p == nil:
+	case p.client != nil:
 		p.client.Kill()
+	case p.closeFn != nil:
+		p.closeFn()
 	}
 }
 
 // Exited reports whether the plugin process is gone.
-func (p *Plugin) Exited() bool { return p.client.Exited() }
+func (p *Plugin) Exited() bool {
+	if p.client == nil {
+		return p.exitedFn != nil && p.exitedFn()
+	}
+	return p.client.Exited()
+}
 
 // Pid is the plugin's process id, or 0.
 func (p *Plugin) Pid() int {
+	if p.client == nil {
+		return 0
+	}
 	if rc := p.client.ReattachConfig(); rc != nil {
 		return rc.Pid
 	}

@@ -106,7 +106,7 @@ func (s *Supervisor) decide(ctx context.Context, r queue.Request, o *Outcome) {
 		s.printf("note: %s", n)
 	}
 	if d.Preserved {
-		s.printf("%s stops for the rebuild; bring it back with: bot-bottle resume %s", r.Identity, r.Identity)
+		s.printf("%s stops for the rebuild; bring it back with: %s", r.Identity, lifecycle.ResumeCommand(r.Identity))
 	}
 	if err != nil {
 		// Decided, but carrying it out failed part way (e.g. the stop).

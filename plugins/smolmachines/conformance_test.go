@@ -11,8 +11,16 @@ import (
 // plugin binary (a fresh process wherever the suite asks for one) and the
 // strict fake smolvm; every smolvm call it made must also keep the
 // contract's rules.
-func TestConformance(t *testing.T) {
-	r := newRig(t, false)
+func TestConformance(t *testing.T) { runConformance(t, newRig(t, false)) }
+
+// TestConformanceRealSmolvm is the same suite against the smolvm on $PATH,
+// with BOT_BOTTLE_SMOLVM_REAL=1 (see the README).
+func TestConformanceRealSmolvm(t *testing.T) {
+	requireRealSmolvm(t)
+	runConformance(t, newRig(t, true))
+}
+
+func runConformance(t *testing.T, r *rig) {
 	backendtest.RunConformance(t, backendtest.Harness{
 		New:   func(t testing.TB) sdk.Backend { return backendtest.Start(t, pluginBin, r.env...) },
 		Agent: sdk.Agent{Name: "conf", Image: "alpine", Workdir: "/tmp", Egress: []string{"example.com"}},

@@ -72,6 +72,19 @@ type rig struct {
 
 const realEnv = "BOT_BOTTLE_SMOLVM_REAL"
 
+// requireRealSmolvm skips a real-smolvm test unless BOT_BOTTLE_SMOLVM_REAL=1,
+// and fails it when that was asked for but smolvm is not on $PATH: a run
+// that asked for the real thing must not pass without it.
+func requireRealSmolvm(t *testing.T) {
+	t.Helper()
+	if os.Getenv(realEnv) != "1" {
+		t.Skipf("%s is not 1: this ran against the fake smolvm only", realEnv)
+	}
+	if _, err := exec.LookPath("smolvm"); err != nil {
+		t.Fatalf("%s=1 but smolvm is not on $PATH: %v", realEnv, err)
+	}
+}
+
 // newRig starts the plugin over go-plugin exactly as the core does. extra
 // env entries override the defaults.
 func newRig(t *testing.T, real bool, extra ...string) *rig {

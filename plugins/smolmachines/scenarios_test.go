@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,12 +41,7 @@ func TestScenariosFake(t *testing.T) {
 }
 
 func TestScenariosRealSmolvm(t *testing.T) {
-	if os.Getenv(realEnv) != "1" {
-		t.Skipf("%s is not 1: the scenarios ran against the fake smolvm only", realEnv)
-	}
-	if _, err := exec.LookPath("smolvm"); err != nil {
-		t.Skipf("%s=1 but smolvm is not installed on $PATH (%v)", realEnv, err)
-	}
+	requireRealSmolvm(t)
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) { s.run(t, newRig(t, true)) })
 	}
@@ -562,8 +556,13 @@ func scenarioErrors(t *testing.T, r *rig) {
 	if err == nil || !strings.Contains(err.Error(), "smolvm: vm not found: bb-"+id) {
 		t.Errorf("exec on a deleted machine = %v, want smolvm's not-found message", err)
 	}
+	if !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("exec on a deleted machine = %v, want ErrNotFound", err)
+	}
+	// Attach asks status first, which words "no such machine" its own way
+	// (status_vm_json, src/cli/vm_common.rs:2532); it is a NotFound too.
 	_, err = r.client.Attach(ctx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{})
-	if err == nil || !strings.Contains(err.Error(), "vm not found") {
-		t.Errorf("attach on a deleted machine = %v", err)
+	if err == nil || !strings.Contains(err.Error(), "machine status: machine 'bb-"+id+"' not found") || !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("attach on a deleted machine = %v, want smolvm's status not-found message as ErrNotFound", err)
 	}
 }

@@ -1742,11 +1742,13 @@ func (x *CommitResponse) GetNotes() []string {
 }
 
 type StopRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Handle        *Handle                `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
-	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Handle   *Handle                `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Identity string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The bottle is removed for good: also remove every snapshot of it.
+	RemoveSnapshots bool `protobuf:"varint,3,opt,name=remove_snapshots,json=removeSnapshots,proto3" json:"remove_snapshots,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StopRequest) Reset() {
@@ -1791,6 +1793,13 @@ func (x *StopRequest) GetIdentity() string {
 		return x.Identity
 	}
 	return ""
+}
+
+func (x *StopRequest) GetRemoveSnapshots() bool {
+	if x != nil {
+		return x.RemoveSnapshots
+	}
+	return false
 }
 
 type StopResponse struct {
@@ -1874,14 +1883,16 @@ func (*ListRequest) Descriptor() ([]byte, []int) {
 }
 
 type Bottle struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
-	Agent         string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	StartedAt     string                 `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	Resources     []string               `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
-	Image         string                 `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
-	Handle        *Handle                `protobuf:"bytes,7,opt,name=handle,proto3" json:"handle,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Identity  string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	Agent     string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Status    string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	StartedAt string                 `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Resources []string               `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
+	Image     string                 `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
+	Handle    *Handle                `protobuf:"bytes,7,opt,name=handle,proto3" json:"handle,omitempty"`
+	// Snapshot references the backend holds for this identity.
+	Snapshots     []string `protobuf:"bytes,8,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1961,6 +1972,13 @@ func (x *Bottle) GetImage() string {
 func (x *Bottle) GetHandle() *Handle {
 	if x != nil {
 		return x.Handle
+	}
+	return nil
+}
+
+func (x *Bottle) GetSnapshots() []string {
+	if x != nil {
+		return x.Snapshots
 	}
 	return nil
 }
@@ -2233,13 +2251,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\fsnapshot_dir\x18\x02 \x01(\tR\vsnapshotDir\"<\n" +
 	"\x0eCommitResponse\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
-	"\x05notes\x18\x02 \x03(\tR\x05notes\"^\n" +
+	"\x05notes\x18\x02 \x03(\tR\x05notes\"\x89\x01\n" +
 	"\vStopRequest\x123\n" +
 	"\x06handle\x18\x01 \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\tR\bidentity\"(\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12)\n" +
+	"\x10remove_snapshots\x18\x03 \x01(\bR\x0fremoveSnapshots\"(\n" +
 	"\fStopResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x03(\tR\aremoved\"\r\n" +
-	"\vListRequest\"\xda\x01\n" +
+	"\vListRequest\"\xf8\x01\n" +
 	"\x06Bottle\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x16\n" +
@@ -2248,7 +2267,8 @@ const file_plugin_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\tR\tstartedAt\x12\x1c\n" +
 	"\tresources\x18\x05 \x03(\tR\tresources\x12\x14\n" +
 	"\x05image\x18\x06 \x01(\tR\x05image\x123\n" +
-	"\x06handle\x18\a \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\"E\n" +
+	"\x06handle\x18\a \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\x12\x1c\n" +
+	"\tsnapshots\x18\b \x03(\tR\tsnapshots\"E\n" +
 	"\fListResponse\x125\n" +
 	"\abottles\x18\x01 \x03(\v2\x1b.botbottle.plugin.v1.BottleR\abottles\"b\n" +
 	"\x13UpdateEgressRequest\x123\n" +

@@ -104,6 +104,12 @@ func (b *Backend) commit(ctx context.Context, h sdk.Handle) (sdk.CommitResult, e
 	labels[sdk.LabelIdentity] = h.Identity
 	labels[sdk.LabelAgent] = agent
 	labels[LabelKind] = KindSnapshot
+	// The snapshot belongs to its bottle in this home: List reports it and
+	// a Stop that removes the bottle for good removes it.
+	labels[sdk.LabelManaged] = "true"
+	if home := sdk.HomeID(); home != "" {
+		labels[sdk.LabelHome] = home
+	}
 
 	var cfg dockerspec.DockerOCIImageConfig
 	if base.Config != nil {

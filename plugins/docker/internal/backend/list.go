@@ -48,6 +48,23 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 	if err != nil {
 		return nil, engineErr(c, "list images", err)
 	}
+	snaps, err := c.ImageList(ctx, image.ListOptions{Filters: homeFilter(filters.NewArgs(
+		filters.Arg("label", sdk.LabelManaged+"=true"), filters.Arg("label", LabelKind+"="+KindSnapshot)))})
+	if err != nil {
+		return nil, engineErr(c, "list snapshots", err)
+	}
+	snapshotsOf := map[string][]string{}
+	for _, im := range snaps {
+		id := im.Labels[sdk.LabelIdentity]
+		for _, t := range im.RepoTags {
+			if !strings.HasPrefix(t, "<none>") {
+				snapshotsOf[id] = append(snapshotsOf[id], t)
+			}
+		}
+	}
+	for id := range snapshotsOf {
+		sort.Strings(snapshotsOf[id])
+	}
 	netsOf := map[string][]network.Summary{}
 	for _, n := range ns {
 		id := n.Labels[sdk.LabelIdentity]
@@ -121,6 +138,7 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 			Status:    ct.State,
 			Image:     imageName,
 			Resources: res,
+			Snapshots: snapshotsOf[id],
 		}
 		if insp, err := c.ContainerInspect(ctx, ct.ID); err == nil && insp.State != nil {
 			if t, err := time.Parse(time.RFC3339Nano, insp.State.StartedAt); err == nil && !t.IsZero() && t.Year() > 1 {
@@ -178,7 +196,14 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		}
 	}
 	for _, o := range orphans {
+		o.Snapshots = snapshotsOf[o.Identity]
 		out = append(out, *o)
+	}
+	for id, refs := range snapshotsOf {
+		if seen[id] || orphans[id] != nil || id == "" {
+			continue
+		}
+		out = append(out, sdk.Bottle{Identity: id, Status: sdk.StatusSnapshot, Snapshots: refs})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Identity < out[j].Identity })
 	return out, nil

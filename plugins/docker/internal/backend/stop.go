@@ -24,8 +24,9 @@ const settleDelay = 300 * time.Millisecond
 // Stop removes the bottle's containers (agent and egress proxy), networks,
 // rules volume and per-bottle images, found by the handle and by the
 // identity label, so that a launch that never returned a handle is cleaned
-// up too. Snapshots are never removed. Stopping
-// a bottle that is already gone succeeds.
+// up too. Snapshots are removed only when the request says the bottle is
+// removed for good (RemoveSnapshots). Stopping a bottle that is already gone
+// succeeds.
 func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
 	removed, err := b.stop(ctx, req)
 	return removed, finish(err)
@@ -131,6 +132,13 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove image "+id, err))
 		}
 	}
+	if req.RemoveSnapshots {
+		more, err := removeSnapshots(ctx, c, identity)
+		removed = append(removed, more...)
+		if err != nil {
+			return removed, fmt.Errorf("stop %s: %w", identity, err)
+		}
+	}
 	if len(removed) > 0 {
 		b.log.Info("stopped bottle", "identity", identity, "removed", strings.Join(removed, ", "))
 	}
@@ -205,6 +213,66 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 		}
 	}
 	return removed, nil
+}
+
+// snapshotFilter matches the snapshots of identity in this home.
+func snapshotFilter(identity string) filters.Args {
+	return homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity),
+		filters.Arg("label", LabelKind+"="+KindSnapshot)))
+}
+
+// removeSnapshots removes every snapshot of identity in this home, with
+// the images of ours built on top of one (a per-bottle Dockerfile FROM the
+// snapshot is cached under its content digest, not its identity).
+func removeSnapshots(ctx context.Context, c *client.Client, identity string) ([]string, error) {
+	is, err := c.ImageList(ctx, image.ListOptions{Filters: snapshotFilter(identity)})
+	if err != nil || len(is) == 0 {
+		return nil, engineErrOrNil(c, "list snapshots", err)
+	}
+	all, err := c.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return nil, engineErr(c, "list images", err)
+	}
+	children := map[string][]image.Summary{}
+	for _, im := range all {
+		if im.ParentID != "" {
+			children[im.ParentID] = append(children[im.ParentID], im)
+		}
+	}
+	var removed []string
+	var remove func(im image.Summary, what string) error
+	remove = func(im image.Summary, what string) error {
+		for _, ch := range children[im.ID] {
+			if ch.Labels[sdk.LabelManaged] != "true" {
+				continue // not ours: the engine's refusal below says so
+			}
+			if err := remove(ch, "image"); err != nil {
+				return err
+			}
+		}
+		name := imageName(im)
+		_, err := c.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		if err != nil && !isNotFound(err) {
+			return engineErr(c, "remove "+what+" "+name, err)
+		}
+		if err == nil {
+			removed = append(removed, what+" "+name)
+		}
+		return nil
+	}
+	for _, im := range is {
+		if err := remove(im, "snapshot"); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+func engineErrOrNil(c *client.Client, what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return engineErr(c, what, err)
 }
 
 func containerName(ct container.Summary) string {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/bot-bottle/bot-bottle/internal/tarball"
@@ -157,7 +158,7 @@ func copyTreeIn(ctx context.Context, cli *smolvm.CLI, machine, hostDir, guestDir
 // putTar copies a host tar file into the guest and unpacks it at guestDir.
 func putTar(ctx context.Context, cli *smolvm.CLI, machine, hostTar, guestDir string) error {
 	guestTar := "/tmp/bot-bottle-in-" + randomSuffix() + ".tar"
-	if _, err := cli.Output(ctx, "machine", "cp", hostTar, machine+":"+guestTar); err != nil {
+	if err := cli.CopyIn(ctx, hostTar, machine, guestTar); err != nil {
 		return fmt.Errorf("cp archive in: %w", err)
 	}
 	code, _, stderr, err := cli.Exec(ctx, machine, nil, "--", "sh", "-c",
@@ -186,7 +187,7 @@ func installHelper(ctx context.Context, cli *smolvm.CLI, machine, helper string)
 	if code != 0 {
 		return fmt.Errorf("mkdir %s exited %d: %s", dir, code, smolvm.ErrorMessage(stderr, code))
 	}
-	if _, err := cli.Output(ctx, "machine", "cp", helper, machine+":"+sdk.GuestHelperPath); err != nil {
+	if err := cli.CopyIn(ctx, helper, machine, sdk.GuestHelperPath); err != nil {
 		return err
 	}
 	code, _, stderr, err = cli.Exec(ctx, machine, nil, "--", "chmod", "0555", sdk.GuestHelperPath)
@@ -229,8 +230,10 @@ func startDetached(ctx context.Context, cli *smolvm.CLI, d handleData) error {
 	if err != nil {
 		return err
 	}
-	if pid := strings.TrimSpace(string(out)); pid == "" {
-		return errors.New("smolvm exec -d printed no process id")
+	// exec -d prints the guest process id and a newline
+	// (src/cli/machine.rs:2758); anything else means it did not start.
+	if _, err := strconv.Atoi(strings.TrimSpace(string(out))); err != nil {
+		return fmt.Errorf("smolvm exec -d printed %q, not a process id", strings.TrimSpace(string(out)))
 	}
 	return nil
 }

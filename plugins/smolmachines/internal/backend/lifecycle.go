@@ -121,14 +121,25 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		}
 		// Listing is when refusals reach the audit while the bottle runs.
 		b.importQuietly(ctx, cli, m.Name, id, egressLogOf(id, m.Labels))
-		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: m.State,
-			StartedAt: m.CreatedAt, Resources: []string{"machine " + m.Name}}
+		bt := sdk.Bottle{Identity: id, Agent: m.Labels[sdk.LabelAgent], Status: bottleStatus(m.State),
+			StartedAt: m.CreatedAt.RFC3339(), Resources: []string{"machine " + m.Name}}
 		if m.Image != nil {
 			bt.Image = *m.Image
 		}
 		out = append(out, bt)
 	}
 	return out, nil
+}
+
+// bottleStatus is a machine's smolvm state (RecordState, src/config.rs:39)
+// in the SDK's words: a stopped machine's VM exited cleanly, so its agent
+// has too. The other states (created, running, failed, unreachable, frozen)
+// are shown as smolvm says them.
+func bottleStatus(state string) string {
+	if state == smolvm.StateStopped {
+		return "exited"
+	}
+	return state
 }
 
 // Commit packs the stopped machine into SNAPDIR/<machine>.smolmachine and
@@ -315,7 +326,7 @@ func (b *Backend) CopyOut(ctx context.Context, h sdk.Handle, path string) (_ []b
 	}
 	defer os.RemoveAll(dir)
 	local := filepath.Join(dir, "out.tar")
-	if _, err := cli.Output(ctx, "machine", "cp", d.Machine+":"+guestTar, local); err != nil {
+	if err := cli.CopyOut(ctx, d.Machine, guestTar, local); err != nil {
 		return nil, fmt.Errorf("copy out %s:%s: %w", h.Identity, path, err)
 	}
 	return os.ReadFile(local)

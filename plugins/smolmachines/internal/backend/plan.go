@@ -212,7 +212,7 @@ func existingDir(p string) (string, error) {
 	return abs, nil
 }
 
-// resolveImage applies DESIGN §4's precedence: committed snapshot (if the
+// resolveImage applies the image precedence of ARCHITECTURE.md: committed snapshot (if the
 // file is still there) → per-bottle Dockerfile → the agent's Dockerfile or
 // image.
 func (lp *launchPlan) resolveImage(spec sdk.Spec) error {

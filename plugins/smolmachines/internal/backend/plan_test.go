@@ -61,3 +61,12 @@ func TestConfigRejectsUnknownKeys(t *testing.T) {
 		t.Errorf("empty config = %+v, %v", c, err)
 	}
 }
+
+func TestBottleStatus(t *testing.T) {
+	for state, want := range map[string]string{"stopped": "exited", "running": "running", "created": "created",
+		"failed": "failed", "unreachable": "unreachable", "frozen": "frozen"} {
+		if got := bottleStatus(state); got != want {
+			t.Errorf("bottleStatus(%q) = %q, want %q", state, got, want)
+		}
+	}
+}

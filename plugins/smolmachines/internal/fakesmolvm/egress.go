@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -65,12 +64,7 @@ func cmdEgressEvents(st *store, args []string) error {
 		if events == nil {
 			events = []egressDenial{}
 		}
-		b, err := json.MarshalIndent(events, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Println(string(b))
-		return nil
+		return printJSON(events)
 	}
 	if len(events) == 0 {
 		fmt.Printf("No egress denials recorded for '%s'.\n", name)
@@ -152,6 +146,8 @@ func cmdDataDir(st *store, args []string) error {
 	if _, err := st.load(name); err != nil {
 		return err
 	}
+	// vm_data_dir (src/agent/manager.rs:235), printed whether or not it
+	// exists yet.
 	fmt.Println(st.dataDir(name))
 	return nil
 }

@@ -26,6 +26,8 @@ var execFlags = []flagSpec{
 	{long: "env", short: 'e', value: true, multi: true},
 	{long: "detach", short: 'd'},
 	{long: "timeout", value: true},
+	{long: "secret-env", value: true, multi: true},
+	{long: "secret-file", value: true, multi: true},
 }
 
 // guestFS maps guest paths of one machine onto host paths: mounts onto
@@ -102,26 +104,32 @@ func (g guestFS) hostArgs(args []string) []string {
 	return out
 }
 
+// cmdExec is ExecCmd (src/cli/machine.rs:2626, run at :2678).
 func cmdExec(st *store, args []string) error {
-	p, err := parseFlags(args, execFlags, 0)
+	p, err := parseTrailing(args, execFlags)
 	if err != nil {
 		return err
 	}
-	if !p.dashDash || len(p.rest) == 0 {
+	for _, other := range []string{"interactive", "tty", "stream"} {
+		if err := p.conflicts("detach", other); err != nil {
+			return err
+		}
+	}
+	if len(p.rest) == 0 {
 		return usagef("the following required arguments were not provided:\n  <COMMAND>...")
 	}
-	name := p.get("name")
-	if name == "" {
-		name = "default"
-	}
-	if err := validateName(name); err != nil {
-		return err
-	}
+	name, _ := nameOf(p)
 	var timeout time.Duration
 	if v := p.get("timeout"); v != "" {
-		if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 {
-			return usagef("invalid value '%s' for '--timeout <TIMEOUT>'", v)
+		if timeout, err = time.ParseDuration(v); err != nil {
+			return usagef("invalid value '%s' for '--timeout <DURATION>': invalid duration", v)
 		}
+		if timeout <= 0 {
+			return usagef("invalid value '%s' for '--timeout <DURATION>': timeout must be greater than 0 (e.g., 5sec, 30s)", v)
+		}
+	}
+	if len(p.vals["secret-file"]) > 0 {
+		return runtimef("the fake smolvm does not implement --secret-file")
 	}
 	m, err := st.load(name)
 	if err != nil {
@@ -134,6 +142,11 @@ func cmdExec(st *store, args []string) error {
 	if err != nil {
 		return err
 	}
+	adhoc, err := secretEnv(&machine{SecretEnv: p.vals["secret-env"]})
+	if err != nil {
+		return err
+	}
+	secrets = append(secrets, adhoc...)
 	g := newGuestFS(st, m)
 	env := []string{"PATH=" + g.guestPath(), "HOME=" + mustHost(g, "/root"), "HOSTNAME=" + name}
 	for _, e := range append(append(append([]string{}, m.Env...), secrets...), p.vals["env"]...) {
@@ -293,31 +306,28 @@ func removeGuestPID(st *store, name string, pid int) error {
 	return st.save(m)
 }
 
-// cmdCp copies one file between the host and a running machine:
-// `cp ./f NAME:/path` or `cp NAME:/path ./out`.
+// cmdCp is CpCmd (src/cli/machine.rs:4886, run at :4923): SRC is split at
+// its first ':' when it has one (a download), else DST (an upload).
 func cmdCp(st *store, args []string) error {
-	p, err := parseFlags(args, nil, 2)
+	p, err := parseFlags(args, []flagSpec{{long: "mode", value: true}, {long: "uid", value: true}, {long: "gid", value: true}}, 2)
 	if err != nil {
 		return err
 	}
 	if len(p.pos) != 2 {
-		return usagef("the following required arguments were not provided:\n  <SRC> <DST>")
+		return usagef("the following required arguments were not provided:\n  <SRC>\n  <DST>")
 	}
 	src, dst := p.pos[0], p.pos[1]
-	sName, sPath, sGuest := splitGuest(src)
-	dName, dPath, dGuest := splitGuest(dst)
-	if sGuest == dGuest {
-		return runtimef("exactly one of SRC and DST must be MACHINE:/path")
+	var name, gpath, local string
+	upload := false
+	if n, gp, ok := strings.Cut(src, ":"); ok {
+		name, gpath, local = n, gp, dst
+	} else if n, gp, ok := strings.Cut(dst, ":"); ok {
+		name, gpath, local, upload = n, gp, src, true
+	} else {
+		return configErr("cp", "one of SRC or DST must use machine:path syntax (e.g., myvm:/workspace/file)")
 	}
-	name, gpath := sName, sPath
-	if dGuest {
-		name, gpath = dName, dPath
-	}
-	if err := validateName(name); err != nil {
-		return err
-	}
-	if !filepath.IsAbs(gpath) {
-		return runtimef("guest path '%s' must be absolute", gpath)
+	if !upload && (p.has("mode") || p.has("uid") || p.has("gid")) {
+		return configErr("cp", "--mode/--uid/--gid apply to uploads only (host -> machine)")
 	}
 	m, err := st.load(name)
 	if err != nil {
@@ -327,22 +337,25 @@ func cmdCp(st *store, args []string) error {
 		return errNotRunning(name)
 	}
 	hostSide, _ := newGuestFS(st, m).host(gpath)
-	from, to := src, hostSide
-	if sGuest {
-		from, to = hostSide, dst
+	from, to := local, hostSide
+	if !upload {
+		from, to = hostSide, local
 	}
 	fi, err := os.Stat(from)
 	if err != nil {
-		return runtimef("cp: '%s' not found", map[bool]string{true: gpath, false: src}[sGuest])
+		if upload {
+			return agentErr("read local file", "%s: No such file or directory (os error 2)", local)
+		}
+		return agentErr("read file", "%s: No such file or directory", gpath)
 	}
 	if !fi.Mode().IsRegular() {
-		return runtimef("cp: '%s' is not a regular file", map[bool]string{true: gpath, false: src}[sGuest])
+		return agentErr("read file", "%s is not a regular file", from)
 	}
 	if fi.Size() > 4<<30 {
-		return runtimef("cp: file is larger than the 4 GiB transfer limit")
+		return agentErr("file transfer", "file is larger than the 4 GiB transfer limit")
 	}
 	if _, err := os.Stat(filepath.Dir(to)); err != nil {
-		return runtimef("cp: destination directory of '%s' does not exist", map[bool]string{true: dPath, false: dst}[dGuest])
+		return agentErr("write file", "destination directory of '%s' does not exist", to)
 	}
 	in, err := os.Open(from)
 	if err != nil {
@@ -351,20 +364,16 @@ func cmdCp(st *store, args []string) error {
 	defer in.Close()
 	out, err := os.OpenFile(to, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, fi.Mode().Perm())
 	if err != nil {
-		return runtimef("cp: %v", err)
+		return agentErr("write file", "%v", err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
-		return runtimef("cp: %v", err)
+		return agentErr("write file", "%v", err)
 	}
+	verb := "Downloading"
+	if upload {
+		verb = "Uploading"
+	}
+	fmt.Fprintf(os.Stderr, "%s %s -> %s: %d bytes\n", verb, src, dst, fi.Size())
 	return out.Close()
-}
-
-// splitGuest splits "NAME:/path"; a plain host path has no machine part.
-func splitGuest(s string) (name, path string, guest bool) {
-	n, p, ok := strings.Cut(s, ":")
-	if !ok || n == "" || strings.Contains(n, "/") {
-		return "", s, false
-	}
-	return n, p, true
 }

@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 type fake struct {
 	t     *testing.T
 	state string
+	env   []string // added to every run's environment
+	bin   string   // the smolvm to run; "" is the fake
 }
 
 func newFake(t *testing.T) *fake {
@@ -39,8 +41,12 @@ func newFake(t *testing.T) *fake {
 // run runs the fake with args and stdin, returning stdout, stderr, code.
 func (f *fake) run(stdin string, args ...string) (string, string, int) {
 	f.t.Helper()
-	cmd := exec.Command(fakePath, args...)
-	cmd.Env = append(os.Environ(), "SMOLVM_FAKE_STATE="+f.state, "SMOLVM_FAKE_RESOLVABLE=example.com")
+	bin := f.bin
+	if bin == "" {
+		bin = fakePath
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(append(os.Environ(), "SMOLVM_FAKE_STATE="+f.state, "SMOLVM_FAKE_RESOLVABLE=example.com"), f.env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -77,36 +83,38 @@ func TestRefusals(t *testing.T) {
 	proj := t.TempDir()
 	file := filepath.Join(proj, "f")
 	_ = os.WriteFile(file, []byte("x"), 0o644)
+	dockerfile := filepath.Join(proj, "Dockerfile")
+	_ = os.WriteFile(dockerfile, []byte("FROM alpine\n"), 0o644)
 	f.mustRun("machine", "create", "--name", "ok", "--net", "--image", "alpine")
 	for _, tc := range []struct {
 		args     []string
 		code     int
 		contains string
 	}{
-		{[]string{"machine", "create", "--name", "a--b", "--net", "--image", "alpine"}, 1, "Error: invalid machine name 'a--b'"},
-		{[]string{"machine", "create", "--name", "a-", "--net", "--image", "alpine"}, 1, "must not end with '-'"},
+		{[]string{"machine", "create", "--name", "a--b", "--net", "--image", "alpine"}, 1, "Error: config operation failed: create machine: machine name cannot contain consecutive hyphens"},
+		{[]string{"machine", "create", "--name", "a-", "--net", "--image", "alpine"}, 1, "cannot end with a hyphen"},
 		{[]string{"machine", "create", "--name", "-a", "--net", "--image", "alpine"}, 2, "a value is required for '--name"},
-		{[]string{"machine", "create", "--name", "a.b", "--net", "--image", "alpine"}, 1, "only letters"},
-		{[]string{"machine", "create", "--name", strings.Repeat("a", 129), "--net", "--image", "alpine"}, 1, "1-128"},
+		{[]string{"machine", "create", "--name", "a.b", "--net", "--image", "alpine"}, 1, "contains invalid character: '.'"},
+		{[]string{"machine", "create", "--name", strings.Repeat("a", 129), "--net", "--image", "alpine"}, 1, "too long: 129 characters (max 128)"},
 		{[]string{"machine", "create", "--name", "x", "--bogus"}, 2, "error: unexpected argument '--bogus' found"},
 		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--from", "s.smolmachine"}, 2, "cannot be used with"},
 		{[]string{"machine", "create", "--name", "x", "--image", "alpine"}, 1, "no network"},
-		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--allow-host", "api.example.com:443"}, 1, "ports are not supported"},
+		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--allow-host", "api.example.com:443"}, 1, "port suffixes are not supported"},
 		{[]string{"machine", "create", "--name", "x", "--image", "alpine", "--allow-host", "nxdomain.invalid"}, 1, "failed to resolve"},
-		{[]string{"machine", "create", "--name", "x", "--image", "./Dockerfile"}, 1, "does not build images"},
-		{[]string{"machine", "create", "--name", "x", "--image", "/no/such.tar"}, 1, "not found on the host"},
+		{[]string{"machine", "create", "--name", "x", "--image", dockerfile}, 1, "looks like a Dockerfile, not an image."},
+		{[]string{"machine", "create", "--name", "x", "--image", "/no/such.tar"}, 1, "cannot read archive /no/such.tar: No such file or directory"},
 		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", file + ":/w"}, 1, "not a directory"},
 		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", proj + ":rel"}, 1, "must be absolute"},
 		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", proj + ":/etc"}, 1, "system path"},
 		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "-v", proj + ":/w", "-v", proj + ":/w"}, 1, "duplicate"},
-		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "--cpus", "0"}, 2, "--cpus"},
+		{[]string{"machine", "create", "--name", "x", "--net", "--image", "alpine", "--cpus", "0"}, 1, "CPU count must be at least 1"},
 		{[]string{"machine", "create", "--name", "ok", "--net", "--image", "alpine"}, 1, "already exists"},
 		{[]string{"machine", "exec", "-n", "ok", "--", "true"}, 2, "unexpected argument '-n' found"},
 		{[]string{"machine", "exec", "--name", "ok", "--", "true"}, 1, "not running"},
 		{[]string{"machine", "exec", "--name", "ok"}, 2, "<COMMAND>"},
 		{[]string{"machine", "start", "--name", "nope"}, 1, "Error: vm not found: nope"},
 		{[]string{"machine", "frobnicate"}, 2, "unrecognized subcommand"},
-		{[]string{"pack", "create", "--from-vm", "ok", "-o", filepath.Join(proj, "s.smolmachine")}, 1, "drop the extension"},
+		{[]string{"pack", "create", "--from-vm", "ok", "-o", filepath.Join(proj, "s.smolmachine")}, 1, "Use --output " + filepath.Join(proj, "s") + " instead."},
 	} {
 		_, errOut, code := f.run("", tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.contains) {
@@ -121,9 +129,8 @@ func TestRefusals(t *testing.T) {
 func TestDeleteWithoutForcePromptsAndCancelsOnEOF(t *testing.T) {
 	f := newFake(t)
 	f.mustRun("machine", "create", "--name", "keep", "--net", "--image", "alpine")
-	out, _, code := f.run("", "machine", "delete", "--name", "keep")
-	if code != 0 || !strings.Contains(out, "[y/N]") || !strings.Contains(out, "Cancelled") {
-		t.Errorf("delete on EOF: exit %d, out %q", code, out)
+	if out, errOut, code := f.run("", "machine", "delete", "--name", "keep"); code != 0 || out != "Cancelled\n" || errOut != "Delete machine 'keep'? [y/N] " {
+		t.Errorf("delete on EOF: exit %d, out %q, stderr %q; want the question on stderr and Cancelled", code, out, errOut)
 	}
 	if len(f.ls()) != 1 {
 		t.Error("delete on EOF removed the machine")
@@ -165,7 +172,7 @@ func TestExecPassesGuestExitCodeAndMapsMounts(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(proj, "in.txt"), []byte("mounted"), 0o644)
 	f.mustRun("machine", "create", "--name", "e", "--net", "--image", "alpine", "-v", proj+":/workspace", "-w", "/workspace",
 		"--secret-env", "TOKEN=FAKE_TEST_HOSTVAR")
-	if _, errOut, code := f.run("", "machine", "start", "--name", "e"); code != 1 || !strings.Contains(errOut, "FAKE_TEST_HOSTVAR") {
+	if _, errOut, code := f.run("", "machine", "start", "--name", "e"); code != 1 || !strings.Contains(errOut, "Error: config operation failed: resolve secret 'TOKEN': env_unset") {
 		t.Errorf("start without the secret's host var: %d %q", code, errOut)
 	}
 	t.Setenv("FAKE_TEST_HOSTVAR", "v4lue")
@@ -201,7 +208,7 @@ func TestPackRefusesLocalArchiveAndNeedsStop(t *testing.T) {
 	}
 	f.mustRun("machine", "create", "--name", "reg", "--net", "--image", "alpine")
 	f.mustRun("machine", "start", "--name", "reg")
-	if _, errOut, code := f.run("", "pack", "create", "--from-vm", "reg", "-o", filepath.Join(dir, "p")); code != 1 || !strings.Contains(errOut, "stopped") {
+	if _, errOut, code := f.run("", "pack", "create", "--from-vm", "reg", "-o", filepath.Join(dir, "p")); code != 1 || !strings.Contains(errOut, "is running. Stop it first") {
 		t.Errorf("pack of a running machine: %d %q", code, errOut)
 	}
 	f.mustRun("machine", "stop", "--name", "reg")

@@ -38,8 +38,28 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, a ...any) error { return &usageError{msg: fmt.Sprintf(format, a...)} }
 
 // parseFlags parses args strictly: unknown flags, missing values, repeated
-// single flags and too many positionals are errors, as with clap.
+// single flags and too many positionals are errors, as with clap. Words
+// after "--" go to rest.
 func parseFlags(args []string, specs []flagSpec, maxPos int) (parsed, error) {
+	return parseArgs(args, specs, maxPos, false)
+}
+
+// parseTrailing is parseFlags for a command whose trailing positional is
+// clap's trailing_var_arg: the first positional word and everything after
+// it, flags included, go to rest, with or without a "--" before them.
+func parseTrailing(args []string, specs []flagSpec) (parsed, error) {
+	return parseArgs(args, specs, 0, true)
+}
+
+// conflicts is clap's conflicts_with: a and b may not both be given.
+func (p parsed) conflicts(a, b string) error {
+	if p.has(a) && p.has(b) {
+		return usagef("the argument '--%s' cannot be used with '--%s'", a, b)
+	}
+	return nil
+}
+
+func parseArgs(args []string, specs []flagSpec, maxPos int, trailing bool) (parsed, error) {
 	p := parsed{vals: map[string][]string{}}
 	byLong := map[string]flagSpec{}
 	byShort := map[byte]flagSpec{}
@@ -114,6 +134,10 @@ func parseFlags(args []string, specs []flagSpec, maxPos int) (parsed, error) {
 				break
 			}
 		default:
+			if trailing {
+				p.rest = append([]string(nil), args[i:]...)
+				return p, nil
+			}
 			if len(p.pos) >= maxPos {
 				return p, usagef("unexpected argument '%s' found", a)
 			}

@@ -1,10 +1,13 @@
 // Command fakesmolvm is a stand-in for the smolvm CLI, for tests on machines
-// where smolvm cannot run. It follows the contract in
-// shared/reference/smolvm-cli.md as strictly as it can, sharp edges included:
-// strict flags, name rules, the delete prompt, exit codes, `ls --json`'s
-// shape, pack's refusals. "Guest" commands run on the host with the
-// machine's -v mounts mapped onto host paths and the rest of the guest
-// filesystem under a per-machine directory.
+// where smolvm cannot run. It follows the contract table in
+// plugins/smolmachines/internal/smolvm (contract.go, read from smolvm's
+// source) exactly where the plugin depends on it: flags as clap declares
+// them, the JSON shapes and types of ls/status/egress-events, the texts on
+// stdout, the error messages and exit codes; its table test pins that
+// against fixtures in testdata/contract. Beyond the table it stays strict
+// (name rules, the delete prompt, pack's refusals). "Guest" commands run on
+// the host with the machine's -v mounts mapped onto host paths and the rest
+// of the guest filesystem under a per-machine directory.
 //
 // State lives in $SMOLVM_FAKE_STATE; every call is recorded, argv and the
 // names (never the values) of the environment, in calls.jsonl there.
@@ -33,6 +36,19 @@ type runtimeError struct{ msg string }
 func (e *runtimeError) Error() string { return e.msg }
 
 func runtimef(format string, a ...any) error { return &runtimeError{msg: fmt.Sprintf(format, a...)} }
+
+// configErr is smolvm's Error::Config (src/data/errors.rs:154).
+func configErr(op, format string, a ...any) error {
+	return runtimef("config operation failed: %s: %s", op, fmt.Sprintf(format, a...))
+}
+
+// agentErr is smolvm's Error::Agent (src/data/errors.rs:194).
+func agentErr(op, format string, a ...any) error {
+	return runtimef("agent operation failed: %s: %s", op, fmt.Sprintf(format, a...))
+}
+
+// vmNotFound is smolvm's Error::VmNotFound (src/data/errors.rs:72).
+func vmNotFound(name string) error { return runtimef("vm not found: %s", name) }
 
 // exitCode lets a command end with a specific code without a message
 // (the guest's exit code of exec).

@@ -24,24 +24,24 @@ type packFile struct {
 	Workdir  string   `json:"workdir"`
 	Env      []string `json:"env"`
 	Workload []string `json:"workload"`
+	Network  bool     `json:"network"`
 	Rootfs   []byte   `json:"rootfs"` // tar
 }
 
 func readPack(path string) (*packFile, error) {
-	if !strings.HasSuffix(path, ".smolmachine") {
-		return nil, runtimef("--from '%s' is not a .smolmachine file", path)
-	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, runtimef("cannot read '%s': %v", path, err)
+		return nil, agentErr("read .smolmachine", "%v", err)
 	}
 	var pk packFile
 	if err := json.Unmarshal(b, &pk); err != nil || pk.Magic != packMagic {
-		return nil, runtimef("'%s' is not a valid .smolmachine", path)
+		return nil, agentErr("read .smolmachine", "%s is not a .smolmachine sidecar (no footer)", path)
 	}
 	return &pk, nil
 }
 
+// cmdPackCreate is PackCreateCmd --from-vm (src/cli/pack.rs:79, :188,
+// pack_from_vm at :527).
 func cmdPackCreate(st *store, args []string) error {
 	p, err := parseFlags(args, []flagSpec{
 		{long: "from-vm", value: true},
@@ -51,53 +51,73 @@ func cmdPackCreate(st *store, args []string) error {
 	if err != nil {
 		return err
 	}
+	out := p.get("output")
+	if out == "" {
+		return usagef("the following required arguments were not provided:\n  --output <PATH>")
+	}
+	if !p.has("from-vm") && !p.has("image") {
+		return usagef("the following required arguments were not provided:\n  --image <IMAGE>")
+	}
 	if p.has("image") {
 		return runtimef("the fake smolvm does not implement 'pack create --image'")
 	}
-	name, out := p.get("from-vm"), p.get("output")
-	if name == "" {
-		return usagef("the following required arguments were not provided:\n  --from-vm <FROM_VM>")
+	if ext := filepath.Ext(out); strings.EqualFold(ext, ".smolmachine") {
+		return configErr("pack create", "--output names the executable stub, not the .smolmachine sidecar (which is created automatically as '<output>.smolmachine'). Use --output %s instead.", strings.TrimSuffix(out, ext))
 	}
-	if out == "" {
-		return usagef("the following required arguments were not provided:\n  --output <OUTPUT>")
-	}
-	if strings.HasSuffix(out, ".smolmachine") {
-		return runtimef("-o names the stub executable and '.smolmachine' is added to it: drop the extension from '%s'", out)
-	}
-	if err := validateName(name); err != nil {
+	name := p.get("from-vm")
+	unlock, err := st.lock()
+	if err != nil {
 		return err
 	}
-	return st.withMachine(name, func(m *machine) error { return packMachine(st, m, out) })
+	defer unlock()
+	m, err := st.load(name)
+	if err != nil {
+		return agentErr("pack from VM", "VM '%s' not found", name)
+	}
+	return packMachine(st, m, out)
 }
 
 // packMachine writes the .smolmachine of a stopped machine and its stub.
 func packMachine(st *store, m *machine, out string) error {
 	name := m.Name
 	if m.State == "running" {
-		return runtimef("machine '%s' must be stopped before it can be packed (smolvm machine stop --name %s)", name, name)
+		return agentErr("pack from VM", "VM '%s' is running. Stop it first with: smolvm machine stop --name %s", name, name)
 	}
 	switch m.ImageKind {
 	case "archive", "rootfs":
-		return runtimef("cannot pack machine '%s': it was created from a local image (%s), and pack can only re-create registry-image or bare machines", name, m.ImageKind)
+		// collect_from_vm_assets (src/pack_export.rs:136).
+		return agentErr("pack from VM", "VM '%s' was created from a local image (%s). `pack create --from-vm` can only snapshot VMs created from a REGISTRY image — local archives and rootfs directories are flattened on boot and have no registry manifest to re-pull. Recreate the machine from a registry reference to pack it.", name, *m.Image)
+	case "bare":
+		if _, err := os.Stat(st.dataDir(name)); err != nil {
+			return agentErr("pack from VM", "overlay disk not found at %s. The VM may not have been started yet.", filepath.Join(st.dataDir(name), "overlay.raw"))
+		}
 	}
+	fmt.Printf("Packing VM '%s' snapshot...\n", name)
 	tb, err := tarDir(st.rootfs(name))
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", name, err)
 	}
-	pk := packFile{Magic: packMagic, Source: name, Image: m.Image, Workdir: m.Workdir, Env: m.Env, Workload: m.Workload, Rootfs: tb}
+	pk := packFile{Magic: packMagic, Source: name, Image: m.Image, Workdir: m.Workdir, Env: m.Env, Workload: m.Workload,
+		Network: m.Network, Rootfs: tb}
 	b, err := json.Marshal(pk)
 	if err != nil {
 		return err
 	}
+	fmt.Println("Collecting runtime libraries...")
+	fmt.Println("Collecting agent rootfs...")
+	fmt.Println("Creating storage template...")
 	if err := os.WriteFile(out+".smolmachine", b, 0o644); err != nil {
-		return runtimef("write %s.smolmachine: %v", out, err)
+		return agentErr("pack binary", "%v", err)
 	}
 	stub := "#!/bin/sh\necho 'fake smolmachine stub: run it with smolvm pack run' >&2\nexit 1\n"
 	if err := os.WriteFile(out, []byte(stub), 0o755); err != nil {
-		return runtimef("write %s: %v", out, err)
+		return agentErr("pack binary", "%v", err)
 	}
-	fmt.Fprintf(os.Stderr, "Packing machine '%s'...\n", name)
-	fmt.Printf("Packed: %s.smolmachine\n", out)
+	fmt.Printf("Packed: %s\n", out)
+	fmt.Printf("Sidecar: %s.smolmachine\n", out)
+	fmt.Printf("\nRun with: %s\n", out)
+	fmt.Println("Note: Keep the .smolmachine file alongside the binary")
+	fmt.Println("Options: --help for usage")
 	return nil
 }
 

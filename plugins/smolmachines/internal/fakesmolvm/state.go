@@ -41,7 +41,9 @@ type machine struct {
 	Workdir       string            `json:"workdir"`
 	Labels        map[string]string `json:"labels"`
 	Workload      []string          `json:"workload"`
-	CreatedAt     string            `json:"created_at"`
+	CreatedAt     uint64            `json:"created_at"` // seconds, as VmRecord
+	StorageGB     *uint64           `json:"storage_gb"`
+	OverlayGB     *uint64           `json:"overlay_gb"`
 	PID           *int              `json:"pid"`
 	// GuestPIDs are host processes standing in for guest processes; stop
 	// and delete kill them.
@@ -87,7 +89,7 @@ func (s *store) rootfs(name string) string { return filepath.Join(s.dir, "rootfs
 func (s *store) load(name string) (*machine, error) {
 	b, err := os.ReadFile(s.path(name))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, runtimef("vm not found: %s", name)
+		return nil, vmNotFound(name)
 	}
 	if err != nil {
 		return nil, err
@@ -163,39 +165,59 @@ func (s *store) all() ([]*machine, error) {
 	return out, nil
 }
 
-// statusJSON is smolvm's machine_status_json shape.
+// statusJSON is smolvm's machine_status_json (src/cli/vm_common.rs:2469):
+// every key of smolvm.MachineFields with its JSON type. The options the fake
+// has no use for (GPU, CUDA, forks, health, restart) print as smolvm prints
+// a record that never set them.
 func statusJSON(m *machine) map[string]any {
-	var pid any
-	if m.State == "running" && m.PID != nil {
-		pid = *m.PID
-	}
 	labels := m.Labels
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	return map[string]any{
-		"name":           m.Name,
-		"state":          m.State,
-		"cpus":           m.CPUs,
-		"memory_mib":     m.MemoryMiB,
-		"pid":            pid,
-		"mounts":         len(m.Mounts),
-		"ports":          len(m.Ports),
-		"created_at":     m.CreatedAt,
-		"storage_gb":     20,
-		"overlay_gb":     2,
-		"image":          m.Image,
-		"entrypoint":     []string{},
-		"cmd":            m.Workload,
-		"ephemeral":      false,
-		"gpu":            false,
-		"cuda":           false,
-		"forkable":       false,
-		"labels":         labels,
-		"restart_policy": "never",
-		"restart_count":  0,
-		"health_status":  nil,
-		"health_checks":  0,
-		"network":        m.Network,
+	cmd := m.Workload
+	if cmd == nil {
+		cmd = []string{}
 	}
+	return map[string]any{
+		"name":                      m.Name,
+		"state":                     m.State,
+		"cpus":                      m.CPUs,
+		"memory_mib":                m.MemoryMiB,
+		"pid":                       m.PID,
+		"mounts":                    len(m.Mounts),
+		"ports":                     len(m.Ports),
+		"created_at":                m.CreatedAt,
+		"storage_gb":                m.StorageGB,
+		"overlay_gb":                m.OverlayGB,
+		"image":                     m.Image,
+		"entrypoint":                []string{},
+		"cmd":                       cmd,
+		"ephemeral":                 false,
+		"gpu":                       false,
+		"gpu_vram_mib":              nil,
+		"cuda":                      false,
+		"forkable":                  false,
+		"cuda_fork_pool_size":       nil,
+		"cuda_vram_limit_mib":       nil,
+		"forkpoint_held":            false,
+		"labels":                    labels,
+		"restart_policy":            "never",
+		"restart_max_retries":       0,
+		"restart_count":             0,
+		"health_cmd":                nil,
+		"health_interval_secs":      nil,
+		"health_timeout_secs":       nil,
+		"health_retries":            nil,
+		"health_startup_grace_secs": nil,
+		"network":                   m.Network,
+	}
+}
+
+// printJSON prints v as serde_json::to_string_pretty does: two-space
+// indent, no HTML escaping, then a newline.
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

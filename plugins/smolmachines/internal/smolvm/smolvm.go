@@ -1,7 +1,8 @@
 // Package smolvm drives the smolvm command-line tool: it runs its
 // subcommands, turns its `Error: …` lines into Go errors and parses its JSON.
-// It knows smolvm's contract (names, flags, exit codes) and nothing about
-// bot-bottle.
+// It knows smolvm's contract (names, flags, output shapes, exit codes, error
+// texts), written down with smolvm's source locations in contract.go, and
+// nothing about bot-bottle.
 package smolvm
 
 import (
@@ -14,9 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // InstallHint tells an operator how to make smolvm available to the plugin.
@@ -62,17 +63,22 @@ type Error struct {
 
 func (e *Error) Error() string { return "smolvm: " + e.Msg }
 
-// IsNotFound reports whether err is smolvm saying a machine does not exist:
-// its VmNotFound error, "vm not found: <name>". Other "not found" messages
-// (an image missing on the host, a file in the guest) are other failures.
+// IsNotFound reports whether err is smolvm saying a machine does not exist.
+// smolvm words that three ways depending on the command (see
+// NotFoundMessages); other "not found" messages (an image missing on the
+// host, a file in the guest) are other failures.
 func IsNotFound(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && vmNotFoundRE.MatchString(e.Msg)
+	if !errors.As(err, &e) || e.Code != 1 {
+		return false
+	}
+	for _, m := range NotFoundMessages {
+		if m.Match(e.Msg) {
+			return true
+		}
+	}
+	return false
 }
-
-// vmNotFoundRE matches smolvm's message for a missing machine, alone or
-// after a context prefix ("…: vm not found: x").
-var vmNotFoundRE = regexp.MustCompile(`(^|: )vm not found: \S`)
 
 // Command returns an exec.Cmd for smolvm with args and the CLI's
 // environment, for callers that wire its stdio themselves (a pty, pipes).
@@ -159,20 +165,25 @@ func firstWords(args []string) []string {
 	return args
 }
 
-// ErrorMessage extracts smolvm's message from its stderr: the last
-// `Error: …` line (runtime errors) or the first `error: …` line (argument
-// errors from clap), else the last non-empty line.
+// ErrorMessage extracts smolvm's message from its stderr as one line: from
+// the last `Error: …` line to the end (runtime errors; smolvm prints the
+// error last and exits, and some messages run over several lines, which are
+// joined with spaces), or the first `error: …` line (argument errors from
+// clap), else the last non-empty line.
 func ErrorMessage(stderr []byte, code int) string {
 	lines := strings.Split(strings.ReplaceAll(string(stderr), "\r\n", "\n"), "\n")
-	msg := ""
-	for _, l := range lines {
-		l = strings.TrimSpace(l)
-		if rest, ok := strings.CutPrefix(l, "Error: "); ok {
-			msg = rest
+	for i := len(lines) - 1; i >= 0; i-- {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(lines[i]), "Error: ")
+		if !ok {
+			continue
 		}
-	}
-	if msg != "" {
-		return msg
+		parts := []string{rest}
+		for _, l := range lines[i+1:] {
+			if l = strings.TrimSpace(l); l != "" {
+				parts = append(parts, l)
+			}
+		}
+		return strings.Join(parts, " ")
 	}
 	for _, l := range lines {
 		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "error: "); ok {
@@ -209,17 +220,92 @@ const (
 )
 
 // Machine is the object `machine ls --json` and `machine status --json`
-// return. Only the fields the plugin reads are typed; smolvm has more.
+// return (MachineFields has them all, with their JSON types). Only the fields
+// the plugin reads are typed; the rest are ignored, and a null leaves a field
+// at its zero value, so a smolvm that adds or drops a field still parses.
 type Machine struct {
 	Name      string            `json:"name"`
 	State     string            `json:"state"`
 	CPUs      int               `json:"cpus"`
 	MemoryMiB int               `json:"memory_mib"`
 	PID       *int              `json:"pid"`
-	CreatedAt string            `json:"created_at"`
+	CreatedAt Timestamp         `json:"created_at"`
 	Image     *string           `json:"image"`
 	Labels    map[string]string `json:"labels"`
 	Network   bool              `json:"network"`
+}
+
+// Timestamp is smolvm's created_at: seconds since the Unix epoch, a JSON
+// number (u64). Records written by older smolvm versions hold it as a string
+// of digits, which smolvm itself still reads (deserialize_timestamp), so
+// both parse; null or "" is 0, unknown.
+type Timestamp uint64
+
+// UnmarshalJSON accepts a non-negative integer or a string of digits.
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "null" {
+		*t = 0
+		return nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return err
+		}
+		if str == "" {
+			*t = 0
+			return nil
+		}
+		s = str
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("created_at %s is neither a number of seconds nor a string of digits", b)
+	}
+	*t = Timestamp(n)
+	return nil
+}
+
+// Time is t as a time, the zero time when t is 0 (unknown).
+func (t Timestamp) Time() time.Time {
+	if t == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(t), 0).UTC()
+}
+
+// RFC3339 is t in RFC 3339 (UTC, seconds), or "" when t is unknown.
+func (t Timestamp) RFC3339() string {
+	if t == 0 {
+		return ""
+	}
+	return t.Time().Format(time.RFC3339)
+}
+
+// DecodeMachines parses the output of `machine ls --json`.
+func DecodeMachines(out []byte) ([]Machine, error) {
+	var ms []Machine
+	if err := json.Unmarshal(bytes.TrimSpace(out), &ms); err != nil {
+		return nil, err
+	}
+	return ms, nil
+}
+
+// DecodeMachine parses the output of `machine status --json`.
+func DecodeMachine(out []byte) (Machine, error) {
+	var m Machine
+	err := json.Unmarshal(bytes.TrimSpace(out), &m)
+	return m, err
+}
+
+// DecodeEgressDenials parses the output of `machine egress-events --json`.
+func DecodeEgressDenials(out []byte) ([]EgressDenial, error) {
+	var evs []EgressDenial
+	if err := json.Unmarshal(bytes.TrimSpace(out), &evs); err != nil {
+		return nil, err
+	}
+	return evs, nil
 }
 
 // List returns every machine (`machine ls --json`).
@@ -228,8 +314,8 @@ func (c *CLI) List(ctx context.Context) ([]Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list machines: %w", err)
 	}
-	var ms []Machine
-	if err := json.Unmarshal(bytes.TrimSpace(out), &ms); err != nil {
+	ms, err := DecodeMachines(out)
+	if err != nil {
 		return nil, fmt.Errorf("list machines: parse smolvm ls --json: %w", err)
 	}
 	return ms, nil
@@ -241,8 +327,8 @@ func (c *CLI) Status(ctx context.Context, name string) (Machine, error) {
 	if err != nil {
 		return Machine{}, fmt.Errorf("status of machine %s: %w", name, err)
 	}
-	var m Machine
-	if err := json.Unmarshal(bytes.TrimSpace(out), &m); err != nil {
+	m, err := DecodeMachine(out)
+	if err != nil {
 		return Machine{}, fmt.Errorf("status of machine %s: parse smolvm status --json: %w", name, err)
 	}
 	return m, nil
@@ -285,9 +371,13 @@ func ValidateName(name string) error {
 }
 
 // IsLocalImage reports whether smolvm reads an --image value from the host
-// (an archive, a rootfs dir or stdin) rather than pulling it from a registry.
+// (an archive, a rootfs dir or stdin) rather than pulling it from a registry
+// (classify and looks_local in src/data/image_source.rs).
 func IsLocalImage(ref string) bool {
-	for _, p := range []string{"/", "./", "../", "-"} {
+	if ref == "-" {
+		return true
+	}
+	for _, p := range []string{"/", "./", "../"} {
 		if strings.HasPrefix(ref, p) {
 			return true
 		}
@@ -318,9 +408,39 @@ func (c *CLI) EgressEvents(ctx context.Context, name string, limit int) ([]Egres
 	if err != nil {
 		return nil, fmt.Errorf("egress events of machine %s: %w", name, err)
 	}
-	var evs []EgressDenial
-	if err := json.Unmarshal(bytes.TrimSpace(out), &evs); err != nil {
+	evs, err := DecodeEgressDenials(out)
+	if err != nil {
 		return nil, fmt.Errorf("egress events of machine %s: parse smolvm egress-events --json: %w", name, err)
 	}
 	return evs, nil
+}
+
+// CopyIn copies the host file hostPath to guestPath in the running machine
+// (`machine cp HOST NAME:GUEST`).
+func (c *CLI) CopyIn(ctx context.Context, hostPath, name, guestPath string) error {
+	if err := checkCopyHostPath(hostPath); err != nil {
+		return err
+	}
+	_, err := c.Output(ctx, "machine", "cp", hostPath, name+":"+guestPath)
+	return err
+}
+
+// CopyOut copies guestPath in the running machine to the host file hostPath
+// (`machine cp NAME:GUEST HOST`).
+func (c *CLI) CopyOut(ctx context.Context, name, guestPath, hostPath string) error {
+	if err := checkCopyHostPath(hostPath); err != nil {
+		return err
+	}
+	_, err := c.Output(ctx, "machine", "cp", name+":"+guestPath, hostPath)
+	return err
+}
+
+// checkCopyHostPath refuses a host path smolvm would misread: cp splits SRC
+// at its first ':' whenever it has one, so a host source with a colon reads
+// as a download from a machine named by its prefix.
+func checkCopyHostPath(p string) error {
+	if strings.Contains(p, ":") {
+		return fmt.Errorf("host path %q holds a ':', which smolvm machine cp reads as MACHINE:PATH; use a path without one (for temp files, a TMPDIR without ':')", p)
+	}
+	return nil
 }
