@@ -38,9 +38,10 @@ vet:
 	$(GO) vet ./...
 	cd sdk && $(GO) vet ./...
 
-## fuzz: the untrusted-request parser, for a short fixed time
+## fuzz: the untrusted-request parser and the untrusted-text renderer, each for a short fixed time
 fuzz:
 	@if [ -d internal/queue ]; then $(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./internal/queue; fi
+	$(GO) test -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME) ./internal/render
 
 ## bench: start latency against a bare docker run, plugin handshake, version
 bench: build base-image

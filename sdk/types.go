@@ -259,4 +259,7 @@ type EgressEvent struct {
 	Rule   string `json:"rule,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	Method string `json:"method,omitempty"` // CONNECT, GET, …
+	// Addr is the address the proxy dialed (ip:port) for an allowed
+	// name, so that a name that resolves elsewhere than last time shows.
+	Addr string `json:"addr,omitempty"`
 }

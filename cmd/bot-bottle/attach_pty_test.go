@@ -207,8 +207,12 @@ func TestDockerApproveWhileAttached(t *testing.T) {
 	var req, id string
 	deadline := time.Now().Add(30 * time.Second)
 	for req == "" && time.Now().Before(deadline) {
-		if m := reqPattern.FindStringSubmatch(bb("requests", "--json")); m != nil {
-			req = m[1]
+		var reqs []struct{ ID, Status string }
+		_ = json.Unmarshal([]byte(bb("requests", "--json")), &reqs)
+		for _, r := range reqs {
+			if r.Status == "pending" {
+				req = r.ID
+			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +16,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -183,8 +183,9 @@ func (c *ListCmd) Run(a *App) error {
 		if r.Orphaned {
 			status, orphaned = "orphaned ("+r.Status+")", orphaned+1
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Identity, r.Agent, r.Backend, status,
-			uptime(r), yesNo(r.Preserved), dash(r.CommittedImage), len(r.Snapshots), dash(strings.Join(r.Egress, ",")), dash(r.Cwd))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
+			render.Text(r.Backend), render.Text(status), uptime(r), yesNo(r.Preserved), dash(render.Text(r.CommittedImage)),
+			len(r.Snapshots), dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -393,7 +394,9 @@ func (c *PluginsListCmd) Run(a *App) error {
 		if r.Error != "" {
 			ver = "error: " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Name, ver, r.Protocol, dash(strings.Join(r.Capabilities, ",")), r.Checksum, r.Source, r.Path)
+		// A plugin's answers are its own words: escaped like a bottle's.
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", render.Text(r.Name), render.Text(ver), r.Protocol,
+			dash(render.Text(strings.Join(r.Capabilities, ","))), r.Checksum, render.Text(r.Source), render.Text(r.Path))
 	}
 	return tw.Flush()
 }
@@ -519,25 +522,3 @@ func stripDashes(args []string) []string {
 }
 
 func printJSONLine(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func indent(s, prefix string) string {
-	var b strings.Builder
-	for _, l := range strings.SplitAfter(s, "\n") {
-		if l != "" {
-			b.WriteString(prefix + l)
-		}
-	}
-	if !strings.HasSuffix(b.String(), "\n") {
-		b.WriteString("\n")
-	}
-	return b.String()
-}

@@ -1,7 +1,9 @@
 // Package audit is the per-bottle, append-only record of what happened to a
 // bottle and who decided it: $BOT_BOTTLE_HOME/audit/<identity>.jsonl, one JSON
 // event a line. It lives outside the state dir so that it outlives cleanup,
-// and a Log made WithSecrets never writes a passed-through secret.
+// and a Log made WithSecrets never writes a passed-through secret. Text
+// renders a record for a terminal (one line, values escaped) and OCSF maps
+// the logs to OCSF 1.3.0 for a SIEM (the mapping is documented in ocsf.go).
 package audit
 
 import (

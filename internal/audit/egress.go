@@ -51,7 +51,8 @@ func (l *Log) ReadEgress(identity string) ([]sdk.EgressEvent, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev sdk.EgressEvent
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Host != "" {
+		// A request too malformed to name a host still has its reason.
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && (ev.Host != "" || ev.Reason != "") {
 			out = append(out, ev)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -250,8 +251,9 @@ func (e *Env) watchRequests(ctx context.Context, id string) (stop func()) {
 			}
 			e.auditIngested(reqs, refused)
 			for _, r := range reqs {
-				fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s (%s)\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
-					id, r.Kind, r.Summary(), r.Reason, r.ID, r.ID)
+				rid := render.Text(r.ID)
+				fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s, saying %s\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
+					id, render.Text(string(r.Kind)), render.Text(r.Summary()), render.Quoted(r.Reason), rid, rid)
 			}
 		}
 	}()
