@@ -26,6 +26,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // BinaryPrefix starts the file name of every backend plugin.
@@ -451,7 +452,7 @@ type Plugin struct {
 	Path    string
 	Source  string // Found.Source: where the binary came from
 	Info    sdk.Info
-	Backend *sdk.Client
+	Backend *host.Client
 	// Protocol is the go-plugin protocol version negotiated.
 	Protocol int
 	client   *plugin.Client
@@ -561,7 +562,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 	// Its own process group: a Ctrl-C at the terminal is for the agent or for
 	// bot-bottle, which tears down in order; it must not kill the plugin first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cfg := sdk.ClientConfig(cmd, logger.Named(name))
+	cfg := host.ClientConfig(cmd, logger.Named(name))
 	cfg.StartTimeout = InfoTimeout
 	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}
 	if sum != "" {
@@ -572,7 +573,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: b, Hash: sha256.New()}
 	}
 	pc := plugin.NewClient(cfg)
-	client, proto, err := sdk.Dispense(pc)
+	client, proto, err := host.Dispense(pc)
 	if err != nil {
 		pc.Kill()
 		return nil, &startError{stepStart, err}
