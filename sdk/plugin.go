@@ -15,7 +15,7 @@ import (
 // Serve also answers every older version the core may ask for (see the
 // package doc, "Versions and the wire"); it changes only when the meaning of
 // the wire protocol changes.
-const ProtocolVersion = wire.ProtocolVersion
+const ProtocolVersion = 2
 
 func init() {
 	wire.ServerPluginSets = func(impl any) map[int]plugin.PluginSet {

@@ -18,13 +18,20 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
-// startEcho builds the example plugin and starts it exactly as a core does.
-func startEcho(t *testing.T) (*host.Client, *plugin.Client) {
+// buildEcho builds the example plugin into a temporary directory.
+func buildEcho(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "bot-bottle-plugin-echo")
 	if out, err := exec.Command("go", "build", "-o", bin, "../examples/echo").CombinedOutput(); err != nil {
 		t.Fatalf("build example: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startEcho builds the example plugin and starts it exactly as a core does.
+func startEcho(t *testing.T) (*host.Client, *plugin.Client) {
+	t.Helper()
+	bin := buildEcho(t)
 	pc := plugin.NewClient(host.ClientConfig(exec.Command(bin), hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})))
 	t.Cleanup(pc.Kill)
 	c, proto, err := host.Dispense(pc)
