@@ -201,7 +201,7 @@ func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
 					continue // an attached process owns it
 				}
 				detached := e.isDetached(b.Identity)
-				if detached && b.Status == "running" {
+				if detached && b.Status == sdk.StatusRunning {
 					unlock()
 					continue
 				}

@@ -333,7 +333,7 @@ func (r *run) detach(t *testing.T) {
 	if !ok {
 		t.Fatalf("detach: after a detach List no longer has %s; the agent must keep running", spec.Identity)
 	}
-	if b.Status != "running" {
+	if b.Status != sdk.StatusRunning {
 		t.Errorf("detach: right after a detach List reports %s as %q, want running (prune keeps a detached bottle only while it is)", spec.Identity, b.Status)
 	}
 	st, err = r.h.New(t).Attach(ctx, sdk.AttachRequest{Handle: handle}, sdk.AttachStreams{Stdout: io.Discard, Stderr: io.Discard})
@@ -415,7 +415,7 @@ func (r *run) freshProcess(t *testing.T) {
 	if !ok {
 		t.Fatalf("handle from a fresh process: a bottle launched detached is not in a fresh process's List after the launching process was killed")
 	}
-	if b.Status != "running" {
+	if b.Status != sdk.StatusRunning {
 		t.Fatalf("handle from a fresh process: after the launching plugin process was killed, a bottle launched detached is %q, want running: it must outlive that process", b.Status)
 	}
 	if _, err := third.Stop(ctx, sdk.StopRequest{Handle: &handle, Identity: spec.Identity}); err != nil {

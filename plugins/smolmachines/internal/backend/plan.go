@@ -59,17 +59,16 @@ type launchPlan struct {
 }
 
 var (
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	identityRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
-	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
 )
 
 // machineName is the smolvm machine of a bottle.
 func machineName(identity string) string { return "bb-" + identity }
 
 func checkIdentity(identity string) error {
-	if !identityRE.MatchString(identity) {
-		return fmt.Errorf("identity %q is not a valid bottle identity ([a-z0-9-])", identity)
+	if !sdk.ValidIdentity(identity) {
+		return fmt.Errorf("identity %q is not a valid bottle identity: %s", identity, sdk.NameRule)
 	}
 	return smolvm.ValidateName(machineName(identity))
 }
