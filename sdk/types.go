@@ -169,7 +169,8 @@ type Handle struct {
 	// which backend a bottle runs on in its own metadata and never routes by
 	// this field.
 	Backend string
-	// Identity is Spec.Identity. Set it; the core checks it.
+	// Identity is Spec.Identity: the core refuses to store a handle that
+	// names another identity.
 	Identity string
 	Data     []byte
 }
