@@ -1,83 +1,41 @@
 package sdk
 
-import (
-	"fmt"
-	"regexp"
-	"strings"
-)
+import "github.com/bot-bottle/bot-bottle/sdk/names"
 
 // MaxNameLen is the longest identity or name: a DNS label, which also fits
 // Docker container, network and volume names, Kubernetes object names and a
 // single path component.
-const MaxNameLen = 63
+const MaxNameLen = names.MaxLen
 
 // IdentitySuffixLen is the length of the random base36 suffix of a minted
 // identity.
-const IdentitySuffixLen = 5
-
-// maxSlugLen leaves room for "-" and the suffix well inside MaxNameLen, and
-// for a backend's prefix on its resource names ("bot-bottle-", "bb-").
-const maxSlugLen = 40
-
-// nameRE is the one identity and name grammar of bot-bottle: a DNS label in
-// lower case. Everything that validates an identity, an agent, plugin or
-// backend name uses ValidName.
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+const IdentitySuffixLen = names.SuffixLen
 
 // NameRule says what ValidName accepts, for error messages.
-const NameRule = "must be lower-case letters, digits and '-', 1-63 characters, not starting or ending with '-'"
+const NameRule = names.Rule
 
 // ValidName reports whether s is a valid identity or name (of an agent, a
 // plugin or a backend): 1 to MaxNameLen lower-case letters, digits and '-',
 // not starting or ending with '-'. That rules out "/", "..", ".", spaces,
 // upper case and anything that could be read as a flag, so a valid name is
-// safe as a path component, a label value and a resource name part.
-func ValidName(s string) bool { return len(s) <= MaxNameLen && nameRE.MatchString(s) }
+// safe as a path component, a label value and a resource name part. It is
+// the one rule of bot-bottle (package sdk/names holds it without
+// dependencies, for small binaries).
+func ValidName(s string) bool { return names.Valid(s) }
 
 // ValidIdentity reports whether s is a valid bottle identity. An identity is
 // a name (ValidName); the core mints them as Slug(agent) + "-" + 5 random
 // base36 characters (e.g. "shell-7k2qz"), but a backend must accept any
 // valid name and refuse everything else before it builds a path, a
 // resource name or a label filter from it.
-func ValidIdentity(s string) bool { return ValidName(s) }
+func ValidIdentity(s string) bool { return names.Valid(s) }
 
 // CheckName returns nil for a valid name and otherwise a one-line error
 // naming what it is (kind: "identity", "agent name", …), safe to show even
 // for hostile input.
-func CheckName(kind, s string) error {
-	if ValidName(s) {
-		return nil
-	}
-	return fmt.Errorf("invalid %s %q: %s", kind, s, NameRule)
-}
+func CheckName(kind, s string) error { return names.Check(kind, s) }
 
 // Slug turns an agent name into the prefix of its identities: lower case,
 // every run of characters outside [a-z0-9] collapsed to one '-', no '-' at
 // either end, at most 40 characters, and "bottle" when nothing is left.
-func Slug(agent string) string {
-	var b strings.Builder
-	dash := false
-	for _, r := range strings.ToLower(agent) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			dash = false
-			b.WriteRune(r)
-			if b.Len() >= maxSlugLen {
-				break
-			}
-			continue
-		}
-		dash = true
-	}
-	s := b.String()
-	if len(s) > maxSlugLen {
-		s = s[:maxSlugLen]
-	}
-	s = strings.TrimRight(s, "-")
-	if s == "" {
-		return "bottle"
-	}
-	return s
-}
+func Slug(agent string) string { return names.Slug(agent) }

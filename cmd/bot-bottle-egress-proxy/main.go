@@ -20,7 +20,7 @@ import (
 	"syscall"
 
 	"github.com/bot-bottle/bot-bottle/internal/egress"
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 const name = "bot-bottle-egress-proxy"
@@ -133,6 +133,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// validIdentity is the identity rule (sdk.ValidIdentity), so a wrong flag
-// fails here and not at the first event.
-func validIdentity(s string) bool { return sdk.ValidIdentity(s) }
+// validIdentity is the one identity rule (sdk/names), so a wrong flag fails
+// here and not at the first event.
+func validIdentity(s string) bool { return names.Valid(s) }

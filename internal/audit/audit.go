@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // Event kinds the core records.
@@ -81,7 +81,7 @@ func (l *Log) WithSecrets(values ...string) *Log {
 
 // Path returns the audit log file of identity.
 func (l *Log) Path(identity string) (string, error) {
-	if !sdk.ValidIdentity(identity) {
+	if !names.Valid(identity) {
 		return "", fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	return filepath.Join(l.dir, identity+".jsonl"), nil

@@ -13,7 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // Limits on what a bottle may send. A request is read by a human, so anything
@@ -48,9 +48,9 @@ var (
 	labelRE         = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 )
 
-// ValidIdentity reports whether s is a well-formed bottle identity
-// (sdk.ValidIdentity). It keeps identities usable as a single path component.
-func ValidIdentity(s string) bool { return sdk.ValidIdentity(s) }
+// ValidIdentity reports whether s is a well-formed bottle identity (the one
+// rule, sdk/names). It keeps identities usable as a single path component.
+func ValidIdentity(s string) bool { return names.Valid(s) }
 
 // ValidToken reports whether s is a well-formed client token.
 func ValidToken(s string) bool { return tokenRE.MatchString(s) }
@@ -58,7 +58,7 @@ func ValidToken(s string) bool { return tokenRE.MatchString(s) }
 // identityOf returns the identity part of a request id.
 func identityOf(id string) (string, error) {
 	identity, suffix, ok := cutLast(id, "-")
-	if !ok || !sdk.ValidIdentity(identity) || !requestSuffixRE.MatchString(suffix) {
+	if !ok || !names.Valid(identity) || !requestSuffixRE.MatchString(suffix) {
 		return "", fmt.Errorf("invalid request id %q: want <identity>-<6 chars of [a-z0-9]>", id)
 	}
 	return identity, nil

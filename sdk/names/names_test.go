@@ -1,4 +1,4 @@
-package sdk_test
+package names_test
 
 import (
 	"strings"
@@ -6,9 +6,11 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 func TestNameRule(t *testing.T) {
+	backendtest.CheckNameRule(t, names.Valid)
 	backendtest.CheckNameRule(t, sdk.ValidName)
 	backendtest.CheckNameRule(t, sdk.ValidIdentity)
 	backendtest.CheckNameRule(t, func(s string) bool { return sdk.CheckName("identity", s) == nil })
@@ -29,7 +31,7 @@ func TestSlugMakesValidIdentities(t *testing.T) {
 		"é":                       "bottle",
 		strings.Repeat("ab-", 30): strings.Repeat("ab-", 13) + "a",
 	} {
-		got := sdk.Slug(agent)
+		got := names.Slug(agent)
 		if got != want {
 			t.Errorf("Slug(%q) = %q, want %q", agent, got, want)
 		}
