@@ -552,7 +552,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		logger = hclog.NewNullLogger()
 	}
 	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(), "BOT_BOTTLE_PLUGIN_LOG_LEVEL="+logLevelName(logger))
+	cmd.Env = append(os.Environ(), sdk.EnvLogLevel+"="+logLevelName(logger))
 	if id := HomeID(h.Home); id != "" {
 		cmd.Env = append(cmd.Env, sdk.EnvHomeID+"="+id)
 	}
