@@ -9,9 +9,10 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk/internal/wire"
 )
 
-// foreignAPI matches a go-plugin, gRPC or hclog identifier, or one of this
-// module's internal packages, in a declaration as `go doc` prints it.
-var foreignAPI = regexp.MustCompile(`\b(plugin|goplugin|grpc|codes|status|hclog|pb|pluginpb|wire)\.[A-Z]\w*`)
+// foreignAPI matches a go-plugin, gRPC or hclog identifier, the core's
+// sdk/host or one of this module's internal packages, in a declaration as
+// `go doc` prints it.
+var foreignAPI = regexp.MustCompile(`\b(plugin|goplugin|grpc|codes|status|hclog|pb|pluginpb|wire|host)\.[A-Z]\w*`)
 
 // foreignDecls returns the declaration lines of `go doc -all` output that
 // name a foreign type: prose (the package doc before the first section,
@@ -40,19 +41,25 @@ func foreignDecls(doc string) []string {
 }
 
 // TestAuthorAPIHasNoForeignTypes is the SDK's stability promise made
-// checkable: nothing a plugin author can reach in package sdk names a
-// go-plugin, gRPC or hclog type, so a major version of those is no SDK
-// break. The core's side of the protocol lives in sdk/host.
+// checkable: nothing a plugin author can reach in package sdk (nor in
+// sdk/backendtest and sdk/names) names a go-plugin, gRPC or hclog type, or
+// the core's sdk/host, so a major version of those is no SDK break.
 func TestAuthorAPIHasNoForeignTypes(t *testing.T) {
-	out, err := exec.Command("go", "doc", "-all", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go doc: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "func Serve(impl Backend, opts ...ServeOption)") {
-		t.Fatalf("go doc output does not list Serve; the check would prove nothing:\n%s", out)
-	}
-	for _, l := range foreignDecls(string(out)) {
-		t.Errorf("package sdk exposes a foreign type: %s", strings.TrimSpace(l))
+	for pkg, anchor := range map[string]string{
+		".":             "func Serve(impl Backend, opts ...ServeOption)",
+		"./backendtest": "func RunConformance(t *testing.T, h Harness)",
+		"./names":       "func Valid(s string) bool",
+	} {
+		out, err := exec.Command("go", "doc", "-all", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go doc %s: %v\n%s", pkg, err, out)
+		}
+		if !strings.Contains(string(out), anchor) {
+			t.Fatalf("go doc %s does not list %q; the check would prove nothing:\n%s", pkg, anchor, out)
+		}
+		for _, l := range foreignDecls(string(out)) {
+			t.Errorf("%s exposes a foreign type: %s", pkg, strings.TrimSpace(l))
+		}
 	}
 }
 

@@ -62,13 +62,23 @@ func InProcess(t testing.TB, b sdk.Backend) *Process {
 	if err != nil {
 		t.Fatalf("backendtest: dispense in-process backend: %v", err)
 	}
-	return &Process{Client: c, kill: func() { pc.Kill(); once.Do(stop) }}
+	return &Process{Backend: c, kill: func() { pc.Kill(); once.Do(stop) }}
+}
+
+// Backend is a backend with every optional interface, as the core sees a
+// plugin: a call the plugin does not offer fails with sdk.ErrNotSupported.
+type Backend interface {
+	sdk.Backend
+	sdk.Committer
+	sdk.Execer
+	sdk.Copier
+	sdk.EgressUpdater
 }
 
 // Process is a plugin started by Start or served by InProcess: its Backend
 // client, and a way to make it go away the way a core's exit does.
 type Process struct {
-	*host.Client
+	Backend
 	kill func()
 }
 
@@ -119,5 +129,5 @@ func Start(t testing.TB, path string, env ...string) *Process {
 	if proto != sdk.ProtocolVersion {
 		t.Fatalf("backendtest: %s negotiated protocol %d, this SDK speaks %d", path, proto, sdk.ProtocolVersion)
 	}
-	return &Process{Client: c, kill: pc.Kill}
+	return &Process{Backend: c, kill: pc.Kill}
 }
