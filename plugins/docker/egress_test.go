@@ -295,7 +295,7 @@ func TestEgressBottle(t *testing.T) {
 				t.Errorf("List resources %s lack %s", res, r)
 			}
 		}
-		if b.Status != "running" {
+		if b.Status != sdk.StatusRunning {
 			t.Errorf("listed status %q", b.Status)
 		}
 	}

@@ -149,7 +149,7 @@ func TestRunWithCwd(t *testing.T) {
 	for _, b := range bottles {
 		if b.Identity == id {
 			found = true
-			if b.Agent != "cwd" || b.Status != "exited" || b.Handle == nil || !strings.HasPrefix(b.Image, "bot-bottle-agent/cwd:") || b.StartedAt == "" {
+			if b.Agent != "cwd" || b.Status != sdk.StatusExited || b.Handle == nil || !strings.HasPrefix(b.Image, "bot-bottle-agent/cwd:") || b.StartedAt == "" {
 				t.Errorf("listed as %+v", b)
 			}
 		}

@@ -125,7 +125,7 @@ func scenarioCwd(t *testing.T, r *rig) {
 	for _, b := range bottles {
 		if b.Identity == id {
 			listed = true
-			if b.Agent != "cwd" || b.Status != "running" {
+			if b.Agent != "cwd" || b.Status != sdk.StatusRunning {
 				t.Errorf("listed bottle = %+v", b)
 			}
 		}
