@@ -58,17 +58,7 @@ func TestCoreDrivesProtocol1Plugin(t *testing.T) {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), envServeV1+"=1")
-	pc := plugin.NewClient(host.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})))
-	t.Cleanup(pc.Kill)
-	c, proto, err := host.Dispense(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if proto != 1 {
-		t.Fatalf("negotiated protocol %d with a protocol-1 plugin, want 1", proto)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	c, ctx := dispenseProtocol1(t, host.ClientConfig(cmd, warnLogger()))
 	plan, err := c.Prepare(ctx, sdk.Spec{Identity: "old-7k2qz"})
 	if err != nil || len(plan.Preflight) != 1 || plan.Preflight[0].Value != "old-7k2qz" {
 		t.Fatalf("prepare over protocol 1: %+v, %v", plan, err)
@@ -79,8 +69,18 @@ func TestCoreDrivesProtocol1Plugin(t *testing.T) {
 // plugin built against this one.
 func TestProtocol1CoreDrivesPlugin(t *testing.T) {
 	bin := buildEcho(t)
-	cfg := host.ClientConfig(exec.Command(bin), hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn}))
+	cfg := host.ClientConfig(exec.Command(bin), warnLogger())
 	cfg.VersionedPlugins = map[int]plugin.PluginSet{1: host.PluginSets()[1]}
+	c, ctx := dispenseProtocol1(t, cfg)
+	if info, err := c.Info(ctx); err != nil || info.Name != "echo" {
+		t.Fatalf("info over protocol 1: %+v, %v", info, err)
+	}
+}
+
+// dispenseProtocol1 starts the plugin cfg names and fails unless the two
+// ends settled on protocol 1.
+func dispenseProtocol1(t *testing.T, cfg *plugin.ClientConfig) (*host.Client, context.Context) {
+	t.Helper()
 	pc := plugin.NewClient(cfg)
 	t.Cleanup(pc.Kill)
 	c, proto, err := host.Dispense(pc)
@@ -88,11 +88,13 @@ func TestProtocol1CoreDrivesPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	if proto != 1 {
-		t.Fatalf("negotiated protocol %d with a protocol-1 core, want 1", proto)
+		t.Fatalf("negotiated protocol %d, want 1", proto)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if info, err := c.Info(ctx); err != nil || info.Name != "echo" {
-		t.Fatalf("info over protocol 1: %+v, %v", info, err)
-	}
+	t.Cleanup(cancel)
+	return c, ctx
+}
+
+func warnLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})
 }
