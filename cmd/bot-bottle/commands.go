@@ -111,7 +111,7 @@ func pickRunning(a *App, env *lifecycle.Env) (string, error) {
 	}
 	var running []lifecycle.Row
 	for _, r := range rows {
-		if r.Status == "running" && r.InState {
+		if r.Status == sdk.StatusRunning && r.InState {
 			running = append(running, r)
 		}
 	}
@@ -197,7 +197,7 @@ func (c *ListCmd) Run(a *App) error {
 }
 
 func uptime(r lifecycle.Row) string {
-	if r.Status != "running" || r.StartedAt == "" {
+	if r.Status != sdk.StatusRunning || r.StartedAt == "" {
 		return "-"
 	}
 	t, err := time.Parse(time.RFC3339, r.StartedAt)

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // Event kinds the core records.
@@ -56,8 +58,7 @@ type Event struct {
 }
 
 var (
-	identityRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	kindRE     = regexp.MustCompile(`^[a-z][a-z_]{0,31}$`)
+	kindRE = regexp.MustCompile(`^[a-z][a-z_]{0,31}$`)
 )
 
 // Log writes and reads the audit logs under one bot-bottle home.
@@ -88,7 +89,7 @@ func (l *Log) WithSecrets(values ...string) *Log {
 
 // Path returns the audit log file of identity.
 func (l *Log) Path(identity string) (string, error) {
-	if !identityRE.MatchString(identity) {
+	if !names.Valid(identity) {
 		return "", fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	return filepath.Join(l.dir, identity+".jsonl"), nil

@@ -11,13 +11,14 @@ import (
 	"syscall"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // EgressPath is the file a backend appends a bottle's connection attempts
 // to (sdk.Spec.EgressLog): beside its audit log, kept after cleanup like it.
 // The directory is created so a backend can mount or open it.
 func (l *Log) EgressPath(identity string) (string, error) {
-	if !identityRE.MatchString(identity) {
+	if !names.Valid(identity) {
 		return "", fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	if err := ensureDir(l.dir); err != nil {
@@ -34,7 +35,7 @@ func (l *Log) EgressPath(identity string) (string, error) {
 // identity, oldest first; lines that do not parse are skipped. No file
 // means no attempts.
 func (l *Log) ReadEgress(identity string) ([]sdk.EgressEvent, error) {
-	if !identityRE.MatchString(identity) {
+	if !names.Valid(identity) {
 		return nil, fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	path := filepath.Join(l.dir, "egress", identity+".jsonl")

@@ -13,6 +13,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/reqview"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 var (
@@ -258,7 +259,7 @@ func (m *Model) fit(lines []string, n int) []string {
 func (m *Model) headerLine() string {
 	n := 0
 	for _, b := range m.bottles {
-		if b.Status == "running" {
+		if b.Status == sdk.StatusRunning {
 			n++
 		}
 	}
@@ -423,7 +424,7 @@ func (m *Model) enableKeys() {
 }
 
 func uptime(b lifecycle.Row, now time.Time) string {
-	if b.Status != "running" || b.StartedAt == "" {
+	if b.Status != sdk.StatusRunning || b.StartedAt == "" {
 		return "-"
 	}
 	t, err := time.Parse(time.RFC3339, b.StartedAt)

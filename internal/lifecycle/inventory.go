@@ -226,7 +226,7 @@ func (e *Env) prune(ctx context.Context, dryRun bool) ([]string, []error, error)
 					continue // an attached process owns it
 				}
 				detached := e.isDetached(b.Identity)
-				if detached && b.Status == "running" {
+				if detached && b.Status == sdk.StatusRunning {
 					unlock()
 					continue
 				}

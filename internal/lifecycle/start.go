@@ -201,7 +201,6 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		Cwd:          s.meta.Cwd,
 		CopyCwd:      s.meta.CopyCwd,
 		Egress:       s.meta.Egress,
-		Config:       e.Plugins.Block(s.meta.Backend).Config,
 		Command:      s.command,
 		TTY:          s.tty(e),
 		Resume:       s.resume,
@@ -220,8 +219,12 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 	if spec.QueueDir, err = e.queueDir(id); err != nil {
 		return sdk.Spec{}, err
 	}
-	if spec.EgressLog, err = audit.Open(e.Home).EgressPath(id); err != nil {
-		return sdk.Spec{}, err
+	// Only a backend that reports connection attempts gets a log to append
+	// them to (sdk.CapEgressAudit).
+	if s.plugin != nil && s.plugin.Info.Has(sdk.CapEgressAudit) {
+		if spec.EgressLog, err = audit.Open(e.Home).EgressPath(id); err != nil {
+			return sdk.Spec{}, err
+		}
 	}
 	var missing []string
 	for _, name := range a.Env {

@@ -25,6 +25,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // BinaryPrefix starts the file name of every backend plugin.
@@ -451,7 +452,7 @@ type Plugin struct {
 	Path    string
 	Source  string // Found.Source: where the binary came from
 	Info    sdk.Info
-	Backend *sdk.Client
+	Backend *host.Client
 	// Protocol is the go-plugin protocol version negotiated.
 	Protocol int
 	client   *plugin.Client
@@ -464,7 +465,7 @@ type Plugin struct {
 // InProcess wraps a backend served in this process (backendtest.InProcess)
 // as a Plugin named name, asking it for its Info as Start does. close ends
 // it; exited reports whether it is gone.
-func InProcess(ctx context.Context, name string, c *sdk.Client, close func(), exited func() bool) (*Plugin, error) {
+func InProcess(ctx context.Context, name string, c *host.Client, close func(), exited func() bool) (*Plugin, error) {
 	ictx, cancel := context.WithTimeout(ctx, InfoTimeout)
 	defer cancel()
 	info, err := c.Info(ictx)
@@ -581,7 +582,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		logger = hclog.NewNullLogger()
 	}
 	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(), "BOT_BOTTLE_PLUGIN_LOG_LEVEL="+logLevelName(logger))
+	cmd.Env = append(os.Environ(), sdk.EnvLogLevel+"="+logLevelName(logger))
 	if id := HomeID(h.Home); id != "" {
 		cmd.Env = append(cmd.Env, sdk.EnvHomeID+"="+id)
 	}
@@ -589,7 +590,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(config))
 	}
 	cmd.SysProcAttr = pluginSysProcAttr()
-	cfg := sdk.ClientConfig(cmd, logger.Named(name))
+	cfg := host.ClientConfig(cmd, logger.Named(name))
 	cfg.StartTimeout = InfoTimeout
 	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}
 	if sum != "" {
@@ -600,7 +601,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: b, Hash: sha256.New()}
 	}
 	pc := plugin.NewClient(cfg)
-	client, proto, err := sdk.Dispense(pc)
+	client, proto, err := host.Dispense(pc)
 	if err != nil {
 		pc.Kill()
 		return nil, &startError{stepStart, err}

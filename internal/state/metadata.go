@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // SchemaVersion is the metadata.json schema this package writes. Readers
@@ -173,7 +175,7 @@ func (s *Store) Identities() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if e.IsDir() && validName(e.Name()) {
+		if e.IsDir() && sdk.ValidIdentity(e.Name()) {
 			ids = append(ids, e.Name())
 		}
 	}

@@ -203,7 +203,7 @@ n=0; while [ $n -lt 50 ]; do
 done
 echo zombies=$z
 echo $(echo forked)`)
-	spec.Config = e.config(map[string]any{"pids_limit": 64})
+	e.configure(map[string]any{"pids_limit": 64})
 	_, h, _ := e.launch(ctx, spec)
 	s := e.run(ctx, h, nil)
 	for _, want := range []string{"pid1=docker-init\n", "zombies=0\n", "forked\n"} {

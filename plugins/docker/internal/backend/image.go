@@ -27,7 +27,6 @@ const (
 	StagePull      = "pull"      // pull progress
 	StageNetwork   = "network"   // the bottle's network exists
 	StageContainer = "container" // the bottle's container exists
-	StageTransript = "transcript"
 	StageStart     = "start"
 	StageEgress    = "egress" // the egress proxy: its image, container, rules
 )

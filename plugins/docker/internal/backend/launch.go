@@ -1,14 +1,11 @@
 package backend
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -181,15 +178,6 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	}
 	progress(sdk.Progress{Stage: StageContainer, Message: "created container " + name, ID: created.ID})
 
-	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
-		o, err := containerOwner(ctx, c, created.ID, user)
-		if err != nil {
-			return h, err
-		}
-		if err := copyTranscript(ctx, c, created.ID, spec.TranscriptDir, spec.Agent.TranscriptPath, o, progress); err != nil {
-			return h, err
-		}
-	}
 	if spec.Detach {
 		if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 			return h, engineErr(c, "start container "+name, err)
@@ -299,82 +287,6 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		},
 	}
 	return cfg, hc
-}
-
-// copyTranscript puts the transcript snapshot back at path inside the
-// created container, owned by the container's user.
-func copyTranscript(ctx context.Context, c *client.Client, id, dir, guestPath string, o owner, progress func(sdk.Progress)) error {
-	st, err := os.Stat(dir)
-	if err != nil || !st.IsDir() {
-		progress(sdk.Progress{Stage: StageTransript, Message: "warning: no transcript snapshot at " + dir + "; starting without it"})
-		return nil
-	}
-	prefix := strings.TrimPrefix(path.Clean(guestPath), "/")
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(tarDir(ctx, pw, dir, prefix, o)) }()
-	defer pr.Close()
-	err = c.CopyToContainer(ctx, id, "/", pr, container.CopyToContainerOptions{})
-	if err != nil {
-		return engineErr(c, "restore transcript into "+guestPath, err)
-	}
-	progress(sdk.Progress{Stage: StageTransript, Message: "restored transcript into " + guestPath})
-	return nil
-}
-
-// tarDir writes dir as a tar whose entries live under prefix and belong to o.
-func tarDir(ctx context.Context, w io.Writer, dir, prefix string, o owner) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		} else if !info.Mode().IsRegular() && !info.IsDir() {
-			return nil
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = path.Join(prefix, filepath.ToSlash(rel))
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = o.uid, o.gid, "", ""
-		hdr.Format = tar.FormatPAX
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.CopyN(tw, f, hdr.Size)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }
 
 // rollback removes what the launch launchID created. It runs after the

@@ -81,7 +81,7 @@ func checkSpec(spec sdk.Spec) (settings.Settings, error) {
 	if spec.Agent.Name == "" {
 		return settings.Settings{}, errors.New("spec names no agent")
 	}
-	set, err := settings.Parse(spec.Config)
+	set, err := settings.Parse(sdk.PluginConfig())
 	if err != nil {
 		return settings.Settings{}, err
 	}
@@ -314,9 +314,6 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 	}
 	if spec.HelperBinary != "" {
 		add("mount", spec.HelperBinary+" -> "+sdk.GuestHelperPath+" (read-only)")
-	}
-	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
-		add("transcript", "restore "+spec.TranscriptDir+" -> "+spec.Agent.TranscriptPath)
 	}
 	if len(spec.Egress) == 0 {
 		add("network", "none (loopback only)")
