@@ -32,13 +32,6 @@ import (
 // rounds without a flake; make test runs one).
 func TestDockerCrashPoints(t *testing.T) {
 	cli := testenv.RequireDocker(t)
-	if _, err := cli.ImageInspect(context.Background(), "debian:bookworm-slim"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("base image missing (run: make base-image): %v", err)
-		}
-		t.Skipf("skipping: base image missing (run: make base-image): %v", err)
-	}
-	runID := testenv.RunID(t, cli)
 	rounds := 1
 	if n := os.Getenv("BB_CRASH_ROUNDS"); n != "" {
 		if _, err := fmt.Sscan(n, &rounds); err != nil {
@@ -50,7 +43,7 @@ func TestDockerCrashPoints(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		for _, point := range startPoints {
 			t.Run("start-"+point, func(t *testing.T) {
-				h := newCrashHome(t, cli, runID)
+				h := &crashHome{t: t, cli: cli, home: dockerHome(t)}
 				h.killedAt(point, "start", "shell", "--", "sleep", "300")
 				id := h.onlyBottle()
 				h.afterCrash(id, point)
@@ -61,7 +54,7 @@ func TestDockerCrashPoints(t *testing.T) {
 		}
 		for _, point := range resumePoints {
 			t.Run("resume-"+point, func(t *testing.T) {
-				h := newCrashHome(t, cli, runID)
+				h := &crashHome{t: t, cli: cli, home: dockerHome(t)}
 				h.run("start", "shell", "--detach", "--", "sleep", "300")
 				id := h.onlyBottle()
 				h.run("stop", "--preserve", id)
@@ -85,15 +78,6 @@ type crashHome struct {
 	t    *testing.T
 	cli  *client.Client
 	home string
-}
-
-func newCrashHome(t *testing.T, cli *client.Client, runID string) *crashHome {
-	home := t.TempDir()
-	hcl := "plugin \"docker\" {\n  config {\n    labels = { \"" + testenv.Label + "\" = \"" + runID + "\" }\n  }\n}\n"
-	if err := os.WriteFile(filepath.Join(home, "plugins.hcl"), []byte(hcl), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &crashHome{t: t, cli: cli, home: home}
 }
 
 func (h *crashHome) cmd(env []string, args ...string) *exec.Cmd {

@@ -1,8 +1,6 @@
 package main_test
 
 import (
-	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -14,26 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bot-bottle/bot-bottle/internal/syncbuf"
-	"github.com/bot-bottle/bot-bottle/internal/testenv"
 )
 
 // TestDockerInteractiveTTY is acceptance 3.2: through a real pty, start the
 // shell agent, type a command and read its output, resize the window and see
 // `stty size` follow, exit; the terminal's settings are restored.
 func TestDockerInteractiveTTY(t *testing.T) {
-	cli := testenv.RequireDocker(t)
-	if _, err := cli.ImageInspect(context.Background(), "debian:bookworm-slim"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("base image missing (run: make base-image): %v", err)
-		}
-		t.Skipf("skipping: base image missing (run: make base-image): %v", err)
-	}
-	runID := testenv.RunID(t, cli)
-	home := t.TempDir()
-	hcl := fmt.Sprintf("plugin \"docker\" {\n  config {\n    labels = { %q = %q }\n  }\n}\n", testenv.Label, runID)
-	if err := os.WriteFile(filepath.Join(home, "plugins.hcl"), []byte(hcl), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	home := dockerHome(t)
 
 	ptmx, tty, err := pty.Open()
 	if err != nil {

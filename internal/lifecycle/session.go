@@ -145,8 +145,25 @@ func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin
 // process asks it to with Store.RequestStop; the returned flag says it did.
 func (e *Env) watchStopRequest(ctx context.Context, id string, stop func()) *atomic.Bool {
 	var asked atomic.Bool
+	poll(ctx, stopRequestPoll, func() bool {
+		if yes, _ := e.Store.StopRequested(id); yes {
+			asked.Store(true)
+			stop()
+			return false
+		}
+		return true
+	})
+	return &asked
+}
+
+// poll calls fn every d, in a goroutine of its own, until ctx ends or fn
+// returns false. The returned func ends it and waits for it.
+func poll(ctx context.Context, d time.Duration, fn func() bool) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(stopRequestPoll)
+		defer close(done)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
@@ -154,14 +171,12 @@ func (e *Env) watchStopRequest(ctx context.Context, id string, stop func()) *ato
 				return
 			case <-t.C:
 			}
-			if yes, _ := e.Store.StopRequested(id); yes {
-				asked.Store(true)
-				stop()
+			if !fn() {
 				return
 			}
 		}
 	}()
-	return &asked
+	return func() { cancel(); <-done }
 }
 
 const stopRequestPoll = 200 * time.Millisecond
@@ -233,31 +248,19 @@ func (e *Env) restoreTranscript(ctx context.Context, p *pluginhost.Plugin, s ses
 // watchRequests picks up the bottle's requests while it is attached, so the
 // operator sees them at once and the audit log has them in order.
 func (e *Env) watchRequests(ctx context.Context, id string) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(requestPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			reqs, refused, err := e.queue().Ingest(id)
-			if err != nil {
-				continue
-			}
-			e.auditIngested(reqs, refused)
-			for _, r := range reqs {
-				rid := render.Text(r.ID)
-				fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s, saying %s\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
-					id, render.Text(string(r.Kind)), render.Text(r.Summary()), render.Quoted(r.Reason), rid, rid)
-			}
+	return poll(ctx, requestPoll, func() bool {
+		reqs, refused, err := e.queue().Ingest(id)
+		if err != nil {
+			return true
 		}
-	}()
-	return func() { cancel(); <-done }
+		e.auditIngested(reqs, refused)
+		for _, r := range reqs {
+			rid := render.Text(r.ID)
+			fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s, saying %s\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
+				id, render.Text(string(r.Kind)), render.Text(r.Summary()), render.Quoted(r.Reason), rid, rid)
+		}
+		return true
+	})
 }
 
 const requestPoll = time.Second
