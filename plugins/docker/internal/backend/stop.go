@@ -149,19 +149,9 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 // images) the per-bottle images that match f. Snapshots and cached agent
 // and proxy images are kept whatever f says.
 func removeMatching(ctx context.Context, c *client.Client, f filters.Args, images bool) ([]string, error) {
-	var removed []string
-	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	removed, err := removeContainers(ctx, c, f)
 	if err != nil {
-		return removed, engineErr(c, "list containers", err)
-	}
-	for _, ct := range cs {
-		err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if err != nil && !isNotFound(err) {
-			return removed, engineErr(c, "remove container "+containerName(ct), err)
-		}
-		if err == nil {
-			removed = append(removed, "container "+containerName(ct))
-		}
+		return removed, err
 	}
 	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: f})
 	if err != nil {
@@ -182,6 +172,23 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 	}
 	for _, v := range vs.Volumes {
 		err := c.VolumeRemove(ctx, v.Name, true)
+		// A create that a dead launch had sent can land after the container
+		// pass above: remove what now uses the volume, and try again.
+		for try := 0; err != nil && strings.Contains(err.Error(), "volume is in use") && try < 5; try++ {
+			more, cerr := removeContainers(ctx, c, f)
+			removed = append(removed, more...)
+			if cerr != nil {
+				return removed, cerr
+			}
+			if len(more) == 0 {
+				select {
+				case <-ctx.Done():
+					return removed, ctx.Err()
+				case <-time.After(settleDelay):
+				}
+			}
+			err = c.VolumeRemove(ctx, v.Name, true)
+		}
 		if err != nil && !isNotFound(err) {
 			return removed, engineErr(c, "remove volume "+v.Name, err)
 		}
@@ -210,6 +217,25 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 		}
 		if err == nil {
 			removed = append(removed, "image "+name)
+		}
+	}
+	return removed, nil
+}
+
+// removeContainers removes the containers that match f.
+func removeContainers(ctx context.Context, c *client.Client, f filters.Args) ([]string, error) {
+	var removed []string
+	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return removed, engineErr(c, "list containers", err)
+	}
+	for _, ct := range cs {
+		err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && !isNotFound(err) {
+			return removed, engineErr(c, "remove container "+containerName(ct), err)
+		}
+		if err == nil {
+			removed = append(removed, "container "+containerName(ct))
 		}
 	}
 	return removed, nil
