@@ -37,7 +37,7 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	plan, err := p.Backend.Prepare(pctx, spec)
 	cancel()
 	if err != nil {
-		return 0, e.launchFailed(ctx, s, p.Wrap(err), p)
+		return 0, e.launchFailed(ctx, s, e.Plugins.Block(s.meta.Backend).Locate(p.Wrap(err)), p)
 	}
 	e.preflight(s, p, plan)
 

@@ -226,6 +226,7 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		CapDrop:     []string{"ALL"},
 		CapAdd:      spec.Agent.CapAdd,
 		SecurityOpt: []string{"no-new-privileges"},
+		Runtime:     set.Runtime,
 		Resources: container.Resources{
 			Memory:    set.MemoryBytes,
 			PidsLimit: &pids,

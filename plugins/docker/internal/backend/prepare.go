@@ -82,6 +82,12 @@ func checkSpec(spec sdk.Spec) (settings.Settings, error) {
 	if err != nil {
 		return settings.Settings{}, err
 	}
+	// Here, where the capability is granted, so that whoever drives the
+	// plugin gets the same refusal; the opt-in is in the plugin's own
+	// config (plugins.hcl), which an agent definition cannot set.
+	if _, err := set.DangerousAllowed(spec.Agent.CapAdd); err != nil {
+		return set, fmt.Errorf("agent %s: %w", spec.Agent.Name, err)
+	}
 	if spec.Cwd != "" {
 		if err := checkDir("project directory", spec.Cwd); err != nil {
 			return set, err
@@ -224,6 +230,9 @@ func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 	if err := checkSource(src); err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}
+	if err := checkRuntime(ctx, c, set.Runtime); err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
 	pd := planData{Source: src}
 	var in internalNet
 	if len(spec.Egress) > 0 {
@@ -295,6 +304,14 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 		caps += ", add " + strings.Join(spec.Agent.CapAdd, " ")
 	}
 	add("security", caps+"; no-new-privileges; not privileged")
+	if weak, _ := set.DangerousAllowed(spec.Agent.CapAdd); len(weak) > 0 {
+		add("WEAKENED", "dangerous capabilities "+strings.Join(weak, " ")+" allowed by "+settings.OptIn+" in plugins.hcl: this bottle is not a strong boundary")
+	}
+	if set.Runtime != "" {
+		add("runtime", set.Runtime+" (OCI runtime, from plugins.hcl)")
+	} else {
+		add("runtime", "the engine's default")
+	}
 	if spec.Agent.User != "" {
 		add("user", spec.Agent.User)
 	} else {
