@@ -52,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 type options struct {
 	listen, rules, log, identity string
+	allowOwnHost                 bool
 }
 
 func flags(o *options) *flag.FlagSet {
@@ -61,6 +62,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.rules, "rules", "", `rules file, JSON {"identity": ID, "rules": ["host[:port]", ...]}; re-read when it changes`)
 	fs.StringVar(&o.log, "log", "-", "event log to append one JSON line per connection attempt to, or - for stdout")
 	fs.StringVar(&o.identity, "identity", "", "identity of the bottle this proxy serves")
+	fs.BoolVar(&o.allowOwnHost, "allow-own-host", false, "tests only: let rules reach this host's loopback and addresses (where a test's upstreams run); a backend never passes it")
 	return fs
 }
 
@@ -113,6 +115,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		Rules:    rules,
 		Events:   egress.NewEventLog(events),
 		Log:      log,
+		// Where a backend runs it, the proxy's own host is the proxy.
+		AllowOwnHost: o.allowOwnHost,
 	})
 	if err != nil {
 		return err
