@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/bot-bottle/bot-bottle/internal/egress"
 )
 
 // Limits on what a bottle may send. A request is read by a human, so anything
@@ -219,6 +221,9 @@ func NormalizeHost(s string) (string, error) {
 		if err != nil || !a.Is6() || a.Zone() != "" || a.Is4In6() {
 			return "", fmt.Errorf("%q: not an IPv6 address", s)
 		}
+		if err := checkDanger(s); err != nil {
+			return "", err
+		}
 		return s, nil
 	}
 	if i := strings.LastIndexByte(s, ':'); i >= 0 {
@@ -230,7 +235,17 @@ func NormalizeHost(s string) (string, error) {
 	if err := checkHostname(host); err != nil {
 		return "", fmt.Errorf("%q: %w", s, err)
 	}
+	if err := checkDanger(s); err != nil {
+		return "", err
+	}
 	return s, nil
+}
+
+// checkDanger refuses the egress classes no operator should be asked about
+// (see egress.CheckRequested); the agent is told why in one line.
+func checkDanger(s string) error {
+	_, err := egress.CheckRequested(s)
+	return err
 }
 
 func checkPort(p string) error {
