@@ -235,6 +235,9 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 	for _, w := range plan.Warnings {
 		e.warn("%s", w)
 	}
+	for _, w := range egressWarnings(s.meta.Egress) {
+		e.warn("%s", w)
+	}
 }
 
 // attach connects the user's terminal (or pipes) to the bottle.
