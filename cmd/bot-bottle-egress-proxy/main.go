@@ -102,6 +102,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	events := stdout
+	var logSize int64
 	if o.log != "-" {
 		f, err := os.OpenFile(o.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -109,6 +110,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		defer f.Close()
 		events = f
+		if fi, err := f.Stat(); err == nil {
+			logSize = fi.Size()
+		}
 	}
 	proxy, err := egress.New(egress.Config{
 		Identity: o.identity,
@@ -117,6 +121,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		Log:      log,
 		// Where a backend runs it, the proxy's own host is the proxy.
 		AllowOwnHost: o.allowOwnHost,
+		LogSize:      logSize,
 	})
 	if err != nil {
 		return err

@@ -51,7 +51,9 @@ func (l *Log) ReadEgress(identity string) ([]sdk.EgressEvent, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev sdk.EgressEvent
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Host != "" {
+		// An event with no host but a reason is the proxy's own note, e.g.
+		// how many refusals it left out of the log.
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && (ev.Host != "" || ev.Reason != "") {
 			out = append(out, ev)
 		}
 	}

@@ -25,6 +25,10 @@ const (
 	// after that they are only counted. Allowed connections are always
 	// written (one that cannot be is refused).
 	RefusedAuditBytes = 1 << 20
+	// MaxLogForRefusals is the size of a bottle's whole event log (which
+	// outlives each run of the proxy, and the bottle) past which refusals
+	// are only counted.
+	MaxLogForRefusals = 32 << 20
 )
 
 // limits is one proxy's share of those bounds.
@@ -34,14 +38,16 @@ type limits struct {
 
 	mu           sync.Mutex
 	refusedBytes int64
+	logBytes     int64 // the event log's size, as far as this proxy knows
 	dropped      int64 // refusals not written since the last report
 	capped       bool  // RefusedAuditBytes reached, and said so
 }
 
-func newLimits() *limits {
+func newLimits(logSize int64) *limits {
 	return &limits{
-		wild:  rate.NewLimiter(WildcardLookupRate, WildcardLookupBurst),
-		audit: rate.NewLimiter(RefusedAuditRate, RefusedAuditBurst),
+		logBytes: logSize,
+		wild:     rate.NewLimiter(WildcardLookupRate, WildcardLookupBurst),
+		audit:    rate.NewLimiter(RefusedAuditRate, RefusedAuditBurst),
 	}
 }
 
@@ -82,12 +88,12 @@ func (p *Proxy) refuseOwnHost(t target, d decision) decision {
 func (l *limits) admitRefused(identity string, events *EventLog) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.refusedBytes >= RefusedAuditBytes {
+	if l.refusedBytes >= RefusedAuditBytes || l.logBytes >= MaxLogForRefusals {
 		l.dropped++
 		if !l.capped {
 			l.capped = true
 			_ = events.Write(Event{Identity: identity, Reason: fmt.Sprintf(
-				"audit of refused attempts stopped for this run of the proxy at %d bytes; the rest are only counted", RefusedAuditBytes)})
+				"audit of refused attempts stopped (%d bytes of them in this run of the proxy, or a log of %d bytes); the rest are only counted", RefusedAuditBytes, MaxLogForRefusals)})
 		}
 		return false
 	}
@@ -104,9 +110,11 @@ func (l *limits) write(identity string, events *EventLog, ev Event) error {
 	l.mu.Lock()
 	n := l.dropped
 	l.dropped = 0
+	// Close enough to the encoded size, and cheaper than encoding twice.
+	size := int64(160 + len(ev.Host) + len(ev.Reason) + len(ev.Rule) + len(ev.Method) + len(ev.Identity))
+	l.logBytes += size
 	if !ev.Allowed {
-		// Close enough to the encoded size, and cheaper than encoding twice.
-		l.refusedBytes += int64(160 + len(ev.Host) + len(ev.Reason) + len(ev.Rule) + len(ev.Method) + len(ev.Identity))
+		l.refusedBytes += size
 	}
 	l.mu.Unlock()
 	if n > 0 {

@@ -67,6 +67,9 @@ type Config struct {
 	// backend never sets it, so an approved 127.0.0.1 or 0.0.0.0 cannot make
 	// the proxy talk to itself.
 	AllowOwnHost bool
+	// LogSize is how many bytes the event log already holds: it outlives
+	// each run of the proxy, so its bound on refusals is for the bottle.
+	LogSize int64
 }
 
 // Proxy is an allowlisting HTTP forward proxy for one bottle. It is an
@@ -111,7 +114,7 @@ func New(cfg Config) (*Proxy, error) {
 		tunnels:      map[*tunnel]struct{}{},
 		dialContext:  ownHostDialer(cfg.AllowOwnHost),
 		allowOwnHost: cfg.AllowOwnHost,
-		limits:       newLimits(),
+		limits:       newLimits(cfg.LogSize),
 	}
 	if p.resolver == nil {
 		p.resolver = net.DefaultResolver
