@@ -18,12 +18,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -372,23 +372,8 @@ func TestEventsToStdout(t *testing.T) {
 // loopback, 0.0.0.0, its own listening port — never makes it connect there:
 // a listener in its network namespace sees no connection.
 func TestApprovedOwnHostIsNeverDialled(t *testing.T) {
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	p0, accepted := testenv.CountingListener(t, "tcp4", "0.0.0.0:0")
+	port := strconv.Itoa(p0)
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "rules.json")
 	events := filepath.Join(dir, "egress.jsonl")

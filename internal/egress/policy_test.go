@@ -8,9 +8,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 )
 
 func TestCheckRequestedClasses(t *testing.T) {
@@ -63,31 +64,10 @@ func TestCheckRequestedClasses(t *testing.T) {
 	}
 }
 
-// countingListener is a listener in the proxy's own network namespace: a
-// connection to it is the proxy talking to itself.
-func countingListener(t *testing.T, network, addr string) (port int, accepted *atomic.Int64) {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Skipf("listen %s %s: %v", network, addr, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted = &atomic.Int64{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port, accepted
-}
-
 func TestApprovedRulesNeverReachTheProxysOwnHost(t *testing.T) {
-	port, accepted := countingListener(t, "tcp4", "0.0.0.0:0")
+	// A listener in the proxy's own network namespace: a connection to it
+	// is the proxy talking to itself.
+	port, accepted := testenv.CountingListener(t, "tcp4", "0.0.0.0:0")
 	p := strconv.Itoa(port)
 	rules := []string{"127.0.0.1:" + p, "0.0.0.0:" + p, "0.0.0.1:" + p, "[::ffff:127.0.0.1]:" + p,
 		"own.test:" + p, "localhost:" + p, "api.localhost:" + p, "*.wild.test:" + p}
