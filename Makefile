@@ -42,9 +42,9 @@ vet:
 fuzz:
 	@if [ -d internal/queue ]; then $(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./internal/queue; fi
 
-## bench: start latency against a bare docker run, plugin handshake, version
+## bench: start latency against a bare docker run, plugin handshake, version, `requests` during one bottle's flood
 bench: build base-image
-	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./plugins/...
+	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./internal/queue ./plugins/...
 
 ## proto: regenerate the SDK's committed gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 proto:

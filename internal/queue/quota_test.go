@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const otherID = "b-bbbbb"
@@ -126,5 +127,8 @@ func BenchmarkRequestsDuringFlood(b *testing.B) {
 		if _, err := q.List(); err != nil {
 			b.Fatal(err)
 		}
+	}
+	if per := b.Elapsed() / time.Duration(b.N); per > time.Second {
+		b.Errorf("requests took %s per call during a flood, want under 1s", per)
 	}
 }
