@@ -87,7 +87,10 @@ type Spec struct {
 	Env map[string]string
 	// Egress is the effective allowlist of host[:port] rules.
 	Egress []string
-	// Config is the plugin's config block from plugins.hcl, as JSON.
+	// Config is the plugin's config block from plugins.hcl, as JSON. An
+	// error about one of its keys that says "config: KEY …" (as in
+	// "docker plugin config: memory \"x\" is not a size") is shown with the
+	// file:line of that key.
 	Config json.RawMessage
 	// Command is the command to run as the agent (already resolved by the
 	// core: the user's override, the agent's command or its resume command).
