@@ -13,7 +13,7 @@ import (
 // badconfig 'KEY = VALUE' REGEXP: with that line in the docker plugin's
 // config (in place of the line setting the same key, else added), `start
 // plain --detach` fails with one line that names plugins.hcl:LINE and
-// matches REGEXP, and leaves no state and no resource of the script's.
+// matches REGEXP, and leaves no state, no queue and no resource of the script's.
 // plugins.hcl is put back afterwards.
 func cmdBadConfig(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
@@ -39,7 +39,16 @@ func cmdBadConfig(ts *testscript.TestScript, neg bool, args []string) {
 		lines = append(lines[:at], append([]string{"    " + args[0]}, lines[at:]...)...)
 	}
 	ts.Check(os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600))
-	before, _ := os.ReadDir(filepath.Join(ts.Getenv("BOT_BOTTLE_HOME"), "state"))
+	home := ts.Getenv("BOT_BOTTLE_HOME")
+	count := func() int {
+		n := 0
+		for _, d := range []string{"state", "queue"} {
+			ents, _ := os.ReadDir(filepath.Join(home, d))
+			n += len(ents)
+		}
+		return n
+	}
+	before := count()
 	if err := ts.Exec("bot-bottle", "start", "plain", "--detach"); err == nil {
 		ts.Fatalf("start with %s succeeded", args[0])
 	}
@@ -53,9 +62,8 @@ func cmdBadConfig(ts *testscript.TestScript, neg bool, args []string) {
 	if len(hit) != 1 {
 		ts.Fatalf("stderr has %d lines matching %s, want 1:\n%s", len(hit), want, ts.ReadFile("stderr"))
 	}
-	after, _ := os.ReadDir(filepath.Join(ts.Getenv("BOT_BOTTLE_HOME"), "state"))
-	if len(after) != len(before) {
-		ts.Fatalf("state dir went from %d to %d entries", len(before), len(after))
+	if after := count(); after != before {
+		ts.Fatalf("state and queue dirs went from %d to %d entries", before, after)
 	}
 	for _, what := range [][]string{
 		{"ps", "-a", "-q", "--filter", "label=test.bot-bottle.script=" + ts.Getenv("SCRIPTID")},
