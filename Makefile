@@ -38,24 +38,24 @@ vet:
 	$(GO) vet ./...
 	cd sdk && $(GO) vet ./...
 
-## fuzz: the untrusted-request parser, for a short fixed time
+## fuzz: the untrusted-request parser and the untrusted-text renderer, each for a short fixed time
 fuzz:
 	@if [ -d internal/queue ]; then $(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./internal/queue; fi
+	$(GO) test -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME) ./internal/render
 
 ## bench: start latency against a bare docker run, plugin handshake, version, `requests` during one bottle's flood
 bench: build base-image
 	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./internal/queue ./plugins/...
 
-## proto: regenerate the SDK's committed gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
+## proto: regenerate the SDK's committed gRPC code with the pinned tools: Debian's protoc (protobuf-compiler) and the generators in sdk/internal/pluginpb/tools/go.mod; `cd sdk && go test ./...` fails when it is not current
 proto:
-	cd sdk/internal/pluginpb && protoc --go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative plugin.proto
+	sdk/internal/pluginpb/gen.sh
 
 ## base-image: the shell agent's base image, made from Debian's packages when no registry can provide it
 base-image:
 	scripts/base-image.sh
 
-## deps: Debian packages the tests need (busybox-static, debootstrap, tcpdump)
+## deps: Debian packages the tests need (busybox-static, debootstrap, tcpdump, protobuf-compiler)
 deps:
 	scripts/deps.sh
 

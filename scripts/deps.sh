@@ -2,7 +2,9 @@
 # deps.sh installs the Debian packages the tests use when they are missing:
 # busybox-static (test images are built FROM scratch around it),
 # debootstrap (scripts/base-image.sh) and tcpdump (the egress tests capture
-# DNS on the engine host to show that none leaves a bottle). It does nothing
+# DNS on the engine host to show that none leaves a bottle) and
+# protobuf-compiler (the protoc that `make proto` and the SDK's
+# generated-code test pin). It does nothing
 # when all are present, so it is safe to run before every test run.
 set -euo pipefail
 
@@ -10,6 +12,7 @@ need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

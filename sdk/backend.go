@@ -20,26 +20,38 @@ type Backend interface {
 	// spec.Detach the agent is started before Launch returns; otherwise a
 	// backend may leave it created and start it at the first Attach, so that
 	// none of its output is lost. Launch must be safe to abandon midway:
-	// Stop by identity removes whatever it created.
+	// Stop by identity removes whatever it created. Of plan, only Data
+	// comes back from Prepare (possibly to another plugin process): put in
+	// it whatever Launch needs.
 	Launch(ctx context.Context, spec Spec, plan Plan, progress func(Progress)) (Handle, error)
 	// Attach connects the caller's streams to the agent (starting it if
 	// Launch left it created) until it exits, and returns its exit code. When
 	// ctx is cancelled the caller has detached: return ExitStatus{Detached:
-	// true} and leave the agent running.
+	// true} and leave the agent running. req.TTY, not the Spec's, says whether
+	// this session has a terminal (see Spec.TTY).
 	Attach(ctx context.Context, req AttachRequest, streams AttachStreams) (ExitStatus, error)
-	// Stop removes every resource the bottle has (never committed snapshots).
-	// It succeeds when there is nothing left to remove.
+	// Stop removes every resource the bottle has (never committed snapshots)
+	// and returns a short name of each resource it removed, which the core
+	// shows the operator. It succeeds, returning none, when there is nothing
+	// left to remove.
 	Stop(ctx context.Context, req StopRequest) ([]string, error)
-	// List returns the bottles this backend has.
+	// List returns the bottles this backend has in this home (HomeID),
+	// including ones the core has no record of (a crash), so that prune can
+	// find them.
 	List(ctx context.Context) ([]Bottle, error)
 }
 
-// Committer is implemented by backends with CapCommit.
+// Committer is implemented by backends with CapCommit. Commit snapshots the
+// bottle so that a resume starts from it; snapshotDir is
+// a per-bottle host directory (Spec.SnapshotDir) for backends whose
+// snapshots are files. See CommitResult for who removes snapshots, and
+// Spec.Env for keeping secrets out of them.
 type Committer interface {
 	Commit(ctx context.Context, h Handle, snapshotDir string) (CommitResult, error)
 }
 
-// Execer is implemented by backends with CapExec.
+// Execer is implemented by backends with CapExec. See ExecRequest and
+// ExecResult for what a not-running bottle, stdin and errors mean.
 type Execer interface {
 	Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 }
@@ -50,7 +62,9 @@ type Copier interface {
 	CopyOut(ctx context.Context, h Handle, path string) ([]byte, error)
 }
 
-// EgressUpdater is implemented by backends with CapLiveEgress.
+// EgressUpdater is implemented by backends with CapLiveEgress: it replaces
+// a running bottle's allowlist with egress, effective for new connections
+// at once.
 type EgressUpdater interface {
 	UpdateEgress(ctx context.Context, h Handle, egress []string) error
 }

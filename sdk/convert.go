@@ -4,29 +4,16 @@ import (
 	pb "github.com/bot-bottle/bot-bottle/sdk/internal/pluginpb"
 )
 
+// The plugin's half of the protobuf conversions: what the core sends,
+// decoded, and what the plugin answers, encoded. sdk/host/convert.go is the
+// core's half; its round-trip test puts every value through both.
+
 func capsToStrings(cs []Capability) []string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
 		out[i] = string(c)
 	}
 	return out
-}
-
-func capsFromStrings(ss []string) []Capability {
-	out := make([]Capability, len(ss))
-	for i, s := range ss {
-		out[i] = Capability(s)
-	}
-	return out
-}
-
-func agentToPB(a Agent) *pb.Agent {
-	return &pb.Agent{
-		Name: a.Name, Description: a.Description, Dockerfile: a.Dockerfile,
-		ContextDir: a.ContextDir, Image: a.Image, Command: a.Command,
-		ResumeCommand: a.ResumeCommand, Workdir: a.Workdir, EnvNames: a.EnvNames,
-		TranscriptPath: a.TranscriptPath, Egress: a.Egress, CapAdd: a.CapAdd, User: a.User,
-	}
 }
 
 func agentFromPB(a *pb.Agent) Agent {
@@ -41,16 +28,6 @@ func agentFromPB(a *pb.Agent) Agent {
 	}
 }
 
-func specToPB(s Spec) *pb.Spec {
-	return &pb.Spec{
-		Identity: s.Identity, Agent: agentToPB(s.Agent), Cwd: s.Cwd, CopyCwd: s.CopyCwd,
-		BottleDockerfile: s.BottleDockerfile, CommittedImage: s.CommittedImage,
-		TranscriptDir: s.TranscriptDir, QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
-		ConfigJson: s.Config, Command: s.Command, Tty: s.TTY, Resume: s.Resume,
-		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach, EgressLog: s.EgressLog,
-	}
-}
-
 func specFromPB(s *pb.Spec) Spec {
 	if s == nil {
 		return Spec{}
@@ -58,8 +35,8 @@ func specFromPB(s *pb.Spec) Spec {
 	return Spec{
 		Identity: s.Identity, Agent: agentFromPB(s.Agent), Cwd: s.Cwd, CopyCwd: s.CopyCwd,
 		BottleDockerfile: s.BottleDockerfile, CommittedImage: s.CommittedImage,
-		TranscriptDir: s.TranscriptDir, QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
-		Config: s.ConfigJson, Command: s.Command, TTY: s.Tty, Resume: s.Resume,
+		QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
+		Command: s.Command, TTY: s.Tty, Resume: s.Resume,
 		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach, EgressLog: s.EgressLog,
 	}
 }
@@ -75,10 +52,6 @@ func handleFromPB(h *pb.Handle) Handle {
 	return Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data}
 }
 
-func sizeToPB(t TermSize) *pb.TermSize {
-	return &pb.TermSize{Rows: uint32(t.Rows), Cols: uint32(t.Cols)}
-}
-
 func sizeFromPB(t *pb.TermSize) TermSize {
 	if t == nil {
 		return TermSize{}
@@ -91,16 +64,6 @@ func bottleToPB(b Bottle) *pb.Bottle {
 		StartedAt: b.StartedAt, Resources: b.Resources, Image: b.Image, Snapshots: b.Snapshots}
 	if b.Handle != nil {
 		out.Handle = handleToPB(*b.Handle)
-	}
-	return out
-}
-
-func bottleFromPB(b *pb.Bottle) Bottle {
-	out := Bottle{Identity: b.Identity, Agent: b.Agent, Status: b.Status,
-		StartedAt: b.StartedAt, Resources: b.Resources, Image: b.Image, Snapshots: b.Snapshots}
-	if b.Handle != nil {
-		h := handleFromPB(b.Handle)
-		out.Handle = &h
 	}
 	return out
 }

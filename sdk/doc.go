@@ -3,6 +3,14 @@
 // — and bot-bottle drives it over gRPC with hashicorp/go-plugin. This module
 // imports nothing from bot-bottle's core, so a backend depends on it alone.
 //
+// This package is the author-facing API and its stability promise: within
+// a major version of the module (sdk/vX), nothing here is removed or
+// changed incompatibly, and nothing here names a go-plugin, gRPC or hclog
+// type, so their upgrades are not SDK breaks (a test holds the package to
+// that). The core's side of the protocol — starting a plugin, the gRPC
+// client, dial options, remote errors — is package sdk/host, which is
+// outside that promise.
+//
 // # Writing a backend
 //
 // A backend is a separate executable named bot-bottle-plugin-<name>. Its
@@ -24,7 +32,8 @@
 //	func (b *backend) List(ctx context.Context) ([]sdk.Bottle, error) { ... }
 //
 //	func main() {
-//		sdk.Serve(&backend{}, sdk.WithLogger(sdk.NewLogger("mybackend")))
+//		log := sdk.NewLogger("mybackend") // a *slog.Logger
+//		sdk.Serve(&backend{log: log}, sdk.WithLogger(log))
 //	}
 //
 // Build it and install it:
@@ -48,14 +57,20 @@
 //   - Print nothing to stdout before Serve, not even from an init function or
 //     a logging library: stdout carries go-plugin's handshake line, and
 //     anything before it breaks the plugin with "Unrecognized remote plugin
-//     message". Log with the logger NewLogger returns (JSON on stderr); the
-//     core shows those lines under your plugin's name.
+//     message". Log with the *slog.Logger NewLogger returns (JSON on stderr,
+//     at the core's level); the core shows those lines under your plugin's
+//     name.
 //   - Keep no state between calls. Launch returns a Handle; put in its Data
 //     everything a later Attach, Exec, Commit or Stop needs. The core stores
 //     the handle and hands it back, often to a fresh process of your plugin
 //     started from another terminal.
 //   - Never store, log or bake into an image the values in Spec.Env: they are
-//     the user's secrets, passed through for the agent's process only.
+//     the user's secrets, passed through for the agent's process only. Note
+//     that `docker commit` and `podman commit` copy a container's env into
+//     the image config: keep Env out of the container's config, or scrub
+//     the committed image (see Spec.Env).
+//   - Validate every identity with ValidIdentity before it names a path, a
+//     resource or a label filter, and refuse others with CheckName's error.
 //   - Stop must remove every resource the bottle has (but never a committed
 //     snapshot), succeed when there is nothing left, and work with only
 //     StopRequest.Identity when a crash left no handle. Label or name your
@@ -65,6 +80,37 @@
 //     running.
 //   - Return errors with clear, one-line messages. Wrap ErrNotFound and
 //     ErrNotSupported where they apply; the core prefixes your plugin's name.
+//   - Egress is deny by default. A backend that cannot enforce Spec.Egress
+//     (no proxy, no firewall) gives the bottle no network at all, or refuses
+//     a non-empty Egress in Prepare; never an unfiltered network. Declare
+//     CapLiveEgress only if UpdateEgress widens a running bottle's egress,
+//     and CapEgressAudit only if you append EgressEvent lines to
+//     Spec.EgressLog (the core sets EgressLog only for backends that
+//     declare it).
+//
+// # Configuration, identity, status
+//
+// A plugin's config block from plugins.hcl reaches it only through its
+// environment, at process start: PluginConfig returns it as JSON ({} when
+// there is none), for every call alike, including those without a Spec
+// (Info, List, Stop by identity). HomeID says which bot-bottle home the
+// plugin serves (see HomeID for the empty value).
+//
+// Identities and names follow one rule, ValidName: a DNS label (1 to 63
+// lower-case letters, digits and '-', not starting or ending with '-'). The
+// core mints identities as Slug(agent) + "-" + 5 random base36 characters.
+// backendtest.NameCases is the table every validator in the project is run
+// against; run it against yours with backendtest.CheckNameRule.
+//
+// List reports Bottle.Status as StatusCreated, StatusRunning or
+// StatusExited; Bottle.StartedAt is RFC 3339.
+//
+// # What the core prints
+//
+// Plan.Preflight lines and Plan.Warnings are shown before a launch;
+// Progress messages during it; Stop's returned strings (one short name per
+// removed resource) after "removed" in `bot-bottle prune`; CommitResult.Notes
+// one per line after a commit. Write them for the operator.
 //
 // # Optional features
 //
@@ -76,13 +122,25 @@
 //
 // # Versions and the wire
 //
-// Serve speaks go-plugin over gRPC only, with AutoMTLS, the handshake cookie
-// in Handshake, and protocol versions negotiated through VersionedPlugins
-// (ProtocolVersion 1 today), so a newer core can still drive a plugin built
-// against this SDK. Info also carries APIVersion, a semantic version the core
-// checks. gRPC message limits are raised to MaxMessageSize for copy-in/out
-// archives. Serve exits the plugin when the process that started it dies,
-// even by SIGKILL, so no plugin outlives its core.
+// Serve speaks go-plugin over gRPC only, with AutoMTLS, a handshake cookie
+// and protocol versions negotiated through go-plugin's VersionedPlugins: the
+// core offers every version it speaks and the plugin picks the newest it
+// shares. This SDK speaks ProtocolVersion 2 and still 1: version 2 drops
+// Spec's config and transcript fields and the attach heartbeat, and the
+// messages stay wire-compatible, so a core built with this SDK drives a
+// plugin built against the previous one and the other way round. Info also
+// carries APIVersion, a semantic version the core checks by its major.
+// gRPC message limits are raised to 256 MiB for copy-in/out archives. Serve
+// exits the plugin when the process that started it dies, even by SIGKILL,
+// so no plugin outlives its core.
+//
+// # Releases
+//
+// The SDK is its own Go module, github.com/bot-bottle/bot-bottle/sdk,
+// released by tags of the form sdk/vX.Y.Z on the bot-bottle repository (see
+// sdk/README.md for the steps). Until a release is tagged, build against a
+// checkout of the repository with a go.work file (the skeleton's README
+// has the recipe, which works offline).
 //
 // # Testing a backend
 //

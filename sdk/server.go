@@ -101,7 +101,6 @@ func (s *grpcServer) Attach(stream pb.Backend_AttachServer) error {
 				case signals <- v.Signal:
 				default:
 				}
-			case *pb.AttachInput_Heartbeat:
 			}
 		}
 	}()

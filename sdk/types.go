@@ -1,11 +1,5 @@
 package sdk
 
-import "encoding/json"
-
-// ProtocolVersion is the go-plugin protocol version this SDK serves. It only
-// changes when the wire protocol breaks; additive changes keep it.
-const ProtocolVersion = 1
-
 // APIVersion is the semantic version of the Backend API this SDK implements.
 // A core checks that a plugin lists one of the versions it supports.
 const APIVersion = "1.0.0"
@@ -19,7 +13,7 @@ const (
 	CapExec        Capability = "exec"         // Execer
 	CapCopy        Capability = "copy"         // Copier
 	CapLiveEgress  Capability = "live_egress"  // EgressUpdater: approvals apply without restart
-	CapEgressAudit Capability = "egress_audit" // connection attempts are reported
+	CapEgressAudit Capability = "egress_audit" // connection attempts are appended to Spec.EgressLog
 )
 
 // Info describes a plugin.
@@ -67,39 +61,51 @@ type Spec struct {
 	// Cwd is the project directory on the host, or empty for none.
 	Cwd     string
 	CopyCwd bool
-	// BottleDockerfile is a per-bottle Dockerfile (from an approved capability
-	// request); it takes precedence over the agent's own image source.
+	// BottleDockerfile is the absolute host path of a per-bottle Dockerfile
+	// (the bottle's approved capability requests, FROM the agent's image);
+	// it is a path, never the text, and "" when there is none. It takes
+	// precedence over the agent's own image source; its build context is
+	// Agent.ContextDir.
 	BottleDockerfile string
 	// CommittedImage is the reference a previous Commit returned; it takes
 	// precedence over everything when the backend still has it.
 	CommittedImage string
-	// TranscriptDir is informational: the core itself restores the
-	// transcript snapshot with CopyIn after Launch and before the agent
-	// starts, so backends need do nothing with it. The core leaves it empty.
-	TranscriptDir string
 	// QueueDir is the host side of the bottle's request queue. Mount it
 	// read-only at GuestQueueDir, and its QueueInbox subdirectory read-write
 	// on top (GuestQueueDir/inbox): the bottle may drop requests, never
 	// write a decision.
 	QueueDir string
 	// Env holds passed-through secret values. Never log, store or bake them
-	// into an image.
+	// into an image. Beware that `docker commit` and `podman commit` copy a
+	// container's environment into the image config: a backend that commits
+	// must keep Env out of the container's config (pass it to the agent's
+	// process only, for example through a file or an exec's environment) or
+	// scrub it from the committed image.
 	Env map[string]string
-	// Egress is the effective allowlist of host[:port] rules.
+	// Egress is the effective allowlist of host[:port] rules. Egress is deny
+	// by default: a backend that cannot enforce the allowlist (no proxy, no
+	// firewall) must give the bottle no network at all, or refuse in Prepare
+	// with a one-line error when Egress is not empty; it must never give an
+	// unfiltered network. The plugin's own configuration arrives in the
+	// environment (PluginConfig), not in the Spec.
 	Egress []string
-	// Config is the plugin's config block from plugins.hcl, as JSON. An
-	// error about one of its keys that says "config: KEY …" (as in
-	// "docker plugin config: memory \"x\" is not a size") is shown with the
-	// file:line of that key.
-	Config json.RawMessage
 	// Command is the command to run as the agent (already resolved by the
 	// core: the user's override, the agent's command or its resume command).
 	Command []string
-	// TTY asks for a terminal; the core decides it from its own stdin.
-	TTY    bool
+	// TTY says the agent will be attached from a terminal (the core decides
+	// it from its own stdin): create the agent's process with a pty when it
+	// is set. Each AttachRequest says again whether that session has a
+	// terminal; a bottle launched with TTY may be attached without one (a
+	// detached start, a script) and the other way round, so Attach follows
+	// AttachRequest.TTY for its streams and uses Spec.TTY only for how the
+	// process was created.
+	TTY bool
+	// Resume says the bottle is being resumed (Command is then the agent's
+	// resume command, and CommittedImage may be set).
 	Resume bool
-	// EgressLog is a host file the backend appends EgressEvent JSON lines
-	// to, one per connection attempt, where it can observe them. May be "".
+	// EgressLog is a host file a backend with CapEgressAudit appends
+	// EgressEvent JSON lines to, one per connection attempt. The core sets it
+	// only for backends that declare CapEgressAudit; otherwise it is "".
 	EgressLog string
 	// Detach asks Launch to start the agent itself. Otherwise a backend may
 	// defer the start to the first Attach so that no early output is lost.
@@ -155,8 +161,16 @@ type Plan struct {
 // stores it and hands it back to every later call, possibly in a different
 // plugin process, so a backend must put everything it needs into Data.
 type Handle struct {
-	Version  uint32
-	Backend  string
+	// Version is the backend's own version of Data's format, so that a newer
+	// plugin can read (or refuse with a clear error) a handle an older one
+	// wrote.
+	Version uint32
+	// Backend is informational: set it to your Info.Name. The core records
+	// which backend a bottle runs on in its own metadata and never routes by
+	// this field.
+	Backend string
+	// Identity is Spec.Identity: the core refuses to store a handle that
+	// names another identity.
 	Identity string
 	Data     []byte
 }
@@ -179,8 +193,11 @@ type TermSize struct {
 // AttachRequest selects what to attach to and how.
 type AttachRequest struct {
 	Handle Handle
-	TTY    bool
-	Size   TermSize
+	// TTY says this session has a terminal: raw bytes both ways, everything
+	// on Stdout, Size and Resize apply. Without it, keep stdout and stderr
+	// apart. See Spec.TTY.
+	TTY  bool
+	Size TermSize
 	// Stdin says whether the caller will send input.
 	Stdin bool
 }
@@ -192,16 +209,27 @@ type ExitStatus struct {
 	Detached bool
 }
 
-// ExecRequest runs a one-off command in a running bottle.
+// ExecRequest runs a one-off command in a running bottle, beside the agent,
+// without a terminal.
+//
+// Exec on a bottle whose agent is not running (created, exited) fails with
+// an error, not an exit code; on a bottle that is gone it fails with
+// ErrNotFound. Stdin nil and Stdin empty are the same (protobuf does not
+// tell them apart): the command reads end-of-file at once.
 type ExecRequest struct {
 	Handle  Handle
 	Command []string
+	// Workdir is where the command runs; "" means the agent's Workdir.
 	Workdir string
 	Stdin   []byte
-	User    string
+	// User runs the command as that user; "" means the agent's User.
+	User string
 }
 
-// ExecResult is the buffered result of an ExecRequest.
+// ExecResult is the buffered result of an ExecRequest. A command that ran
+// and exited non-zero is a result with its ExitCode and a nil error; an
+// error from Exec means the command could not be run or its end was not
+// seen (a runtime failure), never the command's own failure.
 type ExecResult struct {
 	ExitCode int
 	Stdout   []byte
@@ -209,13 +237,29 @@ type ExecResult struct {
 }
 
 // CommitResult names the snapshot a Commit made.
+//
+// Commit snapshots the bottle so that a later Launch with Spec.Resume
+// starts from it (Spec.CommittedImage is Image then). Who removes
+// snapshots: never Stop, which keeps them by contract. Snapshot files a
+// backend keeps in the snapshotDir the core gave it are removed with the
+// bottle's state by `bot-bottle rm`; a snapshot in the backend's own store
+// (an image) stays until the operator removes it, so label it with
+// LabelIdentity and LabelHome to make it findable.
 type CommitResult struct {
+	// Image is the reference the core stores and hands back as
+	// Spec.CommittedImage; it is shown to the operator.
 	Image string
+	// Notes are one-line messages for the operator, printed one per line
+	// after a commit (e.g. what was left out of the snapshot).
 	Notes []string
 }
 
-// StopRequest tears a bottle down. Handle may be empty when the launch never
+// StopRequest tears a bottle down. Handle may be nil when the launch never
 // returned one (a crash); then the backend finds resources by Identity.
+//
+// Stop returns a short name of each resource it removed (for example
+// "container bot-bottle-shell-7k2qz"); `bot-bottle prune` prints them one
+// per line after "removed". Return none when there was nothing to remove.
 type StopRequest struct {
 	Handle   *Handle
 	Identity string
@@ -230,15 +274,22 @@ type StopRequest struct {
 type Bottle struct {
 	Identity string
 	Agent    string
-	// Status is "created" (launched, agent not started), "running" or
-	// "exited" where the backend can tell; the core shows other words as
-	// they are. Say "running" while the agent runs: prune keeps a detached
-	// bottle only when it is.
-	Status    string
+	// Status is StatusCreated (launched, agent not started), StatusRunning
+	// or StatusExited where the backend can tell; the core shows other words
+	// as they are. Say StatusRunning while the agent runs: prune keeps a
+	// detached bottle only when it is.
+	Status string
+	// StartedAt is when the bottle was launched, in RFC 3339 (UTC, seconds,
+	// like time.RFC3339), or "" when the backend does not know. The core
+	// shows a running bottle's age from it.
 	StartedAt string
+	// Resources are short names of what the bottle holds (as Stop would
+	// report them), shown to the operator for bottles the core has no record
+	// of; informational.
 	Resources []string
-	Image     string
-	Handle    *Handle
+	// Image is the image or snapshot the bottle runs from, informational.
+	Image  string
+	Handle *Handle
 	// Snapshots are the references of the snapshots (commits) the backend
 	// holds for this identity. An identity the backend holds nothing else
 	// of is reported with Status StatusSnapshot, so that the core can find
@@ -246,9 +297,15 @@ type Bottle struct {
 	Snapshots []string
 }
 
-// StatusSnapshot is the Status of a Bottle of which the backend holds only
-// snapshots: nothing runs and nothing else is left.
-const StatusSnapshot = "snapshot"
+// The bottle statuses the core understands in Bottle.Status.
+const (
+	StatusCreated = "created" // launched; the agent has not started
+	StatusRunning = "running" // the agent is running
+	StatusExited  = "exited"  // the agent has exited; the bottle still exists
+	// StatusSnapshot: the backend holds only snapshots of the identity;
+	// nothing runs and nothing else is left.
+	StatusSnapshot = "snapshot"
+)
 
 // EgressEvent is one connection attempt from a bottle, as a backend reports
 // it in Spec.EgressLog (one JSON object per line).
@@ -262,4 +319,7 @@ type EgressEvent struct {
 	Rule   string `json:"rule,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	Method string `json:"method,omitempty"` // CONNECT, GET, …
+	// Addr is the address the proxy dialed (ip:port) for an allowed
+	// name, so that a name that resolves elsewhere than last time shows.
+	Addr string `json:"addr,omitempty"`
 }

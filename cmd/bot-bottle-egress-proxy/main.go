@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 const name = "bot-bottle-egress-proxy"
@@ -141,16 +142,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// validIdentity mirrors the identities the core mints ([a-z0-9-], not
-// starting with '-'), so a wrong flag fails here and not at the first event.
-func validIdentity(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+// validIdentity is the one identity rule (sdk/names), so a wrong flag fails
+// here and not at the first event.
+func validIdentity(s string) bool { return names.Valid(s) }

@@ -13,6 +13,8 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/state"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // App builds the lifecycle environment on first use, so that cheap commands
@@ -106,10 +108,4 @@ func identityPredictor() complete.Predictor {
 }
 
 // oneLine keeps an error to the single line the user sees.
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i] + " …"
-	}
-	return s
-}
+func oneLine(s string) string { return render.OneLine(s) }

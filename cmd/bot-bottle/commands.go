@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +16,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -111,7 +111,7 @@ func pickRunning(a *App, env *lifecycle.Env) (string, error) {
 	}
 	var running []lifecycle.Row
 	for _, r := range rows {
-		if r.Status == "running" && r.InState {
+		if r.Status == sdk.StatusRunning && r.InState {
 			running = append(running, r)
 		}
 	}
@@ -177,15 +177,27 @@ func (c *ListCmd) Run(a *App) error {
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD")
+	orphaned := 0
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Identity, r.Agent, r.Backend, r.Status,
-			uptime(r), yesNo(r.Preserved), dash(r.CommittedImage), len(r.Snapshots), dash(strings.Join(r.Egress, ",")), dash(r.Cwd))
+		status := r.Status
+		if r.Orphaned {
+			status, orphaned = "orphaned ("+r.Status+")", orphaned+1
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
+			render.Text(r.Backend), render.Text(status), uptime(r), yesNo(r.Preserved), dash(render.Text(r.CommittedImage)),
+			len(r.Snapshots), dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if orphaned > 0 {
+		fmt.Fprintf(os.Stderr, "bot-bottle: %d orphaned (no bot-bottle process holds them and they were not detached): bot-bottle prune removes what they left and keeps their state for resume (prune --dry-run shows what)\n", orphaned)
+	}
+	return nil
 }
 
 func uptime(r lifecycle.Row) string {
-	if r.Status != "running" || r.StartedAt == "" {
+	if r.Status != sdk.StatusRunning || r.StartedAt == "" {
 		return "-"
 	}
 	t, err := time.Parse(time.RFC3339, r.StartedAt)
@@ -253,19 +265,25 @@ func (c *RevertCmd) Run(a *App) error {
 	return nil
 }
 
-type PruneCmd struct{}
+type PruneCmd struct {
+	DryRun bool `name:"dry-run" help:"Say what would be removed; remove nothing."`
+}
 
 func (c *PruneCmd) Run(a *App) error {
 	env, err := a.Env()
 	if err != nil {
 		return err
 	}
-	removed, errs, err := env.Prune(a.ctx)
+	prune, verb := env.Prune, "removed"
+	if c.DryRun {
+		prune, verb = env.PruneDryRun, "would remove"
+	}
+	removed, errs, err := prune(a.ctx)
 	if err != nil {
 		return err
 	}
 	for _, r := range removed {
-		fmt.Println("removed", r)
+		fmt.Println(verb, r)
 	}
 	if len(removed) == 0 {
 		fmt.Fprintln(os.Stderr, "bot-bottle: nothing to prune")
@@ -376,7 +394,9 @@ func (c *PluginsListCmd) Run(a *App) error {
 		if r.Error != "" {
 			ver = "error: " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Name, ver, r.Protocol, dash(strings.Join(r.Capabilities, ",")), r.Checksum, r.Source, r.Path)
+		// A plugin's answers are its own words: escaped like a bottle's.
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", render.Text(r.Name), render.Text(ver), r.Protocol,
+			dash(render.Text(strings.Join(r.Capabilities, ","))), r.Checksum, render.Text(r.Source), render.Text(r.Path))
 	}
 	return tw.Flush()
 }
@@ -502,25 +522,3 @@ func stripDashes(args []string) []string {
 }
 
 func printJSONLine(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func indent(s, prefix string) string {
-	var b strings.Builder
-	for _, l := range strings.SplitAfter(s, "\n") {
-		if l != "" {
-			b.WriteString(prefix + l)
-		}
-	}
-	if !strings.HasSuffix(b.String(), "\n") {
-		b.WriteString("\n")
-	}
-	return b.String()
-}

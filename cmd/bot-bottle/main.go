@@ -14,6 +14,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 )
 
@@ -31,7 +32,7 @@ func run(args []string) int {
 		kong.Description("Run AI coding agents in disposable, isolated, resumable sandboxes (bottles) with deny-by-default egress."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"version": version},
+		kong.Vars{"version": version, "ocsf_version": audit.OCSFVersion},
 	)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bot-bottle: internal error: %v\n", err)

@@ -7,8 +7,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/internal/reqview"
 )
 
 type RequestsCmd struct {
@@ -34,19 +37,34 @@ func (c *RequestsCmd) Run(a *App) error {
 		}
 		return printJSON(reqs)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REQUEST\tBOTTLE\tKIND\tSTATUS\tAGE\tWHAT\tREASON")
+	// One block a request: the facts, the whole diff, then the bottle's
+	// reason quoted on one line, and for a decided request the decision.
 	shown := 0
+	now := time.Now()
 	for _, r := range reqs {
 		if !c.All && r.Status != queue.StatusPending {
 			continue
 		}
+		if shown > 0 {
+			fmt.Println()
+		}
 		shown++
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Identity, r.Kind, r.Status,
-			time.Since(r.CreatedAt).Round(time.Second), clip(r.Summary(), 50), clip(r.Reason, 60))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
+		facts := reqview.Facts(reqview.Describe(env, r), now, reqview.Styles{}, false)
+		fmt.Printf("%s %s\n", render.Text(string(r.Status)), facts[0])
+		for _, l := range facts[1:] {
+			fmt.Println("  " + l)
+		}
+		if r.DecidedBy != "" {
+			fmt.Printf("  decided by: %s", render.Text(r.DecidedBy))
+			if r.DecisionReason != "" {
+				fmt.Printf(", saying %s", render.Quoted(r.DecisionReason))
+			}
+			fmt.Println()
+		}
+		fmt.Println("  " + reqview.ReasonTitle(r.Reason))
+		for _, l := range reqview.Reason(r.Reason, 0, 0, reqview.Styles{}) {
+			fmt.Println("  " + l)
+		}
 	}
 	if shown == 0 {
 		fmt.Fprintln(os.Stderr, "bot-bottle: no pending requests")
@@ -55,14 +73,6 @@ func (c *RequestsCmd) Run(a *App) error {
 		fmt.Fprintf(os.Stderr, "bot-bottle: note: %s\n", oneLine(n))
 	}
 	return nil
-}
-
-func clip(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
 }
 
 type ApproveCmd struct {
@@ -112,9 +122,10 @@ func printDecision(d lifecycle.Decision, verb string) {
 	if d.Request.ID == "" {
 		return
 	}
-	fmt.Printf("%s %s (%s %s: %s)\n", verb, d.Request.ID, d.Request.Identity, d.Request.Kind, d.Request.Summary())
+	fmt.Printf("%s %s (%s %s: %s)\n", verb, render.Text(d.Request.ID), render.Text(d.Request.Identity),
+		render.Text(string(d.Request.Kind)), render.Text(d.Request.Summary()))
 	for _, n := range d.Notes {
-		fmt.Printf("note: %s\n", n)
+		fmt.Printf("note: %s\n", render.OneLine(n))
 	}
 	if d.Preserved {
 		fmt.Printf("%s stops for the rebuild; bring it back with: %s\n", d.Request.Identity, lifecycle.ResumeCommand(d.Request.Identity))
@@ -123,7 +134,8 @@ func printDecision(d lifecycle.Decision, verb string) {
 
 type AuditCmd struct {
 	Identity string `arg:"" help:"Identity of the bottle (its log outlives it)." predictor:"identity"`
-	JSON     bool   `name:"json" help:"Print JSON lines."`
+	JSON     bool   `name:"json" help:"Print JSON lines (as --format json)."`
+	Format   string `enum:"text,json,ocsf" default:"text" help:"text (one line a record, escaped), json (the JSON lines we keep) or ocsf (OCSF ${ocsf_version} JSON lines of lifecycle, request, decision and egress records, for a SIEM)."`
 	Egress   bool   `help:"Show connection attempts (egress) instead of lifecycle events."`
 }
 
@@ -132,12 +144,36 @@ func (c *AuditCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
+	format := c.Format
+	if c.JSON {
+		format = "json"
+	}
+	if format == "ocsf" {
+		evs, err := env.Audit(c.Identity)
+		if err != nil {
+			return err
+		}
+		egress, err := env.EgressEvents(c.Identity)
+		if err != nil {
+			return err
+		}
+		recs, err := audit.OCSF(evs, egress, version)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := printJSONLine(r.Record); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if c.Egress {
 		evs, err := env.EgressEvents(c.Identity)
 		if err != nil {
 			return err
 		}
-		if c.JSON {
+		if format == "json" {
 			for _, ev := range evs {
 				if err := printJSONLine(ev); err != nil {
 					return err
@@ -146,13 +182,9 @@ func (c *AuditCmd) Run(a *App) error {
 			return nil
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tHOST\tPORT\tDECISION\tRULE\tREASON")
+		fmt.Fprintln(tw, strings.Join(audit.EgressHeader, "\t"))
 		for _, ev := range evs {
-			dec := "refused"
-			if ev.Allowed {
-				dec = "allowed"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", ev.Time, ev.Host, ev.Port, dec, dash(ev.Rule), dash(ev.Reason))
+			fmt.Fprintln(tw, strings.Join(audit.EgressRow(ev), "\t"))
 		}
 		return tw.Flush()
 	}
@@ -161,25 +193,14 @@ func (c *AuditCmd) Run(a *App) error {
 		return err
 	}
 	for _, ev := range evs {
-		if c.JSON {
+		if format == "json" {
 			if err := printJSONLine(ev); err != nil {
 				return err
 			}
 			continue
 		}
-		line := fmt.Sprintf("%s  %-9s %s", ev.Time.Format(time.RFC3339), ev.Kind, ev.Actor)
-		if ev.RequestID != "" {
-			line += "  " + ev.RequestID
-		}
-		for _, k := range sortedKeys(ev.Fields) {
-			if k == "dockerfile_diff" {
-				continue
-			}
-			line += fmt.Sprintf("  %s=%v", k, ev.Fields[k])
-		}
-		fmt.Println(line)
-		if d, ok := ev.Fields["dockerfile_diff"].(string); ok && d != "" {
-			fmt.Print(indent(d, "    "))
+		for _, l := range audit.Text(ev) {
+			fmt.Println(l)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,8 +15,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // binDir holds the real binaries the scripts drive: bot-bottle and the test
@@ -120,16 +124,21 @@ func scriptParams(dir string) testscript.Params {
 		},
 		Condition: scriptCondition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"setid":      cmdSetID,
-			"exitcode":   cmdExitCode,
-			"waitfile":   cmdWaitFile,
-			"killpidf":   cmdKillPidFile,
-			"procgone":   cmdProcGone,
-			"noplugins":  cmdNoPlugins,
-			"treesnap":   cmdTreeSnap,
-			"emptydir":   cmdEmptyDir,
-			"sha256file": cmdSHA256File,
-			"setreq":     cmdSetReq,
+			"setid":       cmdSetID,
+			"termsafe":    cmdTermSafe,
+			"egressproxy": cmdEgressProxy,
+			"rawhttp":     cmdRawHTTP,
+			"httpserver":  cmdHTTPServer,
+			"recordlines": cmdRecordLines,
+			"exitcode":    cmdExitCode,
+			"waitfile":    cmdWaitFile,
+			"killpidf":    cmdKillPidFile,
+			"procgone":    cmdProcGone,
+			"noplugins":   cmdNoPlugins,
+			"treesnap":    cmdTreeSnap,
+			"emptydir":    cmdEmptyDir,
+			"sha256file":  cmdSHA256File,
+			"setreq":      cmdSetReq,
 		},
 	}
 }
@@ -356,8 +365,6 @@ func cmdSHA256File(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(args[1], strings.Fields(string(out))[0])
 }
 
-var reqPattern = regexp.MustCompile(`"id": "([a-z0-9-]+)"`)
-
 // setreq VAR [TIMEOUT]: wait for a pending request from any bottle (via
 // `bot-bottle requests --json`) and put its id in $VAR.
 func cmdSetReq(ts *testscript.TestScript, neg bool, args []string) {
@@ -373,9 +380,11 @@ func cmdSetReq(ts *testscript.TestScript, neg bool, args []string) {
 		cmd := exec.Command(filepath.Join(binDir, "bot-bottle"), "requests", "--json")
 		cmd.Env = append(os.Environ(), "BOT_BOTTLE_HOME="+ts.Getenv("BOT_BOTTLE_HOME"), "BB_TESTPLUGIN_ROOT="+ts.Getenv("BB_TESTPLUGIN_ROOT"))
 		out, _ := cmd.Output()
-		if strings.Contains(string(out), `"status": "pending"`) {
-			if m := reqPattern.FindSubmatch(out); m != nil {
-				ts.Setenv(args[0], string(m[1]))
+		var reqs []struct{ ID, Status string }
+		_ = json.Unmarshal(out, &reqs)
+		for _, r := range reqs {
+			if r.Status == "pending" { // the oldest pending one
+				ts.Setenv(args[0], r.ID)
 				return
 			}
 		}
@@ -404,4 +413,39 @@ func scriptCondition(cond string) (bool, error) {
 		return true, nil
 	}
 	return probe(), nil
+}
+
+// termsafe: the last command's stdout and stderr hold no byte a terminal
+// would act on instead of print — valid UTF-8, and no control, C1, bidi or
+// invisible character other than the newline (render.Unsafe).
+func cmdTermSafe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: termsafe")
+	}
+	for _, name := range []string{"stdout", "stderr"} {
+		out := ts.ReadFile(name)
+		if !utf8.ValidString(out) {
+			ts.Fatalf("%s is not valid UTF-8: %q", name, out)
+		}
+		for i, r := range out {
+			if r != '\n' && render.Unsafe(r) {
+				ts.Fatalf("%s has %U at byte %d: %q", name, r, i, out[max(0, i-40):min(len(out), i+40)])
+			}
+		}
+	}
+}
+
+// recordStart is how a line of `bot-bottle audit` that is a record begins.
+var recordStart = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d`)
+
+// recordlines JSONL: the last stdout has exactly as many lines that start
+// like an audit record as JSONL has lines: no value forged one.
+func cmdRecordLines(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: recordlines JSONL")
+	}
+	want := strings.Count(ts.ReadFile(args[0]), "\n")
+	if got := len(recordStart.FindAllString(ts.ReadFile("stdout"), -1)); got != want {
+		ts.Fatalf("stdout has %d lines that start like a record; the log has %d records", got, want)
+	}
 }

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // config is the plugin block of plugins.hcl:
@@ -57,8 +58,6 @@ func defaultRoot(homeID string) (string, error) {
 	return filepath.Join(base, "bot-bottle-skeleton", homeID), nil
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // validName keeps an identity from naming anything but a directory right
-// under root.
-func validName(s string) bool { return nameRE.MatchString(s) }
+// under root: the one identity rule of bot-bottle.
+func validName(s string) bool { return sdk.ValidIdentity(s) }

@@ -105,11 +105,11 @@ func (bt bottle) exitCode() (int, bool) {
 func (bt bottle) status(initAlive bool) string {
 	switch {
 	case !initAlive:
-		return "exited"
+		return sdk.StatusExited
 	case bt.exists(fileStarted):
-		return "running"
+		return sdk.StatusRunning
 	}
-	return "created"
+	return sdk.StatusCreated
 }
 
 // writeAtomicAt is writeAtomic in the directory dir.

@@ -255,7 +255,7 @@ func listBottles(root string) ([]found, error) {
 		for _, p := range ps {
 			res = append(res, fmt.Sprintf("process %d (its directory %s is gone)", p.pid, dir))
 		}
-		out = append(out, found{bottle: bottle{dir: dir}, id: filepath.Base(dir), status: "running", resources: res})
+		out = append(out, found{bottle: bottle{dir: dir}, id: filepath.Base(dir), status: sdk.StatusRunning, resources: res})
 	}
 	return out, nil
 }

@@ -517,7 +517,7 @@ func TestDetachedOutputAndExitCode(t *testing.T) {
 	}
 	// A fresh plugin process would see it exited, then attach.
 	deadline := time.Now().Add(30 * time.Second)
-	for status(t, b, spec.Identity) != "exited" {
+	for status(t, b, spec.Identity) != sdk.StatusExited {
 		if time.Now().After(deadline) {
 			t.Fatalf("status %q 30s after the launch, want exited", status(t, b, spec.Identity))
 		}
@@ -573,7 +573,7 @@ func TestStopDoesNotTrustTheBottleDirectory(t *testing.T) {
 	if err := os.Rename(dir, dir+"-moved"); err != nil {
 		t.Fatal(err)
 	}
-	if st := status(t, b, spec.Identity); st != "running" {
+	if st := status(t, b, spec.Identity); st != sdk.StatusRunning {
 		t.Errorf("List says %q of a running bottle whose directory is gone, want running", st)
 	}
 	if _, err := b.Stop(ctx, sdk.StopRequest{Identity: spec.Identity}); err != nil {

@@ -1,7 +1,9 @@
 // Package audit is the per-bottle, append-only record of what happened to a
 // bottle and who decided it: $BOT_BOTTLE_HOME/audit/<identity>.jsonl, one JSON
 // event a line. It lives outside the state dir so that it outlives cleanup,
-// and a Log made WithSecrets never writes a passed-through secret.
+// and a Log made WithSecrets never writes a passed-through secret. Text
+// renders a record for a terminal (one line, values escaped) and OCSF maps
+// the logs to OCSF 1.3.0 for a SIEM (the mapping is documented in ocsf.go).
 package audit
 
 import (
@@ -18,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // Event kinds the core records.
@@ -54,8 +58,7 @@ type Event struct {
 }
 
 var (
-	identityRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	kindRE     = regexp.MustCompile(`^[a-z][a-z_]{0,31}$`)
+	kindRE = regexp.MustCompile(`^[a-z][a-z_]{0,31}$`)
 )
 
 // Log writes and reads the audit logs under one bot-bottle home.
@@ -86,7 +89,7 @@ func (l *Log) WithSecrets(values ...string) *Log {
 
 // Path returns the audit log file of identity.
 func (l *Log) Path(identity string) (string, error) {
-	if !identityRE.MatchString(identity) {
+	if !names.Valid(identity) {
 		return "", fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	return filepath.Join(l.dir, identity+".jsonl"), nil

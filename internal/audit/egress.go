@@ -11,13 +11,14 @@ import (
 	"syscall"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // EgressPath is the file a backend appends a bottle's connection attempts
 // to (sdk.Spec.EgressLog): beside its audit log, kept after cleanup like it.
 // The directory is created so a backend can mount or open it.
 func (l *Log) EgressPath(identity string) (string, error) {
-	if !identityRE.MatchString(identity) {
+	if !names.Valid(identity) {
 		return "", fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	if err := ensureDir(l.dir); err != nil {
@@ -34,7 +35,7 @@ func (l *Log) EgressPath(identity string) (string, error) {
 // identity, oldest first; lines that do not parse are skipped. No file
 // means no attempts.
 func (l *Log) ReadEgress(identity string) ([]sdk.EgressEvent, error) {
-	if !identityRE.MatchString(identity) {
+	if !names.Valid(identity) {
 		return nil, fmt.Errorf("audit: invalid identity %q", identity)
 	}
 	path := filepath.Join(l.dir, "egress", identity+".jsonl")
@@ -51,8 +52,8 @@ func (l *Log) ReadEgress(identity string) ([]sdk.EgressEvent, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev sdk.EgressEvent
-		// An event with no host but a reason is the proxy's own note, e.g.
-		// how many refusals it left out of the log.
+		// A request too malformed to name a host still has its reason, and
+		// the proxy's count of refusals it left out of the log has no host.
 		if json.Unmarshal(sc.Bytes(), &ev) == nil && (ev.Host != "" || ev.Reason != "") {
 			out = append(out, ev)
 		}

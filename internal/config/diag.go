@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // HCLError is the error returned for problems found in an HCL file. Error()
@@ -52,9 +54,7 @@ func formatDiag(d *hcl.Diagnostic) string {
 	return b.String()
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
+func oneLine(s string) string { return render.OneLine(s) }
 
 // DiagError turns diags into an error when they hold at least one error. The
 // diagnostics are put in file order: hcl reports some of them in map order,

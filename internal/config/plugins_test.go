@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -297,14 +299,5 @@ func TestResolveBackend(t *testing.T) {
 }
 
 func TestValidName(t *testing.T) {
-	for _, ok := range []string{"shell", "claude", "my-agent-2", "0day"} {
-		if err := ValidName(ok); err != nil {
-			t.Errorf("ValidName(%q) = %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "Shell", "a/b", "..", "../x", ".hidden", "-x", "a_b", "a b", "a.b", strings.Repeat("a", 64)} {
-		if err := ValidName(bad); err == nil {
-			t.Errorf("ValidName(%q) = nil, want an error", bad)
-		}
-	}
+	backendtest.CheckNameRule(t, func(s string) bool { return ValidName(s) == nil })
 }

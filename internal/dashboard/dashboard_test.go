@@ -46,6 +46,11 @@ const width, height = 200, 50
 // one `bot-bottle dashboard` uses, with a screen to read.
 func dash(t *testing.T, w *operatortest.World, opts dashboard.Options) (*teatest.TestModel, *screen) {
 	t.Helper()
+	return dashSized(t, w, opts, width, height)
+}
+
+func dashSized(t *testing.T, w *operatortest.World, opts dashboard.Options, width, height int) (*teatest.TestModel, *screen) {
+	t.Helper()
 	if opts.Refresh == 0 {
 		opts.Refresh = 100 * time.Millisecond
 	}
@@ -125,7 +130,7 @@ func TestScreenListsBottlesAndRequests(t *testing.T) {
 
 	// Moving to the egress request shows its host, reason and allowlist.
 	keys(tm, "tab", "down")
-	scr.waitFor(t, 5*time.Second, "egress request from "+b, "host:   docs.example.test:443", "allowed now: -")
+	scr.waitFor(t, 5*time.Second, "egress request "+egReq.ID+" from "+b, "host: docs.example.test:443", "allowed now: -")
 	for _, l := range strings.Split(scr.text(), "\n") {
 		if len([]rune(l)) > width {
 			t.Errorf("line wider than the terminal: %q", l)
@@ -322,4 +327,18 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestDiffFlagsPrivilege: a capability request whose RUN makes a file
+// setuid shows a marker above its diff; an ordinary one shows none.
+func TestDiffFlagsPrivilege(t *testing.T) {
+	w := operatortest.New(t, binDir)
+	a := w.StartDetached(t, "shell", "sleep", "600")
+	w.File(t, a, "request", "capability", "--run", "apt-get install -y x && chmod u+s /usr/bin/x", "--reason", "need x")
+	w.Pending(t)
+	_, scr := dash(t, w, dashboard.Options{})
+	txt := scr.waitFor(t, 10*time.Second, "+RUN apt-get install -y x && chmod u+s /usr/bin/x")
+	if !strings.Contains(txt, "! raises privilege: sets a setuid/setgid mode (chmod u+s)") {
+		t.Errorf("the diff view does not flag the setuid:\n%s", txt)
+	}
 }

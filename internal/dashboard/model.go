@@ -20,6 +20,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // Options tune the dashboard; zero values take the defaults.
@@ -546,7 +547,7 @@ func (m *Model) stop(b lifecycle.Row, preserve bool) func() tea.Cmd {
 // attach hands the terminal to `bot-bottle attach`; bubbletea restores the
 // dashboard when it returns (detach or the agent's exit).
 func (m *Model) attach(b lifecycle.Row) tea.Cmd {
-	if b.Status != "running" {
+	if b.Status != sdk.StatusRunning {
 		m.setStatus(fmt.Sprintf("%s is %s, not running; resume it with: %s", b.Identity, b.Status, lifecycle.ResumeCommand(b.Identity)), true)
 		return nil
 	}

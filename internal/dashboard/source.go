@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/reqview"
 )
 
 // Source is what the dashboard reads and does. Every call may block; the
@@ -35,14 +35,7 @@ type Source interface {
 }
 
 // Request is a pending request with what the operator needs to judge it.
-type Request struct {
-	queue.Request
-	Agent string
-	// Diff is the change a capability request makes to the bottle's
-	// Dockerfile, as a unified diff; DiffErr says why there is none.
-	Diff    string
-	DiffErr string
-}
+type Request = reqview.Request
 
 // LifecycleSource is the Source over a lifecycle environment: the flows of
 // `bot-bottle approve`, `deny`, `commit`, `stop` and `attach`.
@@ -59,7 +52,7 @@ type LifecycleSource struct {
 	diffs map[string]diffResult // by request id: a pending request's text never changes
 }
 
-type diffResult struct{ diff, err string }
+type diffResult = reqview.Change
 
 // Bottles implements Source.
 func (s *LifecycleSource) Bottles(ctx context.Context) ([]lifecycle.Row, []error, error) {
@@ -97,7 +90,7 @@ func (s *LifecycleSource) Requests(ctx context.Context) ([]Request, error) {
 		}
 		if r.Kind == queue.KindCapability {
 			d := s.diff(r)
-			req.Diff, req.DiffErr = d.diff, d.err
+			req.Diff, req.DiffErr, req.Raises, req.Warnings = d.Diff, d.DiffErr, d.Raises, d.Warnings
 		}
 		out = append(out, req)
 	}
@@ -110,13 +103,7 @@ func (s *LifecycleSource) diff(r queue.Request) diffResult {
 	if d, ok := s.diffs[r.ID]; ok {
 		return d
 	}
-	var d diffResult
-	base, next, err := s.Env.ProposedDockerfile(r)
-	if err != nil {
-		d.err = err.Error()
-	} else {
-		d.diff = audit.DockerfileDiff(base, next)
-	}
+	d := reqview.Diff(s.Env, r)
 	if s.diffs == nil {
 		s.diffs = map[string]diffResult{}
 	}

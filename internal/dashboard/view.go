@@ -11,6 +11,9 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/internal/reqview"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 var (
@@ -23,6 +26,8 @@ var (
 	addStyle     = lipgloss.NewStyle().Foreground(lipgloss.Color("2"))
 	delStyle     = lipgloss.NewStyle().Foreground(lipgloss.Color("1"))
 	hunkStyle    = lipgloss.NewStyle().Foreground(lipgloss.Color("6"))
+	markStyle    = lipgloss.NewStyle().Foreground(lipgloss.Color("3")).Bold(true)
+	reasonStyle  = lipgloss.NewStyle().Italic(true)
 	headerStyle  = lipgloss.NewStyle().Bold(true).Padding(0, 1)
 	cellStyle    = lipgloss.NewStyle().Padding(0, 1)
 	selFocused   = lipgloss.NewStyle().Reverse(true)
@@ -47,14 +52,16 @@ func bottleCells(b lifecycle.Row, now time.Time) []string {
 	if cwd != "" && b.CopyCwd {
 		cwd += " (copy)"
 	}
-	return []string{b.Identity, b.Agent, b.Backend, b.Status, uptime(b, now), dashIfEmpty(cwd), preserved,
-		dashIfEmpty(b.CommittedImage), dashIfEmpty(strings.Join(b.Egress, ","))}
+	return []string{render.Text(b.Identity), render.Text(b.Agent), render.Text(b.Backend), render.Text(b.Status),
+		uptime(b, now), dashIfEmpty(render.Text(cwd)), preserved,
+		dashIfEmpty(render.Text(b.CommittedImage)), dashIfEmpty(render.Text(strings.Join(b.Egress, ",")))}
 }
 
 var requestHeaders = []string{"REQUEST", "BOTTLE", "KIND", "WHAT", "REASON", "AGE"}
 
 func requestCells(r Request, now time.Time) []string {
-	return []string{r.ID, r.Identity, string(r.Kind), oneLine(r.Summary()), oneLine(r.Reason), age(r.CreatedAt, now)}
+	return []string{render.Text(r.ID), render.Text(r.Identity), render.Text(string(r.Kind)), render.Text(r.Summary()),
+		render.Quoted(r.Reason), age(r.CreatedAt, now)}
 }
 
 func bottleColumns(width int, rows []lifecycle.Row, now time.Time) []table.Column {
@@ -252,7 +259,7 @@ func (m *Model) fit(lines []string, n int) []string {
 func (m *Model) headerLine() string {
 	n := 0
 	for _, b := range m.bottles {
-		if b.Status == "running" {
+		if b.Status == sdk.StatusRunning {
 			n++
 		}
 	}
@@ -293,69 +300,62 @@ func (m *Model) detailPreview() string {
 	}
 	title := titleStyle.Render(" Request "+r.ID+" ") + dimStyle.Render(" (enter: full view)")
 	rem := m.height - m.fixedLines() - m.bt.Height() - 1 - m.rt.Height() - 1
-	body := strings.Split(m.detailText(r, m.width), "\n")
 	if rem < 1 {
 		return title
 	}
+	// The facts come first and are cut, never reordered, when the pane is
+	// short; the reason comes last, folded to what is left.
+	body := m.facts(r, true)
+	if room := rem - len(body); room >= 2 {
+		body = append(body, m.reasonLines(r, m.width, room)...)
+	}
 	if len(body) > rem {
-		body = append(body[:rem-1], dimStyle.Render(fmt.Sprintf("… %d more lines (enter)", len(body)-rem+1)))
+		body = append(body[:rem-1], dimStyle.Render(fmt.Sprintf("… %d more lines (enter: scroll the whole request)", len(body)-rem+1)))
 	}
 	return title + "\n" + strings.Join(body, "\n")
 }
 
-// detailText is everything about one request an operator needs to decide.
-func (m *Model) detailText(r Request, width int) string {
-	var b strings.Builder
-	agent := r.Agent
-	if agent == "" {
-		agent = "?"
-	}
-	fmt.Fprintf(&b, "%s request from %s (agent %s), %s ago\n", r.Kind, r.Identity, agent, age(r.CreatedAt, m.now()))
-	wrap := lipgloss.NewStyle().Width(max(20, width-2))
-	b.WriteString(wrap.Render("reason: "+r.Reason) + "\n")
-	switch r.Kind {
-	case queue.KindEgress:
-		fmt.Fprintf(&b, "host:   %s\n", r.Host)
+var viewStyles = reqview.Styles{
+	Title: titleStyle.Render, Label: dimStyle.Render, File: titleStyle.Render, Hunk: hunkStyle.Render,
+	Add: addStyle.Render, Del: delStyle.Render, Marked: markStyle.Render, Reason: reasonStyle.Render,
+}
+
+// facts are the request's facts, and for an egress request what the bottle
+// is allowed now.
+func (m *Model) facts(r Request, changesOnly bool) []string {
+	out := reqview.Facts(r, m.now(), viewStyles, changesOnly)
+	if r.Kind == queue.KindEgress {
 		for _, row := range m.bottles {
 			if row.Identity == r.Identity {
-				fmt.Fprintf(&b, "allowed now: %s\n", dashIfEmpty(strings.Join(row.Egress, ", ")))
+				out = append(out, dimStyle.Render("allowed now:")+" "+dashIfEmpty(render.Text(strings.Join(row.Egress, ", "))))
 			}
-		}
-	case queue.KindCapability:
-		if r.Diff == "" {
-			if r.DiffErr != "" {
-				fmt.Fprintf(&b, "(no diff: %s)\n", oneLine(r.DiffErr))
-			}
-			if r.Run != "" {
-				b.WriteString("RUN " + r.Run + "\n")
-			} else {
-				b.WriteString(r.Dockerfile)
-			}
-			break
-		}
-		for _, l := range strings.Split(strings.TrimRight(r.Diff, "\n"), "\n") {
-			switch {
-			case strings.HasPrefix(l, "+++"), strings.HasPrefix(l, "---"):
-				b.WriteString(titleStyle.Render(l))
-			case strings.HasPrefix(l, "@@"):
-				b.WriteString(hunkStyle.Render(l))
-			case strings.HasPrefix(l, "+"):
-				b.WriteString(addStyle.Render(l))
-			case strings.HasPrefix(l, "-"):
-				b.WriteString(delStyle.Render(l))
-			default:
-				b.WriteString(l)
-			}
-			b.WriteString("\n")
 		}
 	}
-	return strings.TrimRight(b.String(), "\n")
+	return out
+}
+
+// reasonLines is the reason under its title, folded to at most room lines
+// (0: all of it).
+func (m *Model) reasonLines(r Request, width, room int) []string {
+	fold := 0
+	if room > 0 {
+		fold = max(1, room-1)
+	}
+	return append([]string{dimStyle.Render(reqview.ReasonTitle(r.Reason))}, reqview.Reason(r.Reason, width, fold, viewStyles)...)
+}
+
+// detailText is everything about one request an operator needs to decide:
+// the facts with the whole diff, then the whole reason.
+func (m *Model) detailText(r Request, width int) string {
+	return strings.Join(append(m.facts(r, false), m.reasonLines(r, width, 0)...), "\n")
 }
 
 // statusView is what just happened, and on a line of its own the resume
 // hint of the last action that left a bottle to resume.
 func (m *Model) statusView() []string {
-	s := m.status
+	// The status carries summaries, reasons and the tail of a bottle's
+	// terminal: escaped, like everything else from inside a bottle.
+	s := oneLine(m.status)
 	if s == "" {
 		s = "ready"
 	}
@@ -381,7 +381,7 @@ func (m *Model) statusView() []string {
 		out = append(out, style.Render(strings.TrimRight(l, " ")))
 	}
 	if m.hint != "" {
-		out = append(out, titleStyle.Render("→ "+m.hint))
+		out = append(out, titleStyle.Render("→ "+oneLine(m.hint)))
 	}
 	for len(out) < statusLines {
 		out = append(out, "")
@@ -424,7 +424,7 @@ func (m *Model) enableKeys() {
 }
 
 func uptime(b lifecycle.Row, now time.Time) string {
-	if b.Status != "running" || b.StartedAt == "" {
+	if b.Status != sdk.StatusRunning || b.StartedAt == "" {
 		return "-"
 	}
 	t, err := time.Parse(time.RFC3339, b.StartedAt)
@@ -434,29 +434,9 @@ func uptime(b lifecycle.Row, now time.Time) string {
 	return short(now.Sub(t))
 }
 
-func age(t, now time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return short(now.Sub(t))
-}
+func age(t, now time.Time) string { return reqview.Age(t, now) }
 
-// short renders a duration the way a glance reads it: 42s, 5m07s, 3h12m, 2d4h.
-func short(d time.Duration) string {
-	if d < 0 {
-		d = 0
-	}
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-}
+func short(d time.Duration) string { return reqview.Short(d) }
 
 func plural(n int, what string) string {
 	if n == 1 {
@@ -472,4 +452,4 @@ func dashIfEmpty(s string) string {
 	return s
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+func oneLine(s string) string { return render.OneLine(s) }

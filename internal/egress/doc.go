@@ -4,11 +4,14 @@
 // one-line reason the agent can act on, resolves names itself (so a bottle
 // needs no resolver of its own) and refuses allowed names that resolve to
 // loopback, link-local, metadata and similar addresses unless a rule names
-// that address. Every attempt is written to an event log as one JSON line.
+// that address. Every attempt is written to an event log as one JSON line,
+// with the address dialed next to the name asked for — including requests
+// Go's HTTP server answers itself before any handler runs (reject.go).
 //
 // The rules live in a JSON file (RulesFile) that a Watcher re-reads while the
 // proxy runs, so an approved request takes effect for the next connection.
 //
-// The package imports only the standard library so that the proxy binary
-// stays small and static; Event mirrors sdk.EgressEvent field for field.
+// The package imports only the standard library and internal/render (which
+// imports only the standard library) so that the proxy binary stays small
+// and static; Event mirrors sdk.EgressEvent field for field.
 package egress

@@ -22,6 +22,8 @@ type Event struct {
 	Rule   string `json:"rule,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	Method string `json:"method,omitempty"` // CONNECT, GET, …
+	// Addr is the address dialed (ip:port), once a connection is made.
+	Addr string `json:"addr,omitempty"`
 }
 
 // EventLog writes events as JSON lines. Each event is one Write call, so

@@ -104,6 +104,8 @@ type harness struct {
 	res    *fakeResolver
 	cancel context.CancelFunc
 	done   chan error
+	// dials counts the upstream dials begun under withDialDelay.
+	dials atomic.Int32
 }
 
 // proxyOpts are a test proxy's settings.
@@ -157,6 +159,7 @@ func startProxy(t testing.TB, rules []string, opts ...proxyOpt) *harness {
 	p.dialContext = guard
 	if d := o.dialDelay; d > 0 {
 		p.dialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			h.dials.Add(1)
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():

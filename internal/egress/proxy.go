@@ -12,9 +12,12 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // RefusedHeader carries the one-line reason of a refusal (status 403), so
@@ -164,12 +167,13 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ConnContext: func(c context.Context, _ net.Conn) context.Context {
-			return context.WithValue(c, serveCtxKey{}, ctx)
+		ConnContext: func(c context.Context, conn net.Conn) context.Context {
+			return context.WithValue(context.WithValue(c, serveCtxKey{}, ctx), connKey{}, conn)
 		},
+		ConnState: connState,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(watchListener{Listener: ln, p: p}) }()
 	select {
 	case err := <-errc:
 		p.closeTunnels()
@@ -190,6 +194,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 
 // ServeHTTP handles one proxy request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if wc := watchedOf(r); wc != nil {
+		wc.handled()
+	}
 	if r.Method == http.MethodConnect {
 		p.connect(w, r)
 		return
@@ -224,10 +231,21 @@ func parseTarget(hostport string, defaultPort uint16) (target, error) {
 		err = errors.New("a wildcard is not a host")
 	}
 	if err != nil {
-		return target{}, fmt.Errorf("%.80q: %w", hostport, err)
+		return target{}, &targetError{hostport: hostport, err: err}
 	}
 	return target{name: h.name, addr: h.addr, port: port}, nil
 }
+
+// targetError is a target that does not parse. The client is told the
+// target quoted; the event has the target in its host field and only the
+// cause in its reason, so nothing is quoted twice.
+type targetError struct {
+	hostport string
+	err      error
+}
+
+func (e *targetError) Error() string { return fmt.Sprintf("%.80q: %v", e.hostport, e.err) }
+func (e *targetError) Unwrap() error { return e.err }
 
 // decision is the outcome of checking one attempt.
 type decision struct {
@@ -237,6 +255,7 @@ type decision struct {
 	reason  string // short, for the event log
 	message string // one line, for the client
 	addrs   []netip.AddrPort
+	dialed  string // the address connected to, once it is
 }
 
 // decide checks t against the rules, resolves it and vets the addresses.
@@ -312,6 +331,7 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 		Rule:     d.rule,
 		Reason:   d.reason,
 		Method:   method,
+		Addr:     d.dialed,
 	}
 	if !d.allowed && !p.limits.admitRefused(p.identity, p.events) {
 		return d // over the audit bound: counted, and reported with the next one written
@@ -334,9 +354,14 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 
 // badRequest answers 400 and records the attempt when it names a host.
 func (p *Proxy) badRequest(w http.ResponseWriter, method, host string, err error) {
-	ev := Event{Identity: p.identity, Method: method, Reason: "bad request: " + oneLine(err)}
-	if len(host) <= maxRuleLen {
-		ev.Host = host
+	why := err.Error()
+	var te *targetError
+	if errors.As(err, &te) {
+		why = strings.Replace(why, te.Error(), te.err.Error(), 1)
+	}
+	ev := Event{Identity: p.identity, Method: method, Reason: "bad request: " + oneLine(errors.New(why))}
+	if host != "" {
+		ev.Host, ev.Port = looseHostPort(host)
 	}
 	if p.limits.admitRefused(p.identity, p.events) {
 		if werr := p.limits.write(p.identity, p.events, ev); werr != nil {
@@ -374,16 +399,10 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := connectContext(r)
-	d := p.record(t, r.Method, p.decide(ctx, t))
-	if !d.allowed {
+	upstream, d := p.open(ctx, t, r.Method)
+	if upstream == nil {
 		// Close: a client may already have sent bytes meant for the tunnel.
 		p.reply(w, d.status, d.message, true)
-		return
-	}
-	upstream, err := p.dial(ctx, d.addrs)
-	if err != nil {
-		p.log.Warn("upstream unreachable", "target", t.String(), "error", err)
-		p.reply(w, http.StatusBadGateway, fmt.Sprintf("egress to %s failed: %s", t, oneLine(err)), true)
 		return
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
@@ -393,11 +412,37 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, http.StatusInternalServerError, "egress proxy: cannot take over the connection", true)
 		return
 	}
+	if wc, ok := client.(*watchedConn); ok {
+		client = wc.hijack()
+	}
 	// The server's header deadline must not cut the tunnel.
 	client.SetDeadline(time.Time{})
 	if err := p.startTunnel(client, brw, upstream); err != nil {
 		p.log.Debug("tunnel ended", "target", t.String(), "error", err)
 	}
+}
+
+// open decides t, connects to the first vetted address that answers and
+// records the attempt with the address dialed. It returns the upstream
+// connection, or nil and the refusal to send.
+func (p *Proxy) open(ctx context.Context, t target, method string) (net.Conn, decision) {
+	d := p.decide(ctx, t)
+	if !d.allowed {
+		return nil, p.record(t, method, d)
+	}
+	upstream, err := p.dial(ctx, d.addrs)
+	if err != nil {
+		p.log.Warn("upstream unreachable", "target", t.String(), "error", err)
+		d.reason = "upstream unreachable: " + oneLine(err)
+		p.record(t, method, d)
+		return nil, decision{status: http.StatusBadGateway, message: fmt.Sprintf("egress to %s failed: %s", t, oneLine(err))}
+	}
+	d.dialed = upstream.RemoteAddr().String()
+	if d = p.record(t, method, d); !d.allowed {
+		upstream.Close()
+		return nil, d
+	}
+	return upstream, d
 }
 
 type serveCtxKey struct{}
@@ -450,13 +495,37 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	// do while still reading the answer. A client that is really gone
 	// ends the forward when writing to it fails.
 	ctx := connectContext(r)
-	d := p.record(t, r.Method, p.decide(ctx, t))
-	if !d.allowed {
+	upstream, d := p.open(ctx, t, r.Method)
+	if upstream == nil {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	ctx = context.WithValue(ctx, vettedKey{}, vetted{target: t, addrs: d.addrs})
+	v := vetted{target: t, addrs: d.addrs, first: &firstConn{c: upstream}}
+	defer v.first.close()
+	ctx = context.WithValue(ctx, vettedKey{}, v)
 	p.forwarder.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// firstConn is the connection opened (and audited) for a forwarded
+// request, for the transport's first dial to take.
+type firstConn struct {
+	mu sync.Mutex
+	c  net.Conn
+}
+
+func (f *firstConn) take() net.Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.c
+	f.c = nil
+	return c
+}
+
+// close closes the connection if the transport never took it.
+func (f *firstConn) close() {
+	if c := f.take(); c != nil {
+		c.Close()
+	}
 }
 
 type vettedKey struct{}
@@ -466,12 +535,18 @@ type vettedKey struct{}
 type vetted struct {
 	target target
 	addrs  []netip.AddrPort
+	first  *firstConn
 }
 
 func (p *Proxy) dialVetted(ctx context.Context, _, _ string) (net.Conn, error) {
 	v, ok := ctx.Value(vettedKey{}).(vetted)
 	if !ok || len(v.addrs) == 0 {
 		return nil, errors.New("no vetted address for this request")
+	}
+	if v.first != nil {
+		if c := v.first.take(); c != nil {
+			return &idleConn{Conn: c, idle: p.idleTimeout}, nil
+		}
 	}
 	c, err := p.dial(ctx, v.addrs)
 	if err != nil {
@@ -523,16 +598,5 @@ func (c *idleConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// oneLine keeps an error message to one line for headers and bodies.
-func oneLine(err error) string {
-	b := []byte(err.Error())
-	for i, c := range b {
-		if c < ' ' || c == 0x7f {
-			b[i] = ' '
-		}
-	}
-	if len(b) > 300 {
-		b = append(b[:297], "..."...)
-	}
-	return string(b)
-}
+// oneLine keeps an error message to one line for headers, bodies and events.
+func oneLine(err error) string { return render.Bounded(render.Error(err), 300) }

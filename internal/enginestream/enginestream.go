@@ -8,7 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // Message is one line of an engine stream.
@@ -59,17 +60,4 @@ func (m Message) ImageID() string {
 }
 
 // OneLine joins the non-empty lines of an engine message with "; ".
-func OneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	f := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
-	parts := f[:0]
-	for _, p := range f {
-		if p = strings.TrimSpace(p); p != "" {
-			parts = append(parts, p)
-		}
-	}
-	return strings.Join(parts, "; ")
-}
+func OneLine(s string) string { return render.OneLine(s) }

@@ -7,6 +7,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -80,6 +81,7 @@ func (e *Env) apply(b *bottle, ev Event, p *pluginhost.Plugin) (Outcome, error) 
 	if o.Phase == PhaseStopped || o.Phase == PhaseRemoved {
 		_ = e.Store.RemoveHandle(id)
 		_ = e.Store.ClearDetached(id)
+		_ = e.Store.ClearStopRequest(id)
 		b.rec.Handle, b.rec.Detached = nil, false
 	}
 	if o.Removes() {
@@ -188,7 +190,8 @@ func (e *Env) notify(n Notice) {
 		e.Notify(n)
 		return
 	}
-	fmt.Fprintf(e.Err, "bot-bottle: %s\n", n)
+	// A notice may carry a bottle's or a plugin's words: one escaped line.
+	fmt.Fprintf(e.Err, "bot-bottle: %s\n", render.Bounded(n.String(), render.MessageMax))
 }
 
 func (e *Env) say(format string, args ...any) {

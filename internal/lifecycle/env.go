@@ -23,7 +23,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/state"
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // Env is everything a flow needs. The CLI builds one per invocation.
@@ -97,4 +97,4 @@ func (e *Env) backends() Backends {
 }
 
 // pluginGone reports whether err means the plugin died or stopped answering.
-func pluginGone(err error) bool { return errors.Is(err, sdk.ErrPluginGone) }
+func pluginGone(err error) bool { return errors.Is(err, host.ErrPluginGone) }

@@ -20,6 +20,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/testbackend"
 	"github.com/bot-bottle/bot-bottle/sdk"
 	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // inProcess serves one test backend value over real gRPC in this process,
@@ -35,7 +36,11 @@ func (b inProcess) Start(ctx context.Context, name string) (*pluginhost.Plugin, 
 	}
 	p := backendtest.InProcess(b.t, b.backend)
 	var gone atomic.Bool
-	return pluginhost.InProcess(ctx, name, p.Client, func() { gone.Store(true); p.Kill() }, gone.Load)
+	c, ok := p.Backend.(*host.Client)
+	if !ok {
+		return nil, fmt.Errorf("backendtest.InProcess gave a %T, not a *host.Client", p.Backend)
+	}
+	return pluginhost.InProcess(ctx, name, c, func() { gone.Store(true); p.Kill() }, gone.Load)
 }
 
 func (inProcess) Discover() ([]pluginhost.Found, []error) { return nil, nil }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ type Row struct {
 	Egress    []string `json:"egress"`
 	// InState is false for resources a backend has that no state knows of.
 	InState bool `json:"in_state"`
+	// Orphaned: the backend still has the bottle but no bot-bottle process
+	// holds it and it was not detached on purpose (its holder was killed);
+	// prune removes what it left and keeps its state.
+	Orphaned bool `json:"orphaned,omitempty"`
 }
 
 // BackendReport is what one backend answered, or why it did not.
@@ -155,6 +160,7 @@ func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []e
 		for _, b := range r.Bottles {
 			if b.Identity == m.Identity && b.Status != sdk.StatusSnapshot {
 				row.Status = b.Status
+				row.Orphaned = !e.Store.Held(m.Identity) && !e.isDetached(m.Identity)
 			}
 		}
 		rows = append(rows, row)
@@ -183,6 +189,16 @@ func nonNil(s []string) []string {
 // process holds and that were not started detached. State is kept, so a
 // crashed bottle can still be resumed.
 func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
+	return e.prune(ctx, false)
+}
+
+// PruneDryRun says what Prune would remove, removing nothing: each line
+// is a bottle and the resources its backend lists for it.
+func (e *Env) PruneDryRun(ctx context.Context) ([]string, []error, error) {
+	return e.prune(ctx, true)
+}
+
+func (e *Env) prune(ctx context.Context, dryRun bool) ([]string, []error, error) {
 	metas, err := e.Store.List()
 	if err != nil {
 		return nil, nil, err
@@ -210,8 +226,13 @@ func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
 					continue // an attached process owns it
 				}
 				detached := e.isDetached(b.Identity)
-				if detached && b.Status == "running" {
+				if detached && b.Status == sdk.StatusRunning {
 					unlock()
+					continue
+				}
+				if dryRun {
+					unlock()
+					removed = append(removed, wouldRemove(b, false))
 					continue
 				}
 				gone, err := e.stopOne(ctx, r.Name, b, false)
@@ -223,11 +244,28 @@ func (e *Env) Prune(ctx context.Context) ([]string, []error, error) {
 				continue
 			}
 			// No state: nothing can resume it, so its snapshots go too.
+			if dryRun {
+				removed = append(removed, wouldRemove(b, true))
+				continue
+			}
 			gone, err := e.stopOne(ctx, r.Name, b, true)
 			removed, errs = append(removed, gone...), appendErr(errs, err)
 		}
 	}
 	return removed, errs, nil
+}
+
+func wouldRemove(b sdk.Bottle, snapshots bool) string {
+	what := append([]string(nil), b.Resources...)
+	if snapshots {
+		for _, s := range b.Snapshots {
+			what = append(what, "snapshot "+s)
+		}
+	}
+	if len(what) == 0 {
+		what = []string{"its " + b.Status + " bottle"}
+	}
+	return b.Identity + ": " + strings.Join(what, ", ")
 }
 
 // closeOrphan forgets the open launch of a bottle whose backend resources

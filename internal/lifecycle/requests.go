@@ -218,9 +218,8 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 			return Decision{}, err
 		}
 	}
-	// The handle as loaded: the transition closes the launch in the record.
-	h := b.rec.Handle
-	if _, err := e.apply(b, EvCapApproved, nil); err != nil {
+	// Kept first, so that a session ending meanwhile keeps the bottle.
+	if err := e.Store.MarkPreserved(id); err != nil {
 		return Decision{}, err
 	}
 	e.record(agent, audit.Event{Identity: id, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
@@ -229,7 +228,11 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 		Fields: map[string]any{"why": "capability change approved"}})
 
 	d := Decision{Request: r, Preserved: true, Notes: prop.Warnings}
+	h := b.rec.Handle
 	if h == nil {
+		if _, err := e.apply(b, EvCapApproved, nil); err != nil {
+			return d, err
+		}
 		d.Notes = append(d.Notes, fmt.Sprintf("%s is not running; the change applies when you resume it", id))
 		return d, nil
 	}
@@ -250,17 +253,25 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	}
 	e.record(agent, audit.Event{Identity: id, Kind: audit.KindStop, Actor: decidedBy, RequestID: r.ID,
 		Fields: map[string]any{"why": "rebuild for approved capability request"}})
-	sctx, cancel := context.WithTimeout(ctx, stopTimeout)
-	defer cancel()
-	if _, err := p.Backend.Stop(sctx, sdk.StopRequest{Handle: h, Identity: id}); err != nil {
-		return d, p.Wrap(fmt.Errorf("approved, but stopping %s failed: %w", id, err))
+	unlock, err := e.Store.Lock(id)
+	if errors.Is(err, state.ErrLocked) {
+		// A bot-bottle process is attached: it ends its session, and its
+		// teardown is the only one.
+		if err := e.Store.RequestStop(id); err != nil {
+			return d, fmt.Errorf("approved, but cannot ask %s's session to end: %w", id, err)
+		}
+		return d, nil
 	}
-	// When no bot-bottle process is attached, nobody else will close the
-	// launch; do it here.
-	if unlock, err := e.Store.Lock(id); err == nil {
-		_ = e.Store.RemoveHandle(id)
-		_ = e.Store.ClearDetached(id)
-		unlock()
+	if err != nil {
+		return d, err
+	}
+	defer unlock()
+	if b, err = e.load(id); err != nil {
+		return d, err
+	}
+	b.agent = agent
+	if _, err := e.apply(b, EvCapApproved, p); err != nil {
+		return d, fmt.Errorf("approved, but stopping %s failed: %w", id, err)
 	}
 	return d, nil
 }

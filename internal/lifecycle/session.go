@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -33,6 +35,7 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	if err != nil {
 		return 0, e.launchFailed(ctx, s, err, nil)
 	}
+
 	pctx, cancel := context.WithTimeout(ctx, prepareTimeout)
 	plan, err := p.Backend.Prepare(pctx, spec)
 	cancel()
@@ -40,9 +43,14 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 		return 0, e.launchFailed(ctx, s, e.Plugins.Block(s.meta.Backend).Locate(p.Wrap(err)), p)
 	}
 	e.preflight(s, p, plan)
+	e.halt(HaltPrepared)
 
 	prog := newProgress(e.Err)
-	handle, err := p.Backend.Launch(ctx, spec, plan, prog.show)
+	var building sync.Once
+	handle, err := p.Backend.Launch(ctx, spec, plan, func(ev sdk.Progress) {
+		building.Do(func() { e.halt(HaltBuilding) })
+		prog.show(ev)
+	})
 	prog.done()
 	if err != nil {
 		return 0, e.launchFailed(ctx, s, p.Wrap(err), p)
@@ -55,6 +63,16 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	if _, err := e.apply(s.b, EvLaunched, p); err != nil {
 		return 0, err
 	}
+	if s.meta.TTY != spec.TTY {
+		// Recorded once the launch came up: a failed resume changes nothing.
+		m, err := e.Store.UpdateMetadata(ctx, id, func(m *state.Metadata) error { m.TTY = spec.TTY; return nil })
+		if err != nil {
+			e.warn("%v", err)
+		} else {
+			s.meta, s.b.rec.Meta = m, m
+		}
+	}
+	e.halt(HaltLaunched)
 	// This image source came up: it is what revert goes back to.
 	built := state.Built{CommittedImage: spec.CommittedImage}
 	if spec.BottleDockerfile != "" {
@@ -86,9 +104,18 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 // session ends, applies its end.
 func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin, h sdk.Handle) (int, error) {
 	id := b.id()
-	stopWatch := e.watchRequests(ctx, id)
-	st, err := e.attach(ctx, p, h)
+	actx, stopNow := context.WithCancel(ctx)
+	defer stopNow()
+	stopWatch := e.watchRequests(actx, id)
+	asked := e.watchStopRequest(actx, id, stopNow)
+	e.halt(HaltAttached)
+	st, err := e.attach(actx, p, h, b.rec.Meta.TTY)
 	stopWatch()
+	if asked.Load() {
+		// An approval asked this session to end: its teardown is the one.
+		e.closeSession(b, EvCapApproved, p)
+		return 1, nil
+	}
 	if err == nil && st.Detached {
 		if _, aerr := e.apply(b, EvDetached, p); aerr != nil {
 			return 0, aerr
@@ -109,9 +136,35 @@ func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin
 		return 0, p.Wrap(err)
 	}
 	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"exit_code": st.Code}})
+	e.say("%s exited with code %d", id, st.Code)
 	e.closeSession(b, EvExited, p)
 	return st.Code, nil
 }
+
+// watchStopRequest ends the attached session (through stop) when another
+// process asks it to with Store.RequestStop; the returned flag says it did.
+func (e *Env) watchStopRequest(ctx context.Context, id string, stop func()) *atomic.Bool {
+	var asked atomic.Bool
+	go func() {
+		t := time.NewTicker(stopRequestPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if yes, _ := e.Store.StopRequested(id); yes {
+				asked.Store(true)
+				stop()
+				return
+			}
+		}
+	}()
+	return &asked
+}
+
+const stopRequestPoll = 200 * time.Millisecond
 
 // launchFailed closes a session whose bottle never came up. A new bottle
 // goes with everything it made; a resumed one is kept byte for byte as it
@@ -198,8 +251,9 @@ func (e *Env) watchRequests(ctx context.Context, id string) (stop func()) {
 			}
 			e.auditIngested(reqs, refused)
 			for _, r := range reqs {
-				fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s (%s)\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
-					id, r.Kind, r.Summary(), r.Reason, r.ID, r.ID)
+				rid := render.Text(r.ID)
+				fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s, saying %s\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",
+					id, render.Text(string(r.Kind)), render.Text(r.Summary()), render.Quoted(r.Reason), rid, rid)
 			}
 		}
 	}()
@@ -241,15 +295,25 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 }
 
 // attach connects the user's terminal (or pipes) to the bottle.
-func (e *Env) attach(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle) (sdk.ExitStatus, error) {
+// The terminal is put in raw mode only when both sides are terminals: a
+// bottle launched without one gets the operator's input a line at a time,
+// and Ctrl-P Ctrl-Q (then Enter) still detaches.
+func (e *Env) attach(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle, bottleTTY bool) (sdk.ExitStatus, error) {
 	actx, detach := context.WithCancel(ctx)
 	defer detach()
 	// Set from the stdin goroutine when the user types the detach keys.
 	var userDetached atomic.Bool
-	tty := isTerminal(e.In)
+	userTerm := isTerminal(e.In)
+	tty := userTerm && bottleTTY
 	streams := sdk.AttachStreams{Stdout: e.Out, Stderr: e.Err}
-	req := sdk.AttachRequest{Handle: h, TTY: tty, Stdin: e.In != nil}
-	if tty {
+	req := sdk.AttachRequest{Handle: h, TTY: bottleTTY, Stdin: e.In != nil}
+	if userTerm && !bottleTTY {
+		e.say("%s has no terminal (it was launched without one): what you type is sent a line at a time; Ctrl-P Ctrl-Q then Enter detaches", h.Identity)
+		streams.Stdin = &term.DetachReader{R: e.In, OnDetach: func() {
+			userDetached.Store(true)
+			detach()
+		}}
+	} else if tty {
 		restore, err := term.Raw(e.In)
 		if err != nil {
 			return sdk.ExitStatus{}, fmt.Errorf("terminal raw mode: %w", err)

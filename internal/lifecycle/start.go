@@ -72,6 +72,7 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		_, _ = e.apply(b, EvLaunchFailed, nil)
 		return 0, err
 	}
+	e.halt(HaltMinted)
 	cmd := o.Command
 	if len(cmd) == 0 {
 		cmd = agent.Command
@@ -171,6 +172,11 @@ func resolveCwd(cwd string, copyCwd bool) (string, error) {
 	return abs, nil
 }
 
+// tty decides whether the agent gets a terminal: when the operator is on
+// one, and always for a detached bottle, which a later attach from a
+// terminal expects to find on one (as `docker run -dit` does).
+func (s session) tty(e *Env) bool { return s.detach || isTerminal(e.In) }
+
 // session is one launch of a bottle, from Prepare to cleanup.
 type session struct {
 	b       *bottle
@@ -195,9 +201,8 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		Cwd:          s.meta.Cwd,
 		CopyCwd:      s.meta.CopyCwd,
 		Egress:       s.meta.Egress,
-		Config:       e.Plugins.Block(s.meta.Backend).Config,
 		Command:      s.command,
-		TTY:          isTerminal(e.In),
+		TTY:          s.tty(e),
 		Resume:       s.resume,
 		Detach:       s.detach,
 		HelperBinary: e.HelperBinary,
@@ -214,8 +219,12 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 	if spec.QueueDir, err = e.queueDir(id); err != nil {
 		return sdk.Spec{}, err
 	}
-	if spec.EgressLog, err = audit.Open(e.Home).EgressPath(id); err != nil {
-		return sdk.Spec{}, err
+	// Only a backend that reports connection attempts gets a log to append
+	// them to (sdk.CapEgressAudit).
+	if s.plugin != nil && s.plugin.Info.Has(sdk.CapEgressAudit) {
+		if spec.EgressLog, err = audit.Open(e.Home).EgressPath(id); err != nil {
+			return sdk.Spec{}, err
+		}
 	}
 	var missing []string
 	for _, name := range a.Env {

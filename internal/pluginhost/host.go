@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,6 +25,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // BinaryPrefix starts the file name of every backend plugin.
@@ -452,7 +452,7 @@ type Plugin struct {
 	Path    string
 	Source  string // Found.Source: where the binary came from
 	Info    sdk.Info
-	Backend *sdk.Client
+	Backend *host.Client
 	// Protocol is the go-plugin protocol version negotiated.
 	Protocol int
 	client   *plugin.Client
@@ -465,7 +465,7 @@ type Plugin struct {
 // InProcess wraps a backend served in this process (backendtest.InProcess)
 // as a Plugin named name, asking it for its Info as Start does. close ends
 // it; exited reports whether it is gone.
-func InProcess(ctx context.Context, name string, c *sdk.Client, close func(), exited func() bool) (*Plugin, error) {
+func InProcess(ctx context.Context, name string, c *host.Client, close func(), exited func() bool) (*Plugin, error) {
 	ictx, cancel := context.WithTimeout(ctx, InfoTimeout)
 	defer cancel()
 	info, err := c.Info(ictx)
@@ -582,17 +582,15 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		logger = hclog.NewNullLogger()
 	}
 	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(), "BOT_BOTTLE_PLUGIN_LOG_LEVEL="+logLevelName(logger))
+	cmd.Env = append(os.Environ(), sdk.EnvLogLevel+"="+logLevelName(logger))
 	if id := HomeID(h.Home); id != "" {
 		cmd.Env = append(cmd.Env, sdk.EnvHomeID+"="+id)
 	}
 	if len(config) > 0 {
 		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(config))
 	}
-	// Its own process group: a Ctrl-C at the terminal is for the agent or for
-	// bot-bottle, which tears down in order; it must not kill the plugin first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cfg := sdk.ClientConfig(cmd, logger.Named(name))
+	cmd.SysProcAttr = pluginSysProcAttr()
+	cfg := host.ClientConfig(cmd, logger.Named(name))
 	cfg.StartTimeout = InfoTimeout
 	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}
 	if sum != "" {
@@ -603,7 +601,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: b, Hash: sha256.New()}
 	}
 	pc := plugin.NewClient(cfg)
-	client, proto, err := sdk.Dispense(pc)
+	client, proto, err := host.Dispense(pc)
 	if err != nil {
 		pc.Kill()
 		return nil, &startError{stepStart, err}

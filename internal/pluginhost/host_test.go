@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // buildTestPlugin builds the core's test backend as a real plugin binary.
@@ -79,7 +80,7 @@ func TestChecksumPin(t *testing.T) {
 		t.Fatalf("right pin: %v", err)
 	}
 	defer p.Close()
-	if p.Info.Name != "test" || p.Protocol != 1 {
+	if p.Info.Name != "test" || p.Protocol != sdk.ProtocolVersion {
 		t.Fatalf("info %+v protocol %d", p.Info, p.Protocol)
 	}
 }

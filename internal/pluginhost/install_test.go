@@ -13,6 +13,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // buildNamed builds internal/namedplugin calling itself name and speaking
@@ -60,7 +61,7 @@ func TestInstallLockAndRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := fileSHA256(src)
-	if in.Name != "test" || in.Protocol != 1 || in.SHA256 != want || in.Path != filepath.Join(h.Home, "plugins", BinaryPrefix+"test") {
+	if in.Name != "test" || in.Protocol != sdk.ProtocolVersion || in.SHA256 != want || in.Path != filepath.Join(h.Home, "plugins", BinaryPrefix+"test") {
 		t.Fatalf("installed %+v", in)
 	}
 	if e, ok := lockOf(t, h).Get("test"); !ok || e.SHA256 != want || e.Version != in.Version || len(e.APIVersions) != 1 {

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
 // Limits on what a bottle may send. A request is read by a human, so anything
@@ -43,26 +44,34 @@ type Submission struct {
 }
 
 var (
-	identityRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	requestRE  = regexp.MustCompile(`^([a-z0-9][a-z0-9-]{0,62})-[a-z0-9]{6}$`)
-	tokenRE    = regexp.MustCompile(`^[a-z0-9]{16,64}$`)
-	labelRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	requestSuffixRE = regexp.MustCompile(`^[a-z0-9]{6}$`)
+	tokenRE         = regexp.MustCompile(`^[a-z0-9]{16,64}$`)
+	labelRE         = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 )
 
-// ValidIdentity reports whether s is a well-formed bottle identity. It keeps
-// identities usable as a single path component.
-func ValidIdentity(s string) bool { return identityRE.MatchString(s) }
+// ValidIdentity reports whether s is a well-formed bottle identity (the one
+// rule, sdk/names). It keeps identities usable as a single path component.
+func ValidIdentity(s string) bool { return names.Valid(s) }
 
 // ValidToken reports whether s is a well-formed client token.
 func ValidToken(s string) bool { return tokenRE.MatchString(s) }
 
 // identityOf returns the identity part of a request id.
 func identityOf(id string) (string, error) {
-	m := requestRE.FindStringSubmatch(id)
-	if m == nil {
+	identity, suffix, ok := cutLast(id, "-")
+	if !ok || !names.Valid(identity) || !requestSuffixRE.MatchString(suffix) {
 		return "", fmt.Errorf("invalid request id %q: want <identity>-<6 chars of [a-z0-9]>", id)
 	}
-	return m[1], nil
+	return identity, nil
+}
+
+// cutLast is strings.Cut at the last sep.
+func cutLast(s, sep string) (before, after string, ok bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
 }
 
 // ParseRequest parses and validates one untrusted inbox file for the bottle

@@ -8,32 +8,29 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 const (
-	// MaxIdentityLen bounds identities and user-given names.
-	MaxIdentityLen = 64
-	// maxSlugLen leaves room for the "-xxxxx" suffix well inside MaxIdentityLen.
-	maxSlugLen  = 40
-	suffixLen   = 5
-	mintRetries = 100
+	// MaxIdentityLen bounds identities and user-given names (sdk.MaxNameLen).
+	MaxIdentityLen = sdk.MaxNameLen
+	suffixLen      = sdk.IdentitySuffixLen
+	mintRetries    = 100
 )
 
 // suffixSpace is 36^5: every 5-character base36 string.
 var suffixSpace = big.NewInt(36 * 36 * 36 * 36 * 36)
 
-const nameRule = "must be lower-case letters, digits and '-' (1-64 characters, not starting with '-')"
-
-// ValidateIdentity refuses anything that is not a safe identity: empty, longer
-// than 64 bytes, a leading '-', or any byte outside [a-z0-9-] (which rules
-// out "/", "..", spaces and upper case). The error wraps ErrInvalidIdentity
-// and is one line even for hostile input.
+// ValidateIdentity refuses anything that is not a safe identity
+// (sdk.ValidIdentity: which rules out "/", "..", spaces and upper case). The
+// error wraps ErrInvalidIdentity and is one line even for hostile input.
 func ValidateIdentity(id string) error {
-	if validName(id) {
+	if sdk.ValidIdentity(id) {
 		return nil
 	}
 	return &stateError{
-		msg:      fmt.Sprintf("invalid identity %q: %s", id, nameRule),
+		msg:      fmt.Sprintf("invalid identity %q: %s", id, sdk.NameRule),
 		sentinel: ErrInvalidIdentity,
 	}
 }
@@ -42,60 +39,17 @@ func ValidateIdentity(id string) error {
 // agent or plugin name; kind says what it is ("agent name", "plugin name")
 // for the message. The error wraps ErrInvalidName.
 func ValidateName(kind, name string) error {
-	if validName(name) {
+	if sdk.ValidName(name) {
 		return nil
 	}
 	return &stateError{
-		msg:      fmt.Sprintf("invalid %s %q: %s", kind, name, nameRule),
+		msg:      fmt.Sprintf("invalid %s %q: %s", kind, name, sdk.NameRule),
 		sentinel: ErrInvalidName,
 	}
 }
 
-func validName(s string) bool {
-	if s == "" || len(s) > MaxIdentityLen || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isNameByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func isNameByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
-}
-
-// Slug turns an agent name into the prefix of its identities: lower case,
-// every run of characters outside [a-z0-9] collapsed to one '-', no '-' at
-// either end, at most 40 characters, and "bottle" when nothing is left.
-func Slug(agent string) string {
-	var b strings.Builder
-	dash := false
-	for _, r := range strings.ToLower(agent) {
-		if r < 0x80 && isNameByte(byte(r)) && r != '-' {
-			if dash && b.Len() > 0 {
-				b.WriteByte('-')
-			}
-			dash = false
-			b.WriteRune(r)
-			if b.Len() >= maxSlugLen {
-				break
-			}
-			continue
-		}
-		dash = true
-	}
-	s := strings.TrimRight(b.String(), "-")
-	if len(s) > maxSlugLen {
-		s = strings.TrimRight(s[:maxSlugLen], "-")
-	}
-	if s == "" {
-		return "bottle"
-	}
-	return s
-}
+// Slug turns an agent name into the prefix of its identities (sdk.Slug).
+func Slug(agent string) string { return sdk.Slug(agent) }
 
 // Mint creates a new identity <Slug(agent)>-<5 random base36 characters> and
 // reserves it by creating its state directory with os.Mkdir, which succeeds

@@ -4,63 +4,37 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
 )
 
-var identityRE = regexp.MustCompile(`^[a-z0-9-]+-[a-z0-9]{5}$`)
+// minted reports whether id has the shape Mint gives: <slug>-<5 base36>.
+func minted(id, slug string) bool {
+	suffix, ok := strings.CutPrefix(id, slug+"-")
+	return ok && ValidateIdentity(id) == nil && len(suffix) == 5 && strings.Trim(suffix, "0123456789abcdefghijklmnopqrstuvwxyz") == ""
+}
 
+// TestValidateIdentity runs the one name rule's table (sdk/backendtest)
+// against the state dir's guard, and checks its errors.
 func TestValidateIdentity(t *testing.T) {
-	cases := []struct {
-		id string
-		ok bool
-	}{
-		{"claude-7k2qz", true},
-		{"a", true},
-		{"0", true},
-		{"a-", true},
-		{"shell-00000", true},
-		{strings.Repeat("a", 64), true},
-		{"", false},
-		{"/", false},
-		{"..", false},
-		{".", false},
-		{"../x", false},
-		{"x/../y", false},
-		{"/etc", false},
-		{"Claude-abcde", false},
-		{"CLAUDE", false},
-		{"a b", false},
-		{"a_b", false},
-		{"a.b", false},
-		{"-a", false},
-		{"-", false},
-		{"a\nb", false},
-		{"a\x00b", false},
-		{"é", false},
-		{"claude-7k2qz ", false},
-		{strings.Repeat("a", 65), false},
-	}
-	for _, c := range cases {
-		t.Run(fmt.Sprintf("%q", c.id), func(t *testing.T) {
-			err := ValidateIdentity(c.id)
-			if c.ok {
-				if err != nil {
-					t.Fatalf("ValidateIdentity(%q) = %v, want nil", c.id, err)
-				}
-				return
-			}
-			if !errors.Is(err, ErrInvalidIdentity) {
-				t.Fatalf("ValidateIdentity(%q) = %v, want ErrInvalidIdentity", c.id, err)
-			}
-			assertOneLine(t, err)
-			want := fmt.Sprintf("invalid identity %q: must be lower-case letters, digits and '-'", c.id)
-			if !strings.HasPrefix(err.Error(), want) {
-				t.Errorf("message %q does not start with %q", err, want)
-			}
-		})
+	backendtest.CheckNameRule(t, func(id string) bool { return ValidateIdentity(id) == nil })
+	backendtest.CheckNameRule(t, func(n string) bool { return ValidateName("agent name", n) == nil })
+	for _, c := range backendtest.NameCases {
+		if c.Valid {
+			continue
+		}
+		err := ValidateIdentity(c.Name)
+		if !errors.Is(err, ErrInvalidIdentity) {
+			t.Fatalf("ValidateIdentity(%q) = %v, want ErrInvalidIdentity", c.Name, err)
+		}
+		assertOneLine(t, err)
+		want := fmt.Sprintf("invalid identity %q: must be lower-case letters, digits and '-'", c.Name)
+		if !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("message %q does not start with %q", err, want)
+		}
 	}
 }
 
@@ -117,7 +91,7 @@ func TestMintFormatAndReservation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !identityRE.MatchString(id) || !strings.HasPrefix(id, "claude-code-") {
+	if !minted(id, "claude-code") {
 		t.Fatalf("minted %q, want claude-code-xxxxx", id)
 	}
 	fi, err := os.Lstat(s.Dir(id))

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/gofrs/flock"
 )
@@ -47,6 +50,8 @@ func (s *Store) Lock(id string) (unlock func(), err error) {
 		held, herr := fl.Stat()
 		cur, cerr := os.Lstat(path)
 		if herr == nil && cerr == nil && os.SameFile(held, cur) {
+			// Who holds it, for Held: a reader that must not take the lock.
+			_ = os.WriteFile(path+".pid", []byte(strconv.Itoa(os.Getpid())), filePerm)
 			var once sync.Once
 			return func() { once.Do(func() { s.release(id, path, fl) }) }, nil
 		}
@@ -55,10 +60,34 @@ func (s *Store) Lock(id string) (unlock func(), err error) {
 	return nil, fmt.Errorf("lock %s (%s): lock file keeps changing", id, path)
 }
 
+// Held reports whether a live process holds the bottle's lock, without
+// taking it (list and the dashboard ask often, and must never make a
+// starting or attaching process fail to get it). A holder that died (kill
+// -9) holds nothing: the kernel released its lock.
+func (s *Store) Held(id string) bool {
+	if ValidateIdentity(id) != nil {
+		return false
+	}
+	data, err := os.ReadFile(filepath.Join(s.home, "locks", id+".lock.pid"))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	if pid == os.Getpid() {
+		return true
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 // release drops the lock. When the bottle has no state any more the lock file
 // is unlinked first, while still held, so lock files do not pile up; Lock's
 // same-file check keeps that safe against a concurrent locker.
 func (s *Store) release(id, path string, fl *flock.Flock) {
+	_ = os.Remove(path + ".pid")
 	if _, err := os.Lstat(s.Dir(id)); errors.Is(err, os.ErrNotExist) {
 		_ = os.Remove(path)
 	}

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // SchemaVersion is the metadata.json schema this package writes. Readers
@@ -37,6 +39,9 @@ type Metadata struct {
 	StartedAt     string   `json:"started_at"` // RFC 3339
 	Backend       string   `json:"backend"`    // "" in old files reads as "docker"
 	Egress        []string `json:"egress,omitempty"`
+	// TTY: the agent runs on a terminal (the last launch asked for one).
+	// Attach puts the operator's terminal in raw mode only for such a bottle.
+	TTY bool `json:"tty,omitempty"`
 }
 
 // WriteMetadata atomically writes m as the metadata of bottle m.Identity,
@@ -170,7 +175,7 @@ func (s *Store) Identities() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if e.IsDir() && validName(e.Name()) {
+		if e.IsDir() && sdk.ValidIdentity(e.Name()) {
 			ids = append(ids, e.Name())
 		}
 	}

@@ -140,7 +140,7 @@ func checkMinted(t *testing.T, home string, ids []string, n int) {
 	}
 	seen := map[string]bool{}
 	for _, id := range ids {
-		if !identityRE.MatchString(id) || !strings.HasPrefix(id, "claude-") {
+		if !minted(id, "claude") {
 			t.Errorf("identity %q does not look like claude-xxxxx", id)
 		}
 		if seen[id] {

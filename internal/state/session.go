@@ -7,7 +7,23 @@ import (
 	"path/filepath"
 )
 
-const detachedFile = ".detached"
+const (
+	detachedFile      = ".detached"
+	stopRequestedFile = ".stop-requested"
+)
+
+// RequestStop asks the process attached to the bottle to end its session
+// (an approval that rebuilds it), so that the one teardown is that
+// session's own.
+func (s *Store) RequestStop(id string) error { return s.writeFile(id, stopRequestedFile, nil) }
+
+// StopRequested reports whether RequestStop was called since the launch.
+func (s *Store) StopRequested(id string) (bool, error) { return s.hasMarker(id, stopRequestedFile) }
+
+// ClearStopRequest removes the request; absence is not an error.
+func (s *Store) ClearStopRequest(id string) error {
+	return s.removeFile(id, stopRequestedFile, "stop request")
+}
 
 // MarkDetached records that the bottle runs with no bot-bottle process
 // attached on purpose (started with --detach, or the user detached), so that

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/render"
 )
 
 // Supervisor applies a policy to the pending requests of one bot-bottle home.
@@ -147,6 +148,7 @@ func (s *Supervisor) tell(id string) {
 
 func (s *Supervisor) printf(format string, args ...any) {
 	if s.Out != nil {
-		fmt.Fprintf(s.Out, "bot-bottle supervise: "+format+"\n", args...)
+		// Summaries and reasons come from bottles: one escaped line each.
+		fmt.Fprintf(s.Out, "bot-bottle supervise: %s\n", render.Bounded(fmt.Sprintf(format, args...), render.MessageMax))
 	}
 }

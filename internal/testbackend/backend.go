@@ -81,6 +81,9 @@ func (b *backend) dir() string { return filepath.Join(b.root, "bottles") }
 
 func (b *backend) path(id, ext string) string { return filepath.Join(b.dir(), id+ext) }
 
+// checkIdentity keeps anything but a valid identity from naming a file.
+func checkIdentity(id string) error { return sdk.CheckName("identity", id) }
+
 func (b *backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
 		Name: "test", Version: Version, APIVersions: []string{sdk.APIVersion},
@@ -92,6 +95,9 @@ func (b *backend) Info(context.Context) (sdk.Info, error) {
 func (b *backend) Prepare(_ context.Context, spec sdk.Spec) (sdk.Plan, error) {
 	if b.root == "" {
 		return sdk.Plan{}, errors.New("BB_TESTPLUGIN_ROOT is not set")
+	}
+	if err := checkIdentity(spec.Identity); err != nil {
+		return sdk.Plan{}, err
 	}
 	src := "agent image " + spec.Agent.Image
 	if spec.Agent.Dockerfile != "" {
@@ -117,6 +123,9 @@ func orNone(s string) string {
 }
 
 func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progress func(sdk.Progress)) (sdk.Handle, error) {
+	if err := checkIdentity(spec.Identity); err != nil {
+		return sdk.Handle{}, err
+	}
 	if err := os.MkdirAll(b.dir(), 0o700); err != nil {
 		return sdk.Handle{}, err
 	}
@@ -168,6 +177,9 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 
 func (b *backend) load(id string) (record, map[string]string, error) {
 	var rec record
+	if err := checkIdentity(id); err != nil {
+		return rec, nil, err
+	}
 	data, err := os.ReadFile(b.path(id, ".json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return rec, nil, fmt.Errorf("bottle %s: %w", id, sdk.ErrNotFound)
@@ -356,8 +368,8 @@ func (b *backend) Stop(_ context.Context, req sdk.StopRequest) ([]string, error)
 	if req.Handle != nil && req.Handle.Identity != "" {
 		id = req.Handle.Identity
 	}
-	if id == "" {
-		return nil, errors.New("stop: no identity")
+	if err := checkIdentity(id); err != nil {
+		return nil, fmt.Errorf("stop: %w", err)
 	}
 	var removed []string
 	if pid, ok := b.pid(id); ok && alive(pid) {
@@ -400,11 +412,11 @@ func (b *backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		if err != nil {
 			continue
 		}
-		status := "created"
+		status := sdk.StatusCreated
 		if pid, ok := b.pid(id); ok {
-			status = "exited"
+			status = sdk.StatusExited
 			if alive(pid) {
-				status = "running"
+				status = sdk.StatusRunning
 			}
 		}
 		h := sdk.Handle{Version: 1, Backend: "test", Identity: id, Data: []byte(id)}

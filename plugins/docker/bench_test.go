@@ -122,7 +122,7 @@ func BenchmarkEgressDownload100MiB(b *testing.B) {
 	spec := e.spec(a, id, "sleep", "3600")
 	spec.Detach = true
 	spec.Egress = []string{"big.bb.test:80"}
-	spec.Config = e.config(map[string]any{"egress_networks": []string{tn.name}})
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
 	_, h, _ := e.launch(ctx, spec)
 	defer e.stop(ctx, sdk.StopRequest{Handle: &h})
 	// The direct side: the bottle's own image, on the upstream's network.

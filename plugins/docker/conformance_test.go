@@ -19,9 +19,8 @@ import (
 func TestConformance(t *testing.T) {
 	e := newEnv(t)
 	backendtest.RunConformance(t, backendtest.Harness{
-		New:    func(t testing.TB) sdk.Backend { return backendtest.Start(t, pluginBin) },
-		Agent:  e.agent("conf"),
-		Config: e.config(nil),
+		New:   func(t testing.TB) sdk.Backend { return backendtest.Start(t, pluginBin, e.configEnv(nil)) },
+		Agent: e.agent("conf"),
 		Leftovers: func(ctx context.Context, identity string) ([]string, error) {
 			all, err := testenv.Labelled(ctx, e.cli, sdk.LabelIdentity, identity)
 			var left []string

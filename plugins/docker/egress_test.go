@@ -114,7 +114,7 @@ func TestEgressBottle(t *testing.T) {
 	spec.Detach = true
 	spec.Egress = []string{"allowed.bb.test:80"}
 	spec.Env = map[string]string{"BB_TOKEN": secretValue}
-	spec.Config = e.config(map[string]any{"egress_networks": []string{tn.name}})
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
 	logDir := filepath.Join(t.TempDir(), "egress")
 	if err := os.Mkdir(logDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestEgressBottle(t *testing.T) {
 				t.Errorf("List resources %s lack %s", res, r)
 			}
 		}
-		if b.Status != "running" {
+		if b.Status != sdk.StatusRunning {
 			t.Errorf("listed status %q", b.Status)
 		}
 	}
@@ -375,8 +375,7 @@ func TestEgressPrepareErrors(t *testing.T) {
 	} {
 		s := e.spec(a, "prep-bbbbb", "true")
 		s.Egress = tc.egress
-		s.Config = e.config(tc.config)
-		_, err := e.p.be.Prepare(ctx, s)
+		_, err := e.startPlugin(tc.config).be.Prepare(ctx, s)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: %v, want one line mentioning %q", name, err, tc.want)
 		}

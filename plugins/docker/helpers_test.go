@@ -25,6 +25,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/syncbuf"
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // pluginBin is the plugin binary TestMain builds, the same way `make build`
@@ -69,7 +70,7 @@ func (b *syncBuffer) waitFor(t testing.TB, s string, d time.Duration) {
 // pluginProc is one running plugin process.
 type pluginProc struct {
 	client *plugin.Client
-	be     *sdk.Client
+	be     *host.Client
 	logs   *syncBuffer
 }
 
@@ -86,7 +87,7 @@ func startPluginAt(t testing.TB, path string, env ...string) *pluginProc {
 	logs := &syncBuffer{}
 	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), env...)
-	c := plugin.NewClient(sdk.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{
+	c := plugin.NewClient(host.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{
 		Name: "plugin-host", Output: logs, Level: hclog.Debug,
 	})))
 	t.Cleanup(func() {
@@ -95,7 +96,7 @@ func startPluginAt(t testing.TB, path string, env ...string) *pluginProc {
 			t.Logf("plugin logs:\n%s", logs.String())
 		}
 	})
-	be, v, err := sdk.Dispense(c)
+	be, v, err := host.Dispense(c)
 	if err != nil {
 		t.Fatalf("start plugin: %v", err)
 	}
@@ -117,17 +118,37 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	cli := testenv.RequireDocker(t)
 	t.Parallel()
-	return &env{t: t, cli: cli, label: testenv.RunID(t, cli), p: startPlugin(t)}
+	e := &env{t: t, cli: cli, label: testenv.RunID(t, cli)}
+	e.p = e.startPlugin(nil)
+	return e
 }
 
 func newBenchEnv(b *testing.B) *env {
 	b.Helper()
 	cli := testenv.RequireDocker(b)
-	return &env{t: b, cli: cli, label: testenv.RunID(b, cli), p: startPlugin(b)}
+	e := &env{t: b, cli: cli, label: testenv.RunID(b, cli)}
+	e.p = e.startPlugin(nil)
+	return e
 }
 
 func imageListByLabel(k, v string) image.ListOptions {
 	return image.ListOptions{Filters: filters.NewArgs(filters.Arg("label", k+"="+v))}
+}
+
+// startPlugin starts a plugin process whose config block is e.config(extra),
+// passed in its environment as the core passes it.
+func (e *env) startPlugin(extra map[string]any) *pluginProc {
+	e.t.Helper()
+	return startPlugin(e.t, e.configEnv(extra))
+}
+
+// configure replaces the test's plugin process with one configured with
+// extra: config is per process, not per call.
+func (e *env) configure(extra map[string]any) { e.p = e.startPlugin(extra) }
+
+// configEnv is e.config(extra) as the plugin's environment variable.
+func (e *env) configEnv(extra map[string]any) string {
+	return sdk.EnvPluginConfig + "=" + string(e.config(extra))
 }
 
 // config is the plugin config block of plugins.hcl, with the test label on
@@ -183,7 +204,6 @@ func (e *env) spec(agent sdk.Agent, identity string, cmd ...string) sdk.Spec {
 		Identity: identity,
 		Agent:    agent,
 		Command:  cmd,
-		Config:   e.config(nil),
 	}
 }
 

@@ -71,15 +71,20 @@ func TestBadInput(t *testing.T) {
 	ctx := ctxT(t, time.Minute)
 	a := e.agent("bad")
 	for name, tc := range map[string]struct {
-		spec sdk.Spec
-		want string
+		spec   sdk.Spec
+		config map[string]any
+		want   string
 	}{
-		"config":   {sdk.Spec{Identity: "bad-aaaaa", Agent: a, Config: []byte(`{"memory":"lots"}`)}, `memory "lots"`},
-		"identity": {sdk.Spec{Identity: "../etc", Agent: a}, "invalid bottle identity"},
-		"cwd":      {sdk.Spec{Identity: "bad-aaaaa", Agent: a, Cwd: "/does/not/exist"}, "project directory"},
-		"source":   {sdk.Spec{Identity: "bad-aaaaa", Agent: sdk.Agent{Name: "empty"}}, "neither a Dockerfile nor an image"},
+		"config":   {sdk.Spec{Identity: "bad-aaaaa", Agent: a}, map[string]any{"memory": "lots"}, `memory "lots"`},
+		"identity": {sdk.Spec{Identity: "../etc", Agent: a}, nil, "invalid bottle identity"},
+		"cwd":      {sdk.Spec{Identity: "bad-aaaaa", Agent: a, Cwd: "/does/not/exist"}, nil, "project directory"},
+		"source":   {sdk.Spec{Identity: "bad-aaaaa", Agent: sdk.Agent{Name: "empty"}}, nil, "neither a Dockerfile nor an image"},
 	} {
-		_, err := e.p.be.Prepare(ctx, tc.spec)
+		p := e.p
+		if tc.config != nil {
+			p = e.startPlugin(tc.config)
+		}
+		_, err := p.be.Prepare(ctx, tc.spec)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: error %v, want one line mentioning %q", name, err, tc.want)
 		}
@@ -106,16 +111,13 @@ func TestRunWithCwd(t *testing.T) {
 	spec.Env = map[string]string{"BB_TOKEN": secretValue}
 
 	plan, h, _ := e.launch(ctx, spec)
-	var pre strings.Builder
-	for _, l := range plan.Preflight {
-		pre.WriteString(l.Key + ": " + l.Value + "\n")
-	}
+	pre := preflightText(plan)
 	for _, want := range []string{"image source: agent Dockerfile " + a.Dockerfile, "mount: " + cwd + " -> /workspace", "env: BB_TOKEN", "limits: memory 4g, pids 512"} {
-		if !strings.Contains(pre.String(), want) {
-			t.Errorf("preflight lacks %q:\n%s", want, pre.String())
+		if !strings.Contains(pre, want) {
+			t.Errorf("preflight lacks %q:\n%s", want, pre)
 		}
 	}
-	for what, b := range map[string]string{"preflight": pre.String(), "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
+	for what, b := range map[string]string{"preflight": pre, "plan data": string(plan.Data), "warnings": strings.Join(plan.Warnings, "\n"), "handle": string(h.Data)} {
 		if strings.Contains(b, secretValue) {
 			t.Errorf("%s holds the secret value", what)
 		}
@@ -144,7 +146,7 @@ func TestRunWithCwd(t *testing.T) {
 	for _, b := range bottles {
 		if b.Identity == id {
 			found = true
-			if b.Agent != "cwd" || b.Status != "exited" || b.Handle == nil || !strings.HasPrefix(b.Image, "bot-bottle-agent/cwd:") || b.StartedAt == "" {
+			if b.Agent != "cwd" || b.Status != sdk.StatusExited || b.Handle == nil || !strings.HasPrefix(b.Image, "bot-bottle-agent/cwd:") || b.StartedAt == "" {
 				t.Errorf("listed as %+v", b)
 			}
 		}
@@ -272,7 +274,7 @@ func TestDetachAndReattach(t *testing.T) {
 		t.Fatalf("container not running after detach: %v", err)
 	}
 	// A fresh plugin process reattaches from the handle alone.
-	e.p = startPlugin(t)
+	e.p = e.startPlugin(nil)
 	s := e.run(ctx, h, strings.NewReader("hi\n"))
 	if s.status.Code != 4 || s.stdout != "got-hi\n" {
 		t.Errorf("reattach = %+v", s)
@@ -484,7 +486,7 @@ func TestHardening(t *testing.T) {
 	a.CapAdd = []string{"NET_BIND_SERVICE"}
 	id := e.identity("hard")
 	spec := e.spec(a, id, "sh", "-c", "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; id -u; echo nics: $(ls /sys/class/net)")
-	spec.Config = e.config(map[string]any{"memory": "256m", "pids_limit": 64})
+	e.configure(map[string]any{"memory": "256m", "pids_limit": 64})
 	queue := t.TempDir()
 	spec.QueueDir = queue
 	_, h, _ := e.launch(ctx, spec)
@@ -497,8 +499,15 @@ func TestHardening(t *testing.T) {
 	if hc.Privileged || !contains(hc.CapDrop, "ALL") || !(contains(hc.CapAdd, "NET_BIND_SERVICE") || contains(hc.CapAdd, "CAP_NET_BIND_SERVICE")) {
 		t.Errorf("privileged %v, cap drop %v, cap add %v", hc.Privileged, hc.CapDrop, hc.CapAdd)
 	}
-	if !contains(hc.SecurityOpt, "no-new-privileges") {
-		t.Errorf("security opts %v", hc.SecurityOpt)
+	seccomp := false
+	for _, o := range hc.SecurityOpt {
+		seccomp = seccomp || strings.HasPrefix(o, "seccomp={")
+	}
+	if !contains(hc.SecurityOpt, "no-new-privileges") || !seccomp || len(hc.SecurityOpt) != 2 {
+		t.Errorf("security opts %.200q, want no-new-privileges and a seccomp profile", hc.SecurityOpt)
+	}
+	if hc.Init == nil || !*hc.Init {
+		t.Errorf("init %v, want the engine's init", hc.Init)
 	}
 	if hc.Memory != 256<<20 || hc.PidsLimit == nil || *hc.PidsLimit != 64 {
 		t.Errorf("memory %d, pids %v", hc.Memory, hc.PidsLimit)
@@ -632,7 +641,7 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	if left := e.leftovers(ctx, id); len(left) == 0 {
 		t.Fatal("the crashed launch left nothing: the test proves nothing")
 	}
-	e.p = startPlugin(t)
+	e.p = e.startPlugin(nil)
 	bottles, err := e.p.be.List(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -648,35 +657,5 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	if !contains(removed, "network bot-bottle-"+id) {
 		t.Errorf("removed %v, want the network (and the container if it got that far)", removed)
 	}
-	e.assertGone(ctx, id)
-}
-
-// On resume the transcript snapshot goes back in before the agent starts,
-// owned by the agent's user.
-func TestTranscriptRestore(t *testing.T) {
-	e := newEnv(t)
-	ctx := ctxT(t, 3*time.Minute)
-	a := e.agent("transcript")
-	a.TranscriptPath = "/home/agent/.transcript"
-	snap := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(snap, "session"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(snap, "session", "log.jsonl"), []byte(`{"turn":1}`+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	id := e.identity("transcript")
-	spec := e.spec(a, id, "sh", "-c", "cat /home/agent/.transcript/session/log.jsonl; stat -c %u:%g /home/agent/.transcript/session/log.jsonl; echo more >> /home/agent/.transcript/session/log.jsonl && echo appended")
-	spec.TranscriptDir = snap
-	spec.Resume = true
-	plan, h, _ := e.launch(ctx, spec)
-	if !hasLine(plan, "transcript", "restore "+snap+" -> /home/agent/.transcript") {
-		t.Errorf("preflight = %+v", plan.Preflight)
-	}
-	s := e.run(ctx, h, nil)
-	if s.status.Code != 0 || s.stdout != "{\"turn\":1}\n1000:1000\nappended\n" {
-		t.Errorf("session = %+v", s)
-	}
-	e.stop(ctx, sdk.StopRequest{Handle: &h})
 	e.assertGone(ctx, id)
 }

@@ -39,7 +39,8 @@ func TestInfo(t *testing.T) {
 
 func TestMissingSmolvm(t *testing.T) {
 	// No fake on PATH, and a PATH where no smolvm can be.
-	r := newRig(t, true, "PATH="+t.TempDir())
+	noSmolvm := "PATH=" + t.TempDir()
+	r := newRig(t, true, noSmolvm)
 	ctx := ctxT(t)
 	info, err := r.client.Info(ctx)
 	if err != nil || info.Details["smolvm"] != "not found" {
@@ -53,8 +54,8 @@ func TestMissingSmolvm(t *testing.T) {
 		{"", []string{"smolvm not found on $PATH", "install smolvm", `config { smolvm = "/path/to/smolvm" }`, "plugins.hcl"}},
 		{`{"smolvm": "/nonexistent/smolvm"}`, []string{`"/nonexistent/smolvm"`, "install smolvm", "plugins.hcl"}},
 	} {
-		spec.Config = []byte(tc.config)
-		_, err := r.client.Prepare(ctx, spec)
+		// Config reaches a plugin in its environment, at process start.
+		_, err := newRig(t, true, noSmolvm, sdk.EnvPluginConfig+"="+tc.config).client.Prepare(ctx, spec)
 		if err == nil {
 			t.Fatalf("prepare with config %q succeeded without smolvm", tc.config)
 		}
@@ -67,19 +68,17 @@ func TestMissingSmolvm(t *testing.T) {
 			t.Errorf("error is not one line: %q", err)
 		}
 	}
-	spec.Config = []byte(`{"smolvm": "/nonexistent/smolvm", "bogus": 1}`)
-	if _, err := r.client.Prepare(ctx, spec); err == nil || !strings.Contains(err.Error(), "bogus") {
+	bogus := newRig(t, true, noSmolvm, sdk.EnvPluginConfig+`={"smolvm": "/nonexistent/smolvm", "bogus": 1}`)
+	if _, err := bogus.client.Prepare(ctx, spec); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf("unknown config key accepted: %v", err)
 	}
 }
 
 func TestConfiguredSmolvmPath(t *testing.T) {
 	// The fake is not on PATH; only the config names it.
-	r := newRig(t, false, "PATH="+os.Getenv("PATH"))
-	// Stop by identity alone looks for smolvm on $PATH (Stop gets no
-	// config), so this test stops through the handle.
-	spec := sdk.Spec{Identity: "cfg-" + randHex(5), Agent: registryAgent("cfg"), Command: []string{"true"},
-		Config: []byte(`{"smolvm": "` + filepath.Join(fakeBin, "smolvm") + `", "cpus": 2, "memory_mib": 1024}`)}
+	r := newRig(t, false, "PATH="+os.Getenv("PATH"),
+		sdk.EnvPluginConfig+`={"smolvm": "`+filepath.Join(fakeBin, "smolvm")+`", "cpus": 2, "memory_mib": 1024}`)
+	spec := sdk.Spec{Identity: "cfg-" + randHex(5), Agent: registryAgent("cfg"), Command: []string{"true"}}
 	h, err := r.client.Launch(ctxT(t), spec, sdk.Plan{}, nil)
 	if err != nil {
 		t.Fatalf("launch: %v", err)

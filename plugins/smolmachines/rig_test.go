@@ -21,6 +21,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/syncbuf"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // Binaries built once for the whole package.
@@ -67,7 +68,7 @@ type rig struct {
 	state  string // the fake's state dir
 	env    []string
 	logs   *syncBuffer
-	client *sdk.Client
+	client *host.Client
 }
 
 const realEnv = "BOT_BOTTLE_SMOLVM_REAL"
@@ -117,15 +118,15 @@ func newRig(t *testing.T, real bool, extra ...string) *rig {
 	return r
 }
 
-func (r *rig) start() *sdk.Client {
+func (r *rig) start() *host.Client {
 	r.t.Helper()
 	cmd := exec.Command(pluginBin)
 	cmd.Env = r.env
-	cfg := sdk.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{Name: "core", Output: r.logs, Level: hclog.Trace}))
+	cfg := host.ClientConfig(cmd, hclog.New(&hclog.LoggerOptions{Name: "core", Output: r.logs, Level: hclog.Trace}))
 	cfg.Stderr = r.logs
 	pc := plugin.NewClient(cfg)
 	r.t.Cleanup(pc.Kill)
-	c, v, err := sdk.Dispense(pc)
+	c, v, err := host.Dispense(pc)
 	if err != nil {
 		r.t.Fatalf("dispense plugin: %v\nlogs:\n%s", err, r.logs)
 	}

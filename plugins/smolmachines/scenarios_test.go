@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // scenarios run against the fake smolvm and, with BOT_BOTTLE_SMOLVM_REAL=1,
@@ -118,7 +119,7 @@ func scenarioCwd(t *testing.T, r *rig) {
 	for _, b := range bottles {
 		if b.Identity == id {
 			listed = true
-			if b.Agent != "cwd" || b.Status != "running" {
+			if b.Agent != "cwd" || b.Status != sdk.StatusRunning {
 				t.Errorf("listed bottle = %+v", b)
 			}
 		}
@@ -545,7 +546,7 @@ func scenarioErrors(t *testing.T, r *rig) {
 	}
 	// A second launch of the same identity collides on the machine name.
 	_, err = r.client.Launch(ctx, sdk.Spec{Identity: id, Agent: registryAgent("errs"), Command: []string{"true"}}, sdk.Plan{}, nil)
-	var re *sdk.RemoteError
+	var re *host.RemoteError
 	if !errors.As(err, &re) || re.Code != codes.Unknown || !strings.Contains(re.Msg, "smolvm: ") || !strings.Contains(re.Msg, "already exists") {
 		t.Errorf("duplicate launch error = %v", err)
 	}

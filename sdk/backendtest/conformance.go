@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // Harness is what RunConformance needs from a backend's test.
@@ -28,8 +28,6 @@ type Harness struct {
 	// Agent is launched for every check; its Command is replaced. Its image
 	// must have a POSIX sh, cat, echo, sleep and stty.
 	Agent sdk.Agent
-	// Config is the plugin's config block as JSON ({} when nil).
-	Config json.RawMessage
 	// Spec, when set, adjusts every spec before Prepare (mounts, env…).
 	Spec func(*sdk.Spec)
 	// Timeout bounds each check (default 2 minutes).
@@ -124,9 +122,6 @@ func RunConformance(t *testing.T, h Harness) {
 	if h.Timeout == 0 {
 		h.Timeout = 2 * time.Minute
 	}
-	if h.Config == nil {
-		h.Config = json.RawMessage("{}")
-	}
 	be := h.New(t)
 	r := &run{h: h, be: be}
 	t.Run(ItemInfo, r.info)
@@ -204,7 +199,7 @@ func (r *run) capabilities(t *testing.T) {
 			t.Errorf("capability gating: %s is not declared, so its call must fail with ErrNotSupported (gRPC Unimplemented); got %v", o.cap, err)
 			continue
 		}
-		var re *sdk.RemoteError
+		var re *host.RemoteError
 		if errors.As(err, &re) && re.Code != codes.Unimplemented {
 			t.Errorf("capability gating: %s declined with gRPC code %s, want Unimplemented", o.cap, re.Code)
 		}
@@ -338,7 +333,7 @@ func (r *run) detach(t *testing.T) {
 	if !ok {
 		t.Fatalf("detach: after a detach List no longer has %s; the agent must keep running", spec.Identity)
 	}
-	if b.Status != "running" {
+	if b.Status != sdk.StatusRunning {
 		t.Errorf("detach: right after a detach List reports %s as %q, want running (prune keeps a detached bottle only while it is)", spec.Identity, b.Status)
 	}
 	st, err = r.h.New(t).Attach(ctx, sdk.AttachRequest{Handle: handle}, sdk.AttachStreams{Stdout: io.Discard, Stderr: io.Discard})
@@ -420,7 +415,7 @@ func (r *run) freshProcess(t *testing.T) {
 	if !ok {
 		t.Fatalf("handle from a fresh process: a bottle launched detached is not in a fresh process's List after the launching process was killed")
 	}
-	if b.Status != "running" {
+	if b.Status != sdk.StatusRunning {
 		t.Fatalf("handle from a fresh process: after the launching plugin process was killed, a bottle launched detached is %q, want running: it must outlive that process", b.Status)
 	}
 	if _, err := third.Stop(ctx, sdk.StopRequest{Handle: &handle, Identity: spec.Identity}); err != nil {
@@ -467,7 +462,7 @@ func expectCode(t *testing.T, what string, err error, want codes.Code) {
 		t.Errorf("errors as status codes: %s succeeded; want gRPC %s", what, want)
 		return
 	}
-	var re *sdk.RemoteError
+	var re *host.RemoteError
 	if errors.As(err, &re) && re.Code != want {
 		t.Errorf("errors as status codes: %s: gRPC %s (%v); want %s", what, re.Code, err, want)
 	}
@@ -561,7 +556,7 @@ func (r *run) commit(t *testing.T) {
 // adjust the spec after the harness's own Spec.
 func (r *run) launch(t *testing.T, ctx context.Context, be sdk.Backend, detach bool, args ...any) (sdk.Spec, sdk.Handle) {
 	t.Helper()
-	spec := sdk.Spec{Identity: newIdentity(t), Agent: r.h.Agent, Config: r.h.Config, Detach: detach, Env: map[string]string{}}
+	spec := sdk.Spec{Identity: newIdentity(t), Agent: r.h.Agent, Detach: detach, Env: map[string]string{}}
 	var adjust []func(*sdk.Spec)
 	for _, a := range args {
 		switch v := a.(type) {

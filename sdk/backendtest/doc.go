@@ -30,6 +30,6 @@
 // embedding sdk.UnimplementedBackend does that. A bottle, path or snapshot
 // that does not exist is sdk.ErrNotFound, gRPC NotFound. Messages are one
 // line. Stop of something that does not exist succeeds. List reports a
-// bottle whose agent runs as "running" (prune keeps a detached bottle only
+// bottle whose agent runs as sdk.StatusRunning, "running" (prune keeps a detached bottle only
 // then).
 package backendtest

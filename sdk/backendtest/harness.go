@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // InProcess serves b over real gRPC inside the test process, with
@@ -26,8 +27,8 @@ func InProcess(t testing.TB, b sdk.Backend) *Process {
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	closed := make(chan struct{})
 	go plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ServerPluginSets(b),
+		HandshakeConfig:  host.Handshake(),
+		VersionedPlugins: host.ServerPluginSets(b),
 		GRPCServer:       plugin.DefaultGRPCServer,
 		// Stopping the server at cleanup makes go-plugin log a failed
 		// accept at error level; nothing it says here is the backend's.
@@ -47,27 +48,37 @@ func InProcess(t testing.TB, b sdk.Backend) *Process {
 		t.Fatal("backendtest: the in-process plugin server did not start")
 	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig: sdk.Handshake,
+		HandshakeConfig: host.Handshake(),
 		// A reattached client takes the plugin set of the version the
 		// server chose; it negotiates nothing itself.
-		Plugins:          sdk.ClientPluginSets()[rc.ProtocolVersion],
+		Plugins:          host.PluginSets()[rc.ProtocolVersion],
 		Reattach:         rc,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
+		GRPCDialOptions:  host.GRPCDialOptions(),
 		Logger:           testLogger("in-process"),
 	})
 	t.Cleanup(pc.Kill)
-	c, _, err := sdk.Dispense(pc)
+	c, _, err := host.Dispense(pc)
 	if err != nil {
 		t.Fatalf("backendtest: dispense in-process backend: %v", err)
 	}
-	return &Process{Client: c, kill: func() { pc.Kill(); once.Do(stop) }}
+	return &Process{Backend: c, kill: func() { pc.Kill(); once.Do(stop) }}
+}
+
+// Backend is a backend with every optional interface, as the core sees a
+// plugin: a call the plugin does not offer fails with sdk.ErrNotSupported.
+type Backend interface {
+	sdk.Backend
+	sdk.Committer
+	sdk.Execer
+	sdk.Copier
+	sdk.EgressUpdater
 }
 
 // Process is a plugin started by Start or served by InProcess: its Backend
 // client, and a way to make it go away the way a core's exit does.
 type Process struct {
-	*sdk.Client
+	Backend
 	kill func()
 }
 
@@ -102,19 +113,21 @@ func Build(t testing.TB, pkgDir, name string) string {
 // (handshake cookie, negotiated protocol versions, gRPC only, AutoMTLS,
 // raised message limits), with env added to the test's environment, and
 // returns it. The process is killed at the end of the test, if not before. Its log
-// lines at warn and above go to the test's stderr.
+// lines at warn and above go to the test's stderr. The plugin's config
+// travels in the environment, as from the core: pass
+// sdk.EnvPluginConfig+"="+json in env.
 func Start(t testing.TB, path string, env ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), env...)
-	pc := plugin.NewClient(sdk.ClientConfig(cmd, testLogger(filepath.Base(path))))
+	pc := plugin.NewClient(host.ClientConfig(cmd, testLogger(filepath.Base(path))))
 	t.Cleanup(pc.Kill)
-	c, proto, err := sdk.Dispense(pc)
+	c, proto, err := host.Dispense(pc)
 	if err != nil {
 		t.Fatalf("backendtest: start %s: %v", path, err)
 	}
 	if proto != sdk.ProtocolVersion {
 		t.Fatalf("backendtest: %s negotiated protocol %d, this SDK speaks %d", path, proto, sdk.ProtocolVersion)
 	}
-	return &Process{Client: c, kill: pc.Kill}
+	return &Process{Backend: c, kill: pc.Kill}
 }

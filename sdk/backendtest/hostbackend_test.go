@@ -286,11 +286,11 @@ func (b *hostBackend) List(context.Context) ([]sdk.Bottle, error) {
 		if !ok {
 			continue
 		}
-		status := "created"
+		status := sdk.StatusCreated
 		if _, ok := b.pid(id); ok {
-			status = "running"
+			status = sdk.StatusRunning
 			if _, err := os.Stat(b.path(id, ".exit")); err == nil {
-				status = "exited"
+				status = sdk.StatusExited
 			}
 		}
 		out = append(out, sdk.Bottle{Identity: id, Status: status, Resources: []string{b.path(id, ".json")}})

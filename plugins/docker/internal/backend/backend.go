@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
-	"github.com/hashicorp/go-hclog"
+	"log/slog"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -26,7 +26,7 @@ const HandleVersion = 1
 // EgressUpdater on the Docker Engine.
 type Backend struct {
 	sdk.UnimplementedBackend
-	log     hclog.Logger
+	log     *slog.Logger
 	version string
 
 	mu     sync.Mutex
@@ -48,9 +48,9 @@ var (
 
 // New returns a backend that logs to log and reports version in Info. It
 // does not contact the engine until a call needs it.
-func New(log hclog.Logger, version string) *Backend {
+func New(log *slog.Logger, version string) *Backend {
 	if log == nil {
-		log = hclog.NewNullLogger()
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Backend{log: log, version: version}
 }

@@ -27,7 +27,6 @@ const (
 	StagePull      = "pull"      // pull progress
 	StageNetwork   = "network"   // the bottle's network exists
 	StageContainer = "container" // the bottle's container exists
-	StageTransript = "transcript"
 	StageStart     = "start"
 	StageEgress    = "egress" // the egress proxy: its image, container, rules
 )
@@ -238,7 +237,7 @@ func pull(ctx context.Context, c *client.Client, ref string, progress func(sdk.P
 func (b *Backend) buildDerived(ctx context.Context, c *client.Client, spec sdk.Spec, base imageRef, user string, labels map[string]string, progress func(sdk.Progress)) (imageRef, error) {
 	workdir := workdirOf(spec.Agent)
 	var df strings.Builder
-	fmt.Fprintf(&df, "FROM %s\n", base.ID)
+	df.WriteString(fromImage(base.ID))
 	chown := ""
 	if u := strings.TrimSpace(user); u != "" && u != "root" && u != "0" && !strings.HasPrefix(u, "0:") && !strings.HasPrefix(u, "root:") {
 		chown = "--chown=" + u + " "
@@ -264,6 +263,15 @@ func (b *Backend) buildDerived(ctx context.Context, c *client.Client, spec sdk.S
 	}
 	ref.Name = tag
 	return ref, nil
+}
+
+// fromImage starts a Dockerfile that builds on the image id. Its first step
+// clears the kind and cache key the image's labels would pass on: the
+// builder's intermediate images (a moment top-level each, and left behind by
+// a failed build) must never pass for a cached image of that kind and
+// digest. The real labels come last, with withLabels.
+func fromImage(id string) string {
+	return fmt.Sprintf("FROM %s\nLABEL %s=%s %s=\"\"\n", id, quoteLabel(LabelKind), quoteLabel("building"), quoteLabel(LabelDigest))
 }
 
 // withLabels appends one LABEL instruction with labels, sorted, to a

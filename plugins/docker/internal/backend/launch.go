@@ -1,14 +1,11 @@
 package backend
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -85,9 +82,40 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	feat, err := probeEngine(ctx, c)
+	if err != nil {
+		return h, err
+	}
+	hard, err := hardeningFor(feat)
+	if err != nil {
+		return h, err
+	}
+	// A bind-mounted project: the image's non-root user takes its owner's
+	// ids, so that the agent can write it and what it writes is the
+	// owner's. Never root's: a root-owned project keeps the image's user.
+	asUser := ""
+	if spec.Cwd != "" && !spec.CopyCwd && spec.Agent.User == "" {
+		proj, err := projectOwner(spec.Cwd)
+		if err != nil {
+			return h, err
+		}
+		switch {
+		case isRootUser(img.User):
+			if pd.UserUnknown {
+				progress(sdk.Progress{Stage: StageImage, Message: "warning: " + rootWarning(spec.Cwd, spec.Agent.CapAdd)})
+			}
+		case proj.uid != 0:
+			if img, asUser, err = b.remapUser(ctx, c, spec, img, proj, set.Labels, labels, progress); err != nil {
+				return h, err
+			}
+		}
+	}
 	user := spec.Agent.User
 	if user == "" {
 		user = img.User
+	}
+	if asUser != "" {
+		user = asUser
 	}
 	data := handleData{Agent: spec.Agent.Name, Labels: set.Labels}
 	if spec.Cwd != "" && spec.CopyCwd && src.Kind != srcCommitted {
@@ -112,7 +140,11 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	for k, v := range labels {
 		ctLabels[k] = v
 	}
-	cfg, hc := containerConfig(spec, set, img, ctLabels)
+	hard.user = spec.Agent.User
+	if asUser != "" {
+		hard.user = asUser
+	}
+	cfg, hc := containerConfig(spec, set, img, ctLabels, hard)
 	// Deny-by-default at its cheapest and strictest: with no egress allowed
 	// the bottle gets no network at all, only loopback (and no DNS). A
 	// bottle with an allowlist reaches out only through its egress proxy
@@ -146,15 +178,6 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	}
 	progress(sdk.Progress{Stage: StageContainer, Message: "created container " + name, ID: created.ID})
 
-	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
-		o, err := containerOwner(ctx, c, created.ID, user)
-		if err != nil {
-			return h, err
-		}
-		if err := copyTranscript(ctx, c, created.ID, spec.TranscriptDir, spec.Agent.TranscriptPath, o, progress); err != nil {
-			return h, err
-		}
-	}
 	if spec.Detach {
 		if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 			return h, engineErr(c, "start container "+name, err)
@@ -168,10 +191,35 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	return encodeHandle(spec.Identity, data)
 }
 
+// hardening is what containerConfig adds that depends on the engine and the
+// image, not on the spec alone.
+type hardening struct {
+	// user overrides the image's USER ("": the image's own).
+	user string
+	// init runs the engine's init as PID 1, to reap and forward signals.
+	init bool
+	// seccomp is a whole seccomp profile ("": the engine's default).
+	seccomp string
+}
+
+// hardeningFor is the init and seccomp profile the engine allows.
+func hardeningFor(f engineFeatures) (hardening, error) {
+	h := hardening{init: f.init}
+	if f.seccomp {
+		p, err := noSetidProfile()
+		if err != nil {
+			return h, err
+		}
+		h.seccomp = string(p)
+	}
+	return h, nil
+}
+
 // containerConfig is the hardened container for spec: no privileges, no
-// capabilities but the agent's named ones, no-new-privileges, memory and pids
-// limits, and no host path but the project, the queue dir and the helper.
-func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels map[string]string) (*container.Config, *container.HostConfig) {
+// capabilities but the agent's named ones, no-new-privileges, no setuid or
+// setgid file mode (seccomp), an init as PID 1, memory and pids limits, and
+// no host path but the project, the queue dir and the helper.
+func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels map[string]string, hard hardening) (*container.Config, *container.HostConfig) {
 	env := make([]string, 0, len(spec.Env)+3)
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
@@ -205,7 +253,7 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		Hostname:     spec.Identity,
 		Env:          env,
 		WorkingDir:   workdir,
-		User:         spec.Agent.User,
+		User:         hard.user,
 		Tty:          spec.TTY,
 		OpenStdin:    true,
 		AttachStdin:  true,
@@ -220,12 +268,18 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		cfg.Cmd = spec.Command
 	}
 	pids := set.PidsLimit
+	secOpt := []string{"no-new-privileges"}
+	if hard.seccomp != "" {
+		secOpt = append(secOpt, "seccomp="+hard.seccomp)
+	}
+	init := hard.init
 	hc := &container.HostConfig{
 		Mounts:      mounts,
 		Privileged:  false,
 		CapDrop:     []string{"ALL"},
 		CapAdd:      spec.Agent.CapAdd,
-		SecurityOpt: []string{"no-new-privileges"},
+		SecurityOpt: secOpt,
+		Init:        &init,
 		Runtime:     set.Runtime,
 		Resources: container.Resources{
 			Memory:    set.MemoryBytes,
@@ -234,82 +288,6 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		},
 	}
 	return cfg, hc
-}
-
-// copyTranscript puts the transcript snapshot back at path inside the
-// created container, owned by the container's user.
-func copyTranscript(ctx context.Context, c *client.Client, id, dir, guestPath string, o owner, progress func(sdk.Progress)) error {
-	st, err := os.Stat(dir)
-	if err != nil || !st.IsDir() {
-		progress(sdk.Progress{Stage: StageTransript, Message: "warning: no transcript snapshot at " + dir + "; starting without it"})
-		return nil
-	}
-	prefix := strings.TrimPrefix(path.Clean(guestPath), "/")
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(tarDir(ctx, pw, dir, prefix, o)) }()
-	defer pr.Close()
-	err = c.CopyToContainer(ctx, id, "/", pr, container.CopyToContainerOptions{})
-	if err != nil {
-		return engineErr(c, "restore transcript into "+guestPath, err)
-	}
-	progress(sdk.Progress{Stage: StageTransript, Message: "restored transcript into " + guestPath})
-	return nil
-}
-
-// tarDir writes dir as a tar whose entries live under prefix and belong to o.
-func tarDir(ctx context.Context, w io.Writer, dir, prefix string, o owner) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		} else if !info.Mode().IsRegular() && !info.IsDir() {
-			return nil
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = path.Join(prefix, filepath.ToSlash(rel))
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = o.uid, o.gid, "", ""
-		hdr.Format = tar.FormatPAX
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.CopyN(tw, f, hdr.Size)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }
 
 // rollback removes what the launch launchID created. It runs after the

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/docker/docker/api/types/filters"
-	"regexp"
 	"strings"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -40,12 +39,10 @@ const (
 	KindProxy     = "egress-proxy" // the egress proxy binary FROM scratch; cached like agent images
 )
 
-// identityRe is what the core mints (slug-random); anything else must not
-// reach a resource name or a label filter.
-var identityRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
+// checkIdentity keeps anything but a valid identity (sdk.ValidIdentity) from
+// reaching a resource name or a label filter.
 func checkIdentity(id string) error {
-	if !identityRe.MatchString(id) {
+	if !sdk.ValidIdentity(id) {
 		return fmt.Errorf("invalid bottle identity %q: want lower-case letters, digits and dashes", id)
 	}
 	return nil

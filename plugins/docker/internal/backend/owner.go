@@ -2,7 +2,6 @@ package backend
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -92,25 +91,19 @@ func containerOwner(ctx context.Context, c *client.Client, id, user string) (own
 // readEtc reads a colon-separated file such as /etc/passwd out of a
 // container (created or running) into its fields.
 func readEtc(ctx context.Context, c *client.Client, id, path string) ([][]string, error) {
-	rc, _, err := c.CopyFromContainer(ctx, id, path)
+	text, err := readFileFrom(ctx, c, id, path)
 	if err != nil {
-		return nil, engineErr(c, "read "+path, err)
-	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	if _, err := tr.Next(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, err
 	}
 	var out [][]string
-	sc := bufio.NewScanner(io.LimitReader(tr, 4<<20))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		out = append(out, strings.Split(line, ":"))
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // chownTar rewrites every entry of a tar archive to belong to o.

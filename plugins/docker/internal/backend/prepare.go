@@ -59,6 +59,9 @@ type planData struct {
 	// Subnet is the internal network's subnet the preflight announced, for
 	// a bottle with egress; Launch takes another if it is taken meanwhile.
 	Subnet string `json:"subnet,omitempty"`
+	// UserUnknown: the preflight could not tell the image's user, so Launch
+	// warns if it turns out to be root on a bind-mounted project.
+	UserUnknown bool `json:"user_unknown,omitempty"`
 }
 
 func (pd planData) subnet() netip.Prefix {
@@ -78,7 +81,7 @@ func checkSpec(spec sdk.Spec) (settings.Settings, error) {
 	if spec.Agent.Name == "" {
 		return settings.Settings{}, errors.New("spec names no agent")
 	}
-	set, err := settings.Parse(spec.Config)
+	set, err := settings.Parse(sdk.PluginConfig())
 	if err != nil {
 		return settings.Settings{}, err
 	}
@@ -230,9 +233,6 @@ func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 	if err := checkSource(src); err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}
-	if err := checkRuntime(ctx, c, set.Runtime); err != nil {
-		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
-	}
 	pd := planData{Source: src}
 	var in internalNet
 	if len(spec.Egress) > 0 {
@@ -246,14 +246,63 @@ func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 		in = internalNet{subnet: subnet}
 		pd.Subnet = subnet.String()
 	}
+	feat, err := probeEngine(ctx, c)
+	if err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	if err := feat.checkRuntime(set.Runtime); err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
+	var up userPlan
+	if spec.Cwd != "" && !spec.CopyCwd {
+		proj, err := projectOwner(spec.Cwd)
+		if err != nil {
+			return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+		}
+		imgUser, known := imageUser(ctx, c, src)
+		pd.UserUnknown = !known
+		up = planUser(spec.Cwd, proj, spec.Agent.User, imgUser, known, spec.Agent.CapAdd)
+		if up.warning != "" {
+			warnings = append(warnings, up.warning)
+		}
+	}
+	if !feat.seccomp {
+		warnings = append(warnings, "the engine applies no seccomp profile: setuid and setgid file modes are not refused in this bottle")
+	}
 	data, err := json.Marshal(pd)
 	if err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}
-	return sdk.Plan{Preflight: preflight(c, spec, set, src, in), Warnings: warnings, Data: data}, nil
+	return sdk.Plan{Preflight: preflight(c, spec, set, src, in, feat, up), Warnings: warnings, Data: data}, nil
 }
 
-func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src source, in internalNet) []sdk.PreflightLine {
+// imageUser is the USER the bottle's image will have, when it can be told
+// before a build: a local image's, or the last one its Dockerfile sets.
+func imageUser(ctx context.Context, c *client.Client, src source) (string, bool) {
+	ref := src.Image
+	if src.Kind == srcBottleDockerfile || src.Kind == srcAgentDockerfile {
+		text := src.DockerfileText
+		if src.Dockerfile != "" {
+			b, err := os.ReadFile(src.Dockerfile)
+			if err != nil {
+				return "", false
+			}
+			text = string(b)
+		}
+		user, from, set, ok := dockerfileUser(text)
+		if !ok || set {
+			return user, ok
+		}
+		ref = from
+	}
+	r, err := inspectRef(ctx, c, ref)
+	if err != nil {
+		return "", false
+	}
+	return r.User, true
+}
+
+func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src source, in internalNet, feat engineFeatures, up userPlan) []sdk.PreflightLine {
 	var lines []sdk.PreflightLine
 	add := func(k, v string) { lines = append(lines, sdk.PreflightLine{Key: k, Value: v}) }
 	add("backend", "docker ("+c.DaemonHost()+")")
@@ -274,9 +323,6 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 	}
 	if spec.HelperBinary != "" {
 		add("mount", spec.HelperBinary+" -> "+sdk.GuestHelperPath+" (read-only)")
-	}
-	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
-		add("transcript", "restore "+spec.TranscriptDir+" -> "+spec.Agent.TranscriptPath)
 	}
 	if len(spec.Egress) == 0 {
 		add("network", "none (loopback only)")
@@ -303,7 +349,11 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 	if len(spec.Agent.CapAdd) > 0 {
 		caps += ", add " + strings.Join(spec.Agent.CapAdd, " ")
 	}
-	add("security", caps+"; no-new-privileges; not privileged")
+	seccomp := "seccomp: the engine's default, and no setuid/setgid file modes"
+	if !feat.seccomp {
+		seccomp = "no seccomp (the engine has none)"
+	}
+	add("security", caps+"; no-new-privileges; not privileged; "+seccomp)
 	if weak, _ := set.DangerousAllowed(spec.Agent.CapAdd); len(weak) > 0 {
 		add("WEAKENED", "dangerous capabilities "+strings.Join(weak, " ")+" allowed by "+settings.OptIn+" in plugins.hcl: this bottle is not a strong boundary")
 	}
@@ -312,9 +362,17 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 	} else {
 		add("runtime", "the engine's default")
 	}
-	if spec.Agent.User != "" {
-		add("user", spec.Agent.User)
+	if feat.init {
+		add("init", "the engine's init as PID 1: it reaps orphans and forwards signals")
 	} else {
+		add("init", "none (the engine has no init binary): the agent is PID 1 and must reap its own children")
+	}
+	switch {
+	case up.line != "":
+		add("user", up.line)
+	case spec.Agent.User != "":
+		add("user", spec.Agent.User)
+	default:
 		add("user", "the image's own")
 	}
 	names := make([]string, 0, len(spec.Env))

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
+	"log/slog"
 
 	"github.com/bot-bottle/bot-bottle/plugins/smolmachines/internal/smolvm"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -71,7 +71,7 @@ func configuredSmolvm() string {
 // Backend is the smolmachines backend.
 type Backend struct {
 	sdk.UnimplementedBackend
-	log hclog.Logger
+	log *slog.Logger
 
 	// secrets keeps, in memory only, the passed-through env of bottles this
 	// process launched, because smolvm resolves --secret-env on the host at
@@ -82,9 +82,9 @@ type Backend struct {
 }
 
 // New returns a Backend that logs to log.
-func New(log hclog.Logger) *Backend {
+func New(log *slog.Logger) *Backend {
 	if log == nil {
-		log = hclog.NewNullLogger()
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Backend{log: log, secrets: map[string]map[string]string{}}
 }

@@ -74,12 +74,6 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 			return fail(fmt.Errorf("install helper in %s: %w", lp.Machine, err))
 		}
 	}
-	if lp.Transcript != "" {
-		progress(sdk.Progress{Stage: "copy", Message: "restoring transcript into " + lp.TransPath})
-		if err := copyTreeIn(ctx, cli, lp.Machine, lp.Transcript, lp.TransPath); err != nil {
-			return fail(fmt.Errorf("restore transcript in %s: %w", lp.Machine, err))
-		}
-	}
 	d := handleData{Machine: lp.Machine, Smolvm: lp.Smolvm, Workdir: lp.Workdir, TTY: lp.TTY, Command: lp.Command,
 		Env: lp.Env, SecretNames: lp.SecretNames, ImageKind: lp.ImageKind, Image: image, Detached: lp.Detach,
 		EgressLog: lp.EgressLog}

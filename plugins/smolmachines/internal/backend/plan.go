@@ -50,8 +50,6 @@ type launchPlan struct {
 	MemoryMiB   int               `json:"memory_mib,omitempty"`
 	CopyCwd     string            `json:"copy_cwd,omitempty"`
 	Helper      string            `json:"helper,omitempty"`
-	Transcript  string            `json:"transcript,omitempty"`
-	TransPath   string            `json:"transcript_path,omitempty"`
 	Command     []string          `json:"command"`
 	TTY         bool              `json:"tty"`
 	Detach      bool              `json:"detach"`
@@ -61,17 +59,16 @@ type launchPlan struct {
 }
 
 var (
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	identityRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
-	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
 )
 
 // machineName is the smolvm machine of a bottle.
 func machineName(identity string) string { return "bb-" + identity }
 
 func checkIdentity(identity string) error {
-	if !identityRE.MatchString(identity) {
-		return fmt.Errorf("identity %q is not a valid bottle identity ([a-z0-9-])", identity)
+	if !sdk.ValidIdentity(identity) {
+		return fmt.Errorf("identity %q is not a valid bottle identity: %s", identity, sdk.NameRule)
 	}
 	return smolvm.ValidateName(machineName(identity))
 }
@@ -93,7 +90,7 @@ func (b *Backend) plan(_ context.Context, spec sdk.Spec) (*launchPlan, error) {
 	if err := checkIdentity(spec.Identity); err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
-	cfg, err := parseConfig(spec.Config)
+	cfg, err := parseConfig(sdk.PluginConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -182,11 +179,6 @@ func (b *Backend) plan(_ context.Context, spec sdk.Spec) (*launchPlan, error) {
 			return nil, fmt.Errorf("helper binary %s: not a file", spec.HelperBinary)
 		}
 		lp.Helper, _ = filepath.Abs(spec.HelperBinary)
-	}
-	if spec.TranscriptDir != "" && spec.Agent.TranscriptPath != "" {
-		if _, err := existingDir(spec.TranscriptDir); err == nil {
-			lp.Transcript, lp.TransPath = spec.TranscriptDir, spec.Agent.TranscriptPath
-		}
 	}
 	for _, n := range sortedKeys(spec.Env) {
 		if !envNameRE.MatchString(n) {

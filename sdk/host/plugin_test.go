@@ -1,4 +1,4 @@
-package sdk_test
+package host_test
 
 import (
 	"context"
@@ -15,18 +15,26 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
-// startEcho builds the example plugin and starts it exactly as a core does.
-func startEcho(t *testing.T) (*sdk.Client, *plugin.Client) {
+// buildEcho builds the example plugin into a temporary directory.
+func buildEcho(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "bot-bottle-plugin-echo")
-	if out, err := exec.Command("go", "build", "-o", bin, "./examples/echo").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "../examples/echo").CombinedOutput(); err != nil {
 		t.Fatalf("build example: %v\n%s", err, out)
 	}
-	pc := plugin.NewClient(sdk.ClientConfig(exec.Command(bin), hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})))
+	return bin
+}
+
+// startEcho builds the example plugin and starts it exactly as a core does.
+func startEcho(t *testing.T) (*host.Client, *plugin.Client) {
+	t.Helper()
+	bin := buildEcho(t)
+	pc := plugin.NewClient(host.ClientConfig(exec.Command(bin), hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})))
 	t.Cleanup(pc.Kill)
-	c, proto, err := sdk.Dispense(pc)
+	c, proto, err := host.Dispense(pc)
 	if err != nil {
 		t.Fatalf("dispense: %v", err)
 	}
@@ -87,7 +95,7 @@ func TestExamplePluginOverGoPlugin(t *testing.T) {
 
 func TestPluginRefusesToRunByHand(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "echo")
-	if out, err := exec.Command("go", "build", "-o", bin, "./examples/echo").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "../examples/echo").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	out, err := exec.Command(bin).CombinedOutput()
@@ -108,7 +116,7 @@ func TestPluginGoneIsReported(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	_, err := c.Info(ctx)
-	if !errors.Is(err, sdk.ErrPluginGone) {
+	if !errors.Is(err, host.ErrPluginGone) {
 		t.Fatalf("after kill: %v", err)
 	}
 }

@@ -1,20 +1,20 @@
-package sdk
+package host
 
 import (
 	"context"
-
-	"errors"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"io"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 	pb "github.com/bot-bottle/bot-bottle/sdk/internal/pluginpb"
 )
 
-// Client is the core's view of a plugin: it implements Backend and every
+// Client is the core's view of a plugin: it implements sdk.Backend and every
 // optional interface by calling the plugin over gRPC. Optional calls to a
 // plugin without the capability fail with ErrNotSupported.
 type Client struct {
@@ -22,52 +22,52 @@ type Client struct {
 }
 
 var (
-	_ Backend       = (*Client)(nil)
-	_ Committer     = (*Client)(nil)
-	_ Execer        = (*Client)(nil)
-	_ Copier        = (*Client)(nil)
-	_ EgressUpdater = (*Client)(nil)
+	_ sdk.Backend       = (*Client)(nil)
+	_ sdk.Committer     = (*Client)(nil)
+	_ sdk.Execer        = (*Client)(nil)
+	_ sdk.Copier        = (*Client)(nil)
+	_ sdk.EgressUpdater = (*Client)(nil)
 )
 
-func (c *Client) Info(ctx context.Context) (Info, error) {
+func (c *Client) Info(ctx context.Context) (sdk.Info, error) {
 	r, err := c.rpc.Info(ctx, &pb.InfoRequest{})
 	if err != nil {
-		return Info{}, fromStatus("info", err)
+		return sdk.Info{}, fromStatus("info", err)
 	}
-	return Info{Name: r.Name, Version: r.Version, APIVersions: r.ApiVersions,
+	return sdk.Info{Name: r.Name, Version: r.Version, APIVersions: r.ApiVersions,
 		Capabilities: capsFromStrings(r.Capabilities), Details: r.Details}, nil
 }
 
-func (c *Client) Prepare(ctx context.Context, spec Spec) (Plan, error) {
+func (c *Client) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) {
 	r, err := c.rpc.Prepare(ctx, &pb.PrepareRequest{Spec: specToPB(spec)})
 	if err != nil {
-		return Plan{}, fromStatus("prepare", err)
+		return sdk.Plan{}, fromStatus("prepare", err)
 	}
-	plan := Plan{Warnings: r.Warnings, Data: r.Data}
+	plan := sdk.Plan{Warnings: r.Warnings, Data: r.Data}
 	for _, l := range r.Preflight {
-		plan.Preflight = append(plan.Preflight, PreflightLine{Key: l.Key, Value: l.Value})
+		plan.Preflight = append(plan.Preflight, sdk.PreflightLine{Key: l.Key, Value: l.Value})
 	}
 	return plan, nil
 }
 
-func (c *Client) Launch(ctx context.Context, spec Spec, plan Plan, progress func(Progress)) (Handle, error) {
+func (c *Client) Launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, progress func(sdk.Progress)) (sdk.Handle, error) {
 	stream, err := c.rpc.Launch(ctx, &pb.LaunchRequest{Spec: specToPB(spec), PlanData: plan.Data})
 	if err != nil {
-		return Handle{}, fromStatus("launch", err)
+		return sdk.Handle{}, fromStatus("launch", err)
 	}
 	for {
 		ev, err := stream.Recv()
 		if err == io.EOF {
-			return Handle{}, fmt.Errorf("launch: %w (stream ended without a handle)", ErrPluginGone)
+			return sdk.Handle{}, fmt.Errorf("launch: %w (stream ended without a handle)", ErrPluginGone)
 		}
 		if err != nil {
-			return Handle{}, fromStatus("launch", err)
+			return sdk.Handle{}, fromStatus("launch", err)
 		}
 		switch e := ev.Event.(type) {
 		case *pb.LaunchEvent_Progress:
 			if progress != nil {
 				p := e.Progress
-				progress(Progress{Stage: p.Stage, Message: p.Message, ID: p.Id, Current: p.Current, Total: p.Total})
+				progress(sdk.Progress{Stage: p.Stage, Message: p.Message, ID: p.Id, Current: p.Current, Total: p.Total})
 			}
 		case *pb.LaunchEvent_Handle:
 			return handleFromPB(e.Handle), nil
@@ -75,18 +75,14 @@ func (c *Client) Launch(ctx context.Context, spec Spec, plan Plan, progress func
 	}
 }
 
-// HeartbeatInterval is how often the core tells an attached plugin it is
-// still there.
-const HeartbeatInterval = 5 * time.Second
-
 // Attach streams the caller's stdio to the bottle until the agent exits or
 // ctx is cancelled (a detach).
-func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams) (ExitStatus, error) {
+func (c *Client) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.rpc.Attach(ctx)
 	if err != nil {
-		return ExitStatus{}, fromStatus("attach", err)
+		return sdk.ExitStatus{}, fromStatus("attach", err)
 	}
 	var sendMu sync.Mutex
 	send := func(in *pb.AttachInput) error {
@@ -96,7 +92,7 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 	}
 	if err := send(&pb.AttachInput{Input: &pb.AttachInput_Setup{Setup: &pb.AttachSetup{
 		Handle: handleToPB(req.Handle), Tty: req.TTY, Size: sizeToPB(req.Size), Stdin: req.Stdin && s.Stdin != nil}}}); err != nil {
-		return ExitStatus{}, fromStatus("attach", err)
+		return sdk.ExitStatus{}, fromStatus("attach", err)
 	}
 
 	if req.Stdin && s.Stdin != nil {
@@ -119,8 +115,6 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 		}()
 	}
 	go func() {
-		t := time.NewTicker(HeartbeatInterval)
-		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -137,8 +131,6 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 					continue
 				}
 				_ = send(&pb.AttachInput{Input: &pb.AttachInput_Signal{Signal: sig}})
-			case <-t.C:
-				_ = send(&pb.AttachInput{Input: &pb.AttachInput_Heartbeat{Heartbeat: true}})
 			}
 		}
 	}()
@@ -146,15 +138,15 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 	for {
 		out, err := stream.Recv()
 		if err == io.EOF {
-			return ExitStatus{}, fmt.Errorf("attach: %w (stream ended without an exit status)", ErrPluginGone)
+			return sdk.ExitStatus{}, fmt.Errorf("attach: %w (stream ended without an exit status)", ErrPluginGone)
 		}
 		if err != nil {
 			// The caller's cancellation or deadline is a detach, even when
 			// the plugin saw it first and ended the stream itself.
 			if ctx.Err() != nil || isCancel(err) && callerDone(ctx) {
-				return ExitStatus{Detached: true}, nil
+				return sdk.ExitStatus{Detached: true}, nil
 			}
-			return ExitStatus{}, fromStatus("attach", err)
+			return sdk.ExitStatus{}, fromStatus("attach", err)
 		}
 		switch o := out.Output.(type) {
 		case *pb.AttachOutput_Stdout:
@@ -166,26 +158,26 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest, s AttachStreams)
 				_, _ = s.Stderr.Write(o.Stderr)
 			}
 		case *pb.AttachOutput_Exit:
-			return ExitStatus{Code: int(o.Exit.Code), Detached: o.Exit.Detached}, nil
+			return sdk.ExitStatus{Code: int(o.Exit.Code), Detached: o.Exit.Detached}, nil
 		}
 	}
 }
 
-func (c *Client) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+func (c *Client) Exec(ctx context.Context, req sdk.ExecRequest) (sdk.ExecResult, error) {
 	r, err := c.rpc.Exec(ctx, &pb.ExecRequest{Handle: handleToPB(req.Handle), Command: req.Command,
 		Workdir: req.Workdir, Stdin: req.Stdin, User: req.User})
 	if err != nil {
-		return ExecResult{}, fromStatus("exec", err)
+		return sdk.ExecResult{}, fromStatus("exec", err)
 	}
-	return ExecResult{ExitCode: int(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr}, nil
+	return sdk.ExecResult{ExitCode: int(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr}, nil
 }
 
-func (c *Client) CopyIn(ctx context.Context, h Handle, path string, tar []byte) error {
+func (c *Client) CopyIn(ctx context.Context, h sdk.Handle, path string, tar []byte) error {
 	_, err := c.rpc.CopyIn(ctx, &pb.CopyInRequest{Handle: handleToPB(h), Path: path, Tar: tar})
 	return fromStatus("copy in", err)
 }
 
-func (c *Client) CopyOut(ctx context.Context, h Handle, path string) ([]byte, error) {
+func (c *Client) CopyOut(ctx context.Context, h sdk.Handle, path string) ([]byte, error) {
 	r, err := c.rpc.CopyOut(ctx, &pb.CopyOutRequest{Handle: handleToPB(h), Path: path})
 	if err != nil {
 		return nil, fromStatus("copy out", err)
@@ -193,15 +185,15 @@ func (c *Client) CopyOut(ctx context.Context, h Handle, path string) ([]byte, er
 	return r.Tar, nil
 }
 
-func (c *Client) Commit(ctx context.Context, h Handle, snapshotDir string) (CommitResult, error) {
+func (c *Client) Commit(ctx context.Context, h sdk.Handle, snapshotDir string) (sdk.CommitResult, error) {
 	r, err := c.rpc.Commit(ctx, &pb.CommitRequest{Handle: handleToPB(h), SnapshotDir: snapshotDir})
 	if err != nil {
-		return CommitResult{}, fromStatus("commit", err)
+		return sdk.CommitResult{}, fromStatus("commit", err)
 	}
-	return CommitResult{Image: r.Image, Notes: r.Notes}, nil
+	return sdk.CommitResult{Image: r.Image, Notes: r.Notes}, nil
 }
 
-func (c *Client) Stop(ctx context.Context, req StopRequest) ([]string, error) {
+func (c *Client) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
 	pr := &pb.StopRequest{Identity: req.Identity, RemoveSnapshots: req.RemoveSnapshots}
 	if req.Handle != nil {
 		pr.Handle = handleToPB(*req.Handle)
@@ -213,25 +205,22 @@ func (c *Client) Stop(ctx context.Context, req StopRequest) ([]string, error) {
 	return r.Removed, nil
 }
 
-func (c *Client) List(ctx context.Context) ([]Bottle, error) {
+func (c *Client) List(ctx context.Context) ([]sdk.Bottle, error) {
 	r, err := c.rpc.List(ctx, &pb.ListRequest{})
 	if err != nil {
 		return nil, fromStatus("list", err)
 	}
-	out := make([]Bottle, 0, len(r.Bottles))
+	out := make([]sdk.Bottle, 0, len(r.Bottles))
 	for _, b := range r.Bottles {
 		out = append(out, bottleFromPB(b))
 	}
 	return out, nil
 }
 
-func (c *Client) UpdateEgress(ctx context.Context, h Handle, egress []string) error {
+func (c *Client) UpdateEgress(ctx context.Context, h sdk.Handle, egress []string) error {
 	_, err := c.rpc.UpdateEgress(ctx, &pb.UpdateEgressRequest{Handle: handleToPB(h), Egress: egress})
 	return fromStatus("update egress", err)
 }
-
-// IsNotSupported reports whether err says the backend lacks the operation.
-func IsNotSupported(err error) bool { return errors.Is(err, ErrNotSupported) }
 
 func isCancel(err error) bool {
 	c := status.Code(err)
