@@ -43,9 +43,9 @@ fuzz:
 	@if [ -d internal/queue ]; then $(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./internal/queue; fi
 	$(GO) test -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME) ./internal/render
 
-## bench: start latency against a bare docker run, plugin handshake, version
+## bench: start latency against a bare docker run, plugin handshake, version, `requests` during one bottle's flood
 bench: build base-image
-	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./plugins/...
+	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./internal/queue ./plugins/...
 
 ## proto: regenerate the SDK's committed gRPC code with the pinned tools: Debian's protoc (protobuf-compiler) and the generators in sdk/internal/pluginpb/tools/go.mod; `cd sdk && go test ./...` fails when it is not current
 proto:

@@ -14,6 +14,13 @@ plugin "docker" {
     # services bottles may then reach by name, through the allowlist).
     # subnet_pool     = "198.18.0.0/15"
     # egress_networks = ["my-services"]
+    # The OCI runtime of the agent's container, if not the engine's default;
+    # it must be registered with the engine (see `docker info`).
+    # runtime = "runsc"
+    # Capabilities that break the container boundary (SYS_ADMIN,
+    # DAC_READ_SEARCH, …) are refused in cap_add unless allowed here; a
+    # bottle that has one is marked WEAKENED in the preflight.
+    # allow_dangerous_caps = ["SYS_PTRACE"]
   }
 }
 

@@ -151,7 +151,9 @@ const EnvPluginConfig = "BOT_BOTTLE_PLUGIN_CONFIG"
 // PluginConfig returns the plugin's config block as the core passed it at
 // process start ({} when there is none). Read it once, in main, and refuse
 // to serve (exit non-zero with a one-line message on stderr) when it does not
-// parse: the core shows that message.
+// parse: the core shows that message. An error about one key that says
+// "config: KEY …" (as in "docker plugin config: memory \"x\" is not a
+// size") is shown with the plugins.hcl file:line of that key.
 func PluginConfig() json.RawMessage {
 	if v := os.Getenv(EnvPluginConfig); v != "" {
 		return json.RawMessage(v)

@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 type options struct {
 	listen, rules, log, identity string
+	allowOwnHost                 bool
 }
 
 func flags(o *options) *flag.FlagSet {
@@ -62,6 +63,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.rules, "rules", "", `rules file, JSON {"identity": ID, "rules": ["host[:port]", ...]}; re-read when it changes`)
 	fs.StringVar(&o.log, "log", "-", "event log to append one JSON line per connection attempt to, or - for stdout")
 	fs.StringVar(&o.identity, "identity", "", "identity of the bottle this proxy serves")
+	fs.BoolVar(&o.allowOwnHost, "allow-own-host", false, "tests only: let rules reach this host's loopback and addresses (where a test's upstreams run); a backend never passes it")
 	return fs
 }
 
@@ -101,6 +103,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	events := stdout
+	var logSize int64
 	if o.log != "-" {
 		f, err := os.OpenFile(o.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -108,12 +111,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		defer f.Close()
 		events = f
+		if fi, err := f.Stat(); err == nil {
+			logSize = fi.Size()
+		}
 	}
 	proxy, err := egress.New(egress.Config{
 		Identity: o.identity,
 		Rules:    rules,
 		Events:   egress.NewEventLog(events),
 		Log:      log,
+		// Where a backend runs it, the proxy's own host is the proxy.
+		AllowOwnHost: o.allowOwnHost,
+		LogSize:      logSize,
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -176,7 +179,14 @@ func (p *proc) logs() string {
 
 var listenRE = regexp.MustCompile(`msg="egress proxy listening" addr=(\S+)`)
 
+// startBinary runs the proxy allowed to reach this host, where the tests'
+// upstreams are; startDeployed runs it as a backend does.
 func startBinary(t *testing.T, args ...string) *proc {
+	t.Helper()
+	return startDeployed(t, append([]string{"--allow-own-host"}, args...)...)
+}
+
+func startDeployed(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(binary, append([]string{"--listen", "127.0.0.1:0", "--identity", identity}, args...)...), exited: make(chan error, 1)}
 	p.stdout = &bytes.Buffer{}
@@ -355,5 +365,36 @@ func TestEventsToStdout(t *testing.T) {
 	}
 	if strings.Contains(p.logs(), `"allowed"`) {
 		t.Errorf("events went to stderr too:\n%s", p.logs())
+	}
+}
+
+// As a backend runs it, an approved rule for the proxy's own host —
+// loopback, 0.0.0.0, its own listening port — never makes it connect there:
+// a listener in its network namespace sees no connection.
+func TestApprovedOwnHostIsNeverDialled(t *testing.T) {
+	p0, accepted := testenv.CountingListener(t, "tcp4", "0.0.0.0:0")
+	port := strconv.Itoa(p0)
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules.json")
+	events := filepath.Join(dir, "egress.jsonl")
+	writeRules(t, rules, identity, "127.0.0.1:"+port, "0.0.0.0:"+port, "localhost:"+port)
+	p := startDeployed(t, "--rules", rules, "--log", events)
+	_, proxyPort, _ := net.SplitHostPort(p.addr)
+	writeRules(t, rules, identity, "127.0.0.1:"+port, "0.0.0.0:"+port, "localhost:"+port, "0.0.0.0:"+proxyPort)
+	time.Sleep(300 * time.Millisecond) // the reload is not what is tested here
+	for _, target := range []string{"127.0.0.1:" + port, "0.0.0.0:" + port, "localhost:" + port, "0.0.0.0:" + proxyPort} {
+		code, body := p.get(t, "http://"+target+"/")
+		if code != http.StatusForbidden || !strings.Contains(body, "refused") {
+			t.Errorf("GET via %s: %d %q, want 403 refused", target, code, body)
+		}
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the listener beside the proxy accepted %d connections", n)
+	}
+	data, _ := os.ReadFile(events)
+	for _, ev := range readEvents(t, data) {
+		if ev.Allowed {
+			t.Errorf("recorded as allowed: %+v", ev)
+		}
 	}
 }

@@ -56,6 +56,7 @@ func TestDockerScripts(t *testing.T) {
 	p.Cmds["dockerup"] = cmdDockerUp
 	p.Cmds["stdoutvar"] = cmdStdoutVar
 	p.Cmds["distinctids"] = cmdDistinctIDs
+	p.Cmds["badconfig"] = cmdBadConfig
 	testscript.Run(t, p)
 }
 

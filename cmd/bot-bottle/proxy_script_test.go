@@ -18,7 +18,7 @@ import (
 )
 
 // egressproxy ID [RULE...]: run the real egress proxy binary for bottle ID
-// on loopback with RULEs as its allowlist and its event log where the core
+// on loopback, allowed to reach this host's upstreams, with RULEs as its allowlist and its event log where the core
 // reads it ($BOT_BOTTLE_HOME/audit/egress/ID.jsonl); $PROXY is its address.
 // It is stopped when the script ends.
 func cmdEgressProxy(ts *testscript.TestScript, neg bool, args []string) {
@@ -33,7 +33,9 @@ func cmdEgressProxy(ts *testscript.TestScript, neg bool, args []string) {
 	rulesFile := filepath.Join(ts.Getenv("WORK"), "proxy-rules.json")
 	ts.Check(os.WriteFile(rulesFile, rules, 0o600))
 	cmd := exec.Command(filepath.Join(binDir, "bot-bottle-egress-proxy"), "--identity", id, "--rules", rulesFile,
-		"--listen", "127.0.0.1:0", "--log", filepath.Join(dir, id+".jsonl"))
+		"--listen", "127.0.0.1:0", "--log", filepath.Join(dir, id+".jsonl"),
+		// The script's upstreams run on this host, beside the proxy.
+		"--allow-own-host")
 	stderr, err := cmd.StderrPipe()
 	ts.Check(err)
 	ts.Check(cmd.Start())

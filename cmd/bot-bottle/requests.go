@@ -69,6 +69,9 @@ func (c *RequestsCmd) Run(a *App) error {
 	if shown == 0 {
 		fmt.Fprintln(os.Stderr, "bot-bottle: no pending requests")
 	}
+	for _, n := range lifecycle.RequestNotes(reqs) {
+		fmt.Fprintf(os.Stderr, "bot-bottle: note: %s\n", oneLine(n))
+	}
 	return nil
 }
 
@@ -87,13 +90,27 @@ func (c *ApproveCmd) Run(a *App) error {
 }
 
 type DenyCmd struct {
-	Request string `arg:"" help:"Request id (see: bot-bottle requests)."`
+	Request string `arg:"" optional:"" help:"Request id (see: bot-bottle requests)."`
+	AllFrom string `name:"all-from" placeholder:"IDENTITY" help:"Deny every pending request of this bottle instead." predictor:"identity"`
 	Reason  string `required:"" help:"Why; the agent is told."`
 }
 
 func (c *DenyCmd) Run(a *App) error {
+	if (c.Request == "") == (c.AllFrom == "") {
+		return fmt.Errorf("deny needs a REQUEST or --all-from IDENTITY, not both")
+	}
 	env, err := a.Env()
 	if err != nil {
+		return err
+	}
+	if c.AllFrom != "" {
+		ds, err := env.DenyAll(a.ctx, c.AllFrom, c.Reason, lifecycle.Operator())
+		for _, d := range ds {
+			printDecision(d, "denied")
+		}
+		if err == nil {
+			fmt.Printf("denied %d pending requests of %s\n", len(ds), c.AllFrom)
+		}
 		return err
 	}
 	d, err := env.Deny(a.ctx, c.Request, c.Reason, lifecycle.Operator())

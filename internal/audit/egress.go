@@ -52,7 +52,8 @@ func (l *Log) ReadEgress(identity string) ([]sdk.EgressEvent, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev sdk.EgressEvent
-		// A request too malformed to name a host still has its reason.
+		// A request too malformed to name a host still has its reason, and
+		// the proxy's count of refusals it left out of the log has no host.
 		if json.Unmarshal(sc.Bytes(), &ev) == nil && (ev.Host != "" || ev.Reason != "") {
 			out = append(out, ev)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	botbottle "github.com/bot-bottle/bot-bottle"
+	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -455,10 +456,15 @@ func checkEgress(s string) (string, string) {
 	if ipv6 {
 		host = "[" + host + "]"
 	}
-	if port == "" {
-		return host, ""
+	if port != "" {
+		host += ":" + port
 	}
-	return host + ":" + port, ""
+	// Agent definitions get shared: a rule that reaches the proxy itself,
+	// the host's credentials or a whole public suffix is refused here.
+	if _, err := egress.CheckRequested(host); err != nil {
+		return "", err.Error()
+	}
+	return host, ""
 }
 
 // capabilities are the Linux capability names (capabilities(7)). Only named

@@ -306,7 +306,7 @@ resume_command  = ["claude", "--dangerously-skip-permissions", "--continue"]
 workdir         = "/work/space/"
 env             = ["ANTHROPIC_API_KEY", "http_proxy"]
 transcript_path = "/home/agent/.claude/projects"
-egress          = ["API.Anthropic.com:443", "*.example.com", "10.0.0.1:8080", "[::1]:80", "[fe80::1]"]
+egress          = ["API.Anthropic.com:443", "*.example.com", "10.0.0.1:8080", "[2001:db8::2]:80", "[fd12::1]"]
 cap_add         = ["net_admin", "CAP_SYS_PTRACE"]
 user            = "agent"
 `)
@@ -326,7 +326,7 @@ user            = "agent"
 		Workdir:        "/work/space",
 		Env:            []string{"ANTHROPIC_API_KEY", "http_proxy"},
 		TranscriptPath: "/home/agent/.claude/projects",
-		Egress:         []string{"api.anthropic.com:443", "*.example.com", "10.0.0.1:8080", "[::1]:80", "[fe80::1]"},
+		Egress:         []string{"api.anthropic.com:443", "*.example.com", "10.0.0.1:8080", "[2001:db8::2]:80", "[fd12::1]"},
 		CapAdd:         []string{"NET_ADMIN", "SYS_PTRACE"},
 		User:           "agent",
 		Source:         path,
@@ -425,7 +425,7 @@ func TestCheckEgress(t *testing.T) {
 		"192.168.1.1":           "192.168.1.1",
 		"[2001:db8::1]:443":     "[2001:db8::1]:443",
 		"[2001:db8::1]":         "[2001:db8::1]",
-		"localhost:1":           "localhost:1",
+		"build.internal:1":      "build.internal:1",
 	}
 	for in, want := range good {
 		if got, why := checkEgress(in); why != "" || got != want {
@@ -433,7 +433,10 @@ func TestCheckEgress(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", ":443", "a.com:", "a.com:0", "a.com:65536", "a.com:08", "a.com:x", "http://a.com", "a.com/path",
-		"*", "*.", "a.*.com", "-a.com", "a..com", "2001:db8::1", "a.com:443:1", "a com", "a.com.", "[a.com]:1"} {
+		"*", "*.", "a.*.com", "-a.com", "a..com", "2001:db8::1", "a.com:443:1", "a com", "a.com.", "[a.com]:1",
+		// Issue 18: the classes an agent definition may not carry.
+		"localhost:1", "api.localhost", "127.0.0.1:3128", "0.0.0.0:3128", "[::1]:80", "169.254.169.254:80",
+		"[fd00:ec2::254]:80", "metadata.google.internal:80", "[fe80::1]", "*.com", "*.co.uk"} {
 		if got, why := checkEgress(bad); why == "" {
 			t.Errorf("checkEgress(%q) = %q, want a refusal", bad, got)
 		}

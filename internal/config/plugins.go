@@ -40,6 +40,9 @@ type PluginBlock struct {
 	SHA256 string          // lower-case hex, or ""
 	Config json.RawMessage // the config { } block's attributes as a JSON object; {} when absent
 	Range  hcl.Range       // where the block is declared, for error messages
+	// ConfigKeys are where each config attribute is, so that a plugin's
+	// complaint about one can name its file:line (see Locate).
+	ConfigKeys map[string]hcl.Range
 }
 
 // LoadPlugins reads $home/plugins.hcl if it exists, else the embedded default.
@@ -220,10 +223,10 @@ func decodePluginBlock(block *hcl.Block, baseDir string) (PluginBlock, hcl.Diagn
 				fmt.Sprintf("plugin %q may have only one config block", b.Name)))
 			continue
 		}
-		raw, d := configJSON(cb.Body)
+		raw, keys, d := configJSON(cb.Body)
 		diags = append(diags, d...)
 		if !d.HasErrors() {
-			b.Config = raw
+			b.Config, b.ConfigKeys = raw, keys
 		}
 	}
 	return b, diags
@@ -232,10 +235,12 @@ func decodePluginBlock(block *hcl.Block, baseDir string) (PluginBlock, hcl.Diagn
 // configJSON turns a free-form config block into a JSON object. Its schema
 // belongs to the plugin, not to us, so any attribute is accepted; only
 // literal values are, since there is nothing to evaluate references against.
-func configJSON(body hcl.Body) (json.RawMessage, hcl.Diagnostics) {
+func configJSON(body hcl.Body) (json.RawMessage, map[string]hcl.Range, hcl.Diagnostics) {
 	attrs, diags := body.JustAttributes()
 	vals := make(map[string]cty.Value, len(attrs))
+	keys := make(map[string]hcl.Range, len(attrs))
 	for name, attr := range attrs {
+		keys[name] = attr.Range
 		v, d := attr.Expr.Value(nil)
 		diags = append(diags, d...)
 		if !d.HasErrors() {
@@ -243,13 +248,13 @@ func configJSON(body hcl.Body) (json.RawMessage, hcl.Diagnostics) {
 		}
 	}
 	if diags.HasErrors() {
-		return nil, diags
+		return nil, nil, diags
 	}
 	obj := cty.ObjectVal(vals)
 	raw, err := ctyjson.Marshal(obj, obj.Type())
 	if err != nil {
 		rng := body.MissingItemRange()
-		return nil, append(diags, errorAt(rng, "Invalid config block", err.Error()))
+		return nil, nil, append(diags, errorAt(rng, "Invalid config block", err.Error()))
 	}
-	return raw, diags
+	return raw, keys, diags
 }

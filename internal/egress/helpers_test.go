@@ -112,6 +112,7 @@ type harness struct {
 type proxyOpts struct {
 	cfg       Config
 	dialDelay time.Duration // slows every upstream dial, as a remote upstream would
+	realDial  bool          // the proxy's own dialer, which refuses its own host
 }
 
 type proxyOpt func(*proxyOpts)
@@ -119,6 +120,12 @@ type proxyOpt func(*proxyOpts)
 func withIdle(d time.Duration) proxyOpt      { return func(o *proxyOpts) { o.cfg.IdleTimeout = d } }
 func withEvents(w io.Writer) proxyOpt        { return func(o *proxyOpts) { o.cfg.Events = NewEventLog(w) } }
 func withDialDelay(d time.Duration) proxyOpt { return func(o *proxyOpts) { o.dialDelay = d } }
+
+// asDeployed is the proxy as a backend runs it: its own dialer, and no
+// connection to its own host.
+func asDeployed() proxyOpt {
+	return func(o *proxyOpts) { o.realDial, o.cfg.AllowOwnHost = true, false }
+}
 
 func startProxy(t testing.TB, rules []string, opts ...proxyOpt) *harness {
 	t.Helper()
@@ -134,6 +141,9 @@ func startProxy(t testing.TB, rules []string, opts ...proxyOpt) *harness {
 		Events:   NewEventLog(h.events),
 		Resolver: h.res,
 		Log:      slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// The test's upstreams are on loopback; proxy_test's own-host
+		// tests build their proxy without this.
+		AllowOwnHost: true,
 	}}
 	for _, opt := range opts {
 		opt(&o)
@@ -143,6 +153,9 @@ func startProxy(t testing.TB, rules []string, opts ...proxyOpt) *harness {
 		t.Fatal(err)
 	}
 	guard := loopbackOnly(t)
+	if o.realDial {
+		guard = p.dialContext
+	}
 	p.dialContext = guard
 	if d := o.dialDelay; d > 0 {
 		p.dialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {

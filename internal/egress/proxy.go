@@ -65,6 +65,14 @@ type Config struct {
 	// IdleTimeout closes a tunnel or upstream connection that moved no
 	// bytes for this long.
 	IdleTimeout time.Duration
+	// AllowOwnHost lets the proxy connect to its own host (loopback, its
+	// interfaces). Only for tests whose upstreams run beside the proxy; a
+	// backend never sets it, so an approved 127.0.0.1 or 0.0.0.0 cannot make
+	// the proxy talk to itself.
+	AllowOwnHost bool
+	// LogSize is how many bytes the event log already holds: it outlives
+	// each run of the proxy, so its bound on refusals is for the bottle.
+	LogSize int64
 }
 
 // Proxy is an allowlisting HTTP forward proxy for one bottle. It is an
@@ -81,8 +89,10 @@ type Proxy struct {
 	// dialContext connects to a vetted address; tests wrap it in a guard
 	// that fails on any address outside loopback.
 	dialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-
-	rejects rejectLimiter
+	// allowOwnHost: see Config.AllowOwnHost.
+	allowOwnHost bool
+	// limits bound wildcard lookups and the audit of refusals.
+	limits *limits
 
 	mu      sync.Mutex
 	tunnels map[*tunnel]struct{}
@@ -98,14 +108,16 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("egress proxy: no event log")
 	}
 	p := &Proxy{
-		identity:    cfg.Identity,
-		events:      cfg.Events,
-		resolver:    cfg.Resolver,
-		log:         cfg.Log,
-		dialTimeout: cfg.DialTimeout,
-		idleTimeout: cfg.IdleTimeout,
-		tunnels:     map[*tunnel]struct{}{},
-		dialContext: (&net.Dialer{}).DialContext,
+		identity:     cfg.Identity,
+		events:       cfg.Events,
+		resolver:     cfg.Resolver,
+		log:          cfg.Log,
+		dialTimeout:  cfg.DialTimeout,
+		idleTimeout:  cfg.IdleTimeout,
+		tunnels:      map[*tunnel]struct{}{},
+		dialContext:  ownHostDialer(cfg.AllowOwnHost),
+		allowOwnHost: cfg.AllowOwnHost,
+		limits:       newLimits(cfg.LogSize),
 	}
 	if p.resolver == nil {
 		p.resolver = net.DefaultResolver
@@ -172,6 +184,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	p.closeTunnels()
+	p.limits.flush(p.identity, p.events)
 	if err != nil {
 		srv.Close()
 		return fmt.Errorf("egress proxy: shutdown: %w", err)
@@ -262,7 +275,17 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 	d := decision{rule: rule}
 	if t.addr.IsValid() {
 		d.allowed, d.addrs = true, []netip.AddrPort{netip.AddrPortFrom(t.addr, t.port)}
+		return p.refuseOwnHost(t, d)
+	}
+	if LocalOnly(t.name) {
+		// Never asked of a resolver: the answer could only be ourselves.
+		d.status = http.StatusForbidden
+		d.reason = "a name that can only be local"
+		d.message = fmt.Sprintf("egress to %s refused: %s can only mean the proxy itself and is never resolved", t, t.name)
 		return d
+	}
+	if refused, ok := p.limitWildcard(t, d); !ok {
+		return refused
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
 	defer cancel()
@@ -294,7 +317,7 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 		}
 	}
 	d.allowed = true
-	return d
+	return p.refuseOwnHost(t, d)
 }
 
 // record writes the event for an attempt. For an allowed attempt that
@@ -310,7 +333,10 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 		Method:   method,
 		Addr:     d.dialed,
 	}
-	err := p.events.Write(ev)
+	if !d.allowed && !p.limits.admitRefused(p.identity, p.events) {
+		return d // over the audit bound: counted, and reported with the next one written
+	}
+	err := p.limits.write(p.identity, p.events, ev)
 	if err == nil {
 		return d
 	}
@@ -337,8 +363,10 @@ func (p *Proxy) badRequest(w http.ResponseWriter, method, host string, err error
 	if host != "" {
 		ev.Host, ev.Port = looseHostPort(host)
 	}
-	if werr := p.events.Write(ev); werr != nil {
-		p.log.Error("egress event lost", "error", werr)
+	if p.limits.admitRefused(p.identity, p.events) {
+		if werr := p.limits.write(p.identity, p.events, ev); werr != nil {
+			p.log.Error("egress event lost", "error", werr)
+		}
 	}
 	p.reply(w, http.StatusBadRequest, "bad proxy request: "+oneLine(err), true)
 }

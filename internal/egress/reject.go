@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/bot-bottle/bot-bottle/internal/render"
@@ -21,14 +20,10 @@ import (
 // straight to the connection, so the proxy watches each connection: a
 // response written while no handler of ours owns the request is the
 // server's own, and becomes an egress event with the status it sent and
-// what the request line named. The events are bounded per proxy (one
-// bottle): rejectBurst at once, then rejectRate a second; the next event
-// recorded says how many were dropped.
-const (
-	headKeep    = 1 << 10 // bytes of a request kept to name it in the event
-	rejectBurst = 64
-	rejectRate  = 8 // events a second, after the burst
-)
+// what the request line named. They are refusals like any other, under
+// the same bound on the bottle's audit (see limits.go), which counts the
+// ones it leaves out.
+const headKeep = 1 << 10 // bytes of a request kept to name it in the event
 
 // watchListener hands out watchedConns.
 type watchListener struct {
@@ -129,39 +124,10 @@ func watchedOf(r *http.Request) *watchedConn {
 	return wc
 }
 
-// rejectLimiter is a token bucket over rejection events.
-type rejectLimiter struct {
-	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
-	dropped int
-}
-
-// take reports whether an event may be written now and how many were
-// dropped since the last one.
-func (l *rejectLimiter) take(now time.Time) (ok bool, dropped int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last.IsZero() {
-		l.tokens = rejectBurst
-	} else {
-		l.tokens = min(rejectBurst, l.tokens+now.Sub(l.last).Seconds()*rejectRate)
-	}
-	l.last = now
-	if l.tokens < 1 {
-		l.dropped++
-		return false, 0
-	}
-	l.tokens--
-	dropped, l.dropped = l.dropped, 0
-	return true, dropped
-}
-
 // recordServerAnswer writes the event for a request the HTTP server
 // answered itself: head is what the client sent, answer what it got.
 func (p *Proxy) recordServerAnswer(head, answer []byte) {
-	ok, dropped := p.rejects.take(time.Now())
-	if !ok {
+	if !p.limits.admitRefused(p.identity, p.events) {
 		return
 	}
 	status, _, _ := bytes.Cut(answer, []byte("\r\n"))
@@ -170,12 +136,9 @@ func (p *Proxy) recordServerAnswer(head, answer []byte) {
 	if _, body, found := bytes.Cut(answer, []byte("\r\n\r\n")); found && len(body) > 0 && !bytes.HasPrefix(status, body) {
 		reason += " (" + render.Bounded(string(body), 200) + ")"
 	}
-	if dropped > 0 {
-		reason += "; " + strconv.Itoa(dropped) + " earlier such events dropped (rate bound)"
-	}
 	method, host, port := nameRequest(head)
 	ev := Event{Identity: p.identity, Method: method, Host: host, Port: port, Reason: reason}
-	if err := p.events.Write(ev); err != nil {
+	if err := p.limits.write(p.identity, p.events, ev); err != nil {
 		p.log.Error("egress event lost", "error", err)
 	}
 }

@@ -110,18 +110,18 @@ func TestRequestsTheServerRejectsAreEvents(t *testing.T) {
 // writes at most the burst, then says how many it dropped.
 func TestServerRejectionEventsAreBounded(t *testing.T) {
 	h := startProxy(t, nil)
-	for range rejectBurst + 20 {
+	for range RefusedAuditBurst + 20 {
 		h.rawAnswer("GET /\r\n\r\n")
 	}
-	n := len(h.waitEvents(rejectBurst))
-	if n > rejectBurst+2 { // the bucket refills a little while the test runs
-		t.Errorf("%d events for a flood: the bound is %d", n, rejectBurst)
+	n := len(h.waitEvents(RefusedAuditBurst))
+	if n > RefusedAuditBurst+2 { // the bucket refills a little while the test runs
+		t.Errorf("%d events for a flood: the bound is %d", n, RefusedAuditBurst)
 	}
 	time.Sleep(300 * time.Millisecond)
 	h.rawAnswer("GET /\r\n\r\n")
-	evs := h.waitEvents(n + 1)
-	if last := evs[len(evs)-1]; !strings.Contains(last.Reason, "earlier such events dropped") {
-		t.Errorf("the next event does not count the dropped ones: %q", last.Reason)
+	evs := h.waitEvents(n + 2)
+	if count := evs[len(evs)-2]; !strings.HasPrefix(count.Reason, DroppedReason) {
+		t.Errorf("the next events do not count the dropped ones: %q", count.Reason)
 	}
 }
 

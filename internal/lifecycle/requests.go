@@ -11,6 +11,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/internal/state"
@@ -301,11 +302,19 @@ func (e *Env) snapshotTranscript(ctx context.Context, p *pluginhost.Plugin, h sd
 
 // approveEgress widens the bottle's allowlist.
 func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
-	r, err := e.queue().Decide(r.ID, true, "", decidedBy)
+	// Ingest refuses these; a record from before that rule is refused here.
+	warning, err := egress.CheckRequested(r.Host)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w (deny it: bot-bottle deny %s --reason ...)", r.ID, err, r.ID)
+	}
+	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
 	d := Decision{Request: r}
+	if warning != "" {
+		d.Notes = append(d.Notes, "warning: "+warning)
+	}
 	// Another approval may widen the same bottle at the same time.
 	meta, err = e.Store.UpdateMetadata(ctx, meta.Identity, func(m *state.Metadata) error {
 		if !contains(m.Egress, r.Host) {

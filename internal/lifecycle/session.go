@@ -40,7 +40,7 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	plan, err := p.Backend.Prepare(pctx, spec)
 	cancel()
 	if err != nil {
-		return 0, e.launchFailed(ctx, s, p.Wrap(err), p)
+		return 0, e.launchFailed(ctx, s, e.Plugins.Block(s.meta.Backend).Locate(p.Wrap(err)), p)
 	}
 	e.preflight(s, p, plan)
 	e.halt(HaltPrepared)
@@ -290,6 +290,9 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 			p.Name, pluginhost.EnvDevPlugins, p.Path, pluginlock.FileName)
 	}
 	for _, w := range plan.Warnings {
+		e.warn("%s", w)
+	}
+	for _, w := range egressWarnings(s.meta.Egress) {
 		e.warn("%s", w)
 	}
 }

@@ -252,12 +252,12 @@ func TestInboxesAreSeparate(t *testing.T) {
 
 func TestIngestBoundedPerCall(t *testing.T) {
 	q, _, dir := newQueue(t)
-	for i := range maxPerIngest + 10 {
+	for i := range maxRefusedPerIngest + 10 {
 		submit(t, dir, fmt.Sprintf("junk%d", i), "x")
 	}
 	_, refused, err := q.Ingest(testID)
-	if err != nil || len(refused) != maxPerIngest {
-		t.Fatalf("first pass refused %d, err %v; want %d", len(refused), err, maxPerIngest)
+	if err != nil || len(refused) != maxRefusedPerIngest {
+		t.Fatalf("first pass refused %d, err %v; want %d", len(refused), err, maxRefusedPerIngest)
 	}
 	_, refused, _ = q.Ingest(testID)
 	if len(refused) != 10 {

@@ -22,6 +22,10 @@ const (
 	// maxPerIngest bounds the work one Ingest does for a bottle that floods
 	// its inbox; the rest wait for the next call.
 	maxPerIngest = 256
+	// maxRefusedPerIngest bounds the refusals (each a receipt written) one
+	// Ingest makes for a bottle, so that one sending junk or sitting at its
+	// MaxPending cap slows nobody else's `requests`; the rest wait.
+	maxRefusedPerIngest = 32
 	// staleTemp is how long a helper's half-written ".tmp-" file may sit in
 	// the inbox before it is thrown away.
 	staleTemp = 10 * time.Minute
@@ -193,9 +197,13 @@ func (q *Queue) Ingest(identity string) (newReqs []Request, refused []error, err
 	// A corrupt record only costs its token's uniqueness check; List reports it.
 	existing, _ := q.listIdentity(identity)
 	known := make(map[string]bool, len(existing))
+	pending := 0
 	for _, r := range existing {
 		if r.ClientToken != "" {
 			known[r.ClientToken] = true
+		}
+		if r.Status == StatusPending {
+			pending++
 		}
 	}
 
@@ -217,7 +225,7 @@ func (q *Queue) Ingest(identity string) (newReqs []Request, refused []error, err
 
 	done := 0
 	for _, name := range names {
-		if done == maxPerIngest {
+		if done == maxPerIngest || len(refused) >= maxRefusedPerIngest {
 			break
 		}
 		if strings.HasPrefix(name, TempPrefix) {
@@ -227,11 +235,12 @@ func (q *Queue) Ingest(identity string) (newReqs []Request, refused []error, err
 			continue
 		}
 		done++
-		r, rerr := q.ingestOne(root, identity, name, known)
+		r, rerr := q.ingestOne(root, identity, name, known, pending)
 		if rerr != nil {
 			refused = append(refused, rerr)
 			continue
 		}
+		pending++
 		newReqs = append(newReqs, r)
 		existing = append(existing, r)
 	}
@@ -260,7 +269,7 @@ func (q *Queue) dropIfStale(root *os.Root, identity, name string) error {
 
 // ingestOne handles one inbox entry: read it (refusing anything that is not a
 // small regular file), remove it, parse it, store it.
-func (q *Queue) ingestOne(root *os.Root, identity, name string, known map[string]bool) (Request, error) {
+func (q *Queue) ingestOne(root *os.Root, identity, name string, known map[string]bool, pending int) (Request, error) {
 	refuse := func(token string, err error) error {
 		re := &RefusedError{Identity: identity, File: name, Token: token, Err: err}
 		if token != "" && !known[token] {
@@ -296,6 +305,9 @@ func (q *Queue) ingestOne(root *os.Root, identity, name string, known map[string
 	r, err := ParseRequest(data, identity)
 	if err != nil {
 		return Request{}, refuse(token, err)
+	}
+	if pending >= MaxPending {
+		return Request{}, refuse(token, ErrTooManyPending)
 	}
 	r.ClientToken = token
 	r.CreatedAt = q.now()

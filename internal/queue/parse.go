@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
@@ -229,6 +230,9 @@ func NormalizeHost(s string) (string, error) {
 		if err != nil || !a.Is6() || a.Zone() != "" || a.Is4In6() {
 			return "", fmt.Errorf("%q: not an IPv6 address", s)
 		}
+		if err := checkDanger(s); err != nil {
+			return "", err
+		}
 		return s, nil
 	}
 	if i := strings.LastIndexByte(s, ':'); i >= 0 {
@@ -240,7 +244,17 @@ func NormalizeHost(s string) (string, error) {
 	if err := checkHostname(host); err != nil {
 		return "", fmt.Errorf("%q: %w", s, err)
 	}
+	if err := checkDanger(s); err != nil {
+		return "", err
+	}
 	return s, nil
+}
+
+// checkDanger refuses the egress classes no operator should be asked about
+// (see egress.CheckRequested); the agent is told why in one line.
+func checkDanger(s string) error {
+	_, err := egress.CheckRequested(s)
+	return err
 }
 
 func checkPort(p string) error {

@@ -103,12 +103,12 @@ func TestNormalizeHost(t *testing.T) {
 	good := map[string]string{
 		"example.com":        "example.com",
 		"EXAMPLE.com:443":    "example.com:443",
-		"localhost":          "localhost",
+		"build.internal":     "build.internal",
 		"a-b.c":              "a-b.c",
 		"*.example.com:80":   "*.example.com:80",
 		"192.168.1.1":        "192.168.1.1",
-		"[::1]":              "[::1]",
-		"[fe80::1]:65535":    "[fe80::1]:65535",
+		"[2001:db8::1]":      "[2001:db8::1]",
+		"[fd12::1]:65535":    "[fd12::1]:65535",
 		"xn--bcher-kva.test": "xn--bcher-kva.test",
 	}
 	for in, want := range good {
@@ -122,6 +122,9 @@ func TestNormalizeHost(t *testing.T) {
 		"example.com:-1", "example.com:+1", "exa mple.com", "-a.com", "a-.com", "a..b", "a.b.",
 		".a.b", "*", "*.", "a.*.b", "**.a", "http://a.b", "a.b/x", "user@a.b", "1.2.3", "999.1.1.1",
 		"*.1.2.3.4", "[::1", "[::1]443", "[1.2.3.4]", "[::ffff:1.2.3.4]", "[fe80::1%eth0]", "::1",
+		// Issue 18: refused as a bottle request, before any operator sees it.
+		"localhost", "a.localhost:80", "127.0.0.1:3128", "0.0.0.0:3128", "[::1]", "[fe80::1]:65535",
+		"169.254.169.254:80", "[fd00:ec2::254]:80", "metadata.google.internal:80", "*.com", "*.co.uk",
 		"a_b.com", "é.com", strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 130) + "com",
 	}
 	for _, in := range bad {

@@ -280,6 +280,7 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 		CapAdd:      spec.Agent.CapAdd,
 		SecurityOpt: secOpt,
 		Init:        &init,
+		Runtime:     set.Runtime,
 		Resources: container.Resources{
 			Memory:    set.MemoryBytes,
 			PidsLimit: &pids,

@@ -85,6 +85,12 @@ func checkSpec(spec sdk.Spec) (settings.Settings, error) {
 	if err != nil {
 		return settings.Settings{}, err
 	}
+	// Here, where the capability is granted, so that whoever drives the
+	// plugin gets the same refusal; the opt-in is in the plugin's own
+	// config (plugins.hcl), which an agent definition cannot set.
+	if _, err := set.DangerousAllowed(spec.Agent.CapAdd); err != nil {
+		return set, fmt.Errorf("agent %s: %w", spec.Agent.Name, err)
+	}
 	if spec.Cwd != "" {
 		if err := checkDir("project directory", spec.Cwd); err != nil {
 			return set, err
@@ -244,6 +250,9 @@ func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 	if err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}
+	if err := feat.checkRuntime(set.Runtime); err != nil {
+		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
+	}
 	var up userPlan
 	if spec.Cwd != "" && !spec.CopyCwd {
 		proj, err := projectOwner(spec.Cwd)
@@ -345,6 +354,14 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 		seccomp = "no seccomp (the engine has none)"
 	}
 	add("security", caps+"; no-new-privileges; not privileged; "+seccomp)
+	if weak, _ := set.DangerousAllowed(spec.Agent.CapAdd); len(weak) > 0 {
+		add("WEAKENED", "dangerous capabilities "+strings.Join(weak, " ")+" allowed by "+settings.OptIn+" in plugins.hcl: this bottle is not a strong boundary")
+	}
+	if set.Runtime != "" {
+		add("runtime", set.Runtime+" (OCI runtime, from plugins.hcl)")
+	} else {
+		add("runtime", "the engine's default")
+	}
 	if feat.init {
 		add("init", "the engine's init as PID 1: it reaps orphans and forwards signals")
 	} else {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/docker/docker/client"
@@ -50,6 +51,8 @@ type engineFeatures struct {
 	init bool
 	// seccomp: the engine applies seccomp profiles.
 	seccomp bool
+	// runtimes: the OCI runtimes registered with the engine.
+	runtimes []string
 }
 
 func probeEngine(ctx context.Context, c *client.Client) (engineFeatures, error) {
@@ -58,6 +61,10 @@ func probeEngine(ctx context.Context, c *client.Client) (engineFeatures, error) 
 		return engineFeatures{}, engineErr(c, "engine info", err)
 	}
 	f := engineFeatures{init: info.InitBinary != ""}
+	for n := range info.Runtimes {
+		f.runtimes = append(f.runtimes, n)
+	}
+	sort.Strings(f.runtimes)
 	for _, o := range info.SecurityOptions {
 		if strings.Contains(o, "name=seccomp") && !strings.Contains(o, "profile=unconfined") {
 			f.seccomp = true

@@ -55,6 +55,12 @@ type Settings struct {
 	// well, so that bottles can reach services there (by name, through the
 	// proxy and its allowlist).
 	EgressNetworks []string
+	// AllowDangerousCaps are the dangerous capabilities (DangerousCaps) the
+	// operator allowed agents to add; upper case, without "CAP_".
+	AllowDangerousCaps []string
+	// Runtime is the OCI runtime the agent's container runs under (e.g.
+	// "runsc"), or "" for the engine's default.
+	Runtime string
 }
 
 type raw struct {
@@ -65,6 +71,9 @@ type raw struct {
 	// SubnetPool and EgressNetworks: see Settings.
 	SubnetPool     *string  `json:"subnet_pool"`
 	EgressNetworks []string `json:"egress_networks"`
+	// AllowDangerousCaps and Runtime: see Settings.
+	AllowDangerousCaps []string `json:"allow_dangerous_caps"`
+	Runtime            *string  `json:"runtime"`
 }
 
 // networkNameRe is what the engine accepts as a network name.
@@ -89,15 +98,19 @@ func Parse(data []byte) (Settings, error) {
 	if err != nil || mem <= 0 {
 		return Settings{}, fmt.Errorf("docker plugin config: memory %q is not a size like \"4g\" or \"512m\"", s.Memory)
 	}
-	if mem < 6<<20 {
-		// The engine refuses less than 6 MiB; say so before a launch fails.
-		return Settings{}, fmt.Errorf("docker plugin config: memory %q is below the engine's minimum of 6m", s.Memory)
+	if mem < MinMemory {
+		// The engine refuses less than 6 MiB, and an agent's runtime does
+		// not start in much more; say so before a launch fails.
+		return Settings{}, fmt.Errorf("docker plugin config: memory %q is below the minimum of %s", s.Memory, units.BytesSize(MinMemory))
 	}
 	s.MemoryBytes = mem
 	if r.PidsLimit != nil {
 		p := *r.PidsLimit
 		if p != math.Trunc(p) || p < 1 || p > math.MaxInt32 {
 			return Settings{}, fmt.Errorf("docker plugin config: pids_limit %v must be a positive whole number", p)
+		}
+		if p < MinPidsLimit {
+			return Settings{}, fmt.Errorf("docker plugin config: pids_limit %v is below the minimum of %d (a shell and its tools need that many)", p, MinPidsLimit)
 		}
 		s.PidsLimit = int64(p)
 	}
@@ -132,15 +145,30 @@ func Parse(data []byte) (Settings, error) {
 	if p.Bits() > SubnetBits-1 {
 		return Settings{}, fmt.Errorf("docker plugin config: subnet_pool %q is too small: it needs room for at least two /%d networks", pool, SubnetBits)
 	}
+	if err := checkPool(p.Masked()); err != nil {
+		return Settings{}, fmt.Errorf("docker plugin config: subnet_pool %q %w", pool, err)
+	}
 	s.SubnetPool = p.Masked()
 	seen := map[string]bool{}
 	for _, n := range r.EgressNetworks {
 		if !networkNameRe.MatchString(n) {
 			return Settings{}, fmt.Errorf("docker plugin config: egress_networks: %q is not a Docker network name", n)
 		}
+		if why, bad := refusedNetworks[n]; bad {
+			return Settings{}, fmt.Errorf("docker plugin config: egress_networks: %q is refused: %s", n, why)
+		}
 		if !seen[n] {
 			seen[n] = true
 			s.EgressNetworks = append(s.EgressNetworks, n)
+		}
+	}
+	if s.AllowDangerousCaps, err = parseAllowedCaps(r.AllowDangerousCaps); err != nil {
+		return Settings{}, err
+	}
+	if r.Runtime != nil {
+		s.Runtime = strings.TrimSpace(*r.Runtime)
+		if !runtimeNameRe.MatchString(s.Runtime) {
+			return Settings{}, fmt.Errorf("docker plugin config: runtime %q is not an OCI runtime name like \"runsc\"", *r.Runtime)
 		}
 	}
 	return s, nil

@@ -1,0 +1,204 @@
+package egress
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
+)
+
+func TestCheckRequestedClasses(t *testing.T) {
+	for in, want := range map[string]string{
+		"localhost":                   "can only mean the proxy itself",
+		"LocalHost.:8080":             "can only mean the proxy itself",
+		"api.localhost":               "can only mean the proxy itself",
+		"*.localhost":                 "can only mean the proxy itself",
+		"127.0.0.1:3128":              "loopback",
+		"127.9.9.9":                   "loopback",
+		"[::1]:443":                   "loopback",
+		"0.0.0.0:3128":                "unspecified",
+		"0.1.2.3":                     "this-host",
+		"[::]":                        "unspecified",
+		"[::ffff:127.0.0.1]":          "loopback",
+		"169.254.1.1":                 "link-local",
+		"[fe80::1]":                   "link-local",
+		"169.254.169.254:80":          "cloud metadata",
+		"[fd00:ec2::254]:80":          "cloud metadata",
+		"metadata.google.internal:80": "cloud metadata",
+		"224.0.0.1":                   "multicast",
+		"*.com":                       "public suffix",
+		"*.co.uk:443":                 "public suffix",
+		"*.github.io":                 "public suffix",
+		"*.test":                      "public suffix",
+	} {
+		w, err := CheckRequested(in)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("CheckRequested(%q) = %q, %v; want a refusal mentioning %q", in, w, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("CheckRequested(%q): not one line: %q", in, err)
+		}
+	}
+	for in, warn := range map[string]bool{
+		"api.example.com":   false,
+		"10.1.2.3:5432":     false,
+		"[2001:db8::1]:443": false,
+		"*.example.com":     true,
+		"*.pkg.github.io":   true,
+		"*.example.co.uk":   true,
+	} {
+		w, err := CheckRequested(in)
+		if err != nil || (w != "") != warn {
+			t.Errorf("CheckRequested(%q) = %q, %v; want warning %v", in, w, err, warn)
+		}
+		if warn && !strings.Contains(w, "wildcard") {
+			t.Errorf("CheckRequested(%q) warning %q does not say wildcard", in, w)
+		}
+	}
+}
+
+func TestApprovedRulesNeverReachTheProxysOwnHost(t *testing.T) {
+	// A listener in the proxy's own network namespace: a connection to it
+	// is the proxy talking to itself.
+	port, accepted := testenv.CountingListener(t, "tcp4", "0.0.0.0:0")
+	p := strconv.Itoa(port)
+	rules := []string{"127.0.0.1:" + p, "0.0.0.0:" + p, "0.0.0.1:" + p, "[::ffff:127.0.0.1]:" + p,
+		"own.test:" + p, "localhost:" + p, "api.localhost:" + p, "*.wild.test:" + p}
+	h := startProxy(t, rules, asDeployed())
+	// A name resolving to loopback, with an address rule that names it:
+	// the rule that would otherwise let a name lead to an unsafe address.
+	h.res.add("own.test", "127.0.0.1")
+	h.res.add("a.wild.test", "0.0.0.0")
+	// The proxy's own listening address, as an approved target.
+	_, proxyPort, _ := net.SplitHostPort(h.addr)
+	for _, target := range []string{"127.0.0.1:" + p, "0.0.0.0:" + p, "0.0.0.1:" + p, "[::ffff:127.0.0.1]:" + p,
+		"own.test:" + p, "localhost:" + p, "api.localhost:" + p, "a.wild.test:" + p} {
+		for _, req := range []string{
+			"CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n",
+			"GET http://" + target + "/ HTTP/1.1\r\nHost: " + target + "\r\n\r\n",
+		} {
+			resp, body, _ := h.raw(req)
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "refused") {
+				t.Errorf("%.40q: %d %q, want 403 refused", req, resp.StatusCode, body)
+			}
+		}
+	}
+	if h.res.wasAsked("localhost") || h.res.wasAsked("api.localhost") {
+		t.Errorf("a local-only name went to the resolver: %v", h.res.asked)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the listener beside the proxy accepted %d connections", n)
+	}
+	// The dialer itself refuses, whatever decided to dial: the check is on
+	// the address being connected.
+	dial := ownHostDialer(false)
+	for _, a := range []string{"127.0.0.1:" + p, "0.0.0.0:" + p, "127.0.0.1:" + proxyPort} {
+		if c, err := dial(t.Context(), "tcp", a); err == nil {
+			c.Close()
+			t.Errorf("ownHostDialer dialled %s", a)
+		} else if !strings.Contains(err.Error(), "refusing to dial") {
+			t.Errorf("ownHostDialer(%s): %v", a, err)
+		}
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the listener beside the proxy accepted %d connections", n)
+	}
+	for _, ev := range h.eventsOf() {
+		if ev.Allowed {
+			t.Errorf("an attempt at the proxy's own host was recorded as allowed: %+v", ev)
+		}
+	}
+}
+
+func TestWildcardLookupsAreRateLimitedAndAudited(t *testing.T) {
+	h := startProxy(t, []string{"*.w.test:80"})
+	limited := 0
+	const n = WildcardLookupBurst + 20
+	for i := range n {
+		resp, body, _ := h.raw(fmt.Sprintf("GET http://x%d.w.test/ HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+			if !strings.Contains(body, "at most") {
+				t.Errorf("429 body %q does not say the limit", body)
+			}
+		}
+	}
+	// The burst plus what the rate refilled while the test ran.
+	if limited == 0 || len(h.res.asked) > WildcardLookupBurst+WildcardLookupRate*10 {
+		t.Errorf("%d of %d refused by the limit, %d lookups made", limited, n, len(h.res.asked))
+	}
+	evs := h.eventsOf()
+	if len(evs) != n {
+		t.Errorf("%d events for %d wildcard attempts, want one each", len(evs), n)
+	}
+	for _, ev := range evs {
+		if ev.Rule != "*.w.test:80" {
+			t.Errorf("wildcard attempt without its rule in the audit: %+v", ev)
+			break
+		}
+	}
+}
+
+// A flood of refused attempts on one kept-alive connection stays within
+// the audit's bound, and what was left out is counted.
+func TestRefusedFloodKeepsTheAuditBounded(t *testing.T) {
+	h := startProxy(t, nil)
+	c, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 3000
+	host := strings.Repeat("a", 60) + ".flood.test"
+	go func() {
+		w := bufio.NewWriter(c)
+		for i := range n {
+			fmt.Fprintf(w, "GET http://%s/%d HTTP/1.1\r\nHost: %s\r\n\r\n", host, i, host)
+		}
+		w.Flush()
+	}()
+	br := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	for i := range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("response %d: %d", i, resp.StatusCode)
+		}
+	}
+	h.stop()
+	size := len(h.events.String())
+	evs := h.eventsOf()
+	written, dropped := 0, 0
+	for _, ev := range evs {
+		if rest, ok := strings.CutPrefix(ev.Reason, DroppedReason); ok {
+			k, err := strconv.Atoi(rest)
+			if err != nil {
+				t.Fatalf("dropped count %q", ev.Reason)
+			}
+			dropped += k
+			continue
+		}
+		written++
+	}
+	if written+dropped != n || dropped == 0 {
+		t.Errorf("%d written + %d counted as dropped, want %d with some dropped", written, dropped, n)
+	}
+	// At most the burst, the refill over the test's run (generously 60 s)
+	// and the reports; and never more bytes than the bound.
+	if written > RefusedAuditBurst+RefusedAuditRate*60 || size > RefusedAuditBytes+4096 {
+		t.Errorf("audit of the flood: %d refusals in %d bytes", written, size)
+	}
+	t.Logf("flood of %d refusals: %d written (%d bytes), %d counted", n, written, size, dropped)
+}
