@@ -1,11 +1,16 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
 
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -35,5 +40,38 @@ func TestConformance(t *testing.T) {
 			_, err := e.cli.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
 			return err
 		},
+		SnapshotContains: func(ctx context.Context, ref, needle string) (bool, error) {
+			return imageContains(ctx, e.cli, ref, needle)
+		},
+		NewInHome: func(t testing.TB, home string) sdk.Backend {
+			return backendtest.Start(t, pluginBin, e.configEnv(nil), sdk.EnvHomeID+"="+home)
+		},
+		Project:      true,
+		Egress:       backendtest.EgressEnforced,
+		Queue:        true,
+		Hardening:    &backendtest.Hardening{NoNewPrivs: true, NoCapabilities: true, NonRoot: true},
+		BuildsImages: true,
 	})
+}
+
+// imageContains looks for needle in the image's config and in every byte of
+// its saved layers.
+func imageContains(ctx context.Context, cli *client.Client, ref, needle string) (bool, error) {
+	insp, raw, err := cli.ImageInspectWithRaw(ctx, ref)
+	if cerrdefs.IsNotFound(err) {
+		return false, fmt.Errorf("image %s: %w", ref, sdk.ErrNotFound)
+	}
+	if err != nil {
+		return false, err
+	}
+	if bytes.Contains(raw, []byte(needle)) {
+		return true, nil
+	}
+	rc, err := cli.ImageSave(ctx, []string{insp.ID})
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	return bytes.Contains(data, []byte(needle)), err
 }

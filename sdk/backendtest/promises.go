@@ -54,6 +54,9 @@ type Hardening struct {
 	UID            string // the agent's numeric uid, "" for unchecked
 }
 
+// projectUID owns the project when the suite runs as root.
+const projectUID = 4242
+
 // The secret's name in the agent's environment.
 const secretEnv = "BB_CONFORMANCE_SECRET"
 
@@ -66,6 +69,14 @@ func (r *run) project(t *testing.T) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "bb-conf-project"), []byte(marker+"\n"), 0o644); err != nil {
 			t.Fatal(err)
+		}
+		if os.Geteuid() == 0 {
+			// A user's project: not root's, and rarely uid 1000.
+			for _, p := range []string{dir, filepath.Join(dir, "bb-conf-project")} {
+				if err := os.Chown(p, projectUID, projectUID); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		out, errOut, st := r.runOnce(t, nil, "sh", "-c", `cat bb-conf-project && echo from-agent > bb-conf-written && echo wrote`,
 			func(s *sdk.Spec) { s.Cwd, s.CopyCwd = dir, copyCwd })
@@ -92,7 +103,7 @@ func (r *run) secret(t *testing.T) {
 	ctx := r.ctx(t)
 	secret := "s3cr3t-" + newIdentity(t)
 	setEnv := func(s *sdk.Spec) { s.Env[secretEnv] = secret }
-	spec := r.spec(t, true, "sh", "-c", `echo "secret:$`+secretEnv+`:"; sleep 300`, setEnv)
+	spec := r.spec(t, true, "sh", "-c", `while :; do echo "secret:$`+secretEnv+`:"; sleep 1; done`, setEnv)
 	plan, handle := r.launchSpec(t, ctx, r.be, spec)
 	for _, l := range plan.Preflight {
 		if strings.Contains(l.Key+l.Value, secret) {
@@ -303,7 +314,7 @@ func (r *run) snapshots(t *testing.T) {
 	if _, err := r.be.Stop(ctx, sdk.StopRequest{Handle: &handle, Identity: spec.Identity}); err != nil {
 		t.Fatalf("stop keeps snapshots: Stop: %v", err)
 	}
-	r.assertGone(t, ctx, r.be, spec.Identity)
+	r.assertRemoved(t, ctx, r.be, spec.Identity, true)
 	for _, ref := range refs {
 		if !exists(ref) {
 			t.Fatalf("stop keeps snapshots: Stop removed the snapshot %s; Stop without RemoveSnapshots must keep snapshots, a kept bottle resumes from them", ref)
@@ -320,6 +331,7 @@ func (r *run) snapshots(t *testing.T) {
 	if exists(refs[1]) {
 		t.Errorf("stop keeps snapshots: Stop with RemoveSnapshots left the snapshot %s; rm must remove every snapshot of the identity (find them by sdk.LabelIdentity)", refs[1])
 	}
+	r.assertGone(t, ctx, r.be, spec.Identity)
 }
 
 func (r *run) hardening(t *testing.T) {
@@ -375,8 +387,8 @@ func (r *run) images(t *testing.T) {
 		}
 		return p
 	}
-	agentDF := write("Dockerfile.agent", base+"RUN echo from-agent-dockerfile > /bb-conf-image\n")
-	bottleDF := write("Dockerfile.bottle", base+"RUN echo from-bottle-dockerfile > /bb-conf-image\n")
+	agentDF := write("Dockerfile.agent", base+"RUN echo from-agent-dockerfile > /tmp/bb-conf-image\n")
+	bottleDF := write("Dockerfile.bottle", base+"RUN echo from-bottle-dockerfile > /tmp/bb-conf-image\n")
 	ctxDir := a.ContextDir
 	if ctxDir == "" {
 		ctxDir = dir
@@ -389,14 +401,14 @@ func (r *run) images(t *testing.T) {
 		{"an agent Dockerfile", "from-agent-dockerfile", useAgentDF},
 		{"a per-bottle Dockerfile", "from-bottle-dockerfile", func(s *sdk.Spec) { useAgentDF(s); s.BottleDockerfile = bottleDF }},
 	} {
-		out, errOut, st := r.runOnce(t, nil, "cat", "/bb-conf-image", c.adjust)
+		out, errOut, st := r.runOnce(t, nil, "cat", "/tmp/bb-conf-image", c.adjust)
 		if st.Code != 0 || strings.TrimSpace(out) != c.want {
 			t.Errorf("dockerfiles: a bottle from %s read %q (exit %d, stderr %q), want %q: build it and boot from it", c.what, out, st.Code, errOut, c.want)
 		}
 	}
 	ctx := r.ctx(t)
 	gone := "bot-bottle-conformance/gone:" + newIdentity(t)
-	spec := r.spec(t, false, "cat", "/bb-conf-image", useAgentDF, func(s *sdk.Spec) { s.CommittedImage, s.Resume = gone, true })
+	spec := r.spec(t, false, "cat", "/tmp/bb-conf-image", useAgentDF, func(s *sdk.Spec) { s.CommittedImage, s.Resume = gone, true })
 	plan, err := r.be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatalf("dockerfiles: Prepare with a committed image that is gone must fall back to the Dockerfile, not fail: %v", err)
