@@ -47,6 +47,7 @@ func TestConformance(t *testing.T) {
 			return backendtest.Start(t, pluginBin, e.configEnv(nil), sdk.EnvHomeID+"="+home)
 		},
 		Project:      true,
+		ProjectUID:   4242,
 		Egress:       backendtest.EgressEnforced,
 		Queue:        true,
 		Hardening:    &backendtest.Hardening{NoNewPrivs: true, NoCapabilities: true, NonRoot: true},

@@ -47,6 +47,11 @@ type Harness struct {
 	// agent starts there, and with CopyCwd it is copied (the host tree is
 	// never written).
 	Project bool
+	// ProjectUID, when set, owns the project directory (when the suite runs
+	// as root, which alone can give it away): for a backend whose runtime is not the
+	// user (a root daemon), a user's project is not root's, and rarely
+	// uid 1000.
+	ProjectUID int
 	// SnapshotContains reports whether the snapshot ref (a CommitResult.Image)
 	// holds needle anywhere, its config and its layers: the suite looks for
 	// a passed-through secret in it. It wraps sdk.ErrNotFound when ref does

@@ -54,9 +54,6 @@ type Hardening struct {
 	UID            string // the agent's numeric uid, "" for unchecked
 }
 
-// projectUID owns the project when the suite runs as root.
-const projectUID = 4242
-
 // The secret's name in the agent's environment.
 const secretEnv = "BB_CONFORMANCE_SECRET"
 
@@ -70,10 +67,9 @@ func (r *run) project(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "bb-conf-project"), []byte(marker+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if os.Geteuid() == 0 {
-			// A user's project: not root's, and rarely uid 1000.
+		if uid := r.h.ProjectUID; uid != 0 && os.Geteuid() == 0 {
 			for _, p := range []string{dir, filepath.Join(dir, "bb-conf-project")} {
-				if err := os.Chown(p, projectUID, projectUID); err != nil {
+				if err := os.Chown(p, uid, uid); err != nil {
 					t.Fatal(err)
 				}
 			}
