@@ -58,10 +58,14 @@ type Harness struct {
 	// not exist, which is how the suite sees a snapshot removed. Required
 	// with commit.
 	SnapshotContains func(ctx context.Context, ref, needle string) (bool, error)
+	// SnapshotFiles: the backend's snapshots are files in the snapshot dir
+	// the core gives Commit, which the core removes with the bottle's state;
+	// so Stop with RemoveSnapshots is not asked to remove them.
+	SnapshotFiles bool
 	// Egress is how the backend treats Spec.Egress.
 	Egress Egress
-	// Queue: Spec.QueueDir is at sdk.GuestQueueDir (named by
-	// $BOT_BOTTLE_QUEUE), read-only but for its inbox, and
+	// Queue: Spec.QueueDir is at sdk.GuestQueueDir, read-only but for its
+	// inbox, and
 	// Spec.HelperBinary is executable and read-only at sdk.GuestHelperPath.
 	Queue bool
 	// NewInHome returns the backend as New does, serving the bot-bottle home

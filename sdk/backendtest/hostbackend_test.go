@@ -422,6 +422,8 @@ func (b *hostBackend) provision(spec sdk.Spec) (hostRecord, error) {
 		switch {
 		case a == sdk.GuestHelperPath && helper != "":
 			a = helper
+		case a == sdk.GuestQueueDir && rec.Queue != "":
+			a = rec.Queue
 		case strings.HasPrefix(a, "/tmp/"):
 			a = filepath.Join(files, a)
 		}
