@@ -126,12 +126,21 @@ func (b *hostBackend) start(id string, cmd *exec.Cmd) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	b.record(id, ".pid", cmd.Process.Pid)
 	go func() {
 		_ = cmd.Wait()
-		_ = os.WriteFile(b.path(id, ".exit"), []byte(strconv.Itoa(cmd.ProcessState.ExitCode())), 0o600)
+		b.record(id, ".exit", cmd.ProcessState.ExitCode())
 	}()
 	return nil
+}
+
+// record writes n to the bottle's file ext, renamed into place: a reader in
+// another "process" must never see it half written.
+func (b *hostBackend) record(id, ext string, n int) {
+	tmp := b.path(id, ext+".tmp")
+	if os.WriteFile(tmp, []byte(strconv.Itoa(n)), 0o600) == nil {
+		_ = os.Rename(tmp, b.path(id, ext))
+	}
 }
 
 func (b *hostBackend) command(id string) (*exec.Cmd, error) {

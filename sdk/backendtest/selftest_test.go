@@ -81,6 +81,7 @@ func TestBrokenBackends(t *testing.T) {
 		{breakSnapshotKept, backendtest.ItemSnapshots, "stop keeps snapshots: Stop with RemoveSnapshots left the snapshot", nil},
 	}
 	failLine := regexp.MustCompile(`--- FAIL: TestHostBackendConformance/(\w+)`)
+	messages := regexp.MustCompile(`(?m)^\s+\w+\.go:\d+: .*$`)
 	// The children mostly wait on agents' sleeps: run them all at once.
 	outs := make([][]byte, len(cases))
 	errs := make([]error, len(cases))
@@ -115,7 +116,7 @@ func TestBrokenBackends(t *testing.T) {
 			for _, m := range failLine.FindAllStringSubmatch(string(out), -1) {
 				failed = append(failed, m[1])
 				if !allowed[m[1]] {
-					t.Errorf("break %q failed %s, which does not rely on what it broke", c.brk, m[1])
+					t.Errorf("break %q failed %s, which does not rely on what it broke:\n%s", c.brk, m[1], strings.Join(messages.FindAllString(string(out), -1), "\n"))
 				}
 			}
 			if !slices.Contains(failed, c.item) {
