@@ -389,6 +389,8 @@ func (r *run) detach(t *testing.T) {
 		t.Fatalf("detach: attaching again from a fresh process failed: %v; the agent must keep running after a detach, and its bottle stay attachable", err)
 	case st.Detached:
 		t.Fatalf("detach: attaching again from a fresh process reported a detach, but nothing cancelled it; report Detached only when the Attach context is cancelled")
+	case st.Code < 0 || st.Code > 128:
+		t.Fatalf("detach: attaching again from a fresh process reported exit %d, a signal's, where the agent exits 6 on its own: the detach killed it; a cancelled Attach must leave the agent running", st.Code)
 	case st.Code != 6:
 		t.Fatalf("detach: attaching again from a fresh process reported exit %d, the agent exited 6; report the agent's own exit code to a later Attach (record it where a fresh process finds it)", st.Code)
 	}

@@ -68,7 +68,7 @@ func TestBrokenBackends(t *testing.T) {
 		{breakMergedStreams, backendtest.ItemStreams, "stdout/stderr: stdout is", nil},
 		{breakStdinNeverEnds, backendtest.ItemStdinClose, "stdin close: the agent never saw its stdin end", nil},
 		{breakUnknownNotFound, backendtest.ItemStatusCodes, "errors as status codes: Attach to a bottle that was stopped: gRPC Unknown", nil},
-		{breakKillOnDetach, backendtest.ItemDetach, "detach: attaching again from a fresh process", nil},
+		{breakKillOnDetach, backendtest.ItemDetach, "a signal's, where the agent exits 6 on its own: the detach killed it", nil},
 		{breakExecUndeclared, backendtest.ItemCapabilities, "capability gating: exec is not declared", nil},
 		{breakDeclaresExec, backendtest.ItemExec, "exec: Exec = ", []string{backendtest.ItemStatusCodes}},
 		{breakStatePerProcess, backendtest.ItemFreshProcess, "handle from a fresh process:",
