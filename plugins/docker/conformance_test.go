@@ -3,12 +3,14 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
@@ -75,4 +77,27 @@ func imageContains(ctx context.Context, cli *client.Client, ref, needle string) 
 	defer rc.Close()
 	data, err := io.ReadAll(rc)
 	return bytes.Contains(data, []byte(needle)), err
+}
+
+// TestImageContainsFindsEnv proves the conformance hook can fail: a raw
+// engine commit of a container with a secret in its env is caught.
+func TestImageContainsFindsEnv(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	needle := "needle-" + e.label
+	labels := map[string]string{testenv.Label: e.label}
+	c, err := e.cli.ContainerCreate(ctx, &container.Config{Image: "debian:bookworm-slim", Env: []string{"X=" + needle}, Labels: labels}, nil, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := "bot-bottle-test/contains:" + e.label
+	if _, err := e.cli.ContainerCommit(ctx, c.ID, container.CommitOptions{Reference: ref, Changes: []string{"LABEL " + testenv.Label + "=" + e.label}}); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := imageContains(ctx, e.cli, ref, needle); err != nil || !in {
+		t.Fatalf("imageContains(%s) = %v, %v; want the committed env found", ref, in, err)
+	}
+	if _, err := imageContains(ctx, e.cli, ref+"-gone", needle); !errors.Is(err, sdk.ErrNotFound) {
+		t.Fatalf("imageContains of a missing image = %v, want sdk.ErrNotFound", err)
+	}
 }
