@@ -151,7 +151,10 @@
 // that is complete and repeatable and works by identity alone, a handle
 // from one plugin process driving the bottle from a fresh one, errors as
 // the documented status codes, and Exec, CopyIn/CopyOut and Commit with
-// resume where you declare them. Drive your built binary with
+// resume where you declare them; and the promises to users you declare in
+// its Harness (the project, a secret kept out of snapshots, no network with
+// an empty allowlist, the queue and helper, homes, snapshots, hardening,
+// image builds). Drive your built binary with
 // backendtest.Start (exactly as the core starts plugins) or an
 // implementation with backendtest.InProcess (real gRPC, no binary).
 // examples/backend-skeleton in the bot-bottle repository is a complete

@@ -34,6 +34,9 @@ type backend struct {
 	// never asks: that is capability gating.
 	sdk.UnimplementedBackend
 	root string
+	// home is sdk.HomeID: a configured root may serve several homes, so
+	// each bottle records its own and List reports only the caller's.
+	home string
 	err  error // a bad plugin config, reported by every call that needs root
 }
 
@@ -119,7 +122,7 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		return sdk.Handle{}, err
 	}
 	bt := bottle{dir: filepath.Join(b.root, spec.Identity)}
-	if err := bt.launch(ctx, spec, progress); err != nil {
+	if err := bt.launch(ctx, spec, b.home, progress); err != nil {
 		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 	}
 	return b.handle(bt, spec.Identity), nil
@@ -183,6 +186,9 @@ func (b *backend) List(context.Context) ([]sdk.Bottle, error) {
 	}
 	out := make([]sdk.Bottle, 0, len(found))
 	for _, f := range found {
+		if f.rec.Home != b.home {
+			continue
+		}
 		h := b.handle(f.bottle, f.id)
 		out = append(out, sdk.Bottle{Identity: f.id, Agent: f.rec.Agent, Status: f.status,
 			StartedAt: f.rec.Created, Resources: f.resources, Handle: &h})

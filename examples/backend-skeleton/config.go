@@ -20,7 +20,7 @@ type config struct {
 }
 
 func newBackend(raw json.RawMessage, homeID string) *backend {
-	b := &backend{}
+	b := &backend{home: homeID}
 	var c config
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()

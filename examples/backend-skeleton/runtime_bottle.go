@@ -45,6 +45,7 @@ const (
 // secret: Spec.Env values only ever exist in the bottle's processes.
 type record struct {
 	Identity string   `json:"identity"`
+	Home     string   `json:"home,omitempty"`
 	Agent    string   `json:"agent"`
 	Command  []string `json:"command"`
 	Cwd      string   `json:"cwd"`

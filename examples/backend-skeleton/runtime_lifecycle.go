@@ -20,7 +20,7 @@ import (
 
 // launch makes the bottle's directory and starts its init in new
 // namespaces. On failure it leaves nothing behind.
-func (bt bottle) launch(ctx context.Context, spec sdk.Spec, progress func(sdk.Progress)) (err error) {
+func (bt bottle) launch(ctx context.Context, spec sdk.Spec, home string, progress func(sdk.Progress)) (err error) {
 	if err := os.MkdirAll(filepath.Dir(bt.dir), 0o700); err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func (bt bottle) launch(ctx context.Context, spec sdk.Spec, progress func(sdk.Pr
 			keep = append(keep, bin)
 		}
 	}
-	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: cwd,
+	rec := record{Identity: spec.Identity, Home: home, Agent: spec.Agent.Name, Command: spec.Command, Cwd: cwd,
 		TTY: spec.TTY, Detach: spec.Detach, Created: time.Now().UTC().Format(time.RFC3339),
 		Keep: slices.DeleteFunc(keep, func(p string) bool { return p == "" })}
 	if err = bt.writeRecord(rec); err != nil {

@@ -89,11 +89,12 @@ func TestConformance(t *testing.T) {
 	bin := backendtest.Build(t, ".", name)
 	root := t.TempDir()
 	env := sdk.EnvPluginConfig + "=" + string(rootConfig(t, root))
-	backendtest.RunConformance(t, backendtest.Harness{
-		New:       func(t testing.TB) sdk.Backend { return backendtest.Start(t, bin, env) },
-		Agent:     sdk.Agent{Name: "conf", Image: "unused: skeleton runs host binaries"},
-		Leftovers: func(_ context.Context, id string) ([]string, error) { return leftovers(root, id), nil },
-	})
+	h := harness(root)
+	h.New = func(t testing.TB) sdk.Backend { return backendtest.Start(t, bin, env) }
+	h.NewInHome = func(t testing.TB, home string) sdk.Backend {
+		return backendtest.Start(t, bin, env, sdk.EnvHomeID+"="+home)
+	}
+	backendtest.RunConformance(t, h)
 }
 
 // TestConformanceInProcess runs the same suite against the backend served
@@ -102,11 +103,24 @@ func TestConformanceInProcess(t *testing.T) {
 	requireNamespaces(t)
 	root := t.TempDir()
 	cfg := rootConfig(t, root)
-	backendtest.RunConformance(t, backendtest.Harness{
-		New:       func(t testing.TB) sdk.Backend { return backendtest.InProcess(t, newBackend(cfg, "")) },
+	h := harness(root)
+	h.New = func(t testing.TB) sdk.Backend { return backendtest.InProcess(t, newBackend(cfg, "")) }
+	h.NewInHome = func(t testing.TB, home string) sdk.Backend { return backendtest.InProcess(t, newBackend(cfg, home)) }
+	backendtest.RunConformance(t, h)
+}
+
+// harness is what the skeleton declares, whichever way it is served: the
+// project at the workdir, no network ever (an allowlist is a warning), the
+// hardening of runtime_caps.go. Its queue and helper are at host paths, not
+// the guest paths, so it declares no Queue.
+func harness(root string) backendtest.Harness {
+	return backendtest.Harness{
 		Agent:     sdk.Agent{Name: "conf", Image: "unused: skeleton runs host binaries"},
 		Leftovers: func(_ context.Context, id string) ([]string, error) { return leftovers(root, id), nil },
-	})
+		Project:   true,
+		Egress:    backendtest.EgressNoNetwork,
+		Hardening: &backendtest.Hardening{NoNewPrivs: true, NoCapabilities: true},
+	}
 }
 
 // leftovers lists what a bottle still has: its directory, and any live

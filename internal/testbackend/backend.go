@@ -133,6 +133,14 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	_ = os.WriteFile(filepath.Join(b.root, "launch.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
 	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: spec.Cwd, Queue: spec.QueueDir,
 		Started: time.Now().UTC().Format(time.RFC3339)}
+	if spec.Cwd != "" && spec.CopyCwd {
+		// A copy the agent works in: the host's project is never written.
+		rec.Cwd = b.path(spec.Identity, ".cwd")
+		_ = os.RemoveAll(rec.Cwd)
+		if err := os.CopyFS(rec.Cwd, os.DirFS(spec.Cwd)); err != nil {
+			return sdk.Handle{}, fmt.Errorf("launch %s: copy the project: %w", spec.Identity, err)
+		}
+	}
 	data, _ := json.Marshal(rec)
 	if err := os.WriteFile(b.path(spec.Identity, ".json"), data, 0o600); err != nil {
 		return sdk.Handle{}, err
@@ -381,6 +389,7 @@ func (b *backend) Stop(_ context.Context, req sdk.StopRequest) ([]string, error)
 			removed = append(removed, "bottle "+id)
 		}
 	}
+	_ = os.RemoveAll(b.path(id, ".cwd"))
 	if req.RemoveSnapshots {
 		for _, ref := range b.snapshots(id) {
 			removed = append(removed, "snapshot "+ref)

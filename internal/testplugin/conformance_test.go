@@ -16,5 +16,9 @@ func TestConformance(t *testing.T) {
 	backendtest.RunConformance(t, backendtest.Harness{
 		New:   func(t testing.TB) sdk.Backend { return backendtest.Start(t, bin, root) },
 		Agent: sdk.Agent{Name: "conf", Image: "host"},
+		// A host process in the project (or a copy of it). It has the
+		// host's network, queue and helper paths, and one root is one home,
+		// so it declares nothing else.
+		Project: true,
 	})
 }

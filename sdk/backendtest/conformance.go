@@ -39,6 +39,45 @@ type Harness struct {
 	// RemoveSnapshot, when set, removes what a Commit made; Stop never does,
 	// by contract, so the suite calls it when a commit check ends.
 	RemoveSnapshot func(ctx context.Context, image string) error
+
+	// What the backend declares it does for the user; each item that
+	// depends on a declaration is skipped without it.
+
+	// Project: Spec.Cwd is mounted read-write at the agent's workdir, the
+	// agent starts there, and with CopyCwd it is copied (the host tree is
+	// never written).
+	Project bool
+	// ProjectUID, when set, owns the project directory (when the suite runs
+	// as root, which alone can give it away): for a backend whose runtime is not the
+	// user (a root daemon), a user's project is not root's, and rarely
+	// uid 1000.
+	ProjectUID int
+	// SnapshotContains reports whether the snapshot ref (a CommitResult.Image)
+	// holds needle anywhere, its config and its layers: the suite looks for
+	// a passed-through secret in it. It wraps sdk.ErrNotFound when ref does
+	// not exist, which is how the suite sees a snapshot removed. Required
+	// with commit.
+	SnapshotContains func(ctx context.Context, ref, needle string) (bool, error)
+	// SnapshotFiles: the backend's snapshots are files in the snapshot dir
+	// the core gives Commit, which the core removes with the bottle's state;
+	// so Stop with RemoveSnapshots is not asked to remove them.
+	SnapshotFiles bool
+	// Egress is how the backend treats Spec.Egress.
+	Egress Egress
+	// Queue: Spec.QueueDir is at sdk.GuestQueueDir, read-only but for its
+	// inbox, and
+	// Spec.HelperBinary is executable and read-only at sdk.GuestHelperPath.
+	Queue bool
+	// NewInHome returns the backend as New does, serving the bot-bottle home
+	// with the given id (for a plugin binary: Start with
+	// sdk.EnvHomeID+"="+home), on the same engine or root as New.
+	NewInHome func(t testing.TB, home string) sdk.Backend
+	// Hardening is what the backend declares about the agent's process.
+	Hardening *Hardening
+	// BuildsImages: the backend builds the agent's Dockerfile and a
+	// per-bottle Dockerfile, and falls back from a committed image that is
+	// gone with a note (Plan.Warnings or Progress naming it).
+	BuildsImages bool
 }
 
 // Contract items, as subtest names. A failure message starts with the
@@ -140,6 +179,14 @@ func RunConformance(t *testing.T, h Harness) {
 	t.Run(ItemExec, r.exec)
 	t.Run(ItemCopy, r.copy)
 	t.Run(ItemCommit, r.commit)
+	t.Run(ItemProject, r.project)
+	t.Run(ItemSecret, r.secret)
+	t.Run(ItemNoNetwork, r.noNetwork)
+	t.Run(ItemQueue, r.queue)
+	t.Run(ItemHomes, r.homes)
+	t.Run(ItemSnapshots, r.snapshots)
+	t.Run(ItemHardening, r.hardening)
+	t.Run(ItemImages, r.images)
 }
 
 type run struct {
@@ -337,8 +384,15 @@ func (r *run) detach(t *testing.T) {
 		t.Errorf("detach: right after a detach List reports %s as %q, want running (prune keeps a detached bottle only while it is)", spec.Identity, b.Status)
 	}
 	st, err = r.h.New(t).Attach(ctx, sdk.AttachRequest{Handle: handle}, sdk.AttachStreams{Stdout: io.Discard, Stderr: io.Discard})
-	if err != nil || st.Detached || st.Code != 6 {
-		t.Fatalf("detach: attaching again from a fresh process = %+v, %v; want the agent's own exit 6 (it must have kept running after the detach)", st, err)
+	switch {
+	case err != nil:
+		t.Fatalf("detach: attaching again from a fresh process failed: %v; the agent must keep running after a detach, and its bottle stay attachable", err)
+	case st.Detached:
+		t.Fatalf("detach: attaching again from a fresh process reported a detach, but nothing cancelled it; report Detached only when the Attach context is cancelled")
+	case st.Code < 0 || st.Code > 128:
+		t.Fatalf("detach: attaching again from a fresh process reported exit %d, a signal's, where the agent exits 6 on its own: the detach killed it; a cancelled Attach must leave the agent running", st.Code)
+	case st.Code != 6:
+		t.Fatalf("detach: attaching again from a fresh process reported exit %d, the agent exited 6; report the agent's own exit code to a later Attach (record it where a fresh process finds it)", st.Code)
 	}
 }
 
@@ -556,6 +610,15 @@ func (r *run) commit(t *testing.T) {
 // adjust the spec after the harness's own Spec.
 func (r *run) launch(t *testing.T, ctx context.Context, be sdk.Backend, detach bool, args ...any) (sdk.Spec, sdk.Handle) {
 	t.Helper()
+	spec := r.spec(t, detach, args...)
+	_, handle := r.launchSpec(t, ctx, be, spec)
+	return spec, handle
+}
+
+// spec is the spec launch uses, with a Stop of its identity registered as
+// cleanup.
+func (r *run) spec(t *testing.T, detach bool, args ...any) sdk.Spec {
+	t.Helper()
 	spec := sdk.Spec{Identity: newIdentity(t), Agent: r.h.Agent, Detach: detach, Env: map[string]string{}}
 	var adjust []func(*sdk.Spec)
 	for _, a := range args {
@@ -575,9 +638,16 @@ func (r *run) launch(t *testing.T, ctx context.Context, be sdk.Backend, detach b
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		// r.be, not be: be may be a plugin process the check killed.
+		// r.be, not the backend that launched it: that may be a plugin
+		// process the check killed.
 		_, _ = r.be.Stop(ctx, sdk.StopRequest{Identity: spec.Identity})
 	})
+	return spec
+}
+
+// launchSpec prepares and launches spec on be.
+func (r *run) launchSpec(t *testing.T, ctx context.Context, be sdk.Backend, spec sdk.Spec) (sdk.Plan, sdk.Handle) {
+	t.Helper()
 	plan, err := be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatalf("prepare: %v", err)
@@ -589,7 +659,7 @@ func (r *run) launch(t *testing.T, ctx context.Context, be sdk.Backend, detach b
 	if handle.Identity != "" && handle.Identity != spec.Identity {
 		t.Fatalf("launch: the handle names %q, the spec %q", handle.Identity, spec.Identity)
 	}
-	return spec, handle
+	return plan, handle
 }
 
 // runOnce launches cmd, attaches until it exits and stops the bottle.
@@ -627,7 +697,14 @@ func (r *run) listed(t *testing.T, ctx context.Context, be sdk.Backend, id strin
 // harness's Leftovers can see.
 func (r *run) assertGone(t *testing.T, ctx context.Context, be sdk.Backend, id string) {
 	t.Helper()
-	if b, ok := r.listed(t, ctx, be, id); ok {
+	r.assertRemoved(t, ctx, be, id, false)
+}
+
+// assertRemoved is assertGone, allowing a List entry of the identity's
+// snapshots alone (StatusSnapshot) when keptSnapshots.
+func (r *run) assertRemoved(t *testing.T, ctx context.Context, be sdk.Backend, id string, keptSnapshots bool) {
+	t.Helper()
+	if b, ok := r.listed(t, ctx, be, id); ok && !(keptSnapshots && b.Status == sdk.StatusSnapshot) {
 		t.Errorf("stop is not complete: after Stop, List still reports %s (status %q, resources %v)", id, b.Status, b.Resources)
 	}
 	if r.h.Leftovers == nil {

@@ -23,6 +23,22 @@
 // 'TestConformance/TerminalResize'` reruns one item. The agent image must
 // have a POSIX sh, cat, echo, sleep and stty (busybox has them all).
 //
+// # The user's promises
+//
+// Beyond the mechanics, the suite checks what users rely on, each item for
+// a backend that declares it in its Harness: the project at the workdir,
+// writable, and never written with CopyCwd (Project, ProjectUID); no
+// network at all with an empty allowlist, and a warning where an allowlist
+// cannot be enforced (Egress); the queue read-only but for its inbox, the
+// helper executable and read-only (Queue); List of its own home only
+// (NewInHome); snapshots kept by Stop and removed by RemoveSnapshots and the
+// RemoveSnapshot hook (SnapshotContains, SnapshotFiles); the hardening it
+// declares, seen from inside (Hardening); Dockerfiles built and used and a
+// vanished committed image fallen back from with a note (BuildsImages).
+// Every backend is held to the secret's promise: a Spec.Env value reaches
+// the agent and is in no plan, handle, List, Info or snapshot (with
+// commit, set SnapshotContains so the suite can look inside your format).
+//
 // # Errors the suite expects
 //
 // A declined optional call (a capability the backend does not declare)

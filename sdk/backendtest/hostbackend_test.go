@@ -27,6 +27,8 @@ import (
 type hostBackend struct {
 	sdk.UnimplementedBackend
 	root   string
+	snaps  string // where snapshots are kept: the "engine's" image store
+	home   string
 	break_ string
 }
 
@@ -43,20 +45,32 @@ const (
 	breakExecUndeclared  = "exec-undeclared"        // Exec works but Info does not declare it
 	breakDeclaresExec    = "declares-unimplemented" // Info declares exec, Exec declines
 	breakStatePerProcess = "state-per-process"      // a fresh process knows no earlier bottle
+	breakSecretInCommit  = "secret-in-commit"       // a snapshot keeps the agent's environment
+	breakNetwork         = "network-when-empty"     // the agent has the host's network
+	breakWritableOutbox  = "writable-outbox"        // the queue's outbox is shared read-write
+	breakListAllHomes    = "list-all-homes"         // List reports every home's bottles
+	breakProjectUnmount  = "project-not-mounted"    // the agent never sees Spec.Cwd
+	breakSnapshotKept    = "snapshot-not-removable" // Stop ignores RemoveSnapshots
 )
 
 type hostRecord struct {
 	Identity string   `json:"identity"`
+	Home     string   `json:"home"`
 	Command  []string `json:"command"`
 	Started  string   `json:"started"`
+	Cwd      string   `json:"cwd"`
+	Queue    string   `json:"queue"`
+	// Env is kept in a file of its own (ext .env), as an engine keeps a
+	// container's environment; a snapshot copies the record only.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 func (b *hostBackend) path(id, ext string) string { return filepath.Join(b.root, id+ext) }
 
 func (b *hostBackend) Info(context.Context) (sdk.Info, error) {
-	info := sdk.Info{Name: "host", Version: "0.0.1", APIVersions: []string{sdk.APIVersion}}
+	info := sdk.Info{Name: "host", Version: "0.0.1", APIVersions: []string{sdk.APIVersion}, Capabilities: []sdk.Capability{sdk.CapCommit}}
 	if b.break_ == breakDeclaresExec {
-		info.Capabilities = []sdk.Capability{sdk.CapExec}
+		info.Capabilities = append(info.Capabilities, sdk.CapExec)
 	}
 	return info, nil
 }
@@ -65,12 +79,24 @@ func (b *hostBackend) Prepare(_ context.Context, spec sdk.Spec) (sdk.Plan, error
 	if len(spec.Command) == 0 {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: no command", spec.Identity)
 	}
-	return sdk.Plan{Preflight: []sdk.PreflightLine{{Key: "runs", Value: "on the host"}}}, nil
+	plan := sdk.Plan{Preflight: []sdk.PreflightLine{{Key: "runs", Value: "on the host"}}}
+	if len(spec.Egress) > 0 {
+		plan.Warnings = append(plan.Warnings, "egress allowlist not applied: a host bottle has no network")
+	}
+	return plan, nil
 }
 
 func (b *hostBackend) Launch(_ context.Context, spec sdk.Spec, _ sdk.Plan, _ func(sdk.Progress)) (sdk.Handle, error) {
-	rec, _ := json.Marshal(hostRecord{Identity: spec.Identity, Command: spec.Command, Started: time.Now().UTC().Format(time.RFC3339)})
-	if err := os.WriteFile(b.path(spec.Identity, ".json"), rec, 0o600); err != nil {
+	rec, err := b.provision(spec)
+	if err != nil {
+		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
+	}
+	data, _ := json.Marshal(rec)
+	env, _ := json.Marshal(spec.Env)
+	if err := os.WriteFile(b.path(spec.Identity, ".env"), env, 0o600); err != nil {
+		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
+	}
+	if err := os.WriteFile(b.path(spec.Identity, ".json"), data, 0o600); err != nil {
 		return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
 	}
 	h := sdk.Handle{Version: 1, Backend: "host", Identity: spec.Identity}
@@ -81,7 +107,7 @@ func (b *hostBackend) Launch(_ context.Context, spec sdk.Spec, _ sdk.Plan, _ fun
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = b.isolate(&syscall.SysProcAttr{Setpgid: true})
 	logf, err := os.Create(b.path(spec.Identity, ".log"))
 	if err != nil {
 		return sdk.Handle{}, err
@@ -100,12 +126,21 @@ func (b *hostBackend) start(id string, cmd *exec.Cmd) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	_ = os.WriteFile(b.path(id, ".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	b.record(id, ".pid", cmd.Process.Pid)
 	go func() {
 		_ = cmd.Wait()
-		_ = os.WriteFile(b.path(id, ".exit"), []byte(strconv.Itoa(cmd.ProcessState.ExitCode())), 0o600)
+		b.record(id, ".exit", cmd.ProcessState.ExitCode())
 	}()
 	return nil
+}
+
+// record writes n to the bottle's file ext, renamed into place: a reader in
+// another "process" must never see it half written.
+func (b *hostBackend) record(id, ext string, n int) {
+	tmp := b.path(id, ext+".tmp")
+	if os.WriteFile(tmp, []byte(strconv.Itoa(n)), 0o600) == nil {
+		_ = os.Rename(tmp, b.path(id, ext))
+	}
 }
 
 func (b *hostBackend) command(id string) (*exec.Cmd, error) {
@@ -123,9 +158,27 @@ func (b *hostBackend) command(id string) (*exec.Cmd, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("bottle %s: %w", id, err)
 	}
+	var env map[string]string
+	if data, err := os.ReadFile(b.path(id, ".env")); err == nil {
+		_ = json.Unmarshal(data, &env)
+	}
 	cmd := exec.Command(rec.Command[0], rec.Command[1:]...)
-	cmd.Dir = b.root
+	cmd.Dir = rec.Cwd
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, sdk.EnvIdentity+"="+id, sdk.EnvQueueDir+"="+rec.Queue)
 	return cmd, nil
+}
+
+// isolate gives the agent a network namespace of its own (loopback only),
+// when the test runs as root and the backend is not broken so.
+func (b *hostBackend) isolate(a *syscall.SysProcAttr) *syscall.SysProcAttr {
+	if os.Geteuid() == 0 && b.break_ != breakNetwork {
+		a.Cloneflags |= syscall.CLONE_NEWNET
+	}
+	return a
 }
 
 func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
@@ -146,7 +199,7 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 		defer ptmx.Close()
 		_ = pty.Setsize(ptmx, &pty.Winsize{Rows: req.Size.Rows, Cols: req.Size.Cols})
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		cmd.SysProcAttr = b.isolate(&syscall.SysProcAttr{Setsid: true, Setctty: true})
 		if err := b.start(id, cmd); err != nil {
 			tty.Close()
 			return sdk.ExitStatus{}, fmt.Errorf("attach %s: %w", id, err)
@@ -165,7 +218,7 @@ func (b *hostBackend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.A
 			}
 		}()
 	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.SysProcAttr = b.isolate(&syscall.SysProcAttr{Setpgid: true})
 		cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
 		if b.break_ == breakMergedStreams {
 			cmd.Stderr = s.Stdout
@@ -264,8 +317,20 @@ func (b *hostBackend) Stop(_ context.Context, req sdk.StopRequest) ([]string, er
 			removed = append(removed, fmt.Sprintf("process %d", pid))
 		}
 	}
-	for _, ext := range []string{".pid", ".log", ".exit"} {
+	for _, ext := range []string{".pid", ".log", ".exit", ".env"} {
 		_ = os.Remove(b.path(id, ext))
+	}
+	for _, ext := range []string{".files", ".cwd"} {
+		_ = os.RemoveAll(b.path(id, ext))
+	}
+	if req.RemoveSnapshots && b.break_ != breakSnapshotKept {
+		snaps, _ := filepath.Glob(filepath.Join(b.snaps, "snap-"+id+"-*.snap"))
+		for _, s := range snaps {
+			if os.Remove(s) == nil {
+				removed = append(removed, "snapshot "+filepath.Base(s))
+			}
+			_ = os.RemoveAll(strings.TrimSuffix(s, ".snap") + ".tmp")
+		}
 	}
 	if b.break_ != breakStopLeaves {
 		if os.Remove(b.path(id, ".json")) == nil {
@@ -286,6 +351,12 @@ func (b *hostBackend) List(context.Context) ([]sdk.Bottle, error) {
 		if !ok {
 			continue
 		}
+		if data, err := os.ReadFile(b.path(id, ".json")); err == nil {
+			var rec hostRecord
+			if json.Unmarshal(data, &rec) == nil && rec.Home != b.home && b.break_ != breakListAllHomes {
+				continue
+			}
+		}
 		status := sdk.StatusCreated
 		if _, ok := b.pid(id); ok {
 			status = sdk.StatusRunning
@@ -296,4 +367,115 @@ func (b *hostBackend) List(context.Context) ([]sdk.Bottle, error) {
 		out = append(out, sdk.Bottle{Identity: id, Status: status, Resources: []string{b.path(id, ".json")}})
 	}
 	return out, nil
+}
+
+// provision makes what a bottle's agent sees in place of the guest paths,
+// and its record. A host bottle has no mounts: it runs in the project (or
+// a copy), its /tmp, queue and helper are host paths its arguments and
+// environment are mapped to.
+func (b *hostBackend) provision(spec sdk.Spec) (hostRecord, error) {
+	rec := hostRecord{Identity: spec.Identity, Home: b.home, Started: time.Now().UTC().Format(time.RFC3339), Cwd: b.root}
+	files := b.path(spec.Identity, ".files")
+	if err := os.MkdirAll(files, 0o700); err != nil {
+		return rec, err
+	}
+	tmp := filepath.Join(files, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return rec, err
+	}
+	if spec.CommittedImage != "" {
+		if err := os.CopyFS(tmp, os.DirFS(filepath.Join(b.snaps, spec.CommittedImage+".tmp"))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return rec, err
+		}
+	}
+	switch {
+	case spec.Cwd == "" || b.break_ == breakProjectUnmount:
+	case spec.CopyCwd:
+		rec.Cwd = b.path(spec.Identity, ".cwd")
+		if err := os.CopyFS(rec.Cwd, os.DirFS(spec.Cwd)); err != nil {
+			return rec, err
+		}
+	default:
+		rec.Cwd = spec.Cwd
+	}
+	if spec.QueueDir != "" {
+		// The agent's queue: the inbox is the host's, the rest a private
+		// copy, so that nothing it writes outside the inbox reaches the core.
+		rec.Queue = filepath.Join(files, "queue")
+		if err := os.CopyFS(rec.Queue, os.DirFS(spec.QueueDir)); err != nil {
+			return rec, err
+		}
+		shared := []string{sdk.QueueInbox}
+		if b.break_ == breakWritableOutbox {
+			shared = append(shared, "outbox")
+		}
+		for _, d := range shared {
+			_ = os.RemoveAll(filepath.Join(rec.Queue, d))
+			if err := os.Symlink(filepath.Join(spec.QueueDir, d), filepath.Join(rec.Queue, d)); err != nil {
+				return rec, err
+			}
+		}
+	}
+	helper := ""
+	if spec.HelperBinary != "" {
+		data, err := os.ReadFile(spec.HelperBinary)
+		if err != nil {
+			return rec, err
+		}
+		helper = filepath.Join(files, "bottle")
+		if err := os.WriteFile(helper, data, 0o555); err != nil {
+			return rec, err
+		}
+	}
+	for _, a := range spec.Command {
+		switch {
+		case a == sdk.GuestHelperPath && helper != "":
+			a = helper
+		case a == sdk.GuestQueueDir && rec.Queue != "":
+			a = rec.Queue
+		case strings.HasPrefix(a, "/tmp/"):
+			a = filepath.Join(files, a)
+		}
+		rec.Command = append(rec.Command, a)
+	}
+	return rec, nil
+}
+
+// Commit snapshots the bottle's record (never its environment, which an
+// engine keeps with the container, unless broken so).
+func (b *hostBackend) Commit(_ context.Context, h sdk.Handle, _ string) (sdk.CommitResult, error) {
+	data, err := os.ReadFile(b.path(h.Identity, ".json"))
+	if err != nil {
+		return sdk.CommitResult{}, fmt.Errorf("commit %s: %w", h.Identity, sdk.ErrNotFound)
+	}
+	if b.break_ == breakSecretInCommit {
+		var rec hostRecord
+		_ = json.Unmarshal(data, &rec)
+		env, _ := os.ReadFile(b.path(h.Identity, ".env"))
+		_ = json.Unmarshal(env, &rec.Env)
+		data, _ = json.Marshal(rec)
+	}
+	ref := fmt.Sprintf("snap-%s-%d", h.Identity, time.Now().UnixNano())
+	if err := os.CopyFS(filepath.Join(b.snaps, ref+".tmp"), os.DirFS(filepath.Join(b.path(h.Identity, ".files"), "tmp"))); err != nil {
+		return sdk.CommitResult{}, fmt.Errorf("commit %s: %w", h.Identity, err)
+	}
+	if err := os.WriteFile(filepath.Join(b.snaps, ref+".snap"), data, 0o600); err != nil {
+		return sdk.CommitResult{}, fmt.Errorf("commit %s: %w", h.Identity, err)
+	}
+	return sdk.CommitResult{Image: ref}, nil
+}
+
+// removeSnapshot is the harness's RemoveSnapshot for host snapshots.
+func removeSnapshot(root, ref string) error {
+	_ = os.RemoveAll(filepath.Join(root, ref+".tmp"))
+	return os.Remove(filepath.Join(root, ref+".snap"))
+}
+
+// snapshotContains is the harness's look into a host snapshot.
+func snapshotContains(root, ref, needle string) (bool, error) {
+	data, err := os.ReadFile(filepath.Join(root, ref+".snap"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("snapshot %s: %w", ref, sdk.ErrNotFound)
+	}
+	return strings.Contains(string(data), needle), err
 }
