@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
@@ -42,6 +44,9 @@ type StartCmd struct {
 	Command []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's (after --)."`
 }
 
+// AfterApply refuses a mistyped flag after the agent name.
+func (c *StartCmd) AfterApply(kctx *kong.Context) error { return commandAfterDashes(kctx, c.Agent, c.Command) }
+
 func (c *StartCmd) Run(a *App) error {
 	env, err := a.Env()
 	if err != nil {
@@ -57,6 +62,9 @@ type ResumeCmd struct {
 	Detach   bool     `short:"d" help:"Resume and return; attach later with bot-bottle attach."`
 	Command  []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's resume command (after --)."`
 }
+
+// AfterApply refuses a mistyped flag after the identity.
+func (c *ResumeCmd) AfterApply(kctx *kong.Context) error { return commandAfterDashes(kctx, c.Identity, c.Command) }
 
 func (c *ResumeCmd) Run(a *App) error {
 	env, err := a.Env()
