@@ -45,7 +45,9 @@ type StartCmd struct {
 }
 
 // AfterApply refuses a mistyped flag after the agent name.
-func (c *StartCmd) AfterApply(kctx *kong.Context) error { return commandAfterDashes(kctx, c.Agent, c.Command) }
+func (c *StartCmd) AfterApply(kctx *kong.Context) error {
+	return commandAfterDashes(kctx, c.Agent, c.Command)
+}
 
 func (c *StartCmd) Run(a *App) error {
 	env, err := a.Env()
@@ -64,7 +66,9 @@ type ResumeCmd struct {
 }
 
 // AfterApply refuses a mistyped flag after the identity.
-func (c *ResumeCmd) AfterApply(kctx *kong.Context) error { return commandAfterDashes(kctx, c.Identity, c.Command) }
+func (c *ResumeCmd) AfterApply(kctx *kong.Context) error {
+	return commandAfterDashes(kctx, c.Identity, c.Command)
+}
 
 func (c *ResumeCmd) Run(a *App) error {
 	env, err := a.Env()
