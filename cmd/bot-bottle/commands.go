@@ -153,8 +153,16 @@ func pickRunning(a *App, env *lifecycle.Env) (string, error) {
 }
 
 type StopCmd struct {
-	Identity string `arg:"" help:"Identity of the bottle." predictor:"identity"`
-	Preserve bool   `help:"Keep the bottle's state so that bot-bottle resume can bring it back."`
+	Identities []string `arg:"" optional:"" help:"Identities of the bottles to stop." predictor:"identity"`
+	All        bool     `help:"Stop every running bottle."`
+	Preserve   bool     `help:"Keep the bottles' state so that bot-bottle resume can bring them back."`
+}
+
+func (c *StopCmd) Help() string {
+	return `Unlike docker's stop, stopping a bottle that is not kept removes it (its
+backend resources, snapshots and state; the audit log stays). A bottle is kept
+when it was committed, had a change approved, or was stopped with --preserve,
+and then stays kept until bot-bottle rm. stop says which it did.`
 }
 
 func (c *StopCmd) Run(a *App) error {
@@ -162,7 +170,72 @@ func (c *StopCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	return env.Stop(a.ctx, c.Identity, c.Preserve)
+	ids, err := chooseIdentities(c.Identities, c.All, func() ([]string, error) { return runningIdentities(a, env) })
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		// Stop's outcome follows from the machine: a kept bottle stays kept,
+		// any other is removed unless --preserve keeps it.
+		kept, err := env.Store.IsPreserved(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := env.Stop(a.ctx, id, c.Preserve); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		switch {
+		case kept:
+			fmt.Printf("stopped %s; it stays kept (committed, approved change or --preserve) until bot-bottle rm %s\n", id, id)
+		case c.Preserve:
+			fmt.Printf("stopped %s; kept until bot-bottle rm %s\n", id, id)
+		default:
+			fmt.Printf("stopped and removed %s: its backend resources, snapshots and state (its audit log stays: bot-bottle audit %s); to keep a bottle when it stops, use stop --preserve or commit it first\n", id, id)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// chooseIdentities is the identities a command acts on: those given or,
+// with all, every one that all lists; never both, never none. Every given
+// one is checked before anything is done.
+func chooseIdentities(given []string, all bool, list func() ([]string, error)) ([]string, error) {
+	switch {
+	case all && len(given) > 0:
+		return nil, errors.New("give identities or --all, not both")
+	case all:
+		ids, err := list()
+		if err == nil && len(ids) == 0 {
+			fmt.Fprintln(os.Stderr, "bot-bottle: no bottles to act on")
+		}
+		return ids, err
+	case len(given) == 0:
+		return nil, errors.New("give one or more identities, or --all (see: bot-bottle list)")
+	}
+	for _, id := range given {
+		if err := state.ValidateIdentity(id); err != nil {
+			return nil, err
+		}
+	}
+	return given, nil
+}
+
+// runningIdentities is the bottles in this home that a backend runs.
+func runningIdentities(a *App, env *lifecycle.Env) ([]string, error) {
+	rows, _, err := env.List(a.ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, r := range rows {
+		if r.Status == sdk.StatusRunning && r.InState {
+			ids = append(ids, r.Identity)
+		}
+	}
+	return ids, nil
 }
 
 type ListCmd struct {
@@ -234,7 +307,8 @@ func dash(s string) string {
 }
 
 type RmCmd struct {
-	Identities []string `arg:"" help:"Identities of the bottles to remove."`
+	Identities []string `arg:"" optional:"" help:"Identities of the bottles to remove." predictor:"identity"`
+	All        bool     `help:"Remove every bottle of this home, kept or not."`
 }
 
 func (c *RmCmd) Run(a *App) error {
@@ -243,13 +317,12 @@ func (c *RmCmd) Run(a *App) error {
 		return err
 	}
 	// All or nothing on bad input: refuse before removing anything.
-	for _, id := range c.Identities {
-		if err := state.ValidateIdentity(id); err != nil {
-			return err
-		}
+	ids, err := chooseIdentities(c.Identities, c.All, env.Store.Identities)
+	if err != nil {
+		return err
 	}
 	var errs []error
-	for _, id := range c.Identities {
+	for _, id := range ids {
 		if err := env.Remove(a.ctx, id); err != nil {
 			errs = append(errs, err)
 			continue
@@ -514,7 +587,21 @@ func (c *PluginsVerifyCmd) Run(a *App) error {
 type VersionCmd struct{}
 
 func (c *VersionCmd) Run() error {
-	fmt.Printf("bot-bottle %s (plugin protocol %d, API %s, %s/%s)\n", version, sdk.ProtocolVersion, sdk.APIVersion, runtime.GOOS, runtime.GOARCH)
+	fmt.Println(versionLine())
+	return nil
+}
+
+func versionLine() string {
+	return fmt.Sprintf("bot-bottle %s (plugin protocol %d, API %s, %s/%s)", version, sdk.ProtocolVersion, sdk.APIVersion, runtime.GOOS, runtime.GOARCH)
+}
+
+// versionFlag is --version: it prints what the version command prints and
+// exits before any command runs, as docker --version does.
+type versionFlag bool
+
+func (versionFlag) BeforeReset(app *kong.Kong) error {
+	fmt.Fprintln(app.Stdout, versionLine())
+	app.Exit(0)
 	return nil
 }
 
