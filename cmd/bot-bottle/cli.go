@@ -34,6 +34,6 @@ type CLI struct {
 // Globals are flags every command takes.
 type Globals struct {
 	Version  versionFlag `name:"version" help:"Print the version and exit (as the version command)."`
-	LogLevel string `name:"log-level" env:"BOT_BOTTLE_LOG" default:"error" enum:"trace,debug,info,warn,error,off" help:"Log level for bot-bottle and plugin logs (${enum})."`
-	Home     string `name:"home" env:"BOT_BOTTLE_HOME" type:"path" help:"bot-bottle's home directory (default ~/.bot-bottle)."`
+	LogLevel string      `name:"log-level" env:"BOT_BOTTLE_LOG" default:"error" enum:"trace,debug,info,warn,error,off" help:"Log level for bot-bottle and plugin logs (${enum})."`
+	Home     string      `name:"home" env:"BOT_BOTTLE_HOME" type:"path" help:"bot-bottle's home directory (default ~/.bot-bottle)."`
 }
