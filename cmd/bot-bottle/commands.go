@@ -255,10 +255,7 @@ func (c *ListCmd) Run(a *App) error {
 		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(w.Error()))
 	}
 	if c.JSON {
-		if rows == nil {
-			rows = []lifecycle.Row{}
-		}
-		return printJSON(rows)
+		return printJSON(rowsJSON(rows))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD")
@@ -387,7 +384,7 @@ func (c *AgentsCmd) Run(a *App) error {
 	}
 	agents, err := config.ListAgents(env.Home)
 	if c.JSON {
-		if jerr := printJSON(agents); jerr != nil {
+		if jerr := printJSON(agentsJSON(agents)); jerr != nil {
 			return jerr
 		}
 		return err
@@ -431,7 +428,7 @@ type pluginRow struct {
 	Source       string            `json:"source"`
 	Version      string            `json:"version,omitempty"`
 	Protocol     int               `json:"protocol_version,omitempty"`
-	APIVersions  []string          `json:"api_versions,omitempty"`
+	APIVersions  []string          `json:"api_versions"`
 	Capabilities []string          `json:"capabilities"`
 	Details      map[string]string `json:"details,omitempty"`
 	SHA256       string            `json:"sha256"`
@@ -453,12 +450,12 @@ func (c *PluginsListCmd) Run(a *App) error {
 			f = hf
 		}
 		row := pluginRow{Name: f.Name, Path: f.Path, Source: f.Source, SHA256: f.Actual, Pinned: f.Pinned, Locked: f.Locked,
-			Checksum: f.Checksum, Capabilities: []string{}}
+			Checksum: f.Checksum, Capabilities: []string{}, APIVersions: []string{}}
 		p, err := env.Host.StartFound(a.ctx, f)
 		if err != nil {
 			row.Error = oneLine(err.Error())
 		} else {
-			row.Version, row.Protocol, row.APIVersions, row.Details = p.Info.Version, p.Protocol, p.Info.APIVersions, p.Info.Details
+			row.Version, row.Protocol, row.APIVersions, row.Details = p.Info.Version, p.Protocol, list(p.Info.APIVersions), p.Info.Details
 			for _, cp := range p.Info.Capabilities {
 				row.Capabilities = append(row.Capabilities, string(cp))
 			}
@@ -513,7 +510,7 @@ func (c *PluginsInstallCmd) Run(a *App) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(in)
+		return printJSON(installedJSON(in))
 	}
 	fmt.Printf("installed %s %s (protocol %d, sha256 %s…) to %s\n", in.Name, in.Version, in.Protocol, in.SHA256[:12], in.Path)
 	for _, n := range in.Notes {
@@ -557,7 +554,7 @@ func (c *PluginsVerifyCmd) Run(a *App) error {
 		}
 	}
 	if c.JSON {
-		if err := printJSON(checks); err != nil {
+		if err := printJSON(list(checks)); err != nil {
 			return err
 		}
 	} else {

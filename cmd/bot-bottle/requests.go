@@ -32,10 +32,7 @@ func (c *RequestsCmd) Run(a *App) error {
 		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(err.Error()))
 	}
 	if c.JSON {
-		if reqs == nil {
-			reqs = []queue.Request{}
-		}
-		return printJSON(reqs)
+		return printJSON(list(reqs))
 	}
 	// One block a request: the facts, the whole diff, then the bottle's
 	// reason quoted on one line, and for a decided request the decision.
