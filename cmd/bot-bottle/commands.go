@@ -36,7 +36,7 @@ func exitWith(code int, err error) error {
 }
 
 type StartCmd struct {
-	Agent   string   `arg:"" help:"Agent to run (see: bot-bottle agents)."`
+	Agent   string   `arg:"" help:"Agent to run (see: bot-bottle agents)." predictor:"agent"`
 	Cwd     string   `help:"Project directory to put at the agent's workdir (bind-mounted)." type:"path" placeholder:"DIR"`
 	CopyCwd bool     `name:"copy-cwd" help:"Copy --cwd into the bottle instead of mounting it; the host tree is never written."`
 	Backend string   `help:"Backend plugin (default: BOT_BOTTLE_BACKEND, then default_backend in plugins.hcl, then docker)." placeholder:"NAME"`
@@ -92,7 +92,7 @@ func (c *AttachCmd) Run(a *App) error {
 }
 
 type CommitCmd struct {
-	Identity string `arg:"" optional:"" help:"Identity of a running bottle (a picker opens on a terminal when omitted)."`
+	Identity string `arg:"" optional:"" help:"Identity of a running bottle (a picker opens on a terminal when omitted)." predictor:"identity"`
 }
 
 func (c *CommitCmd) Run(a *App) error {

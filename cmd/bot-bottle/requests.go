@@ -63,14 +63,20 @@ func (c *RequestsCmd) Run(a *App) error {
 			fmt.Println("  " + l)
 		}
 	}
-	if shown == 0 {
+	switch {
+	case shown > 0:
+	case c.All:
+		fmt.Fprintln(os.Stderr, "bot-bottle: no requests")
+	case len(reqs) > 0:
+		fmt.Fprintf(os.Stderr, "bot-bottle: no pending requests (%d decided: requests --all shows them)\n", len(reqs))
+	default:
 		fmt.Fprintln(os.Stderr, "bot-bottle: no pending requests")
 	}
 	return nil
 }
 
 type ApproveCmd struct {
-	Request string `arg:"" help:"Request id (see: bot-bottle requests)."`
+	Request string `arg:"" help:"Request id (see: bot-bottle requests), or the token bottle request --no-wait printed." predictor:"request"`
 }
 
 func (c *ApproveCmd) Run(a *App) error {
@@ -78,13 +84,13 @@ func (c *ApproveCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	d, err := env.Approve(a.ctx, c.Request, lifecycle.Operator())
+	d, err := env.Approve(a.ctx, requestID(env, c.Request), lifecycle.Operator())
 	printDecision(d, "approved")
 	return err
 }
 
 type DenyCmd struct {
-	Request string `arg:"" help:"Request id (see: bot-bottle requests)."`
+	Request string `arg:"" help:"Request id (see: bot-bottle requests), or the token bottle request --no-wait printed." predictor:"request"`
 	Reason  string `required:"" help:"Why; the agent is told."`
 }
 
@@ -93,9 +99,27 @@ func (c *DenyCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	d, err := env.Deny(a.ctx, c.Request, c.Reason, lifecycle.Operator())
+	d, err := env.Deny(a.ctx, requestID(env, c.Request), c.Reason, lifecycle.Operator())
 	printDecision(d, "denied")
 	return err
+}
+
+// requestID is the id of the request arg names: arg itself, or the request
+// whose client token it is — what `bottle request … --no-wait` prints inside
+// the bottle, which cannot know the id the host gives its request.
+func requestID(env *lifecycle.Env, arg string) string {
+	reqs, _ := env.Requests()
+	for _, r := range reqs {
+		if r.ID == arg {
+			return arg
+		}
+	}
+	for _, r := range reqs {
+		if r.ClientToken != "" && r.ClientToken == arg {
+			return r.ID
+		}
+	}
+	return arg
 }
 
 func printDecision(d lifecycle.Decision, verb string) {

@@ -83,7 +83,7 @@ func (e env) submit(ctx context.Context, s queue.Submission, w waitFlags) error 
 	fmt.Fprintf(e.stderr, "bottle: submitted %s request (%s)\n", s.Kind, clean(req.Summary()))
 	if w.NoWait {
 		fmt.Fprintf(e.stdout, "submitted %s\n", token)
-		fmt.Fprintf(e.stderr, "bottle: not waiting; `bottle requests` shows its status\n")
+		fmt.Fprintf(e.stderr, "bottle: not waiting; `bottle requests` shows its status; the operator decides it with: bot-bottle approve %s (or deny %s --reason …)\n", token, token)
 		return nil
 	}
 	return e.wait(ctx, token, w)
