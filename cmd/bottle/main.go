@@ -66,6 +66,7 @@ type cli struct {
 		Egress     egressCmd     `cmd:"" help:"Ask to reach a host from this bottle."`
 	} `cmd:"" help:"Ask the operator for something."`
 	Requests requestsCmd `cmd:"" help:"List this bottle's requests and their status."`
+	Egress   struct{}    `cmd:"" help:"Say whether this bottle can reach the network, and how to ask for a host."`
 }
 
 // env is what the helper reads from its environment, so tests can set it.
@@ -106,7 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("bottle"),
-		kong.Description("Ask the bot-bottle operator for a capability or an egress host, from inside a bottle."),
+		kong.Description("Ask the bot-bottle operator for a capability or an egress host, from inside a bottle.\n\n"+egressState(getenv)),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(n int) { panic(kongExit(n)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
@@ -136,6 +137,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = e.egress(ctx, c.Request.Egress)
 	case "requests":
 		err = e.list(c.Requests)
+	case "egress":
+		fmt.Fprintln(stdout, egressState(getenv))
 	default:
 		err = usageErr("unknown command %q", kctx.Command())
 	}
