@@ -37,3 +37,23 @@ func TestEgressState(t *testing.T) {
 		})
 	}
 }
+
+// The capability usage line does not show both --dockerfile and --run as
+// required; neither given is a usage error that names both.
+func TestCapabilityNeedsOneChange(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"request", "capability", "--help"}, func(string) string { return "" }, &out, &errOut); code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	usage, _, _ := strings.Cut(out.String(), "\n")
+	if strings.Contains(usage, "--run") || strings.Contains(usage, "--dockerfile") {
+		t.Errorf("usage line shows the either-or flags as required: %q", usage)
+	}
+	if !strings.Contains(out.String(), "exactly one of --run CMD or --dockerfile FILE") {
+		t.Errorf("help does not say one of them is needed:\n%s", out.String())
+	}
+	code, _, msg := runIn(t, t.TempDir(), testID, "request", "capability", "--reason", "r")
+	if code != exitUsage || !strings.Contains(msg, "--run CMD or --dockerfile FILE") {
+		t.Errorf("no change: exit %d, %q", code, msg)
+	}
+}

@@ -45,9 +45,14 @@ type waitFlags struct {
 
 type capabilityCmd struct {
 	Reason     string `required:"" help:"Why the agent needs the change; the operator reads it."`
-	Dockerfile string `required:"" xor:"change" placeholder:"FILE" help:"A complete Dockerfile to rebuild the bottle from."`
-	Run        string `required:"" xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep'."`
+	Dockerfile string `xor:"change" placeholder:"FILE" help:"A complete Dockerfile to rebuild the bottle from (or --run)."`
+	Run        string `xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep' (or --dockerfile)."`
 	waitFlags
+}
+
+// Help says what kong's usage line cannot: one of two flags is required.
+func (capabilityCmd) Help() string {
+	return "Give exactly one of --run CMD or --dockerfile FILE."
 }
 
 type egressCmd struct {

@@ -22,6 +22,8 @@ import (
 func (e env) capability(ctx context.Context, c capabilityCmd) error {
 	s := queue.Submission{Kind: queue.KindCapability, Reason: c.Reason}
 	switch {
+	case c.Dockerfile == "" && strings.TrimSpace(c.Run) == "":
+		return usageErr("give the change: --run CMD or --dockerfile FILE")
 	case c.Dockerfile != "":
 		data, err := readLimited(c.Dockerfile, queue.MaxDockerfileLen)
 		if err != nil {
