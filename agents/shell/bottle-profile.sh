@@ -7,3 +7,10 @@ case ";${PROMPT_COMMAND:-};" in
 *";history -a;"*) ;;
 *) PROMPT_COMMAND="history -a${PROMPT_COMMAND:+;$PROMPT_COMMAND}" ;;
 esac
+
+# Say at login what the network is, where the agent (or its human) looks
+# first: a bottle without an egress allowlist has no network at all, and
+# "Temporary failure in name resolution" does not say why.
+if [ -n "${BOT_BOTTLE_IDENTITY:-}" ] && [ -z "${HTTPS_PROXY:-}${https_proxy:-}${HTTP_PROXY:-}${http_proxy:-}" ]; then
+	echo "bot-bottle: egress is off in this bottle (no network). Ask for a host with: bottle request egress HOST[:PORT] --reason WHY" >&2
+fi

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/posener/complete"
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
@@ -85,26 +84,6 @@ func helperBinary(exeDir string) string {
 		return p
 	}
 	return ""
-}
-
-// identityPredictor completes bottle identities from the state dir.
-func identityPredictor() complete.Predictor {
-	return complete.PredictFunc(func(complete.Args) []string {
-		home := os.Getenv("BOT_BOTTLE_HOME")
-		if home == "" {
-			h, err := state.DefaultHome()
-			if err != nil {
-				return nil
-			}
-			home = h
-		}
-		store, err := state.Open(home)
-		if err != nil {
-			return nil
-		}
-		ids, _ := store.Identities()
-		return ids
-	})
 }
 
 // oneLine keeps an error to the single line the user sees.

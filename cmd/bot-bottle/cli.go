@@ -1,9 +1,5 @@
 package main
 
-import (
-	"github.com/willabides/kongplete"
-)
-
 // CLI is the command tree.
 type CLI struct {
 	Globals
@@ -28,11 +24,12 @@ type CLI struct {
 	Dashboard DashboardCmd `cmd:"" help:"Live full-screen view of bottles and pending requests: approve, deny, attach, commit, stop."`
 	Supervise SuperviseCmd `cmd:"" help:"Decide requests by a policy file of rules; the rest wait for a human."`
 
-	Completion kongplete.InstallCompletions `cmd:"" help:"Install shell completion (bash, zsh, fish)."`
+	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish, with how to install it."`
 }
 
 // Globals are flags every command takes.
 type Globals struct {
-	LogLevel string `name:"log-level" env:"BOT_BOTTLE_LOG" default:"error" enum:"trace,debug,info,warn,error,off" help:"Log level for bot-bottle and plugin logs (${enum})."`
-	Home     string `name:"home" env:"BOT_BOTTLE_HOME" type:"path" help:"bot-bottle's home directory (default ~/.bot-bottle)."`
+	Version  versionFlag `name:"version" help:"Print the version and exit (as the version command)."`
+	LogLevel string      `name:"log-level" env:"BOT_BOTTLE_LOG" default:"error" enum:"trace,debug,info,warn,error,off" help:"Log level for bot-bottle and plugin logs (${enum})."`
+	Home     string      `name:"home" env:"BOT_BOTTLE_HOME" type:"path" help:"bot-bottle's home directory (default ~/.bot-bottle)."`
 }

@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
@@ -34,12 +36,17 @@ func exitWith(code int, err error) error {
 }
 
 type StartCmd struct {
-	Agent   string   `arg:"" help:"Agent to run (see: bot-bottle agents)."`
+	Agent   string   `arg:"" help:"Agent to run (see: bot-bottle agents)." predictor:"agent"`
 	Cwd     string   `help:"Project directory to put at the agent's workdir (bind-mounted)." type:"path" placeholder:"DIR"`
 	CopyCwd bool     `name:"copy-cwd" help:"Copy --cwd into the bottle instead of mounting it; the host tree is never written."`
 	Backend string   `help:"Backend plugin (default: BOT_BOTTLE_BACKEND, then default_backend in plugins.hcl, then docker)." placeholder:"NAME"`
 	Detach  bool     `short:"d" help:"Start the bottle and return; attach later with bot-bottle attach."`
 	Command []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's (after --)."`
+}
+
+// AfterApply refuses a mistyped flag after the agent name.
+func (c *StartCmd) AfterApply(kctx *kong.Context) error {
+	return commandAfterDashes(kctx, c.Agent, c.Command)
 }
 
 func (c *StartCmd) Run(a *App) error {
@@ -56,6 +63,11 @@ type ResumeCmd struct {
 	Identity string   `arg:"" help:"Identity of the bottle, e.g. claude-7k2qz." predictor:"identity"`
 	Detach   bool     `short:"d" help:"Resume and return; attach later with bot-bottle attach."`
 	Command  []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's resume command (after --)."`
+}
+
+// AfterApply refuses a mistyped flag after the identity.
+func (c *ResumeCmd) AfterApply(kctx *kong.Context) error {
+	return commandAfterDashes(kctx, c.Identity, c.Command)
 }
 
 func (c *ResumeCmd) Run(a *App) error {
@@ -80,7 +92,7 @@ func (c *AttachCmd) Run(a *App) error {
 }
 
 type CommitCmd struct {
-	Identity string `arg:"" optional:"" help:"Identity of a running bottle (a picker opens on a terminal when omitted)."`
+	Identity string `arg:"" optional:"" help:"Identity of a running bottle (a picker opens on a terminal when omitted)." predictor:"identity"`
 }
 
 func (c *CommitCmd) Run(a *App) error {
@@ -141,8 +153,16 @@ func pickRunning(a *App, env *lifecycle.Env) (string, error) {
 }
 
 type StopCmd struct {
-	Identity string `arg:"" help:"Identity of the bottle." predictor:"identity"`
-	Preserve bool   `help:"Keep the bottle's state so that bot-bottle resume can bring it back."`
+	Identities []string `arg:"" optional:"" help:"Identities of the bottles to stop." predictor:"identity"`
+	All        bool     `help:"Stop every running bottle."`
+	Preserve   bool     `help:"Keep the bottles' state so that bot-bottle resume can bring them back."`
+}
+
+func (c *StopCmd) Help() string {
+	return `Unlike docker's stop, stopping a bottle that is not kept removes it (its
+backend resources, snapshots and state; the audit log stays). A bottle is kept
+when it was committed, had a change approved, or was stopped with --preserve,
+and then stays kept until bot-bottle rm. stop says which it did.`
 }
 
 func (c *StopCmd) Run(a *App) error {
@@ -150,7 +170,72 @@ func (c *StopCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	return env.Stop(a.ctx, c.Identity, c.Preserve)
+	ids, err := chooseIdentities(c.Identities, c.All, func() ([]string, error) { return runningIdentities(a, env) })
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		// Stop's outcome follows from the machine: a kept bottle stays kept,
+		// any other is removed unless --preserve keeps it.
+		kept, err := env.Store.IsPreserved(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := env.Stop(a.ctx, id, c.Preserve); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		switch {
+		case kept:
+			fmt.Printf("stopped %s; it stays kept (committed, approved change or --preserve) until bot-bottle rm %s\n", id, id)
+		case c.Preserve:
+			fmt.Printf("stopped %s; kept until bot-bottle rm %s\n", id, id)
+		default:
+			fmt.Printf("stopped and removed %s: its backend resources, snapshots and state (its audit log stays: bot-bottle audit %s); to keep a bottle when it stops, use stop --preserve or commit it first\n", id, id)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// chooseIdentities is the identities a command acts on: those given or,
+// with all, every one that all lists; never both, never none. Every given
+// one is checked before anything is done.
+func chooseIdentities(given []string, all bool, list func() ([]string, error)) ([]string, error) {
+	switch {
+	case all && len(given) > 0:
+		return nil, errors.New("give identities or --all, not both")
+	case all:
+		ids, err := list()
+		if err == nil && len(ids) == 0 {
+			fmt.Fprintln(os.Stderr, "bot-bottle: no bottles to act on")
+		}
+		return ids, err
+	case len(given) == 0:
+		return nil, errors.New("give one or more identities, or --all (see: bot-bottle list)")
+	}
+	for _, id := range given {
+		if err := state.ValidateIdentity(id); err != nil {
+			return nil, err
+		}
+	}
+	return given, nil
+}
+
+// runningIdentities is the bottles in this home that a backend runs.
+func runningIdentities(a *App, env *lifecycle.Env) ([]string, error) {
+	rows, _, err := env.List(a.ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, r := range rows {
+		if r.Status == sdk.StatusRunning && r.InState {
+			ids = append(ids, r.Identity)
+		}
+	}
+	return ids, nil
 }
 
 type ListCmd struct {
@@ -170,10 +255,7 @@ func (c *ListCmd) Run(a *App) error {
 		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(w.Error()))
 	}
 	if c.JSON {
-		if rows == nil {
-			rows = []lifecycle.Row{}
-		}
-		return printJSON(rows)
+		return printJSON(rowsJSON(rows))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD")
@@ -222,7 +304,8 @@ func dash(s string) string {
 }
 
 type RmCmd struct {
-	Identities []string `arg:"" help:"Identities of the bottles to remove."`
+	Identities []string `arg:"" optional:"" help:"Identities of the bottles to remove." predictor:"identity"`
+	All        bool     `help:"Remove every bottle of this home, kept or not."`
 }
 
 func (c *RmCmd) Run(a *App) error {
@@ -231,13 +314,12 @@ func (c *RmCmd) Run(a *App) error {
 		return err
 	}
 	// All or nothing on bad input: refuse before removing anything.
-	for _, id := range c.Identities {
-		if err := state.ValidateIdentity(id); err != nil {
-			return err
-		}
+	ids, err := chooseIdentities(c.Identities, c.All, env.Store.Identities)
+	if err != nil {
+		return err
 	}
 	var errs []error
-	for _, id := range c.Identities {
+	for _, id := range ids {
 		if err := env.Remove(a.ctx, id); err != nil {
 			errs = append(errs, err)
 			continue
@@ -302,7 +384,7 @@ func (c *AgentsCmd) Run(a *App) error {
 	}
 	agents, err := config.ListAgents(env.Home)
 	if c.JSON {
-		if jerr := printJSON(agents); jerr != nil {
+		if jerr := printJSON(agentsJSON(agents)); jerr != nil {
 			return jerr
 		}
 		return err
@@ -346,7 +428,7 @@ type pluginRow struct {
 	Source       string            `json:"source"`
 	Version      string            `json:"version,omitempty"`
 	Protocol     int               `json:"protocol_version,omitempty"`
-	APIVersions  []string          `json:"api_versions,omitempty"`
+	APIVersions  []string          `json:"api_versions"`
 	Capabilities []string          `json:"capabilities"`
 	Details      map[string]string `json:"details,omitempty"`
 	SHA256       string            `json:"sha256"`
@@ -368,12 +450,12 @@ func (c *PluginsListCmd) Run(a *App) error {
 			f = hf
 		}
 		row := pluginRow{Name: f.Name, Path: f.Path, Source: f.Source, SHA256: f.Actual, Pinned: f.Pinned, Locked: f.Locked,
-			Checksum: f.Checksum, Capabilities: []string{}}
+			Checksum: f.Checksum, Capabilities: []string{}, APIVersions: []string{}}
 		p, err := env.Host.StartFound(a.ctx, f)
 		if err != nil {
 			row.Error = oneLine(err.Error())
 		} else {
-			row.Version, row.Protocol, row.APIVersions, row.Details = p.Info.Version, p.Protocol, p.Info.APIVersions, p.Info.Details
+			row.Version, row.Protocol, row.APIVersions, row.Details = p.Info.Version, p.Protocol, list(p.Info.APIVersions), p.Info.Details
 			for _, cp := range p.Info.Capabilities {
 				row.Capabilities = append(row.Capabilities, string(cp))
 			}
@@ -428,7 +510,7 @@ func (c *PluginsInstallCmd) Run(a *App) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(in)
+		return printJSON(installedJSON(in))
 	}
 	fmt.Printf("installed %s %s (protocol %d, sha256 %s…) to %s\n", in.Name, in.Version, in.Protocol, in.SHA256[:12], in.Path)
 	for _, n := range in.Notes {
@@ -472,7 +554,7 @@ func (c *PluginsVerifyCmd) Run(a *App) error {
 		}
 	}
 	if c.JSON {
-		if err := printJSON(checks); err != nil {
+		if err := printJSON(list(checks)); err != nil {
 			return err
 		}
 	} else {
@@ -502,7 +584,21 @@ func (c *PluginsVerifyCmd) Run(a *App) error {
 type VersionCmd struct{}
 
 func (c *VersionCmd) Run() error {
-	fmt.Printf("bot-bottle %s (plugin protocol %d, API %s, %s/%s)\n", version, sdk.ProtocolVersion, sdk.APIVersion, runtime.GOOS, runtime.GOARCH)
+	fmt.Println(versionLine())
+	return nil
+}
+
+func versionLine() string {
+	return fmt.Sprintf("bot-bottle %s (plugin protocol %d, API %s, %s/%s)", version, sdk.ProtocolVersion, sdk.APIVersion, runtime.GOOS, runtime.GOARCH)
+}
+
+// versionFlag is --version: it prints what the version command prints and
+// exits before any command runs, as docker --version does.
+type versionFlag bool
+
+func (versionFlag) BeforeReset(app *kong.Kong) error {
+	fmt.Fprintln(app.Stdout, versionLine())
+	app.Exit(0)
 	return nil
 }
 

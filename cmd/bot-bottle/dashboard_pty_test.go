@@ -315,3 +315,58 @@ func TestNoTerminalQueryAtStart(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardFailedAttachIgnoresTypeAhead: attaching from the dashboard
+// to a bottle attached elsewhere fails; what the operator then types (meant
+// for the bottle: "c", "y", "s", Enter) changes nothing, and esc brings the
+// dashboard back. Commit asks before it commits.
+func TestDashboardFailedAttachIgnoresTypeAhead(t *testing.T) {
+	env, home := cliEnv(t)
+	id := startDetached(t, env, `sleep 600`)
+	// Another terminal holds the bottle: a pipe attach that stays.
+	holder := exec.Command(filepath.Join(binDir, "bot-bottle"), "attach", id)
+	holder.Env = env
+	in, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		_ = holder.Process.Kill()
+		_ = holder.Wait()
+	})
+	// The holder takes the bottle's lock as it starts; if it had not yet,
+	// the dashboard's attach below would succeed and the test fail.
+	time.Sleep(500 * time.Millisecond)
+
+	scr := startPTY(t, 160, 40, env, filepath.Join(binDir, "bot-bottle"), "dashboard", "--refresh", "200ms")
+	scr.waitFor(15*time.Second, id, "1 bottle (1 running)")
+	scr.typ("\r") // attach: fails, the bottle is attached elsewhere
+	scr.waitFor(15*time.Second, "what was typed since is ignored", "attach exited with status")
+	scr.typ("cy")
+	scr.typ("sy\r")
+	time.Sleep(time.Second)
+	if _, err := os.Stat(filepath.Join(home, "state", id, ".preserve")); err == nil {
+		t.Fatal("type-ahead after the failed attach committed the bottle")
+	}
+	if out := runCLI(t, env, "list"); !strings.Contains(out, id) || !strings.Contains(out, "running") {
+		t.Fatalf("type-ahead after the failed attach stopped the bottle:\n%s", out)
+	}
+	scr.typ("\x1b")
+	scr.waitFor(5*time.Second, "c commit")
+
+	scr.typ("c")
+	scr.waitFor(5*time.Second, "commit "+id+"? it is then kept until bot-bottle rm (y/n)")
+	scr.typ("n")
+	scr.waitFor(5*time.Second, "cancelled")
+	if _, err := os.Stat(filepath.Join(home, "state", id, ".preserve")); err == nil {
+		t.Fatal("declining the commit committed the bottle")
+	}
+	scr.typ("q")
+	if err := scr.wait(10 * time.Second); err != nil {
+		t.Errorf("dashboard exit: %v\n%s", err, scr.text())
+	}
+}

@@ -38,7 +38,8 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "bot-bottle: internal error: %v\n", err)
 		return 70
 	}
-	kongplete.Complete(parser, kongplete.WithPredictor("identity", identityPredictor()))
+	kongplete.Complete(parser, kongplete.WithPredictor("identity", identityPredictor()),
+		kongplete.WithPredictor("agent", agentPredictor()), kongplete.WithPredictor("request", requestPredictor()))
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bot-bottle: %v (see bot-bottle --help)\n", err)

@@ -32,10 +32,7 @@ func (c *RequestsCmd) Run(a *App) error {
 		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(err.Error()))
 	}
 	if c.JSON {
-		if reqs == nil {
-			reqs = []queue.Request{}
-		}
-		return printJSON(reqs)
+		return printJSON(list(reqs))
 	}
 	// One block a request: the facts, the whole diff, then the bottle's
 	// reason quoted on one line, and for a decided request the decision.
@@ -66,7 +63,13 @@ func (c *RequestsCmd) Run(a *App) error {
 			fmt.Println("  " + l)
 		}
 	}
-	if shown == 0 {
+	switch {
+	case shown > 0:
+	case c.All:
+		fmt.Fprintln(os.Stderr, "bot-bottle: no requests")
+	case len(reqs) > 0:
+		fmt.Fprintf(os.Stderr, "bot-bottle: no pending requests (%d decided: requests --all shows them)\n", len(reqs))
+	default:
 		fmt.Fprintln(os.Stderr, "bot-bottle: no pending requests")
 	}
 	for _, n := range lifecycle.RequestNotes(reqs) {
@@ -76,7 +79,7 @@ func (c *RequestsCmd) Run(a *App) error {
 }
 
 type ApproveCmd struct {
-	Request string `arg:"" help:"Request id (see: bot-bottle requests)."`
+	Request string `arg:"" help:"Request id (see: bot-bottle requests), or the token bottle request --no-wait printed." predictor:"request"`
 }
 
 func (c *ApproveCmd) Run(a *App) error {
@@ -84,13 +87,13 @@ func (c *ApproveCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	d, err := env.Approve(a.ctx, c.Request, lifecycle.Operator())
+	d, err := env.Approve(a.ctx, requestID(env, c.Request), lifecycle.Operator())
 	printDecision(d, "approved")
 	return err
 }
 
 type DenyCmd struct {
-	Request string `arg:"" optional:"" help:"Request id (see: bot-bottle requests)."`
+	Request string `arg:"" optional:"" help:"Request id (see: bot-bottle requests), or the token bottle request --no-wait printed." predictor:"request"`
 	AllFrom string `name:"all-from" placeholder:"IDENTITY" help:"Deny every pending request of this bottle instead." predictor:"identity"`
 	Reason  string `required:"" help:"Why; the agent is told."`
 }
@@ -113,9 +116,27 @@ func (c *DenyCmd) Run(a *App) error {
 		}
 		return err
 	}
-	d, err := env.Deny(a.ctx, c.Request, c.Reason, lifecycle.Operator())
+	d, err := env.Deny(a.ctx, requestID(env, c.Request), c.Reason, lifecycle.Operator())
 	printDecision(d, "denied")
 	return err
+}
+
+// requestID is the id of the request arg names: arg itself, or the request
+// whose client token it is — what `bottle request … --no-wait` prints inside
+// the bottle, which cannot know the id the host gives its request.
+func requestID(env *lifecycle.Env, arg string) string {
+	reqs, _ := env.Requests()
+	for _, r := range reqs {
+		if r.ID == arg {
+			return arg
+		}
+	}
+	for _, r := range reqs {
+		if r.ClientToken != "" && r.ClientToken == arg {
+			return r.ID
+		}
+	}
+	return arg
 }
 
 func printDecision(d lifecycle.Decision, verb string) {

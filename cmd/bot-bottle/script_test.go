@@ -138,13 +138,18 @@ func scriptParams(dir string) testscript.Params {
 			"treesnap":    cmdTreeSnap,
 			"emptydir":    cmdEmptyDir,
 			"sha256file":  cmdSHA256File,
+			"jsonshape":   cmdJSONShape,
 			"setreq":      cmdSetReq,
 		},
 	}
 }
 
 func TestScripts(t *testing.T) {
-	testscript.Run(t, scriptParams("testdata/script"))
+	p := scriptParams("testdata/script")
+	// BB_UPDATE_SCRIPTS=1 rewrites a script's cmp files from what it got
+	// (e.g. json_shapes.txtar after a deliberate change of shape).
+	p.UpdateScripts = os.Getenv("BB_UPDATE_SCRIPTS") == "1"
+	testscript.Run(t, p)
 }
 
 var idPattern = regexp.MustCompile(`bot-bottle: (?:starting|resuming) ([a-z0-9-]+-[a-z0-9]{5})`)

@@ -45,9 +45,14 @@ type waitFlags struct {
 
 type capabilityCmd struct {
 	Reason     string `required:"" help:"Why the agent needs the change; the operator reads it."`
-	Dockerfile string `required:"" xor:"change" placeholder:"FILE" help:"A complete Dockerfile to rebuild the bottle from."`
-	Run        string `required:"" xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep'."`
+	Dockerfile string `xor:"change" placeholder:"FILE" help:"A complete Dockerfile to rebuild the bottle from (or --run)."`
+	Run        string `xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep' (or --dockerfile)."`
 	waitFlags
+}
+
+// Help says what kong's usage line cannot: one of two flags is required.
+func (capabilityCmd) Help() string {
+	return "Give exactly one of --run CMD or --dockerfile FILE."
 }
 
 type egressCmd struct {
@@ -66,6 +71,7 @@ type cli struct {
 		Egress     egressCmd     `cmd:"" help:"Ask to reach a host from this bottle."`
 	} `cmd:"" help:"Ask the operator for something."`
 	Requests requestsCmd `cmd:"" help:"List this bottle's requests and their status."`
+	Egress   struct{}    `cmd:"" help:"Say whether this bottle can reach the network, and how to ask for a host."`
 }
 
 // env is what the helper reads from its environment, so tests can set it.
@@ -106,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("bottle"),
-		kong.Description("Ask the bot-bottle operator for a capability or an egress host, from inside a bottle."),
+		kong.Description("Ask the bot-bottle operator for a capability or an egress host, from inside a bottle.\n\n"+egressState(getenv)),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(n int) { panic(kongExit(n)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
@@ -136,6 +142,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = e.egress(ctx, c.Request.Egress)
 	case "requests":
 		err = e.list(c.Requests)
+	case "egress":
+		fmt.Fprintln(stdout, egressState(getenv))
 	default:
 		err = usageErr("unknown command %q", kctx.Command())
 	}

@@ -22,6 +22,8 @@ import (
 func (e env) capability(ctx context.Context, c capabilityCmd) error {
 	s := queue.Submission{Kind: queue.KindCapability, Reason: c.Reason}
 	switch {
+	case c.Dockerfile == "" && strings.TrimSpace(c.Run) == "":
+		return usageErr("give the change: --run CMD or --dockerfile FILE")
 	case c.Dockerfile != "":
 		data, err := readLimited(c.Dockerfile, queue.MaxDockerfileLen)
 		if err != nil {
@@ -83,7 +85,7 @@ func (e env) submit(ctx context.Context, s queue.Submission, w waitFlags) error 
 	fmt.Fprintf(e.stderr, "bottle: submitted %s request (%s)\n", s.Kind, clean(req.Summary()))
 	if w.NoWait {
 		fmt.Fprintf(e.stdout, "submitted %s\n", token)
-		fmt.Fprintf(e.stderr, "bottle: not waiting; `bottle requests` shows its status\n")
+		fmt.Fprintf(e.stderr, "bottle: not waiting; `bottle requests` shows its status; the operator decides it with: bot-bottle approve %s (or deny %s --reason …)\n", token, token)
 		return nil
 	}
 	return e.wait(ctx, token, w)

@@ -376,6 +376,7 @@ func TestAgentErrors(t *testing.T) {
 		{"neither", "command = [\"x\"]\n", 1, 1, "Missing image source"},
 		{"unknown attribute", "image = \"x\"\ncommand = [\"x\"]\negres = [\"a:1\"]\n", 3, 1, `Unsupported argument; An argument named "egres" is not expected here. Did you mean "egress"?`},
 		{"block", "image = \"x\"\ncommand = [\"x\"]\nnetwork {\n}\n", 3, 1, "Unsupported block type"},
+		{"misspelt command", "image = \"x\"\ncomand = [\"x\"]\n", 2, 1, `Unsupported argument; An argument named "comand" is not expected here. Did you mean "command"? (and 1 more error)`},
 		{"missing command", "image = \"x\"\n", 1, 1, `Missing required argument; The argument "command" is required`},
 		{"empty command", "image = \"x\"\ncommand = []\n", 2, 11, "Empty command"},
 		{"command not list", "image = \"x\"\ncommand = \"claude\"\n", 2, 12, "Unsuitable value type"},

@@ -65,6 +65,11 @@ func DiagError(diags hcl.Diagnostics) error {
 	}
 	sorted := append(hcl.Diagnostics(nil), diags...)
 	sort.SliceStable(sorted, func(i, j int) bool {
+		// A missing argument is most often the consequence of a misspelt
+		// one ("comand"): name the cause, with hcl's did-you-mean, first.
+		if mi, mj := isMissing(sorted[i]), isMissing(sorted[j]); mi != mj {
+			return mj
+		}
 		a, b := sorted[i].Subject, sorted[j].Subject
 		switch {
 		case a == nil || b == nil:
@@ -76,6 +81,10 @@ func DiagError(diags hcl.Diagnostics) error {
 		}
 	})
 	return &HCLError{Diagnostics: sorted}
+}
+
+func isMissing(d *hcl.Diagnostic) bool {
+	return strings.HasPrefix(d.Summary, "Missing required argument")
 }
 
 // errorAt makes a single diagnostic pointing at rng.

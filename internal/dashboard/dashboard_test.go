@@ -281,7 +281,17 @@ func TestFilterStopAndCommit(t *testing.T) {
 		t.Errorf("filtered screen still shows %s:\n%s", a, txt)
 	}
 
+	// commit asks first: "n" (or any key but y) commits nothing
 	keys(tm, "c")
+	scr.waitFor(t, 5*time.Second, "commit "+b+"? it is then kept until bot-bottle rm (y/n)")
+	keys(tm, "n")
+	scr.waitFor(t, 5*time.Second, "cancelled")
+	if ok, _ := w.Env.Store.IsPreserved(b); ok {
+		t.Fatal("declining the commit kept the bottle")
+	}
+	keys(tm, "c")
+	scr.waitFor(t, 5*time.Second, "commit "+b+"? it is then kept")
+	keys(tm, "y")
 	scr.waitFor(t, 10*time.Second, "commit "+b+" failed", "cannot commit")
 
 	keys(tm, "s")
@@ -298,13 +308,20 @@ func TestFilterStopAndCommit(t *testing.T) {
 	if ok, _ := w.Env.Store.IsPreserved(b); !ok {
 		t.Error("stop-and-preserve did not preserve")
 	}
-	scr.waitFor(t, 10*time.Second, "stopped", "yes")
+	scr.waitFor(t, 10*time.Second, "stopped", "yes", "→ bring "+b+" back with")
+	// The hint goes with its bottle: removed elsewhere, it is not resumable.
+	if err := w.Env.Remove(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	scr.waitUntil(t, 10*time.Second, "drops the hint of the removed "+b, func(s string) bool {
+		return !strings.Contains(s, "bring "+b+" back") && strings.Contains(s, "Bottles (0 of 1)")
+	})
 
 	// Clearing the filter brings the other bottle back; stop it for good.
 	keys(tm, "esc")
 	scr.waitFor(t, 5*time.Second, a)
 	keys(tm, "burst:/"+a, "enter")
-	scr.waitFor(t, 5*time.Second, "Bottles (1 of 2)")
+	scr.waitFor(t, 5*time.Second, `filter "`+a+`"`)
 	keys(tm, "s", "y")
 	scr.waitFor(t, 20*time.Second, "stopped "+a)
 	deadline := time.Now().Add(10 * time.Second)

@@ -71,6 +71,10 @@ const (
 	modeDeny         // typing a reason for a denial
 	modeConfirm      // y/n for a destructive action
 	modeDetail       // full-screen detail of one request
+	// modeAttachFailed: an attach came back with an error. What the
+	// operator typed meaning it for the bottle arrives now, so every key
+	// but esc is dropped until they have read why.
+	modeAttachFailed
 )
 
 // Messages the model's commands send back.
@@ -90,7 +94,8 @@ type (
 		err    bool
 		// hint is the command that brings a bottle back, when the
 		// action left one to resume; it gets a line of its own.
-		hint string
+		hint   string
+		hintID string
 	}
 	attachDoneMsg struct {
 		id   string
@@ -138,6 +143,7 @@ type Model struct {
 	statusErr bool
 	statusAt  time.Time
 	hint      string
+	hintID    string // the bottle the hint is about: it goes with it
 
 	// logLine is the latest thing the core or a plugin printed outside an
 	// action, shown as a notice for logShown.
@@ -225,6 +231,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.loadingBottles = false
 		m.bottlesLoaded = true
 		m.bottles, m.warnings, m.bottlesErr = msg.rows, msg.warnings, msg.err
+		m.dropGoneHint()
 		m.rebuild()
 		return m, nil
 	case requestsMsg:
@@ -237,7 +244,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.busy = ""
 		m.quitArmed = false
 		m.setStatus(msg.status, msg.err)
-		m.hint = msg.hint
+		m.hint, m.hintID = msg.hint, msg.hintID
 		m.takeLog(true)
 		return m, m.refresh()
 	case attachDoneMsg:
@@ -269,6 +276,12 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m.confirmKey(msg)
 	case modeDetail:
 		return m.detailKey(msg)
+	case modeAttachFailed:
+		if msg.Type == tea.KeyEsc {
+			m.mode = modeNormal
+			m.layout()
+		}
+		return m, nil
 	}
 	// Bindings are enabled by focus and selection; a key may come before
 	// the frame that would have updated them.
@@ -318,7 +331,8 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case key.Matches(msg, k.Attach):
 		return m, m.attach(b)
 	case key.Matches(msg, k.Commit):
-		return m, m.commit(b)
+		m.confirm(fmt.Sprintf("commit %s? it is then kept until bot-bottle rm (y/n)", b.Identity), func() tea.Cmd { return m.commit(b) })
+		return m, nil
 	case key.Matches(msg, k.Stop):
 		m.confirm(fmt.Sprintf("stop %s and remove its state? (y/n)", b.Identity), m.stop(b, false))
 		return m, nil
@@ -509,7 +523,7 @@ func decisionStatus(verb string, r Request, d lifecycle.Decision, err error) act
 	}
 	msg := actionMsg{status: b.String(), err: err != nil}
 	if d.Preserved {
-		msg.hint = resumeHint(q.Identity)
+		msg.hint, msg.hintID = resumeHint(q.Identity), q.Identity
 	}
 	return msg
 }
@@ -521,7 +535,7 @@ func (m *Model) commit(b lifecycle.Row) tea.Cmd {
 		if err != nil {
 			return actionMsg{status: fmt.Sprintf("commit %s failed: %v", id, err), err: true}
 		}
-		return actionMsg{status: fmt.Sprintf("committed %s as %s; it is preserved", id, ref), hint: resumeHint(id) + " (after it stops)"}
+		return actionMsg{status: fmt.Sprintf("committed %s as %s; it is preserved", id, ref), hint: resumeHint(id) + " (after it stops)", hintID: id}
 	})
 }
 
@@ -537,7 +551,7 @@ func (m *Model) stop(b lifecycle.Row, preserve bool) func() tea.Cmd {
 				return actionMsg{status: fmt.Sprintf("stop %s failed: %v", id, err), err: true}
 			}
 			if preserve {
-				return actionMsg{status: fmt.Sprintf("stopped %s, preserved", id), hint: resumeHint(id)}
+				return actionMsg{status: fmt.Sprintf("stopped %s, preserved", id), hint: resumeHint(id), hintID: id}
 			}
 			return actionMsg{status: fmt.Sprintf("stopped %s", id)}
 		})
@@ -565,6 +579,10 @@ func (m *Model) attach(b lifecycle.Row) tea.Cmd {
 }
 
 func (m *Model) attachDone(msg attachDoneMsg) {
+	if msg.err != nil {
+		m.mode = modeAttachFailed
+		m.layout()
+	}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(msg.err, &ee):
@@ -580,6 +598,20 @@ func (m *Model) attachDone(msg attachDoneMsg) {
 	default:
 		m.setStatus(fmt.Sprintf("back from %s", msg.id), false)
 	}
+}
+
+// dropGoneHint forgets a resume hint whose bottle is no longer listed
+// (removed elsewhere): it would tell the operator to resume nothing.
+func (m *Model) dropGoneHint() {
+	if m.hintID == "" || m.bottlesErr != nil {
+		return
+	}
+	for _, b := range m.bottles {
+		if b.Identity == m.hintID {
+			return
+		}
+	}
+	m.hint, m.hintID = "", ""
 }
 
 func (m *Model) setStatus(s string, isErr bool) {

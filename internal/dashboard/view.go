@@ -399,6 +399,8 @@ func (m *Model) bottomView() string {
 		return warnStyle.Render(m.confirmText)
 	case modeDetail:
 		return m.help.ShortHelpView(m.dkeys.ShortHelp())
+	case modeAttachFailed:
+		return warnStyle.Render("the attach failed (above); what was typed since is ignored. esc: back to the dashboard")
 	}
 	m.enableKeys()
 	if m.fullHelp {

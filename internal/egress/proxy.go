@@ -371,6 +371,16 @@ func (p *Proxy) badRequest(w http.ResponseWriter, method, host string, err error
 	p.reply(w, http.StatusBadRequest, "bad proxy request: "+oneLine(err), true)
 }
 
+// refuse answers an attempt the proxy will not carry. Its message is also
+// the status line's reason phrase: that phrase is all most clients print of
+// a refused CONNECT (and wget of a plain request), so it is where the agent
+// sees what to ask for.
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, d decision, closeConn bool) {
+	if !replyRaw(w, r, d.status, d.message) {
+		p.reply(w, d.status, d.message, closeConn)
+	}
+}
+
 // reply sends a one-line plain-text answer; 403 also carries it in
 // RefusedHeader.
 func (p *Proxy) reply(w http.ResponseWriter, status int, msg string, closeConn bool) {
@@ -385,6 +395,38 @@ func (p *Proxy) reply(w http.ResponseWriter, status int, msg string, closeConn b
 	}
 	w.WriteHeader(status)
 	io.WriteString(w, msg+"\n")
+}
+
+// replyRaw writes the whole answer on the hijacked connection, with msg as
+// the reason phrase (net/http writes only the standard one), and closes it.
+// It reports false when the connection cannot be taken over (then nothing
+// was written).
+func replyRaw(w http.ResponseWriter, r *http.Request, status int, msg string) bool {
+	if r.ProtoMajor != 1 {
+		return false
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	phrase := strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, msg)
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP/1.%d %d %s\r\n", min(r.ProtoMinor, 1), status, phrase)
+	b.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
+	if status == http.StatusForbidden {
+		fmt.Fprintf(&b, "%s: %s\r\n", RefusedHeader, phrase)
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\nConnection: close\r\n\r\n%s\n", len(msg)+1, msg)
+	if _, err := brw.WriteString(b.String()); err == nil {
+		_ = brw.Flush()
+	}
+	return true
 }
 
 func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
@@ -402,7 +444,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	upstream, d := p.open(ctx, t, r.Method)
 	if upstream == nil {
 		// Close: a client may already have sent bytes meant for the tunnel.
-		p.reply(w, d.status, d.message, true)
+		p.refuse(w, r, d, true)
 		return
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()
@@ -497,7 +539,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	ctx := connectContext(r)
 	upstream, d := p.open(ctx, t, r.Method)
 	if upstream == nil {
-		p.reply(w, d.status, d.message, false)
+		p.refuse(w, r, d, false)
 		return
 	}
 	v := vetted{target: t, addrs: d.addrs, first: &firstConn{c: upstream}}

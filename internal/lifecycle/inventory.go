@@ -26,7 +26,7 @@ type Row struct {
 	CommittedImage string `json:"committed_image,omitempty"`
 	// Snapshots are every snapshot the bottle's commits made: its own, and
 	// removed with it by rm.
-	Snapshots []string `json:"snapshots,omitempty"`
+	Snapshots []string `json:"snapshots"`
 	Egress    []string `json:"egress"`
 	// InState is false for resources a backend has that no state knows of.
 	InState bool `json:"in_state"`

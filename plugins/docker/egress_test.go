@@ -200,8 +200,8 @@ func TestEgressBottle(t *testing.T) {
 	if res.ExitCode != 0 || string(res.Stdout) != "hello from allowed\n" {
 		t.Errorf("allowed upstream through the proxy: %d %q %q", res.ExitCode, res.Stdout, res.Stderr)
 	}
-	if res := e.sh(ctx, h, `wget -q -O - http://denied.bb.test/`); res.ExitCode == 0 || !strings.Contains(string(res.Stderr), "403 Forbidden") {
-		t.Errorf("denied upstream: %d %q %q, want 403", res.ExitCode, res.Stdout, res.Stderr)
+	if res := e.sh(ctx, h, `wget -q -O - http://denied.bb.test/`); res.ExitCode == 0 || !strings.Contains(string(res.Stderr), "403 egress to denied.bb.test:80 refused") {
+		t.Errorf("denied upstream: %d %q %q, want 403 with the reason", res.ExitCode, res.Stdout, res.Stderr)
 	}
 	// The reason is in the answer, for plain HTTP and for CONNECT alike.
 	for _, req := range []string{`GET http://denied.bb.test/ HTTP/1.0\r\n\r\n`, `CONNECT denied.bb.test:443 HTTP/1.1\r\nHost: denied.bb.test:443\r\n\r\n`} {
