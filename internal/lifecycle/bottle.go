@@ -94,9 +94,11 @@ func (e *Env) apply(b *bottle, ev Event, p *pluginhost.Plugin) (Outcome, error) 
 	return o, nil
 }
 
-// closeSession applies the end of a session (ev is how it ended) and tells
-// the operator what became of the bottle.
-func (e *Env) closeSession(b *bottle, ev Event, p *pluginhost.Plugin) {
+// closeSession applies the end of a session (ev is how it ended), audits
+// what became of the bottle and tells the operator. A launch that never came
+// up (cameUp false) leaves a kept bottle as it was and says nothing of it:
+// launchFailed says how to retry instead.
+func (e *Env) closeSession(b *bottle, ev Event, p *pluginhost.Plugin, cameUp bool) {
 	o, err := e.apply(b, ev, p)
 	if err != nil {
 		e.warn("%v", err)
@@ -106,10 +108,10 @@ func (e *Env) closeSession(b *bottle, ev Event, p *pluginhost.Plugin) {
 	switch {
 	case o.Removes():
 		e.record(nil, audit.Event{Identity: id, Kind: audit.KindCleanup, Fields: map[string]any{"state": "removed"}})
-	case o.Kept:
+	case o.Kept && cameUp:
 		e.record(nil, audit.Event{Identity: id, Kind: audit.KindPreserve, Fields: map[string]any{"state": "kept"}})
 		e.notify(Notice{Kind: NoticeKept, Identity: id})
-	default:
+	case ev == EvPluginGone:
 		e.notify(Notice{Kind: NoticeStateKept, Identity: id, Text: "the plugin failed"})
 	}
 }

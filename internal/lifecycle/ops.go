@@ -133,7 +133,7 @@ func (e *Env) Stop(ctx context.Context, id string, preserve bool) error {
 		return fmt.Errorf("stop %s: %w", id, err)
 	}
 	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"preserve": preserve}})
-	e.closeSession(b, ev, p)
+	e.closeSession(b, ev, p, true)
 	return nil
 }
 

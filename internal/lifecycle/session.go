@@ -113,7 +113,7 @@ func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin
 	stopWatch()
 	if asked.Load() {
 		// An approval asked this session to end: its teardown is the one.
-		e.closeSession(b, EvCapApproved, p)
+		e.closeSession(b, EvCapApproved, p, true)
 		return 1, nil
 	}
 	if err == nil && st.Detached {
@@ -132,12 +132,12 @@ func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin
 		case pluginGone(err):
 			ev = EvPluginGone
 		}
-		e.closeSession(b, ev, p)
+		e.closeSession(b, ev, p, true)
 		return 0, p.Wrap(err)
 	}
 	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindStop, Fields: map[string]any{"exit_code": st.Code}})
 	e.say("%s exited with code %d", id, st.Code)
-	e.closeSession(b, EvExited, p)
+	e.closeSession(b, EvExited, p, true)
 	return st.Code, nil
 }
 
@@ -197,26 +197,11 @@ func (e *Env) launchFailed(ctx context.Context, s session, cause error, p *plugi
 		e.record(s.agent, audit.Event{Identity: id, Kind: audit.KindResumeFailed, Fields: map[string]any{
 			"error": cause.Error(), "backend": s.meta.Backend}})
 	}
-	e.closeSessionQuiet(s.b, ev, p)
+	e.closeSession(s.b, ev, p, false)
 	if s.resume && s.b.phase == PhaseStopped {
 		e.notify(Notice{Kind: NoticeResumeFailed, Identity: id})
 	}
 	return cause
-}
-
-// closeSessionQuiet is closeSession for a launch that never came up: a
-// removed new bottle is audited, a kept one is left as it was.
-func (e *Env) closeSessionQuiet(b *bottle, ev Event, p *pluginhost.Plugin) {
-	o, err := e.apply(b, ev, p)
-	if err != nil {
-		e.warn("%v", err)
-		return
-	}
-	if o.Removes() {
-		e.record(nil, audit.Event{Identity: b.id(), Kind: audit.KindCleanup, Fields: map[string]any{"state": "removed"}})
-	} else if ev == EvPluginGone {
-		e.notify(Notice{Kind: NoticeStateKept, Identity: b.id(), Text: "the plugin failed"})
-	}
 }
 
 // restoreTranscript puts the transcript snapshot back where the agent keeps

@@ -252,8 +252,11 @@ func snapshotFilter(identity string) filters.Args {
 // snapshot is cached under its content digest, not its identity).
 func removeSnapshots(ctx context.Context, c *client.Client, identity string) ([]string, error) {
 	is, err := c.ImageList(ctx, image.ListOptions{Filters: snapshotFilter(identity)})
-	if err != nil || len(is) == 0 {
-		return nil, engineErrOrNil(c, "list snapshots", err)
+	if err != nil {
+		return nil, engineErr(c, "list snapshots", err)
+	}
+	if len(is) == 0 {
+		return nil, nil
 	}
 	all, err := c.ImageList(ctx, image.ListOptions{All: true})
 	if err != nil {
@@ -292,13 +295,6 @@ func removeSnapshots(ctx context.Context, c *client.Client, identity string) ([]
 		}
 	}
 	return removed, nil
-}
-
-func engineErrOrNil(c *client.Client, what string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return engineErr(c, what, err)
 }
 
 func containerName(ct container.Summary) string {
