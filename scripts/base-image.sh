@@ -19,8 +19,13 @@ IMAGE="${BOT_BOTTLE_BASE_IMAGE:-debian:bookworm-slim}"
 SUITE="bookworm"
 # Extra packages on top of minbase (which already has bash, coreutils, grep,
 # sed, findutils, tar, gzip, util-linux, ncurses-bin, mawk and passwd).
-INCLUDE="bash,procps,less,ncurses-bin,ca-certificates,netbase,wget,iproute2,xz-utils,bzip2,file,psmisc"
-LABEL="dev.bot-bottle.base=1"
+# git is there so that an agent can commit in a --review bottle's clone.
+INCLUDE="bash,procps,less,ncurses-bin,ca-certificates,netbase,wget,iproute2,xz-utils,bzip2,file,psmisc,git"
+# The label's value is the version of INCLUDE: an image this script made with
+# an older list (version 1 had no git) is made again. An image it did not make
+# (no label: a registry's) is left alone.
+BASE_VERSION="2"
+LABEL="dev.bot-bottle.base=$BASE_VERSION"
 
 say() { printf 'base-image: %s\n' "$*" >&2; }
 die() {
@@ -32,10 +37,30 @@ command -v docker >/dev/null 2>&1 || die "the docker CLI is not installed"
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
 	die "cannot reach the Docker Engine (is dockerd running and DOCKER_HOST right?)"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# current prints nothing when $IMAGE is missing, "yes" when it is ours and up
+# to date or not ours, and the old version when this script made it earlier.
+current() {
+	local v
+	v="$(docker image inspect --format '{{index .Config.Labels "dev.bot-bottle.base"}}' "$IMAGE" 2>/dev/null)" || return 0
+	if [ -z "$v" ] || [ "$v" = "<no value>" ] || [ "$v" = "$BASE_VERSION" ]; then
+		echo yes
+	else
+		echo "$v"
+	fi
+}
+
+old=""
+case "$(current)" in
+"") ;;
+yes)
 	say "$IMAGE is already present; nothing to do"
 	exit 0
-fi
+	;;
+*)
+	old="$(docker image inspect --format '{{.Id}}' "$IMAGE")"
+	say "$IMAGE was made by an older version of this script (without git); making it again"
+	;;
+esac
 
 [ "$(id -u)" -eq 0 ] || die "debootstrap needs root; run this script as root (e.g. with sudo)"
 
@@ -46,7 +71,7 @@ if ! flock -n 9; then
 	say "another base-image run holds $lockfile; waiting for it"
 	flock 9
 fi
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+if [ "$(current)" = yes ]; then
 	say "$IMAGE was made by a concurrent run; nothing to do"
 	exit 0
 fi
@@ -176,5 +201,7 @@ id="$(tar --numeric-owner --xattrs -C "$rootfs" -c . |
 		--message "debootstrap --variant=minbase $SUITE by bot-bottle scripts/base-image.sh" \
 		- "$IMAGE")" || die "docker import of the root filesystem failed"
 
+# The old image goes unless something still uses it (the engine refuses then).
+[ -n "$old" ] && docker image rm "$old" >/dev/null 2>&1 || true
 size="$(docker image inspect --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo '?')"
 say "done: $IMAGE ($id, $size bytes) in $(($(date +%s) - start))s"
