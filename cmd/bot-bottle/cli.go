@@ -11,6 +11,11 @@ type CLI struct {
 	Stop     StopCmd     `cmd:"" help:"Stop a bottle. A kept bottle (committed, approved change, --preserve) stays kept; --preserve keeps any other; the rest are removed."`
 	List     ListCmd     `cmd:"" aliases:"ls" help:"List bottles of every backend."`
 	Rm       RmCmd       `cmd:"" help:"Remove bottles whole: backend resources, snapshots and state (the audit log stays). The only command that removes a kept bottle."`
+	// Review of --review bottles (issue 23).
+	Diff  DiffCmd  `cmd:"" help:"Show what a review bottle changed against its base, committed and not (fetched into your repository as branch bot-bottle/<identity>)."`
+	Apply ApplyCmd `cmd:"" help:"Bring a review bottle's changes into your working tree, uncommitted; refused with the paths in the way on conflict."`
+	Merge MergeCmd `cmd:"" help:"Merge a review bottle's branch into your current branch; refused with the conflicting paths, nothing changed."`
+
 	Revert   RevertCmd   `cmd:"" help:"Drop the image changes made to a stopped bottle since it last came up (e.g. an approved capability that does not build), so that resume boots what worked."`
 	Prune    PruneCmd    `cmd:"" help:"Remove backend resources that a crash left behind (state is kept)."`
 	Requests RequestsCmd `cmd:"" help:"List requests from inside bottles (capabilities, egress)."`

@@ -41,6 +41,9 @@ type StartCmd struct {
 	CopyCwd bool     `name:"copy-cwd" help:"Copy --cwd into the bottle instead of mounting it; the host tree is never written."`
 	Backend string   `help:"Backend plugin (default: BOT_BOTTLE_BACKEND, then default_backend in plugins.hcl, then docker)." placeholder:"NAME"`
 	Detach  bool     `short:"d" help:"Start the bottle and return; attach later with bot-bottle attach."`
+	Review  bool     `help:"Give the bottle its own clone of --cwd's git repository, on branch bot-bottle/<identity>; review it with diff, apply, merge, rm. The operator's tree is never written."`
+	From    string   `help:"With --review: start the branch from REF instead of HEAD." placeholder:"REF"`
+	Author  string   `help:"With --review: who the agent's commits are by (default: bot-bottle <identity>)." placeholder:"\"NAME <EMAIL>\""`
 	Command []string `arg:"" optional:"" passthrough:"" help:"Command to run instead of the agent's (after --)."`
 }
 
@@ -55,7 +58,8 @@ func (c *StartCmd) Run(a *App) error {
 		return err
 	}
 	code, err := env.Start(a.ctx, lifecycle.StartOptions{Agent: c.Agent, Cwd: c.Cwd, CopyCwd: c.CopyCwd,
-		Backend: c.Backend, Detach: c.Detach, Command: stripDashes(c.Command)})
+		Backend: c.Backend, Detach: c.Detach, Command: stripDashes(c.Command),
+		Review: c.Review, From: c.From, Author: c.Author})
 	return exitWith(code, err)
 }
 
@@ -254,20 +258,21 @@ func (c *ListCmd) Run(a *App) error {
 	for _, w := range warnings {
 		fmt.Fprintf(os.Stderr, "bot-bottle: warning: %s\n", oneLine(w.Error()))
 	}
+	env.AddReviews(a.ctx, rows)
 	if c.JSON {
 		return printJSON(rowsJSON(rows))
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD")
+	fmt.Fprintln(tw, "IDENTITY\tAGENT\tBACKEND\tSTATUS\tUPTIME\tPRESERVED\tCOMMITTED\tSNAPSHOTS\tEGRESS\tCWD\tREVIEW")
 	orphaned := 0
 	for _, r := range rows {
 		status := r.Status
 		if r.Orphaned {
 			status, orphaned = "orphaned ("+r.Status+")", orphaned+1
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", render.Text(r.Identity), render.Text(r.Agent),
 			render.Text(r.Backend), render.Text(status), uptime(r), yesNo(r.Preserved), dash(render.Text(r.CommittedImage)),
-			len(r.Snapshots), dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)))
+			len(r.Snapshots), dash(render.Text(strings.Join(r.Egress, ","))), dash(render.Text(r.Cwd)), reviewColumn(r))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -306,6 +311,7 @@ func dash(s string) string {
 type RmCmd struct {
 	Identities []string `arg:"" optional:"" help:"Identities of the bottles to remove." predictor:"identity"`
 	All        bool     `help:"Remove every bottle of this home, kept or not."`
+	Force      bool     `help:"Also delete a review bottle's branch with unmerged commits (kept otherwise, and said so), and remove it even when its work cannot be saved."`
 }
 
 func (c *RmCmd) Run(a *App) error {
@@ -320,11 +326,15 @@ func (c *RmCmd) Run(a *App) error {
 	}
 	var errs []error
 	for _, id := range ids {
-		if err := env.Remove(a.ctx, id); err != nil {
+		res, err := env.RemoveWith(a.ctx, id, lifecycle.RemoveOptions{Force: c.Force})
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		fmt.Println(id)
+		if res.KeptBranch != nil {
+			fmt.Fprintf(os.Stderr, "bot-bottle: %s\n", render.Text(res.KeptBranch.String()))
+		}
 	}
 	return errors.Join(errs...)
 }

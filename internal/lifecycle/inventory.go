@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
+	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -34,6 +35,23 @@ type Row struct {
 	// holds it and it was not detached on purpose (its holder was killed);
 	// prune removes what it left and keeps its state.
 	Orphaned bool `json:"orphaned,omitempty"`
+	// Review is a --review bottle's branch and what it holds (filled by
+	// AddReviews; commits and files are -1 when its clone cannot be read).
+	Review *review.Summary `json:"review,omitempty"`
+}
+
+// AddReviews fills the review summary of every review bottle's row: it
+// reads each clone (a snapshot in the core's own repository), so list asks
+// for it and the dashboard's refresh does not.
+func (e *Env) AddReviews(ctx context.Context, rows []Row) {
+	for i := range rows {
+		if !rows[i].InState {
+			continue
+		}
+		if m, err := e.Store.ReadMetadata(rows[i].Identity); err == nil {
+			rows[i].Review = e.reviewSummary(ctx, m)
+		}
+	}
 }
 
 // BackendReport is what one backend answered, or why it did not.

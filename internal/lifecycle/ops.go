@@ -138,30 +138,65 @@ func (e *Env) Stop(ctx context.Context, id string, preserve bool) error {
 }
 
 // Remove deletes a bottle whole: its backend resources, its snapshots and
-// its state, kept or not. The audit log stays.
+// its state, kept or not. The audit log stays. A review bottle's
+// unmerged branch is kept and said so (RemoveWith tells it to the caller).
 func (e *Env) Remove(ctx context.Context, id string) error {
+	res, err := e.RemoveWith(ctx, id, RemoveOptions{})
+	if res.KeptBranch != nil {
+		e.say("%s", res.KeptBranch)
+	}
+	return err
+}
+
+// RemoveOptions are rm's choices.
+type RemoveOptions struct {
+	// Force also deletes a review bottle's branch with unmerged commits,
+	// and removes the bottle when its work cannot be saved.
+	Force bool
+}
+
+// RemoveResult says what rm removed and what it kept.
+type RemoveResult struct {
+	Identity string `json:"identity"`
+	// KeptBranch is a review bottle's branch that stays in the operator's
+	// repository: it has commits nothing else has.
+	KeptBranch *KeptBranch `json:"kept_branch,omitempty"`
+}
+
+// RemoveWith is Remove with options and a typed result. A review bottle's
+// work is fetched as its branch first; without Force a failure to do so
+// refuses the rm and changes nothing.
+func (e *Env) RemoveWith(ctx context.Context, id string, o RemoveOptions) (RemoveResult, error) {
+	res := RemoveResult{Identity: id}
 	if _, err := e.readMeta(id); err != nil {
-		return err
+		return res, err
 	}
 	unlock, err := e.Store.Lock(id)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer unlock()
 	b, err := e.load(id)
 	if err != nil {
-		return err
+		return res, err
 	}
 	p, err := e.startPlugin(ctx, b.rec.Meta.Backend)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer p.Close()
+	if b.rec.Meta.Review != nil {
+		kept, err := e.saveWork(ctx, b.rec.Meta, o.Force)
+		if err != nil {
+			return res, err
+		}
+		res.KeptBranch = kept
+	}
 	if _, err := e.apply(b, EvRemove, p); err != nil {
-		return fmt.Errorf("remove %s: %w", id, err)
+		return res, fmt.Errorf("remove %s: %w", id, err)
 	}
 	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindRemove, Fields: map[string]any{"snapshots": nonNil(b.rec.Snapshots)}})
-	return nil
+	return res, nil
 }
 
 // RevertResult says what Revert went back to.

@@ -17,6 +17,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
+	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -62,6 +63,15 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	s.b.rec.Handle = &handle
 	if _, err := e.apply(s.b, EvLaunched, p); err != nil {
 		return 0, err
+	}
+	if s.meta.Review != nil && !s.b.rec.Kept {
+		// Its clone holds the agent's work, which only review or rm ends:
+		// kept from the launch that came up, as a commit keeps a bottle.
+		if err := e.Store.MarkPreserved(id); err != nil {
+			e.warn("%v", err)
+		} else {
+			s.b.rec.Kept = true
+		}
 	}
 	if s.meta.TTY != spec.TTY {
 		// Recorded once the launch came up: a failed resume changes nothing.
@@ -258,6 +268,10 @@ func (e *Env) preflight(s session, p *pluginhost.Plugin, plan sdk.Plan) {
 	fmt.Fprintf(tw, "  identity\t%s\n", s.meta.Identity)
 	fmt.Fprintf(tw, "  agent\t%s\n", s.meta.AgentName)
 	fmt.Fprintf(tw, "  command\t%s\n", strings.Join(s.command, " "))
+	if r := s.meta.Review; r != nil {
+		fmt.Fprintf(tw, "  review\tclone of %s on branch %s%s from %.12s (kept until rm; bot-bottle diff|apply|merge %s)\n",
+			r.Repo, review.BranchPrefix, s.meta.Identity, r.Base, s.meta.Identity)
+	}
 	for _, l := range plan.Preflight {
 		if l.Key == "backend" || l.Key == "identity" {
 			continue

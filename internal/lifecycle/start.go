@@ -25,6 +25,12 @@ type StartOptions struct {
 	Backend string // the --backend flag, or ""
 	Detach  bool
 	Command []string // after `--`, or nil for the agent's command
+	// Review gives the bottle its own clone of Cwd's repository, on the
+	// branch bot-bottle/<identity> from From ("" for HEAD), its commits
+	// by Author ("Name <email>"; "" says the bottle).
+	Review bool
+	From   string
+	Author string
 }
 
 // Start launches a new bottle and, unless detached, attaches to it. The
@@ -38,6 +44,10 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		return 0, err
 	}
 	cwd, err := resolveCwd(o.Cwd, o.CopyCwd)
+	if err != nil {
+		return 0, err
+	}
+	rv, err := reviewProject(ctx, o, cwd)
 	if err != nil {
 		return 0, err
 	}
@@ -67,10 +77,19 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 		Backend:       backend,
 		Egress:        agent.Egress,
 	}
+	if rv != nil {
+		meta.Review = &state.Review{Repo: rv.project.Top, Base: rv.project.Base}
+	}
 	b := &bottle{rec: &state.Record{Meta: meta}, phase: PhaseNew, agent: agent}
 	if err := e.Store.WriteMetadata(meta); err != nil {
 		_, _ = e.apply(b, EvLaunchFailed, nil)
 		return 0, err
+	}
+	if rv != nil {
+		if err := e.createClone(ctx, meta, rv); err != nil {
+			_, _ = e.apply(b, EvLaunchFailed, nil)
+			return 0, err
+		}
 	}
 	e.halt(HaltMinted)
 	cmd := o.Command
@@ -109,7 +128,11 @@ func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("resume %s: %w", id, err)
 	}
-	if meta.Cwd != "" {
+	if meta.Review != nil {
+		if _, err := e.reviewBottle(meta); err != nil {
+			return 0, fmt.Errorf("resume %s: %w", id, err)
+		}
+	} else if meta.Cwd != "" {
 		if _, err := resolveCwd(meta.Cwd, meta.CopyCwd); err != nil {
 			return 0, fmt.Errorf("resume %s: recorded project: %w", id, err)
 		}
@@ -207,6 +230,14 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 		Detach:       s.detach,
 		HelperBinary: e.HelperBinary,
 		Env:          map[string]string{},
+	}
+	if s.meta.Review != nil {
+		// The bottle's project is its clone, never the operator's tree.
+		rb, err := e.reviewBottle(s.meta)
+		if err != nil {
+			return sdk.Spec{}, err
+		}
+		spec.Cwd = rb.CloneDir()
 	}
 	if df, ok := e.Store.DockerfilePath(id); ok && s.b.rec.Dockerfile != nil {
 		spec.BottleDockerfile = df

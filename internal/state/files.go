@@ -16,6 +16,7 @@ const (
 	dockerfileFile     = "Dockerfile"
 	transcriptDir      = "transcript"
 	snapshotDir        = "snapshot"
+	reviewDir          = "review"
 	committedImageFile = "committed-image"
 	handleFile         = "handle.json"
 
@@ -87,6 +88,13 @@ func (s *Store) HasTranscript(id string) bool {
 // backends whose snapshots are files rather than images.
 func (s *Store) SnapshotDir(id string) (string, error) {
 	return s.subdir(id, snapshotDir)
+}
+
+// ReviewDir returns state/<id>/review, creating it (0700) if needed: a
+// --review bottle's clone (the agent's, mounted as its project) and the
+// core's own repository beside it. It goes with the rest of the state.
+func (s *Store) ReviewDir(id string) (string, error) {
+	return s.subdir(id, reviewDir)
 }
 
 // WriteCommittedImage records the reference of the image a commit produced.

@@ -42,6 +42,16 @@ type Metadata struct {
 	// TTY: the agent runs on a terminal (the last launch asked for one).
 	// Attach puts the operator's terminal in raw mode only for such a bottle.
 	TTY bool `json:"tty,omitempty"`
+	// Review is set for a bottle started with --review: it works on its own
+	// clone (ReviewDir) of this repository, on the branch
+	// bot-bottle/<identity>.
+	Review *Review `json:"review,omitempty"`
+}
+
+// Review is a --review bottle's repository and where its branch started.
+type Review struct {
+	Repo string `json:"repo"` // the operator's repository, top level
+	Base string `json:"base"` // the commit the branch started from
 }
 
 // WriteMetadata atomically writes m as the metadata of bottle m.Identity,
@@ -59,6 +69,9 @@ func (s *Store) WriteMetadata(m Metadata) error {
 		m.StartedAt = time.Now().UTC().Format(time.RFC3339)
 	} else if _, err := time.Parse(time.RFC3339, m.StartedAt); err != nil {
 		return fmt.Errorf("write metadata for %s: started_at %q is not RFC 3339", m.Identity, m.StartedAt)
+	}
+	if r := m.Review; r != nil && (!filepath.IsAbs(r.Repo) || r.Base == "" || strings.Trim(r.Base, "0123456789abcdef") != "") {
+		return fmt.Errorf("write metadata for %s: review of %q at %q is not an absolute path and a commit", m.Identity, r.Repo, r.Base)
 	}
 	m.SchemaVersion = SchemaVersion
 	if m.Backend == "" {
