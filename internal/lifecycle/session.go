@@ -15,9 +15,9 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
 	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
-	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
