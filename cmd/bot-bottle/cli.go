@@ -4,18 +4,13 @@ package main
 type CLI struct {
 	Globals
 
-	Start  StartCmd  `cmd:"" help:"Start a new bottle for AGENT and attach to it."`
-	Resume ResumeCmd `cmd:"" help:"Resume a kept bottle with the same identity and its recorded backend."`
-	Attach AttachCmd `cmd:"" help:"Attach to a running bottle (Ctrl-P Ctrl-Q detaches)."`
-	Commit CommitCmd `cmd:"" help:"Snapshot a running bottle so that resume boots from it."`
-	Stop   StopCmd   `cmd:"" help:"Stop a bottle. A kept bottle (committed, approved change, --preserve) stays kept; --preserve keeps any other; the rest are removed."`
-	List   ListCmd   `cmd:"" aliases:"ls" help:"List bottles of every backend."`
-	Rm     RmCmd     `cmd:"" help:"Remove bottles whole: backend resources, snapshots and state (the audit log stays). The only command that removes a kept bottle."`
-	// Review of --review bottles (issue 23).
-	Diff  DiffCmd  `cmd:"" help:"Show what a review bottle changed against its base, committed and not (fetched into your repository as branch bot-bottle/<identity>)."`
-	Apply ApplyCmd `cmd:"" help:"Bring a review bottle's changes into your working tree, uncommitted; refused with the paths in the way on conflict."`
-	Merge MergeCmd `cmd:"" help:"Merge a review bottle's branch into your current branch; refused with the conflicting paths, nothing changed."`
-
+	Start    StartCmd    `cmd:"" help:"Start a new bottle for AGENT and attach to it."`
+	Resume   ResumeCmd   `cmd:"" help:"Resume a kept bottle with the same identity and its recorded backend."`
+	Attach   AttachCmd   `cmd:"" help:"Attach to a running bottle (Ctrl-P Ctrl-Q detaches)."`
+	Commit   CommitCmd   `cmd:"" help:"Snapshot a running bottle so that resume boots from it."`
+	Stop     StopCmd     `cmd:"" help:"Stop a bottle. A kept bottle (committed, approved change, --preserve) stays kept; --preserve keeps any other; the rest are removed."`
+	List     ListCmd     `cmd:"" aliases:"ls" help:"List bottles of every backend."`
+	Rm       RmCmd       `cmd:"" help:"Remove bottles whole: backend resources, snapshots and state (the audit log stays). The only command that removes a kept bottle."`
 	Revert   RevertCmd   `cmd:"" help:"Drop the image changes made to a stopped bottle since it last came up (e.g. an approved capability that does not build), so that resume boots what worked."`
 	Prune    PruneCmd    `cmd:"" help:"Remove backend resources that a crash left behind (state is kept)."`
 	Requests RequestsCmd `cmd:"" help:"List requests from inside bottles (capabilities, egress)."`
@@ -30,6 +25,11 @@ type CLI struct {
 	Supervise SuperviseCmd `cmd:"" help:"Decide requests by a policy file of rules; the rest wait for a human."`
 
 	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish, with how to install it."`
+
+	// Review of --review bottles (issue 23).
+	Diff  DiffCmd  `cmd:"" help:"Show what a review bottle changed against its base, committed and not (fetched into your repository as branch bot-bottle/<identity>)."`
+	Apply ApplyCmd `cmd:"" help:"Bring a review bottle's changes into your working tree, uncommitted; refused with the paths in the way on conflict."`
+	Merge MergeCmd `cmd:"" help:"Merge a review bottle's branch into your current branch; refused with the conflicting paths, nothing changed."`
 }
 
 // Globals are flags every command takes.
