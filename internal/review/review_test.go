@@ -405,6 +405,16 @@ func TestHostileAgent(t *testing.T) {
 	testGit(t, repo, "status")
 	testGit(t, repo, "diff", "HEAD~1")
 	ran("git status and diff after merge")
+	// A later fetch of the same work is the same commit: still merged.
+	if n, err := b.Unmerged(ctx); err != nil || n != 0 {
+		t.Fatalf("unmerged after merge: %d %v", n, err)
+	}
+	if _, err := b.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Unmerged(ctx); err != nil || n != 0 {
+		t.Fatalf("unmerged after a second fetch: %d %v", n, err)
+	}
 	if data, _ := os.ReadFile(filepath.Join(repo, "b.txt")); string(data) != "agent\n" {
 		t.Fatalf("merged b.txt: %q", data)
 	}

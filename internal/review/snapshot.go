@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // maxFile bounds one worktree file taken into a snapshot.
@@ -150,6 +149,12 @@ func (b Bottle) commitWorktree(ctx context.Context, head string) (string, error)
 	}
 	defer root.Close()
 
+	// Dated as head is: the same work on the same head is the same commit
+	// at every fetch, so a merged snapshot stays merged.
+	when, err := b.core("log", "-1", "--format=%ct", head).run(ctx)
+	if err != nil {
+		return "", err
+	}
 	pr, pw := io.Pipe()
 	imp := b.core("fast-import", "--quiet", "--force", "--done")
 	imp.stdin = pr
@@ -159,7 +164,7 @@ func (b Bottle) commitWorktree(ctx context.Context, head string) (string, error)
 		pr.CloseWithError(errors.New("fast-import ended"))
 		done <- err
 	}()
-	werr := b.writeStream(bufio.NewWriterSize(pw, 1<<16), root, head, staged, others)
+	werr := b.writeStream(bufio.NewWriterSize(pw, 1<<16), root, head, trim(when), staged, others)
 	pw.CloseWithError(werr)
 	if err := <-done; err != nil {
 		return "", err
@@ -174,8 +179,8 @@ func (b Bottle) commitWorktree(ctx context.Context, head string) (string, error)
 	return trim(out), nil
 }
 
-func (b Bottle) writeStream(w *bufio.Writer, root *os.Root, head string, staged, others []byte) error {
-	who := fmt.Sprintf("bot-bottle %s <%s@bot-bottle.invalid> %d +0000", b.Identity, b.Identity, time.Now().Unix())
+func (b Bottle) writeStream(w *bufio.Writer, root *os.Root, head, when string, staged, others []byte) error {
+	who := fmt.Sprintf("bot-bottle %s <%s@bot-bottle.invalid> %s +0000", b.Identity, b.Identity, when)
 	msg := "bot-bottle: uncommitted work in " + b.Identity + "\n"
 	fmt.Fprintf(w, "commit refs/bot-bottle/work\nauthor %s\ncommitter %s\ndata %d\n%s\nfrom %s\ndeleteall\n", who, who, len(msg), msg, head)
 	seen := map[string]bool{}
