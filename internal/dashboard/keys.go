@@ -18,6 +18,11 @@ type keyMap struct {
 	Commit       key.Binding
 	Stop         key.Binding
 	StopPreserve key.Binding
+	// Of a --review bottle.
+	ViewDiff  key.Binding
+	ApplyWork key.Binding
+	MergeWork key.Binding
+	Discard   key.Binding
 	Filter       key.Binding
 	ClearFilter  key.Binding
 	Help         key.Binding
@@ -36,6 +41,10 @@ func newKeyMap() keyMap {
 		Commit:       key.NewBinding(key.WithKeys("c"), key.WithHelp("c", "commit")),
 		Stop:         key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "stop")),
 		StopPreserve: key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "stop+preserve")),
+		ViewDiff:     key.NewBinding(key.WithKeys("v"), key.WithHelp("v", "diff")),
+		ApplyWork:    key.NewBinding(key.WithKeys("w"), key.WithHelp("w", "apply to worktree")),
+		MergeWork:    key.NewBinding(key.WithKeys("m"), key.WithHelp("m", "merge")),
+		Discard:      key.NewBinding(key.WithKeys("x"), key.WithHelp("x", "discard (rm)")),
 		Filter:       key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
 		ClearFilter:  key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "clear filter")),
 		Help:         key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "more keys")),
@@ -46,7 +55,7 @@ func newKeyMap() keyMap {
 // ShortHelp implements help.KeyMap.
 func (k keyMap) ShortHelp() []key.Binding {
 	return []key.Binding{k.Tab, k.Approve, k.Deny, k.Detail, k.Attach, k.Commit, k.Stop, k.StopPreserve,
-		k.Filter, k.ClearFilter, k.Help, k.Quit}
+		k.ViewDiff, k.ApplyWork, k.MergeWork, k.Discard, k.Filter, k.ClearFilter, k.Help, k.Quit}
 }
 
 // FullHelp implements help.KeyMap.
@@ -55,6 +64,7 @@ func (k keyMap) FullHelp() [][]key.Binding {
 		{k.Up, k.Down, k.Tab},
 		{k.Approve, k.Deny, k.Detail},
 		{k.Attach, k.Commit, k.Stop, k.StopPreserve},
+		{k.ViewDiff, k.ApplyWork, k.MergeWork, k.Discard},
 		{k.Filter, k.ClearFilter, k.Help, k.Quit},
 	}
 }
@@ -76,6 +86,9 @@ func newDetailKeys() detailKeys {
 func (k detailKeys) ShortHelp() []key.Binding {
 	return []key.Binding{k.Scroll, k.Approve, k.Deny, k.Back}
 }
+
+// diffHelp is the help of a review bottle's full-screen diff.
+func (k detailKeys) diffHelp() []key.Binding { return []key.Binding{k.Scroll, k.Back} }
 
 func (k detailKeys) FullHelp() [][]key.Binding { return [][]key.Binding{k.ShortHelp()} }
 

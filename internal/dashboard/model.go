@@ -20,6 +20,8 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -71,6 +73,8 @@ const (
 	modeDeny         // typing a reason for a denial
 	modeConfirm      // y/n for a destructive action
 	modeDetail       // full-screen detail of one request
+	// modeDiff: full-screen diff of a review bottle.
+	modeDiff
 	// modeAttachFailed: an attach came back with an error. What the
 	// operator typed meaning it for the bottle arrives now, so every key
 	// but esc is dropped until they have read why.
@@ -96,6 +100,8 @@ type (
 		// action left one to resume; it gets a line of its own.
 		hint   string
 		hintID string
+		// diff, when set, is a review bottle's diff to show full screen.
+		diff *string
 	}
 	attachDoneMsg struct {
 		id   string
@@ -245,6 +251,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.quitArmed = false
 		m.setStatus(msg.status, msg.err)
 		m.hint, m.hintID = msg.hint, msg.hintID
+		if msg.diff != nil {
+			m.mode = modeDiff
+			m.layout()
+			m.detail.SetContent(*msg.diff)
+			m.detail.GotoTop()
+		}
 		m.takeLog(true)
 		return m, m.refresh()
 	case attachDoneMsg:
@@ -276,6 +288,18 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m.confirmKey(msg)
 	case modeDetail:
 		return m.detailKey(msg)
+	case modeDiff:
+		if msg.String() == "ctrl+c" {
+			return m.quit()
+		}
+		if key.Matches(msg, m.dkeys.Back) {
+			m.mode = modeNormal
+			m.layout()
+			return m, nil
+		}
+		var cmd tea.Cmd
+		m.detail, cmd = m.detail.Update(msg)
+		return m, cmd
 	case modeAttachFailed:
 		if msg.Type == tea.KeyEsc {
 			m.mode = modeNormal
@@ -338,6 +362,11 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case key.Matches(msg, k.StopPreserve):
 		return m, m.stop(b, true)()
+	}
+	if rs, ok := m.src.(ReviewSource); ok && b.Review != nil {
+		if cmd, handled := m.reviewKey(msg, rs, b); handled {
+			return m, cmd
+		}
 	}
 	var cmd tea.Cmd
 	m.bt, cmd = m.bt.Update(msg)
@@ -724,4 +753,78 @@ func (t *tailWriter) last() string {
 	defer t.mu.Unlock()
 	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(string(t.buf), "\r", "")), "\n")
 	return strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "bot-bottle: ")
+}
+
+// reviewKey handles the keys of a --review bottle: the diff at once, and
+// apply, merge and discard after a y/n, as the CLI's diff, apply, merge
+// and rm do.
+func (m *Model) reviewKey(msg tea.KeyMsg, rs ReviewSource, b lifecycle.Row) (tea.Cmd, bool) {
+	k, id, repo := m.keys, b.Identity, b.Cwd
+	switch {
+	case key.Matches(msg, k.ViewDiff):
+		return m.action("diffing "+id, func(ctx context.Context) actionMsg {
+			d, err := rs.Diff(ctx, id)
+			if err != nil {
+				return actionMsg{status: fmt.Sprintf("diff %s failed: %v", id, err), err: true}
+			}
+			text := diffScreen(d)
+			return actionMsg{status: fmt.Sprintf("%s: %d file(s) changed on %s", id, len(d.Files), d.Branch), diff: &text}
+		}), true
+	case key.Matches(msg, k.ApplyWork):
+		m.confirm(fmt.Sprintf("apply %s's changes to the working tree of %s, uncommitted? (y/n)", id, repo), func() tea.Cmd {
+			return m.action("applying "+id, func(ctx context.Context) actionMsg {
+				r, err := rs.ApplyChanges(ctx, id)
+				if err != nil {
+					return actionMsg{status: fmt.Sprintf("apply %s: %v", id, err), err: true}
+				}
+				return actionMsg{status: fmt.Sprintf("applied %d file(s) of %s to %s, uncommitted", len(r.Files), id, r.Repo)}
+			})
+		})
+		return nil, true
+	case key.Matches(msg, k.MergeWork):
+		m.confirm(fmt.Sprintf("merge branch %s into the current branch of %s? (y/n)", b.Review.Branch, repo), func() tea.Cmd {
+			return m.action("merging "+id, func(ctx context.Context) actionMsg {
+				r, err := rs.Merge(ctx, id)
+				if err != nil {
+					return actionMsg{status: fmt.Sprintf("merge %s: %v", id, err), err: true}
+				}
+				if r.Commit == "" {
+					return actionMsg{status: fmt.Sprintf("%s is already merged into %s", r.Branch, r.Repo)}
+				}
+				return actionMsg{status: fmt.Sprintf("merged %s into %s as %.12s", r.Branch, r.Repo, r.Commit)}
+			})
+		})
+		return nil, true
+	case key.Matches(msg, k.Discard):
+		m.confirm(fmt.Sprintf("discard %s: remove the bottle and its clone? a branch with unmerged commits stays in %s (y/n)", id, repo), func() tea.Cmd {
+			return m.action("discarding "+id, func(ctx context.Context) actionMsg {
+				res, err := rs.Discard(ctx, id)
+				if err != nil {
+					return actionMsg{status: fmt.Sprintf("discard %s: %v", id, err), err: true}
+				}
+				s := "removed " + id
+				if res.KeptBranch != nil {
+					s += "; " + res.KeptBranch.String()
+				}
+				return actionMsg{status: s}
+			})
+		})
+		return nil, true
+	}
+	return nil, false
+}
+
+// diffScreen is the full-screen text of a review bottle's diff: a header,
+// the stat and the patch, every line escaped (the text is the agent's).
+func diffScreen(d review.Diff) string {
+	var b strings.Builder
+	what := fmt.Sprintf("%d commit(s)", d.Commits)
+	if d.Uncommitted {
+		what += " and uncommitted changes"
+	}
+	fmt.Fprintf(&b, "%s · %s from %.12s · %s · esc: back\n\n", d.Identity, d.Branch, d.Base, what)
+	b.WriteString(render.Block(d.Stat))
+	b.WriteString("\n")
+	b.WriteString(render.Block(d.Patch))
+	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/internal/reqview"
+	"github.com/bot-bottle/bot-bottle/internal/review"
 )
 
 // Source is what the dashboard reads and does. Every call may block; the
@@ -32,6 +33,16 @@ type Source interface {
 	// AttachCommand is the process that takes the terminal to attach to a
 	// bottle; the dashboard steps aside while it runs.
 	AttachCommand(id string) *exec.Cmd
+}
+
+// ReviewSource is what a Source offers for --review bottles: their diff,
+// and apply, merge and discard (rm: an unmerged branch stays). The
+// dashboard offers those keys only when its Source has it.
+type ReviewSource interface {
+	Diff(ctx context.Context, id string) (review.Diff, error)
+	ApplyChanges(ctx context.Context, id string) (review.Result, error)
+	Merge(ctx context.Context, id string) (review.Result, error)
+	Discard(ctx context.Context, id string) (lifecycle.RemoveResult, error)
 }
 
 // Request is a pending request with what the operator needs to judge it.
@@ -136,6 +147,26 @@ func (s *LifecycleSource) Commit(ctx context.Context, id string) (string, error)
 // Stop implements Source.
 func (s *LifecycleSource) Stop(ctx context.Context, id string, preserve bool) error {
 	return s.Env.Stop(ctx, id, preserve)
+}
+
+// Diff implements ReviewSource: the flow of `bot-bottle diff`.
+func (s *LifecycleSource) Diff(ctx context.Context, id string) (review.Diff, error) {
+	return s.Env.Diff(ctx, id, true)
+}
+
+// ApplyChanges implements ReviewSource: `bot-bottle apply`.
+func (s *LifecycleSource) ApplyChanges(ctx context.Context, id string) (review.Result, error) {
+	return s.Env.ApplyChanges(ctx, id)
+}
+
+// Merge implements ReviewSource: `bot-bottle merge`.
+func (s *LifecycleSource) Merge(ctx context.Context, id string) (review.Result, error) {
+	return s.Env.Merge(ctx, id)
+}
+
+// Discard implements ReviewSource: `bot-bottle rm` (without --force).
+func (s *LifecycleSource) Discard(ctx context.Context, id string) (lifecycle.RemoveResult, error) {
+	return s.Env.RemoveWith(ctx, id, lifecycle.RemoveOptions{})
 }
 
 // AttachCommand implements Source.

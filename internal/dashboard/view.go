@@ -209,7 +209,7 @@ func (m *Model) View() string {
 	var lines []string
 	add := func(s string) { lines = append(lines, strings.Split(s, "\n")...) }
 	add(m.headerLine())
-	if m.mode == modeDetail {
+	if m.mode == modeDetail || m.mode == modeDiff {
 		add(m.detail.View())
 	} else {
 		add(m.paneTitle(paneBottles, "Bottles", len(m.shownBottles), len(m.bottles)))
@@ -399,6 +399,8 @@ func (m *Model) bottomView() string {
 		return warnStyle.Render(m.confirmText)
 	case modeDetail:
 		return m.help.ShortHelpView(m.dkeys.ShortHelp())
+	case modeDiff:
+		return m.help.ShortHelpView(m.dkeys.diffHelp())
 	case modeAttachFailed:
 		return warnStyle.Render("the attach failed (above); what was typed since is ignored. esc: back to the dashboard")
 	}
@@ -422,6 +424,13 @@ func (m *Model) enableKeys() {
 	m.keys.Commit.SetEnabled(onBottle)
 	m.keys.Stop.SetEnabled(onBottle)
 	m.keys.StopPreserve.SetEnabled(onBottle)
+	b, _ := m.selectedBottle()
+	_, canReview := m.src.(ReviewSource)
+	onReview := onBottle && canReview && b.Review != nil
+	m.keys.ViewDiff.SetEnabled(onReview)
+	m.keys.ApplyWork.SetEnabled(onReview)
+	m.keys.MergeWork.SetEnabled(onReview)
+	m.keys.Discard.SetEnabled(onReview)
 	m.keys.ClearFilter.SetEnabled(m.filter.Value() != "")
 }
 

@@ -35,8 +35,9 @@ type Row struct {
 	// holds it and it was not detached on purpose (its holder was killed);
 	// prune removes what it left and keeps its state.
 	Orphaned bool `json:"orphaned,omitempty"`
-	// Review is a --review bottle's branch and what it holds (filled by
-	// AddReviews; commits and files are -1 when its clone cannot be read).
+	// Review is a --review bottle's branch and what it holds: counted by
+	// AddReviews; commits and files are -1 until then, or when its clone
+	// cannot be read.
 	Review *review.Summary `json:"review,omitempty"`
 }
 
@@ -166,6 +167,9 @@ func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []e
 		known[m.Identity] = true
 		row := Row{Identity: m.Identity, Agent: m.AgentName, Backend: m.Backend, StartedAt: m.StartedAt,
 			Cwd: m.Cwd, CopyCwd: m.CopyCwd, Egress: nonNil(m.Egress), InState: true, Status: "stopped"}
+		if m.Review != nil {
+			row.Review = &review.Summary{Branch: review.BranchPrefix + m.Identity, Commits: -1, Files: -1}
+		}
 		if rec, err := e.Store.Load(m.Identity); err == nil {
 			row.Preserved, row.CommittedImage, row.Snapshots = rec.Kept, rec.CommittedImage, rec.Snapshots
 		} else {
