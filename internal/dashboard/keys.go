@@ -19,14 +19,14 @@ type keyMap struct {
 	Stop         key.Binding
 	StopPreserve key.Binding
 	// Of a --review bottle.
-	ViewDiff  key.Binding
-	ApplyWork key.Binding
-	MergeWork key.Binding
-	Discard   key.Binding
-	Filter       key.Binding
-	ClearFilter  key.Binding
-	Help         key.Binding
-	Quit         key.Binding
+	ViewDiff    key.Binding
+	ApplyWork   key.Binding
+	MergeWork   key.Binding
+	Discard     key.Binding
+	Filter      key.Binding
+	ClearFilter key.Binding
+	Help        key.Binding
+	Quit        key.Binding
 }
 
 func newKeyMap() keyMap {
