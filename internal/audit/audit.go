@@ -41,6 +41,9 @@ const (
 	KindRevert = "revert"
 	// KindRemove: rm removed the bottle and its snapshots.
 	KindRemove = "rm"
+	// KindReview: a --review bottle's work was applied or merged into the
+	// operator's repository.
+	KindReview = "review"
 )
 
 // Redacted replaces any value that contains a secret.

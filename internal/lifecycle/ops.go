@@ -195,7 +195,11 @@ func (e *Env) RemoveWith(ctx context.Context, id string, o RemoveOptions) (Remov
 	if _, err := e.apply(b, EvRemove, p); err != nil {
 		return res, fmt.Errorf("remove %s: %w", id, err)
 	}
-	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindRemove, Fields: map[string]any{"snapshots": nonNil(b.rec.Snapshots)}})
+	fields := map[string]any{"snapshots": nonNil(b.rec.Snapshots)}
+	if res.KeptBranch != nil {
+		fields["kept_branch"] = res.KeptBranch.Branch
+	}
+	e.record(b.agent, audit.Event{Identity: id, Kind: audit.KindRemove, Fields: fields})
 	return res, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 )
@@ -111,7 +112,16 @@ func (e *Env) ApplyChanges(ctx context.Context, id string) (review.Result, error
 	if err != nil {
 		return review.Result{}, err
 	}
-	return rb.Apply(ctx)
+	r, err := rb.Apply(ctx)
+	if err == nil {
+		e.recordReview("apply", r)
+	}
+	return r, err
+}
+
+func (e *Env) recordReview(action string, r review.Result) {
+	e.record(nil, audit.Event{Identity: r.Identity, Kind: audit.KindReview, Fields: map[string]any{
+		"action": action, "repo": r.Repo, "branch": r.Branch, "files": r.Files, "commit": r.Commit}})
 }
 
 // Merge merges a review bottle's branch into the operator's current
@@ -125,7 +135,11 @@ func (e *Env) Merge(ctx context.Context, id string) (review.Result, error) {
 	if err != nil {
 		return review.Result{}, err
 	}
-	return rb.Merge(ctx)
+	r, err := rb.Merge(ctx)
+	if err == nil {
+		e.recordReview("merge", r)
+	}
+	return r, err
 }
 
 // KeptBranch is a review bottle's branch that rm left in the operator's

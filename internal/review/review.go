@@ -181,6 +181,16 @@ func Create(ctx context.Context, b Bottle, p Project, a Author) error {
 	if _, err := (gitCmd{core: true, args: []string{"init", "--quiet", "--bare", "--template=", b.coreDir()}}).run(ctx); err != nil {
 		return fmt.Errorf("create %s: %w", b.coreDir(), err)
 	}
+	// The clone's objects are read through alternates; its commit-graph,
+	// multi-pack index and bitmaps beside them are the agent's claims
+	// about those objects, not data git checks, so core.git trusts none.
+	// (Its config, not -c: upload-pack run for a fetch reads only this.)
+	for _, kv := range [][2]string{{"core.commitGraph", "false"}, {"core.multiPackIndex", "false"},
+		{"pack.useBitmaps", "false"}, {"fetch.writeCommitGraph", "false"}, {"gc.auto", "0"}} {
+		if _, err := b.core("config", kv[0], kv[1]).run(ctx); err != nil {
+			return fmt.Errorf("configure %s: %w", b.coreDir(), err)
+		}
+	}
 	alt := filepath.Join(b.coreDir(), "objects", "info")
 	if err := os.MkdirAll(alt, 0o700); err != nil {
 		return err
