@@ -134,3 +134,17 @@ func TestReviewFlagsNeedReview(t *testing.T) {
 		t.Fatalf("left %v", ids)
 	}
 }
+
+func TestReviewCommandsRefuseOtherBottles(t *testing.T) {
+	r := newRig(t)
+	id := r.detached()
+	if _, err := r.env.Diff(context.Background(), id, false); !errors.Is(err, lifecycle.ErrNotReview) {
+		t.Fatalf("diff: %v", err)
+	}
+	if _, err := r.env.Merge(context.Background(), id); !errors.Is(err, lifecycle.ErrNotReview) {
+		t.Fatalf("merge: %v", err)
+	}
+	if _, err := r.env.ApplyChanges(context.Background(), id); !errors.Is(err, lifecycle.ErrNotReview) {
+		t.Fatalf("apply: %v", err)
+	}
+}

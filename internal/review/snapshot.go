@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -195,11 +197,16 @@ func (b Bottle) writeStream(w *bufio.Writer, root *os.Root, head, when string, s
 			continue
 		}
 		seen[p] = true
-		if f := strings.Fields(string(meta)); len(f) == 3 && f[0] == "160000" {
+		f := strings.Fields(string(meta))
+		if len(f) == 3 && f[0] == "160000" {
 			fmt.Fprintf(w, "M 160000 %s %s\n", f[1], quote(p))
 			continue
 		}
-		if err := writeFile(w, root, p); err != nil {
+		var was headEntry
+		if len(f) == 3 {
+			was = headEntry{mode: f[0], id: f[1]}
+		}
+		if err := writeFile(w, root, p, was); err != nil {
 			return err
 		}
 	}
@@ -209,7 +216,7 @@ func (b Bottle) writeStream(w *bufio.Writer, root *os.Root, head, when string, s
 			continue
 		}
 		seen[p] = true
-		if err := writeFile(w, root, p); err != nil {
+		if err := writeFile(w, root, p, headEntry{}); err != nil {
 			return err
 		}
 	}
@@ -227,10 +234,22 @@ func takenPath(p string) bool {
 	return true
 }
 
+// headEntry is a path's mode and object id in head.
+type headEntry struct{ mode, id string }
+
+// blobID is git's SHA-1 object id of a blob with content data.
+func blobID(data []byte) string {
+	h := sha1.New()
+	fmt.Fprintf(h, "blob %d\x00", len(data))
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // writeFile adds p's content to the stream as it is on disk: a regular
 // file or a symlink (its target as text, never followed); anything else
-// (gone, a directory, a device) is left out, i.e. deleted.
-func writeFile(w *bufio.Writer, root *os.Root, p string) error {
+// (gone, a directory, a device) is left out, i.e. deleted. Content that
+// head already has (was) is named by its id, not written again.
+func writeFile(w *bufio.Writer, root *os.Root, p string, was headEntry) error {
 	fi, err := root.Lstat(p)
 	if err != nil {
 		return nil
@@ -266,6 +285,10 @@ func writeFile(w *bufio.Writer, root *os.Root, p string) error {
 			mode = "100755"
 		}
 	default:
+		return nil
+	}
+	if was.mode == mode && len(was.id) == 40 && blobID(data) == was.id {
+		fmt.Fprintf(w, "M %s %s %s\n", mode, was.id, quote(p))
 		return nil
 	}
 	fmt.Fprintf(w, "M %s inline %s\ndata %d\n", mode, quote(p), len(data))
