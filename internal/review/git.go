@@ -65,6 +65,9 @@ var safety = []string{
 	"-c", "protocol.file.allow=always",
 	"-c", "core.pager=cat",
 	"-c", "advice.detachedHead=false",
+	// No background gc or maintenance started from a review command.
+	"-c", "gc.auto=0",
+	"-c", "maintenance.auto=false",
 }
 
 // gitCmd is one git command: where, as whom, with what.
