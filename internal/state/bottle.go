@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -187,8 +188,37 @@ func (s *Store) Remove(id string) error {
 	if err := ValidateIdentity(id); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(s.Dir(id)); err != nil {
+	dir := s.Dir(id)
+	err := os.RemoveAll(dir)
+	if errors.Is(err, fs.ErrPermission) && s.realDir(id) {
+		// A --review bottle's agent owns its clone and may have made a
+		// directory of it read-only, which would leave the state half
+		// removed: give every directory back its owner's bits and retry.
+		if werr := ownerWritable(dir); werr == nil {
+			err = os.RemoveAll(dir)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("remove state for %s: %w", id, err)
 	}
 	return nil
+}
+
+// ownerWritable makes every directory under dir rwx for its owner. It works
+// through an os.Root, so a link planted below dir changes nothing outside.
+func ownerWritable(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // what cannot be read now is retried by RemoveAll
+		}
+		if d.IsDir() {
+			_ = root.Chmod(p, 0o700)
+		}
+		return nil
+	})
 }
