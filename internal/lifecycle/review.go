@@ -19,7 +19,7 @@ type reviewStart struct {
 
 // reviewProject checks start's review flags and finds the repository; nil
 // when the bottle is not a review bottle.
-func reviewProject(ctx context.Context, o StartOptions, cwd string) (*reviewStart, error) {
+func reviewProject(ctx context.Context, o StartOptions, cwd string, inState func(string) bool) (*reviewStart, error) {
 	if !o.Review {
 		if o.From != "" || o.Author != "" {
 			return nil, errors.New("--from and --author need --review")
@@ -31,6 +31,11 @@ func reviewProject(ctx context.Context, o StartOptions, cwd string) (*reviewStar
 	}
 	if o.CopyCwd {
 		return nil, errors.New("--review and --copy-cwd exclude each other: a review bottle gets its own clone, mounted")
+	}
+	// A bottle's clone is the agent's: even the operator's git must not
+	// open it (its config and hooks are the agent's), so it is no project.
+	if inState(cwd) {
+		return nil, fmt.Errorf("--review: %s is in bot-bottle's state (a bottle's clone is the agent's; review it with bot-bottle diff)", cwd)
 	}
 	rv := &reviewStart{}
 	if o.Author != "" {

@@ -148,3 +148,26 @@ func TestReviewCommandsRefuseOtherBottles(t *testing.T) {
 		t.Fatalf("apply: %v", err)
 	}
 }
+
+// A bottle's clone is never a project: not even the operator's git may open
+// it (its hooks and config are the agent's).
+func TestReviewRefusesABottlesClone(t *testing.T) {
+	r := newRig(t)
+	repo := operatorRepo(t)
+	if _, err := r.env.Start(context.Background(), lifecycle.StartOptions{Agent: "tsh", Cwd: repo, Review: true, Command: []string{"true"}}); err != nil {
+		t.Fatalf("start: %v\n%s", err, r.msgs)
+	}
+	ids, _ := r.env.Store.Identities()
+	clone := filepath.Join(r.env.Store.Dir(ids[0]), "review", "clone")
+	marker := filepath.Join(t.TempDir(), "ran")
+	if out, err := exec.Command("git", "-C", clone, "config", "core.fsmonitor", "touch "+marker).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	_, err := r.env.Start(context.Background(), lifecycle.StartOptions{Agent: "tsh", Cwd: clone, Review: true, Command: []string{"true"}})
+	if err == nil || !strings.Contains(err.Error(), "in bot-bottle's state") {
+		t.Fatalf("start on a clone: %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the clone's fsmonitor ran")
+	}
+}

@@ -47,7 +47,7 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	rv, err := reviewProject(ctx, o, cwd)
+	rv, err := reviewProject(ctx, o, cwd, e.Store.Within)
 	if err != nil {
 		return 0, err
 	}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // HomeEnv names the environment variable that overrides the default home.
@@ -87,5 +88,16 @@ func (s *Store) Home() string { return s.home }
 // Dir returns home/state/<id>. It does not validate id: callers that got id
 // from a user must call ValidateIdentity first.
 func (s *Store) Dir(id string) string { return filepath.Join(s.stateDir(), id) }
+
+// Within reports whether path (absolute, links resolved) is in the state
+// directory: in some bottle's state, such as a --review bottle's clone.
+func (s *Store) Within(path string) bool {
+	dir := s.stateDir()
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
 
 func (s *Store) stateDir() string { return filepath.Join(s.home, "state") }
