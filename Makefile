@@ -12,9 +12,9 @@ FUZZTIME ?= 10s
 
 all: build
 
-## build: bin/bot-bottle, bin/bottle (the static in-bottle helper) and every bin/bot-bottle-plugin-*, static (the docker plugin is also its bottles' egress proxy, run FROM scratch), with the example skeleton (its own module)
+## build: bin/bot-bottle (static: it is also the in-bottle helper, run as `bottle`), bin/bottle (the helper alone) and every bin/bot-bottle-plugin-*, static (the docker plugin is also its bottles' egress proxy, run FROM scratch), with the example skeleton (its own module)
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle ./cmd/bot-bottle
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle ./cmd/bot-bottle
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/bottle ./cmd/bottle
 	@for p in $(PLUGINS); do \
 		echo "CGO_ENABLED=0 $(GO) build -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p"; \

@@ -1,4 +1,4 @@
-package main
+package bottlehelper
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	helperBin = filepath.Join(dir, "bottle")
-	build := exec.Command("go", "build", "-o", helperBin, ".")
+	build := exec.Command("go", "build", "-o", helperBin, "../../cmd/bottle")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build bottle: %v\n%s", err, out)
