@@ -70,8 +70,8 @@ type cli struct {
 		Capability capabilityCmd `cmd:"" help:"Ask for a change to this bottle's image (rebuilds the bottle on approval)."`
 		Egress     egressCmd     `cmd:"" help:"Ask to reach a host from this bottle."`
 	} `cmd:"" help:"Ask the operator for something."`
-	Requests requestsCmd `cmd:"" help:"List this bottle's requests and their status."`
-	Egress   struct{}    `cmd:"" help:"Say whether this bottle can reach the network, and how to ask for a host."`
+	Requests requestsCmd   `cmd:"" help:"List this bottle's requests and their status."`
+	Egress   egressListCmd `cmd:"" help:"Say whether this bottle can reach the network, list the proxy's recent refusals, and how to ask for a host."`
 }
 
 // env is what the helper reads from its environment, so tests can set it.
@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "requests":
 		err = e.list(c.Requests)
 	case "egress":
-		fmt.Fprintln(stdout, egressState(getenv))
+		err = e.listEgress(ctx, c.Egress, getenv)
 	default:
 		err = usageErr("unknown command %q", kctx.Command())
 	}
