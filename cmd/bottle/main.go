@@ -46,7 +46,7 @@ type waitFlags struct {
 type capabilityCmd struct {
 	Reason     string `required:"" help:"Why the agent needs the change; the operator reads it."`
 	Dockerfile string `xor:"change" placeholder:"FILE" help:"A complete Dockerfile to rebuild the bottle from (or --run)."`
-	Run        string `xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep' (or --dockerfile)."`
+	Run        string `xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep' (an apt install gets a RUN apt-get update before it) (or --dockerfile)."`
 	waitFlags
 }
 
