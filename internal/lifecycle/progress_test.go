@@ -88,4 +88,3 @@ func TestProgressRendersBottleText(t *testing.T) {
 		t.Errorf("the line is not shown escaped: %q", out)
 	}
 }
-
