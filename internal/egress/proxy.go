@@ -155,7 +155,10 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // SetRules replaces the rules for every later request.
-func (p *Proxy) SetRules(rs *Rules) { p.rules.Store(rs) }
+func (p *Proxy) SetRules(rs *Rules) {
+	p.rules.Store(rs)
+	p.refusals.allowedNow(p.identity, rs)
+}
 
 // Rules returns the rules in force.
 func (p *Proxy) Rules() *Rules { return p.rules.Load() }

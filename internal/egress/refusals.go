@@ -88,6 +88,21 @@ func (l *refusalLog) list(identity string) []Refusal {
 	return append([]Refusal{}, l.by[identity]...)
 }
 
+// allowedNow drops identity's refusals for want of a rule that rs now has
+// (an approval applied live): the list says what is still refused.
+func (l *refusalLog) allowedNow(identity string, rs *Rules) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	list := l.by[identity][:0]
+	for _, r := range l.by[identity] {
+		if _, ok := rs.Match(r.Host, r.Port); ok && r.Reason == reasonNotAllowed {
+			continue
+		}
+		list = append(list, r)
+	}
+	l.by[identity] = list
+}
+
 // forget drops identity's list (its bottle is gone).
 func (l *refusalLog) forget(identity string) {
 	l.mu.Lock()

@@ -83,6 +83,17 @@ func TestRecentRefusals(t *testing.T) {
 		}
 	}
 
+	// An approval applied live takes its host off the list; the rest stay.
+	rs, err := ParseRules([]string{up.hostport(), "*.secret-rule.test", "localhost:443", "denied.test:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.p.SetRules(rs)
+	got, _ = getRefusals(t, h)
+	if len(got.Refusals) != 2 || got.Refusals[0].Host != "plain.test" || got.Refusals[1].Host != "localhost" {
+		t.Errorf("after denied.test:443 was allowed: %+v", got.Refusals)
+	}
+
 	// Reading the list is not an attempt: no event, and it stays readable.
 	before := len(h.eventsOf())
 	getRefusals(t, h)
