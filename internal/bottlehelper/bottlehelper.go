@@ -48,7 +48,7 @@ type waitFlags struct {
 type capabilityCmd struct {
 	Reason     string `required:"" help:"Why the agent needs the change; the operator reads it."`
 	Dockerfile string `xor:"change" placeholder:"FILE" help:"A complete Dockerfile to rebuild the bottle from (or --run)."`
-	Run        string `xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep' (or --dockerfile)."`
+	Run        string `xor:"change" placeholder:"CMD" help:"A RUN line to append to the bottle's Dockerfile, e.g. 'apt-get install -y ripgrep' (an apt install gets a RUN apt-get update before it) (or --dockerfile)."`
 	waitFlags
 }
 
@@ -72,8 +72,8 @@ type cli struct {
 		Capability capabilityCmd `cmd:"" help:"Ask for a change to this bottle's image (rebuilds the bottle on approval)."`
 		Egress     egressCmd     `cmd:"" help:"Ask to reach a host from this bottle."`
 	} `cmd:"" help:"Ask the operator for something."`
-	Requests requestsCmd `cmd:"" help:"List this bottle's requests and their status."`
-	Egress   struct{}    `cmd:"" help:"Say whether this bottle can reach the network, and how to ask for a host."`
+	Requests requestsCmd   `cmd:"" help:"List this bottle's requests and their status."`
+	Egress   egressListCmd `cmd:"" help:"Say whether this bottle can reach the network, list the proxy's recent refusals, and how to ask for a host."`
 }
 
 // env is what the helper reads from its environment, so tests can set it.
@@ -150,7 +150,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "requests":
 		err = e.list(c.Requests)
 	case "egress":
-		fmt.Fprintln(stdout, egressState(getenv))
+		err = e.listEgress(ctx, c.Egress, getenv)
 	default:
 		err = usageErr("unknown command %q", kctx.Command())
 	}

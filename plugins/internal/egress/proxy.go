@@ -94,6 +94,8 @@ type Proxy struct {
 	allowOwnHost bool
 	// limits bound wildcard lookups and the audit of refusals.
 	limits *limits
+	// refusals are each bottle's recent refusals, for `bottle egress`.
+	refusals *refusalLog
 
 	mu      sync.Mutex
 	tunnels map[*tunnel]struct{}
@@ -119,6 +121,7 @@ func New(cfg Config) (*Proxy, error) {
 		dialContext:  ownHostDialer(cfg.AllowOwnHost),
 		allowOwnHost: cfg.AllowOwnHost,
 		limits:       newLimits(cfg.LogSize),
+		refusals:     newRefusalLog(),
 	}
 	if p.resolver == nil {
 		p.resolver = net.DefaultResolver
@@ -153,7 +156,10 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // SetRules replaces the rules for every later request.
-func (p *Proxy) SetRules(rs *egressrule.Rules) { p.rules.Store(rs) }
+func (p *Proxy) SetRules(rs *egressrule.Rules) {
+	p.rules.Store(rs)
+	p.refusals.allowedNow(p.identity, rs)
+}
 
 // Rules returns the rules in force.
 func (p *Proxy) Rules() *egressrule.Rules { return p.rules.Load() }
@@ -330,6 +336,9 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 		Reason:   d.reason,
 		Method:   method,
 		Addr:     d.dialed,
+	}
+	if !d.allowed {
+		p.noteRefusal(p.identity, t, method, d)
 	}
 	if !d.allowed && !p.limits.admitRefused(p.identity, p.events) {
 		return d // over the audit bound: counted, and reported with the next one written
@@ -517,6 +526,9 @@ func (p *Proxy) startTunnel(client net.Conn, brw *bufio.ReadWriter, upstream net
 }
 
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
+	if p.serveRefusals(w, r, p.identity) {
+		return
+	}
 	if !r.URL.IsAbs() || r.URL.Host == "" {
 		p.badRequest(w, r.Method, "", errors.New("this is an egress proxy: send CONNECT host:port or an absolute http:// URL"))
 		return
