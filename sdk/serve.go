@@ -116,6 +116,9 @@ func Serve(impl Backend, opts ...ServeOption) {
 		HandshakeConfig:  wire.Handshake(),
 		VersionedPlugins: serverPluginSets(impl),
 		GRPCServer:       wire.ServerFactory,
+		// The certificates the core made for this start, or none (a core
+		// of an earlier SDK: go-plugin's AutoMTLS).
+		TLSProvider: wire.ServerTLS,
 		// go-plugin's own lines (its listener, a failed accept), in the
 		// shape the core reads.
 		Logger: hclog.New(&hclog.LoggerOptions{

@@ -131,6 +131,23 @@ const (
 	EnvIdentity = "BOT_BOTTLE_IDENTITY"
 	// EnvQueueDir names GuestQueueDir in the agent's environment.
 	EnvQueueDir = "BOT_BOTTLE_QUEUE"
+	// EnvEgress says in the agent's environment what its egress is:
+	// EgressOff, EgressProxy or EgressAllowlist. The `bottle` helper and
+	// the agents' login messages read it, so that a bottle with no network
+	// says so instead of "Temporary failure in name resolution".
+	EnvEgress = "BOT_BOTTLE_EGRESS"
+)
+
+// Values of EnvEgress.
+const (
+	// EgressOff: no network at all (an empty allowlist).
+	EgressOff = "off"
+	// EgressProxy: through the proxy in HTTPS_PROXY/HTTP_PROXY, which
+	// answers refusals with a reason and lists them (`bottle egress`).
+	EgressProxy = "proxy"
+	// EgressAllowlist: the backend enforces the allowlist without a proxy
+	// the bottle can ask (a VM's own filter, say).
+	EgressAllowlist = "allowlist"
 )
 
 // Labels every backend puts on the resources it creates, where it can.

@@ -2,18 +2,19 @@ package main
 
 import (
 	"context"
+	"debug/elf"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/bot-bottle/bot-bottle/internal/bottlehelper"
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/state"
-
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // App builds the lifecycle environment on first use, so that cheap commands
@@ -47,10 +48,10 @@ func (a *App) Env() (*lifecycle.Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	exeDir := ""
-	if exe, err := os.Executable(); err == nil {
-		if exe, err = filepath.EvalSymlinks(exe); err == nil {
-			exeDir = filepath.Dir(exe)
+	exe, exeDir := "", ""
+	if p, err := os.Executable(); err == nil {
+		if p, err = filepath.EvalSymlinks(p); err == nil {
+			exe, exeDir = p, filepath.Dir(p)
 		}
 	}
 	logger := hclog.New(&hclog.LoggerOptions{
@@ -69,21 +70,43 @@ func (a *App) Env() (*lifecycle.Env, error) {
 		In:           os.Stdin,
 		Out:          os.Stdout,
 		Err:          os.Stderr,
-		HelperBinary: helperBinary(exeDir),
+		HelperBinary: helperBinary(exe),
 	}
 	return a.env, nil
 }
 
-// helperBinary finds the static in-bottle helper next to bot-bottle.
-func helperBinary(exeDir string) string {
-	if exeDir == "" {
+// helperBinary is the in-bottle helper: this executable itself, which runs
+// as the helper when invoked as `bottle`, when it can run in a bottle (a
+// static Linux executable, as `make build` makes it); otherwise a `bottle`
+// next to it (a development build with cgo). "" when there is neither.
+func helperBinary(exe string) string {
+	if exe == "" {
 		return ""
 	}
-	p := filepath.Join(exeDir, "bottle")
+	if static(exe) {
+		return exe
+	}
+	p := filepath.Join(filepath.Dir(exe), bottlehelper.Name)
 	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 		return p
 	}
 	return ""
+}
+
+// static reports whether p is a Linux executable that needs no dynamic
+// loader: it runs in a bottle whatever the bottle's image holds.
+func static(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return f.Type == elf.ET_EXEC || f.Type == elf.ET_DYN
 }
 
 // oneLine keeps an error to the single line the user sees.

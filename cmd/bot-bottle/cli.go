@@ -20,6 +20,7 @@ type CLI struct {
 	Agents   AgentsCmd   `cmd:"" help:"List the agents you can start."`
 	Plugins  PluginsCmd  `cmd:"" help:"List backend plugins (path, version, protocol, capabilities, checksum); install and verify them."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
+	Home     HomeCmd     `cmd:"" help:"Print this home's path and the id its backends label resources with (dev.bot-bottle.home)."`
 
 	Dashboard DashboardCmd `cmd:"" help:"Live full-screen view of bottles and pending requests: approve, deny, attach, commit, stop."`
 	Supervise SuperviseCmd `cmd:"" help:"Decide requests by a policy file of rules; the rest wait for a human."`

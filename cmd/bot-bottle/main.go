@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 	"github.com/willabides/kongplete"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
+	"github.com/bot-bottle/bot-bottle/internal/bottlehelper"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 )
 
@@ -22,6 +24,11 @@ import (
 var version = "dev"
 
 func main() {
+	// Invoked as `bottle` (in a bottle, where the core's own executable is
+	// mounted as the helper), it is the in-bottle helper.
+	if filepath.Base(os.Args[0]) == bottlehelper.Name {
+		os.Exit(bottlehelper.Main(os.Args[1:]))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // The review commands of --review bottles: each fetches the bottle's work

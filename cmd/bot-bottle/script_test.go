@@ -19,7 +19,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // binDir holds the real binaries the scripts drive: bot-bottle and the test
@@ -47,13 +47,11 @@ func buildAndRun(m *testing.M) (int, error) {
 	binDir = dir
 	fakeDir := filepath.Join(dir, "fake")
 	builds := [][]string{
-		{"-o", filepath.Join(dir, "bot-bottle"), "."},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-test"), "../../internal/testplugin"},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-smolmachines"), "../../plugins/smolmachines"},
-		{"-o", filepath.Join(dir, "bot-bottle-plugin-docker"), "../../plugins/docker"},
 		{"-o", filepath.Join(fakeDir, "smolvm"), "../../plugins/smolmachines/internal/fakesmolvm"},
 	}
-	errs := make(chan error, len(builds)+3)
+	errs := make(chan error, len(builds)+4)
 	for _, b := range builds {
 		go func() {
 			cmd := exec.Command("go", append([]string{"build"}, b...)...)
@@ -64,7 +62,18 @@ func buildAndRun(m *testing.M) (int, error) {
 			errs <- nil
 		}()
 	}
-	// The in-bottle helper is static, as `make build` makes it.
+	// The core is static, as `make build` makes it: it is also the in-bottle
+	// helper, mounted into bottles.
+	go func() {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bot-bottle"), ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			errs <- fmt.Errorf("go build bot-bottle: %v\n%s", err, out)
+			return
+		}
+		errs <- nil
+	}()
+	// So is the small helper of its own (cmd/bottle).
 	go func() {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bottle"), "../bottle")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -74,13 +83,13 @@ func buildAndRun(m *testing.M) (int, error) {
 		}
 		errs <- nil
 	}()
-	// So is the egress proxy, for Linux whatever the host: it runs in a
-	// container, next to the docker plugin as `make build` puts it.
+	// So is the docker plugin, for Linux whatever the host: it is also its
+	// bottles' egress proxy, which runs in a container.
 	go func() {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, "bot-bottle-egress-proxy"), "../bot-bottle-egress-proxy")
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bot-bottle-plugin-docker"), "../../plugins/docker")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			errs <- fmt.Errorf("go build bot-bottle-egress-proxy: %v\n%s", err, out)
+			errs <- fmt.Errorf("go build bot-bottle-plugin-docker: %v\n%s", err, out)
 			return
 		}
 		errs <- nil
@@ -96,7 +105,7 @@ func buildAndRun(m *testing.M) (int, error) {
 		}
 		errs <- nil
 	}()
-	for range len(builds) + 3 {
+	for range len(builds) + 4 {
 		if err := <-errs; err != nil {
 			return 0, err
 		}

@@ -195,8 +195,9 @@ func TestApproveCapabilityShowsResumeHint(t *testing.T) {
 	}
 }
 
-// TestDenyAsksForReason: deny opens a reason prompt; an empty reason is
-// refused on the spot, a real one is recorded and shown.
+// TestDenyAsksForReason: deny opens a reason prompt, its confirmation step
+// (as commit and stop ask y/n): esc cancels, an empty reason is refused on
+// the spot, a real one is recorded and shown.
 func TestDenyAsksForReason(t *testing.T) {
 	w := operatortest.New(t, binDir)
 	id := w.StartDetached(t, "shell", "sleep", "600")
@@ -206,6 +207,14 @@ func TestDenyAsksForReason(t *testing.T) {
 	tm, scr := dash(t, w, dashboard.Options{})
 	scr.waitFor(t, 10*time.Second, req.ID)
 	keys(tm, "tab", "d")
+	scr.waitFor(t, 5*time.Second, "deny "+req.ID+", reason")
+	// The prompt is deny's confirmation step: esc backs out, deciding nothing.
+	keys(tm, "esc")
+	scr.waitFor(t, 5*time.Second, "deny cancelled")
+	if r, _ := queue.Open(w.Home).Get(req.ID); r.Status != queue.StatusPending {
+		t.Fatalf("esc at the deny prompt decided the request: %s", r.Status)
+	}
+	keys(tm, "d")
 	scr.waitFor(t, 5*time.Second, "deny "+req.ID+", reason")
 	keys(tm, "enter")
 	scr.waitFor(t, 5*time.Second, "a denial needs a reason")

@@ -6,16 +6,17 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
-	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // Requests picks up new requests from every bottle's inbox (auditing each,
@@ -303,7 +304,7 @@ func (e *Env) snapshotTranscript(ctx context.Context, p *pluginhost.Plugin, h sd
 // approveEgress widens the bottle's allowlist.
 func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
 	// Ingest refuses these; a record from before that rule is refused here.
-	warning, err := egress.CheckRequested(r.Host)
+	warning, err := egressrule.CheckRequested(r.Host)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w (deny it: bot-bottle deny %s --reason ...)", r.ID, err, r.ID)
 	}
@@ -382,17 +383,39 @@ func (e *Env) EgressEvents(id string) ([]sdk.EgressEvent, error) {
 
 // appendRun adds an approved RUN line to a Dockerfile. Installing software
 // needs root, so when the image switched to another user the line runs as
-// root and the user is switched back after it.
+// root and the user is switched back after it. An apt install that does
+// not fetch the package lists itself gets a RUN apt-get update before it,
+// on a line of its own so that the requested line stays as it was asked:
+// images ship with their lists trimmed (Debian's slim ones do), where
+// `apt-get install -y ripgrep` alone says "Unable to locate package".
 func appendRun(base, reqID, run, user string) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimRight(base, "\n"))
 	fmt.Fprintf(&b, "\n\n# approved request %s\n", reqID)
-	if user != "" && user != "root" && user != "0" {
-		fmt.Fprintf(&b, "USER root\nRUN %s\nUSER %s\n", run, user)
-	} else {
-		fmt.Fprintf(&b, "RUN %s\n", run)
+	root := user != "" && user != "root" && user != "0"
+	if root {
+		b.WriteString("USER root\n")
+	}
+	if needsAptUpdate(run) {
+		b.WriteString("RUN apt-get update\n")
+	}
+	fmt.Fprintf(&b, "RUN %s\n", run)
+	if root {
+		fmt.Fprintf(&b, "USER %s\n", user)
 	}
 	return b.String()
+}
+
+// aptInstallRE is a RUN line that starts with an apt install.
+var aptInstallRE = regexp.MustCompile(`^\s*(sudo\s+)?apt(-get)?\s+(-\S+\s+)*install\b`)
+
+// aptUpdateRE is a line that fetches the package lists itself.
+var aptUpdateRE = regexp.MustCompile(`\bapt(-get)?\s+(-\S+\s+)*update\b`)
+
+// needsAptUpdate reports whether run installs with apt without fetching the
+// package lists first.
+func needsAptUpdate(run string) bool {
+	return aptInstallRE.MatchString(run) && !aptUpdateRE.MatchString(run)
 }
 
 // lastUser is the argument of the Dockerfile's last USER instruction.

@@ -3,7 +3,6 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -14,11 +13,11 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/review"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/internal/term"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(f) }
@@ -52,7 +51,7 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 		building.Do(func() { e.halt(HaltBuilding) })
 		prog.show(ev)
 	})
-	prog.done()
+	prog.done(err != nil)
 	if err != nil {
 		return 0, e.launchFailed(ctx, s, p.Wrap(err), p)
 	}
@@ -341,57 +340,4 @@ func (e *Env) attach(ctx context.Context, p *pluginhost.Plugin, h sdk.Handle, bo
 		return st, ctx.Err()
 	}
 	return st, nil
-}
-
-// progress shows launch progress: one rewritten line on a terminal (tty
-// set), plain lines otherwise.
-type progress struct {
-	w     io.Writer
-	tty   *os.File
-	shown bool
-	last  string
-}
-
-func newProgress(w io.Writer) *progress {
-	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		p.tty = f
-	}
-	return p
-}
-
-func (p *progress) show(ev sdk.Progress) {
-	msg := strings.TrimSpace(ev.Message)
-	if msg == "" {
-		return
-	}
-	line := msg
-	if ev.Stage != "" {
-		line = ev.Stage + ": " + msg
-	}
-	if ev.Total > 0 {
-		line += fmt.Sprintf(" (%d/%d)", ev.Current, ev.Total)
-	}
-	if p.tty == nil {
-		if line != p.last {
-			fmt.Fprintf(p.w, "bot-bottle: %s\n", line)
-			p.last = line
-		}
-		return
-	}
-	width := int(term.Size(p.tty).Cols)
-	if width <= 0 {
-		width = 80
-	}
-	if r := []rune(line); len(r) > width-1 {
-		line = string(r[:width-1])
-	}
-	fmt.Fprintf(p.w, "\r\x1b[K%s", line)
-	p.shown = true
-}
-
-func (p *progress) done() {
-	if p.tty != nil && p.shown {
-		fmt.Fprint(p.w, "\r\x1b[K")
-	}
 }

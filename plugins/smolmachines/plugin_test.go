@@ -4,9 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +104,31 @@ func TestRegistryImageWithoutEgressIsRefused(t *testing.T) {
 	_, err := r.client.Prepare(ctxT(t), sdk.Spec{Identity: "noegress-abcde", Agent: agent, Command: []string{"true"}})
 	if err == nil || !strings.Contains(err.Error(), "egress allowlist is empty") {
 		t.Errorf("prepare = %v", err)
+	}
+}
+
+// A bottle without an allowlist is told in its environment that egress is
+// off (the helper and the agents' login say so); the plan carries it.
+func TestNoEgressIsOffInTheEnvironment(t *testing.T) {
+	r := newRig(t, false)
+	dir := t.TempDir()
+	df := filepath.Join(dir, "Dockerfile")
+	if err := os.WriteFile(df, []byte("FROM scratch\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := sdk.Spec{Identity: "off-abcde", Agent: sdk.Agent{Name: "off", Dockerfile: df, ContextDir: dir, Command: []string{"true"}}}
+	plan, err := r.client.Prepare(ctxT(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data struct {
+		Env []string `json:"env"`
+	}
+	if err := json.Unmarshal(plan.Data, &data); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(data.Env, sdk.EnvEgress+"="+sdk.EgressOff) {
+		t.Errorf("env of a bottle without egress = %q, want %s=%s", data.Env, sdk.EnvEgress, sdk.EgressOff)
 	}
 }
 

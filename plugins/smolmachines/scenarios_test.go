@@ -81,7 +81,7 @@ func scenarioCwd(t *testing.T, r *rig) {
 	id := r.identity("cwd")
 	spec := sdk.Spec{Identity: id, Agent: registryAgent("cwd"), Cwd: proj, QueueDir: queue, HelperBinary: helper,
 		Env: secretEnv(), Command: []string{"sh", "-c",
-			`cat hello.txt; echo "secret=$BB_TEST_SECRET id=$BOT_BOTTLE_IDENTITY queue=$BOT_BOTTLE_QUEUE"; bottle; exit 7`}}
+			`cat hello.txt; echo "secret=$BB_TEST_SECRET id=$BOT_BOTTLE_IDENTITY queue=$BOT_BOTTLE_QUEUE egress=$BOT_BOTTLE_EGRESS"; bottle; exit 7`}}
 	plan, err := r.client.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatalf("prepare: %v", err)
@@ -106,7 +106,7 @@ func scenarioCwd(t *testing.T, r *rig) {
 	if st.Code != 7 || st.Detached {
 		t.Errorf("exit status = %+v, want code 7; stderr %q", st, errOut)
 	}
-	for _, want := range []string{"hello from the project", "secret=" + secretValue, "id=" + id, "queue=" + sdk.GuestQueueDir, "helper-ok"} {
+	for _, want := range []string{"hello from the project", "secret=" + secretValue, "id=" + id, "queue=" + sdk.GuestQueueDir, "egress=" + sdk.EgressAllowlist, "helper-ok"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("agent output %q lacks %q", out, want)
 		}

@@ -56,12 +56,47 @@ func PluginSets() map[int]plugin.PluginSet {
 }
 
 // ClientConfig is how a core starts the plugin cmd runs: the handshake
-// cookie, every protocol version this package speaks, gRPC only, AutoMTLS
+// cookie, every protocol version this package speaks, gRPC only, mutual TLS
 // and the raised message limits. cmd.Env is the plugin's whole environment
 // (the core's own when nil): go-plugin would otherwise append the host's
 // after it, and a host variable would beat a value the core chose. Callers
 // add what is theirs (timeouts, a checksum, where stderr goes).
+//
+// The TLS certificates of both sides are made here, P-256, for this one
+// start (a plugin built against an earlier SDK still makes its own, as
+// AutoMTLS does; see sdk/internal/wire). Should that fail, it falls back
+// to go-plugin's AutoMTLS.
 func ClientConfig(cmd *exec.Cmd, logger hclog.Logger) *plugin.ClientConfig {
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cfg := &plugin.ClientConfig{
+		HandshakeConfig:  Handshake(),
+		VersionedPlugins: PluginSets(),
+		Cmd:              cmd,
+		SkipHostEnv:      true,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		GRPCDialOptions:  GRPCDialOptions(),
+		Logger:           logger,
+	}
+	tlsConfig, env, err := wire.ClientTLS()
+	if err != nil {
+		if logger != nil {
+			logger.Warn("plugin certificates: falling back to go-plugin's AutoMTLS", "error", err)
+		}
+		cfg.AutoMTLS = true
+		return cfg
+	}
+	cmd.Env = append(cmd.Env, env...)
+	cfg.TLSConfig = tlsConfig
+	return cfg
+}
+
+// AutoMTLSClientConfig is ClientConfig with go-plugin's AutoMTLS instead:
+// the way cores of earlier SDKs started plugins, kept so that benchmarks can
+// measure the two side by side and tests can start a plugin as an older
+// core would.
+func AutoMTLSClientConfig(cmd *exec.Cmd, logger hclog.Logger) *plugin.ClientConfig {
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}

@@ -220,12 +220,19 @@ func hardeningFor(f engineFeatures) (hardening, error) {
 // setgid file mode (seccomp), an init as PID 1, memory and pids limits, and
 // no host path but the project, the queue dir and the helper.
 func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels map[string]string, hard hardening) (*container.Config, *container.HostConfig) {
-	env := make([]string, 0, len(spec.Env)+3)
+	env := make([]string, 0, len(spec.Env)+4)
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
 	sort.Strings(env)
 	env = append(env, sdk.EnvIdentity+"="+spec.Identity)
+	// No allowlist is no network at all (see Launch); one goes through the
+	// proxy (agentEgress).
+	if len(spec.Egress) == 0 {
+		env = append(env, sdk.EnvEgress+"="+sdk.EgressOff)
+	} else {
+		env = append(env, sdk.EnvEgress+"="+sdk.EgressProxy)
+	}
 	var mounts []mount.Mount
 	workdir := spec.Agent.Workdir
 	if spec.Cwd != "" {

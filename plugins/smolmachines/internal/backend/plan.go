@@ -173,6 +173,12 @@ func (b *Backend) plan(_ context.Context, spec sdk.Spec) (*launchPlan, error) {
 		lp.Env = append(lp.Env, sdk.EnvQueueDir+"="+sdk.GuestQueueDir)
 	}
 	lp.Env = append(lp.Env, sdk.EnvIdentity+"="+spec.Identity)
+	// smolvm enforces the allowlist itself: there is no proxy to ask.
+	if len(lp.AllowHosts) == 0 {
+		lp.Env = append(lp.Env, sdk.EnvEgress+"="+sdk.EgressOff)
+	} else {
+		lp.Env = append(lp.Env, sdk.EnvEgress+"="+sdk.EgressAllowlist)
+	}
 	if spec.HelperBinary != "" {
 		fi, err := os.Stat(spec.HelperBinary)
 		if err != nil || !fi.Mode().IsRegular() {

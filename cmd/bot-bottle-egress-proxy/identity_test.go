@@ -1,9 +1,0 @@
-package main
-
-import (
-	"testing"
-
-	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
-)
-
-func TestIdentityRule(t *testing.T) { backendtest.CheckNameRule(t, validIdentity) }

@@ -1,0 +1,17 @@
+// Package egress is a bottle's egress proxy: the only way out of a bottle's
+// network. It allows HTTP CONNECT tunnels and plain-HTTP requests to the
+// host[:port] rules of one bottle's allowlist, refuses everything else with a
+// one-line reason the agent can act on, resolves names itself (so a bottle
+// needs no resolver of its own) and refuses allowed names that resolve to
+// loopback, link-local, metadata and similar addresses unless a rule names
+// that address. Every attempt is written to an event log as one JSON line,
+// with the address dialed next to the name asked for — including requests
+// Go's HTTP server answers itself before any handler runs (reject.go).
+//
+// The rules live in a JSON file (RulesFile) that a Watcher re-reads while the
+// proxy runs, so an approved request takes effect for the next connection.
+//
+// The rules' grammar and safety checks are sdk/egressrule, the same the core
+// vets requested rules with; the package imports nothing else of the tree
+// but sdk/render. Event mirrors sdk.EgressEvent field for field.
+package egress
