@@ -70,6 +70,10 @@ type Host struct {
 	ExeDir string          // directory of the running bot-bottle binary
 	Logger hclog.Logger    // plugin logs appear under Logger.Named(plugin)
 	Getenv func(string) string
+
+	// clientConfig is host.ClientConfig; benchmarks measure
+	// host.AutoMTLSClientConfig beside it.
+	clientConfig func(*exec.Cmd, hclog.Logger) *plugin.ClientConfig
 }
 
 // Found is one plugin binary on disk.
@@ -668,7 +672,11 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(config))
 	}
 	cmd.SysProcAttr = pluginSysProcAttr()
-	cfg := host.ClientConfig(cmd, logger.Named(name))
+	clientConfig := h.clientConfig
+	if clientConfig == nil {
+		clientConfig = host.ClientConfig
+	}
+	cfg := clientConfig(cmd, logger.Named(name))
 	cfg.StartTimeout = InfoTimeout
 	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}
 	var exe *verified
