@@ -122,8 +122,9 @@
 //
 // # Versions and the wire
 //
-// Serve speaks go-plugin over gRPC only, with AutoMTLS, a handshake cookie
-// and protocol versions negotiated through go-plugin's VersionedPlugins: the
+// Serve speaks go-plugin over gRPC only, with mutual TLS (certificates the
+// core makes for each start; go-plugin's AutoMTLS with a core of an earlier
+// SDK), a handshake cookie and protocol versions negotiated through go-plugin's VersionedPlugins: the
 // core offers every version it speaks and the plugin picks the newest it
 // shares. This SDK speaks ProtocolVersion 2 and still 1: version 2 drops
 // Spec's config and transcript fields and the attach heartbeat, and the

@@ -70,6 +70,10 @@ type Host struct {
 	ExeDir string          // directory of the running bot-bottle binary
 	Logger hclog.Logger    // plugin logs appear under Logger.Named(plugin)
 	Getenv func(string) string
+
+	// clientConfig is host.ClientConfig; benchmarks measure
+	// host.AutoMTLSClientConfig beside it.
+	clientConfig func(*exec.Cmd, hclog.Logger) *plugin.ClientConfig
 }
 
 // Found is one plugin binary on disk.
@@ -313,9 +317,9 @@ func (h *Host) block(name string) config.PluginBlock {
 }
 
 // found describes a plugin binary without hashing it: hashing costs about
-// what starting the plugin does, and go-plugin's SecureConfig hashes a
-// pinned or locked binary anyway, once, right before exec (StartFound turns
-// its mismatch into our message). WithChecksum hashes for listings.
+// what starting the plugin does, and the start hashes a pinned or locked
+// binary anyway, once, through the descriptor it then execs (openVerified).
+// WithChecksum hashes for listings.
 func found(name, path, source, pinned, locked string) Found {
 	f := Found{Name: name, Path: path, Source: source, Pinned: strings.ToLower(pinned), Locked: locked, Checksum: ChecksumNotPinned}
 	if source == SourceHome {
@@ -433,6 +437,75 @@ func isExecutable(p string) error {
 	return nil
 }
 
+// verified is a plugin binary open for exec whose content had the expected
+// sha256 when it was read through this descriptor.
+type verified struct {
+	f      *os.File
+	before os.FileInfo
+	script bool // "#!": its interpreter opens it by name, so it cannot run from f
+}
+
+// checksumError is a binary whose sha256 is not the expected one.
+type checksumError struct{ actual string }
+
+func (e *checksumError) Error() string { return "checksum mismatch: sha256 " + e.actual }
+func (e *checksumError) Is(target error) bool {
+	return target == plugin.ErrChecksumsDoNotMatch
+}
+
+// openVerified opens path and hashes it through the descriptor it will be
+// exec'd from: the sha256 is computed once per start, on the bytes that
+// run, and no rename or replacement of path after the check can run others.
+func openVerified(path, sum string) (*verified, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	before, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	h := sha256.New()
+	var head [2]byte
+	n, _ := io.ReadFull(f, head[:])
+	h.Write(head[:n])
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	if actual := hex.EncodeToString(h.Sum(nil)); actual != sum {
+		f.Close()
+		return nil, &checksumError{actual: actual}
+	}
+	return &verified{f: f, before: before, script: string(head[:n]) == "#!"}, nil
+}
+
+// unchanged fails when the file changed since it was hashed: a write in
+// place through another descriptor before the exec (the change time, which
+// no user can set back, moves with every write), or its name taken by
+// another file (which is not what ran, but someone is changing the plugin
+// under a start: refuse rather than guess).
+func (v *verified) unchanged() error {
+	after, err := v.f.Stat()
+	if err != nil {
+		return err
+	}
+	cb, okb := changeTime(v.before)
+	ca, oka := changeTime(after)
+	if after.Size() != v.before.Size() || !after.ModTime().Equal(v.before.ModTime()) || okb != oka || ca != cb {
+		return fmt.Errorf("%s changed while it was being started (written to or replaced); refusing to run it", v.f.Name())
+	}
+	return nil
+}
+
+func (v *verified) Close() {
+	if v != nil && v.f != nil {
+		v.f.Close()
+		v.f = nil
+	}
+}
+
 func fileSHA256(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -529,8 +602,8 @@ func (h *Host) Start(ctx context.Context, name string) (*Plugin, error) {
 
 // StartFound starts a plugin found by Find or Discover. A binary whose
 // sha256 differs from its lock entry or plugins.hcl pin is refused, as is
-// one whose pin and lock entry differ; the expected sum also goes to
-// go-plugin's SecureConfig, which hashes the file again right before exec.
+// one whose pin and lock entry differ. The sum is computed once, on the
+// bytes that are exec'd (see startBinary).
 func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
 	if err := h.refusal(f); err != nil {
 		return nil, err
@@ -543,7 +616,13 @@ func (h *Host) StartFound(ctx context.Context, f Found) (*Plugin, error) {
 		}
 		switch {
 		case se.step == stepStart && errors.Is(se.err, plugin.ErrChecksumsDoNotMatch):
-			actual, _ := fileSHA256(f.Path)
+			var ce *checksumError
+			actual := ""
+			if errors.As(se.err, &ce) {
+				actual = ce.actual
+			} else {
+				actual, _ = fileSHA256(f.Path)
+			}
 			if f.Locked != "" {
 				return nil, changedError(f.Name, f.Path, actual, f.Locked)
 			}
@@ -575,7 +654,10 @@ func (e *startError) Unwrap() error { return e.err }
 
 // startBinary execs the plugin at path, completes the handshake and asks it
 // for its Info. name only labels logs and the Plugin; sum, when set, is the
-// sha256 go-plugin checks right before exec. Failures are *startError.
+// sha256 the binary must have: it is hashed through a descriptor that is
+// then exec'd (/proc/self/fd/N), so what runs is what was hashed; where
+// that cannot be (no /proc, a script), go-plugin's SecureConfig hashes the
+// path right before exec. Failures are *startError.
 func (h *Host) startBinary(ctx context.Context, name, path, sum string, config []byte) (*Plugin, error) {
 	logger := h.Logger
 	if logger == nil {
@@ -590,21 +672,48 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		cmd.Env = append(cmd.Env, sdk.EnvPluginConfig+"="+string(config))
 	}
 	cmd.SysProcAttr = pluginSysProcAttr()
-	cfg := host.ClientConfig(cmd, logger.Named(name))
+	clientConfig := h.clientConfig
+	if clientConfig == nil {
+		clientConfig = host.ClientConfig
+	}
+	cfg := clientConfig(cmd, logger.Named(name))
 	cfg.StartTimeout = InfoTimeout
 	cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: shortTempDir()}
+	var exe *verified
 	if sum != "" {
 		b, err := hex.DecodeString(sum)
 		if err != nil || len(b) != sha256.Size {
 			return nil, &startError{stepStart, fmt.Errorf("invalid expected sha256 %q", sum)}
 		}
-		cfg.SecureConfig = &plugin.SecureConfig{Checksum: b, Hash: sha256.New()}
+		if exe, err = openVerified(path, sum); err != nil {
+			return nil, &startError{stepStart, err}
+		}
+		defer exe.Close()
+		if p, ok := execPathOf(exe.f); ok && !exe.script {
+			cmd.Path = p // cmd.Args[0] stays the plugin's path
+		} else {
+			exe.Close()
+			exe = nil
+			cfg.SecureConfig = &plugin.SecureConfig{Checksum: b, Hash: sha256.New()}
+		}
 	}
 	pc := plugin.NewClient(cfg)
 	client, proto, err := host.Dispense(pc)
 	if err != nil {
 		pc.Kill()
+		if cmd.Path != path && strings.Contains(err.Error(), cmd.Path) {
+			// An exec error names what was exec'd; the user knows the path.
+			err = errors.New(strings.ReplaceAll(err.Error(), cmd.Path, path))
+		}
 		return nil, &startError{stepStart, err}
+	}
+	if exe != nil {
+		// The plugin runs now, and the kernel refuses writes to a running
+		// executable: unchanged since it was hashed, it ran what was hashed.
+		if err := exe.unchanged(); err != nil {
+			pc.Kill()
+			return nil, &startError{stepStart, err}
+		}
 	}
 	p := &Plugin{Name: name, Path: path, Backend: client, Protocol: proto, client: pc}
 	ictx, cancel := context.WithTimeout(ctx, InfoTimeout)

@@ -9,15 +9,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
-// buildTestPlugin builds the core's test backend as a real plugin binary.
+// buildTestPlugin builds the core's test backend as a real plugin binary,
+// the way `make build` builds plugins (static, stripped): the size is what
+// a locked start hashes.
 func buildTestPlugin(tb testing.TB, dir string) string {
 	tb.Helper()
 	bin := filepath.Join(dir, BinaryPrefix+"test")
-	if out, err := exec.Command("go", "build", "-o", bin, "../testplugin").CombinedOutput(); err != nil {
+	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "../testplugin")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("build test plugin: %v\n%s", err, out)
 	}
 	return bin
@@ -91,13 +99,17 @@ func TestChecksumPin(t *testing.T) {
 // $BOT_BOTTLE_HOME/plugins: the lock file read and the binary hashed once
 // (by go-plugin, right before exec) on top. Shutdown is measured separately
 // by BenchmarkStartInfoClose.
+// BenchmarkStartInfo is a plugin's start: exec, handshake, mutual TLS and
+// Info, unlocked and locked (hashed through the descriptor it runs from),
+// with the core's own P-256 certificates and, as the anchor in the same run,
+// with go-plugin's AutoMTLS as cores before issue 20 started plugins.
 func BenchmarkStartInfo(b *testing.B) {
 	exeDir := b.TempDir()
 	src := buildTestPlugin(b, exeDir)
 	ctx := context.Background()
-	run := func(b *testing.B, h *Host) {
+	run := func(b *testing.B, h *Host, name string) {
 		for i := 0; i < b.N; i++ {
-			p, err := h.Start(ctx, "test")
+			p, err := h.Start(ctx, name)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -106,15 +118,27 @@ func BenchmarkStartInfo(b *testing.B) {
 			b.StartTimer()
 		}
 	}
-	b.Run("unlocked", func(b *testing.B) { run(b, newHost(b, exeDir, nil)) })
-	b.Run("locked", func(b *testing.B) {
-		h := newHost(b, "", nil)
-		if _, err := h.Install(ctx, src); err != nil {
-			b.Fatal(err)
+	locked := newHost(b, "", nil)
+	if _, err := locked.Install(ctx, src); err != nil {
+		b.Fatal(err)
+	}
+	unlocked := newHost(b, exeDir, nil)
+	if fi, err := os.Stat(src); err == nil {
+		b.Logf("plugin binary: %.1f MiB", float64(fi.Size())/(1<<20))
+	}
+	for _, tls := range []struct {
+		name string
+		cfg  func(*exec.Cmd, hclog.Logger) *plugin.ClientConfig
+	}{{"core-tls", host.ClientConfig}, {"automtls", host.AutoMTLSClientConfig}} {
+		for _, h := range []struct {
+			name string
+			h    *Host
+		}{{"unlocked", unlocked}, {"locked", locked}} {
+			hh := *h.h
+			hh.clientConfig = tls.cfg
+			b.Run(h.name+"/"+tls.name, func(b *testing.B) { run(b, &hh, "test") })
 		}
-		b.ResetTimer()
-		run(b, h)
-	})
+	}
 }
 
 // BenchmarkStartInfoClose is the whole round trip, shutdown included.

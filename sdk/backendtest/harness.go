@@ -110,7 +110,7 @@ func Build(t testing.TB, pkgDir, name string) string {
 }
 
 // Start runs the plugin binary at path exactly as the bot-bottle core does
-// (handshake cookie, negotiated protocol versions, gRPC only, AutoMTLS,
+// (handshake cookie, negotiated protocol versions, gRPC only, mutual TLS,
 // raised message limits), with env added to the test's environment, and
 // returns it. The process is killed at the end of the test, if not before. Its log
 // lines at warn and above go to the test's stderr. The plugin's config

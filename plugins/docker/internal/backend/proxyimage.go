@@ -41,6 +41,19 @@ func locateProxy() (string, error) {
 	return exe, checkStatic(exe)
 }
 
+// readRunning reads the proxy binary bin, which is this executable: from
+// the kernel's handle on the running file where there is one, so the image
+// holds the bytes that run here even when the file at bin has been replaced
+// since (a re-install during a start).
+func readRunning(bin string) ([]byte, error) {
+	if self, err := os.Executable(); err == nil && self == bin {
+		if data, err := os.ReadFile("/proc/self/exe"); err == nil {
+			return data, nil
+		}
+	}
+	return os.ReadFile(bin)
+}
+
 // checkStatic refuses a proxy binary that needs a dynamic loader or is not
 // a Linux executable at all: its image has nothing but the binary.
 func checkStatic(p string) error {
@@ -63,7 +76,7 @@ func checkStatic(p string) error {
 // different labels (test runs) never share one that another's cleanup
 // removes.
 func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, labels map[string]string, progress func(sdk.Progress)) (imageRef, error) {
-	data, err := os.ReadFile(bin)
+	data, err := readRunning(bin)
 	if err != nil {
 		return imageRef{}, fmt.Errorf("read the egress proxy: %w", err)
 	}

@@ -1,0 +1,80 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+)
+
+// Backend is what every backend plugin implements. Embed
+// UnimplementedBackend so that methods added to later API versions do not
+// break your build.
+type Backend interface {
+	// Info describes the plugin; it must be cheap and must not block on the
+	// backend's runtime being reachable.
+	Info(ctx context.Context) (Info, error)
+	// Prepare resolves what Launch will do, without side effects the
+	// operator did not approve.
+	Prepare(ctx context.Context, spec Spec) (Plan, error)
+	// Launch creates the bottle for spec.Command (building or fetching its
+	// image, reporting progress) and returns a handle to it. With
+	// spec.Detach the agent is started before Launch returns; otherwise a
+	// backend may leave it created and start it at the first Attach, so that
+	// none of its output is lost. Launch must be safe to abandon midway:
+	// Stop by identity removes whatever it created.
+	Launch(ctx context.Context, spec Spec, plan Plan, progress func(Progress)) (Handle, error)
+	// Attach connects the caller's streams to the agent (starting it if
+	// Launch left it created) until it exits, and returns its exit code. When
+	// ctx is cancelled the caller has detached: return ExitStatus{Detached:
+	// true} and leave the agent running.
+	Attach(ctx context.Context, req AttachRequest, streams AttachStreams) (ExitStatus, error)
+	// Stop removes every resource the bottle has (never committed snapshots).
+	// It succeeds when there is nothing left to remove.
+	Stop(ctx context.Context, req StopRequest) ([]string, error)
+	// List returns the bottles this backend has.
+	List(ctx context.Context) ([]Bottle, error)
+}
+
+// Committer is implemented by backends with CapCommit.
+type Committer interface {
+	Commit(ctx context.Context, h Handle, snapshotDir string) (CommitResult, error)
+}
+
+// Execer is implemented by backends with CapExec.
+type Execer interface {
+	Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
+}
+
+// Copier is implemented by backends with CapCopy. Archives are tar streams.
+type Copier interface {
+	CopyIn(ctx context.Context, h Handle, path string, tar []byte) error
+	CopyOut(ctx context.Context, h Handle, path string) ([]byte, error)
+}
+
+// EgressUpdater is implemented by backends with CapLiveEgress.
+type EgressUpdater interface {
+	UpdateEgress(ctx context.Context, h Handle, egress []string) error
+}
+
+// UnimplementedBackend answers every optional method with ErrNotSupported.
+// Embed it in your backend type.
+type UnimplementedBackend struct{}
+
+func (UnimplementedBackend) Commit(context.Context, Handle, string) (CommitResult, error) {
+	return CommitResult{}, fmt.Errorf("commit: %w", ErrNotSupported)
+}
+
+func (UnimplementedBackend) Exec(context.Context, ExecRequest) (ExecResult, error) {
+	return ExecResult{}, fmt.Errorf("exec: %w", ErrNotSupported)
+}
+
+func (UnimplementedBackend) CopyIn(context.Context, Handle, string, []byte) error {
+	return fmt.Errorf("copy in: %w", ErrNotSupported)
+}
+
+func (UnimplementedBackend) CopyOut(context.Context, Handle, string) ([]byte, error) {
+	return nil, fmt.Errorf("copy out: %w", ErrNotSupported)
+}
+
+func (UnimplementedBackend) UpdateEgress(context.Context, Handle, []string) error {
+	return fmt.Errorf("update egress: %w", ErrNotSupported)
+}
