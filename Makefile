@@ -5,21 +5,20 @@ GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-PLUGINS  := $(notdir $(wildcard plugins/*))
+PLUGINS  := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 FUZZTIME ?= 10s
 
 .PHONY: all build shell test unit vet fuzz bench proto base-image deps clean
 
 all: build
 
-## build: bin/bot-bottle, bin/bottle (the static in-bottle helper), bin/bot-bottle-egress-proxy (static, for the docker plugin) and every bin/bot-bottle-plugin-* (with the example skeleton, its own module)
+## build: bin/bot-bottle, bin/bottle (the static in-bottle helper) and every bin/bot-bottle-plugin-*, static (the docker plugin is also its bottles' egress proxy, run FROM scratch), with the example skeleton (its own module)
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle ./cmd/bot-bottle
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/bottle ./cmd/bottle
-	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/bot-bottle-egress-proxy ./cmd/bot-bottle-egress-proxy
 	@for p in $(PLUGINS); do \
-		echo "$(GO) build -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p"; \
-		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
+		echo "CGO_ENABLED=0 $(GO) build -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p"; \
+		CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
 	done
 	cd examples/backend-skeleton && $(GO) build -ldflags '-s -w' -o $(CURDIR)/$(BIN)/bot-bottle-plugin-skeleton .
 
@@ -41,7 +40,7 @@ vet:
 ## fuzz: the untrusted-request parser and the untrusted-text renderer, each for a short fixed time
 fuzz:
 	@if [ -d internal/queue ]; then $(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./internal/queue; fi
-	$(GO) test -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME) ./internal/render
+	cd sdk && $(GO) test -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME) ./render
 
 ## bench: start latency against a bare docker run, plugin handshake, version, `requests` during one bottle's flood
 bench: build base-image

@@ -13,7 +13,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // App builds the lifecycle environment on first use, so that cheap commands

@@ -17,7 +17,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// egressproxy ID [RULE...]: run the real egress proxy binary for bottle ID
+// egressproxy ID [RULE...]: run the real egress proxy (the docker plugin's subcommand) for bottle ID
 // on loopback, allowed to reach this host's upstreams, with RULEs as its allowlist and its event log where the core
 // reads it ($BOT_BOTTLE_HOME/audit/egress/ID.jsonl); $PROXY is its address.
 // It is stopped when the script ends.
@@ -32,7 +32,7 @@ func cmdEgressProxy(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	rulesFile := filepath.Join(ts.Getenv("WORK"), "proxy-rules.json")
 	ts.Check(os.WriteFile(rulesFile, rules, 0o600))
-	cmd := exec.Command(filepath.Join(binDir, "bot-bottle-egress-proxy"), "--identity", id, "--rules", rulesFile,
+	cmd := exec.Command(filepath.Join(binDir, "bot-bottle-plugin-docker"), "egress-proxy", "--identity", id, "--rules", rulesFile,
 		"--listen", "127.0.0.1:0", "--log", filepath.Join(dir, id+".jsonl"),
 		// The script's upstreams run on this host, beside the proxy.
 		"--allow-own-host")

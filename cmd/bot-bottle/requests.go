@@ -10,8 +10,8 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/reqview"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 type RequestsCmd struct {

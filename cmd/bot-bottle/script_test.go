@@ -19,7 +19,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // binDir holds the real binaries the scripts drive: bot-bottle and the test
@@ -50,7 +50,6 @@ func buildAndRun(m *testing.M) (int, error) {
 		{"-o", filepath.Join(dir, "bot-bottle"), "."},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-test"), "../../internal/testplugin"},
 		{"-o", filepath.Join(dir, "bot-bottle-plugin-smolmachines"), "../../plugins/smolmachines"},
-		{"-o", filepath.Join(dir, "bot-bottle-plugin-docker"), "../../plugins/docker"},
 		{"-o", filepath.Join(fakeDir, "smolvm"), "../../plugins/smolmachines/internal/fakesmolvm"},
 	}
 	errs := make(chan error, len(builds)+3)
@@ -74,13 +73,13 @@ func buildAndRun(m *testing.M) (int, error) {
 		}
 		errs <- nil
 	}()
-	// So is the egress proxy, for Linux whatever the host: it runs in a
-	// container, next to the docker plugin as `make build` puts it.
+	// So is the docker plugin, for Linux whatever the host: it is also its
+	// bottles' egress proxy, which runs in a container.
 	go func() {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, "bot-bottle-egress-proxy"), "../bot-bottle-egress-proxy")
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bot-bottle-plugin-docker"), "../../plugins/docker")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			errs <- fmt.Errorf("go build bot-bottle-egress-proxy: %v\n%s", err, out)
+			errs <- fmt.Errorf("go build bot-bottle-plugin-docker: %v\n%s", err, out)
 			return
 		}
 		errs <- nil

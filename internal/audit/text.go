@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // blockFields are the multi-line fields Text shows under their record,
@@ -23,7 +23,7 @@ const BlockIndent = "    "
 // Text renders ev for a terminal: one line for the record — time, kind,
 // actor, request id, then key=value for each field in key order — and,
 // indented under it, the lines of its multi-line fields. Every value goes
-// through internal/render, and a value that is not a plain token is
+// through sdk/render, and a value that is not a plain token is
 // quoted, so whatever a field holds it cannot end the record's line, start
 // a line that reads as another record, or pass for another key=value.
 func Text(ev Event) []string {

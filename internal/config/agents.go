@@ -17,8 +17,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	botbottle "github.com/bot-bottle/bot-bottle"
-	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // SourceBuiltin is Agent.Source for an agent embedded in the binary.
@@ -461,7 +461,7 @@ func checkEgress(s string) (string, string) {
 	}
 	// Agent definitions get shared: a rule that reaches the proxy itself,
 	// the host's credentials or a whole public suffix is refused here.
-	if _, err := egress.CheckRequested(host); err != nil {
+	if _, err := egressrule.CheckRequested(host); err != nil {
 		return "", err.Error()
 	}
 	return host, ""

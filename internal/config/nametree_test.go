@@ -24,7 +24,7 @@ var notNames = map[string]string{
 	"internal/config/agents.go userRE":                          "a container user[:group]",
 	"internal/config/agents.go imageRE":                         "an image reference",
 	"internal/supervise/policy.go ruleNameRE":                   "a policy rule's label, free-form by design",
-	"internal/egress/rules.go hand-rolled":                      "one label of an egress rule's host name",
+	"sdk/egressrule/rules.go hand-rolled":                       "one label of an egress rule's host name",
 	"plugins/smolmachines/internal/smolvm/contract.go SourceRE": "a smolvm source location (file.rs:line) in the contract table",
 }
 

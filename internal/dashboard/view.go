@@ -11,9 +11,9 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/reqview"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 var (

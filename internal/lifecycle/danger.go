@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/internal/state"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // DenyAll denies every pending request of one bottle with one reason: the
@@ -72,7 +72,7 @@ func EgressWarning(r queue.Request) string {
 	if r.Kind != queue.KindEgress {
 		return ""
 	}
-	w, _ := egress.CheckRequested(r.Host)
+	w, _ := egressrule.CheckRequested(r.Host)
 	return w
 }
 
@@ -80,7 +80,7 @@ func EgressWarning(r queue.Request) string {
 func egressWarnings(rules []string) []string {
 	var out []string
 	for _, s := range rules {
-		if w, _ := egress.CheckRequested(s); w != "" {
+		if w, _ := egressrule.CheckRequested(s); w != "" {
 			out = append(out, w)
 		}
 	}

@@ -11,11 +11,11 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
-	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/internal/pluginhost"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/internal/state"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // Requests picks up new requests from every bottle's inbox (auditing each,
@@ -303,7 +303,7 @@ func (e *Env) snapshotTranscript(ctx context.Context, p *pluginhost.Plugin, h sd
 // approveEgress widens the bottle's allowlist.
 func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
 	// Ingest refuses these; a record from before that rule is refused here.
-	warning, err := egress.CheckRequested(r.Host)
+	warning, err := egressrule.CheckRequested(r.Host)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w (deny it: bot-bottle deny %s --reason ...)", r.ID, err, r.ID)
 	}

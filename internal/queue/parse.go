@@ -13,7 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
@@ -251,9 +251,9 @@ func NormalizeHost(s string) (string, error) {
 }
 
 // checkDanger refuses the egress classes no operator should be asked about
-// (see egress.CheckRequested); the agent is told why in one line.
+// (see egressrule.CheckRequested); the agent is told why in one line.
 func checkDanger(s string) error {
-	_, err := egress.CheckRequested(s)
+	_, err := egressrule.CheckRequested(s)
 	return err
 }
 

@@ -4,7 +4,7 @@
 // Dockerfile change with its size and its RUN and USER lines marked — and
 // the bottle's reason last, quoted and behind a margin, so that nothing the
 // bottle wrote can pass for a fact or push the change out of sight. Every
-// value from the request goes through internal/render.
+// value from the request goes through sdk/render.
 package reqview
 
 import (
@@ -18,7 +18,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // Request is a request with what the operator needs to judge it.

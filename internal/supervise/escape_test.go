@@ -12,8 +12,8 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/operatortest"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/internal/supervise"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // TestLogLinesAreEscaped: a request record that got past the ingest with

@@ -9,7 +9,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // Supervisor applies a policy to the pending requests of one bot-bottle home.

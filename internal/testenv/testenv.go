@@ -6,6 +6,7 @@
 package testenv
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -31,10 +32,10 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 
-	"github.com/bot-bottle/bot-bottle/internal/enginestream"
-	"github.com/bot-bottle/bot-bottle/internal/tarball"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // Label marks every container, network and image a test creates. Its value
@@ -300,14 +301,14 @@ func (b Busybox) Image(t testing.TB, cli *client.Client, runID string) string {
 func buildResult(r io.Reader) (string, error) {
 	var id string
 	var log strings.Builder
-	err := enginestream.Read(r, func(m enginestream.Message) {
-		log.WriteString(m.Stream)
-		if i := m.ImageID(); i != "" {
-			id = i
+	err := jsonmessage.DisplayJSONMessagesStream(r, &log, 0, false, func(m jsonmessage.JSONMessage) {
+		var aux struct{ ID string }
+		if m.Aux != nil && json.Unmarshal(*m.Aux, &aux) == nil && aux.ID != "" {
+			id = aux.ID
 		}
 	})
 	if err != nil {
-		return "", fmt.Errorf("%v (build log: %s)", err, log.String())
+		return "", fmt.Errorf("%v (build log: %s)", render.OneLine(err.Error()), log.String())
 	}
 	if id == "" {
 		return "", fmt.Errorf("no image id in build output: %s", log.String())
@@ -315,8 +316,15 @@ func buildResult(r io.Reader) (string, error) {
 	return id, nil
 }
 
-// tarDir writes dir as an uncompressed tar with root ownership.
-func tarDir(w io.Writer, dir string) error { return tarball.WriteDir(w, dir) }
+// tarDir writes dir as an uncompressed tar. The Dockerfile COPYs it, which
+// makes everything root's whoever owns the files here.
+func tarDir(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
+	if err := tw.AddFS(os.DirFS(dir)); err != nil {
+		return fmt.Errorf("archive %s: %w", dir, err)
+	}
+	return tw.Close()
+}
 
 // EgressEvents reads the egress log a backend wrote at path (one
 // sdk.EgressEvent JSON object per line), failing the test on a line that

@@ -16,7 +16,7 @@ import (
 	"github.com/docker/docker/client"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 
-	"github.com/bot-bottle/bot-bottle/internal/enginestream"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 

@@ -8,8 +8,8 @@ package backend
 //     the proxy;
 //   - an outbound bridge, where only the proxy lives: its way out.
 //
-// The proxy (cmd/bot-bottle-egress-proxy, in an image made of that one
-// static binary) listens on its internal address only, allows what the
+// The proxy (package proxycmd, the plugin's own executable in an image of
+// that one static binary) listens on its internal address only, allows what the
 // rules file in its volume says, and appends one JSON line per attempt to
 // the bottle's egress log, bind-mounted from the host. UpdateEgress rewrites
 // the rules file; the proxy's watcher applies it within a poll interval,
@@ -63,9 +63,10 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 
-	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 const (
@@ -88,7 +89,7 @@ const (
 	noProxy = "localhost,127.0.0.1,::1"
 )
 
-// Proxy log lines the plugin waits for (see cmd/bot-bottle-egress-proxy
+// Proxy log lines the plugin waits for (see package proxycmd
 // and egress.Watcher).
 const (
 	logListening = "egress proxy listening"
@@ -176,7 +177,7 @@ func createNetwork(ctx context.Context, c *client.Client, name string, internal 
 // checkEgress validates what a bottle with an allowlist needs, without side
 // effects, and returns where the proxy binary is.
 func checkEgress(ctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings) (string, error) {
-	if _, err := egress.ParseRules(spec.Egress); err != nil {
+	if _, err := egressrule.ParseRules(spec.Egress); err != nil {
 		return "", fmt.Errorf("egress allowlist: %w", err)
 	}
 	if spec.EgressLog != "" && !filepath.IsAbs(spec.EgressLog) {

@@ -1,7 +1,7 @@
 package backend
 
 import (
-	"github.com/bot-bottle/bot-bottle/internal/enginestream"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/enginestream"
 
 	"errors"
 	"fmt"

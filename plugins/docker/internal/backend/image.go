@@ -15,8 +15,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
-	"github.com/bot-bottle/bot-bottle/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/buildctx"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 

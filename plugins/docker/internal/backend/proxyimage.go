@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -19,39 +17,28 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
-	"github.com/bot-bottle/bot-bottle/internal/enginestream"
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/enginestream"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
-// ProxyBinary is the egress proxy's executable name
-// (cmd/bot-bottle-egress-proxy). The plugin looks for it next to its own
-// executable, where `make build` puts both, and then on $PATH.
+// ProxyBinary is the egress proxy's executable name in its image. The
+// executable is this plugin's own (static, built with CGO_ENABLED=0), run
+// with its hidden subcommand proxycmd.Command: an installed plugin carries
+// its proxy.
 const ProxyBinary = "bot-bottle-egress-proxy"
 
 // proxyRepo is the repository of the proxy images this plugin makes.
 const proxyRepo = "bot-bottle-egress-proxy"
 
-// locateProxy finds the proxy binary and checks that it can run in an
-// image that holds nothing else.
+// locateProxy finds the plugin's own executable and checks that it can run
+// in an image that holds nothing else.
 func locateProxy() (string, error) {
-	var tried []string
-	if exe, err := os.Executable(); err == nil {
-		if exe, err = filepath.EvalSymlinks(exe); err == nil {
-			p := filepath.Join(filepath.Dir(exe), ProxyBinary)
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-				return p, checkStatic(p)
-			}
-			tried = append(tried, "next to the plugin in "+filepath.Dir(exe))
-		}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("the egress proxy is this plugin's own executable, which cannot be found: %w", err)
 	}
-	if p, err := exec.LookPath(ProxyBinary); err == nil {
-		if p, err = filepath.Abs(p); err == nil {
-			return p, checkStatic(p)
-		}
-	}
-	tried = append(tried, "on $PATH")
-	return "", fmt.Errorf("the egress proxy %s is neither %s: build it with `make build` (CGO_ENABLED=0 GOOS=linux go build -o bin/%s ./cmd/%s)",
-		ProxyBinary, strings.Join(tried, " nor "), ProxyBinary, ProxyBinary)
+	return exe, checkStatic(exe)
 }
 
 // checkStatic refuses a proxy binary that needs a dynamic loader or is not
@@ -59,12 +46,12 @@ func locateProxy() (string, error) {
 func checkStatic(p string) error {
 	f, err := elf.Open(p)
 	if err != nil {
-		return fmt.Errorf("the egress proxy %s is not a Linux executable (build it with GOOS=linux): %w", p, err)
+		return fmt.Errorf("the egress proxy %s is not a Linux executable (build the plugin with GOOS=linux): %w", p, err)
 	}
 	defer f.Close()
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return fmt.Errorf("the egress proxy %s is dynamically linked; its image holds nothing else: build it with CGO_ENABLED=0", p)
+			return fmt.Errorf("the egress proxy %s (this plugin's own executable) is dynamically linked; its image holds nothing else: build the plugin with CGO_ENABLED=0 (make build)", p)
 		}
 	}
 	return nil
@@ -106,7 +93,7 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 	// An import makes the image from the tar in one step: no builder, no
 	// intermediate container, nothing to pull.
 	changes := []string{
-		`ENTRYPOINT ["/` + ProxyBinary + `"]`,
+		`ENTRYPOINT ["/` + ProxyBinary + `", "` + proxycmd.Command + `"]`,
 		"USER " + nobody,
 		strings.TrimSuffix(string(withLabels(nil, imgLabels)), "\n"),
 	}

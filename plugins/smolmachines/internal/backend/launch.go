@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/bot-bottle/bot-bottle/internal/tarball"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/tarball"
 	"github.com/bot-bottle/bot-bottle/plugins/smolmachines/internal/imagebuild"
 	"github.com/bot-bottle/bot-bottle/plugins/smolmachines/internal/smolvm"
 	"github.com/bot-bottle/bot-bottle/sdk"

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/bot-bottle/bot-bottle/internal/tarball"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/tarball"
 
 	"archive/tar"
 	"bytes"

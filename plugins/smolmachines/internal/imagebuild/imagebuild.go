@@ -4,9 +4,9 @@
 package imagebuild
 
 import (
-	"github.com/bot-bottle/bot-bottle/internal/enginestream"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/enginestream"
 
-	"github.com/bot-bottle/bot-bottle/internal/tarball"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/tarball"
 
 	"archive/tar"
 	"context"

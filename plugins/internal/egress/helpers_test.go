@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // Event must stay convertible to sdk.EgressEvent: same fields, types and tags.
@@ -131,7 +132,7 @@ func startProxy(t testing.TB, rules []string, opts ...proxyOpt) *harness {
 	t.Helper()
 	h := &harness{t: t, events: &syncBuffer{}, logs: &syncBuffer{}, done: make(chan error, 1)}
 	h.res = &fakeResolver{t: t, names: map[string][]netip.Addr{}}
-	rs, err := ParseRules(rules)
+	rs, err := egressrule.ParseRules(rules)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package egress
+package egressrule
 
 import (
 	"errors"
@@ -15,10 +15,10 @@ const DefaultPort = 443
 const (
 	// maxNameLen is the longest DNS name (RFC 1035, without the final dot).
 	maxNameLen = 253
-	// maxRuleLen bounds a rule or target before any parsing: the longest
+	// MaxLen bounds a rule or target before any parsing: the longest
 	// valid one is a bracketed IPv6 literal with a port or a 253-byte name
 	// with "*." and a port.
-	maxRuleLen = maxNameLen + len("*.") + len(".:65535")
+	MaxLen = maxNameLen + len("*.") + len(".:65535")
 )
 
 // Rule is one parsed allowlist entry.
@@ -90,7 +90,7 @@ func splitHostPort(s string, defaultPort uint16) (host, uint16, error) {
 	switch {
 	case s == "":
 		return host{}, 0, errors.New("empty host")
-	case len(s) > maxRuleLen:
+	case len(s) > MaxLen:
 		return host{}, 0, fmt.Errorf("host is %d bytes long, more than a DNS name can be", len(s))
 	case strings.IndexFunc(s, notPrintableASCII) >= 0:
 		return host{}, 0, errors.New("host has characters a DNS name cannot have")
@@ -334,4 +334,20 @@ func (rs *Rules) NamesAddr(ap netip.AddrPort) (rule string, ok bool) {
 	a := ap.Addr().WithZone("").Unmap()
 	r, ok := rs.addrs[netip.AddrPortFrom(a, ap.Port())]
 	return r, ok
+}
+
+// ParseTarget validates a destination "host:port" (IPv6 bracketed) as a
+// request names it, with the same grammar as a rule's host part: name is
+// lower case without a trailing dot, or addr is valid for an address
+// literal; port is defaultPort when none is given (0: a port is required).
+// A wildcard is not a destination.
+func ParseTarget(s string, defaultPort uint16) (name string, addr netip.Addr, port uint16, err error) {
+	h, port, err := splitHostPort(s, defaultPort)
+	if err == nil && h.wildcard {
+		err = errors.New("a wildcard is not a host")
+	}
+	if err != nil {
+		return "", netip.Addr{}, 0, err
+	}
+	return h.name, h.addr, port, nil
 }

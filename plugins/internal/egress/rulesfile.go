@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // MaxRulesFileSize bounds a rules file; a real allowlist is a few hundred
@@ -29,7 +31,7 @@ func EncodeRulesFile(identity string, rules []string) ([]byte, error) {
 	if identity == "" {
 		return nil, errors.New("encode rules file: empty identity")
 	}
-	if _, err := ParseRules(rules); err != nil {
+	if _, err := egressrule.ParseRules(rules); err != nil {
 		return nil, fmt.Errorf("encode rules file: %w", err)
 	}
 	if rules == nil {
@@ -44,7 +46,7 @@ func EncodeRulesFile(identity string, rules []string) ([]byte, error) {
 
 // ParseRulesFile parses the contents of a rules file for identity. Unknown
 // fields are ignored; a missing "rules" means allow nothing.
-func ParseRulesFile(data []byte, identity string) (*Rules, error) {
+func ParseRulesFile(data []byte, identity string) (*egressrule.Rules, error) {
 	if len(data) > MaxRulesFileSize {
 		return nil, fmt.Errorf("%d bytes, more than %d", len(data), MaxRulesFileSize)
 	}
@@ -55,11 +57,11 @@ func ParseRulesFile(data []byte, identity string) (*Rules, error) {
 	if f.Identity != identity {
 		return nil, fmt.Errorf("rules are for bottle %q, not %q", f.Identity, identity)
 	}
-	return ParseRules(f.Rules)
+	return egressrule.ParseRules(f.Rules)
 }
 
 // ReadRulesFile reads and parses the rules file at path for identity.
-func ReadRulesFile(path, identity string) (*Rules, error) {
+func ReadRulesFile(path, identity string) (*egressrule.Rules, error) {
 	data, _, err := readLimited(path)
 	if err != nil {
 		return nil, err
@@ -138,7 +140,7 @@ func (w *Watcher) SetInterval(d time.Duration) { w.interval = d }
 
 // Load reads the file now and returns its rules; Run then reports changes
 // relative to what Load read.
-func (w *Watcher) Load() (*Rules, error) {
+func (w *Watcher) Load() (*egressrule.Rules, error) {
 	data, fi, err := readLimited(w.path)
 	if err != nil {
 		return nil, err
@@ -152,7 +154,7 @@ func (w *Watcher) Load() (*Rules, error) {
 }
 
 // Run polls until ctx is done, calling apply with each new valid rule set.
-func (w *Watcher) Run(ctx context.Context, apply func(*Rules)) {
+func (w *Watcher) Run(ctx context.Context, apply func(*egressrule.Rules)) {
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	for {
@@ -168,7 +170,7 @@ func (w *Watcher) Run(ctx context.Context, apply func(*Rules)) {
 }
 
 // poll returns new rules when the file changed to a valid rule set.
-func (w *Watcher) poll() *Rules {
+func (w *Watcher) poll() *egressrule.Rules {
 	fi, err := os.Stat(w.path)
 	if err != nil {
 		w.report(fmt.Errorf("rules file: %w", err))

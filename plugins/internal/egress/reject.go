@@ -9,7 +9,8 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // Go's HTTP server answers some requests itself, before any handler runs:
@@ -192,8 +193,8 @@ func looseHostPort(hostport string) (host string, port int) {
 	if n, err := strconv.Atoi(ps); err == nil && n > 0 && n < 1<<16 {
 		host, port = h, n
 	}
-	if len(host) > maxRuleLen {
-		host = host[:maxRuleLen]
+	if len(host) > egressrule.MaxLen {
+		host = host[:egressrule.MaxLen]
 	}
 	if !utf8.ValidString(host) {
 		host = render.Bounded(host, 0)

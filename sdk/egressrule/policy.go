@@ -1,4 +1,4 @@
-package egress
+package egressrule
 
 import (
 	"fmt"
@@ -66,18 +66,18 @@ func checkRule(r Rule) (string, error) {
 	return fmt.Sprintf("egress %s is a wildcard: every name under %s, and the names a bottle looks up there can carry data out (lookups are rate-limited and audited)", r, r.Host), nil
 }
 
-// selfAddr reports whether a is an address on which a connection from the
+// SelfAddr reports whether a is an address on which a connection from the
 // proxy could reach the proxy's own host: loopback, unspecified and
 // 0.0.0.0/8 (which Linux connects to the local host), also in their
 // IPv4-mapped and other embedded forms.
-func selfAddr(a netip.Addr) bool {
+func SelfAddr(a netip.Addr) bool {
 	a = a.WithZone("").Unmap()
 	if a.IsLoopback() || a.IsUnspecified() || thisNetwork.Contains(a) {
 		return true
 	}
 	if a.Is6() {
 		if v4, how := embeddedIPv4(a); how != "" {
-			return selfAddr(v4)
+			return SelfAddr(v4)
 		}
 	}
 	return false

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
-	"github.com/bot-bottle/bot-bottle/internal/render"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // rawAnswer sends req on a new connection and returns the status line of

@@ -1,10 +1,13 @@
-// Command bot-bottle-egress-proxy is a bottle's egress proxy: a small static
-// binary that a backend runs beside a bottle, on the bottle's internal
-// network and on a network with a way out. It forwards HTTP CONNECT and
-// plain HTTP to the host[:port] rules of one bottle, follows changes to its
-// rules file without a restart, and appends one JSON line per connection
-// attempt to its event log. See package internal/egress.
-package main
+// Package proxycmd is a bottle's egress proxy, run as the Docker plugin's
+// hidden subcommand (`bot-bottle-plugin-docker egress-proxy ...`) in an image
+// that holds nothing but the plugin's own static executable: so an installed
+// plugin carries its proxy. The backend runs it beside a bottle, on the
+// bottle's internal network and on a network with a way out. It forwards
+// HTTP CONNECT and plain HTTP to the host[:port] rules of one bottle,
+// follows changes to its rules file without a restart, and appends one JSON
+// line per connection attempt to its event log. See package
+// plugins/internal/egress.
+package proxycmd
 
 import (
 	"context"
@@ -19,21 +22,23 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/bot-bottle/bot-bottle/internal/egress"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk/names"
 )
 
-const name = "bot-bottle-egress-proxy"
+// Command is the plugin's argument that runs the proxy instead of serving
+// the plugin.
+const Command = "egress-proxy"
 
-func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
+// name is the proxy's name in its messages.
+const name = "bot-bottle-egress-proxy"
 
 // usageError is a mistake in the invocation (exit status 2).
 type usageError struct{ error }
 
-// run is main with its outside world passed in; it returns the exit status.
-func run(args []string, stdout, stderr io.Writer) int {
+// Run runs the proxy with args (those after Command) and returns the exit
+// status.
+func Run(args []string, stdout, stderr io.Writer) int {
 	err := serve(args, stdout, stderr)
 	var ue usageError
 	switch {
@@ -71,7 +76,7 @@ func usage() string {
 	var o options
 	fs := flags(&o)
 	var b strings.Builder
-	fmt.Fprintf(&b, "usage: %s --identity ID --rules FILE [--listen ADDR] [--log FILE|-]\n\n", name)
+	fmt.Fprintf(&b, "usage: bot-bottle-plugin-docker %s --identity ID --rules FILE [--listen ADDR] [--log FILE|-]\n\n", Command)
 	fs.SetOutput(&b)
 	fs.PrintDefaults()
 	return b.String()

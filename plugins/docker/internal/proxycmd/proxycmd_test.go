@@ -1,4 +1,4 @@
-package main
+package proxycmd
 
 import (
 	"bufio"
@@ -22,15 +22,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/internal/egress"
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 const identity = "shell-7k2qz"
 
-// binary is the proxy built as it ships: static, without cgo.
+// binary is the Docker plugin, which carries the proxy, built as it ships:
+// static, without cgo.
 var binary string
+
+// proxyCmd runs the proxy as a backend does: the plugin's subcommand.
+func proxyCmd(args ...string) *exec.Cmd {
+	return exec.Command(binary, append([]string{Command}, args...)...)
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "egress-proxy-test")
@@ -38,8 +44,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", binary, ".")
+	binary = filepath.Join(dir, "bot-bottle-plugin-docker")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", binary, "../..")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
@@ -101,7 +107,7 @@ func TestBadInvocationsFailWithOneLine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			cmd := exec.Command(binary, tc.args...)
+			cmd := proxyCmd(tc.args...)
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
 			code := cmd.ProcessState.ExitCode()
@@ -121,7 +127,7 @@ func TestBadInvocationsFailWithOneLine(t *testing.T) {
 		})
 	}
 	if os.Geteuid() != 0 { // root reads any file
-		out, err := exec.Command(binary, "--identity", identity, "--rules", unreadable).CombinedOutput()
+		out, err := proxyCmd("--identity", identity, "--rules", unreadable).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "permission denied") {
 			t.Errorf("unreadable rules file: %v %q", err, out)
 		}
@@ -129,7 +135,7 @@ func TestBadInvocationsFailWithOneLine(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	out, err := exec.Command(binary, "--help").Output()
+	out, err := proxyCmd("--help").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +194,7 @@ func startBinary(t *testing.T, args ...string) *proc {
 
 func startDeployed(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, append([]string{"--listen", "127.0.0.1:0", "--identity", identity}, args...)...), exited: make(chan error, 1)}
+	p := &proc{cmd: proxyCmd(append([]string{"--listen", "127.0.0.1:0", "--identity", identity}, args...)...), exited: make(chan error, 1)}
 	p.stdout = &bytes.Buffer{}
 	p.cmd.Stdout = p.stdout
 	errPipe, err := p.cmd.StderrPipe()

@@ -17,7 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // RefusedHeader carries the one-line reason of a refusal (status 403), so
@@ -52,7 +53,7 @@ type Config struct {
 	// Identity is the bottle's identity, used in events and refusals.
 	Identity string
 	// Rules are the rules in force at the start; nil allows nothing.
-	Rules *Rules
+	Rules *egressrule.Rules
 	// Events receives one event per attempt. Required: an allowed
 	// connection whose event cannot be written is refused.
 	Events *EventLog
@@ -79,7 +80,7 @@ type Config struct {
 // http.Handler; Serve runs it with the timeouts it needs.
 type Proxy struct {
 	identity    string
-	rules       atomic.Pointer[Rules]
+	rules       atomic.Pointer[egressrule.Rules]
 	events      *EventLog
 	resolver    Resolver
 	log         *slog.Logger
@@ -152,10 +153,10 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // SetRules replaces the rules for every later request.
-func (p *Proxy) SetRules(rs *Rules) { p.rules.Store(rs) }
+func (p *Proxy) SetRules(rs *egressrule.Rules) { p.rules.Store(rs) }
 
 // Rules returns the rules in force.
-func (p *Proxy) Rules() *Rules { return p.rules.Load() }
+func (p *Proxy) Rules() *egressrule.Rules { return p.rules.Load() }
 
 // Serve answers proxy requests on ln until ctx is done, then closes every
 // connection, tunnels included.
@@ -226,14 +227,11 @@ func (t target) host() string {
 }
 
 func parseTarget(hostport string, defaultPort uint16) (target, error) {
-	h, port, err := splitHostPort(hostport, defaultPort)
-	if err == nil && h.wildcard {
-		err = errors.New("a wildcard is not a host")
-	}
+	name, addr, port, err := egressrule.ParseTarget(hostport, defaultPort)
 	if err != nil {
 		return target{}, &targetError{hostport: hostport, err: err}
 	}
-	return target{name: h.name, addr: h.addr, port: port}, nil
+	return target{name: name, addr: addr, port: port}, nil
 }
 
 // targetError is a target that does not parse. The client is told the
@@ -277,7 +275,7 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 		d.allowed, d.addrs = true, []netip.AddrPort{netip.AddrPortFrom(t.addr, t.port)}
 		return p.refuseOwnHost(t, d)
 	}
-	if LocalOnly(t.name) {
+	if egressrule.LocalOnly(t.name) {
 		// Never asked of a resolver: the answer could only be ourselves.
 		d.status = http.StatusForbidden
 		d.reason = "a name that can only be local"
@@ -302,7 +300,7 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 	seen := map[netip.AddrPort]bool{}
 	for _, ip := range ips {
 		ap := netip.AddrPortFrom(ip.WithZone("").Unmap(), t.port)
-		if kind, bad := Unsafe(ip); bad {
+		if kind, bad := egressrule.Unsafe(ip); bad {
 			if _, named := rules.NamesAddr(ap); !named {
 				d.status = http.StatusForbidden
 				d.reason = fmt.Sprintf("resolves to %s (%s)", ap.Addr(), kind)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
 // ownHost reports why a connection to a would reach the proxy's own host:
@@ -14,7 +16,7 @@ import (
 // the proxy itself, whatever the rules say.
 func ownHost(a netip.Addr) (string, bool) {
 	a = a.WithZone("").Unmap()
-	if selfAddr(a) {
+	if egressrule.SelfAddr(a) {
 		return "the proxy's own loopback", true
 	}
 	addrs, err := net.InterfaceAddrs()

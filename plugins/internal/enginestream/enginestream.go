@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/bot-bottle/bot-bottle/internal/render"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // Message is one line of an engine stream.

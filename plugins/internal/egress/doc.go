@@ -11,7 +11,7 @@
 // The rules live in a JSON file (RulesFile) that a Watcher re-reads while the
 // proxy runs, so an approved request takes effect for the next connection.
 //
-// The package imports only the standard library and internal/render (which
-// imports only the standard library) so that the proxy binary stays small
-// and static; Event mirrors sdk.EgressEvent field for field.
+// The rules' grammar and safety checks are sdk/egressrule, the same the core
+// vets requested rules with; the package imports nothing else of the tree
+// but sdk/render. Event mirrors sdk.EgressEvent field for field.
 package egress
