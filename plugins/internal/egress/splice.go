@@ -188,11 +188,17 @@ func (b *splicedBody) copy() error {
 	if b.left == 0 {
 		return nil
 	}
-	raw := b.up.Conn.(*net.TCPConn)
 	rf, ok := b.w.(io.ReaderFrom)
 	if !ok {
-		return errors.New("egress proxy: the response writer cannot splice")
+		// Not a connection of net/http's own: copy the rest as the
+		// transport would, through the deadline-keeping connection.
+		n, err := io.CopyBuffer(struct{ io.Writer }{b.w}, io.LimitReader(b.up, b.left), buf)
+		if b.left -= n; err == nil && b.left > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
 	}
+	raw := b.up.Conn.(*net.TCPConn)
 	rc := http.NewResponseController(b.w)
 	raw.SetDeadline(time.Time{})
 	done := idleWatch(b.idle, func() {
