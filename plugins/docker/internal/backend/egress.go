@@ -413,13 +413,19 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if err != nil {
 		return in, nil, err
 	}
-	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
-	if err != nil {
-		return in, nil, err
+	// The proxy's image is looked up (or made) while the networks are
+	// created; its progress is kept for this goroutine to send.
+	type imgMade struct {
+		ref   imageRef
+		err   error
+		notes []sdk.Progress
 	}
-	if err := ctx.Err(); err != nil {
-		return in, nil, err
-	}
+	imgCh := make(chan imgMade, 1)
+	go func() {
+		var notes []sdk.Progress
+		ref, err := b.proxyImage(ctx, c, bin, set.Labels, func(p sdk.Progress) { notes = append(notes, p) })
+		imgCh <- imgMade{ref, err, notes}
+	}()
 
 	type made struct {
 		id     string
@@ -445,7 +451,11 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	}()
 	// Progress goes out from this goroutine only: the stream is not safe
 	// for concurrent sends.
-	inNet, outNet, vol := <-inCh, <-outCh, <-volCh
+	im, inNet, outNet, vol := <-imgCh, <-inCh, <-outCh, <-volCh
+	for _, n := range im.notes {
+		progress(n)
+	}
+	img := im.ref
 	if inNet.err == nil {
 		in = internalNet{subnet: inNet.subnet}
 		data.Network, data.NetworkName = inNet.id, name
@@ -462,7 +472,7 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if vol.err == nil {
 		data.Volume = vol.id
 	}
-	if err := errors.Join(inNet.err, outNet.err, vol.err); err != nil {
+	if err := errors.Join(im.err, inNet.err, outNet.err, vol.err); err != nil {
 		return in, nil, err
 	}
 	if err := ctx.Err(); err != nil {
