@@ -2,9 +2,11 @@ package main_test
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,10 +161,10 @@ func BenchmarkEgressDownload100MiB(b *testing.B) {
 	b.ReportMetric(float64(md)/float64(mp), "proxied/direct")
 }
 
-// BenchmarkEgressStart compares the start latency (Prepare, Launch from a
-// cached image, Attach until `true` exits) of a bottle with egress control
-// (two networks, a rules volume and a proxy that must listen first) with
-// one without (no network), alternating. Stop is timed apart.
+// BenchmarkEgressStart compares, alternating in one run, the start latency
+// (Prepare, Launch from a cached image, Attach until `true` exits) of a
+// bottle with egress control and of one without (no network) with a bare
+// `docker run --rm <same image> true`, and times each one's Stop apart.
 func BenchmarkEgressStart(b *testing.B) {
 	e := newBenchEnv(b)
 	ctx := context.Background()
@@ -183,19 +185,152 @@ func BenchmarkEgressStart(b *testing.B) {
 	}
 	// Warm the agent and proxy image caches.
 	run([]string{"big.bb.test:80"})
-	var with, without, stopWith, stopWithout []time.Duration
+	img := e.cachedImage(ctx, "benchst")
+	var with, without, bare, stopWith, stopWithout []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		bare = append(bare, e.dockerRun(img))
 		s, t := run([]string{"big.bb.test:80"})
 		with, stopWith = append(with, s), append(stopWith, t)
 		s, t = run(nil)
 		without, stopWithout = append(without, s), append(stopWithout, t)
 	}
 	b.StopTimer()
-	mw, mo := median(with), median(without)
+	mw, mo, mb := median(with), median(without), median(bare)
 	b.ReportMetric(float64(mw.Milliseconds()), "egress-start-ms")
 	b.ReportMetric(float64(mo.Milliseconds()), "no-egress-start-ms")
+	b.ReportMetric(float64(mb.Milliseconds()), "docker-run-ms")
 	b.ReportMetric(float64(mw)/float64(mo), "start-ratio")
-	b.ReportMetric(float64(median(stopWith).Milliseconds()), "egress-stop-ms")
-	b.ReportMetric(float64(median(stopWithout).Milliseconds()), "no-egress-stop-ms")
+	b.ReportMetric(float64(mw)/float64(mb), "egress/docker-run")
+	b.ReportMetric(float64(mo)/float64(mb), "no-egress/docker-run")
+	sw, so := median(stopWith), median(stopWithout)
+	b.ReportMetric(float64(sw.Milliseconds()), "egress-stop-ms")
+	b.ReportMetric(float64(so.Milliseconds()), "no-egress-stop-ms")
+	b.ReportMetric(float64(sw)/float64(max(so, time.Millisecond)), "stop-ratio")
+}
+
+// BenchmarkEgressResume compares resuming a bottle with egress control from
+// its snapshot (Prepare, Launch, Attach until `true` exits) with a bare
+// `docker run --rm <snapshot> true`, alternating; Stop is not timed.
+func BenchmarkEgressResume(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	a := e.agent("benchres")
+	id := e.identity("benchres")
+	egress := []string{"big.bb.test:80"}
+	spec := e.spec(a, id, "sleep", "300")
+	spec.Detach, spec.Egress = true, egress
+	_, h, _ := e.launch(ctx, spec)
+	cr, err := e.p.be.Commit(ctx, h, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	b.Cleanup(func() { e.p.be.Stop(context.Background(), sdk.StopRequest{Identity: id, RemoveSnapshots: true}) })
+	resume := func() time.Duration {
+		rs := e.spec(a, id, "true")
+		rs.CommittedImage, rs.Resume, rs.Egress = cr.Image, true, egress
+		t0 := time.Now()
+		_, h, _ := e.launch(ctx, rs)
+		if s := e.run(ctx, h, nil); s.status.Code != 0 {
+			b.Fatalf("bottle exit %+v", s)
+		}
+		d := time.Since(t0)
+		e.stop(ctx, sdk.StopRequest{Handle: &h})
+		return d
+	}
+	resume() // warm
+	var plugin, bare []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		plugin = append(plugin, resume())
+		bare = append(bare, e.dockerRun(cr.Image))
+	}
+	b.StopTimer()
+	mp, mb := median(plugin), median(bare)
+	b.ReportMetric(float64(mp.Milliseconds()), "egress-resume-ms")
+	b.ReportMetric(float64(mb.Milliseconds()), "docker-run-ms")
+	b.ReportMetric(float64(mp)/float64(mb), "ratio")
+}
+
+// BenchmarkEgressConcurrentStarts launches 20 bottles with egress control
+// at once (detached, from a cached image) and reports the wall time of the
+// launches and of stopping them all at once; it fails when anything of
+// theirs is left.
+func BenchmarkEgressConcurrentStarts(b *testing.B) {
+	const n = 20
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	a := e.agent("benchmany")
+	launch := func() (sdk.Handle, error) {
+		spec := e.spec(a, e.identity("benchmany"), "sleep", "300")
+		spec.Detach, spec.Egress = true, []string{"big.bb.test:80"}
+		plan, err := e.p.be.Prepare(ctx, spec)
+		if err != nil {
+			return sdk.Handle{}, err
+		}
+		return e.p.be.Launch(ctx, spec, plan, nil)
+	}
+	if h, err := launch(); err != nil { // warm the image caches
+		b.Fatal(err)
+	} else {
+		e.stop(ctx, sdk.StopRequest{Handle: &h})
+	}
+	var starts, stops []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		hs, errs := make([]sdk.Handle, n), make([]error, n)
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for j := range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); hs[j], errs[j] = launch() }()
+		}
+		wg.Wait()
+		starts = append(starts, time.Since(t0))
+		t0 = time.Now()
+		for j := range n {
+			if errs[j] != nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[j] = e.p.be.Stop(ctx, sdk.StopRequest{Handle: &hs[j]})
+			}()
+		}
+		wg.Wait()
+		stops = append(stops, time.Since(t0))
+		if err := errors.Join(errs...); err != nil {
+			b.Fatal(err)
+		}
+		for _, h := range hs {
+			if left := e.leftovers(ctx, h.Identity); len(left) > 0 {
+				b.Fatalf("left behind for %s: %v", h.Identity, left)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(median(starts).Milliseconds()), "20-starts-wall-ms")
+	b.ReportMetric(float64(median(stops).Milliseconds()), "20-stops-wall-ms")
+}
+
+// cachedImage is the agent image the plugin cached for agent.
+func (e *env) cachedImage(ctx context.Context, agent string) string {
+	e.t.Helper()
+	insp, err := e.cli.ImageList(ctx, imageListByLabel("dev.bot-bottle.agent", agent))
+	if err != nil || len(insp) == 0 {
+		e.t.Fatalf("no cached image: %v", err)
+	}
+	return insp[0].ID
+}
+
+// dockerRun times a bare `docker run --rm img true`.
+func (e *env) dockerRun(img string) time.Duration {
+	e.t.Helper()
+	start := time.Now()
+	if out, err := exec.Command("docker", "run", "--rm", "--label", "dev.bot-bottle.test="+e.label, img, "true").CombinedOutput(); err != nil {
+		e.t.Fatalf("docker run: %v: %s", err, out)
+	}
+	return time.Since(start)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/host"
 )
 
 // testNet is a network the test creates, with upstream HTTP servers on it
@@ -404,7 +405,9 @@ func TestEgressUpdateWithoutNetwork(t *testing.T) {
 
 // Issue 6 acceptance 4: 20 bottles at once each get their own proxy and
 // allowlist, cannot reach one another (directly or through their proxies),
-// and Stop leaves nothing of any of them.
+// and Stop leaves nothing of any of them. Issue 14 acceptance 2: they
+// belong to two homes (two plugin processes, as two cores run them), whose
+// lists hold their own bottles only, and nothing of either is left.
 //
 // Bottle i has a rule for 127.0.0.1:(20000+i) only. It leads to the
 // proxy's own loopback, which no rule opens (issue 18): the proxy refuses
@@ -419,7 +422,10 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	target := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 20000+i) }
 	a := e.agent("many")
 	logs := t.TempDir()
+	homes := []string{"home-a-" + e.label, "home-b-" + e.label}
+	procs := []*pluginProc{startPlugin(t, e.configEnv(nil), sdk.EnvHomeID+"="+homes[0]), startPlugin(t, e.configEnv(nil), sdk.EnvHomeID+"="+homes[1])}
 	type bottle struct {
+		be      *host.Client
 		id      string
 		h       sdk.Handle
 		proxy   string // ip:port
@@ -433,11 +439,12 @@ func TestEgressConcurrentBottles(t *testing.T) {
 		spec.Detach = true
 		spec.Egress = []string{target(i)}
 		spec.EgressLog = filepath.Join(logs, id+".jsonl")
-		plan, err := e.p.be.Prepare(ctx, spec)
+		be := procs[i%2].be
+		plan, err := be.Prepare(ctx, spec)
 		if err != nil {
 			return err
 		}
-		h, err := e.p.be.Launch(ctx, spec, plan, nil)
+		h, err := be.Launch(ctx, spec, plan, nil)
 		if err != nil {
 			return err
 		}
@@ -451,7 +458,7 @@ func TestEgressConcurrentBottles(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		bottles[i] = bottle{id: id, h: h, proxy: hd.ProxyAddr, agentIP: insp.NetworkSettings.Networks["bot-bottle-"+id].IPAddress, log: spec.EgressLog}
+		bottles[i] = bottle{be: be, id: id, h: h, proxy: hd.ProxyAddr, agentIP: insp.NetworkSettings.Networks["bot-bottle-"+id].IPAddress, log: spec.EgressLog}
 		return nil
 	}
 	// One launch first makes the agent and proxy images the others share.
@@ -487,7 +494,7 @@ func TestEgressConcurrentBottles(t *testing.T) {
 		b, next := bottles[i], bottles[(i+1)%n]
 		var bad []string
 		run := func(script string) sdk.ExecResult {
-			res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: b.h, Command: []string{"sh", "-c", script}})
+			res, err := b.be.Exec(ctx, sdk.ExecRequest{Handle: b.h, Command: []string{"sh", "-c", script}})
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("%s: exec: %v", b.id, err))
 			}
@@ -528,6 +535,26 @@ func TestEgressConcurrentBottles(t *testing.T) {
 			t.Error(msg)
 		}
 	}
+	// Each home lists its own bottles, and none of the other's.
+	listed := func(h int) map[string]bool {
+		bs, err := procs[h].be.List(ctx)
+		if err != nil {
+			t.Fatalf("list %s: %v", homes[h], err)
+		}
+		ids := map[string]bool{}
+		for _, b := range bs {
+			ids[b.Identity] = true
+		}
+		return ids
+	}
+	for h := range homes {
+		ids := listed(h)
+		for i, b := range bottles {
+			if own := i%2 == h; ids[b.id] != own {
+				t.Errorf("%s lists %s: %v, want %v", homes[h], b.id, ids[b.id], own)
+			}
+		}
+	}
 	// Each proxy logged its own bottle's attempts, and only those.
 	for i, b := range bottles {
 		var got []string
@@ -553,7 +580,7 @@ func TestEgressConcurrentBottles(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := e.p.be.Stop(ctx, sdk.StopRequest{Handle: &bottles[i].h}); err != nil {
+			if _, err := bottles[i].be.Stop(ctx, sdk.StopRequest{Handle: &bottles[i].h}); err != nil {
 				t.Errorf("stop %s: %v", bottles[i].id, err)
 			}
 		}()
@@ -562,6 +589,15 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	t.Logf("%d concurrent stops took %s", n, time.Since(start))
 	for _, b := range bottles {
 		e.assertGone(ctx, b.id)
+	}
+	for h := range homes {
+		for id := range listed(h) {
+			for _, b := range bottles {
+				if b.id == id {
+					t.Errorf("%s still lists %s after its stop", homes[h], id)
+				}
+			}
+		}
 	}
 }
 

@@ -139,7 +139,8 @@ func New(cfg Config) (*Proxy, error) {
 	p.forwarder = &httputil.ReverseProxy{
 		// The inbound URL is already absolute; the outbound request keeps
 		// it, and ReverseProxy strips hop-by-hop headers and X-Forwarded-*.
-		Rewrite: func(*httputil.ProxyRequest) {},
+		Rewrite:        func(*httputil.ProxyRequest) {},
+		ModifyResponse: p.spliceResponse,
 		Transport: &http.Transport{
 			Proxy:       nil, // never chain to the proxy's own environment
 			DialContext: p.dialVetted,
@@ -148,6 +149,9 @@ func New(cfg Config) (*Proxy, error) {
 			DisableKeepAlives:      true,
 			DisableCompression:     true,
 			MaxResponseHeaderBytes: 1 << 20,
+			// spliceResponse relies on reads of 32 KiB passing this
+			// buffer by.
+			ReadBufferSize: 4 << 10,
 		},
 		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ErrorHandler: p.forwardError,
@@ -554,7 +558,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	v := vetted{target: t, addrs: d.addrs, first: &firstConn{c: upstream}}
 	defer v.first.close()
-	ctx = context.WithValue(ctx, vettedKey{}, v)
+	ctx = withSplice(context.WithValue(ctx, vettedKey{}, v), w)
 	p.forwarder.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -597,14 +601,24 @@ func (p *Proxy) dialVetted(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	if v.first != nil {
 		if c := v.first.take(); c != nil {
-			return &idleConn{Conn: c, idle: p.idleTimeout}, nil
+			return p.upstreamConn(ctx, c), nil
 		}
 	}
 	c, err := p.dial(ctx, v.addrs)
 	if err != nil {
 		return nil, err
 	}
-	return &idleConn{Conn: c, idle: p.idleTimeout}, nil
+	return p.upstreamConn(ctx, c), nil
+}
+
+// upstreamConn wraps a forwarded request's connection and tells
+// spliceResponse about it.
+func (p *Proxy) upstreamConn(ctx context.Context, c net.Conn) net.Conn {
+	cc := &countingConn{Conn: c, idle: p.idleTimeout}
+	if slot, ok := ctx.Value(upstreamKey{}).(*upstreamSlot); ok {
+		slot.c.Store(cc)
+	}
+	return cc
 }
 
 func (p *Proxy) forwardError(w http.ResponseWriter, r *http.Request, err error) {
@@ -632,22 +646,6 @@ func (p *Proxy) dial(ctx context.Context, addrs []netip.AddrPort) (net.Conn, err
 		}
 	}
 	return nil, last
-}
-
-// idleConn fails a read or write that makes no progress for idle.
-type idleConn struct {
-	net.Conn
-	idle time.Duration
-}
-
-func (c *idleConn) Read(b []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
-	return c.Conn.Read(b)
-}
-
-func (c *idleConn) Write(b []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
-	return c.Conn.Write(b)
 }
 
 // oneLine keeps an error message to one line for headers, bodies and events.

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -86,6 +87,18 @@ func (c *watchedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// ReadFrom lets a handler's large answer splice into the connection (see
+// spliceResponse); the server's own answers go through Write.
+func (c *watchedConn) ReadFrom(r io.Reader) (int64, error) {
+	c.mu.Lock()
+	own := !c.handler && !c.hijacked
+	c.mu.Unlock()
+	if rf, ok := c.Conn.(io.ReaderFrom); ok && !own {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
 }
 
 // handled marks the current request as a handler's.

@@ -38,13 +38,23 @@ func (p *Proxy) tunnel(client, upstream net.Conn) error {
 	defer p.untrack(t)
 	defer t.close()
 
-	done := make(chan struct{})
-	defer close(done)
-	go p.watchIdle(t, done)
+	// Between two TCP connections the copies splice, and the kernel's
+	// counters tell whether bytes move; otherwise every read notes it.
+	_, kernel := progress(client, upstream)
+	if kernel {
+		defer idleWatch(p.idleTimeout, func() {
+			p.log.Info("closing idle tunnel", "upstream", t.upstream.RemoteAddr().String(), "idle", p.idleTimeout.String())
+			t.close()
+		}, client, upstream)()
+	} else {
+		done := make(chan struct{})
+		defer close(done)
+		go p.watchIdle(t, done)
+	}
 
 	errc := make(chan error, 2)
-	go func() { errc <- t.pipe(upstream, client) }()
-	go func() { errc <- t.pipe(client, upstream) }()
+	go func() { errc <- t.pipe(upstream, client, kernel) }()
+	go func() { errc <- t.pipe(client, upstream, kernel) }()
 	var first error
 	for range 2 {
 		if err := <-errc; err != nil && first == nil {
@@ -59,13 +69,19 @@ func (p *Proxy) tunnel(client, upstream net.Conn) error {
 }
 
 // pipe copies src to dst, then half-closes dst so the other side sees EOF
-// while the opposite direction may still be running.
-func (t *tunnel) pipe(dst, src net.Conn) error {
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	// Neither side may short-cut the copy: the reader records activity and
-	// the writer would otherwise bring its own buffer.
-	_, err := io.CopyBuffer(struct{ io.Writer }{dst}, activityReader{src, &t.last}, *bp)
+// while the opposite direction may still be running. With splice (both TCP)
+// the kernel moves the bytes; otherwise every read records activity.
+func (t *tunnel) pipe(dst, src net.Conn, splice bool) error {
+	var err error
+	if splice {
+		_, err = dst.(*net.TCPConn).ReadFrom(src)
+	} else {
+		bp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bp)
+		// Neither side may short-cut the copy: the reader records
+		// activity and the writer would otherwise bring its own buffer.
+		_, err = io.CopyBuffer(struct{ io.Writer }{dst}, activityReader{src, &t.last}, *bp)
+	}
 	if err != nil {
 		return fmt.Errorf("tunnel copy: %w", err)
 	}

@@ -52,6 +52,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -392,9 +393,10 @@ func logMessage(line string) string {
 
 // launchEgress creates the proxy side of a bottle with an allowlist: both
 // networks and the rules volume (at once: they do not depend on each
-// other), then the proxy, and starts it. It returns a wait for the proxy to
-// listen, so that the agent's container is created meanwhile; the agent
-// must not start before it returns. It records what it made in data, and
+// other), then, in the background, the proxy (see startProxy). It returns
+// once the networks exist, with a wait for the proxy to listen, so that the
+// agent's container is created meanwhile; the agent must not start before
+// the wait returns, and the wait must be called. It records what it made in data, and
 // everything carries the launch's labels, so a failure midway is rolled
 // back by label and by handle alike.
 func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, func() error, error) {
@@ -411,13 +413,19 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if err != nil {
 		return in, nil, err
 	}
-	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
-	if err != nil {
-		return in, nil, err
+	// The proxy's image is looked up (or made) while the networks are
+	// created; its progress is kept for this goroutine to send.
+	type imgMade struct {
+		ref   imageRef
+		err   error
+		notes []sdk.Progress
 	}
-	if err := ctx.Err(); err != nil {
-		return in, nil, err
-	}
+	imgCh := make(chan imgMade, 1)
+	go func() {
+		var notes []sdk.Progress
+		ref, err := b.proxyImage(ctx, c, bin, set.Labels, func(p sdk.Progress) { notes = append(notes, p) })
+		imgCh <- imgMade{ref, err, notes}
+	}()
 
 	type made struct {
 		id     string
@@ -443,7 +451,11 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	}()
 	// Progress goes out from this goroutine only: the stream is not safe
 	// for concurrent sends.
-	inNet, outNet, vol := <-inCh, <-outCh, <-volCh
+	im, inNet, outNet, vol := <-imgCh, <-inCh, <-outCh, <-volCh
+	for _, n := range im.notes {
+		progress(n)
+	}
+	img := im.ref
 	if inNet.err == nil {
 		in = internalNet{subnet: inNet.subnet}
 		data.Network, data.NetworkName = inNet.id, name
@@ -460,56 +472,95 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if vol.err == nil {
 		data.Volume = vol.id
 	}
-	if err := errors.Join(inNet.err, outNet.err, vol.err); err != nil {
+	if err := errors.Join(im.err, inNet.err, outNet.err, vol.err); err != nil {
 		return in, nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return in, nil, err
 	}
 
+	// The proxy comes up beside the caller's creation of the agent's
+	// container, which needs nothing of the proxy's but its address.
+	type up struct {
+		id  string
+		err error
+	}
+	upCh := make(chan up, 1)
+	go func() {
+		id, err := b.startProxy(ctx, cctx, c, spec, set, img, in, user, vol.id, inNet.id, outNet.id, labels, rules)
+		upCh <- up{id: id, err: err}
+	}()
+	wait := func() error {
+		u := <-upCh
+		if u.id != "" {
+			data.Proxy, data.ProxyName, data.ProxyAddr = u.id, pname, in.proxyAddr()
+		}
+		if u.err != nil {
+			return u.err
+		}
+		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + pname + " listening on " + in.proxyAddr() + "; allowed: " + strings.Join(spec.Egress, ", "), ID: u.id})
+		return nil
+	}
+	return in, wait, nil
+}
+
+// startProxy creates the proxy's container, joins it to the bottle's
+// internal network (and egress_networks) while its rules go in, starts it
+// and waits for it to listen. It returns the container's id once it has
+// one, error or not, so that the handle names it.
+func (b *Backend) startProxy(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, img imageRef, in internalNet, user, volID, inID, outID string, labels map[string]string, rules []byte) (string, error) {
+	pname := proxyName(spec.Identity)
 	pLabels := map[string]string{LabelRole: RoleProxy, LabelImage: img.Name}
 	for k, v := range labels {
 		pLabels[k] = v
 	}
-	cfg, hc := proxyContainer(spec.Identity, img, in, user, spec.EgressLog, vol.id, outNet.id, pLabels)
+	cfg, hc := proxyContainer(spec.Identity, img, in, user, spec.EgressLog, volID, outID, pLabels)
 	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, pname)
 	if err != nil {
-		return in, nil, engineErr(c, "create egress proxy "+pname, err)
+		return "", engineErr(c, "create egress proxy "+pname, err)
 	}
-	data.Proxy, data.ProxyName, data.ProxyAddr = created.ID, pname, in.proxyAddr()
-	if err := c.NetworkConnect(cctx, inNet.id, created.ID, &network.EndpointSettings{
-		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.proxyIP().String()},
-	}); err != nil {
-		return in, nil, engineErr(c, "connect egress proxy to "+name, err)
-	}
-	for _, n := range set.EgressNetworks {
-		if err := c.NetworkConnect(cctx, n, created.ID, nil); err != nil {
-			return in, nil, engineErr(c, "connect egress proxy to "+n+" (egress_networks)", err)
+	// Joining networks and delivering the rules do not depend on each
+	// other: all at once.
+	var wg sync.WaitGroup
+	errs := make([]error, 2+len(set.EgressNetworks))
+	wg.Add(len(errs))
+	go func() {
+		defer wg.Done()
+		if err := c.NetworkConnect(cctx, inID, created.ID, &network.EndpointSettings{
+			IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.proxyIP().String()},
+		}); err != nil {
+			errs[0] = engineErr(c, "connect egress proxy to "+resourceName(spec.Identity), err)
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		errs[1] = writeRules(cctx, c, created.ID, rules)
+	}()
+	for i, n := range set.EgressNetworks {
+		go func() {
+			defer wg.Done()
+			if err := c.NetworkConnect(cctx, n, created.ID, nil); err != nil {
+				errs[2+i] = engineErr(c, "connect egress proxy to "+n+" (egress_networks)", err)
+			}
+		}()
 	}
-	if err := writeRules(cctx, c, created.ID, rules); err != nil {
-		return in, nil, err
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return created.ID, err
 	}
 	if err := ctx.Err(); err != nil {
-		return in, nil, err
+		return created.ID, err
 	}
 	if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		return in, nil, engineErr(c, "start egress proxy "+pname, err)
+		return created.ID, engineErr(c, "start egress proxy "+pname, err)
 	}
-	ready := make(chan error, 1)
-	go func() {
-		ready <- waitLog(ctx, c, created.ID, time.Time{}, proxyWait, func(line string) (bool, error) {
-			return logMessage(line) == logListening, nil
-		})
-	}()
-	wait := func() error {
-		if err := <-ready; err != nil {
-			return fmt.Errorf("start egress proxy %s: %w", pname, err)
-		}
-		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + pname + " listening on " + in.proxyAddr() + "; allowed: " + strings.Join(spec.Egress, ", "), ID: created.ID})
-		return nil
+	err = waitLog(ctx, c, created.ID, time.Time{}, proxyWait, func(line string) (bool, error) {
+		return logMessage(line) == logListening, nil
+	})
+	if err != nil {
+		return created.ID, fmt.Errorf("start egress proxy %s: %w", pname, err)
 	}
-	return in, wait, nil
+	return created.ID, nil
 }
 
 // UpdateEgress replaces the running proxy's allowlist with rules and

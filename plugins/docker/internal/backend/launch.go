@@ -303,7 +303,7 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
-	removed, err := removeMatching(ctx, c, f, true)
+	removed, err := removeMatching(ctx, c, f, true, handleData{})
 	if err != nil {
 		b.log.Warn("could not remove what a failed launch created; stop the bottle to retry", "identity", identity, "error", err)
 	}

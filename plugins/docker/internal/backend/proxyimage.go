@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -41,17 +42,17 @@ func locateProxy() (string, error) {
 	return exe, checkStatic(exe)
 }
 
-// readRunning reads the proxy binary bin, which is this executable: from
-// the kernel's handle on the running file where there is one, so the image
-// holds the bytes that run here even when the file at bin has been replaced
-// since (a re-install during a start).
-func readRunning(bin string) ([]byte, error) {
+// runningPath names the file to read the proxy binary bin from: the
+// kernel's handle on the running file when bin is this executable, so the
+// image holds the bytes that run here even when the file at bin has been
+// replaced since (a re-install during a start).
+func runningPath(bin string) string {
 	if self, err := os.Executable(); err == nil && self == bin {
-		if data, err := os.ReadFile("/proc/self/exe"); err == nil {
-			return data, nil
+		if _, err := os.Stat("/proc/self/exe"); err == nil {
+			return "/proc/self/exe"
 		}
 	}
-	return os.ReadFile(bin)
+	return bin
 }
 
 // checkStatic refuses a proxy binary that needs a dynamic loader or is not
@@ -76,11 +77,12 @@ func checkStatic(p string) error {
 // different labels (test runs) never share one that another's cleanup
 // removes.
 func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, labels map[string]string, progress func(sdk.Progress)) (imageRef, error) {
-	data, err := readRunning(bin)
+	src := runningPath(bin)
+	id, err := binaryID(src)
 	if err != nil {
-		return imageRef{}, fmt.Errorf("read the egress proxy: %w", err)
+		return imageRef{}, err
 	}
-	key := proxyImageKey(data, labels)
+	key := proxyImageKey(id, labels)
 	if ref, ok, err := cachedImageOfKind(ctx, c, KindProxy, key); err != nil {
 		return imageRef{}, err
 	} else if ok {
@@ -89,6 +91,13 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 	}
 	tag := proxyRepo + ":" + key[:12]
 	progress(sdk.Progress{Stage: StageEgress, Message: "making egress proxy image " + tag + " from " + bin})
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return imageRef{}, fmt.Errorf("read the egress proxy: %w", err)
+	}
+	if again, err := binaryID(src); err != nil || again != id {
+		return imageRef{}, fmt.Errorf("the egress proxy %s changed while its image was made; start again", bin)
+	}
 	rootfs, err := proxyRootfs(data)
 	if err != nil {
 		return imageRef{}, err
@@ -126,9 +135,41 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 	return ref, nil
 }
 
-func proxyImageKey(binary []byte, labels map[string]string) string {
+// binaryID names the content of the executable at path without reading
+// all of it: its Go build ID, whose last part is the linker's hash of the
+// output, with its size. An executable without one (not built by the Go
+// toolchain, or with -buildid=) is hashed whole. A launch with egress
+// makes this key every time, and hashing the whole plugin took up to
+// 190 ms of it on a busy machine.
+func binaryID(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read the egress proxy: %w", err)
+	}
+	defer f.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("read the egress proxy: %w", err)
+	}
+	if sec := f.Section(".note.go.buildid"); sec != nil {
+		if d, err := sec.Data(); err == nil && len(d) > 16 {
+			namesz, descsz := binary.LittleEndian.Uint32(d[0:4]), binary.LittleEndian.Uint32(d[4:8])
+			if namesz == 4 && string(d[12:16]) == "Go\x00\x00" && int(descsz) <= len(d)-16 && descsz > 0 {
+				return fmt.Sprintf("go-buildid:%s:%d", d[16:16+descsz], st.Size()), nil
+			}
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read the egress proxy: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+func proxyImageKey(binaryID string, labels map[string]string) string {
 	h := sha256.New()
-	h.Write(binary)
+	h.Write([]byte(binaryID))
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
 		keys = append(keys, k)

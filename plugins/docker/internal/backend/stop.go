@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -59,7 +61,9 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		return nil, fmt.Errorf("stop %s: %w", identity, err)
 	}
 	f := homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))
-	removed, err := removeMatching(ctx, c, f, true)
+	// What the handle names goes too, labels or not (an older plugin did
+	// not label everything); gone already is fine.
+	removed, err := removeMatching(ctx, c, f, true, hd)
 	if err != nil {
 		return removed, fmt.Errorf("stop %s: %w", identity, err)
 	}
@@ -73,7 +77,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 				return removed, fmt.Errorf("stop %s: %w", identity, ctx.Err())
 			case <-time.After(settleDelay):
 			}
-			more, err := removeMatching(ctx, c, f, true)
+			more, err := removeMatching(ctx, c, f, true, handleData{})
 			removed = append(removed, more...)
 			if err != nil {
 				return removed, fmt.Errorf("stop %s: %w", identity, err)
@@ -81,55 +85,6 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 			if len(more) == 0 {
 				break
 			}
-		}
-	}
-	// What the handle names but lost its labels (or was never labelled by an
-	// older plugin) goes too; gone already is fine. Containers first: a
-	// network or volume in use cannot go.
-	for _, ct := range [][2]string{{hd.Container, hd.Name}, {hd.Proxy, hd.ProxyName}} {
-		if ct[0] == "" {
-			continue
-		}
-		if err := c.ContainerRemove(ctx, ct[0], container.RemoveOptions{Force: true, RemoveVolumes: true}); err == nil {
-			removed = append(removed, "container "+ct[1])
-		} else if !isNotFound(err) {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove container "+ct[1], err))
-		}
-	}
-	for _, n := range [][2]string{{hd.Network, hd.NetworkName}, {hd.Outbound, hd.OutboundName}} {
-		if n[0] == "" {
-			continue
-		}
-		if err := removeNetwork(ctx, c, n[0]); err == nil {
-			removed = append(removed, "network "+n[1])
-		} else if !isNotFound(err) {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove network "+n[1], err))
-		}
-	}
-	if hd.Volume != "" {
-		// Not forced: a forced remove of a missing volume succeeds, and
-		// would count a volume removed above twice.
-		if err := c.VolumeRemove(ctx, hd.Volume, false); err == nil {
-			removed = append(removed, "volume "+hd.Volume)
-		} else if !isNotFound(err) {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove volume "+hd.Volume, err))
-		}
-	}
-	for _, id := range hd.Images {
-		ii, err := c.ImageInspect(ctx, id)
-		if isNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "inspect image "+id, err))
-		}
-		if ii.Config == nil || ii.Config.Labels[LabelKind] != KindDerived {
-			continue
-		}
-		if _, err := c.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true}); err == nil {
-			removed = append(removed, "image "+shortID(id))
-		} else if !isNotFound(err) {
-			return removed, fmt.Errorf("stop %s: %w", identity, engineErr(c, "remove image "+id, err))
 		}
 	}
 	if req.RemoveSnapshots {
@@ -145,100 +100,256 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	return removed, nil
 }
 
+// found is one resource a removal pass found, by id and by the name it is
+// reported under.
+type found struct{ id, name string }
+
+// collector gathers what concurrent removals removed and their first error.
+type collector struct {
+	mu      sync.Mutex
+	removed []string
+	errs    []error
+}
+
+func (k *collector) add(what string, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err != nil {
+		k.errs = append(k.errs, err)
+	} else if what != "" {
+		k.removed = append(k.removed, what)
+	}
+}
+
+// each runs fn for every item at once and waits for all of them.
+func each[T any](items []T, fn func(T)) {
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn(it) }()
+	}
+	wg.Wait()
+}
+
 // removeMatching removes the containers, networks, volumes and (with
-// images) the per-bottle images that match f. Snapshots and cached agent
-// and proxy images are kept whatever f says.
-func removeMatching(ctx context.Context, c *client.Client, f filters.Args, images bool) ([]string, error) {
-	removed, err := removeContainers(ctx, c, f)
-	if err != nil {
-		return removed, err
+// images) the per-bottle images that match f, and those hd names. Snapshots
+// and cached agent and proxy images are kept whatever f says.
+//
+// Removals run at once, in two steps: every container first (a network or
+// volume in use cannot go, nor an image a running container uses), then
+// every network, volume and image. The listings run at once beforehand.
+func removeMatching(ctx context.Context, c *client.Client, f filters.Args, images bool, hd handleData) ([]string, error) {
+	var (
+		cs      []container.Summary
+		ns      []network.Summary
+		vs      volume.ListResponse
+		is      []image.Summary
+		listErr [4]error
+		wg      sync.WaitGroup
+	)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		cs, listErr[0] = c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	}()
+	go func() { defer wg.Done(); ns, listErr[1] = c.NetworkList(ctx, network.ListOptions{Filters: f}) }()
+	go func() { defer wg.Done(); vs, listErr[2] = c.VolumeList(ctx, volume.ListOptions{Filters: f}) }()
+	if images {
+		wg.Add(1)
+		go func() { defer wg.Done(); is, listErr[3] = c.ImageList(ctx, image.ListOptions{All: true, Filters: f}) }()
 	}
-	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: f})
-	if err != nil {
-		return removed, engineErr(c, "list networks", err)
+	wg.Wait()
+	for i, what := range []string{"list containers", "list networks", "list volumes", "list images"} {
+		if listErr[i] != nil {
+			return nil, engineErr(c, what, listErr[i])
+		}
 	}
+
+	k := &collector{}
+	var cts []found
+	seen := map[string]bool{}
+	for _, ct := range cs {
+		seen[ct.ID] = true
+		cts = append(cts, found{ct.ID, containerName(ct)})
+	}
+	for _, ct := range []found{{hd.Container, hd.Name}, {hd.Proxy, hd.ProxyName}} {
+		if ct.id != "" && !seen[ct.id] {
+			cts = append(cts, ct)
+		}
+	}
+	each(cts, func(ct found) { k.add(removeContainer(ctx, c, ct)) })
+	// In a stable order for whoever prints it: containers, then the rest.
+	sort.Strings(k.removed)
+	nc := len(k.removed)
+	if len(k.errs) > 0 {
+		return k.removed, errors.Join(k.errs...)
+	}
+
+	var nets []found
 	for _, n := range ns {
-		err := removeNetwork(ctx, c, n.ID)
-		if err != nil && !isNotFound(err) {
-			return removed, engineErr(c, "remove network "+n.Name, err)
-		}
-		if err == nil {
-			removed = append(removed, "network "+n.Name)
+		seen[n.ID] = true
+		nets = append(nets, found{n.ID, n.Name})
+	}
+	for _, n := range []found{{hd.Network, hd.NetworkName}, {hd.Outbound, hd.OutboundName}} {
+		if n.id != "" && !seen[n.id] {
+			nets = append(nets, n)
 		}
 	}
-	vs, err := c.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		return removed, engineErr(c, "list volumes", err)
-	}
+	var vols []string
 	for _, v := range vs.Volumes {
-		err := c.VolumeRemove(ctx, v.Name, true)
-		// A create that a dead launch had sent can land after the container
-		// pass above: remove what now uses the volume, and try again.
-		for try := 0; err != nil && strings.Contains(err.Error(), "volume is in use") && try < 5; try++ {
-			more, cerr := removeContainers(ctx, c, f)
-			removed = append(removed, more...)
-			if cerr != nil {
-				return removed, cerr
-			}
-			if len(more) == 0 {
-				select {
-				case <-ctx.Done():
-					return removed, ctx.Err()
-				case <-time.After(settleDelay):
-				}
-			}
-			err = c.VolumeRemove(ctx, v.Name, true)
-		}
-		if err != nil && !isNotFound(err) {
-			return removed, engineErr(c, "remove volume "+v.Name, err)
-		}
-		if err == nil {
-			removed = append(removed, "volume "+v.Name)
-		}
+		seen[v.Name] = true
+		vols = append(vols, v.Name)
 	}
-	if !images {
-		return removed, nil
+	// Not forced for the handle's own: a forced remove of a missing volume
+	// succeeds, and would count it removed when it was not there.
+	var handleVols []string
+	if hd.Volume != "" && !seen[hd.Volume] {
+		handleVols = append(handleVols, hd.Volume)
 	}
-	is, err := c.ImageList(ctx, image.ListOptions{All: true, Filters: f})
-	if err != nil {
-		return removed, engineErr(c, "list images", err)
-	}
+	var imgs []found
 	for _, im := range is {
 		if k := im.Labels[LabelKind]; k != KindDerived && k != KindCommitTmp {
 			continue
 		}
+		seen[im.ID] = true
 		name := shortID(im.ID)
 		if len(im.RepoTags) > 0 {
 			name = im.RepoTags[0]
 		}
-		_, err := c.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-		if err != nil && !isNotFound(err) {
-			return removed, engineErr(c, "remove image "+name, err)
-		}
-		if err == nil {
-			removed = append(removed, "image "+name)
+		imgs = append(imgs, found{im.ID, name})
+	}
+	var handleImgs []string
+	for _, id := range hd.Images {
+		if !seen[id] {
+			handleImgs = append(handleImgs, id)
 		}
 	}
-	return removed, nil
+
+	wg.Add(5)
+	go func() {
+		defer wg.Done()
+		each(nets, func(n found) {
+			err := removeNetwork(ctx, c, n.id)
+			switch {
+			case err == nil:
+				k.add("network "+n.name, nil)
+			case !isNotFound(err):
+				k.add("", engineErr(c, "remove network "+n.name, err))
+			}
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		each(vols, func(v string) { k.add(removeVolume(ctx, c, f, v, k)) })
+	}()
+	go func() {
+		defer wg.Done()
+		each(handleVols, func(v string) {
+			err := c.VolumeRemove(ctx, v, false)
+			switch {
+			case err == nil:
+				k.add("volume "+v, nil)
+			case !isNotFound(err):
+				k.add("", engineErr(c, "remove volume "+v, err))
+			}
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		each(imgs, func(im found) {
+			_, err := c.ImageRemove(ctx, im.id, image.RemoveOptions{Force: true, PruneChildren: true})
+			switch {
+			case err == nil:
+				k.add("image "+im.name, nil)
+			case !isNotFound(err):
+				k.add("", engineErr(c, "remove image "+im.name, err))
+			}
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		each(handleImgs, func(id string) { k.add(removeHandleImage(ctx, c, id)) })
+	}()
+	wg.Wait()
+	sort.Strings(k.removed[nc:])
+	return k.removed, errors.Join(k.errs...)
 }
 
-// removeContainers removes the containers that match f.
+// removeContainer removes one container; gone already is fine.
+func removeContainer(ctx context.Context, c *client.Client, ct found) (string, error) {
+	err := c.ContainerRemove(ctx, ct.id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	switch {
+	case err == nil:
+		return "container " + ct.name, nil
+	case isNotFound(err):
+		return "", nil
+	}
+	return "", engineErr(c, "remove container "+ct.name, err)
+}
+
+// removeVolume removes a volume f found. A create that a dead launch had
+// sent can land after the container step: it removes what now uses the
+// volume (found by f too), and tries again.
+func removeVolume(ctx context.Context, c *client.Client, f filters.Args, v string, k *collector) (string, error) {
+	err := c.VolumeRemove(ctx, v, true)
+	for try := 0; err != nil && strings.Contains(err.Error(), "volume is in use") && try < 5; try++ {
+		more, cerr := removeContainers(ctx, c, f)
+		for _, m := range more {
+			k.add(m, nil)
+		}
+		if cerr != nil {
+			return "", cerr
+		}
+		if len(more) == 0 {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(settleDelay):
+			}
+		}
+		err = c.VolumeRemove(ctx, v, true)
+	}
+	switch {
+	case err == nil:
+		return "volume " + v, nil
+	case isNotFound(err):
+		return "", nil
+	}
+	return "", engineErr(c, "remove volume "+v, err)
+}
+
+// removeHandleImage removes a per-bottle image the handle names, if it is
+// still one of ours.
+func removeHandleImage(ctx context.Context, c *client.Client, id string) (string, error) {
+	ii, err := c.ImageInspect(ctx, id)
+	if isNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", engineErr(c, "inspect image "+id, err)
+	}
+	if ii.Config == nil || ii.Config.Labels[LabelKind] != KindDerived {
+		return "", nil
+	}
+	_, err = c.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+	switch {
+	case err == nil:
+		return "image " + shortID(id), nil
+	case isNotFound(err):
+		return "", nil
+	}
+	return "", engineErr(c, "remove image "+id, err)
+}
+
+// removeContainers removes the containers that match f, at once.
 func removeContainers(ctx context.Context, c *client.Client, f filters.Args) ([]string, error) {
-	var removed []string
 	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
-		return removed, engineErr(c, "list containers", err)
+		return nil, engineErr(c, "list containers", err)
 	}
-	for _, ct := range cs {
-		err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if err != nil && !isNotFound(err) {
-			return removed, engineErr(c, "remove container "+containerName(ct), err)
-		}
-		if err == nil {
-			removed = append(removed, "container "+containerName(ct))
-		}
-	}
-	return removed, nil
+	k := &collector{}
+	each(cs, func(ct container.Summary) { k.add(removeContainer(ctx, c, found{ct.ID, containerName(ct)})) })
+	return k.removed, errors.Join(k.errs...)
 }
 
 // snapshotFilter matches the snapshots of identity in this home.
@@ -313,18 +424,20 @@ func shortID(id string) string {
 }
 
 // removeNetwork removes a network, waiting a little for the engine to let go
-// of the endpoints of containers just removed: it releases a killed
-// container's network after the remove call returns.
+// of the endpoints of containers just removed: it may release a killed
+// container's network after the remove call returns. The first retries come
+// quickly, since the release usually takes milliseconds.
 func removeNetwork(ctx context.Context, c *client.Client, id string) error {
-	for try := 0; ; try++ {
+	deadline := time.Now().Add(6 * time.Second)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
 		err := c.NetworkRemove(ctx, id)
-		if err == nil || try == 24 || !strings.Contains(err.Error(), "active endpoints") {
+		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "active endpoints") {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(delay):
 		}
 	}
 }
