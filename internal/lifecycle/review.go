@@ -109,6 +109,18 @@ func (e *Env) Diff(ctx context.Context, id string, withPatch bool) (review.Diff,
 // tree, uncommitted; a conflict is a *review.ConflictError and changes
 // nothing. The branch stays (rm says it is unmerged).
 func (e *Env) ApplyChanges(ctx context.Context, id string) (review.Result, error) {
+	return e.reviewAction(ctx, id, "apply", review.Bottle.Apply)
+}
+
+// Merge merges a review bottle's branch into the operator's current
+// branch; a conflict is a *review.ConflictError and changes nothing.
+func (e *Env) Merge(ctx context.Context, id string) (review.Result, error) {
+	return e.reviewAction(ctx, id, "merge", review.Bottle.Merge)
+}
+
+// reviewAction runs one change to the operator's repository on the review
+// bottle id and audits it when it is made.
+func (e *Env) reviewAction(ctx context.Context, id, action string, do func(review.Bottle, context.Context) (review.Result, error)) (review.Result, error) {
 	meta, err := e.readMeta(id)
 	if err != nil {
 		return review.Result{}, err
@@ -117,9 +129,9 @@ func (e *Env) ApplyChanges(ctx context.Context, id string) (review.Result, error
 	if err != nil {
 		return review.Result{}, err
 	}
-	r, err := rb.Apply(ctx)
+	r, err := do(rb, ctx)
 	if err == nil {
-		e.recordReview("apply", r)
+		e.recordReview(action, r)
 	}
 	return r, err
 }
@@ -127,24 +139,6 @@ func (e *Env) ApplyChanges(ctx context.Context, id string) (review.Result, error
 func (e *Env) recordReview(action string, r review.Result) {
 	e.record(nil, audit.Event{Identity: r.Identity, Kind: audit.KindReview, Fields: map[string]any{
 		"action": action, "repo": r.Repo, "branch": r.Branch, "files": r.Files, "commit": r.Commit}})
-}
-
-// Merge merges a review bottle's branch into the operator's current
-// branch; a conflict is a *review.ConflictError and changes nothing.
-func (e *Env) Merge(ctx context.Context, id string) (review.Result, error) {
-	meta, err := e.readMeta(id)
-	if err != nil {
-		return review.Result{}, err
-	}
-	rb, err := e.reviewBottle(meta)
-	if err != nil {
-		return review.Result{}, err
-	}
-	r, err := rb.Merge(ctx)
-	if err == nil {
-		e.recordReview("merge", r)
-	}
-	return r, err
 }
 
 // KeptBranch is a review bottle's branch that rm left in the operator's
