@@ -5,10 +5,10 @@ GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-PLUGINS  := $(notdir $(wildcard plugins/*))
+PLUGINS  := $(filter-out kubernetes,$(notdir $(wildcard plugins/*)))
 FUZZTIME ?= 10s
 
-.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean
+.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean build-kubernetes test-kubernetes
 
 all: build
 
@@ -22,6 +22,12 @@ build:
 		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
 	done
 	cd examples/backend-skeleton && $(GO) build -ldflags '-s -w' -o $(CURDIR)/$(BIN)/bot-bottle-plugin-skeleton .
+	$(MAKE) build-kubernetes
+
+## build-kubernetes: the kubernetes backend (its own module, on client-go) and its static in-pod helper
+build-kubernetes:
+	cd plugins/kubernetes && $(GO) build -ldflags '$(LDFLAGS)' -o $(CURDIR)/$(BIN)/bot-bottle-plugin-kubernetes .
+	cd plugins/kubernetes && CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o $(CURDIR)/$(BIN)/bot-bottle-kube-init ./cmd/bot-bottle-kube-init
 
 ## shell: build, provide the shell agent's base image, and start the shell agent on the current directory
 shell: build base-image
@@ -32,7 +38,13 @@ test: deps build base-image vet
 	$(GO) test -count=1 -timeout 40m ./...
 	cd sdk && $(GO) test -count=1 ./...
 	cd examples/backend-skeleton && $(GO) vet ./... && $(GO) test -count=1 ./...
+	$(MAKE) test-kubernetes
 	$(MAKE) fuzz
+
+## test-kubernetes: the kubernetes backend against a real single-node cluster that scripts/test-cluster.sh starts (building its cached binaries first, outside go test's timeout) and takes down, also on failure
+test-kubernetes:
+	cd plugins/kubernetes && $(GO) vet ./...
+	scripts/test-cluster.sh run -- sh -c 'cd plugins/kubernetes && $(GO) test -count=1 -timeout 30m ./...'
 
 vet:
 	$(GO) vet ./...
