@@ -31,7 +31,7 @@
 # the bridge reach each other past Docker's DROP policy.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/scripts/k8s-tools"
 K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$TOOLS/go.mod")"
 CACHE="${BB_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bot-bottle/k8s}"
@@ -166,6 +166,13 @@ up() {
 	# Whatever a crashed run left goes first.
 	down_quiet
 	local t0=$SECONDS
+	up_runtime
+	up_kube "$t0"
+}
+
+# up_runtime starts what runs pods on this host: the bridge, etcd and the
+# cluster's own containerd with its pause image.
+up_runtime() {
 	mkdir -p "$D/logs" "$RUN" "$D/cni/net.d" "$D/cni/ipam" "$D/kubelet" "$D/pod-logs"
 	record_host
 
@@ -230,7 +237,11 @@ EOF
 	wait_for containerd 100 ctr -a "$SOCK" version
 
 	pause_image
+}
 
+# up_kube starts the API server, the controller-manager and the kubelet.
+up_kube() {
+	local t0=$1
 	start kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 		--bind-address 127.0.0.1 --secure-port "$API_PORT" --advertise-address "$NODE_IP" \
 		--tls-cert-file "$D/pki/apiserver.crt" --tls-private-key-file "$D/pki/apiserver.key" \
@@ -302,7 +313,7 @@ pause_image() {
 	ctx="$(mktemp -d)"
 	(cd "$TOOLS" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ctx/pause" ./pause)
 	printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$ctx/Dockerfile"
-	docker build -q --label dev.bot-bottle.test-cluster=1 -t "$PAUSE_IMAGE" "$ctx" >/dev/null
+	docker build -q --label dev.bot-bottle.test-cluster=1 -t "$PAUSE_IMAGE" "$ctx" >/dev/null 2>&1
 	docker save "$PAUSE_IMAGE" | ctr -a "$SOCK" -n k8s.io images import - >/dev/null
 	docker rmi -f "$PAUSE_IMAGE" >/dev/null
 	rm -rf "$ctx"

@@ -93,7 +93,7 @@ func newEnv(t testing.TB) *env {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	e := &env{kubeconfig: kc, cs: cs, runID: hex.EncodeToString(b[:])}
-	e.repo = "bb-k8s-test-" + e.runID
+	e.repo = "bb-k8s-test-" + e.runID + ".local"
 	e.binDir, err = os.MkdirTemp("", "bb-k8s-bin-")
 	if err != nil {
 		t.Fatal(err)

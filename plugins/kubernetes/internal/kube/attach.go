@@ -175,7 +175,7 @@ func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bo
 		if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "closed") {
 			return fmt.Errorf("kubernetes: start the agent of %s: %s", name, oneLine(err))
 		}
-	case <-time.After(time.Second):
+	case <-time.After(500 * time.Millisecond):
 		cancel()
 		<-done
 	}
