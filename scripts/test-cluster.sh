@@ -33,7 +33,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/scripts/k8s-tools"
-K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$TOOLS/go.mod")"
+K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3} $1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2}' "$TOOLS/go.mod")"
+[ -n "$K8S_VERSION" ] || { echo "test-cluster: no k8s.io/kubernetes version in $TOOLS/go.mod" >&2; exit 1; }
 CACHE="${BB_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bot-bottle/k8s}"
 BIN="$CACHE/$K8S_VERSION"
 D="${BB_K8S_DIR:-/var/lib/bot-bottle-test-cluster}"
