@@ -373,8 +373,8 @@ func TestPreserveResumeSecretNoEgress(t *testing.T) {
 	if _, err := e.probe(t, "bb-probe-open-"+e.runID, server); err != nil {
 		t.Fatalf("control: a pod without the lockdown cannot reach the server at %s: %v", server, err)
 	}
-	r, _ := exec.Command(kubectl(), "--kubeconfig", e.kubeconfig, "exec", pod.Name, "-c", "agent", "--", "sh", "-c", "nc -w 3 "+strings.Replace(server, ":", " ", 1)+" </dev/null && echo CONNECTED; cat /proc/net/dev").CombinedOutput()
-	if strings.Contains(string(r), "CONNECTED") || strings.Contains(string(r), "eth0") {
+	r, _ := exec.Command(kubectl(), "--kubeconfig", e.kubeconfig, "exec", pod.Name, "-c", "agent", "--", "sh", "-c", "sleep 1 | nc -w 3 "+strings.Replace(server, ":", " ", 1)+" && echo CONNECTED; cat /proc/net/dev").CombinedOutput()
+	if strings.Contains(string(r), "CONNECTED") || strings.Contains(string(r), "hello") || strings.Contains(string(r), "eth0") {
 		t.Fatalf("the bottle with an empty allowlist reached the server or has a network:\n%s", r)
 	}
 
@@ -442,7 +442,7 @@ func (e *env) serverPod(t *testing.T) string {
 func (e *env) probe(t *testing.T, name, addr string) (string, error) {
 	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
-	e.runPod(t, name, []string{"sh", "-c", "nc -w 5 " + host + " " + port + " </dev/null"})
+	e.runPod(t, name, []string{"sh", "-c", "sleep 1 | nc -w 5 " + host + " " + port})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for ctx.Err() == nil {
