@@ -17,6 +17,7 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -448,7 +449,10 @@ func (e *env) probe(t *testing.T, name, addr string) (string, error) {
 	for ctx.Err() == nil {
 		p, err := e.cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
 		if err == nil && (p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed") {
-			logs, _ := e.cs.CoreV1().Pods("default").GetLogs(name, nil).DoRaw(ctx)
+			logs, err := e.cs.CoreV1().Pods("default").GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			if err != nil {
+				return "", fmt.Errorf("probe logs: %v", err)
+			}
 			if p.Status.Phase == "Failed" || !strings.Contains(string(logs), "hello") {
 				return string(logs), fmt.Errorf("probe %s: %s", p.Status.Phase, logs)
 			}
