@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 PLUGINS  := $(filter-out kubernetes,$(notdir $(wildcard plugins/*)))
 FUZZTIME ?= 10s
 
-.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean build-kubernetes test-kubernetes
+.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean build-kubernetes test-kubernetes bench-kubernetes
 
 all: build
 
@@ -58,6 +58,10 @@ fuzz:
 ## bench: start latency against a bare docker run, plugin handshake, version, `requests` during one bottle's flood
 bench: build base-image
 	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./internal/queue ./plugins/...
+
+## bench-kubernetes: start to first output against `kubectl run --rm -i`, attach round trip and 20 concurrent starts, on the test cluster
+bench-kubernetes: build
+	scripts/test-cluster.sh run -- sh -c 'cd plugins/kubernetes && $(GO) test -count=1 -run "^$$" -bench . -benchtime 5x ./...'
 
 ## proto: regenerate the SDK's committed gRPC code with the pinned tools: Debian's protoc (protobuf-compiler) and the generators in sdk/internal/pluginpb/tools/go.mod; `cd sdk && go test ./...` fails when it is not current
 proto:

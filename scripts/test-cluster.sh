@@ -153,9 +153,27 @@ record_host() {
 		echo "$s=$(sysctl -n "$s")" >>"$D/host.sysctl"
 	done
 	ls /var/run/netns 2>/dev/null | sort >"$D/host.netns" || true
-	for t in filter nat mangle; do
-		iptables -t $t -S 2>/dev/null | awk '$1=="-N" {print $2}' | sed "s/^/$t /"
-	done | sort >"$D/host.chains"
+	chains | sort >"$D/host.chains"
+}
+
+# drop_chain removes the jumps to a chain (the kubelet's KUBE-FIREWALL is
+# jumped to from INPUT and OUTPUT), then the chain.
+drop_chain() {
+	local x=$1 t=$2 c=$3 rule
+	$x -t "$t" -S 2>/dev/null | grep -- "-j $c\( \|$\)" | grep '^-A ' | while read -r rule; do
+		eval "$x -t $t -D ${rule#-A }" 2>/dev/null || true
+	done
+	$x -t "$t" -F "$c" 2>/dev/null || true
+	$x -t "$t" -X "$c" 2>/dev/null || true
+}
+
+# chains lists the iptables and ip6tables chains as "TOOL TABLE CHAIN".
+chains() {
+	for x in iptables ip6tables; do
+		for t in filter nat mangle; do
+			$x -t $t -S 2>/dev/null | awk -v x=$x -v t=$t '$1=="-N" {print x, t, $2}'
+		done
+	done
 }
 
 up() {
@@ -380,12 +398,10 @@ down() {
 	ip link del "$BRIDGE" 2>/dev/null || true
 	for v in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do ip link del "$v" 2>/dev/null || true; done
 	while iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment bot-bottle-test-cluster -j ACCEPT 2>/dev/null; do :; done
-	# Chains the kubelet made (its iptables canaries).
+	# Chains the kubelet made (its iptables canaries, v4 and v6).
 	if [ -f "$D/host.chains" ]; then
-		for t in filter nat mangle; do
-			iptables -t $t -S 2>/dev/null | awk '$1=="-N" {print $2}' | sed "s/^/$t /"
-		done | sort | comm -13 "$D/host.chains" - | while read -r t c; do
-			case $c in KUBE-*) iptables -t "$t" -F "$c" 2>/dev/null; iptables -t "$t" -X "$c" 2>/dev/null || true ;; esac
+		chains | sort | comm -13 "$D/host.chains" - | while read -r x t c; do
+			case $c in KUBE-*) drop_chain "$x" "$t" "$c" ;; esac
 		done
 	fi
 	# The pods' cgroups, deepest first, in every v1 hierarchy.
