@@ -352,6 +352,8 @@ stop_component() {
 down_quiet() { down >/dev/null 2>&1 || true; }
 
 down() {
+	# A teardown goes on past whatever fails: each step restores what it can.
+	set +e +o pipefail
 	local t0=$SECONDS
 	# Pods first, through the API, so that the kubelet tears their sandboxes
 	# down the proper way (CNI DEL, unmounts).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,7 +54,10 @@ func bottleFirstOutput(b *testing.B, e *env, be sdk.Backend, i int) time.Duratio
 	if _, err := be.Attach(ctx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{Stdout: fw, Stderr: io.Discard}); err != nil {
 		b.Fatal(err)
 	}
-	return (<-fw.at).Sub(t0)
+	if fw.first.IsZero() {
+		b.Fatal("the bottle printed nothing")
+	}
+	return fw.first.Sub(t0)
 }
 
 func kubectlFirstOutput(b *testing.B, e *env, ref string, i int) time.Duration {
@@ -64,31 +66,37 @@ func kubectlFirstOutput(b *testing.B, e *env, ref string, i int) time.Duration {
 	cmd := exec.Command(kubectl(), "--kubeconfig", e.kubeconfig, "run", name, "--rm", "-i", "--quiet", "--image", ref,
 		"--image-pull-policy", "Never", "--restart", "Never",
 		"--overrides", `{"spec":{"nodeName":"`+testNode+`","automountServiceAccountToken":false}}`, "--command", "--", "sh", "-c", "read x; echo ready")
-	cmd.Stdin = strings.NewReader("go\n")
+	// Input stays open until the output is there: an early end of input
+	// races the attach of kubectl's output stream.
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(pw, "go\n")
+		<-fw.at
+		_ = pw.Close()
+	}()
+	cmd.Stdin = pr
 	var errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = fw, &errOut
 	t0 := time.Now()
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("kubectl run: %v\n%s", err, errOut.String())
 	}
-	select {
-	case at := <-fw.at:
-		return at.Sub(t0)
-	default:
-		b.Fatalf("kubectl run printed nothing (stderr %q)", errOut.String())
-	}
-	return 0
+	return fw.first.Sub(t0)
 }
 
 // firstWrite records when the first byte arrived.
 type firstWrite struct {
-	once sync.Once
-	at   chan time.Time
+	once  sync.Once
+	at    chan time.Time
+	first time.Time
 }
 
 func (w *firstWrite) Write(p []byte) (int, error) {
 	if len(p) > 0 {
-		w.once.Do(func() { w.at <- time.Now() })
+		w.once.Do(func() {
+			w.first = time.Now()
+			w.at <- w.first
+		})
 	}
 	return len(p), nil
 }
