@@ -78,7 +78,16 @@ func (b *Backend) loaded(ctx context.Context, id, repo string, progress func(sdk
 		return image{}, fmt.Errorf("kubernetes: %s was built on this machine and the cluster cannot pull it: set image_load in the plugin's config (a command that loads an image into a local cluster)", ref)
 	}
 	// One load at a time per image, so that concurrent launches load it once.
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "bot-bottle-k8s-load-"+hash(ref)[:16]+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	// The lock files live in the user's cache, one per image reference.
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, "bot-bottle", "k8s-load")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return image{}, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, hash(ref)[:16]+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return image{}, err
 	}
