@@ -5,10 +5,10 @@ GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-PLUGINS  := $(filter-out internal,$(notdir $(wildcard plugins/*)))
+PLUGINS  := $(filter-out internal kubernetes,$(notdir $(wildcard plugins/*)))
 FUZZTIME ?= 10s
 
-.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean
+.PHONY: all build shell test unit vet fuzz bench proto base-image deps clean build-kubernetes test-kubernetes bench-kubernetes
 
 all: build
 
@@ -21,6 +21,12 @@ build:
 		CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bot-bottle-plugin-$$p ./plugins/$$p || exit 1; \
 	done
 	cd examples/backend-skeleton && $(GO) build -ldflags '-s -w' -o $(CURDIR)/$(BIN)/bot-bottle-plugin-skeleton .
+	$(MAKE) build-kubernetes
+
+## build-kubernetes: the kubernetes backend (its own module, on client-go) and its static in-pod helper
+build-kubernetes:
+	cd plugins/kubernetes && $(GO) build -ldflags '$(LDFLAGS)' -o $(CURDIR)/$(BIN)/bot-bottle-plugin-kubernetes .
+	cd plugins/kubernetes && CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '-s -w' -o $(CURDIR)/$(BIN)/bot-bottle-kube-init ./cmd/bot-bottle-kube-init
 
 ## shell: build, provide the shell agent's base image, and start the shell agent on the current directory
 shell: build base-image
@@ -31,7 +37,13 @@ test: deps build base-image vet
 	$(GO) test -count=1 -timeout 40m ./...
 	cd sdk && $(GO) test -count=1 ./...
 	cd examples/backend-skeleton && $(GO) vet ./... && $(GO) test -count=1 ./...
+	$(MAKE) test-kubernetes
 	$(MAKE) fuzz
+
+## test-kubernetes: the kubernetes backend against a real single-node cluster that scripts/test-cluster.sh starts (building its cached binaries first, outside go test's timeout) and takes down, also on failure
+test-kubernetes:
+	cd plugins/kubernetes && $(GO) vet ./...
+	scripts/test-cluster.sh run -- sh -c 'cd plugins/kubernetes && $(GO) test -count=1 -timeout 30m ./...'
 
 vet:
 	$(GO) vet ./...
@@ -45,6 +57,10 @@ fuzz:
 ## bench: start latency against a bare docker run, plugin handshake, version, `requests` during one bottle's flood
 bench: build base-image
 	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./cmd/bot-bottle ./internal/pluginhost ./internal/queue ./plugins/...
+
+## bench-kubernetes: start to first output against `kubectl run --rm -i`, attach round trip and 20 concurrent starts, on the test cluster
+bench-kubernetes: build
+	scripts/test-cluster.sh run -- sh -c 'cd plugins/kubernetes && $(GO) test -count=1 -run "^$$" -bench . -benchtime 5x ./...'
 
 ## proto: regenerate the SDK's committed gRPC code with the pinned tools: Debian's protoc (protobuf-compiler) and the generators in sdk/internal/pluginpb/tools/go.mod; `cd sdk && go test ./...` fails when it is not current
 proto:

@@ -27,3 +27,13 @@ plugin "docker" {
 plugin "smolmachines" {
   # config { smolvm = "/usr/local/bin/smolvm" }
 }
+
+# Bottles as pods on a Kubernetes cluster (see README, "The Kubernetes
+# backend"); a bottle with an egress allowlist is refused there for now.
+# plugin "kubernetes" {
+#   config {
+#     context    = "my-cluster"
+#     namespace  = "agents"
+#     image_load = ["sh", "-c", "docker save \"$1\" | ctr -n k8s.io images import -", "load"]
+#   }
+# }

@@ -4,7 +4,9 @@
 # debootstrap (scripts/base-image.sh) and tcpdump (the egress tests capture
 # DNS on the engine host to show that none leaves a bottle) and
 # protobuf-compiler (the protoc that `make proto` and the SDK's
-# generated-code test pin). It does nothing
+# generated-code test pin), etcd-server and containernetworking-plugins
+# (scripts/test-cluster.sh runs a single-node Kubernetes cluster on them;
+# containerd comes with docker.io). It does nothing
 # when all are present, so it is safe to run before every test run.
 set -euo pipefail
 
@@ -13,6 +15,8 @@ need=()
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

@@ -1,0 +1,368 @@
+// Command bot-bottle-kube-init is the kubernetes backend's helper inside a
+// bottle's pod. It is static and is the only file of its image; the pod's
+// init container runs it to install itself into a shared volume and, for a
+// bottle with no egress, to remove every network interface but loopback
+// (the init container alone has NET_ADMIN, so the agent cannot bring them
+// back, whatever the cluster's CNI does or does not enforce). The agent's
+// container then runs it as a gate in front of the agent, and the plugin
+// runs it through exec to copy files in and out of the bottle.
+//
+//	kube-init install DIR [--net-off] [--open-dir DIR]...
+//	kube-init gate -- CMD...   wait for the start token on stdin, then exec CMD
+//	kube-init run DIR -- CMD...  exec CMD in DIR (exec has no working directory)
+//	kube-init untar DIR        extract a tar from stdin into DIR
+//	kube-init tar PATH         write PATH as a tar to stdout (exit 44: no such path)
+package main
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Token is what the plugin writes on the agent's stdin once its attach
+// stream is up, so that the agent starts only then and none of its output
+// is lost. It must match plugins/kubernetes/internal/kube.GateToken.
+const Token = "BOT-BOTTLE-START\n"
+
+// ExitNotFound is tar's exit code for a path that does not exist.
+const ExitNotFound = 44
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: kube-init install|gate|untar|tar ...")
+	}
+	var err error
+	switch os.Args[1] {
+	case "install":
+		err = install(os.Args[2:])
+	case "gate":
+		err = gate(os.Args[2:])
+	case "run":
+		if len(os.Args) < 5 || os.Args[3] != "--" {
+			fail("usage: kube-init run DIR -- CMD...")
+		}
+		if err = os.Chdir(os.Args[2]); err == nil {
+			err = execPath(os.Args[4:])
+		}
+	case "untar":
+		if len(os.Args) != 3 {
+			fail("usage: kube-init untar DIR")
+		}
+		err = untar(os.Stdin, os.Args[2])
+	case "tar":
+		if len(os.Args) != 3 {
+			fail("usage: kube-init tar PATH")
+		}
+		err = writeTar(os.Stdout, os.Args[2])
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(os.Stderr, "kube-init: %v\n", err)
+			os.Exit(ExitNotFound)
+		}
+	default:
+		fail("unknown command " + os.Args[1])
+	}
+	if err != nil {
+		fail(err.Error())
+	}
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "kube-init: "+msg)
+	os.Exit(125)
+}
+
+// install copies this binary to DIR/kube-init, makes the --open-dir
+// directories writable by the agent's user (a fresh volume is root's), and
+// with --net-off removes every interface but loopback.
+func install(args []string) error {
+	if len(args) < 1 {
+		return errors.New("usage: kube-init install DIR [--net-off] [--open-dir DIR]...")
+	}
+	dir := args[0]
+	netOff := false
+	var open []string
+	for i := 1; i < len(args); i++ {
+		switch args[i] {
+		case "--net-off":
+			netOff = true
+		case "--open-dir":
+			if i+1 >= len(args) {
+				return errors.New("--open-dir needs a directory")
+			}
+			open = append(open, args[i+1])
+			i++
+		default:
+			return fmt.Errorf("unknown option %s", args[i])
+		}
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kube-init"), self, 0o555); err != nil {
+		return err
+	}
+	for _, d := range open {
+		// The sticky bit keeps one user's files its own, as in /tmp.
+		if err := os.Chmod(d, 0o777|fs.ModeSticky); err != nil {
+			return err
+		}
+	}
+	if netOff {
+		return interfacesDown()
+	}
+	return nil
+}
+
+// interfacesDown removes every interface but loopback from the pod's
+// network namespace (a veth's peer goes with it), which also removes every
+// route: only loopback is left, and the agent, without NET_ADMIN, cannot
+// make another.
+func interfacesDown() error {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	for i, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		// ENODEV: it went with its veth peer.
+		if err := delLink(fd, uint32(i+1), int32(ifc.Index)); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("remove interface %s: %w", ifc.Name, err)
+		}
+	}
+	left, err := net.Interfaces()
+	if err != nil {
+		return err
+	}
+	for _, ifc := range left {
+		if ifc.Flags&net.FlagLoopback == 0 {
+			return fmt.Errorf("interface %s is still there", ifc.Name)
+		}
+	}
+	return nil
+}
+
+// delLink sends RTM_DELLINK for one interface index and reads the kernel's
+// acknowledgement.
+func delLink(fd int, seq uint32, index int32) error {
+	const hdr, info = unix.SizeofNlMsghdr, unix.SizeofIfInfomsg
+	msg := make([]byte, hdr+info)
+	nl := (*unix.NlMsghdr)(unsafe.Pointer(&msg[0]))
+	nl.Len = uint32(len(msg))
+	nl.Type = unix.RTM_DELLINK
+	nl.Flags = unix.NLM_F_REQUEST | unix.NLM_F_ACK
+	nl.Seq = seq
+	ifi := (*unix.IfInfomsg)(unsafe.Pointer(&msg[hdr]))
+	ifi.Family = unix.AF_UNSPEC
+	ifi.Index = index
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq || m.Header.Type != unix.NLMSG_ERROR {
+				continue
+			}
+			if len(m.Data) < 4 {
+				return errors.New("short netlink answer")
+			}
+			if code := *(*int32)(unsafe.Pointer(&m.Data[0])); code != 0 {
+				return syscall.Errno(-code)
+			}
+			return nil
+		}
+	}
+}
+
+// gate waits for Token on stdin and then becomes the agent. On a terminal
+// it reads the token in raw mode without echo, and restores the terminal
+// before the agent starts.
+func gate(args []string) error {
+	if len(args) < 2 || args[0] != "--" {
+		return errors.New("usage: kube-init gate -- CMD...")
+	}
+	cmd := args[1:]
+	if _, err := exec.LookPath(cmd[0]); err != nil {
+		return err
+	}
+	old, terr := unix.IoctlGetTermios(0, unix.TCGETS)
+	if terr == nil {
+		raw := *old
+		raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+		raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
+		if err := unix.IoctlSetTermios(0, unix.TCSETS, &raw); err != nil {
+			return err
+		}
+	}
+	// Byte by byte, so that nothing after the token is taken from the agent.
+	buf := make([]byte, len(Token))
+	if _, err := io.ReadFull(os.Stdin, buf); err != nil {
+		return fmt.Errorf("no start token: %w", err)
+	}
+	if string(buf) != Token {
+		return fmt.Errorf("bad start token %q", buf)
+	}
+	if terr == nil {
+		if err := unix.IoctlSetTermios(0, unix.TCSETS, old); err != nil {
+			return err
+		}
+	}
+	return execPath(cmd)
+}
+
+// execPath becomes cmd, found on $PATH.
+func execPath(cmd []string) error {
+	path, err := exec.LookPath(cmd[0])
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(path, cmd, os.Environ())
+}
+
+// untar extracts r into dir; names that would leave dir are refused.
+func untar(r io.Reader, dir string) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(h.Name)
+		if name == "." {
+			continue
+		}
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return fmt.Errorf("tar entry %q leaves %s", h.Name, dir)
+		}
+		p := filepath.Join(dir, name)
+		mode := fs.FileMode(h.Mode) & fs.ModePerm
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, mode|0o700); err != nil {
+				return err
+			}
+			_ = os.Chmod(p, mode|0o700)
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			_ = os.Chmod(p, mode)
+		case tar.TypeSymlink:
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			_ = os.Remove(p)
+			if err := os.Symlink(h.Linkname, p); err != nil {
+				return err
+			}
+		default:
+			// Devices, fifos and hard links are not part of a project copy.
+		}
+		if !h.ModTime.IsZero() && h.Typeflag != tar.TypeSymlink {
+			_ = os.Chtimes(p, h.ModTime, h.ModTime)
+		}
+	}
+}
+
+// writeTar writes path (a file or a tree) to w, named from its base name.
+func writeTar(w io.Writer, path string) error {
+	if _, err := os.Lstat(path); err != nil {
+		return err
+	}
+	tw := tar.NewWriter(w)
+	base := filepath.Dir(filepath.Clean(path))
+	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		} else if !info.Mode().IsRegular() && !info.IsDir() {
+			return nil
+		}
+		h, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(base, p)
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		if info.IsDir() {
+			h.Name += "/"
+		}
+		h.Uname, h.Gname = "", ""
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if _, err := io.Copy(tw, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}

@@ -1,0 +1,260 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// exitTimeout bounds the wait for the kubelet to report an agent's exit
+// after its attach stream ended.
+const exitTimeout = 30 * time.Second
+
+// Attach connects the caller's streams to the agent's container through the
+// API server, opening its gate on the first attach so that none of its
+// output is lost, and returns its exit code from the pod's status, where a
+// later plugin process finds it too.
+func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
+	hd, err := decodeHandle(req.Handle)
+	if err != nil {
+		return sdk.ExitStatus{}, err
+	}
+	cl, err := b.connect(hd.Context)
+	if err != nil {
+		return sdk.ExitStatus{}, err
+	}
+	cl = cl.in(hd.Namespace)
+	pod, err := b.waitAgent(ctx, cl, hd.Pod)
+	if err != nil {
+		if ctx.Err() != nil {
+			return sdk.ExitStatus{Detached: true}, nil
+		}
+		return sdk.ExitStatus{}, err
+	}
+	if st := agentStatus(pod); st != nil && st.State.Terminated != nil {
+		return sdk.ExitStatus{Code: int(st.State.Terminated.ExitCode)}, nil
+	}
+	gated := pod.Annotations[annStarted] != "true"
+	if gated {
+		if err := b.markStarted(ctx, cl, hd.Pod); err != nil {
+			return sdk.ExitStatus{}, err
+		}
+	}
+	tty := hd.TTY
+	stdin := s.Stdin
+	if !req.Stdin {
+		stdin = nil
+	}
+	var in io.Reader
+	var closeIn func()
+	if gated || stdin != nil {
+		pr, pw := io.Pipe()
+		in, closeIn = pr, func() { _ = pw.CloseWithError(io.EOF) }
+		go func() {
+			if gated {
+				if _, err := io.WriteString(pw, GateToken); err != nil {
+					return
+				}
+			}
+			if stdin == nil {
+				return // held open: no input is not the end of input
+			}
+			_, _ = io.Copy(pw, stdin)
+			_ = pw.Close()
+		}()
+	}
+	out, errOut := s.Stdout, s.Stderr
+	if out == nil {
+		out = io.Discard
+	}
+	if errOut == nil {
+		errOut = io.Discard
+	}
+	opts := remotecommand.StreamOptions{Stdin: in, Stdout: out, Tty: tty}
+	if !tty {
+		opts.Stderr = errOut
+	} else {
+		opts.TerminalSizeQueue = newSizeQueue(ctx, req, s.Resize)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serr := b.stream(sctx, cl, hd.Pod, "attach", &corev1.PodAttachOptions{
+		Container: agentContainer, Stdin: in != nil, Stdout: true, Stderr: !tty, TTY: tty,
+	}, opts)
+	if closeIn != nil {
+		closeIn()
+	}
+	if ctx.Err() != nil {
+		return sdk.ExitStatus{Detached: true}, nil
+	}
+	code, err := b.exitCode(ctx, cl, hd.Pod)
+	if err != nil {
+		if serr != nil {
+			return sdk.ExitStatus{}, fmt.Errorf("kubernetes: attach to %s: %s", hd.Pod, oneLine(serr))
+		}
+		return sdk.ExitStatus{}, err
+	}
+	return sdk.ExitStatus{Code: code}, nil
+}
+
+// in returns the cluster's client for another namespace.
+func (c *cluster) in(ns string) *cluster {
+	if ns == "" || ns == c.namespace {
+		return c
+	}
+	cp := *c
+	cp.namespace = ns
+	return &cp
+}
+
+// exitCode waits for the kubelet to report the agent's end.
+func (b *Backend) exitCode(ctx context.Context, cl *cluster, name string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, exitTimeout)
+	defer cancel()
+	p, err := b.waitPod(ctx, cl, name, func(p *corev1.Pod) (bool, error) {
+		s := agentStatus(p)
+		return s != nil && s.State.Terminated != nil, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return int(agentStatus(p).State.Terminated.ExitCode), nil
+}
+
+// markStarted records that the gate is being opened, before the token
+// goes: a token sent twice would be the agent's input.
+func (b *Backend) markStarted(ctx context.Context, cl *cluster, name string) error {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, annStarted)
+	_, err := cl.cs.CoreV1().Pods(cl.namespace).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	return apiErr("kubernetes: mark pod "+name+" started", err)
+}
+
+// openGate starts a detached bottle's agent: the token, and no more input.
+func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bool) error {
+	if err := b.markStarted(ctx, cl, name); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(pw, GateToken)
+		// Give the token time to arrive before the stream goes.
+		time.Sleep(200 * time.Millisecond)
+		_ = pw.Close()
+	}()
+	opts := remotecommand.StreamOptions{Stdin: pr, Stdout: io.Discard, Tty: tty}
+	if !tty {
+		opts.Stderr = io.Discard
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- b.stream(sctx, cl, name, "attach", &corev1.PodAttachOptions{Container: agentContainer, Stdin: true, Stdout: true, Stderr: !tty, TTY: tty}, opts)
+	}()
+	// The agent has started once its container no longer runs the gate;
+	// the pod does not show that, so the stream ending (the agent's exit)
+	// or a short while after the token is enough.
+	select {
+	case err := <-done:
+		if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "closed") {
+			return fmt.Errorf("kubernetes: start the agent of %s: %s", name, oneLine(err))
+		}
+	case <-time.After(500 * time.Millisecond):
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// stream runs an attach or exec session over the API server: WebSocket
+// first, SPDY where a proxy in between does not speak it.
+func (b *Backend) stream(ctx context.Context, cl *cluster, pod, sub string, opts runtime.Object, so remotecommand.StreamOptions) error {
+	u := cl.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(cl.namespace).Name(pod).
+		SubResource(sub).VersionedParams(opts, scheme.ParameterCodec).URL()
+	spdy, err := remotecommand.NewSPDYExecutor(cl.rest, http.MethodPost, u)
+	if err != nil {
+		return err
+	}
+	ws, err := remotecommand.NewWebSocketExecutor(cl.rest, http.MethodGet, u.String())
+	if err != nil {
+		return err
+	}
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return err
+	}
+	return ex.StreamWithContext(ctx, so)
+}
+
+// sizeQueue feeds the initial size and then every resize to the session.
+type sizeQueue struct {
+	ctx   context.Context
+	first *remotecommand.TerminalSize
+	ch    <-chan sdk.TermSize
+}
+
+func newSizeQueue(ctx context.Context, req sdk.AttachRequest, ch <-chan sdk.TermSize) *sizeQueue {
+	q := &sizeQueue{ctx: ctx, ch: ch}
+	if req.Size.Rows > 0 && req.Size.Cols > 0 {
+		q.first = &remotecommand.TerminalSize{Width: req.Size.Cols, Height: req.Size.Rows}
+	}
+	return q
+}
+
+func (q *sizeQueue) Next() *remotecommand.TerminalSize {
+	if q.first != nil {
+		f := q.first
+		q.first = nil
+		return f
+	}
+	select {
+	case <-q.ctx.Done():
+		return nil
+	case s, ok := <-q.ch:
+		if !ok {
+			<-q.ctx.Done()
+			return nil
+		}
+		return &remotecommand.TerminalSize{Width: s.Cols, Height: s.Rows}
+	}
+}
+
+// exec runs argv in the agent's container and buffers its output.
+func (b *Backend) exec(ctx context.Context, cl *cluster, pod string, argv []string, stdin []byte) (sdk.ExecResult, error) {
+	var out, errOut bytes.Buffer
+	so := remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}
+	if len(stdin) > 0 {
+		so.Stdin = bytes.NewReader(stdin)
+	}
+	err := b.stream(ctx, cl, pod, "exec", &corev1.PodExecOptions{
+		Container: agentContainer, Command: argv, Stdin: len(stdin) > 0, Stdout: true, Stderr: true,
+	}, so)
+	res := sdk.ExecResult{Stdout: out.Bytes(), Stderr: errOut.Bytes()}
+	var ce utilexec.CodeExitError
+	if errors.As(err, &ce) {
+		res.ExitCode = ce.Code
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("kubernetes: exec in %s: %s", pod, oneLine(err))
+	}
+	return res, nil
+}
