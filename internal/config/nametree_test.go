@@ -26,6 +26,7 @@ var notNames = map[string]string{
 	"internal/supervise/policy.go ruleNameRE":                   "a policy rule's label, free-form by design",
 	"sdk/egressrule/rules.go hand-rolled":                       "one label of an egress rule's host name",
 	"plugins/smolmachines/internal/smolvm/contract.go SourceRE": "a smolvm source location (file.rs:line) in the contract table",
+	"plugins/kubernetes/internal/kube/config.go repoRE":         "an image repository (registry[:port]/path) to push agent images to",
 }
 
 // TestOneNameRule keeps sdk/names (sdk.ValidName) the only identity and name rule of the

@@ -129,8 +129,12 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	if err := os.MkdirAll(b.dir(), 0o700); err != nil {
 		return sdk.Handle{}, err
 	}
-	// Tests kill this process mid-launch; they find it here.
-	_ = os.WriteFile(filepath.Join(b.root, "launch.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+	// Tests kill this process mid-launch; they find it here. Written whole
+	// and renamed into place: a test that sees the file reads the pid.
+	pidFile := filepath.Join(b.root, "launch.pid")
+	if os.WriteFile(pidFile+".tmp", []byte(strconv.Itoa(os.Getpid())), 0o600) == nil {
+		_ = os.Rename(pidFile+".tmp", pidFile)
+	}
 	rec := record{Identity: spec.Identity, Agent: spec.Agent.Name, Command: spec.Command, Cwd: spec.Cwd, Queue: spec.QueueDir,
 		Started: time.Now().UTC().Format(time.RFC3339)}
 	if spec.Cwd != "" && spec.CopyCwd {
