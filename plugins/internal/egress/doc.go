@@ -12,6 +12,6 @@
 // proxy runs, so an approved request takes effect for the next connection.
 //
 // The rules' grammar and safety checks are sdk/egressrule, the same the core
-// vets requested rules with; the package imports nothing else of the tree
-// but sdk/render. Event mirrors sdk.EgressEvent field for field.
+// vets requested rules with; Event is sdk.EgressEvent, the shape the core
+// reads.
 package egress

@@ -6,25 +6,14 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
-// Event is one connection attempt. It has the fields and JSON names of
-// sdk.EgressEvent (a test converts one into the other, so they cannot
-// drift); it is declared here so that the proxy binary does not link the
-// SDK's gRPC stack.
-type Event struct {
-	Time     string `json:"time"` // RFC 3339
-	Identity string `json:"identity"`
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-	Allowed  bool   `json:"allowed"`
-	// Rule is the allowlist rule that allowed it, or why it was refused.
-	Rule   string `json:"rule,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Method string `json:"method,omitempty"` // CONNECT, GET, …
-	// Addr is the address dialed (ip:port), once a connection is made.
-	Addr string `json:"addr,omitempty"`
-}
+// Event is one connection attempt, in the shape the core reads from
+// Spec.EgressLog. The proxy runs as the docker plugin's own executable,
+// which links the SDK already, so the SDK's type is used as it is.
+type Event = sdk.EgressEvent
 
 // EventLog writes events as JSON lines. Each event is one Write call, so
 // several writers appending to one O_APPEND file never interleave lines.

@@ -25,9 +25,6 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
-// Event must stay convertible to sdk.EgressEvent: same fields, types and tags.
-var _ = sdk.EgressEvent(Event{})
-
 const testIdentity = "shell-7k2qz"
 
 // syncBuffer is a bytes.Buffer safe for the proxy's goroutines.
