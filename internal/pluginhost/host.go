@@ -527,11 +527,12 @@ func (v *verified) remember(logger hclog.Logger) {
 	}
 }
 
-// unchanged fails when the file changed since it was hashed: a write in
-// place through another descriptor before the exec (the change time, which
-// no user can set back, moves with every write), or its name taken by
-// another file (which is not what ran, but someone is changing the plugin
-// under a start: refuse rather than guess).
+// unchanged fails when the file changed since it was opened (and hashed,
+// or vouched for by the verification cache): a write in place through
+// another descriptor before the exec (the change time, which no user can
+// set back, moves with every write), or its name taken by another file
+// (which is not what ran, but someone is changing the plugin under a
+// start: refuse rather than guess).
 func (v *verified) unchanged() error {
 	after, err := v.f.Stat()
 	if err != nil {
