@@ -74,6 +74,16 @@ type Host struct {
 	// clientConfig is host.ClientConfig; benchmarks measure
 	// host.AutoMTLSClientConfig beside it.
 	clientConfig func(*exec.Cmd, hclog.Logger) *plugin.ClientConfig
+	// noVerifyCache makes every start of a locked or pinned plugin hash it
+	// (the benchmark's cold start; Install's candidate, whose name is a
+	// temporary one).
+	noVerifyCache bool
+	// now is the clock the verification cache compares change times with;
+	// nil is time.Now. Tests move it.
+	now func() time.Time
+	// hashed, when set, is told of every full hash a start makes: how
+	// tests see whether the cache stood in for one.
+	hashed func(path string)
 }
 
 // Found is one plugin binary on disk.
@@ -438,11 +448,20 @@ func isExecutable(p string) error {
 }
 
 // verified is a plugin binary open for exec whose content had the expected
-// sha256 when it was read through this descriptor.
+// sha256 when it was read through this descriptor, or whose stat the
+// verification cache vouches for (see verifyCache).
 type verified struct {
 	f      *os.File
 	before os.FileInfo
 	script bool // "#!": its interpreter opens it by name, so it cannot run from f
+
+	path      string
+	sum       string
+	cache     verifyCache
+	stamp     fileStamp
+	stamped   bool      // stamp is known (Linux)
+	cached    bool      // the cache stood in for the hash
+	hashStart time.Time // when the full hash began
 }
 
 // checksumError is a binary whose sha256 is not the expected one.
@@ -456,7 +475,9 @@ func (e *checksumError) Is(target error) bool {
 // openVerified opens path and hashes it through the descriptor it will be
 // exec'd from: the sha256 is computed once per start, on the bytes that
 // run, and no rename or replacement of path after the check can run others.
-func openVerified(path, sum string) (*verified, error) {
+// When the cache holds a record of this inode, unchanged, with sha256 sum,
+// it is not hashed again.
+func openVerified(path, sum string, cache verifyCache) (*verified, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -466,8 +487,19 @@ func openVerified(path, sum string) (*verified, error) {
 		f.Close()
 		return nil, err
 	}
-	h := sha256.New()
+	v := &verified{f: f, before: before, path: path, sum: sum, cache: cache}
+	v.stamp, v.stamped = stampOf(v)
 	var head [2]byte
+	if v.stamped && cache.lookup(path, sum, v.stamp) {
+		n, _ := f.ReadAt(head[:], 0)
+		v.cached, v.script = true, string(head[:n]) == "#!"
+		return v, nil
+	}
+	v.hashStart = cache.now()
+	if cache.hashed != nil {
+		cache.hashed(path)
+	}
+	h := sha256.New()
 	n, _ := io.ReadFull(f, head[:])
 	h.Write(head[:n])
 	if _, err := io.Copy(h, f); err != nil {
@@ -478,14 +510,29 @@ func openVerified(path, sum string) (*verified, error) {
 		f.Close()
 		return nil, &checksumError{actual: actual}
 	}
-	return &verified{f: f, before: before, script: string(head[:n]) == "#!"}, nil
+	v.script = string(head[:n]) == "#!"
+	return v, nil
 }
 
-// unchanged fails when the file changed since it was hashed: a write in
-// place through another descriptor before the exec (the change time, which
-// no user can set back, moves with every write), or its name taken by
-// another file (which is not what ran, but someone is changing the plugin
-// under a start: refuse rather than guess).
+// remember records a full hash in the cache once the plugin ran and the
+// file was found unchanged (the stat it records is then the one of the
+// bytes hashed). A cache that cannot be written costs the next start a
+// hash, nothing else.
+func (v *verified) remember(logger hclog.Logger) {
+	if v.cached || !v.stamped {
+		return
+	}
+	if _, err := v.cache.remember(v.path, v.sum, v.stamp, v.hashStart); err != nil && logger != nil {
+		logger.Debug("plugin verification cache not written", "error", err)
+	}
+}
+
+// unchanged fails when the file changed since it was opened (and hashed,
+// or vouched for by the verification cache): a write in place through
+// another descriptor before the exec (the change time, which no user can
+// set back, moves with every write), or its name taken by another file
+// (which is not what ran, but someone is changing the plugin under a
+// start: refuse rather than guess).
 func (v *verified) unchanged() error {
 	after, err := v.f.Stat()
 	if err != nil {
@@ -685,7 +732,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		if err != nil || len(b) != sha256.Size {
 			return nil, &startError{stepStart, fmt.Errorf("invalid expected sha256 %q", sum)}
 		}
-		if exe, err = openVerified(path, sum); err != nil {
+		if exe, err = openVerified(path, sum, h.verifyCache()); err != nil {
 			return nil, &startError{stepStart, err}
 		}
 		defer exe.Close()
@@ -714,6 +761,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 			pc.Kill()
 			return nil, &startError{stepStart, err}
 		}
+		exe.remember(logger)
 	}
 	p := &Plugin{Name: name, Path: path, Backend: client, Protocol: proto, client: pc}
 	ictx, cancel := context.WithTimeout(ctx, InfoTimeout)

@@ -93,6 +93,7 @@ func (h *Host) Install(ctx context.Context, src string) (Installed, error) {
 	// level; the one-line error below says it better, so logs are only
 	// kept when the user asked for debug output.
 	quiet := *h
+	quiet.noVerifyCache = true // a temporary name, and a file changed just now
 	if h.Logger == nil || !h.Logger.IsDebug() {
 		quiet.Logger = hclog.NewNullLogger()
 	}

@@ -34,3 +34,13 @@ func changeTime(fi os.FileInfo) (int64, bool) {
 	}
 	return st.Ctim.Nano(), true
 }
+
+// inodeOf is the device and inode number of fi, which a rename of another
+// file over the name, or a copy in its place, changes.
+func inodeOf(fi os.FileInfo) (dev, ino uint64, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return st.Dev, st.Ino, true
+}

@@ -40,7 +40,7 @@ func TestVerifiedBytesAreTheBytesExecuted(t *testing.T) {
 	sum := sha256.Sum256(data)
 	want := hex.EncodeToString(sum[:])
 
-	v, err := openVerified(p, want)
+	v, err := openVerified(p, want, verifyCache{now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestVerifiedBytesAreTheBytesExecuted(t *testing.T) {
 	}
 
 	// A write in place, through another descriptor, is noticed.
-	v2, err := openVerified(exe, want)
+	v2, err := openVerified(exe, want, verifyCache{now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestVerifiedBytesAreTheBytesExecuted(t *testing.T) {
 	}
 
 	// A mismatch carries the actual sum.
-	_, err = openVerified(p, want)
+	_, err = openVerified(p, want, verifyCache{now: time.Now})
 	var ce *checksumError
 	if !errors.As(err, &ce) || !errors.Is(err, plugin.ErrChecksumsDoNotMatch) || ce.actual == want || len(ce.actual) != 64 {
 		t.Fatalf("openVerified of another binary: %v", err)
