@@ -133,9 +133,14 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("preflight allowlist %q", got)
 	}
 
-	// The proxy: hardened, on both networks and the test network, with
-	// nothing of the host but the egress log file.
-	pinsp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id+"-egress")
+	// The proxy: the home's shared one, hardened, on the bottle's network,
+	// its way out and the test network, with nothing of the host but the
+	// egress audit directory.
+	proxyName := handleProxy(t, h)
+	if !strings.HasPrefix(proxyName, "bot-bottle-egress-") {
+		t.Fatalf("the handle names proxy %q, want the home's shared bot-bottle-egress-…", proxyName)
+	}
+	pinsp, err := e.cli.ContainerInspect(ctx, proxyName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,29 +148,34 @@ func TestEgressBottle(t *testing.T) {
 	if phc.Privileged || !phc.ReadonlyRootfs || !contains(phc.CapDrop, "ALL") || len(phc.CapAdd) != 0 || !contains(phc.SecurityOpt, "no-new-privileges") {
 		t.Errorf("proxy host config: privileged %v, read-only %v, cap drop %v, cap add %v, security %v", phc.Privileged, phc.ReadonlyRootfs, phc.CapDrop, phc.CapAdd, phc.SecurityOpt)
 	}
-	if phc.Memory != 128<<20 || phc.PidsLimit == nil || *phc.PidsLimit != 64 || phc.Sysctls["net.ipv4.ip_forward"] != "0" {
+	if phc.Memory != 256<<20 || phc.PidsLimit == nil || *phc.PidsLimit != 256 || phc.Sysctls["net.ipv4.ip_forward"] != "0" || phc.Sysctls["net.ipv4.conf.all.arp_ignore"] != "1" || phc.Sysctls["net.ipv4.conf.all.rp_filter"] != "1" {
 		t.Errorf("proxy limits: memory %d, pids %v, sysctls %v", phc.Memory, phc.PidsLimit, phc.Sysctls)
 	}
 	wantUser := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
 	if os.Getuid() == 0 {
 		wantUser = "65534:65534"
 	}
-	if pinsp.Config.User != wantUser || pinsp.Config.Labels["dev.bot-bottle.role"] != "egress-proxy" || pinsp.Config.Labels[sdk.LabelIdentity] != id {
+	if pinsp.Config.User != wantUser || pinsp.Config.Labels["dev.bot-bottle.role"] != "egress-shared-proxy" || pinsp.Config.Labels[sdk.LabelIdentity] != "" {
 		t.Errorf("proxy user %q, labels %v", pinsp.Config.User, pinsp.Config.Labels)
 	}
 	for _, m := range pinsp.Mounts {
 		switch {
-		case m.Type == "volume" && m.Destination == "/etc/bot-bottle" && m.Name == "bot-bottle-"+id+"-egress":
-		case m.Type == "bind" && m.Source == spec.EgressLog && m.Destination == "/var/log/bot-bottle/egress.jsonl":
+		case m.Type == "bind" && m.Source == logDir && m.Destination == "/var/log/bot-bottle":
 		default:
 			t.Errorf("unexpected proxy mount %+v", m)
 		}
 	}
-	if len(pinsp.Mounts) != 2 {
-		t.Errorf("proxy mounts %+v, want the rules volume and the egress log", pinsp.Mounts)
+	if len(pinsp.Mounts) != 1 {
+		t.Errorf("proxy mounts %+v, want the egress audit directory", pinsp.Mounts)
 	}
 	pnets := pinsp.NetworkSettings.Networks
-	if len(pnets) != 3 || pnets["bot-bottle-"+id] == nil || pnets["bot-bottle-"+id].IPAddress != proxyIP || pnets["bot-bottle-"+id+"-out"] == nil || pnets[tn.name] == nil {
+	outName := ""
+	for n := range pnets {
+		if strings.HasPrefix(n, "bot-bottle-egress-") && strings.HasSuffix(n, "-out") {
+			outName = n
+		}
+	}
+	if len(pnets) != 3 || pnets["bot-bottle-"+id] == nil || pnets["bot-bottle-"+id].IPAddress != proxyIP || outName == "" || pnets[tn.name] == nil {
 		t.Errorf("proxy networks %v, want internal (at %s), outbound and %s", keys(pnets), proxyIP, tn.name)
 	}
 
@@ -213,7 +223,7 @@ func TestEgressBottle(t *testing.T) {
 	}
 	// Around the proxy: nothing but the proxy is reachable, not the
 	// upstreams, not the proxy's way out, not the host.
-	outIP := pnets["bot-bottle-"+id+"-out"].IPAddress
+	outIP := pnets[outName].IPAddress
 	for _, target := range []string{allowedIP + " 80", deniedIP + " 80", outIP + " 3128", gateway + " 22", proxyIP + " 53"} {
 		if res := e.sh(ctx, h, "nc -w 3 "+target+" </dev/null"); res.ExitCode == 0 {
 			t.Errorf("the bottle reached %s directly", target)
@@ -241,7 +251,7 @@ func TestEgressBottle(t *testing.T) {
 		}
 		return fmt.Sprintf("%s %s %d %v", insp.ID, insp.State.StartedAt, insp.RestartCount, insp.State.Running)
 	}
-	agentBefore, proxyBefore := state("bot-bottle-"+id), state("bot-bottle-"+id+"-egress")
+	agentBefore, proxyBefore := state("bot-bottle-"+id), state(proxyName)
 	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "*"}); err == nil || strings.Contains(err.Error(), "\n") {
 		t.Errorf("a bad rule: %v, want a one-line error", err)
 	}
@@ -258,7 +268,7 @@ func TestEgressBottle(t *testing.T) {
 	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "denied.bb.test:80"}); err != nil {
 		t.Errorf("update to the same rules: %v", err)
 	}
-	if a, p := state("bot-bottle-"+id), state("bot-bottle-"+id+"-egress"); a != agentBefore || p != proxyBefore {
+	if a, p := state("bot-bottle-"+id), state(proxyName); a != agentBefore || p != proxyBefore {
 		t.Errorf("containers changed: agent %s -> %s, proxy %s -> %s", agentBefore, a, proxyBefore, p)
 	}
 
@@ -291,7 +301,7 @@ func TestEgressBottle(t *testing.T) {
 		}
 		n++
 		res := strings.Join(b.Resources, ", ")
-		for _, r := range []string{"container bot-bottle-" + id, "container bot-bottle-" + id + "-egress", "network bot-bottle-" + id, "network bot-bottle-" + id + "-out", "volume bot-bottle-" + id + "-egress"} {
+		for _, r := range []string{"container bot-bottle-" + id, "network bot-bottle-" + id} {
 			if !contains(b.Resources, r) {
 				t.Errorf("List resources %s lack %s", res, r)
 			}
@@ -307,21 +317,64 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("preflight networks %q do not name the agent's address %s", preflightValue(plan, "network"), agentIP)
 	}
 
+	// The last stop of the home's egress bottles takes the shared proxy
+	// and its way out with it.
 	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
-	for _, r := range []string{"container bot-bottle-" + id, "container bot-bottle-" + id + "-egress", "network bot-bottle-" + id, "network bot-bottle-" + id + "-out", "volume bot-bottle-" + id + "-egress"} {
+	for _, r := range []string{"container bot-bottle-" + id, "network bot-bottle-" + id, "container " + proxyName, "network " + outName} {
 		if !contains(removed, r) {
 			t.Errorf("Stop removed %v, not %s", removed, r)
 		}
 	}
-	if len(removed) != 5 {
-		t.Errorf("Stop removed %v, want 5 resources once each", removed)
+	if len(removed) != 4 {
+		t.Errorf("Stop removed %v, want 4 resources once each", removed)
 	}
 	e.assertGone(ctx, id)
+	e.assertNoShared(ctx)
 	if _, err := e.cli.NetworkInspect(ctx, tn.name, network.InspectOptions{}); err != nil {
 		t.Errorf("Stop took the test network with it: %v", err)
 	}
 	if strings.Contains(e.p.logs.String(), secretValue) {
 		t.Error("plugin logs hold the secret value")
+	}
+}
+
+// handleProxy is the egress proxy a handle names.
+func handleProxy(t testing.TB, h sdk.Handle) string {
+	t.Helper()
+	var hd struct {
+		ProxyName string `json:"proxy_name"`
+		Shared    bool   `json:"shared_proxy"`
+	}
+	if err := json.Unmarshal(h.Data, &hd); err != nil {
+		t.Fatal(err)
+	}
+	if !hd.Shared {
+		t.Errorf("handle %s: not served by a shared proxy", h.Data)
+	}
+	return hd.ProxyName
+}
+
+// sharedLeft lists the shared egress resources (proxies, outbound
+// networks) of this test's runs that are still there.
+func (e *env) sharedLeft(ctx context.Context) []string {
+	e.t.Helper()
+	all, err := testenv.Labelled(ctx, e.cli, testenv.Label, e.label)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, r := range all {
+		if strings.Contains(r, "bot-bottle-egress-") && !strings.Contains(r, "image") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (e *env) assertNoShared(ctx context.Context) {
+	e.t.Helper()
+	if left := e.sharedLeft(ctx); len(left) > 0 {
+		e.t.Errorf("shared egress resources left: %v", left)
 	}
 }
 

@@ -20,6 +20,11 @@ import (
 // whose network or per-bottle image is left, so that prune can find it.
 const StatusOrphaned = "orphaned"
 
+// StatusIdle is the status of a home's shared egress proxy that serves no
+// bottle, listed so that prune removes it.
+const StatusIdle = "idle"
+
+
 // List returns every bottle this backend has: each managed agent container
 // (with its egress proxy, networks and volume as resources), and each
 // identity whose agent container is gone but whose proxy, network, volume
@@ -89,11 +94,19 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 	// the bottle, not a bottle.
 	proxyOf := map[string]container.Summary{}
 	agents := cs[:0:0]
+	var shared []container.Summary
+	served := map[string]bool{}
 	for _, ct := range cs {
-		if ct.Labels[LabelRole] == RoleProxy {
+		switch ct.Labels[LabelRole] {
+		case RoleProxy:
 			proxyOf[ct.Labels[sdk.LabelIdentity]] = ct
-		} else {
+		case RoleSharedProxy:
+			shared = append(shared, ct)
+		default:
 			agents = append(agents, ct)
+			if p := ct.Labels[LabelProxy]; p != "" {
+				served[p] = true
+			}
 		}
 	}
 
@@ -110,6 +123,9 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		if p, ok := proxyOf[id]; ok {
 			hd.Proxy, hd.ProxyName = p.ID, containerName(p)
 			res = append(res, "container "+hd.ProxyName)
+		} else if p := ct.Labels[LabelProxy]; p != "" {
+			// The home's shared proxy serves it: not the bottle's own.
+			hd.Proxy, hd.ProxyName, hd.Shared = p, p, true
 		}
 		for _, n := range netsOf[id] {
 			switch {
@@ -198,6 +214,16 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 	for _, o := range orphans {
 		o.Snapshots = snapshotsOf[o.Identity]
 		out = append(out, *o)
+	}
+	// A shared proxy that serves no bottle is left over (its last stop
+	// did not finish): listed under its own name, so that prune removes it
+	// (Stop of that name, stopIdleShared).
+	for _, p := range shared {
+		name := containerName(p)
+		if served[name] || !sdk.ValidIdentity(name) {
+			continue
+		}
+		out = append(out, sdk.Bottle{Identity: name, Status: StatusIdle, Resources: []string{"container " + name}, Image: p.Labels[LabelImage]})
 	}
 	for id, refs := range snapshotsOf {
 		if seen[id] || orphans[id] != nil || id == "" {

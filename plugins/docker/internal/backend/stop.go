@@ -60,11 +60,45 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("stop %s: %w", identity, err)
 	}
+	if removed, ok, err := stopIdleShared(ctx, c, identity); ok {
+		return removed, err
+	}
 	f := homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))
+	// The home's shared proxy lets the bottle go while its container goes:
+	// forget, leave the bottle's network (whose removal below waits for
+	// that), and if it was the last bottle the proxy served, the proxy goes
+	// too (releaseIfIdle).
+	type let struct {
+		removed []string
+		err     error
+	}
+	sharedCh := make(chan let, 1)
+	if hd.Shared && hd.Proxy != "" {
+		proxy := hd.Proxy
+		hd.Proxy = "" // not the bottle's to remove
+		go func() {
+			var l let
+			left, err := forgetBottle(ctx, c, proxy, identity, []string{hd.Network})
+			if l.err = err; left == 0 {
+				more, err := releaseIfIdle(ctx, c, proxy)
+				l.removed, l.err = more, errors.Join(l.err, err)
+			}
+			sharedCh <- l
+		}()
+	} else if req.Handle == nil {
+		go func() {
+			removed, err := letGoEverywhere(ctx, c, identity)
+			sharedCh <- let{removed, err}
+		}()
+	} else {
+		sharedCh <- let{}
+	}
 	// What the handle names goes too, labels or not (an older plugin did
 	// not label everything); gone already is fine.
 	removed, err := removeMatching(ctx, c, f, true, hd)
-	if err != nil {
+	sl := <-sharedCh
+	removed = append(removed, sl.removed...)
+	if err = errors.Join(err, sl.err); err != nil {
 		return removed, fmt.Errorf("stop %s: %w", identity, err)
 	}
 	if req.Handle == nil {
