@@ -24,7 +24,6 @@ const StatusOrphaned = "orphaned"
 // bottle, listed so that prune removes it.
 const StatusIdle = "idle"
 
-
 // List returns every bottle this backend has: each managed agent container
 // (with its egress proxy, networks and volume as resources), and each
 // identity whose agent container is gone but whose proxy, network, volume
