@@ -457,7 +457,8 @@ func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) erro
 	switch op {
 	case CmdAdd:
 		fmt.Fprintf(stdout, "%s %s\n", rep.Addr, rep.Device)
-	default:
+	case CmdForget, CmdList:
+		// The bottles served still: the backend's last stop reads it.
 		for _, id := range rep.Bottles {
 			fmt.Fprintln(stdout, id)
 		}
