@@ -533,6 +533,18 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	}
 	t.Logf("%d concurrent launches took %s", n-1, time.Since(start))
 
+	// One proxy per home, shared by its bottles, and not by the other's.
+	proxyOf := map[int]string{}
+	for i, b := range bottles {
+		p := handleProxy(t, b.h)
+		if q, ok := proxyOf[i%2]; ok && q != p {
+			t.Errorf("%s: bottles of one home have proxies %s and %s", homes[i%2], q, p)
+		}
+		proxyOf[i%2] = p
+	}
+	if proxyOf[0] == proxyOf[1] || !strings.Contains(proxyOf[0], homes[0]) || !strings.Contains(proxyOf[1], homes[1]) {
+		t.Errorf("the homes' proxies: %v, want one of each home's own", proxyOf)
+	}
 	seen := map[string]bool{}
 	for _, b := range bottles {
 		if b.proxy == "" || b.agentIP == "" || seen[b.proxy] || seen[b.agentIP] {
@@ -643,6 +655,8 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	for _, b := range bottles {
 		e.assertGone(ctx, b.id)
 	}
+	// The last stop of each home took its proxy and its way out.
+	e.assertNoShared(ctx)
 	for h := range homes {
 		for id := range listed(h) {
 			for _, b := range bottles {
@@ -677,4 +691,160 @@ func isDynamic(p string) bool {
 		}
 	}
 	return false
+}
+
+// What a crash leaves of the shared egress side, prune removes: a bottle
+// whose agent container is gone (its plugin died) still has its network
+// and its place on the home's proxy, and Stop by its identity (as prune
+// does it) takes them, and the proxy with its way out once it serves
+// nobody. A proxy left serving nobody (its last stop died before removing
+// it) is listed under its own name, idle, and Stop of that name removes
+// it; a proxy that serves a bottle is never removed so.
+func TestEgressPruneLeavesNothingShared(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	a := e.agent("prune")
+	launch := func() (string, sdk.Handle) {
+		id := e.identity("prune")
+		spec := e.spec(a, id, "sleep", "300")
+		spec.Detach, spec.Egress = true, []string{"example.test:80"}
+		_, h, _ := e.launch(ctx, spec)
+		return id, h
+	}
+	// A crashed bottle.
+	x, hx := launch()
+	if err := e.cli.ContainerRemove(ctx, "bot-bottle-"+x, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	proxy := handleProxy(t, hx)
+	removed := e.stop(ctx, sdk.StopRequest{Identity: x, RemoveSnapshots: true})
+	for _, r := range []string{"network bot-bottle-" + x, "container " + proxy} {
+		if !contains(removed, r) {
+			t.Errorf("Stop by identity of a crashed bottle removed %v, not %s", removed, r)
+		}
+	}
+	e.assertGone(ctx, x)
+	e.assertNoShared(ctx)
+
+	// An idle proxy: two bottles, one gone as after a crash of the
+	// process that stopped it (forgotten, its container and network
+	// removed, the proxy left).
+	y, hy := launch()
+	z, hz := launch()
+	proxy = handleProxy(t, hy)
+	if handleProxy(t, hz) != proxy {
+		t.Fatalf("two bottles of one home with proxies %s and %s", proxy, handleProxy(t, hz))
+	}
+	listed := func() map[string]sdk.Bottle {
+		bs, err := e.p.be.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]sdk.Bottle{}
+		for _, b := range bs {
+			out[b.Identity] = b
+		}
+		return out
+	}
+	// While it serves z, the proxy is not idle, and Stop of its name
+	// leaves it.
+	if _, ok := listed()[proxy]; ok {
+		t.Errorf("List shows the proxy %s as idle while it serves %s", proxy, z)
+	}
+	if removed := e.stop(ctx, sdk.StopRequest{Identity: proxy, RemoveSnapshots: true}); len(removed) > 0 {
+		t.Errorf("Stop of a busy proxy's name removed %v", removed)
+	}
+	if res := e.sh(ctx, hz, `p=${HTTP_PROXY#http://}; printf 'GET http://other.test/ HTTP/1.0\r\n\r\n' | nc -w 5 ${p%:*} ${p##*:} | head -1`); !strings.Contains(string(res.Stdout), " 403 ") {
+		t.Errorf("after Stop of the busy proxy's name, %s's proxy answers %q, want 403", z, res.Stdout)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &hy})
+	for _, cmd := range [][]string{
+		{"exec", "-u", fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()), proxy, "/bot-bottle-egress-proxy", "egress-proxy", "forget", "--identity", z},
+		{"rm", "-f", "bot-bottle-" + z},
+		{"network", "disconnect", "-f", "bot-bottle-" + z, proxy},
+		{"network", "rm", "bot-bottle-" + z},
+	} {
+		if out, err := exec.CommandContext(ctx, "docker", cmd...).CombinedOutput(); err != nil {
+			t.Fatalf("docker %v: %v: %s", cmd, err, out)
+		}
+	}
+	idle, ok := listed()[proxy]
+	if !ok || idle.Status != "idle" || !contains(idle.Resources, "container "+proxy) {
+		t.Fatalf("List shows the idle proxy as %+v (listed %v), want status idle and its container", idle, ok)
+	}
+	removed = e.stop(ctx, sdk.StopRequest{Identity: proxy, RemoveSnapshots: true})
+	if !contains(removed, "container "+proxy) || len(removed) != 2 {
+		t.Errorf("Stop of the idle proxy removed %v, want it and its way out", removed)
+	}
+	e.assertGone(ctx, y)
+	e.assertGone(ctx, z)
+	e.assertNoShared(ctx)
+}
+
+// A plugin of another build (an upgrade) makes a proxy of its own for the
+// bottles it starts; the proxy of the earlier build keeps serving the
+// bottle it has, and goes with that bottle's stop, while the new one's
+// bottle goes on.
+func TestEgressUpgradeReplacesTheProxy(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	tn := e.network(ctx)
+	tn.upstream(ctx, "hello", 0, "up.bb.test")
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
+	newer := filepath.Join(t.TempDir(), "bot-bottle-plugin-docker")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=0.0.0-upgrade-"+e.label, "-o", newer, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the upgrade: %v: %s", err, out)
+	}
+	up := startPluginAt(t, newer, e.configEnv(map[string]any{"egress_networks": []string{tn.name}}))
+	a := e.agent("upgrade")
+	start := func(p *pluginProc) (string, sdk.Handle) {
+		id := e.identity("upgrade")
+		spec := e.spec(a, id, "sleep", "300")
+		spec.Detach, spec.Egress = true, []string{"up.bb.test:80"}
+		plan, err := p.be.Prepare(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := p.be.Launch(ctx, spec, plan, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id, h
+	}
+	fetch := func(h sdk.Handle) string {
+		return string(e.sh(ctx, h, `wget -q -O - http://up.bb.test/`).Stdout)
+	}
+	oldID, oldH := start(e.p)
+	newID, newH := start(up)
+	oldProxy, newProxy := handleProxy(t, oldH), handleProxy(t, newH)
+	if oldProxy == newProxy {
+		t.Fatalf("both builds use proxy %s, want one per build", oldProxy)
+	}
+	for _, h := range []sdk.Handle{oldH, newH} {
+		if got := fetch(h); got != "hello\n" {
+			t.Errorf("%s through its proxy: %q", h.Identity, got)
+		}
+	}
+	// The old bottle is stopped by the new plugin: its proxy goes with it.
+	removed, err := up.be.Stop(ctx, sdk.StopRequest{Handle: &oldH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(removed, "container "+oldProxy) {
+		t.Errorf("the last stop of the earlier build's bottles removed %v, not its proxy %s", removed, oldProxy)
+	}
+	if _, err := e.cli.ContainerInspect(ctx, oldProxy); err == nil {
+		t.Errorf("the earlier build's proxy %s is still there", oldProxy)
+	}
+	if got := fetch(newH); got != "hello\n" {
+		t.Errorf("the new build's bottle after the old proxy went: %q", got)
+	}
+	if _, err := up.be.Stop(ctx, sdk.StopRequest{Handle: &newH}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(ctx, oldID)
+	e.assertGone(ctx, newID)
+	e.assertNoShared(ctx)
 }

@@ -519,30 +519,50 @@ func homeProxies(ctx context.Context, c *client.Client) ([]container.Summary, er
 }
 
 // letGoEverywhere is a Stop without a handle (a launch that never
-// returned one): every shared proxy of the home forgets the identity and
-// leaves its networks, and one left serving nobody goes.
+// returned one): the shared proxies on the bottle's networks forget it and
+// leave them, and one left serving nobody goes.
 func letGoEverywhere(ctx context.Context, c *client.Client, identity string) ([]string, error) {
+	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))})
+	if err != nil || len(ns) == 0 {
+		return nil, engineErr(c, "list networks", err)
+	}
 	ps, err := homeProxies(ctx, c)
 	if err != nil || len(ps) == 0 {
 		return nil, err
 	}
-	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))})
-	if err != nil {
-		return nil, engineErr(c, "list networks", err)
+	isProxy := map[string]bool{}
+	for _, p := range ps {
+		if p.State == "running" {
+			isProxy[p.ID] = true
+		}
 	}
-	var nets []string
+	// Only a proxy on the bottle's network can serve it: `add` comes after
+	// the connect.
+	netsOf := map[string][]string{}
 	for _, n := range ns {
-		nets = append(nets, n.ID)
+		insp, err := c.NetworkInspect(ctx, n.ID, network.InspectOptions{})
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return nil, engineErr(c, "inspect network "+n.Name, err)
+		}
+		for id := range insp.Containers {
+			if isProxy[id] {
+				netsOf[id] = append(netsOf[id], n.ID)
+			}
+		}
 	}
 	k := &collector{}
-	each(ps, func(p container.Summary) {
-		if p.State != "running" {
-			return
-		}
-		left, err := forgetBottle(ctx, c, p.ID, identity, nets)
+	var proxies []string
+	for id := range netsOf {
+		proxies = append(proxies, id)
+	}
+	each(proxies, func(p string) {
+		left, err := forgetBottle(ctx, c, p, identity, netsOf[p])
 		k.add("", err)
 		if left == 0 {
-			more, err := releaseIfIdle(ctx, c, p.ID)
+			more, err := releaseIfIdle(ctx, c, p)
 			for _, m := range more {
 				k.add(m, nil)
 			}
