@@ -168,39 +168,41 @@ func TestEgressBottle(t *testing.T) {
 	if len(pinsp.Mounts) != 1 {
 		t.Errorf("proxy mounts %+v, want the egress audit directory", pinsp.Mounts)
 	}
-	pnets := pinsp.NetworkSettings.Networks
-	outName := ""
-	for n := range pnets {
-		if strings.HasPrefix(n, "bot-bottle-egress-") && strings.HasSuffix(n, "-out") {
-			outName = n
-		}
-	}
-	if len(pnets) != 3 || pnets["bot-bottle-"+id] == nil || pnets["bot-bottle-"+id].IPAddress != proxyIP || outName == "" || pnets[tn.name] == nil {
-		t.Errorf("proxy networks %v, want internal (at %s), outbound and %s", keys(pnets), proxyIP, tn.name)
-	}
-
 	// The agent: only on its internal network, with the proxy in its
 	// environment and a resolver that forwards nowhere.
 	ainsp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	anets := ainsp.NetworkSettings.Networks
-	if len(anets) != 1 || anets["bot-bottle-"+id] == nil {
-		t.Fatalf("agent networks %v, want only its internal one", keys(anets))
+	netName, aep := agentNet(t, ainsp)
+	pnets := pinsp.NetworkSettings.Networks
+	outName := ""
+	for n := range pnets {
+		switch {
+		case strings.HasPrefix(n, "bot-bottle-egress-") && strings.HasSuffix(n, "-out"):
+			outName = n
+		case n == netName, n == tn.name:
+		case strings.HasPrefix(n, proxyName+"-p"): // made ahead for the next bottles
+		default:
+			t.Errorf("the proxy is on network %s", n)
+		}
 	}
-	agentIP := anets["bot-bottle-"+id].IPAddress
+	if pnets[netName] == nil || pnets[netName].IPAddress != proxyIP || outName == "" || pnets[tn.name] == nil {
+		t.Errorf("proxy networks %v, want the bottle's %s (at %s), outbound and %s", keys(pnets), netName, proxyIP, tn.name)
+	}
+
+	agentIP := aep.IPAddress
 	if strings.Join(ainsp.HostConfig.DNS, ",") != "127.0.0.1" || ainsp.HostConfig.Sysctls["net.ipv6.conf.all.disable_ipv6"] != "1" {
 		t.Errorf("agent dns %v, sysctls %v", ainsp.HostConfig.DNS, ainsp.HostConfig.Sysctls)
 	}
 	if !contains(ainsp.Config.Env, "HTTP_PROXY=http://"+proxyAddr) || !contains(ainsp.Config.Env, "https_proxy=http://"+proxyAddr) || !contains(ainsp.Config.Env, "NO_PROXY=localhost,127.0.0.1,::1") {
 		t.Errorf("agent env %v lacks the proxy", ainsp.Config.Env)
 	}
-	in, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, network.InspectOptions{})
+	in, err := e.cli.NetworkInspect(ctx, netName, network.InspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !in.Internal || in.Options["com.docker.network.bridge.inhibit_ipv4"] != "true" || in.Labels[sdk.LabelIdentity] != id {
+	if !in.Internal || in.Options["com.docker.network.bridge.inhibit_ipv4"] != "true" || in.Labels["dev.bot-bottle.role"] != "egress-pool" || len(in.Containers) != 2 {
 		t.Errorf("internal network: internal %v, options %v, labels %v", in.Internal, in.Options, in.Labels)
 	}
 	gateway := in.IPAM.Config[0].Gateway
@@ -301,7 +303,7 @@ func TestEgressBottle(t *testing.T) {
 		}
 		n++
 		res := strings.Join(b.Resources, ", ")
-		for _, r := range []string{"container bot-bottle-" + id, "network bot-bottle-" + id} {
+		for _, r := range []string{"container bot-bottle-" + id} {
 			if !contains(b.Resources, r) {
 				t.Errorf("List resources %s lack %s", res, r)
 			}
@@ -317,16 +319,20 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("preflight networks %q do not name the agent's address %s", preflightValue(plan, "network"), agentIP)
 	}
 
-	// The last stop of the home's egress bottles takes the shared proxy
-	// and its way out with it.
+	// The last stop of the home's egress bottles takes the shared proxy,
+	// its networks and its way out with it.
 	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
-	for _, r := range []string{"container bot-bottle-" + id, "network bot-bottle-" + id, "container " + proxyName, "network " + outName} {
+	for _, r := range []string{"container bot-bottle-" + id, "network " + netName, "container " + proxyName, "network " + outName} {
 		if !contains(removed, r) {
 			t.Errorf("Stop removed %v, not %s", removed, r)
 		}
 	}
-	if len(removed) != 4 {
-		t.Errorf("Stop removed %v, want 4 resources once each", removed)
+	seenR := map[string]bool{}
+	for _, r := range removed {
+		if seenR[r] {
+			t.Errorf("Stop reported %s twice", r)
+		}
+		seenR[r] = true
 	}
 	e.assertGone(ctx, id)
 	e.assertNoShared(ctx)
@@ -336,6 +342,18 @@ func TestEgressBottle(t *testing.T) {
 	if strings.Contains(e.p.logs.String(), secretValue) {
 		t.Error("plugin logs hold the secret value")
 	}
+}
+
+// agentNet is the one network of an agent's container.
+func agentNet(t testing.TB, insp container.InspectResponse) (string, *network.EndpointSettings) {
+	t.Helper()
+	if len(insp.NetworkSettings.Networks) != 1 {
+		t.Fatalf("agent networks %v, want only its internal one", keys(insp.NetworkSettings.Networks))
+	}
+	for n, ep := range insp.NetworkSettings.Networks {
+		return n, ep
+	}
+	return "", nil
 }
 
 // handleProxy is the egress proxy a handle names.
@@ -511,7 +529,8 @@ func TestEgressConcurrentBottles(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		bottles[i] = bottle{be: be, id: id, h: h, proxy: hd.ProxyAddr, agentIP: insp.NetworkSettings.Networks["bot-bottle-"+id].IPAddress, log: spec.EgressLog}
+		_, ep := agentNet(t, insp)
+		bottles[i] = bottle{be: be, id: id, h: h, proxy: hd.ProxyAddr, agentIP: ep.IPAddress, log: spec.EgressLog}
 		return nil
 	}
 	// One launch first makes the agent and proxy images the others share.
@@ -718,7 +737,7 @@ func TestEgressPruneLeavesNothingShared(t *testing.T) {
 	}
 	proxy := handleProxy(t, hx)
 	removed := e.stop(ctx, sdk.StopRequest{Identity: x, RemoveSnapshots: true})
-	for _, r := range []string{"network bot-bottle-" + x, "container " + proxy} {
+	for _, r := range []string{"container " + proxy} {
 		if !contains(removed, r) {
 			t.Errorf("Stop by identity of a crashed bottle removed %v, not %s", removed, r)
 		}
@@ -761,8 +780,6 @@ func TestEgressPruneLeavesNothingShared(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"exec", "-u", fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()), proxy, "/bot-bottle-egress-proxy", "egress-proxy", "forget", "--identity", z},
 		{"rm", "-f", "bot-bottle-" + z},
-		{"network", "disconnect", "-f", "bot-bottle-" + z, proxy},
-		{"network", "rm", "bot-bottle-" + z},
 	} {
 		if out, err := exec.CommandContext(ctx, "docker", cmd...).CombinedOutput(); err != nil {
 			t.Fatalf("docker %v: %v: %s", cmd, err, out)
@@ -773,8 +790,8 @@ func TestEgressPruneLeavesNothingShared(t *testing.T) {
 		t.Fatalf("List shows the idle proxy as %+v (listed %v), want status idle and its container", idle, ok)
 	}
 	removed = e.stop(ctx, sdk.StopRequest{Identity: proxy, RemoveSnapshots: true})
-	if !contains(removed, "container "+proxy) || len(removed) != 2 {
-		t.Errorf("Stop of the idle proxy removed %v, want it and its way out", removed)
+	if !contains(removed, "container "+proxy) {
+		t.Errorf("Stop of the idle proxy removed %v, want it, its networks and its way out", removed)
 	}
 	e.assertGone(ctx, y)
 	e.assertGone(ctx, z)

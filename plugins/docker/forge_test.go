@@ -33,6 +33,7 @@ func TestForgedSourceIsHeldToItsOwnRules(t *testing.T) {
 		proxy, agentIP  string
 		subnet          netip.Prefix
 		target, ownName string
+		net             string
 	}
 	launch := func(name string, caps []string) bottle {
 		a := e.agent("forge")
@@ -56,9 +57,9 @@ func TestForgedSourceIsHeldToItsOwnRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ep := insp.NetworkSettings.Networks["bot-bottle-"+id]
+		netName, ep := agentNet(t, insp)
 		subnet := netip.MustParsePrefix(fmt.Sprintf("%s/%d", ep.IPAddress, ep.IPPrefixLen)).Masked()
-		return bottle{h: h, id: id, log: spec.EgressLog, proxy: hd.ProxyAddr, agentIP: ep.IPAddress, subnet: subnet, target: target}
+		return bottle{h: h, id: id, log: spec.EgressLog, proxy: hd.ProxyAddr, agentIP: ep.IPAddress, subnet: subnet, target: target, net: netName}
 	}
 	a := launch("a", nil)
 	b := launch("b", []string{"NET_RAW", "NET_ADMIN"})
@@ -103,7 +104,7 @@ func TestForgedSourceIsHeldToItsOwnRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mac := pinsp.NetworkSettings.Networks["bot-bottle-"+b.id].MacAddress
+	mac := pinsp.NetworkSettings.Networks[b.net].MacAddress
 	if out, code := run(fmt.Sprintf("ip route replace %s/32 dev eth0 src %s && arp -i eth0 -s %s %s && ip route get %s && arp -n -a",
 		aProxyIP, b.agentIP, aProxyIP, mac, aProxyIP)); code != 0 || !strings.Contains(out, "src "+b.agentIP) || !strings.Contains(out, mac) {
 		t.Fatalf("bottle B could not aim at A's proxy address through its own network: %d %s", code, out)

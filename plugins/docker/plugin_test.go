@@ -623,7 +623,8 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	ctx := ctxT(t, 3*time.Minute)
 	id := e.identity("crash")
 	spec := e.spec(e.agent("crash"), id, "true")
-	// An allowlist gets the bottle its own network: one more thing to leave.
+	// An allowlist gets the bottle a network and a listener on the home's
+	// egress proxy: more to leave.
 	spec.Egress = []string{"example.invalid:443"}
 	plan, err := e.p.be.Prepare(ctx, spec)
 	if err != nil {
@@ -631,7 +632,7 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	}
 	pid := e.p.client.ReattachConfig().Pid
 	_, err = e.p.be.Launch(ctx, spec, plan, func(p sdk.Progress) {
-		if p.Stage == "network" {
+		if p.Stage == "container" {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
@@ -654,8 +655,10 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 		t.Errorf("List does not show the crashed bottle %s", id)
 	}
 	removed := e.stop(ctx, sdk.StopRequest{Identity: id})
-	if !contains(removed, "network bot-bottle-"+id) {
-		t.Errorf("removed %v, want the network (and the container if it got that far)", removed)
+	if !contains(removed, "container bot-bottle-"+id) {
+		t.Errorf("removed %v, want the container", removed)
 	}
 	e.assertGone(ctx, id)
+	// The proxy served nobody else: it went too.
+	e.assertNoShared(ctx)
 }

@@ -352,15 +352,13 @@ func logMessage(line string) string {
 	return msg
 }
 
-// launchEgress creates the egress side of a bottle with an allowlist: its
-// internal network (while the proxy's image is looked up), then, in the
-// background, the home's shared proxy joins that network and serves the
-// bottle (see shared.go). It returns once the network exists, with a wait
-// for the proxy to listen, so that the agent's container is created
-// meanwhile; the agent must not start before the wait returns, and the
-// wait must be called. It records what it made in data; the network
-// carries the launch's labels, so a failure midway is rolled back by label
-// and by handle alike.
+// launchEgress readies the egress side of a bottle with an allowlist: the
+// home's shared proxy (found, or made) serves it on a network of the
+// proxy's pool, made ahead (see shared.go), and it returns once the
+// proxy's listener for the bottle is bound. The agent's container joins
+// that network at .3. It records the proxy and the network in data; a
+// failure after the `add` is rolled back by the launch's rollback (forget).
+// The pool is refilled in the background.
 func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, func() error, error) {
 	var in internalNet
 	bin, err := locateProxy()
@@ -374,40 +372,8 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if err := prepareEgressLog(spec.EgressLog); err != nil {
 		return in, nil, err
 	}
-	// The proxy's image is looked up (or made) while the network is
-	// created; its progress is kept for this goroutine to send.
-	type imgMade struct {
-		ref   imageRef
-		err   error
-		notes []sdk.Progress
-	}
-	imgCh := make(chan imgMade, 1)
-	go func() {
-		var notes []sdk.Progress
-		ref, err := b.proxyImage(ctx, c, bin, set.Labels, func(p sdk.Progress) { notes = append(notes, p) })
-		imgCh <- imgMade{ref, err, notes}
-	}()
-	name := resourceName(spec.Identity)
-	netID, subnet, nerr := createNetwork(cctx, c, name, true, set.SubnetPool, planned, labels)
-	// Progress goes out from this goroutine only: the stream is not safe
-	// for concurrent sends.
-	im := <-imgCh
-	for _, n := range im.notes {
-		progress(n)
-	}
-	if nerr == nil {
-		in = internalNet{subnet: subnet}
-		data.Network, data.NetworkName = netID, name
-		msg := "created network " + name + " (internal, " + subnet.String() + ")"
-		if planned.IsValid() && subnet != planned {
-			msg += "; " + planned.String() + " was taken meanwhile"
-		}
-		progress(sdk.Progress{Stage: StageNetwork, Message: msg, ID: netID})
-	}
-	if err := errors.Join(im.err, nerr); err != nil {
-		return in, nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
+	if err != nil {
 		return in, nil, err
 	}
 	auditDir := ""
@@ -415,43 +381,24 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 		auditDir = filepath.Dir(spec.EgressLog)
 	}
 	g := groupOf(set.Labels)
-	key := sharedKey(im.ref, proxyUser(), auditDir, set.EgressNetworks)
-	data.Shared, data.ProxyName, data.ProxyAddr = true, g.proxyName(key), in.proxyAddr()
-
-	// The proxy serves the bottle beside the caller's creation of the
-	// agent's container, which needs nothing of the proxy's but its name
-	// and address.
-	type up struct {
-		id    string
-		err   error
-		notes []sdk.Progress
+	key := sharedKey(img, proxyUser(), auditDir, set.EgressNetworks)
+	data.Shared, data.ProxyName = true, g.proxyName(key)
+	sh, unlock, err := b.ensureShared(ctx, cctx, c, g, key, img, set, auditDir, progress)
+	if err != nil {
+		return in, nil, err
 	}
-	upCh := make(chan up, 1)
-	go func() {
-		var notes []sdk.Progress
-		note := func(p sdk.Progress) { notes = append(notes, p) }
-		sh, unlock, err := b.ensureShared(ctx, cctx, c, g, key, im.ref, set, auditDir, note)
-		if err == nil {
-			err = addBottle(ctx, cctx, c, sh, spec.Identity, in, netID, name, rules, spec.EgressLog)
-			unlock()
-		}
-		upCh <- up{id: sh.id, err: err, notes: notes}
-	}()
-	wait := func() error {
-		u := <-upCh
-		for _, n := range u.notes {
-			progress(n)
-		}
-		if u.id != "" {
-			data.Proxy = u.id
-		}
-		if u.err != nil {
-			return u.err
-		}
-		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + data.ProxyName + " listening on " + in.proxyAddr() + " for this bottle only; allowed: " + strings.Join(spec.Egress, ", "), ID: u.id})
-		return nil
+	data.Proxy = sh.id
+	p, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog)
+	unlock()
+	if err != nil {
+		return in, nil, err
 	}
-	return in, wait, nil
+	in = p.in
+	data.Network, data.NetworkName, data.ProxyAddr = p.id, p.name, in.proxyAddr()
+	progress(sdk.Progress{Stage: StageNetwork, Message: "network " + p.name + " (internal, " + in.subnet.String() + ", made ahead; the agent at " + in.agentIP().String() + ")", ID: p.id})
+	progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + sh.name + " listening on " + in.proxyAddr() + " for this bottle only; allowed: " + strings.Join(spec.Egress, ", "), ID: sh.id})
+	b.replenish(c, g, key, sh, set, free)
+	return in, func() error { return nil }, nil
 }
 
 // UpdateEgress replaces the running proxy's allowlist with rules and

@@ -305,13 +305,16 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 func (b *Backend) rollback(c *client.Client, identity, launchID string, data handleData) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var removed []string
-	if data.Shared && data.Proxy != "" {
-		left, err := forgetBottle(ctx, c, data.Proxy, identity, []string{data.Network})
-		if err != nil {
-			b.log.Warn("the egress proxy could not let a failed launch's bottle go", "identity", identity, "error", err)
+	// The agent's container first: its network goes back to the proxy's
+	// pool with the forget.
+	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
+	removed, err := removeMatching(ctx, c, f, true, handleData{})
+	if data.Shared && data.Proxy != "" && err == nil {
+		forgot, left, ferr := forgetBottle(ctx, c, data.Proxy, identity)
+		if ferr != nil {
+			b.log.Warn("the egress proxy could not let a failed launch's bottle go", "identity", identity, "error", ferr)
 		}
-		if left == 0 {
+		if forgot && left == 0 {
 			more, err := releaseIfIdle(ctx, c, data.Proxy)
 			removed = append(removed, more...)
 			if err != nil {
@@ -319,9 +322,6 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string, data han
 			}
 		}
 	}
-	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
-	more, err := removeMatching(ctx, c, f, true, handleData{})
-	removed = append(removed, more...)
 	if err != nil {
 		b.log.Warn("could not remove what a failed launch created; stop the bottle to retry", "identity", identity, "error", err)
 	}

@@ -25,11 +25,13 @@ package backend
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -56,6 +58,9 @@ const (
 	// RoleOutbound is the LabelRole of a home's outbound network, the
 	// shared proxy's way out.
 	RoleOutbound = "egress-outbound"
+	// RolePool is the LabelRole of an internal network made ahead for the
+	// bottles of one shared proxy (LabelProxyKey).
+	RolePool = "egress-pool"
 	// LabelProxyKey is the shared proxy's key: what it was made from.
 	LabelProxyKey = "dev.bot-bottle.proxy-key"
 	// LabelGroup is the home and plugin labels a shared resource serves.
@@ -64,7 +69,11 @@ const (
 	// serves it.
 	LabelProxy = "dev.bot-bottle.egress-proxy"
 
-	sharedPrefix    = "bot-bottle-egress-"
+	sharedPrefix = "bot-bottle-egress-"
+	// poolFree networks are kept free on a proxy, made after a start takes
+	// one; more than poolMax free ones are removed by a stop.
+	poolFree        = 2
+	poolMax         = 4
 	sharedProxyMem  = 256 << 20
 	sharedProxyPids = 256
 	guestAuditDir   = "/var/log/bot-bottle"
@@ -373,51 +382,174 @@ func execProxy(ctx context.Context, c *client.Client, proxyID string, stdin []by
 	}
 }
 
-// addBottle joins the proxy to the bottle's internal network at the
-// proxy's address there and has it serve the bottle. It returns once the
-// bottle's listener is bound.
-func addBottle(ctx, cctx context.Context, c *client.Client, sh shared, identity string, in internalNet, netID, netName string, rules []byte, egressLog string) error {
-	if err := c.NetworkConnect(cctx, netID, sh.id, &network.EndpointSettings{
-		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.proxyIP().String()},
-	}); err != nil {
-		return engineErr(c, "connect egress proxy "+sh.name+" to "+netName, err)
-	}
-	args := []string{proxycmd.CmdAdd, "--identity", identity, "--listen", in.proxyAddr()}
-	if egressLog != "" {
-		args = append(args, "--log", guestAuditDir+"/"+filepath.Base(egressLog))
-	}
-	_, err := execProxy(cctx, c, sh.id, rules, args...)
-	return err
+// A pooled network is an internal network made ahead and joined to one
+// proxy (its key: a network is never on two proxies), at .2 of its /29.
+// It is free while the proxy serves nobody on it: a start takes one with
+// its `add` (which picks the first free of those offered, atomically), so
+// the agent's network is there before the start and the proxy is on it
+// already; a stop hands it back with its `forget`, once the agent's
+// container is gone.
+type pooled struct {
+	id, name string
+	in       internalNet
 }
 
-// forgetBottle has the proxy stop serving identity and leaves its network;
-// it reports the bottles the proxy serves still (-1: it could not tell).
-// Gone already is fine.
-func forgetBottle(ctx context.Context, c *client.Client, proxyID, identity string, nets []string) (int, error) {
-	left := -1
-	errs := make([]error, 1+len(nets))
-	var out string
-	work := append([]int{-1}, indexes(len(nets))...)
-	each(work, func(i int) {
-		if i < 0 {
-			var err error
-			out, err = execProxy(ctx, c, proxyID, nil, proxycmd.CmdForget, "--identity", identity)
-			if err != nil && !isNotFound(err) && !strings.Contains(err.Error(), "is not running") {
-				errs[0] = err
+// poolOf lists the pooled networks the proxy is on.
+func poolOf(insp container.InspectResponse, prefix string) []pooled {
+	var out []pooled
+	if insp.NetworkSettings == nil {
+		return nil
+	}
+	for name, ep := range insp.NetworkSettings.Networks {
+		if !strings.HasPrefix(name, prefix) || ep == nil {
+			continue
+		}
+		ip, err := netip.ParseAddr(ep.IPAddress)
+		if err != nil || !ip.Is4() {
+			continue
+		}
+		subnet := netip.PrefixFrom(ip, ep.IPPrefixLen).Masked()
+		if in := (internalNet{subnet: subnet}); in.proxyIP() == ip {
+			out = append(out, pooled{id: ep.NetworkID, name: name, in: in})
+		}
+	}
+	return out
+}
+
+func poolPrefix(proxyName string) string { return proxyName + "-p" }
+
+// newPooled makes a network for the pool and joins the proxy to it.
+func newPooled(ctx context.Context, c *client.Client, g group, key string, sh shared, pool, first netip.Prefix) (pooled, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return pooled{}, fmt.Errorf("name a network: %w", err)
+	}
+	name := poolPrefix(sh.name) + hex.EncodeToString(b[:])
+	labels := map[string]string{LabelRole: RolePool, LabelProxyKey: key}
+	for k, v := range g.labels {
+		labels[k] = v
+	}
+	id, subnet, err := createNetwork(ctx, c, name, true, pool, first, labels)
+	if err != nil {
+		return pooled{}, err
+	}
+	p := pooled{id: id, name: name, in: internalNet{subnet: subnet}}
+	if err := c.NetworkConnect(ctx, id, sh.id, &network.EndpointSettings{
+		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: p.in.proxyIP().String()},
+	}); err != nil {
+		_ = c.NetworkRemove(ctx, id)
+		return pooled{}, engineErr(c, "connect egress proxy "+sh.name+" to "+name, err)
+	}
+	return p, nil
+}
+
+// claimNetwork has the proxy serve the bottle on a free network of its
+// pool, or on a new one when none is free. It returns the network, how
+// many of the pool are free now (-1: unknown), and returns once the
+// bottle's listener is bound.
+func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string) (pooled, int, error) {
+	insp, err := c.ContainerInspect(ctx, sh.id)
+	if err != nil {
+		return pooled{}, -1, engineErr(c, "inspect egress proxy "+sh.name, err)
+	}
+	cands := poolOf(insp, poolPrefix(sh.name))
+	mrand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	add := func(offers []pooled) (pooled, int, error) {
+		addrs := make([]string, len(offers))
+		for i, o := range offers {
+			addrs[i] = o.in.proxyAddr()
+		}
+		args := []string{proxycmd.CmdAdd, "--identity", identity, "--listen", strings.Join(addrs, ",")}
+		if egressLog != "" {
+			args = append(args, "--log", guestAuditDir+"/"+filepath.Base(egressLog))
+		}
+		out, err := execProxy(cctx, c, sh.id, rules, args...)
+		if err != nil {
+			return pooled{}, -1, err
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		addr, _, _ := strings.Cut(lines[0], " ")
+		for _, o := range offers {
+			if o.in.proxyAddr() == addr {
+				return o, len(cands) - (len(lines) - 1), nil
 			}
+		}
+		return pooled{}, -1, fmt.Errorf("egress proxy add: it took %q, which was not offered", addr)
+	}
+	if len(cands) > 0 {
+		p, free, err := add(cands)
+		if err == nil || !strings.Contains(err.Error(), "is free") {
+			return p, free, err
+		}
+	}
+	p, err := newPooled(cctx, c, g, key, sh, set.SubnetPool, planned)
+	if err != nil {
+		return pooled{}, -1, err
+	}
+	cands = append(cands, p)
+	return add([]pooled{p})
+}
+
+// replenish keeps poolFree networks free on the proxy, in the background
+// of a start, under the group's shared lock (so that no last stop removes
+// the proxy meanwhile, and none leaves a network it made behind). One at a
+// time per process and proxy.
+func (b *Backend) replenish(c *client.Client, g group, key string, sh shared, set settings.Settings, free int) {
+	if free < 0 || free >= poolFree {
+		return
+	}
+	b.mu.Lock()
+	if b.refilling == nil {
+		b.refilling = map[string]bool{}
+	}
+	if b.refilling[sh.name] {
+		b.mu.Unlock()
+		return
+	}
+	b.refilling[sh.name] = true
+	b.mu.Unlock()
+	go func() {
+		defer func() {
+			b.mu.Lock()
+			delete(b.refilling, sh.name)
+			b.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		unlock, err := lockGroup(ctx, g, false)
+		if err != nil {
 			return
 		}
-		// Leaving the network does not wait for the forget: the listener is
-		// bound to an interface index that leaves with the network and is
-		// never handed out again.
-		if err := c.NetworkDisconnect(ctx, nets[i], proxyID, true); err != nil && !isNotFound(err) && !strings.Contains(err.Error(), "is not connected") {
-			errs[1+i] = engineErr(c, "disconnect egress proxy from "+nets[i], err)
+		defer unlock()
+		if insp, err := c.ContainerInspect(ctx, sh.id); err != nil || insp.State == nil || !insp.State.Running {
+			return // gone meanwhile: its last stop took its pool
 		}
-	})
-	if errs[0] == nil {
-		left = len(strings.Fields(out))
+		for ; free < poolFree; free++ {
+			if _, err := newPooled(ctx, c, g, key, sh, set.SubnetPool, netip.Prefix{}); err != nil {
+				b.log.Warn("could not prepare an egress network ahead", "error", err)
+				return
+			}
+		}
+	}()
+}
+
+// forgetBottle has the proxy stop serving identity, which hands its
+// network back to the pool. It reports whether the proxy served it and the
+// bottles it serves still (-1: it could not tell). A proxy gone already
+// serves nobody.
+func forgetBottle(ctx context.Context, c *client.Client, proxyID, identity string) (bool, int, error) {
+	out, err := execProxy(ctx, c, proxyID, nil, proxycmd.CmdForget, "--identity", identity)
+	if err != nil {
+		if isNotFound(err) || strings.Contains(err.Error(), "is not running") {
+			return false, 0, nil
+		}
+		return false, -1, err
 	}
-	return left, errors.Join(errs...)
+	f := strings.Fields(out)
+	if len(f) == 0 {
+		return false, -1, fmt.Errorf("egress proxy forget: no answer")
+	}
+	return f[0] == "forgot", len(f) - 1, nil
 }
 
 // groupProxies lists the group's shared proxies.
@@ -473,9 +605,40 @@ func releaseIfIdle(ctx context.Context, c *client.Client, proxy string) ([]strin
 			return nil, engineErr(c, "remove egress proxy "+name, err)
 		}
 		removed = append(removed, "container "+name)
+		more, err := removePool(ctx, c, g, insp.Config.Labels[LabelProxyKey])
+		removed = append(removed, more...)
+		if err != nil {
+			return removed, err
+		}
 	}
 	more, err := removeOutboundIfUnused(ctx, c, g)
 	return append(removed, more...), err
+}
+
+// removePool removes the pooled networks of the proxy of key, which is
+// gone.
+func removePool(ctx context.Context, c *client.Client, g group, key string) ([]string, error) {
+	if key == "" {
+		return nil, nil
+	}
+	f := g.filter(RolePool)
+	f.Add("label", LabelProxyKey+"="+key)
+	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		return nil, engineErr(c, "list networks", err)
+	}
+	k := &collector{}
+	each(ns, func(n network.Summary) {
+		err := removeNetwork(ctx, c, n.ID)
+		switch {
+		case err == nil:
+			k.add("network "+n.Name, nil)
+		case !isNotFound(err):
+			k.add("", engineErr(c, "remove network "+n.Name, err))
+		}
+	})
+	sort.Strings(k.removed)
+	return k.removed, errors.Join(k.errs...)
 }
 
 // removeOutboundIfUnused removes the group's outbound network when no
@@ -519,50 +682,23 @@ func homeProxies(ctx context.Context, c *client.Client) ([]container.Summary, er
 }
 
 // letGoEverywhere is a Stop without a handle (a launch that never
-// returned one): the shared proxies on the bottle's networks forget it and
-// leave them, and one left serving nobody goes.
+// returned one), once the agent's container is gone: every running shared
+// proxy of the home forgets the identity (a no-op where it was not
+// served), and one that served it and now serves nobody goes.
 func letGoEverywhere(ctx context.Context, c *client.Client, identity string) ([]string, error) {
-	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))})
-	if err != nil || len(ns) == 0 {
-		return nil, engineErr(c, "list networks", err)
-	}
 	ps, err := homeProxies(ctx, c)
-	if err != nil || len(ps) == 0 {
+	if err != nil {
 		return nil, err
 	}
-	isProxy := map[string]bool{}
-	for _, p := range ps {
-		if p.State == "running" {
-			isProxy[p.ID] = true
-		}
-	}
-	// Only a proxy on the bottle's network can serve it: `add` comes after
-	// the connect.
-	netsOf := map[string][]string{}
-	for _, n := range ns {
-		insp, err := c.NetworkInspect(ctx, n.ID, network.InspectOptions{})
-		if err != nil {
-			if isNotFound(err) {
-				continue
-			}
-			return nil, engineErr(c, "inspect network "+n.Name, err)
-		}
-		for id := range insp.Containers {
-			if isProxy[id] {
-				netsOf[id] = append(netsOf[id], n.ID)
-			}
-		}
-	}
 	k := &collector{}
-	var proxies []string
-	for id := range netsOf {
-		proxies = append(proxies, id)
-	}
-	each(proxies, func(p string) {
-		left, err := forgetBottle(ctx, c, p, identity, netsOf[p])
+	each(ps, func(p container.Summary) {
+		if p.State != "running" {
+			return
+		}
+		forgot, left, err := forgetBottle(ctx, c, p.ID, identity)
 		k.add("", err)
-		if left == 0 {
-			more, err := releaseIfIdle(ctx, c, p)
+		if forgot && left == 0 {
+			more, err := releaseIfIdle(ctx, c, p.ID)
 			for _, m := range more {
 				k.add(m, nil)
 			}
@@ -585,6 +721,25 @@ func stopIdleShared(ctx context.Context, c *client.Client, identity string) ([]s
 	}
 	if home := sdk.HomeID(); home != "" && insp.Config.Labels[sdk.LabelHome] != home {
 		return nil, false, nil
+	}
+	// Bottles it still serves whose agent's container is gone (their stop
+	// died midway) are forgotten first.
+	if insp.State != nil && insp.State.Running {
+		out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
+		if err != nil {
+			return nil, true, err
+		}
+		for _, id := range strings.Fields(out) {
+			cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+id)))})
+			if err != nil {
+				return nil, true, engineErr(c, "list containers", err)
+			}
+			if len(cs) == 0 {
+				if _, _, err := forgetBottle(ctx, c, insp.ID, id); err != nil {
+					return nil, true, err
+				}
+			}
+		}
 	}
 	removed, err := releaseIfIdle(ctx, c, insp.ID)
 	return removed, true, err

@@ -87,6 +87,8 @@ type reply struct {
 	Device string `json:"device,omitempty"`
 	// Bottles are the identities served, after the request.
 	Bottles []string `json:"bottles"`
+	// Forgot: forget found the bottle.
+	Forgot bool `json:"forgot,omitempty"`
 }
 
 // served is one bottle of the shared proxy.
@@ -271,9 +273,16 @@ func (h *hub) add(req request, file *os.File) (rep reply, err error) {
 			file.Close()
 		}
 	}()
-	ap, err := netip.ParseAddrPort(req.Listen)
-	if err != nil || !ap.Addr().Is4() {
-		return rep, fmt.Errorf("listen %q: want an IPv4 address and port", req.Listen)
+	// Listen may offer several addresses (the networks of the backend's
+	// pool): the first that serves no bottle is taken, here, under the
+	// lock, so that two starts never take one network.
+	var offers []netip.AddrPort
+	for _, a := range strings.Split(req.Listen, ",") {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().Is4() {
+			return rep, fmt.Errorf("listen %q: want IPv4 addresses and ports", req.Listen)
+		}
+		offers = append(offers, ap)
 	}
 	rules, err := egress.ParseRulesFile(req.Rules, req.Identity)
 	if err != nil {
@@ -282,19 +291,35 @@ func (h *hub) add(req request, file *os.File) (rep reply, err error) {
 	if req.Log && file == nil {
 		return rep, errors.New("the egress log did not come with the request")
 	}
-	dev, subnet, err := interfaceOf(ap.Addr())
-	if err != nil {
-		return rep, err
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.bottles[req.Identity]; ok {
 		return rep, fmt.Errorf("bottle %s is served already", req.Identity)
 	}
-	for _, s := range h.bottles {
-		if s.addr.Addr() == ap.Addr() || s.subnet.Overlaps(subnet) {
-			return rep, fmt.Errorf("%s is bottle %s's network", subnet, s.identity)
+	var (
+		ap     netip.AddrPort
+		dev    string
+		subnet netip.Prefix
+		why    error
+	)
+offer:
+	for _, o := range offers {
+		d, sn, err := interfaceOf(o.Addr())
+		if err != nil {
+			why = err
+			continue
 		}
+		for _, s := range h.bottles {
+			if s.subnet.Overlaps(sn) {
+				why = fmt.Errorf("%s is bottle %s's network", sn, s.identity)
+				continue offer
+			}
+		}
+		ap, dev, subnet = o, d, sn
+		break
+	}
+	if dev == "" {
+		return rep, fmt.Errorf("none of %s is free: %w", req.Listen, why)
 	}
 	events, size := h.stdout, int64(0)
 	if file != nil {
@@ -348,7 +373,12 @@ func (h *hub) add(req request, file *os.File) (rep reply, err error) {
 		}
 	}()
 	log.Info("egress proxy listening", "addr", ap.String(), "device", dev, "rules", rules.Len())
-	return reply{Addr: ap.String(), Device: dev}, nil
+	served := make([]string, 0, len(h.bottles))
+	for id := range h.bottles {
+		served = append(served, id)
+	}
+	sort.Strings(served)
+	return reply{Addr: ap.String(), Device: dev, Bottles: served}, nil
 }
 
 // forget stops serving a bottle: its listener is closed when forget
@@ -369,7 +399,7 @@ func (h *hub) forget(identity string) (reply, error) {
 	case <-time.After(forgetWait):
 	}
 	h.log.Info("egress proxy forgot a bottle", "identity", identity)
-	return reply{}, nil
+	return reply{Forgot: true}, nil
 }
 
 // reserved keeps every bottle's internal network out of every rule: the
@@ -456,9 +486,21 @@ func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) erro
 	}
 	switch op {
 	case CmdAdd:
+		// Where it listens, then the bottles served now.
 		fmt.Fprintf(stdout, "%s %s\n", rep.Addr, rep.Device)
+		for _, id := range rep.Bottles {
+			fmt.Fprintln(stdout, id)
+		}
 	case CmdForget, CmdList:
-		// The bottles served still: the backend's last stop reads it.
+		// Whether it was served (forget), and the bottles served still:
+		// the backend's last stop reads them.
+		if op == CmdForget {
+			if rep.Forgot {
+				fmt.Fprintln(stdout, "forgot")
+			} else {
+				fmt.Fprintln(stdout, "unknown")
+			}
+		}
 		for _, id := range rep.Bottles {
 			fmt.Fprintln(stdout, id)
 		}

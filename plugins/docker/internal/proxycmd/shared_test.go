@@ -34,7 +34,7 @@ func TestSharedProxyTellsBottlesByInterface(t *testing.T) {
 		"a -> 10.77.1.2: connected", "b -> 10.77.2.2: connected", "b -> 10.77.1.2: refused",
 		"a GET 10.77.2.3: HTTP/1.0 403 egress to 10.77.2.3:80 refused: 10.77.2.3:80 is on a bottle's internal network, which no rule can allow",
 		"a GET 10.77.1.3: HTTP/1.0 403 egress to 10.77.1.3:80 refused: 10.77.1.3:80 is on a bottle's internal network, which no rule can allow",
-		"left: bottle-b", "a -> 10.77.1.2: refused", "b -> 10.77.2.2: connected",
+		"left: forgot", "left: bottle-b", "a -> 10.77.1.2: refused", "b -> 10.77.2.2: connected",
 	}, "\n")
 	if got := strings.TrimSpace(string(out)); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
