@@ -213,17 +213,35 @@ func (b *Backend) ensureShared(ctx, cctx context.Context, c *client.Client, g gr
 	if unlock, err = lockGroup(ctx, g, true); err != nil {
 		return shared{}, nil, err
 	}
-	sh, err := b.makeShared(ctx, cctx, c, g, key, name, img, set, auditDir, progress)
-	if err != nil {
-		unlock()
+	sh, made, err := b.makeShared(ctx, cctx, c, g, key, name, img, set, auditDir, progress)
+	if err != nil || made {
+		if err != nil {
+			unlock()
+			return shared{}, nil, err
+		}
+		return sh, unlock, nil
+	}
+	// Another start made it meanwhile: go on beside the others, shared.
+	unlock()
+	if unlock, err = lockGroup(ctx, g, false); err != nil {
 		return shared{}, nil, err
 	}
-	return sh, unlock, nil
+	if insp, err := c.ContainerInspect(ctx, name); err == nil && insp.State != nil && insp.State.Running {
+		progress(sdk.Progress{Stage: StageEgress, Message: "using egress proxy " + name, ID: insp.ID})
+		return shared{id: insp.ID, name: name}, unlock, nil
+	}
+	unlock()
+	return shared{}, nil, fmt.Errorf("the egress proxy %s went while this start waited for it; start again", name)
 }
 
-// makeShared makes (or, when another process just did, finds) the proxy,
-// under the group's exclusive lock.
-func (b *Backend) makeShared(ctx, cctx context.Context, c *client.Client, g group, key, name string, img imageRef, set settings.Settings, auditDir string, progress func(sdk.Progress)) (shared, error) {
+// makeShared makes (or, when another process just did, finds: made is
+// false) the proxy, under the group's exclusive lock.
+func (b *Backend) makeShared(ctx, cctx context.Context, c *client.Client, g group, key, name string, img imageRef, set settings.Settings, auditDir string, progress func(sdk.Progress)) (sh shared, made bool, err error) {
+	sh, err = b.makeShared1(ctx, cctx, c, g, key, name, img, set, auditDir, progress, &made)
+	return sh, made, err
+}
+
+func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g group, key, name string, img imageRef, set settings.Settings, auditDir string, progress func(sdk.Progress), made *bool) (shared, error) {
 	insp, err := c.ContainerInspect(ctx, name)
 	switch {
 	case err == nil && insp.State != nil && insp.State.Running:
@@ -298,6 +316,7 @@ func (b *Backend) makeShared(ctx, cctx context.Context, c *client.Client, g grou
 		return shared{id: created.ID, name: name}, engineErr(c, "start egress proxy "+name, err)
 	}
 	progress(sdk.Progress{Stage: StageEgress, Message: "started egress proxy " + name + " (shared by this home's bottles)", ID: created.ID})
+	*made = true
 	return shared{id: created.ID, name: name}, nil
 }
 
