@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -210,20 +211,58 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 			o.Resources = append(o.Resources, "image "+imageName(im))
 		}
 	}
-	for _, o := range orphans {
-		o.Snapshots = snapshotsOf[o.Identity]
-		out = append(out, *o)
-	}
-	// A shared proxy that serves no bottle is left over (its last stop
-	// did not finish): listed under its own name, so that prune removes it
-	// (Stop of that name, stopIdleShared).
+	// A bottle a shared proxy serves whose agent's container never came
+	// (its launch died) is listed by what is left of it, its listener; a
+	// shared proxy that serves no bottle is left over (its last stop did
+	// not finish): listed under its own name. Prune removes both (Stop of
+	// the name, stopIdleShared).
 	for _, p := range shared {
 		name := containerName(p)
-		if served[name] || !sdk.ValidIdentity(name) {
+		var ids []string
+		if p.State == "running" {
+			out, err := execProxy(ctx, c, p.ID, nil, proxycmd.CmdList)
+			if err != nil {
+				continue // cannot tell: not listed as idle
+			}
+			ids = strings.Fields(out)
+		}
+		for _, id := range ids {
+			if !seen[id] && checkIdentity(id) == nil {
+				o := orphan(id, "")
+				o.Resources = append(o.Resources, "egress listener on "+name)
+			}
+		}
+		if len(ids) > 0 || served[name] || !sdk.ValidIdentity(name) {
 			continue
 		}
 		out = append(out, sdk.Bottle{Identity: name, Status: StatusIdle, Resources: []string{"container " + name}, Image: p.Labels[LabelImage]})
 	}
+	// What is left of a home's shared egress side without its proxy (a
+	// crash while one was made or removed): an outbound network no proxy
+	// of its group is on, pooled networks whose proxy is gone.
+	proxyNames, groupsWithProxy := map[string]bool{}, map[string]bool{}
+	for _, p := range shared {
+		proxyNames[containerName(p)] = true
+		groupsWithProxy[p.Labels[LabelGroup]] = true
+	}
+	for _, n := range ns {
+		idle := false
+		switch n.Labels[LabelRole] {
+		case RoleOutbound:
+			idle = !groupsWithProxy[n.Labels[LabelGroup]]
+		case RolePool:
+			i := strings.LastIndex(n.Name, "-p")
+			idle = i > 0 && !proxyNames[n.Name[:i]]
+		}
+		if idle && sdk.ValidIdentity(n.Name) {
+			out = append(out, sdk.Bottle{Identity: n.Name, Status: StatusIdle, Resources: []string{"network " + n.Name}})
+		}
+	}
+	for _, o := range orphans {
+		o.Snapshots = snapshotsOf[o.Identity]
+		out = append(out, *o)
+	}
+
 	for id, refs := range snapshotsOf {
 		if seen[id] || orphans[id] != nil || id == "" {
 			continue

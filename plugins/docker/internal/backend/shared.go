@@ -716,6 +716,9 @@ func letGoEverywhere(ctx context.Context, c *client.Client, identity string) ([]
 		}
 		forgot, left, err := forgetBottle(ctx, c, p.ID, identity)
 		k.add("", err)
+		if forgot {
+			k.add("egress listener on "+containerName(p), nil)
+		}
 		if forgot && left == 0 {
 			more, err := releaseIfIdle(ctx, c, p.ID)
 			for _, m := range more {
@@ -736,7 +739,7 @@ func stopIdleShared(ctx context.Context, c *client.Client, identity string) ([]s
 	}
 	insp, err := c.ContainerInspect(ctx, identity)
 	if err != nil || insp.Config == nil || insp.Config.Labels[LabelRole] != RoleSharedProxy {
-		return nil, false, nil
+		return stopIdleNetwork(ctx, c, identity)
 	}
 	if home := sdk.HomeID(); home != "" && insp.Config.Labels[sdk.LabelHome] != home {
 		return nil, false, nil
@@ -761,5 +764,41 @@ func stopIdleShared(ctx context.Context, c *client.Client, identity string) ([]s
 		}
 	}
 	removed, err := releaseIfIdle(ctx, c, insp.ID)
+	return removed, true, err
+}
+
+// stopIdleNetwork is a Stop of a shared network List reported idle: an
+// outbound network with no proxy of its group, or a pooled network whose
+// proxy is gone. It checks again under the group's exclusive lock.
+func stopIdleNetwork(ctx context.Context, c *client.Client, name string) ([]string, bool, error) {
+	n, err := c.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil || n.Name != name || n.Labels[sdk.LabelManaged] != "true" {
+		return nil, false, nil
+	}
+	if home := sdk.HomeID(); home != "" && n.Labels[sdk.LabelHome] != home {
+		return nil, false, nil
+	}
+	g := groupFromLabels(n.Labels)
+	switch n.Labels[LabelRole] {
+	case RoleOutbound, RolePool:
+	default:
+		return nil, false, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	unlock, err := lockGroup(lctx, g, true)
+	if err != nil {
+		return nil, true, nil
+	}
+	defer unlock()
+	if n.Labels[LabelRole] == RoleOutbound {
+		removed, err := removeOutboundIfUnused(ctx, c, g)
+		return removed, true, err
+	}
+	key := n.Labels[LabelProxyKey]
+	if _, err := c.ContainerInspect(ctx, g.proxyName(key)); err == nil || !isNotFound(err) {
+		return nil, true, nil // its proxy is there (or cannot be told): in use
+	}
+	removed, err := removePool(ctx, c, g, key)
 	return removed, true, err
 }
