@@ -54,6 +54,7 @@ func TestDockerScripts(t *testing.T) {
 	p.Cmds["capture"] = cmdCapture
 	p.Cmds["dockergone"] = cmdDockerGone
 	p.Cmds["dockerup"] = cmdDockerUp
+	p.Cmds["dockernoshared"] = cmdDockerNoShared
 	p.Cmds["stdoutvar"] = cmdStdoutVar
 	p.Cmds["distinctids"] = cmdDistinctIDs
 	p.Cmds["badconfig"] = cmdBadConfig
@@ -93,6 +94,28 @@ func cmdDockerGone(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		if left := strings.TrimSpace(ts.ReadFile("stdout")); (left == "") == neg {
 			ts.Fatalf("docker %s for %s: %q", what[0], args[0], left)
+		}
+	}
+}
+
+// dockernoshared: nothing of the home's shared egress side (its proxy,
+// its networks) of this script is left.
+func cmdDockerNoShared(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: dockernoshared")
+	}
+	filter := "label=test.bot-bottle.script=" + ts.Getenv("SCRIPTID")
+	for _, what := range [][]string{
+		{"ps", "-a", "--format", "{{.Names}}", "--filter", filter},
+		{"network", "ls", "--format", "{{.Name}}", "--filter", filter},
+	} {
+		if err := ts.Exec("docker", what...); err != nil {
+			ts.Fatalf("docker %v: %v", what, err)
+		}
+		for _, name := range strings.Fields(ts.ReadFile("stdout")) {
+			if strings.HasPrefix(name, "bot-bottle-egress-") {
+				ts.Fatalf("left of the shared egress side: %s %s", what[0], name)
+			}
 		}
 	}
 }

@@ -133,9 +133,14 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("preflight allowlist %q", got)
 	}
 
-	// The proxy: hardened, on both networks and the test network, with
-	// nothing of the host but the egress log file.
-	pinsp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id+"-egress")
+	// The proxy: the home's shared one, hardened, on the bottle's network,
+	// its way out and the test network, with nothing of the host but the
+	// egress audit directory.
+	proxyName := handleProxy(t, h)
+	if !strings.HasPrefix(proxyName, "bot-bottle-egress-") {
+		t.Fatalf("the handle names proxy %q, want the home's shared bot-bottle-egress-…", proxyName)
+	}
+	pinsp, err := e.cli.ContainerInspect(ctx, proxyName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,54 +148,61 @@ func TestEgressBottle(t *testing.T) {
 	if phc.Privileged || !phc.ReadonlyRootfs || !contains(phc.CapDrop, "ALL") || len(phc.CapAdd) != 0 || !contains(phc.SecurityOpt, "no-new-privileges") {
 		t.Errorf("proxy host config: privileged %v, read-only %v, cap drop %v, cap add %v, security %v", phc.Privileged, phc.ReadonlyRootfs, phc.CapDrop, phc.CapAdd, phc.SecurityOpt)
 	}
-	if phc.Memory != 128<<20 || phc.PidsLimit == nil || *phc.PidsLimit != 64 || phc.Sysctls["net.ipv4.ip_forward"] != "0" {
+	if phc.Memory != 256<<20 || phc.PidsLimit == nil || *phc.PidsLimit != 256 || phc.Sysctls["net.ipv4.ip_forward"] != "0" || phc.Sysctls["net.ipv4.conf.all.arp_ignore"] != "1" || phc.Sysctls["net.ipv4.conf.all.rp_filter"] != "1" {
 		t.Errorf("proxy limits: memory %d, pids %v, sysctls %v", phc.Memory, phc.PidsLimit, phc.Sysctls)
 	}
 	wantUser := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
 	if os.Getuid() == 0 {
 		wantUser = "65534:65534"
 	}
-	if pinsp.Config.User != wantUser || pinsp.Config.Labels["dev.bot-bottle.role"] != "egress-proxy" || pinsp.Config.Labels[sdk.LabelIdentity] != id {
+	if pinsp.Config.User != wantUser || pinsp.Config.Labels["dev.bot-bottle.role"] != "egress-shared-proxy" || pinsp.Config.Labels[sdk.LabelIdentity] != "" {
 		t.Errorf("proxy user %q, labels %v", pinsp.Config.User, pinsp.Config.Labels)
 	}
 	for _, m := range pinsp.Mounts {
 		switch {
-		case m.Type == "volume" && m.Destination == "/etc/bot-bottle" && m.Name == "bot-bottle-"+id+"-egress":
-		case m.Type == "bind" && m.Source == spec.EgressLog && m.Destination == "/var/log/bot-bottle/egress.jsonl":
+		case m.Type == "bind" && m.Source == logDir && m.Destination == "/var/log/bot-bottle":
 		default:
 			t.Errorf("unexpected proxy mount %+v", m)
 		}
 	}
-	if len(pinsp.Mounts) != 2 {
-		t.Errorf("proxy mounts %+v, want the rules volume and the egress log", pinsp.Mounts)
+	if len(pinsp.Mounts) != 1 {
+		t.Errorf("proxy mounts %+v, want the egress audit directory", pinsp.Mounts)
 	}
-	pnets := pinsp.NetworkSettings.Networks
-	if len(pnets) != 3 || pnets["bot-bottle-"+id] == nil || pnets["bot-bottle-"+id].IPAddress != proxyIP || pnets["bot-bottle-"+id+"-out"] == nil || pnets[tn.name] == nil {
-		t.Errorf("proxy networks %v, want internal (at %s), outbound and %s", keys(pnets), proxyIP, tn.name)
-	}
-
 	// The agent: only on its internal network, with the proxy in its
 	// environment and a resolver that forwards nowhere.
 	ainsp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	anets := ainsp.NetworkSettings.Networks
-	if len(anets) != 1 || anets["bot-bottle-"+id] == nil {
-		t.Fatalf("agent networks %v, want only its internal one", keys(anets))
+	netName, aep := agentNet(t, ainsp)
+	pnets := pinsp.NetworkSettings.Networks
+	outName := ""
+	for n := range pnets {
+		switch {
+		case strings.HasPrefix(n, "bot-bottle-egress-") && strings.HasSuffix(n, "-out"):
+			outName = n
+		case n == netName, n == tn.name:
+		case strings.HasPrefix(n, proxyName+"-p"): // made ahead for the next bottles
+		default:
+			t.Errorf("the proxy is on network %s", n)
+		}
 	}
-	agentIP := anets["bot-bottle-"+id].IPAddress
+	if pnets[netName] == nil || pnets[netName].IPAddress != proxyIP || outName == "" || pnets[tn.name] == nil {
+		t.Errorf("proxy networks %v, want the bottle's %s (at %s), outbound and %s", keys(pnets), netName, proxyIP, tn.name)
+	}
+
+	agentIP := aep.IPAddress
 	if strings.Join(ainsp.HostConfig.DNS, ",") != "127.0.0.1" || ainsp.HostConfig.Sysctls["net.ipv6.conf.all.disable_ipv6"] != "1" {
 		t.Errorf("agent dns %v, sysctls %v", ainsp.HostConfig.DNS, ainsp.HostConfig.Sysctls)
 	}
 	if !contains(ainsp.Config.Env, "HTTP_PROXY=http://"+proxyAddr) || !contains(ainsp.Config.Env, "https_proxy=http://"+proxyAddr) || !contains(ainsp.Config.Env, "NO_PROXY=localhost,127.0.0.1,::1") {
 		t.Errorf("agent env %v lacks the proxy", ainsp.Config.Env)
 	}
-	in, err := e.cli.NetworkInspect(ctx, "bot-bottle-"+id, network.InspectOptions{})
+	in, err := e.cli.NetworkInspect(ctx, netName, network.InspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !in.Internal || in.Options["com.docker.network.bridge.inhibit_ipv4"] != "true" || in.Labels[sdk.LabelIdentity] != id {
+	if !in.Internal || in.Options["com.docker.network.bridge.inhibit_ipv4"] != "true" || in.Labels["dev.bot-bottle.role"] != "egress-pool" || len(in.Containers) != 2 {
 		t.Errorf("internal network: internal %v, options %v, labels %v", in.Internal, in.Options, in.Labels)
 	}
 	gateway := in.IPAM.Config[0].Gateway
@@ -213,7 +225,7 @@ func TestEgressBottle(t *testing.T) {
 	}
 	// Around the proxy: nothing but the proxy is reachable, not the
 	// upstreams, not the proxy's way out, not the host.
-	outIP := pnets["bot-bottle-"+id+"-out"].IPAddress
+	outIP := pnets[outName].IPAddress
 	for _, target := range []string{allowedIP + " 80", deniedIP + " 80", outIP + " 3128", gateway + " 22", proxyIP + " 53"} {
 		if res := e.sh(ctx, h, "nc -w 3 "+target+" </dev/null"); res.ExitCode == 0 {
 			t.Errorf("the bottle reached %s directly", target)
@@ -241,7 +253,7 @@ func TestEgressBottle(t *testing.T) {
 		}
 		return fmt.Sprintf("%s %s %d %v", insp.ID, insp.State.StartedAt, insp.RestartCount, insp.State.Running)
 	}
-	agentBefore, proxyBefore := state("bot-bottle-"+id), state("bot-bottle-"+id+"-egress")
+	agentBefore, proxyBefore := state("bot-bottle-"+id), state(proxyName)
 	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "*"}); err == nil || strings.Contains(err.Error(), "\n") {
 		t.Errorf("a bad rule: %v, want a one-line error", err)
 	}
@@ -258,7 +270,7 @@ func TestEgressBottle(t *testing.T) {
 	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "denied.bb.test:80"}); err != nil {
 		t.Errorf("update to the same rules: %v", err)
 	}
-	if a, p := state("bot-bottle-"+id), state("bot-bottle-"+id+"-egress"); a != agentBefore || p != proxyBefore {
+	if a, p := state("bot-bottle-"+id), state(proxyName); a != agentBefore || p != proxyBefore {
 		t.Errorf("containers changed: agent %s -> %s, proxy %s -> %s", agentBefore, a, proxyBefore, p)
 	}
 
@@ -291,7 +303,7 @@ func TestEgressBottle(t *testing.T) {
 		}
 		n++
 		res := strings.Join(b.Resources, ", ")
-		for _, r := range []string{"container bot-bottle-" + id, "container bot-bottle-" + id + "-egress", "network bot-bottle-" + id, "network bot-bottle-" + id + "-out", "volume bot-bottle-" + id + "-egress"} {
+		for _, r := range []string{"container bot-bottle-" + id} {
 			if !contains(b.Resources, r) {
 				t.Errorf("List resources %s lack %s", res, r)
 			}
@@ -307,21 +319,80 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("preflight networks %q do not name the agent's address %s", preflightValue(plan, "network"), agentIP)
 	}
 
+	// The last stop of the home's egress bottles takes the shared proxy,
+	// its networks and its way out with it.
 	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
-	for _, r := range []string{"container bot-bottle-" + id, "container bot-bottle-" + id + "-egress", "network bot-bottle-" + id, "network bot-bottle-" + id + "-out", "volume bot-bottle-" + id + "-egress"} {
+	for _, r := range []string{"container bot-bottle-" + id, "network " + netName, "container " + proxyName, "network " + outName} {
 		if !contains(removed, r) {
 			t.Errorf("Stop removed %v, not %s", removed, r)
 		}
 	}
-	if len(removed) != 5 {
-		t.Errorf("Stop removed %v, want 5 resources once each", removed)
+	seenR := map[string]bool{}
+	for _, r := range removed {
+		if seenR[r] {
+			t.Errorf("Stop reported %s twice", r)
+		}
+		seenR[r] = true
 	}
 	e.assertGone(ctx, id)
+	e.assertNoShared(ctx)
 	if _, err := e.cli.NetworkInspect(ctx, tn.name, network.InspectOptions{}); err != nil {
 		t.Errorf("Stop took the test network with it: %v", err)
 	}
 	if strings.Contains(e.p.logs.String(), secretValue) {
 		t.Error("plugin logs hold the secret value")
+	}
+}
+
+// agentNet is the one network of an agent's container.
+func agentNet(t testing.TB, insp container.InspectResponse) (string, *network.EndpointSettings) {
+	t.Helper()
+	if len(insp.NetworkSettings.Networks) != 1 {
+		t.Fatalf("agent networks %v, want only its internal one", keys(insp.NetworkSettings.Networks))
+	}
+	for n, ep := range insp.NetworkSettings.Networks {
+		return n, ep
+	}
+	return "", nil
+}
+
+// handleProxy is the egress proxy a handle names.
+func handleProxy(t testing.TB, h sdk.Handle) string {
+	t.Helper()
+	var hd struct {
+		ProxyName string `json:"proxy_name"`
+		Shared    bool   `json:"shared_proxy"`
+	}
+	if err := json.Unmarshal(h.Data, &hd); err != nil {
+		t.Fatal(err)
+	}
+	if !hd.Shared {
+		t.Errorf("handle %s: not served by a shared proxy", h.Data)
+	}
+	return hd.ProxyName
+}
+
+// sharedLeft lists the shared egress resources (proxies, outbound
+// networks) of this test's runs that are still there.
+func (e *env) sharedLeft(ctx context.Context) []string {
+	e.t.Helper()
+	all, err := testenv.Labelled(ctx, e.cli, testenv.Label, e.label)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, r := range all {
+		if strings.Contains(r, "bot-bottle-egress-") && !strings.Contains(r, "image") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (e *env) assertNoShared(ctx context.Context) {
+	e.t.Helper()
+	if left := e.sharedLeft(ctx); len(left) > 0 {
+		e.t.Errorf("shared egress resources left: %v", left)
 	}
 }
 
@@ -458,7 +529,8 @@ func TestEgressConcurrentBottles(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		bottles[i] = bottle{be: be, id: id, h: h, proxy: hd.ProxyAddr, agentIP: insp.NetworkSettings.Networks["bot-bottle-"+id].IPAddress, log: spec.EgressLog}
+		_, ep := agentNet(t, insp)
+		bottles[i] = bottle{be: be, id: id, h: h, proxy: hd.ProxyAddr, agentIP: ep.IPAddress, log: spec.EgressLog}
 		return nil
 	}
 	// One launch first makes the agent and proxy images the others share.
@@ -480,6 +552,18 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	}
 	t.Logf("%d concurrent launches took %s", n-1, time.Since(start))
 
+	// One proxy per home, shared by its bottles, and not by the other's.
+	proxyOf := map[int]string{}
+	for i, b := range bottles {
+		p := handleProxy(t, b.h)
+		if q, ok := proxyOf[i%2]; ok && q != p {
+			t.Errorf("%s: bottles of one home have proxies %s and %s", homes[i%2], q, p)
+		}
+		proxyOf[i%2] = p
+	}
+	if proxyOf[0] == proxyOf[1] || !strings.Contains(proxyOf[0], homes[0]) || !strings.Contains(proxyOf[1], homes[1]) {
+		t.Errorf("the homes' proxies: %v, want one of each home's own", proxyOf)
+	}
 	seen := map[string]bool{}
 	for _, b := range bottles {
 		if b.proxy == "" || b.agentIP == "" || seen[b.proxy] || seen[b.agentIP] {
@@ -590,6 +674,8 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	for _, b := range bottles {
 		e.assertGone(ctx, b.id)
 	}
+	// The last stop of each home took its proxy and its way out.
+	e.assertNoShared(ctx)
 	for h := range homes {
 		for id := range listed(h) {
 			for _, b := range bottles {
@@ -624,4 +710,158 @@ func isDynamic(p string) bool {
 		}
 	}
 	return false
+}
+
+// What a crash leaves of the shared egress side, prune removes: a bottle
+// whose agent container is gone (its plugin died) still has its network
+// and its place on the home's proxy, and Stop by its identity (as prune
+// does it) takes them, and the proxy with its way out once it serves
+// nobody. A proxy left serving nobody (its last stop died before removing
+// it) is listed under its own name, idle, and Stop of that name removes
+// it; a proxy that serves a bottle is never removed so.
+func TestEgressPruneLeavesNothingShared(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	a := e.agent("prune")
+	launch := func() (string, sdk.Handle) {
+		id := e.identity("prune")
+		spec := e.spec(a, id, "sleep", "300")
+		spec.Detach, spec.Egress = true, []string{"example.test:80"}
+		_, h, _ := e.launch(ctx, spec)
+		return id, h
+	}
+	// A crashed bottle.
+	x, hx := launch()
+	if err := e.cli.ContainerRemove(ctx, "bot-bottle-"+x, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	proxy := handleProxy(t, hx)
+	removed := e.stop(ctx, sdk.StopRequest{Identity: x, RemoveSnapshots: true})
+	for _, r := range []string{"container " + proxy} {
+		if !contains(removed, r) {
+			t.Errorf("Stop by identity of a crashed bottle removed %v, not %s", removed, r)
+		}
+	}
+	e.assertGone(ctx, x)
+	e.assertNoShared(ctx)
+
+	// An idle proxy: two bottles, one gone as after a crash of the
+	// process that stopped it (forgotten, its container and network
+	// removed, the proxy left).
+	y, hy := launch()
+	z, hz := launch()
+	proxy = handleProxy(t, hy)
+	if handleProxy(t, hz) != proxy {
+		t.Fatalf("two bottles of one home with proxies %s and %s", proxy, handleProxy(t, hz))
+	}
+	listed := func() map[string]sdk.Bottle {
+		bs, err := e.p.be.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]sdk.Bottle{}
+		for _, b := range bs {
+			out[b.Identity] = b
+		}
+		return out
+	}
+	// While it serves z, the proxy is not idle, and Stop of its name
+	// leaves it.
+	if _, ok := listed()[proxy]; ok {
+		t.Errorf("List shows the proxy %s as idle while it serves %s", proxy, z)
+	}
+	if removed := e.stop(ctx, sdk.StopRequest{Identity: proxy, RemoveSnapshots: true}); len(removed) > 0 {
+		t.Errorf("Stop of a busy proxy's name removed %v", removed)
+	}
+	if res := e.sh(ctx, hz, `p=${HTTP_PROXY#http://}; printf 'GET http://other.test/ HTTP/1.0\r\n\r\n' | nc -w 5 ${p%:*} ${p##*:} | head -1`); !strings.Contains(string(res.Stdout), " 403 ") {
+		t.Errorf("after Stop of the busy proxy's name, %s's proxy answers %q, want 403", z, res.Stdout)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &hy})
+	for _, cmd := range [][]string{
+		{"exec", "-u", fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()), proxy, "/bot-bottle-egress-proxy", "egress-proxy", "forget", "--identity", z},
+		{"rm", "-f", "bot-bottle-" + z},
+	} {
+		if out, err := exec.CommandContext(ctx, "docker", cmd...).CombinedOutput(); err != nil {
+			t.Fatalf("docker %v: %v: %s", cmd, err, out)
+		}
+	}
+	idle, ok := listed()[proxy]
+	if !ok || idle.Status != "idle" || !contains(idle.Resources, "container "+proxy) {
+		t.Fatalf("List shows the idle proxy as %+v (listed %v), want status idle and its container", idle, ok)
+	}
+	removed = e.stop(ctx, sdk.StopRequest{Identity: proxy, RemoveSnapshots: true})
+	if !contains(removed, "container "+proxy) {
+		t.Errorf("Stop of the idle proxy removed %v, want it, its networks and its way out", removed)
+	}
+	e.assertGone(ctx, y)
+	e.assertGone(ctx, z)
+	e.assertNoShared(ctx)
+}
+
+// A plugin of another build (an upgrade) makes a proxy of its own for the
+// bottles it starts; the proxy of the earlier build keeps serving the
+// bottle it has, and goes with that bottle's stop, while the new one's
+// bottle goes on.
+func TestEgressUpgradeReplacesTheProxy(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	tn := e.network(ctx)
+	tn.upstream(ctx, "hello", 0, "up.bb.test")
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
+	newer := filepath.Join(t.TempDir(), "bot-bottle-plugin-docker")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=0.0.0-upgrade-"+e.label, "-o", newer, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the upgrade: %v: %s", err, out)
+	}
+	up := startPluginAt(t, newer, e.configEnv(map[string]any{"egress_networks": []string{tn.name}}))
+	a := e.agent("upgrade")
+	start := func(p *pluginProc) (string, sdk.Handle) {
+		id := e.identity("upgrade")
+		spec := e.spec(a, id, "sleep", "300")
+		spec.Detach, spec.Egress = true, []string{"up.bb.test:80"}
+		plan, err := p.be.Prepare(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := p.be.Launch(ctx, spec, plan, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id, h
+	}
+	fetch := func(h sdk.Handle) string {
+		return string(e.sh(ctx, h, `wget -q -O - http://up.bb.test/`).Stdout)
+	}
+	oldID, oldH := start(e.p)
+	newID, newH := start(up)
+	oldProxy, newProxy := handleProxy(t, oldH), handleProxy(t, newH)
+	if oldProxy == newProxy {
+		t.Fatalf("both builds use proxy %s, want one per build", oldProxy)
+	}
+	for _, h := range []sdk.Handle{oldH, newH} {
+		if got := fetch(h); got != "hello\n" {
+			t.Errorf("%s through its proxy: %q", h.Identity, got)
+		}
+	}
+	// The old bottle is stopped by the new plugin: its proxy goes with it.
+	removed, err := up.be.Stop(ctx, sdk.StopRequest{Handle: &oldH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(removed, "container "+oldProxy) {
+		t.Errorf("the last stop of the earlier build's bottles removed %v, not its proxy %s", removed, oldProxy)
+	}
+	if _, err := e.cli.ContainerInspect(ctx, oldProxy); err == nil {
+		t.Errorf("the earlier build's proxy %s is still there", oldProxy)
+	}
+	if got := fetch(newH); got != "hello\n" {
+		t.Errorf("the new build's bottle after the old proxy went: %q", got)
+	}
+	if _, err := up.be.Stop(ctx, sdk.StopRequest{Handle: &newH}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(ctx, oldID)
+	e.assertGone(ctx, newID)
+	e.assertNoShared(ctx)
 }

@@ -33,7 +33,7 @@ func TestEgressNeverDialsItsOwnHost(t *testing.T) {
 	bb := testenv.Busybox{}.Image(t, e.cli, e.label)
 	name := "bbt-listener-" + id
 	out, err := exec.CommandContext(ctx, "docker", "run", "-d", "--name", name, "--label", testenv.Label+"="+e.label,
-		"--network", "container:bot-bottle-"+id+"-egress", bb,
+		"--network", "container:"+handleProxy(t, h), bb,
 		"sh", "-c", "mkdir -p /www && echo hit > /www/index.html && exec httpd -f -vv -p 7777 -h /www").CombinedOutput()
 	if err != nil {
 		t.Fatalf("start the listener: %v: %s", err, out)

@@ -621,24 +621,39 @@ func TestCancelledLaunch(t *testing.T) {
 func TestStopByIdentityAfterCrash(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 3*time.Minute)
+	// Killed at the first network (the home's way out, as its egress side
+	// is made) and at the second (the bottle's, taken once the proxy
+	// serves it).
+	for kill := 1; kill <= 2; kill++ {
+		crashAt(t, e, ctx, kill)
+	}
+}
+
+func crashAt(t *testing.T, e *env, ctx context.Context, kill int) {
 	id := e.identity("crash")
 	spec := e.spec(e.agent("crash"), id, "true")
-	// An allowlist gets the bottle its own network: one more thing to leave.
+	// An allowlist gets the bottle a network and a listener on the home's
+	// egress proxy: more to leave.
 	spec.Egress = []string{"example.invalid:443"}
 	plan, err := e.p.be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := e.p.client.ReattachConfig().Pid
+	seen := 0
 	_, err = e.p.be.Launch(ctx, spec, plan, func(p sdk.Progress) {
 		if p.Stage == "network" {
-			syscall.Kill(pid, syscall.SIGKILL)
+			if seen++; seen == kill {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 	if err == nil {
 		t.Fatal("launch survived its plugin")
 	}
-	if left := e.leftovers(ctx, id); len(left) == 0 {
+	// What it left: the bottle's listener on the home's proxy (and the
+	// agent's container if the create got there).
+	if left := e.leftovers(ctx, id); len(left) == 0 && len(e.sharedLeft(ctx)) == 0 {
 		t.Fatal("the crashed launch left nothing: the test proves nothing")
 	}
 	e.p = e.startPlugin(nil)
@@ -646,16 +661,30 @@ func TestStopByIdentityAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listed := false
+	// List shows it, or (killed while the home's egress side was made)
+	// what it left of that, idle; Stop of each, as prune does, removes it.
+	ours := map[string]bool{id: true}
+	for _, r := range e.sharedLeft(ctx) {
+		_, name, _ := strings.Cut(r, " ")
+		ours[strings.TrimPrefix(name, "/")] = true
+	}
+	var listed []string
 	for _, b := range bottles {
-		listed = listed || b.Identity == id
+		if ours[b.Identity] {
+			listed = append(listed, b.Identity)
+		}
 	}
-	if !listed {
-		t.Errorf("List does not show the crashed bottle %s", id)
+	if len(listed) == 0 {
+		t.Fatalf("List shows nothing of the crashed bottle %s (left: %v)", id, e.sharedLeft(ctx))
 	}
-	removed := e.stop(ctx, sdk.StopRequest{Identity: id})
-	if !contains(removed, "network bot-bottle-"+id) {
-		t.Errorf("removed %v, want the network (and the container if it got that far)", removed)
+	var removed []string
+	for _, name := range listed {
+		removed = append(removed, e.stop(ctx, sdk.StopRequest{Identity: name, RemoveSnapshots: true})...)
+	}
+	if len(removed) == 0 {
+		t.Errorf("Stop of %v removed nothing", listed)
 	}
 	e.assertGone(ctx, id)
+	// The proxy served nobody else: it went too.
+	e.assertNoShared(ctx)
 }

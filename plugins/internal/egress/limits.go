@@ -67,11 +67,8 @@ func (p *Proxy) limitWildcard(t target, d decision) (decision, bool) {
 // refuseOwnHost turns an allowed decision whose addresses include the
 // proxy's own host into a refusal: no rule makes the proxy talk to itself.
 func (p *Proxy) refuseOwnHost(t target, d decision) decision {
-	if p.allowOwnHost {
-		return d
-	}
 	for _, ap := range d.addrs {
-		if why, own := ownHost(ap.Addr()); own {
+		if why, own := p.forbidden(ap.Addr()); own {
 			return decision{
 				status:  http.StatusForbidden,
 				rule:    d.rule,

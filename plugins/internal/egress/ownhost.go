@@ -37,15 +37,15 @@ func ownHost(a netip.Addr) (string, bool) {
 // ownHostDialer dials only addresses outside the proxy's own host. The
 // check runs on the address being connected, after any resolution, so no
 // name and no rule can lead there.
-func ownHostDialer(allow bool) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func ownHostDialer(allow bool, reserved func(netip.Addr) (string, bool)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{}
-	if !allow {
+	if !allow || reserved != nil {
 		d.Control = func(_, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {
 				return fmt.Errorf("egress proxy: refusing to dial %q: not an address", address)
 			}
-			if why, own := ownHost(ap.Addr()); own {
+			if why, own := forbidden(allow, reserved, ap.Addr()); own {
 				return fmt.Errorf("egress proxy: refusing to dial %s: %s", ap, why)
 			}
 			return nil
@@ -53,3 +53,25 @@ func ownHostDialer(allow bool) func(ctx context.Context, network, addr string) (
 	}
 	return d.DialContext
 }
+
+// forbidden reports why no rule may reach a: the proxy's own host (unless
+// allowed) or an address Config.Reserved names.
+func forbidden(allowOwnHost bool, reserved func(netip.Addr) (string, bool), a netip.Addr) (string, bool) {
+	if !allowOwnHost {
+		if why, own := ownHost(a); own {
+			return why, true
+		}
+	}
+	if reserved != nil {
+		return reserved(a.WithZone("").Unmap())
+	}
+	return "", false
+}
+
+func (p *Proxy) forbidden(a netip.Addr) (string, bool) {
+	return forbidden(p.allowOwnHost, p.reserved, a)
+}
+
+// Forget drops what the proxy keeps in memory of its bottle (its recent
+// refusals), for a proxy that serves several bottles and lets one go.
+func (p *Proxy) Forget() { p.refusals.forget(p.identity) }

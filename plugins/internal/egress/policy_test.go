@@ -48,7 +48,7 @@ func TestApprovedRulesNeverReachTheProxysOwnHost(t *testing.T) {
 	}
 	// The dialer itself refuses, whatever decided to dial: the check is on
 	// the address being connected.
-	dial := ownHostDialer(false)
+	dial := ownHostDialer(false, nil)
 	for _, a := range []string{"127.0.0.1:" + p, "0.0.0.0:" + p, "127.0.0.1:" + proxyPort} {
 		if c, err := dial(t.Context(), "tcp", a); err == nil {
 			c.Close()

@@ -74,6 +74,11 @@ type Config struct {
 	// LogSize is how many bytes the event log already holds: it outlives
 	// each run of the proxy, so its bound on refusals is for the bottle.
 	LogSize int64
+	// Reserved, when set, says which further addresses no rule may reach,
+	// and why: a proxy that serves several bottles reserves their internal
+	// networks, so that no bottle reaches another through it. It holds
+	// with AllowOwnHost too.
+	Reserved func(netip.Addr) (string, bool)
 }
 
 // Proxy is an allowlisting HTTP forward proxy for one bottle. It is an
@@ -92,6 +97,8 @@ type Proxy struct {
 	dialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// allowOwnHost: see Config.AllowOwnHost.
 	allowOwnHost bool
+	// reserved: see Config.Reserved.
+	reserved func(netip.Addr) (string, bool)
 	// limits bound wildcard lookups and the audit of refusals.
 	limits *limits
 	// refusals are each bottle's recent refusals, for `bottle egress`.
@@ -118,8 +125,9 @@ func New(cfg Config) (*Proxy, error) {
 		dialTimeout:  cfg.DialTimeout,
 		idleTimeout:  cfg.IdleTimeout,
 		tunnels:      map[*tunnel]struct{}{},
-		dialContext:  ownHostDialer(cfg.AllowOwnHost),
+		dialContext:  ownHostDialer(cfg.AllowOwnHost, cfg.Reserved),
 		allowOwnHost: cfg.AllowOwnHost,
+		reserved:     cfg.Reserved,
 		limits:       newLimits(cfg.LogSize),
 		refusals:     newRefusalLog(),
 	}

@@ -36,6 +36,9 @@ type Backend struct {
 	// so that a Stop right after a cancelled Launch waits for its rollback
 	// instead of racing it.
 	launches map[string][]chan struct{}
+	// refilling are the shared proxies whose network pool this process is
+	// refilling (replenish).
+	refilling map[string]bool
 }
 
 var (

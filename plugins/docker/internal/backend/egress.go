@@ -52,17 +52,15 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
 	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -192,36 +190,33 @@ func checkEgress(ctx context.Context, c *client.Client, spec sdk.Spec, set setti
 }
 
 // prepareEgressLog makes sure the host file the proxy appends to exists as
-// a regular file (bind-mounting a missing path makes a directory) that the
-// proxy's user may write, and returns that user: the plugin's own, or
-// nobody (owning the file) when the plugin runs as root.
-func prepareEgressLog(path string) (string, error) {
-	uid, gid := os.Getuid(), os.Getgid()
-	user := fmt.Sprintf("%d:%d", uid, gid)
-	if uid == 0 {
-		user = nobody
-	}
+// a regular file (the proxy's `add`, run as the plugin's user, opens it and
+// hands it to the proxy) and belongs to the plugin's user: a plugin before
+// the shared proxy gave it to nobody when it ran as root.
+func prepareEgressLog(path string) error {
 	if path == "" {
-		return user, nil
+		return nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("egress log: %w", err)
+		return fmt.Errorf("egress log: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("egress log: %w", err)
+		return fmt.Errorf("egress log: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("egress log %s is not a regular file", path)
+		return fmt.Errorf("egress log %s is not a regular file", path)
 	}
-	if uid == 0 {
-		if err := f.Chown(nobodyID, nobodyID); err != nil {
-			return "", fmt.Errorf("egress log: %w", err)
+	if uid := os.Getuid(); uid == 0 {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && (int(sys.Uid) != uid || int(sys.Gid) != os.Getgid()) {
+			if err := f.Chown(uid, os.Getgid()); err != nil {
+				return fmt.Errorf("egress log: %w", err)
+			}
 		}
 	}
-	return user, nil
+	return nil
 }
 
 // ipv6Sysctls turn IPv6 off in the agent's namespace: the internal network
@@ -258,40 +253,6 @@ func agentEgress(c *client.Client, cfg *container.Config, hc *container.HostConf
 	return &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 		netID: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.agentIP().String()}},
 	}}
-}
-
-// proxyContainer is the proxy's container: read-only, no capabilities, no
-// privileges, small limits, forwarding off (it is the one container that
-// sits on both networks), listening on its internal address only.
-func proxyContainer(identity string, img imageRef, in internalNet, user, egressLog, volumeName, outbound string, labels map[string]string) (*container.Config, *container.HostConfig) {
-	logArg := "-"
-	mounts := []mount.Mount{{Type: mount.TypeVolume, Source: volumeName, Target: guestRulesDir}}
-	if egressLog != "" {
-		logArg = guestEgressLog
-		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: egressLog, Target: guestEgressLog})
-	}
-	pids := int64(proxyPids)
-	cfg := &container.Config{
-		Image: img.ID,
-		User:  user,
-		Cmd: []string{
-			"--identity", identity,
-			"--listen", in.proxyAddr(),
-			"--rules", guestRulesDir + "/" + rulesFile,
-			"--log", logArg,
-		},
-		Labels: labels,
-	}
-	hc := &container.HostConfig{
-		NetworkMode:    container.NetworkMode(outbound),
-		Mounts:         mounts,
-		ReadonlyRootfs: true,
-		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges"},
-		Resources:      container.Resources{Memory: proxyMem, PidsLimit: &pids},
-		Sysctls:        map[string]string{"net.ipv4.ip_forward": "0"},
-	}
-	return cfg, hc
 }
 
 // rulesArchive is a tar holding the rules file, for CopyToContainer.
@@ -391,14 +352,13 @@ func logMessage(line string) string {
 	return msg
 }
 
-// launchEgress creates the proxy side of a bottle with an allowlist: both
-// networks and the rules volume (at once: they do not depend on each
-// other), then, in the background, the proxy (see startProxy). It returns
-// once the networks exist, with a wait for the proxy to listen, so that the
-// agent's container is created meanwhile; the agent must not start before
-// the wait returns, and the wait must be called. It records what it made in data, and
-// everything carries the launch's labels, so a failure midway is rolled
-// back by label and by handle alike.
+// launchEgress readies the egress side of a bottle with an allowlist: the
+// home's shared proxy (found, or made) serves it on a network of the
+// proxy's pool, made ahead (see shared.go), and it returns once the
+// proxy's listener for the bottle is bound. The agent's container joins
+// that network at .3. It records the proxy and the network in data; a
+// failure after the `add` is rolled back by the launch's rollback (forget).
+// The pool is refilled in the background.
 func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, func() error, error) {
 	var in internalNet
 	bin, err := locateProxy()
@@ -409,158 +369,36 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if err != nil {
 		return in, nil, err
 	}
-	user, err := prepareEgressLog(spec.EgressLog)
+	if err := prepareEgressLog(spec.EgressLog); err != nil {
+		return in, nil, err
+	}
+	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
 	if err != nil {
 		return in, nil, err
 	}
-	// The proxy's image is looked up (or made) while the networks are
-	// created; its progress is kept for this goroutine to send.
-	type imgMade struct {
-		ref   imageRef
-		err   error
-		notes []sdk.Progress
+	auditDir := ""
+	if spec.EgressLog != "" {
+		auditDir = filepath.Dir(spec.EgressLog)
 	}
-	imgCh := make(chan imgMade, 1)
-	go func() {
-		var notes []sdk.Progress
-		ref, err := b.proxyImage(ctx, c, bin, set.Labels, func(p sdk.Progress) { notes = append(notes, p) })
-		imgCh <- imgMade{ref, err, notes}
-	}()
-
-	type made struct {
-		id     string
-		subnet netip.Prefix
-		err    error
-	}
-	name, out, pname := resourceName(spec.Identity), outboundName(spec.Identity), proxyName(spec.Identity)
-	inCh, outCh, volCh := make(chan made, 1), make(chan made, 1), make(chan made, 1)
-	go func() {
-		id, subnet, err := createNetwork(cctx, c, name, true, set.SubnetPool, planned, labels)
-		inCh <- made{id, subnet, err}
-	}()
-	go func() {
-		id, subnet, err := createNetwork(cctx, c, out, false, set.SubnetPool, netip.Prefix{}, labels)
-		outCh <- made{id, subnet, err}
-	}()
-	go func() {
-		v, err := c.VolumeCreate(cctx, volume.CreateOptions{Name: pname, Labels: labels})
-		if err != nil {
-			err = engineErr(c, "create volume "+pname, err)
-		}
-		volCh <- made{id: v.Name, err: err}
-	}()
-	// Progress goes out from this goroutine only: the stream is not safe
-	// for concurrent sends.
-	im, inNet, outNet, vol := <-imgCh, <-inCh, <-outCh, <-volCh
-	for _, n := range im.notes {
-		progress(n)
-	}
-	img := im.ref
-	if inNet.err == nil {
-		in = internalNet{subnet: inNet.subnet}
-		data.Network, data.NetworkName = inNet.id, name
-		msg := "created network " + name + " (internal, " + inNet.subnet.String() + ")"
-		if planned.IsValid() && inNet.subnet != planned {
-			msg += "; " + planned.String() + " was taken meanwhile"
-		}
-		progress(sdk.Progress{Stage: StageNetwork, Message: msg, ID: inNet.id})
-	}
-	if outNet.err == nil {
-		data.Outbound, data.OutboundName = outNet.id, out
-		progress(sdk.Progress{Stage: StageNetwork, Message: "created network " + out + " (the proxy's way out, " + outNet.subnet.String() + ")", ID: outNet.id})
-	}
-	if vol.err == nil {
-		data.Volume = vol.id
-	}
-	if err := errors.Join(im.err, inNet.err, outNet.err, vol.err); err != nil {
+	g := groupOf(set.Labels)
+	key := sharedKey(img, proxyUser(), auditDir, set.EgressNetworks)
+	data.Shared, data.ProxyName = true, g.proxyName(key)
+	sh, unlock, err := b.ensureShared(ctx, cctx, c, g, key, img, set, auditDir, progress)
+	if err != nil {
 		return in, nil, err
 	}
-	if err := ctx.Err(); err != nil {
+	data.Proxy = sh.id
+	p, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog)
+	unlock()
+	if err != nil {
 		return in, nil, err
 	}
-
-	// The proxy comes up beside the caller's creation of the agent's
-	// container, which needs nothing of the proxy's but its address.
-	type up struct {
-		id  string
-		err error
-	}
-	upCh := make(chan up, 1)
-	go func() {
-		id, err := b.startProxy(ctx, cctx, c, spec, set, img, in, user, vol.id, inNet.id, outNet.id, labels, rules)
-		upCh <- up{id: id, err: err}
-	}()
-	wait := func() error {
-		u := <-upCh
-		if u.id != "" {
-			data.Proxy, data.ProxyName, data.ProxyAddr = u.id, pname, in.proxyAddr()
-		}
-		if u.err != nil {
-			return u.err
-		}
-		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + pname + " listening on " + in.proxyAddr() + "; allowed: " + strings.Join(spec.Egress, ", "), ID: u.id})
-		return nil
-	}
-	return in, wait, nil
-}
-
-// startProxy creates the proxy's container, joins it to the bottle's
-// internal network (and egress_networks) while its rules go in, starts it
-// and waits for it to listen. It returns the container's id once it has
-// one, error or not, so that the handle names it.
-func (b *Backend) startProxy(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, img imageRef, in internalNet, user, volID, inID, outID string, labels map[string]string, rules []byte) (string, error) {
-	pname := proxyName(spec.Identity)
-	pLabels := map[string]string{LabelRole: RoleProxy, LabelImage: img.Name}
-	for k, v := range labels {
-		pLabels[k] = v
-	}
-	cfg, hc := proxyContainer(spec.Identity, img, in, user, spec.EgressLog, volID, outID, pLabels)
-	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, pname)
-	if err != nil {
-		return "", engineErr(c, "create egress proxy "+pname, err)
-	}
-	// Joining networks and delivering the rules do not depend on each
-	// other: all at once.
-	var wg sync.WaitGroup
-	errs := make([]error, 2+len(set.EgressNetworks))
-	wg.Add(len(errs))
-	go func() {
-		defer wg.Done()
-		if err := c.NetworkConnect(cctx, inID, created.ID, &network.EndpointSettings{
-			IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: in.proxyIP().String()},
-		}); err != nil {
-			errs[0] = engineErr(c, "connect egress proxy to "+resourceName(spec.Identity), err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		errs[1] = writeRules(cctx, c, created.ID, rules)
-	}()
-	for i, n := range set.EgressNetworks {
-		go func() {
-			defer wg.Done()
-			if err := c.NetworkConnect(cctx, n, created.ID, nil); err != nil {
-				errs[2+i] = engineErr(c, "connect egress proxy to "+n+" (egress_networks)", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return created.ID, err
-	}
-	if err := ctx.Err(); err != nil {
-		return created.ID, err
-	}
-	if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		return created.ID, engineErr(c, "start egress proxy "+pname, err)
-	}
-	err = waitLog(ctx, c, created.ID, time.Time{}, proxyWait, func(line string) (bool, error) {
-		return logMessage(line) == logListening, nil
-	})
-	if err != nil {
-		return created.ID, fmt.Errorf("start egress proxy %s: %w", pname, err)
-	}
-	return created.ID, nil
+	in = p.in
+	data.Network, data.NetworkName, data.ProxyAddr = p.id, p.name, in.proxyAddr()
+	progress(sdk.Progress{Stage: StageNetwork, Message: "network " + p.name + " (internal, " + in.subnet.String() + ", made ahead; the agent at " + in.agentIP().String() + ")", ID: p.id})
+	progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + sh.name + " listening on " + in.proxyAddr() + " for this bottle only; allowed: " + strings.Join(spec.Egress, ", "), ID: sh.id})
+	b.replenish(c, g, key, sh, set, free)
+	return in, func() error { return nil }, nil
 }
 
 // UpdateEgress replaces the running proxy's allowlist with rules and
@@ -590,6 +428,17 @@ func (b *Backend) updateEgress(ctx context.Context, h sdk.Handle, rules []string
 	if err != nil {
 		return fmt.Errorf("update egress of %s: %w", h.Identity, err)
 	}
+	if hd.Shared {
+		// The shared proxy applies them before it answers: nothing to
+		// wait for, nothing restarts.
+		if _, err := execProxy(ctx, c, hd.Proxy, data, proxycmd.CmdRules, "--identity", h.Identity); err != nil {
+			return fmt.Errorf("update egress of %s: %w", h.Identity, err)
+		}
+		b.log.Info("egress allowlist updated", "identity", h.Identity, "rules", strings.Join(rules, ", "))
+		return nil
+	}
+	// A per-bottle proxy (launched by a plugin before the shared one): its
+	// rules file, which its watcher reloads.
 	insp, err := c.ContainerInspect(ctx, hd.Proxy)
 	if err != nil {
 		return fmt.Errorf("update egress of %s: %w", h.Identity, engineErr(c, "inspect egress proxy "+hd.ProxyName, err))

@@ -72,9 +72,10 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		return h, err
 	}
 	labels := labelsFor(spec.Identity, spec.Agent.Name, launchID, set.Labels)
+	data := handleData{Agent: spec.Agent.Name, Labels: set.Labels}
 	defer func() {
 		if err != nil {
-			b.rollback(c, spec.Identity, launchID)
+			b.rollback(c, spec.Identity, launchID, data)
 		}
 	}()
 
@@ -117,7 +118,6 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if asUser != "" {
 		user = asUser
 	}
-	data := handleData{Agent: spec.Agent.Name, Labels: set.Labels}
 	if spec.Cwd != "" && spec.CopyCwd && src.Kind != srcCommitted {
 		derived, err := b.buildDerived(ctx, c, spec, img, user, labels, progress)
 		if err != nil {
@@ -158,6 +158,8 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 			return h, err
 		}
 		netCfg, proxyReady = agentEgress(c, cfg, hc, data.Network, in), wait
+		// A Stop without the handle finds the bottle's proxy by it.
+		cfg.Labels[LabelProxy] = data.ProxyName
 	}
 	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
 	// The agent may start (here or at its first Attach) only once its
@@ -297,13 +299,29 @@ func containerConfig(spec sdk.Spec, set settings.Settings, img imageRef, labels 
 	return cfg, hc
 }
 
-// rollback removes what the launch launchID created. It runs after the
-// caller may have given up, so it has its own deadline.
-func (b *Backend) rollback(c *client.Client, identity, launchID string) {
+// rollback removes what the launch launchID created, and has the shared
+// proxy forget the bottle (data says which). It runs after the caller may
+// have given up, so it has its own deadline.
+func (b *Backend) rollback(c *client.Client, identity, launchID string, data handleData) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// The agent's container first: its network goes back to the proxy's
+	// pool with the forget.
 	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
 	removed, err := removeMatching(ctx, c, f, true, handleData{})
+	if data.Shared && data.Proxy != "" && err == nil {
+		forgot, left, ferr := forgetBottle(ctx, c, data.Proxy, identity)
+		if ferr != nil {
+			b.log.Warn("the egress proxy could not let a failed launch's bottle go", "identity", identity, "error", ferr)
+		}
+		if forgot && left == 0 {
+			more, err := releaseIfIdle(ctx, c, data.Proxy)
+			removed = append(removed, more...)
+			if err != nil {
+				b.log.Warn("could not remove the idle egress proxy; prune removes it", "error", err)
+			}
+		}
+	}
 	if err != nil {
 		b.log.Warn("could not remove what a failed launch created; stop the bottle to retry", "identity", identity, "error", err)
 	}

@@ -13,12 +13,17 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // StatusOrphaned is the status of a bottle whose container is gone but
 // whose network or per-bottle image is left, so that prune can find it.
 const StatusOrphaned = "orphaned"
+
+// StatusIdle is the status of a home's shared egress proxy that serves no
+// bottle, listed so that prune removes it.
+const StatusIdle = "idle"
 
 // List returns every bottle this backend has: each managed agent container
 // (with its egress proxy, networks and volume as resources), and each
@@ -89,11 +94,19 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 	// the bottle, not a bottle.
 	proxyOf := map[string]container.Summary{}
 	agents := cs[:0:0]
+	var shared []container.Summary
+	served := map[string]bool{}
 	for _, ct := range cs {
-		if ct.Labels[LabelRole] == RoleProxy {
+		switch ct.Labels[LabelRole] {
+		case RoleProxy:
 			proxyOf[ct.Labels[sdk.LabelIdentity]] = ct
-		} else {
+		case RoleSharedProxy:
+			shared = append(shared, ct)
+		default:
 			agents = append(agents, ct)
+			if p := ct.Labels[LabelProxy]; p != "" {
+				served[p] = true
+			}
 		}
 	}
 
@@ -110,6 +123,9 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		if p, ok := proxyOf[id]; ok {
 			hd.Proxy, hd.ProxyName = p.ID, containerName(p)
 			res = append(res, "container "+hd.ProxyName)
+		} else if p := ct.Labels[LabelProxy]; p != "" {
+			// The home's shared proxy serves it: not the bottle's own.
+			hd.Proxy, hd.ProxyName, hd.Shared = p, p, true
 		}
 		for _, n := range netsOf[id] {
 			switch {
@@ -195,10 +211,58 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 			o.Resources = append(o.Resources, "image "+imageName(im))
 		}
 	}
+	// A bottle a shared proxy serves whose agent's container never came
+	// (its launch died) is listed by what is left of it, its listener; a
+	// shared proxy that serves no bottle is left over (its last stop did
+	// not finish): listed under its own name. Prune removes both (Stop of
+	// the name, stopIdleShared).
+	for _, p := range shared {
+		name := containerName(p)
+		var ids []string
+		if p.State == "running" {
+			out, err := execProxy(ctx, c, p.ID, nil, proxycmd.CmdList)
+			if err != nil {
+				continue // cannot tell: not listed as idle
+			}
+			ids = strings.Fields(out)
+		}
+		for _, id := range ids {
+			if !seen[id] && checkIdentity(id) == nil {
+				o := orphan(id, "")
+				o.Resources = append(o.Resources, "egress listener on "+name)
+			}
+		}
+		if len(ids) > 0 || served[name] || !sdk.ValidIdentity(name) {
+			continue
+		}
+		out = append(out, sdk.Bottle{Identity: name, Status: StatusIdle, Resources: []string{"container " + name}, Image: p.Labels[LabelImage]})
+	}
+	// What is left of a home's shared egress side without its proxy (a
+	// crash while one was made or removed): an outbound network no proxy
+	// of its group is on, pooled networks whose proxy is gone.
+	proxyNames, groupsWithProxy := map[string]bool{}, map[string]bool{}
+	for _, p := range shared {
+		proxyNames[containerName(p)] = true
+		groupsWithProxy[p.Labels[LabelGroup]] = true
+	}
+	for _, n := range ns {
+		idle := false
+		switch n.Labels[LabelRole] {
+		case RoleOutbound:
+			idle = !groupsWithProxy[n.Labels[LabelGroup]]
+		case RolePool:
+			i := strings.LastIndex(n.Name, "-p")
+			idle = i > 0 && !proxyNames[n.Name[:i]]
+		}
+		if idle && sdk.ValidIdentity(n.Name) {
+			out = append(out, sdk.Bottle{Identity: n.Name, Status: StatusIdle, Resources: []string{"network " + n.Name}})
+		}
+	}
 	for _, o := range orphans {
 		o.Snapshots = snapshotsOf[o.Identity]
 		out = append(out, *o)
 	}
+
 	for id, refs := range snapshotsOf {
 		if seen[id] || orphans[id] != nil || id == "" {
 			continue

@@ -52,7 +52,8 @@ func checkIdentity(id string) error {
 // when the bottle has egress).
 func resourceName(identity string) string { return "bot-bottle-" + identity }
 
-// proxyName names a bottle's egress proxy container and its rules volume.
+// proxyName names a bottle's egress proxy container and its rules volume,
+// as a plugin before the shared proxy made them.
 func proxyName(identity string) string { return resourceName(identity) + "-egress" }
 
 // outboundName names the network a bottle's egress proxy reaches out on.
@@ -97,7 +98,12 @@ type handleData struct {
 	Proxy        string `json:"proxy,omitempty"`
 	ProxyName    string `json:"proxy_name,omitempty"`
 	ProxyAddr    string `json:"proxy_addr,omitempty"` // ip:port on the internal network
-	Volume       string `json:"volume,omitempty"`     // holds the proxy's rules file
+	// Volume holds the rules file of a per-bottle proxy (a plugin before
+	// the shared proxy launched the bottle).
+	Volume string `json:"volume,omitempty"`
+	// Shared: Proxy is the home's shared proxy (shared.go), not the
+	// bottle's own; Outbound and Volume are then empty.
+	Shared bool `json:"shared_proxy,omitempty"`
 }
 
 func encodeHandle(identity string, d handleData) (sdk.Handle, error) {

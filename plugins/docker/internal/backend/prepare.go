@@ -328,10 +328,10 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 		add("network", "none (loopback only)")
 		add("egress", "none (deny all; no network, so an approval applies from the next resume)")
 	} else {
-		add("network", resourceName(spec.Identity)+" (internal "+in.subnet.String()+": the agent at "+in.agentIP().String()+" and its egress proxy only; no route out)")
-		add("network", outboundName(spec.Identity)+" (bridge: the egress proxy's way out)")
+		add("network", "internal "+in.subnet.String()+" of its own (or one like it that the home's egress proxy made ahead): the agent at "+in.agentIP().String()+" and the proxy only; no route out")
+		add("network", groupOf(set.Labels).outboundName()+" (bridge: the home's egress proxy's way out, shared by its bottles)")
 		if len(set.EgressNetworks) > 0 {
-			add("network", strings.Join(set.EgressNetworks, ", ")+" (egress_networks: the proxy joins them too)")
+			add("network", strings.Join(set.EgressNetworks, ", ")+" (egress_networks: the proxy is on them too)")
 		}
 		add("egress", "proxy "+in.proxyAddr()+", deny by default")
 		add("allowlist", strings.Join(spec.Egress, ", "))

@@ -60,12 +60,44 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("stop %s: %w", identity, err)
 	}
+	if removed, ok, err := stopIdleShared(ctx, c, identity); ok {
+		return removed, err
+	}
 	f := homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+identity)))
+	// The home's shared proxy is not the bottle's, nor is the pooled
+	// network it lent the bottle: the agent's container goes, then the
+	// proxy forgets the bottle, which hands the network back; if it was the
+	// last bottle the proxy served, the proxy goes (releaseIfIdle).
+	proxy := ""
+	if hd.Shared {
+		proxy = hd.Proxy
+		hd.Proxy, hd.Network, hd.NetworkName = "", "", ""
+	}
 	// What the handle names goes too, labels or not (an older plugin did
 	// not label everything); gone already is fine.
 	removed, err := removeMatching(ctx, c, f, true, hd)
 	if err != nil {
 		return removed, fmt.Errorf("stop %s: %w", identity, err)
+	}
+	switch {
+	case proxy != "":
+		forgot, left, err := forgetBottle(ctx, c, proxy, identity)
+		if err != nil {
+			return removed, fmt.Errorf("stop %s: %w", identity, err)
+		}
+		if forgot && left == 0 {
+			more, err := releaseIfIdle(ctx, c, proxy)
+			removed = append(removed, more...)
+			if err != nil {
+				return removed, fmt.Errorf("stop %s: %w", identity, err)
+			}
+		}
+	case req.Handle == nil:
+		more, err := letGoEverywhere(ctx, c, identity)
+		removed = append(removed, more...)
+		if err != nil {
+			return removed, fmt.Errorf("stop %s: %w", identity, err)
+		}
 	}
 	if req.Handle == nil {
 		// No handle means the launch never finished, most likely because its

@@ -39,7 +39,25 @@ type usageError struct{ error }
 // Run runs the proxy with args (those after Command) and returns the exit
 // status.
 func Run(args []string, stdout, stderr io.Writer) int {
-	err := serve(args, stdout, stderr)
+	return RunWithStdin(args, os.Stdin, stdout, stderr)
+}
+
+// RunWithStdin is Run with the control subcommands' input (rules) read
+// from stdin.
+func RunWithStdin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var err error
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	switch sub {
+	case CmdServe:
+		err = runServe(args[1:], stdout, stderr)
+	case CmdAdd, CmdForget, CmdRules, CmdList:
+		err = runClient(sub, args[1:], stdin, stdout)
+	default:
+		err = serve(args, stdout, stderr)
+	}
 	var ue usageError
 	switch {
 	case err == nil:
@@ -76,7 +94,11 @@ func usage() string {
 	var o options
 	fs := flags(&o)
 	var b strings.Builder
-	fmt.Fprintf(&b, "usage: bot-bottle-plugin-docker %s --identity ID --rules FILE [--listen ADDR] [--log FILE|-]\n\n", Command)
+	fmt.Fprintf(&b, "usage: bot-bottle-plugin-docker %s --identity ID --rules FILE [--listen ADDR] [--log FILE|-]\n", Command)
+	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s serve                 (one proxy for many bottles)\n", Command)
+	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s add --identity ID --listen ADDR [--log FILE] <rules\n", Command)
+	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s rules --identity ID <rules\n", Command)
+	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s forget --identity ID | list\n\n", Command)
 	fs.SetOutput(&b)
 	fs.PrintDefaults()
 	return b.String()
