@@ -91,6 +91,11 @@ func (b Bottle) Merge(ctx context.Context) (Result, error) {
 	if _, err := b.operator("update-index", "--refresh").run(ctx); err != nil && exitCode(err) != 1 {
 		return Result{}, fmt.Errorf("merge %s: %w", b.Identity, err)
 	}
+	// A lock on the branch would stop the ref move only after the checkout:
+	// refuse before, the way git names a lock it cannot take.
+	if err := b.refUnlocked(ctx, ref); err != nil {
+		return Result{}, fmt.Errorf("merge %s: %w", b.Identity, err)
+	}
 	j := mergeJournal{Repo: b.Repo, Ref: ref, Before: before, Commit: commit, Tree: tree}
 	if err := b.writeJournal(j); err != nil {
 		return Result{}, fmt.Errorf("merge %s: %w", b.Identity, err)
@@ -287,4 +292,22 @@ func readTreeRefusals(stderr []byte) []string {
 		return nil
 	}
 	return sorted(set)
+}
+
+// refUnlocked refuses when ref's lock file exists (a running git's, or one
+// a killed git left).
+func (b Bottle) refUnlocked(ctx context.Context, ref string) error {
+	where := "--git-common-dir"
+	if ref == "HEAD" {
+		where = "--git-dir"
+	}
+	out, err := b.operator("rev-parse", "--path-format=absolute", where).run(ctx)
+	if err != nil {
+		return err
+	}
+	lock := filepath.Join(trim(out), filepath.FromSlash(ref)) + ".lock"
+	if _, err := os.Lstat(lock); err == nil {
+		return (&gitError{args: []string{"update-ref"}, stderr: "Unable to create '" + lock + "': File exists."})
+	}
+	return nil
 }
