@@ -4,11 +4,14 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/internal/review"
 )
 
-// EnvTestHalt names a point of a start or resume at which the core kills
-// itself with SIGKILL: the crash tests' way to stop it exactly there, as a
-// user's kill -9 or a power cut would. Never set it outside tests.
+// EnvTestHalt names a point of a flow (start, resume, the review commands,
+// rm) at which the core kills itself with SIGKILL: the crash tests' way to
+// stop it exactly there, as a user's kill -9 or a power cut would. Never
+// set it outside tests.
 const EnvTestHalt = "BOT_BOTTLE_TEST_HALT"
 
 // The named points, in the order a launch passes them.
@@ -18,6 +21,16 @@ const (
 	HaltBuilding = "building" // the first progress event of Launch
 	HaltLaunched = "launched" // Launch returned; the handle is recorded
 	HaltAttached = "attached" // the attached session is under way
+)
+
+// The review commands' points (diff, apply, merge, and rm of a --review
+// bottle), passed through review.Bottle.Halt, and rm's own.
+const (
+	HaltReviewSnapshotted = review.HaltSnapshotted     // the clone's work is a commit in core.git
+	HaltReviewFetched     = review.HaltFetched         // it is the bottle's branch in the operator's repository; apply and merge have touched nothing
+	HaltMergeCommitted    = review.HaltMergeCommitted  // merge: the merge commit is made and journalled; nothing checked out
+	HaltMergeCheckedOut   = review.HaltMergeCheckedOut // merge: index and worktree are the merge's; the branch not yet moved
+	HaltRemoveSaved       = "rm-saved"                 // rm: the work is saved as its branch (or the branch dropped); the state not yet removed
 )
 
 // halt kills this process when EnvTestHalt names point.

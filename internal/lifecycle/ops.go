@@ -191,6 +191,7 @@ func (e *Env) RemoveWith(ctx context.Context, id string, o RemoveOptions) (Remov
 			return res, err
 		}
 		res.KeptBranch = kept
+		e.halt(HaltRemoveSaved)
 	}
 	if _, err := e.apply(b, EvRemove, p); err != nil {
 		return res, fmt.Errorf("remove %s: %w", id, err)

@@ -83,7 +83,7 @@ func (e *Env) reviewBottle(meta state.Metadata) (review.Bottle, error) {
 	if err != nil {
 		return review.Bottle{}, err
 	}
-	rb := review.Bottle{Dir: dir, Identity: meta.Identity, Repo: meta.Review.Repo, Base: meta.Review.Base}
+	rb := review.Bottle{Dir: dir, Identity: meta.Identity, Repo: meta.Review.Repo, Base: meta.Review.Base, Halt: e.halt}
 	if fi, err := os.Lstat(rb.CloneDir()); err != nil || !fi.IsDir() {
 		return review.Bottle{}, fmt.Errorf("bottle %s: its clone %s is gone", meta.Identity, rb.CloneDir())
 	}
@@ -167,6 +167,12 @@ func (e *Env) saveWork(ctx context.Context, meta state.Metadata, force bool) (*K
 			return nil, nil
 		}
 		return nil, fmt.Errorf("rm %s: %w (rm --force removes it anyway)", meta.Identity, err)
+	}
+	// A merge cut off mid-way is journalled in the bottle's state: removing
+	// it would leave the operator's index the merge's and nothing to say
+	// so, forced or not.
+	if err := rb.PendingMerge(ctx); err != nil {
+		return nil, fmt.Errorf("rm %s: %w", meta.Identity, err)
 	}
 	if force {
 		if err := rb.DropBranch(ctx); err != nil {

@@ -27,6 +27,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 )
 
@@ -89,7 +90,15 @@ type gitError struct {
 	stderr string
 }
 
+// lockHeld finds git's "Unable to create '<path>.lock': File exists": a
+// lock file another git holds, or one a killed git left behind.
+var lockHeld = regexp.MustCompile(`Unable to create '([^'\n]+\.lock)': File exists`)
+
 func (e *gitError) Error() string {
+	if m := lockHeld.FindStringSubmatch(e.stderr); m != nil {
+		// git's own hint spans six lines; this is the same in one.
+		return fmt.Sprintf("git %s: %s exists: another git is running in that repository, or one was killed there; if none runs, remove it and run this again", e.args[0], m[1])
+	}
 	msg := strings.TrimSpace(e.stderr)
 	if i := strings.LastIndex(msg, "\n"); i >= 0 {
 		// git's last line is its reason; earlier ones are hints.

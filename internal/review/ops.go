@@ -188,68 +188,6 @@ func sorted(set map[string]bool) []string {
 	return out
 }
 
-// Merge merges the bottle's branch into the operator's current branch with
-// a merge commit (the operator's identity). A merge that would conflict is
-// refused with the conflicting paths before anything is touched, and so is
-// one that local changes stand in the way of. No hook runs: the operator's
-// commit hooks would run on the agent's tree (a pre-commit framework reads
-// its config from it); they run again at the operator's next own commit.
-func (b Bottle) Merge(ctx context.Context) (Result, error) {
-	d, err := b.Diff(ctx, false)
-	if err != nil {
-		return Result{}, err
-	}
-	r := Result{Identity: b.Identity, Repo: b.Repo, Branch: b.Branch(), Files: paths(d.Files)}
-	mt := b.operator("merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", "HEAD", b.branchRef())
-	out, err := mt.run(ctx)
-	switch {
-	case err == nil:
-	case exitCode(err) == 1:
-		set := map[string]bool{}
-		for i, f := range bytes.Split(out, []byte{0}) {
-			if i > 0 && len(f) > 0 {
-				set[string(f)] = true
-			}
-		}
-		return Result{}, &ConflictError{Op: "merge", Repo: b.Repo, Why: "the branch conflicts with HEAD at", Paths: sorted(set)}
-	default:
-		return Result{}, fmt.Errorf("merge %s: %w", b.Identity, err)
-	}
-	before, _ := b.operator("rev-parse", "HEAD").run(ctx)
-	m := b.operator("merge", "--no-ff", "--no-edit", "--no-verify", "--quiet", "-m", "Merge "+b.Branch(), b.branchRef())
-	if _, stderr, err := m.output(ctx); err != nil {
-		if ps := localChanges(stderr); len(ps) > 0 {
-			return Result{}, &ConflictError{Op: "merge", Repo: b.Repo, Why: "local changes would be overwritten at", Paths: ps}
-		}
-		return Result{}, fmt.Errorf("merge %s: %w", b.Identity, err)
-	}
-	after, err := b.operator("rev-parse", "HEAD").run(ctx)
-	if err != nil {
-		return Result{}, fmt.Errorf("merge %s: %w", b.Identity, err)
-	}
-	if trim(after) != trim(before) {
-		r.Commit = trim(after)
-	}
-	return r, nil
-}
-
-// localChanges lists the paths of git merge's "would be overwritten" list.
-func localChanges(stderr []byte) []string {
-	var out []string
-	in := false
-	for _, line := range strings.Split(string(stderr), "\n") {
-		switch {
-		case strings.Contains(line, "would be overwritten by merge"):
-			in = true
-		case in && strings.HasPrefix(line, "\t"):
-			out = append(out, strings.TrimPrefix(line, "\t"))
-		default:
-			in = false
-		}
-	}
-	return out
-}
-
 // Summary is what list shows of a review bottle, read in core.git only
 // (nothing is fetched).
 type Summary struct {

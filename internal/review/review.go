@@ -109,6 +109,26 @@ type Bottle struct {
 	Identity string
 	Repo     string // the operator's repository (top level)
 	Base     string // the commit the branch started from
+	// Halt is called at each kill point below with its name: the
+	// lifecycle's crash-test hook (lifecycle.EnvTestHalt), nil elsewhere.
+	Halt func(point string)
+}
+
+// The review flows' kill points, in the order a merge passes them: the
+// crash tests stop the core at each and check that the operator's
+// repository is as before or as after, or that the next command finishes
+// what was cut off.
+const (
+	HaltSnapshotted     = "review-snapshotted"       // the clone's work is a commit in core.git
+	HaltFetched         = "review-fetched"           // and the operator's repository has it as the bottle's branch
+	HaltMergeCommitted  = "review-merge-committed"   // merge: the merge commit is made and journalled, nothing checked out
+	HaltMergeCheckedOut = "review-merge-checked-out" // merge: the index and worktree are the merge's, HEAD not yet
+)
+
+func (b Bottle) halt(point string) {
+	if b.Halt != nil {
+		b.Halt(point)
+	}
 }
 
 // Branch is the bottle's branch name.
@@ -253,6 +273,7 @@ func (b Bottle) Snapshot(ctx context.Context) (Snapshot, error) {
 	if _, err := b.core("update-ref", "refs/bot-bottle/tip", s.Tip).run(ctx); err != nil {
 		return Snapshot{}, fmt.Errorf("review %s: %w", b.Identity, err)
 	}
+	b.halt(HaltSnapshotted)
 	return s, nil
 }
 
@@ -261,6 +282,9 @@ func (b Bottle) Snapshot(ctx context.Context) (Snapshot, error) {
 // there). Nothing of the clone's config is read: upload-pack runs in
 // core.git.
 func (b Bottle) Fetch(ctx context.Context) (Snapshot, error) {
+	if err := b.PendingMerge(ctx); err != nil {
+		return Snapshot{}, err
+	}
 	s, err := b.Snapshot(ctx)
 	if err != nil {
 		return s, err
@@ -271,6 +295,7 @@ func (b Bottle) Fetch(ctx context.Context) (Snapshot, error) {
 	if _, err := f.run(ctx); err != nil {
 		return s, fmt.Errorf("fetch %s into %s: %w", b.Branch(), b.Repo, err)
 	}
+	b.halt(HaltFetched)
 	return s, nil
 }
 

@@ -452,3 +452,58 @@ func TestQuote(t *testing.T) {
 		t.Fatalf("%s", got)
 	}
 }
+
+// Merge refuses, with the paths and nothing changed, what stands in the
+// way of its checkout: a dirty tracked file the merge changes, an
+// untracked file it would overwrite, staged changes. No journal is left.
+func TestMergeRefusesWhatIsInTheWay(t *testing.T) {
+	setup(t)
+	ctx := context.Background()
+	repo := operatorRepo(t)
+	b := newBottle(t, repo, "shell-ccccc")
+	write(t, filepath.Join(b.CloneDir(), "a.txt"), "bottle\n")
+	write(t, filepath.Join(b.CloneDir(), "new.txt"), "new\n")
+	agentGit(t, b, "add", "-A")
+	agentGit(t, b, "commit", "-q", "-m", "work")
+	// The branch is fetched first: that is all a refused merge adds.
+	if _, err := b.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, why string
+		make      func()
+		undo      func()
+	}{
+		{"dirty", "local changes would be overwritten at: a.txt",
+			func() { write(t, filepath.Join(repo, "a.txt"), "dirty\n") },
+			func() { testGit(t, repo, "checkout", "-q", "a.txt") }},
+		{"untracked", "local changes would be overwritten at: new.txt",
+			func() { write(t, filepath.Join(repo, "new.txt"), "mine\n") },
+			func() { os.Remove(filepath.Join(repo, "new.txt")) }},
+		{"staged", "the index has staged changes at: sub/keep",
+			func() { write(t, filepath.Join(repo, "sub", "keep"), "staged\n"); testGit(t, repo, "add", "sub/keep") },
+			func() { testGit(t, repo, "reset", "-q", "--hard") }},
+	} {
+		c.make()
+		sum := treeSum(t, repo)
+		head := testGit(t, repo, "rev-parse", "HEAD")
+		_, err := b.Merge(ctx)
+		var ce *ConflictError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.why) {
+			t.Fatalf("%s: merge: %v", c.name, err)
+		}
+		if treeSum(t, repo) != sum || testGit(t, repo, "rev-parse", "HEAD") != head {
+			t.Fatalf("%s: a refused merge changed the repository", c.name)
+		}
+		if _, err := os.Stat(b.journalPath()); err == nil {
+			t.Fatalf("%s: a refused merge left its journal", c.name)
+		}
+		c.undo()
+	}
+	if _, err := b.Merge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testGit(t, repo, "status", "--porcelain"); got != "" {
+		t.Fatalf("after merge: %q", got)
+	}
+}
