@@ -8,8 +8,9 @@
 // runs it through exec to copy files in and out of the bottle.
 //
 //	kube-init install DIR [--net-off] [--open-dir DIR]...
-//	kube-init gate -- CMD...   wait for the start token on stdin, then exec CMD
+//	kube-init gate -- CMD...   hold CMD until an attach opens the gate (package gate), then exec it
 //	kube-init run DIR -- CMD...  exec CMD in DIR (exec has no working directory)
+//	kube-init bye              release the gate held after the agent's end (pipe mode)
 //	kube-init untar DIR        extract a tar from stdin into DIR
 //	kube-init tar PATH         write PATH as a tar to stdout (exit 44: no such path)
 package main
@@ -23,18 +24,17 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-)
 
-// Token is what the plugin writes on the agent's stdin once its attach
-// stream is up, so that the agent starts only then and none of its output
-// is lost. It must match plugins/kubernetes/internal/kube.GateToken.
-const Token = "BOT-BOTTLE-START\n"
+	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/gate"
+)
 
 // ExitNotFound is tar's exit code for a path that does not exist.
 const ExitNotFound = 44
@@ -48,7 +48,7 @@ func main() {
 	case "install":
 		err = install(os.Args[2:])
 	case "gate":
-		err = gate(os.Args[2:])
+		err = holdGate(os.Args[2:])
 	case "run":
 		if len(os.Args) < 5 || os.Args[3] != "--" {
 			fail("usage: kube-init run DIR -- CMD...")
@@ -56,6 +56,9 @@ func main() {
 		if err = os.Chdir(os.Args[2]); err == nil {
 			err = execPath(os.Args[4:])
 		}
+	case "bye":
+		// The gate is the container's first process.
+		err = unix.Kill(1, byeSignal)
 	case "untar":
 		if len(os.Args) != 3 {
 			fail("usage: kube-init untar DIR")
@@ -205,10 +208,10 @@ func delLink(fd int, seq uint32, index int32) error {
 	}
 }
 
-// gate waits for Token on stdin and then becomes the agent. On a terminal
-// it reads the token in raw mode without echo, and restores the terminal
+// holdGate holds the agent until an attach opens it (package gate) and then
+// becomes the agent. On a terminal it reads the tokens in raw mode without echo, and restores the terminal
 // before the agent starts.
-func gate(args []string) error {
+func holdGate(args []string) error {
 	if len(args) < 2 || args[0] != "--" {
 		return errors.New("usage: kube-init gate -- CMD...")
 	}
@@ -226,21 +229,81 @@ func gate(args []string) error {
 			return err
 		}
 	}
-	// Byte by byte, so that nothing after the token is taken from the agent.
-	buf := make([]byte, len(Token))
-	if _, err := io.ReadFull(os.Stdin, buf); err != nil {
-		return fmt.Errorf("no start token: %w", err)
+	// On a terminal stdout and stderr are one stream; otherwise each is
+	// announced on, so the plugin knows both are joined.
+	outs := []io.Writer{os.Stdout}
+	if terr != nil {
+		outs = append(outs, os.Stderr)
 	}
-	if string(buf) != Token {
-		return fmt.Errorf("bad start token %q", buf)
+	if err := gate.Wait(os.Stdin, outs...); err != nil {
+		return err
 	}
 	if terr == nil {
 		if err := unix.IoctlSetTermios(0, unix.TCSETS, old); err != nil {
 			return err
 		}
+		return execPath(cmd)
 	}
-	return execPath(cmd)
+	os.Exit(runHeld(cmd, outs))
+	return nil
 }
+
+// runHeld runs the agent (pipe mode) as this process's child, passing on
+// the signals a pod gets, and once it has exited holds the container until
+// an attach has all of its output (gate.Hold); its exit code is the
+// agent's.
+func runHeld(argv []string, outs []io.Writer) int {
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kube-init: "+err.Error())
+		return 127
+	}
+	c := exec.Command(path, argv[1:]...)
+	c.Args = argv
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)
+	if err := c.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "kube-init: "+err.Error())
+		return 126
+	}
+	go func() {
+		for s := range sigs {
+			_ = c.Process.Signal(s)
+		}
+	}()
+	code := 0
+	if err := c.Wait(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			fmt.Fprintln(os.Stderr, "kube-init: "+err.Error())
+			return 126
+		}
+		code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	}
+	// Released by `kube-init bye`, which an attach runs once it has End;
+	// handled before the forwarding stops, so it never has its default
+	// action.
+	bye := make(chan os.Signal, 1)
+	signal.Notify(bye, byeSignal)
+	signal.Stop(sigs)
+	released := make(chan struct{})
+	go func() { <-bye; close(released) }()
+	gate.Hold(released, holdTimeout, outs...)
+	return code
+}
+
+// byeSignal releases a held gate; PID 1 gets only the signals it handles,
+// so it cannot come from anywhere but a process that means it.
+const byeSignal = unix.SIGUSR1
+
+// How long an ended agent's container waits for an attach to take the
+// rest of its output: long enough for a loaded cluster's round trip, short
+// enough that a detached bottle's end is not held for long.
+const holdTimeout = 5 * time.Second
 
 // execPath becomes cmd, found on $PATH.
 func execPath(cmd []string) error {

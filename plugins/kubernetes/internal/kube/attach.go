@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 
+	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/gate"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -51,24 +52,63 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 		return sdk.ExitStatus{Code: int(st.State.Terminated.ExitCode)}, nil
 	}
 	gated := pod.Annotations[annStarted] != "true"
-	if gated {
-		if err := b.markStarted(ctx, cl, hd.Pod); err != nil {
-			return sdk.ExitStatus{}, err
-		}
-	}
 	tty := hd.TTY
 	stdin := s.Stdin
 	if !req.Stdin {
 		stdin = nil
 	}
+	out, errOut := s.Stdout, s.Stderr
+	if out == nil {
+		out = io.Discard
+	}
+	if errOut == nil {
+		errOut = io.Discard
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// In pipe mode the gate outlives the agent until this attach has all
+	// its output (package gate): take End out and release the gate.
+	var ends []*gate.EndFilter
+	if !tty {
+		eo, ee := gate.NewEndFilter(out), gate.NewEndFilter(errOut)
+		out, errOut, ends = eo, ee, []*gate.EndFilter{eo, ee}
+		defer eo.Close()
+		defer ee.Close()
+		go func() {
+			for _, e := range ends {
+				select {
+				case <-e.Ended():
+				case <-sctx.Done():
+					return
+				}
+			}
+			if _, err := b.exec(sctx, cl, hd.Pod, []string{helperPath, "bye"}, nil); err != nil && b.log != nil {
+				b.log.Debug("release the gate", "pod", hd.Pod, "error", err)
+			}
+		}()
+	}
+	var filters []*gate.Filter
+	if gated {
+		fo := gate.NewFilter(out)
+		out, filters = fo, append(filters, fo)
+		if !tty {
+			fe := gate.NewFilter(errOut)
+			errOut, filters = fe, append(filters, fe)
+		}
+	}
 	var in io.Reader
 	var closeIn func()
+	gateDone := make(chan error, 1)
 	if gated || stdin != nil {
 		pr, pw := io.Pipe()
 		in, closeIn = pr, func() { _ = pw.CloseWithError(io.EOF) }
 		go func() {
 			if gated {
-				if _, err := io.WriteString(pw, GateToken); err != nil {
+				err := b.openGateOn(sctx, cl, hd.Pod, pw, filters)
+				gateDone <- err
+				if err != nil {
+					_ = pw.CloseWithError(err)
+					cancel()
 					return
 				}
 			}
@@ -79,21 +119,12 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 			_ = pw.Close()
 		}()
 	}
-	out, errOut := s.Stdout, s.Stderr
-	if out == nil {
-		out = io.Discard
-	}
-	if errOut == nil {
-		errOut = io.Discard
-	}
 	opts := remotecommand.StreamOptions{Stdin: in, Stdout: out, Tty: tty}
 	if !tty {
 		opts.Stderr = errOut
 	} else {
 		opts.TerminalSizeQueue = newSizeQueue(ctx, req, s.Resize)
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	serr := b.stream(sctx, cl, hd.Pod, "attach", &corev1.PodAttachOptions{
 		Container: agentContainer, Stdin: in != nil, Stdout: true, Stderr: !tty, TTY: tty,
 	}, opts)
@@ -102,6 +133,29 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	}
 	if ctx.Err() != nil {
 		return sdk.ExitStatus{Detached: true}, nil
+	}
+	if gated && !opensOK(filters) {
+		// The stream ended before the gate opened: the agent has not
+		// started, and waiting for its exit would wait for nothing.
+		cancel()
+		gerr := <-gateDone
+		err := gerr
+		if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, io.ErrClosedPipe) {
+			err = serr
+		}
+		if err == nil {
+			var seen []string
+			for _, f := range filters {
+				select {
+				case <-f.Ready():
+					seen = append(seen, "ready")
+				default:
+					seen = append(seen, "no ready")
+				}
+			}
+			err = fmt.Errorf("the attach ended before the agent started (streams: %s; gate: %v; stream: %v)", strings.Join(seen, ", "), gerr, serr)
+		}
+		return sdk.ExitStatus{}, fmt.Errorf("kubernetes: attach to %s: %s", hd.Pod, oneLine(err))
 	}
 	code, err := b.exitCode(ctx, cl, hd.Pod)
 	if err != nil {
@@ -137,49 +191,110 @@ func (b *Backend) exitCode(ctx context.Context, cl *cluster, name string) (int, 
 	return int(agentStatus(p).State.Terminated.ExitCode), nil
 }
 
-// markStarted records that the gate is being opened, before the token
-// goes: a token sent twice would be the agent's input.
+// openGateOn runs the plugin's side of the start handshake (package gate)
+// on an attach whose stdin is w and whose output streams pass through
+// filters: Start, then, once every stream has carried Ready (so none of the
+// agent's output can go to nobody), the started mark and Go.
+func (b *Backend) openGateOn(ctx context.Context, cl *cluster, name string, w io.Writer, filters []*gate.Filter) error {
+	if _, err := io.WriteString(w, gate.Start); err != nil {
+		return fmt.Errorf("kubernetes: start the agent of %s: %w", name, err)
+	}
+	for _, f := range filters {
+		select {
+		case <-f.Ready():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := b.markStarted(ctx, cl, name); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, gate.Go); err != nil {
+		return fmt.Errorf("kubernetes: start the agent of %s: %w", name, err)
+	}
+	return nil
+}
+
+// markStarted records that the gate is being opened, before Go is sent: a
+// later attach that sent the tokens again would give them to the agent.
+// An attach that dies before this leaves the mark unset, and the gate takes
+// the next attach's Start as a new one.
 func (b *Backend) markStarted(ctx context.Context, cl *cluster, name string) error {
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, annStarted)
 	_, err := cl.cs.CoreV1().Pods(cl.namespace).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	return apiErr("kubernetes: mark pod "+name+" started", err)
 }
 
-// openGate starts a detached bottle's agent: the token, and no more input.
+// openGate starts a detached bottle's agent: the handshake on an attach of
+// its own, which ends once the gate has opened.
 func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bool) error {
-	if err := b.markStarted(ctx, cl, name); err != nil {
-		return err
-	}
-	pr, pw := io.Pipe()
-	go func() {
-		_, _ = io.WriteString(pw, GateToken)
-		// Give the token time to arrive before the stream goes.
-		time.Sleep(200 * time.Millisecond)
-		_ = pw.Close()
-	}()
-	opts := remotecommand.StreamOptions{Stdin: pr, Stdout: io.Discard, Tty: tty}
-	if !tty {
-		opts.Stderr = io.Discard
-	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	filters := []*gate.Filter{gate.NewFilter(io.Discard)}
+	opts := remotecommand.StreamOptions{Stdout: filters[0], Tty: tty}
+	if !tty {
+		filters = append(filters, gate.NewFilter(io.Discard))
+		opts.Stderr = filters[1]
+	}
+	pr, pw := io.Pipe()
+	opts.Stdin = pr
+	gateErr := make(chan error, 1)
+	go func() { gateErr <- b.openGateOn(sctx, cl, name, pw, filters) }()
 	done := make(chan error, 1)
 	go func() {
 		done <- b.stream(sctx, cl, name, "attach", &corev1.PodAttachOptions{Container: agentContainer, Stdin: true, Stdout: true, Stderr: !tty, TTY: tty}, opts)
 	}()
-	// The agent has started once its container no longer runs the gate;
-	// the pod does not show that, so the stream ending (the agent's exit)
-	// or a short while after the token is enough.
-	select {
-	case err := <-done:
-		if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "closed") {
-			return fmt.Errorf("kubernetes: start the agent of %s: %s", name, oneLine(err))
-		}
-	case <-time.After(500 * time.Millisecond):
-		cancel()
-		<-done
+	fail := func(err error) error {
+		return fmt.Errorf("kubernetes: start the agent of %s: %s", name, oneLine(err))
 	}
-	return nil
+	// The gate has opened once every stream carried Opened. The markers
+	// come before the stream's end, so a stream that ended (the agent's
+	// quick exit) has them too, unless it ended before the gate opened.
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		for _, f := range filters {
+			select {
+			case <-f.Opened():
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	select {
+	case <-opened:
+	case err := <-done:
+		done <- err
+	}
+	// Either way the handshake and this attach are over: a write still
+	// waiting on the pipe fails, and the stream goes.
+	_ = pw.CloseWithError(io.EOF)
+	cancel()
+	gerr, serr := <-gateErr, <-done
+	switch {
+	case opensOK(filters):
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case gerr != nil && !errors.Is(gerr, context.Canceled) && !errors.Is(gerr, context.DeadlineExceeded) && !errors.Is(gerr, io.ErrClosedPipe):
+		return fail(gerr)
+	case serr != nil && !errors.Is(serr, context.Canceled):
+		return fail(serr)
+	default:
+		return fail(errors.New("the gate did not open in 30s"))
+	}
+}
+
+// opensOK says every stream carried Opened.
+func opensOK(filters []*gate.Filter) bool {
+	for _, f := range filters {
+		select {
+		case <-f.Opened():
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // stream runs an attach or exec session over the API server: WebSocket

@@ -37,11 +37,8 @@ const (
 	workVolume     = "bb-work"
 	helperDir      = "/run/bot-bottle/k8s"
 	helperPath     = helperDir + "/kube-init"
-	// GateToken starts a gated agent; it must match
-	// cmd/bot-bottle-kube-init's Token.
-	GateToken = "BOT-BOTTLE-START\n"
-	// annStarted says the gate was opened: a later attach must not send the
-	// token again (the agent would read it).
+	// annStarted says the gate is being opened: a later attach must not
+	// send its tokens (the agent would read them).
 	annStarted = "dev.bot-bottle.started"
 	// annContext records the kubeconfig context the bottle was made in.
 	annContext = "dev.bot-bottle.context"
