@@ -168,15 +168,21 @@ func binaryID(path string) (string, error) {
 }
 
 func proxyImageKey(binaryID string, labels map[string]string) string {
+	return keyOf(binaryID, labels)
+}
+
+// keyOf is the hex sha256 of seed and m's pairs in key order: a name for
+// what a set of settings makes, the same in every process.
+func keyOf(seed string, m map[string]string) string {
 	h := sha256.New()
-	h.Write([]byte(binaryID))
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
+	h.Write([]byte(seed))
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		js, _ := json.Marshal([2]string{k, labels[k]})
+		js, _ := json.Marshal([2]string{k, m[k]})
 		h.Write(js)
 	}
 	return hex.EncodeToString(h.Sum(nil))

@@ -92,18 +92,7 @@ type group struct {
 
 func groupOf(extra map[string]string) group {
 	home := sdk.HomeID()
-	h := sha256.New()
-	h.Write([]byte(home))
-	keys := make([]string, 0, len(extra))
-	for k := range extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		js, _ := json.Marshal([2]string{k, extra[k]})
-		h.Write(js)
-	}
-	g := group{home: home, key: hex.EncodeToString(h.Sum(nil))[:12], labels: map[string]string{}}
+	g := group{home: home, key: keyOf(home, extra)[:12], labels: map[string]string{}}
 	for k, v := range extra {
 		g.labels[k] = v
 	}
