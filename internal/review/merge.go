@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/google/renameio/v2"
 )
 
 // Merge merges the bottle's branch into the operator's current branch with
@@ -133,23 +135,8 @@ func (b Bottle) writeJournal(j mergeJournal) error {
 	if err != nil {
 		return err
 	}
-	tmp := b.journalPath() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, b.journalPath())
+	path := b.journalPath()
+	return renameio.WriteFile(path, data, 0o600, renameio.WithTempDir(filepath.Dir(path)))
 }
 
 func (b Bottle) readJournal() (mergeJournal, bool, error) {
