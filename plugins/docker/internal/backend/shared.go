@@ -637,13 +637,7 @@ func removePool(ctx context.Context, c *client.Client, g group, key string) ([]s
 	}
 	k := &collector{}
 	each(ns, func(n network.Summary) {
-		err := removeNetwork(ctx, c, n.ID)
-		switch {
-		case err == nil:
-			k.add("network "+n.Name, nil)
-		case !isNotFound(err):
-			k.add("", engineErr(c, "remove network "+n.Name, err))
-		}
+		k.add(dropNetwork(ctx, c, n.ID, n.Name))
 	})
 	sort.Strings(k.removed)
 	return k.removed, errors.Join(k.errs...)
@@ -662,13 +656,12 @@ func removeOutboundIfUnused(ctx context.Context, c *client.Client, g group) ([]s
 	}
 	var removed []string
 	for _, n := range ns {
-		err := removeNetwork(ctx, c, n.ID)
-		switch {
-		case err == nil:
-			removed = append(removed, "network "+n.Name)
-		case isNotFound(err):
-		default:
-			return removed, engineErr(c, "remove network "+n.Name, err)
+		what, err := dropNetwork(ctx, c, n.ID, n.Name)
+		if err != nil {
+			return removed, err
+		}
+		if what != "" {
+			removed = append(removed, what)
 		}
 	}
 	return removed, nil

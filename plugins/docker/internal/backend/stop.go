@@ -261,13 +261,7 @@ func removeMatching(ctx context.Context, c *client.Client, f filters.Args, image
 	go func() {
 		defer wg.Done()
 		each(nets, func(n found) {
-			err := removeNetwork(ctx, c, n.id)
-			switch {
-			case err == nil:
-				k.add("network "+n.name, nil)
-			case !isNotFound(err):
-				k.add("", engineErr(c, "remove network "+n.name, err))
-			}
+			k.add(dropNetwork(ctx, c, n.id, n.name))
 		})
 	}()
 	go func() {
@@ -453,6 +447,19 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// dropNetwork removes network id (called name) for a collector: what it
+// removed, nothing when it was already gone, or why not.
+func dropNetwork(ctx context.Context, c *client.Client, id, name string) (string, error) {
+	switch err := removeNetwork(ctx, c, id); {
+	case err == nil:
+		return "network " + name, nil
+	case isNotFound(err):
+		return "", nil
+	default:
+		return "", engineErr(c, "remove network "+name, err)
+	}
 }
 
 // removeNetwork removes a network, waiting a little for the engine to let go
