@@ -15,6 +15,7 @@ package gate
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -293,4 +294,46 @@ func (f *EndFilter) Close() {
 		_, _ = f.w.Write(f.held)
 		f.held = nil
 	}
+}
+
+// Filters are the start filters of one attach's output streams: the
+// handshake goes on only once every stream has carried a marker.
+type Filters []*Filter
+
+// WaitReady waits until every stream has carried Ready, or ctx ends.
+func (fs Filters) WaitReady(ctx context.Context) error {
+	return waitAll(ctx, len(fs), func(i int) <-chan struct{} { return fs[i].Ready() })
+}
+
+// WaitOpened waits until every stream has carried Opened, or ctx ends.
+func (fs Filters) WaitOpened(ctx context.Context) error {
+	return waitAll(ctx, len(fs), func(i int) <-chan struct{} { return fs[i].Opened() })
+}
+
+// Opened says whether every stream has carried Opened, without waiting.
+func (fs Filters) Opened() bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return fs.WaitOpened(ctx) == nil
+}
+
+// WaitEnded waits until every stream has carried End, or ctx ends.
+func WaitEnded(ctx context.Context, fs ...*EndFilter) error {
+	return waitAll(ctx, len(fs), func(i int) <-chan struct{} { return fs[i].Ended() })
+}
+
+func waitAll(ctx context.Context, n int, ch func(int) <-chan struct{}) error {
+	for i := range n {
+		select {
+		case <-ch(i):
+			continue
+		default:
+		}
+		select {
+		case <-ch(i):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"strings"
 	"sync"
@@ -217,5 +218,36 @@ func TestHoldWaitsForRelease(t *testing.T) {
 	Hold(make(chan struct{}), 10*time.Millisecond, io.Discard)
 	if time.Since(began) > 5*time.Second {
 		t.Fatal("Hold with no attach did not time out")
+	}
+}
+
+func TestFiltersWaitForEveryStream(t *testing.T) {
+	fs := Filters{NewFilter(io.Discard), NewFilter(io.Discard)}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, _ = fs[0].Write([]byte(Ready + Opened))
+	if err := fs.WaitReady(short); err == nil {
+		t.Fatal("WaitReady returned with one stream of two ready")
+	}
+	if fs.Opened() {
+		t.Fatal("Opened with one stream of two opened")
+	}
+	_, _ = fs[1].Write([]byte(Ready + Opened))
+	if err := fs.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !fs.Opened() {
+		t.Fatal("not Opened with every stream opened")
+	}
+	eo, ee := NewEndFilter(io.Discard), NewEndFilter(io.Discard)
+	_, _ = eo.Write([]byte(End))
+	short2, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	if WaitEnded(short2, eo, ee) == nil {
+		t.Fatal("WaitEnded returned with one stream of two ended")
+	}
+	_, _ = ee.Write([]byte(End))
+	if err := WaitEnded(context.Background(), eo, ee); err != nil {
+		t.Fatal(err)
 	}
 }

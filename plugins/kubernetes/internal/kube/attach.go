@@ -75,19 +75,15 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 		defer eo.Close()
 		defer ee.Close()
 		go func() {
-			for _, e := range ends {
-				select {
-				case <-e.Ended():
-				case <-sctx.Done():
-					return
-				}
+			if gate.WaitEnded(sctx, ends...) != nil {
+				return
 			}
 			if _, err := b.exec(sctx, cl, hd.Pod, []string{helperPath, "bye"}, nil); err != nil && b.log != nil {
 				b.log.Debug("release the gate", "pod", hd.Pod, "error", err)
 			}
 		}()
 	}
-	var filters []*gate.Filter
+	var filters gate.Filters
 	if gated {
 		fo := gate.NewFilter(out)
 		out, filters = fo, append(filters, fo)
@@ -134,7 +130,7 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	if ctx.Err() != nil {
 		return sdk.ExitStatus{Detached: true}, nil
 	}
-	if gated && !opensOK(filters) {
+	if gated && !filters.Opened() {
 		// The stream ended before the gate opened: the agent has not
 		// started, and waiting for its exit would wait for nothing.
 		cancel()
@@ -195,16 +191,12 @@ func (b *Backend) exitCode(ctx context.Context, cl *cluster, name string) (int, 
 // on an attach whose stdin is w and whose output streams pass through
 // filters: Start, then, once every stream has carried Ready (so none of the
 // agent's output can go to nobody), the started mark and Go.
-func (b *Backend) openGateOn(ctx context.Context, cl *cluster, name string, w io.Writer, filters []*gate.Filter) error {
+func (b *Backend) openGateOn(ctx context.Context, cl *cluster, name string, w io.Writer, filters gate.Filters) error {
 	if _, err := io.WriteString(w, gate.Start); err != nil {
 		return fmt.Errorf("kubernetes: start the agent of %s: %w", name, err)
 	}
-	for _, f := range filters {
-		select {
-		case <-f.Ready():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := filters.WaitReady(ctx); err != nil {
+		return err
 	}
 	if err := b.markStarted(ctx, cl, name); err != nil {
 		return err
@@ -230,7 +222,7 @@ func (b *Backend) markStarted(ctx context.Context, cl *cluster, name string) err
 func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bool) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	filters := []*gate.Filter{gate.NewFilter(io.Discard)}
+	filters := gate.Filters{gate.NewFilter(io.Discard)}
 	opts := remotecommand.StreamOptions{Stdout: filters[0], Tty: tty}
 	if !tty {
 		filters = append(filters, gate.NewFilter(io.Discard))
@@ -250,17 +242,8 @@ func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bo
 	// The gate has opened once every stream carried Opened. The markers
 	// come before the stream's end, so a stream that ended (the agent's
 	// quick exit) has them too, unless it ended before the gate opened.
-	opened := make(chan struct{})
-	go func() {
-		defer close(opened)
-		for _, f := range filters {
-			select {
-			case <-f.Opened():
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
+	opened := make(chan error, 1)
+	go func() { opened <- filters.WaitOpened(sctx) }()
 	select {
 	case <-opened:
 	case err := <-done:
@@ -272,7 +255,7 @@ func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bo
 	cancel()
 	gerr, serr := <-gateErr, <-done
 	switch {
-	case opensOK(filters):
+	case filters.Opened():
 		return nil
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -283,18 +266,6 @@ func (b *Backend) openGate(ctx context.Context, cl *cluster, name string, tty bo
 	default:
 		return fail(errors.New("the gate did not open in 30s"))
 	}
-}
-
-// opensOK says every stream carried Opened.
-func opensOK(filters []*gate.Filter) bool {
-	for _, f := range filters {
-		select {
-		case <-f.Opened():
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // stream runs an attach or exec session over the API server: WebSocket
