@@ -185,3 +185,16 @@ func (b *bodyScanner) scan(chunk []byte) {
 	}
 	b.tail = append(b.tail[:0], win...)
 }
+
+// placeholdersInTarget audits a placeholder in the name a CONNECT asks for
+// (a name under an allowed wildcard can carry one out in the lookup).
+func (p *Proxy) placeholdersInTarget(t target, method string) {
+	if p.creds == nil || t.name == "" {
+		return
+	}
+	for _, c := range p.creds.list {
+		if strings.Contains(t.name, strings.ToLower(c.Placeholder)) {
+			p.exfiltration(Event{Identity: p.identity, Host: t.host(), Port: int(t.port), Method: method, Allowed: true}, c, "the CONNECT host name")
+		}
+	}
+}

@@ -566,3 +566,70 @@ func mustRules(t testing.TB, rules ...string) *egressrule.Rules {
 	}
 	return rs
 }
+
+func TestPlainHTTPCredentialAndPlainInsideConnect(t *testing.T) {
+	ca, _ := NewCA(testIdentity)
+	up := newRecorder(t, nil, "hook.test")
+	hp := hostPort("hook.test", up.port())
+	cred := Credential{Name: "hook", Hosts: []string{hp}, Header: "Authorization", Prefix: "Bearer ", Placeholder: NewPlaceholder("hook"), Value: testSecret}
+	h := startProxy(t, []string{hp, "!GET " + hp + "/private", "*.wild.test:" + up.port(), "127.0.0.1:" + up.port()}, withCA(ca), withCreds(cred))
+	h.res.add("hook.test", "127.0.0.1")
+	c := bottleClient(h, ca, nil, false)
+	// Plain HTTP toward the credential's own host:port gets it.
+	do(t, c, "POST", "http://"+hp+"/in", map[string]string{"Authorization": "Bearer " + cred.Placeholder}, "{}")
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+testSecret {
+		t.Errorf("plain HTTP: Authorization %q", got)
+	}
+	// Plain HTTP inside a CONNECT to a host the proxy reads: served and
+	// judged as such.
+	resp, _, conn := h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	fmt.Fprintf(conn, "GET /private/x HTTP/1.1\r\nHost: %s\r\n\r\n", hp)
+	r, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StatusCode != 403 || !strings.Contains(r.Header.Get(RefusedHeader), "denied by rule !GET "+hp+"/private") {
+		t.Errorf("plain GET inside CONNECT: %d %q", r.StatusCode, r.Header.Get(RefusedHeader))
+	}
+	// A placeholder in a CONNECT host name is audited.
+	h.res.add(cred.Placeholder+".wild.test", "127.0.0.1")
+	h.raw("CONNECT " + cred.Placeholder + ".wild.test:" + up.port() + " HTTP/1.1\r\nHost: x\r\n\r\n")
+	ex := eventsOfKind(h.eventsOf(), sdk.EgressExfiltration)
+	if len(ex) != 1 || !strings.Contains(ex[0].Reason, "the CONNECT host name") {
+		t.Errorf("exfiltration events %+v, want one for the CONNECT host name", ex)
+	}
+	if strings.Contains(h.events.String()+h.logs.String(), testSecret) {
+		t.Error("the secret is in the events or logs")
+	}
+}
+
+func TestRequestRuleArrivingWithoutCAIsRefused(t *testing.T) {
+	up := newRecorder(t, nil, "api.test")
+	hp := hostPort("api.test", up.port())
+	h := startProxy(t, []string{hp, "127.0.0.1:" + up.port()})
+	h.res.add("api.test", "127.0.0.1")
+	h.p.SetRules(mustRules(t, "GET "+hp+"/v1/", "127.0.0.1:"+up.port()))
+	resp, body, _ := h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	if resp.StatusCode != 403 || !strings.Contains(body, "rule GET "+hp+"/v1/ makes the proxy read its requests, and this proxy has no CA") {
+		t.Errorf("CONNECT without a CA: %d %q", resp.StatusCode, body)
+	}
+	// Plain HTTP needs no CA: the rule is applied as it is.
+	c := bottleClient(h, mustCA(t), nil, false)
+	if resp, _ := do(t, c, "GET", "http://"+hp+"/v1/x", nil, ""); resp.StatusCode != 200 {
+		t.Errorf("plain GET /v1/x: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, c, "GET", "http://"+hp+"/v2", nil, ""); resp.StatusCode != 403 {
+		t.Errorf("plain GET /v2: %d", resp.StatusCode)
+	}
+}
+
+func mustCA(t testing.TB) *CA {
+	ca, err := NewCA(testIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}

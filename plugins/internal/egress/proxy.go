@@ -509,6 +509,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := connectContext(r)
+	p.placeholdersInTarget(t, r.Method)
 	terminate, why := p.terminates(t)
 	if terminate && p.ca == nil {
 		d := decision{
