@@ -67,7 +67,13 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 // prepare puts the credentials that belong to t on r, and audits every
 // placeholder of another credential r carries toward t (which is sent as
 // it is). It refuses r only when an injection cannot be audited.
-func (p *Proxy) prepare(t target, r *http.Request, rule string) (decision, bool) {
+//
+// A credential goes only on a request that leaves over TLS the proxy
+// verified (secure): over plain HTTP — even to a credential's own host and
+// port, as http://api.example.com:443/ asks — the value would cross the
+// network in clear. Nor on TRACE, which a server answers by echoing the
+// request, credential included, back to the bottle.
+func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (decision, bool) {
 	if p.creds == nil || len(p.creds.list) == 0 {
 		return decision{allowed: true}, true
 	}
@@ -93,6 +99,10 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string) (decision, bool)
 			hit = hit || strings.Contains(v, c.Placeholder)
 		}
 		if !hit {
+			continue
+		}
+		if !secure || r.Method == http.MethodTrace {
+			p.log.Info("credential not put on the wire", "credential", c.Name, "host", host, "why", notInjected(secure))
 			continue
 		}
 		ev := base
@@ -197,4 +207,11 @@ func (p *Proxy) placeholdersInTarget(t target, method string) {
 			p.exfiltration(Event{Identity: p.identity, Host: t.host(), Port: int(t.port), Method: method, Allowed: true}, c, "the CONNECT host name")
 		}
 	}
+}
+
+func notInjected(secure bool) string {
+	if !secure {
+		return "plain HTTP: the value would cross the network in clear"
+	}
+	return "TRACE: the server would echo the value back"
 }

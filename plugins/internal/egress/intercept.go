@@ -208,7 +208,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	if d, ok := p.prepare(t, r, d.rule); !ok {
+	if d, ok := p.prepare(t, r, d.rule, h.scheme == "https"); !ok {
 		p.reply(w, d.status, d.message, false)
 		return
 	}

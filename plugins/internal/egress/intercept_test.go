@@ -575,10 +575,11 @@ func TestPlainHTTPCredentialAndPlainInsideConnect(t *testing.T) {
 	h := startProxy(t, []string{hp, "!GET " + hp + "/private", "*.wild.test:" + up.port(), "127.0.0.1:" + up.port()}, withCA(ca), withCreds(cred))
 	h.res.add("hook.test", "127.0.0.1")
 	c := bottleClient(h, ca, nil, false)
-	// Plain HTTP toward the credential's own host:port gets it.
+	// Plain HTTP, even toward the credential's own host:port, never
+	// carries the value: it would cross the network in clear.
 	do(t, c, "POST", "http://"+hp+"/in", map[string]string{"Authorization": "Bearer " + cred.Placeholder}, "{}")
-	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+testSecret {
-		t.Errorf("plain HTTP: Authorization %q", got)
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+cred.Placeholder {
+		t.Errorf("plain HTTP: Authorization %q, want the placeholder", got)
 	}
 	// Plain HTTP inside a CONNECT to a host the proxy reads: served and
 	// judged as such.
@@ -593,6 +594,17 @@ func TestPlainHTTPCredentialAndPlainInsideConnect(t *testing.T) {
 	}
 	if r.StatusCode != 403 || !strings.Contains(r.Header.Get(RefusedHeader), "denied by rule !GET "+hp+"/private") {
 		t.Errorf("plain GET inside CONNECT: %d %q", r.StatusCode, r.Header.Get(RefusedHeader))
+	}
+	io.Copy(io.Discard, r.Body)
+	fmt.Fprintf(conn, "GET /in HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", hp, cred.Placeholder)
+	if r, err = http.ReadResponse(bufio.NewReader(conn), nil); err != nil || r.StatusCode != 200 {
+		t.Fatalf("plain GET /in inside CONNECT: %v %v", r, err)
+	}
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+cred.Placeholder {
+		t.Errorf("plain HTTP inside CONNECT: Authorization %q, want the placeholder", got)
+	}
+	if n := len(eventsOfKind(h.eventsOf(), sdk.EgressInject)); n != 0 {
+		t.Errorf("%d inject events over plain HTTP", n)
 	}
 	// A placeholder in a CONNECT host name is audited.
 	h.res.add(cred.Placeholder+".wild.test", "127.0.0.1")
@@ -632,4 +644,17 @@ func mustCA(t testing.TB) *CA {
 		t.Fatal(err)
 	}
 	return ca
+}
+
+func TestTraceNeverCarriesTheCredential(t *testing.T) {
+	w := newCredWorld(t)
+	c := bottleClient(w.h, w.ca, w.upCA, false)
+	do(t, c, "TRACE", urlOf("https", "api.test", w.api.port())+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
+	if got := w.api.last(t).header.Get("X-Api-Key"); got != w.cred.Placeholder {
+		t.Errorf("TRACE carried x-api-key %q, want the placeholder", got)
+	}
+	do(t, c, "GET", urlOf("https", "api.test", w.api.port())+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
+	if got := w.api.last(t).header.Get("X-Api-Key"); got != testSecret {
+		t.Errorf("GET after TRACE: x-api-key %q, want the value", got)
+	}
 }

@@ -637,7 +637,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, r, d, false)
 		return
 	}
-	if d, ok := p.prepare(t, r, d.rule); !ok {
+	if d, ok := p.prepare(t, r, d.rule, false); !ok {
 		upstream.Close()
 		p.refuse(w, r, d, false)
 		return
