@@ -13,8 +13,9 @@ import (
 
 // Credential is a secret the proxy puts on the wire for the bottle, which
 // only ever holds Placeholder. On a request toward a host matching Hosts
-// that the proxy reads (TLS it terminates, or plain HTTP), a Header equal to
-// Prefix+Placeholder, or containing Placeholder, is set to Prefix+Value.
+// whose TLS the proxy terminates (never plain HTTP: see prepare), a Header
+// equal to Prefix+Placeholder, or containing Placeholder, is set to
+// Prefix+Value.
 type Credential struct {
 	// Name names it in events, `bot-bottle revoke` and status.
 	Name string
