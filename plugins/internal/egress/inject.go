@@ -121,10 +121,32 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (de
 	return decision{allowed: true}, true
 }
 
+// refusedPlaceholders audits the placeholders of credentials that do not
+// belong to t in a request the proxy refused: an attempt, though nothing
+// went out. Under the bound on refusals (a refusal costs the bottle
+// nothing); the body of a refused request is not read.
+func (p *Proxy) refusedPlaceholders(t target, r *http.Request) {
+	if p.creds == nil {
+		return
+	}
+	host, port := t.host(), int(t.port)
+	for _, c := range p.creds.list {
+		if _, own := c.hosts.Match(host, port); own {
+			continue
+		}
+		if where := findPlaceholder(r, c.Placeholder); where != "" && p.limits.admitRefused(p.identity, p.events) {
+			p.exfiltration(Event{Identity: p.identity, Host: host, Port: port, Method: r.Method, Path: eventPath(r)}, c, where)
+		}
+	}
+}
+
 func (p *Proxy) exfiltration(base Event, c *credential, where string) {
 	ev := base
 	ev.Kind, ev.Credential = sdk.EgressExfiltration, c.Name
 	ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to: sent unchanged", c.Name, where)
+	if !ev.Allowed {
+		ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to, in a request refused", c.Name, where)
+	}
 	if err := p.limits.write(p.identity, p.events, ev); err != nil {
 		p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", ev.Host)
 	}

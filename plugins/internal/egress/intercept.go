@@ -201,6 +201,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// requests to the host too.
 	d, ok := p.checkRequest(t, r)
 	if !ok {
+		p.refusedPlaceholders(t, r)
 		p.reply(w, d.status, d.message, false)
 		return
 	}

@@ -292,6 +292,11 @@ func TestCredentialIsInjectedTowardItsHostOnly(t *testing.T) {
 	if got := w.plain.last(t).body; !strings.HasSuffix(got, w.cred.Placeholder) {
 		t.Errorf("plain.test body does not end in the placeholder")
 	}
+	// Refused (not in the allowlist, a path no rule allows): flagged too.
+	do(t, c, "GET", "http://nowhere.test/x", map[string]string{"Authorization": w.cred.Placeholder}, "")
+	if resp, _ := do(t, c, "POST", urlOf("https", "other.test", w.other.port())+"/y", map[string]string{"X-Api-Key": w.cred.Placeholder}, ""); resp.StatusCode != 403 {
+		t.Errorf("POST other.test: %d, want 403", resp.StatusCode)
+	}
 	// A host with no credential and no rule about requests: a tunnel, with
 	// the upstream's own certificate.
 	resp, _ = do(t, c, "GET", urlOf("https", "tunnel.test", w.tunnel.port())+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
@@ -308,12 +313,21 @@ func TestCredentialIsInjectedTowardItsHostOnly(t *testing.T) {
 		t.Errorf("inject events = %+v, want one for anthropic toward api.test", inj)
 	}
 	ex := eventsOfKind(evs, sdk.EgressExfiltration)
-	wantWhere := []struct{ host, where string }{{"other.test", "header X-Api-Key"}, {"plain.test", "the request line"}, {"plain.test", "the body"}}
+	wantWhere := []struct {
+		host, where string
+		allowed     bool
+	}{
+		{"other.test", "header X-Api-Key", true},
+		{"plain.test", "the request line", true},
+		{"plain.test", "the body", true},
+		{"nowhere.test", "header Authorization", false},
+		{"other.test", "header X-Api-Key", false},
+	}
 	if len(ex) != len(wantWhere) {
 		t.Fatalf("exfiltration events = %+v, want %d", ex, len(wantWhere))
 	}
 	for i, want := range wantWhere {
-		if ex[i].Credential != "anthropic" || ex[i].Host != want.host || !strings.Contains(ex[i].Reason, want.where) {
+		if ex[i].Credential != "anthropic" || ex[i].Host != want.host || !strings.Contains(ex[i].Reason, want.where) || ex[i].Allowed != want.allowed {
 			t.Errorf("exfiltration event %d = %+v, want %s in %s", i, ex[i], want.host, want.where)
 		}
 	}
@@ -324,7 +338,7 @@ func TestCredentialIsInjectedTowardItsHostOnly(t *testing.T) {
 			paths = append(paths, ev.Host+ev.Path)
 		}
 	}
-	if want := "api.test/v1/messages other.test/x plain.test/q plain.test/b"; strings.Join(paths, " ") != want {
+	if want := "api.test/v1/messages other.test/x plain.test/q plain.test/b nowhere.test/x other.test/y"; strings.Join(paths, " ") != want {
 		t.Errorf("request events %q, want %q", paths, want)
 	}
 	w.noSecret(t)

@@ -628,12 +628,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	ctx := connectContext(r)
 	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
 		if d, ok := p.checkRequest(t, r); !ok {
+			p.refusedPlaceholders(t, r)
 			p.refuse(w, r, d, false)
 			return
 		}
 	}
 	upstream, d := p.open(ctx, t, r.Method, eventPath(r))
 	if upstream == nil {
+		p.refusedPlaceholders(t, r)
 		p.refuse(w, r, d, false)
 		return
 	}
