@@ -73,9 +73,9 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 // port, as http://api.example.com:443/ asks — the value would cross the
 // network in clear. Nor on TRACE, which a server answers by echoing the
 // request, credential included, back to the bottle.
-func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (decision, bool) {
+func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (injected []*credential, _ decision, _ bool) {
 	if p.creds == nil || len(p.creds.list) == 0 {
-		return decision{allowed: true}, true
+		return nil, decision{allowed: true}, true
 	}
 	host, port := t.host(), int(t.port)
 	base := Event{Identity: p.identity, Host: host, Port: port, Method: r.Method, Path: eventPath(r), Rule: rule, Allowed: true}
@@ -110,15 +110,16 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (de
 		ev.Reason = "credential " + c.Name + " put in header " + name
 		if err := p.limits.write(p.identity, p.events, ev); err != nil {
 			p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", host)
-			return decision{
+			return nil, decision{
 				status:  http.StatusServiceUnavailable,
 				reason:  "audit log unavailable",
 				message: fmt.Sprintf("egress to %s refused: the bottle's egress audit log cannot be written, so credential %s is not sent", t, c.Name),
 			}, false
 		}
 		r.Header.Set(name, c.Prefix+c.Value)
+		injected = append(injected, c)
 	}
-	return decision{allowed: true}, true
+	return injected, decision{allowed: true}, true
 }
 
 // refusedPlaceholders audits the placeholders of credentials that do not

@@ -93,13 +93,19 @@ type recorder struct {
 	reqs []seen
 }
 
-func newRecorder(t testing.TB, ca *testCA, name string) *recorder {
+// newRecorder starts a recorder; a handler given answers in its place
+// (the request is still kept).
+func newRecorder(t testing.TB, ca *testCA, name string, answer ...http.HandlerFunc) *recorder {
 	rec := &recorder{}
 	rec.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		rec.mu.Lock()
 		rec.reqs = append(rec.reqs, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)})
 		rec.mu.Unlock()
+		if len(answer) > 0 {
+			answer[0](w, r)
+			return
+		}
 		fmt.Fprintf(w, "hello from %s", name)
 	}))
 	if ca != nil {

@@ -639,7 +639,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, r, d, false)
 		return
 	}
-	if d, ok := p.prepare(t, r, d.rule, false); !ok {
+	if _, d, ok := p.prepare(t, r, d.rule, false); !ok {
 		upstream.Close()
 		p.refuse(w, r, d, false)
 		return
