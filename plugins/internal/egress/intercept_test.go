@@ -459,6 +459,17 @@ func TestMethodAndPathRules(t *testing.T) {
 	if want := "bottle request egress 'GET gh.test:" + gh.port() + "/repos/other/x' --reason WHY"; !strings.Contains(strings.Join(asks, "\n"), want) {
 		t.Errorf("refusals' asks %q, want %q", asks, want)
 	}
+	// Approving exactly that line takes its refusal off the list, and the
+	// request through.
+	h.p.SetRules(mustRules(t, append(rules, "GET gh.test:"+gh.port()+"/repos/other/x")...))
+	for _, r := range h.p.RecentRefusals(testIdentity) {
+		if r.Path == "/repos/other/x" {
+			t.Errorf("refusal %+v still listed after its approval", r)
+		}
+	}
+	if resp, _ := do(t, c, "GET", ghURL+"/repos/other/x", nil, ""); resp.StatusCode != 200 {
+		t.Errorf("GET /repos/other/x after its approval: %d", resp.StatusCode)
+	}
 	for _, ev := range h.eventsOf() {
 		if !ev.Allowed && ev.Path == "" && ev.Kind == "" {
 			t.Errorf("a refused request's event has no path: %+v", ev)
