@@ -493,6 +493,13 @@ func TestHostDenyRuleRefusesTheConnection(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("CONNECT to an allowed host: %d", resp.StatusCode)
 	}
+	// An allowed name that resolves to a denied address is refused.
+	h.p.SetRules(mustRules(t, "*.corp.test:"+a.port(), "127.0.0.2:"+a.port(), "!127.0.0.2:"+a.port()))
+	h.res.add("moved.corp.test", "127.0.0.2")
+	resp, body, _ = h.raw("CONNECT moved.corp.test:" + a.port() + " HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 403 || !strings.Contains(body, "resolves to 127.0.0.2, which rule !127.0.0.2:"+a.port()+" of bottle "+testIdentity+" denies") {
+		t.Errorf("CONNECT to a name resolving to a denied address: %d %q", resp.StatusCode, body)
+	}
 }
 
 func TestTerminatedConnectChecksHostAndName(t *testing.T) {
