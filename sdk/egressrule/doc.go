@@ -16,7 +16,12 @@
 // sorted. A path is a plain prefix of the request's decoded path, written
 // unescaped (letters, digits and -._~!$&()*+,;=:@/), in canonical form (no
 // empty, "." or ".." segment); a request path that is not canonical is
-// refused wherever a path entry applies. An entry with methods or a path is
+// refused wherever a path entry applies, as read literally and as a lenient
+// server reads it ("\" for "/", ";params" dropped), and so is one with an
+// encoded '.', '/' or '\' left after decoding. A deny entry's path matches
+// in any case and under either reading (servers that route without regard
+// to case or parameters must not walk around it); an allow entry's path
+// only in its own case and under both. An entry with methods or a path is
 // about requests (Rule.Requests): Rules.Conn says a connection must have its
 // requests judged one by one with Rules.Request, so a proxy reads them (it
 // terminates TLS for that host). Deny entries win: a "!host" entry refuses

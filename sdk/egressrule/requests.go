@@ -66,7 +66,21 @@ func checkRulePath(p string) error {
 // server resolves those before it routes, so a prefix rule could otherwise
 // be walked around (/repos/acme/../../admin); a request with such a path
 // is refused wherever a path rule applies.
+//
+// Servers differ in what a segment is, so p must be clean as a lenient
+// server reads it too (see lenientPath: "\" a separator, ";params"
+// dropped, as in /a/..;/b or /a\..\b), and must not hold an encoded '.',
+// '/' or '\' ("%2e", still there after decoding once), which a server
+// that decodes twice would resolve.
 func CleanPath(p string) bool {
+	if !cleanSegments(p) || !cleanSegments(lenientPath(p)) {
+		return false
+	}
+	l := strings.ToLower(p)
+	return !strings.Contains(l, "%2e") && !strings.Contains(l, "%2f") && !strings.Contains(l, "%5c")
+}
+
+func cleanSegments(p string) bool {
 	if !strings.HasPrefix(p, "/") {
 		return false
 	}
@@ -80,6 +94,22 @@ func CleanPath(p string) bool {
 		}
 	}
 	return true
+}
+
+// lenientPath is p as the most lenient common servers route it: a
+// backslash is a '/' (IIS, several Node and Python servers) and each
+// segment's ";params" are dropped (Tomcat, Jetty, Spring).
+func lenientPath(p string) string {
+	if !strings.ContainsAny(p, "\\;") {
+		return p
+	}
+	segs := strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 // Verdict is what the rules say about a connection or a request.
@@ -159,11 +189,15 @@ func (rs *Rules) Request(host string, port int, method, path string) Verdict {
 	h := normHost(host)
 	method = strings.ToUpper(method)
 	clean := CleanPath(path)
+	// A deny rule refuses a request that any reading of its path puts
+	// under the rule's path, in any case; an allow rule allows one only
+	// when every reading is under its path, in the rule's case.
+	lenient := lenientPath(path)
 	for _, r := range rs.deny {
 		if r.hostMatches(h, port) && r.Path != "" && !clean {
 			return Verdict{Reason: ReasonUnclean, Rule: r.String()}
 		}
-		if r.hostMatches(h, port) && r.requestMatches(method, path) {
+		if r.hostMatches(h, port) && (r.denies(method, path) || r.denies(method, lenient)) {
 			return Verdict{Rule: r.String(), Reason: ReasonDenied}
 		}
 	}
@@ -176,7 +210,7 @@ func (rs *Rules) Request(host string, port int, method, path string) Verdict {
 		if r.Path != "" && !clean {
 			return Verdict{Reason: ReasonUnclean, Rule: r.String()}
 		}
-		if r.requestMatches(method, path) && (best == nil || len(r.Path) > len(best.Path)) {
+		if r.requestMatches(method, path) && r.requestMatches(method, lenient) && (best == nil || len(r.Path) > len(best.Path)) {
 			best = r
 		}
 	}
@@ -246,6 +280,15 @@ func (r Rule) hostMatches(h string, port int) bool {
 	default:
 		return h == r.Host
 	}
+}
+
+// denies is requestMatches for a deny rule: its path matches in any case,
+// as a server that routes without regard to case would.
+func (r Rule) denies(method, path string) bool {
+	if r.Methods != "" && !slices.Contains(strings.Split(r.Methods, ","), method) {
+		return false
+	}
+	return len(path) >= len(r.Path) && strings.EqualFold(path[:len(r.Path)], r.Path)
 }
 
 func (r Rule) requestMatches(method, path string) bool {

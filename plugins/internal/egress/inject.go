@@ -46,7 +46,7 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 		d.message = fmt.Sprintf("egress to %s refused: %s %s is denied by rule %s of bottle %s", t, r.Method, shown, v.Rule, p.identity)
 	case egressrule.ReasonUnclean:
 		d.reason = egressrule.ReasonUnclean
-		d.message = fmt.Sprintf("egress to %s refused: path %s has an empty, . or .. segment, and rule %s of bottle %s judges paths", t, shown, v.Rule, p.identity)
+		d.message = fmt.Sprintf("egress to %s refused: path %s has an empty, . or .. segment (as sent, or as a server reading '\\' as '/' or dropping ;params would see it, or an encoded '.', '/' or '\\' after decoding), and rule %s of bottle %s judges paths", t, shown, v.Rule, p.identity)
 	case egressrule.ReasonNoRequest:
 		d.reason = egressrule.ReasonNoRequest
 		d.message = fmt.Sprintf("egress to %s refused: no rule of bottle %s allows %s %s (its rules for %s: %s)",
