@@ -1,0 +1,113 @@
+package egress
+
+// Tests from a hostile review of TLS termination and credential injection:
+// each is an attempt, from inside the bottle, to get the value out or to
+// get a request past the rules.
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// terminated opens a CONNECT to hp through the proxy and a TLS session
+// with the proxy on it, as a client in the bottle would.
+func terminated(t *testing.T, h *harness, ca *CA, hp string) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
+	resp, body, conn := h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT %s: %d %q", hp, resp.StatusCode, body)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM())
+	host, _, _ := net.SplitHostPort(hp)
+	tc := tls.Client(conn, &tls.Config{ServerName: host, RootCAs: pool, NextProtos: []string{"http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS with the proxy for %s: %v", hp, err)
+	}
+	return tc, bufio.NewReader(tc)
+}
+
+// echoWorld points the credential's host at an upstream that answers with
+// handler, and returns the https:// base URL.
+func echoWorld(t *testing.T, w *credWorld, handler http.HandlerFunc, extraRules ...string) (string, *recorder) {
+	echo := newRecorder(t, w.upCA, "api.test", handler)
+	hp := hostPort("api.test", echo.port())
+	cred := w.cred
+	cred.Hosts = []string{hp}
+	w.cred = cred
+	w.h = startProxy(t, append([]string{hp, "127.0.0.1:" + echo.port()}, extraRules...), withCA(w.ca), withRoots(w.upCA.pool), withCreds(cred))
+	w.h.res.add("api.test", "127.0.0.1")
+	return "https://" + hp, echo
+}
+
+// Inside a terminated CONNECT: an absolute URL naming another host, a
+// pipelined second request that a rule denies, HTTP/2 by prior knowledge
+// and a CONNECT are each judged on their own, none reaching elsewhere.
+func TestReviewTerminatedConnectionTricks(t *testing.T) {
+	w := newCredWorld(t)
+	hp := hostPort("other.test", w.other.port())
+	w.h.p.SetRules(mustRules(t, append([]string{
+		hostPort("api.test", w.api.port()),
+		"GET " + hp + "/",
+		"!" + hp + "/admin",
+	}, loopbackRules(w.api, w.other)...)...))
+
+	tc, br := terminated(t, w.h, w.ca, hp)
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	// Absolute form toward the credential's host, Host header the CONNECT's.
+	fmt.Fprintf(tc, "GET https://api.test:%s/v1 HTTP/1.1\r\nHost: %s\r\nX-Api-Key: %s\r\n\r\n", w.api.port(), hp, w.cred.Placeholder)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("absolute URL to another host: %d", resp.StatusCode)
+	}
+	// (A misdirected request closes the connection.)
+	tc, br = terminated(t, w.h, w.ca, hp)
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	// Two requests in one write, the second denied (path case changed).
+	fmt.Fprintf(tc, "GET /ok HTTP/1.1\r\nHost: %s\r\n\r\nGET /ADMIN/x HTTP/1.1\r\nHost: %s\r\n\r\nGET /%%61dmin HTTP/1.1\r\nHost: %s\r\n\r\n", hp, hp, hp)
+	for i, want := range []int{200, 403, 403} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("pipelined %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != want {
+			t.Errorf("pipelined request %d: %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+	// A CONNECT inside the terminated connection goes nowhere else.
+	fmt.Fprintf(tc, "CONNECT api.test:%s HTTP/1.1\r\nHost: api.test:%s\r\n\r\n", w.api.port(), w.api.port())
+	if resp, err := http.ReadResponse(br, nil); err == nil && resp.StatusCode == 200 {
+		t.Errorf("CONNECT inside a terminated CONNECT: %d", resp.StatusCode)
+	}
+	if w.api.count() != 0 || w.other.count() != 1 {
+		t.Errorf("upstreams got api %d, other %d requests, want 0 and 1", w.api.count(), w.other.count())
+	}
+
+	// HTTP/2 by prior knowledge: only http/1.1 is spoken.
+	tc2, br2 := terminated(t, w.h, w.ca, hp)
+	tc2.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(tc2, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	if resp, err := http.ReadResponse(br2, nil); err == nil && resp.StatusCode < 300 {
+		t.Errorf("HTTP/2 preface: %d", resp.StatusCode)
+	}
+	if w.other.count() != 1 {
+		t.Error("the HTTP/2 preface reached the upstream")
+	}
+	for _, ev := range eventsOfKind(w.h.eventsOf(), sdk.EgressInject) {
+		t.Errorf("inject event %+v: the credential went toward a host it is not for", ev)
+	}
+}
