@@ -218,6 +218,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), vettedKey{}, vetted{target: t})
 	if len(injected) > 0 {
 		ctx = context.WithValue(ctx, injectedKey{}, injected)
+		w = &maskingWriter{ResponseWriter: w, p: p, t: t, r: r, inj: injected}
 	}
 	h.rp.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -17,7 +17,12 @@ import (
 // each occurrence replaced by as many '*' (the length, and so any
 // Content-Length, stays the same). Only the bytes that could be the start
 // of the value are held back at the end of each read — almost never any —
-// so streamed answers (server-sent events) are not delayed.
+// so streamed answers (server-sent events) are not delayed. Trailers are
+// masked when the body ends, informational (1xx) answers' headers as they
+// pass (maskingWriter), and such a request asks for an uncompressed answer
+// (Accept-Encoding: identity), which a byte-wise mask can read. What the
+// mask cannot see: a value the upstream transforms (encodes, escapes,
+// cuts), a body it compresses though asked not to, a Range of the echo.
 
 type injectedKey struct{}
 
@@ -27,15 +32,7 @@ func (p *Proxy) maskResponse(t target, resp *http.Response) {
 	if len(inj) == 0 {
 		return
 	}
-	report := func(c *credential, where string) {
-		ev := Event{Identity: p.identity, Host: t.host(), Port: int(t.port), Method: resp.Request.Method,
-			Path: eventPath(resp.Request), Allowed: false, Kind: sdk.EgressExfiltration, Credential: c.Name,
-			Reason: "the value of credential " + c.Name + " came back in " + where + " of the response; masked before the bottle saw it"}
-		if err := p.limits.write(p.identity, p.events, ev); err != nil {
-			p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name)
-		}
-		p.log.Warn("credential value in a response, masked", "credential", c.Name, "host", ev.Host, "where", where)
-	}
+	report := func(c *credential, where string) { p.reportEcho(t, resp.Request, c, where) }
 	for _, c := range inj {
 		if maskHeader(resp.Header, c.Value) || maskHeader(resp.Trailer, c.Value) {
 			report(c, "a header")
@@ -44,7 +41,53 @@ func (p *Proxy) maskResponse(t target, resp *http.Response) {
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
 		return // an upgraded connection's body is the connection itself
 	}
-	resp.Body = &maskReader{r: resp.Body, creds: inj, found: func(c *credential) { report(c, "the body") }}
+	resp.Body = &maskReader{r: resp.Body, creds: inj, found: func(c *credential) { report(c, "the body") },
+		// Trailers arrive with the body's end, after this has run; the
+		// transport fills resp.Trailer before the body reports EOF, and
+		// ReverseProxy sends it only after that.
+		atEOF: func() {
+			for _, c := range inj {
+				if maskHeader(resp.Trailer, c.Value) {
+					report(c, "a trailer")
+				}
+			}
+		}}
+}
+
+// maskingWriter masks the injected values in informational (1xx) answers,
+// which ReverseProxy relays from the transport straight to the bottle,
+// before ModifyResponse sees any response.
+type maskingWriter struct {
+	http.ResponseWriter
+	p   *Proxy
+	t   target
+	r   *http.Request
+	inj []*credential
+}
+
+func (w *maskingWriter) WriteHeader(code int) {
+	if code < 200 {
+		for _, c := range w.inj {
+			if maskHeader(w.Header(), c.Value) {
+				w.p.reportEcho(w.t, w.r, c, "an informational ("+http.StatusText(code)+") header")
+			}
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (w *maskingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// reportEcho audits a credential's value that came back from the upstream.
+func (p *Proxy) reportEcho(t target, r *http.Request, c *credential, where string) {
+	ev := Event{Identity: p.identity, Host: t.host(), Port: int(t.port), Method: r.Method,
+		Path: eventPath(r), Allowed: false, Kind: sdk.EgressExfiltration, Credential: c.Name,
+		Reason: "the value of credential " + c.Name + " came back in " + where + " of the response; masked before the bottle saw it"}
+	if err := p.limits.write(p.identity, p.events, ev); err != nil {
+		p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name)
+	}
+	p.log.Warn("credential value in a response, masked", "credential", c.Name, "host", ev.Host, "where", where)
 }
 
 func maskHeader(h http.Header, v string) bool {
@@ -66,6 +109,7 @@ type maskReader struct {
 	r     io.ReadCloser
 	creds []*credential
 	found func(*credential)
+	atEOF func() // once, when r reports io.EOF
 
 	mu   sync.Mutex
 	buf  []byte // masked bytes ready to hand out, then the held-back tail
@@ -92,6 +136,10 @@ func (m *maskReader) Read(p []byte) (int, error) {
 		}
 		n, err := m.r.Read(m.scratch[:max(len(p), 4<<10)])
 		m.err = err
+		if err == io.EOF && m.atEOF != nil {
+			m.atEOF()
+			m.atEOF = nil
+		}
 		m.buf = append(m.buf, m.scratch[:n]...)
 		m.mask()
 	}

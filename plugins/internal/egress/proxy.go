@@ -167,6 +167,9 @@ func New(cfg Config) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	if len(creds.list) > 0 {
+		p.log = slog.New(scrubHandler{h: p.log.Handler(), cs: creds})
+	}
 	if p.dialTimeout <= 0 {
 		p.dialTimeout = DefaultDialTimeout
 	}
@@ -714,8 +717,9 @@ func (p *Proxy) forwardError(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		return // the client went away
 	}
-	p.log.Warn("forward", "target", v.target.String(), "error", err)
-	p.reply(w, http.StatusBadGateway, fmt.Sprintf("egress to %s failed: %s", v.target, oneLine(err)), false)
+	msg := p.scrubError(err)
+	p.log.Warn("forward", "target", v.target.String(), "error", msg)
+	p.reply(w, http.StatusBadGateway, fmt.Sprintf("egress to %s failed: %s", v.target, msg), false)
 }
 
 // dial connects to the first of addrs that answers, within the dial timeout.

@@ -1,0 +1,164 @@
+package egress
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"testing"
+)
+
+// A client that asks for a compressed answer must not get the value back
+// compressed, where a byte-wise mask cannot see it.
+func TestReviewCompressedEchoIsMasked(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		k := r.Header.Get("X-Api-Key")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			rw.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(rw)
+			io.WriteString(zw, "you sent "+k)
+			zw.Close()
+			return
+		}
+		io.WriteString(rw, "you sent "+k)
+	})
+	c := bottleClient(w.h, w.ca, w.upCA, false) // Go's client asks for gzip and inflates
+	resp, body := do(t, c, "GET", base+"/echo", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("echo: %d %q", resp.StatusCode, body)
+	}
+	if strings.Contains(body, testSecret) {
+		t.Fatalf("the bottle got the value back through a gzip body: %q", body)
+	}
+	if !strings.Contains(body, strings.Repeat("*", len(testSecret))) {
+		t.Errorf("body %q: the value was not masked", body)
+	}
+	w.noSecret(t)
+}
+
+// Trailers arrive after the body, when ModifyResponse has long run.
+func TestReviewTrailerEchoIsMasked(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Trailer", "X-Echo")
+		io.WriteString(rw, "body")
+		rw.(http.Flusher).Flush()
+		rw.Header().Set("X-Echo", "key="+r.Header.Get("X-Api-Key"))
+	})
+	c := bottleClient(w.h, w.ca, w.upCA, false)
+	req, _ := http.NewRequest("GET", base+"/echo", nil)
+	req.Header.Set("X-Api-Key", w.cred.Placeholder)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Echo"); strings.Contains(got, testSecret) || got == "" {
+		t.Fatalf("trailer X-Echo = %q, want it there and masked", got)
+	}
+	w.noSecret(t)
+}
+
+// An informational answer's headers go to the bottle before the real one.
+func TestReviewEarlyHintsEchoIsMasked(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Link", "</k?"+r.Header.Get("X-Api-Key")+">; rel=preload")
+		rw.WriteHeader(http.StatusEarlyHints)
+		rw.Header().Del("Link")
+		io.WriteString(rw, "ok")
+	})
+	c := bottleClient(w.h, w.ca, w.upCA, false)
+	var early []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		early = append(early, h.Get("Link"))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", base+"/", nil)
+	req.Header.Set("X-Api-Key", w.cred.Placeholder)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(early) == 0 {
+		t.Fatal("the 103 did not reach the client")
+	}
+	if strings.Contains(strings.Join(early, " "), testSecret) {
+		t.Fatalf("103 Link = %q: the value reached the bottle", early)
+	}
+	w.noSecret(t)
+}
+
+// An upstream whose answer is not HTTP makes Go's transport quote it in
+// the error; that error goes to the bottle and to the log.
+func TestReviewMalformedAnswerDoesNotLeakValue(t *testing.T) {
+	w := newCredWorld(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{w.upCA.leaf(t, "api.test")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				// No space: "malformed HTTP response %q".
+				fmt.Fprintf(c, "%s\r\n\r\n", r.Header.Get("X-Api-Key"))
+			}()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	hp := hostPort("api.test", port)
+	cred := w.cred
+	cred.Hosts = []string{hp}
+	w.h = startProxy(t, []string{hp, "127.0.0.1:" + port}, withCA(w.ca), withRoots(w.upCA.pool), withCreds(cred))
+	w.h.res.add("api.test", "127.0.0.1")
+	c := bottleClient(w.h, w.ca, w.upCA, false)
+	resp, body := do(t, c, "GET", "https://"+hp+"/", map[string]string{"X-Api-Key": cred.Placeholder}, "")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("malformed answer: %d %q, want 502", resp.StatusCode, body)
+	}
+	if strings.Contains(body, testSecret) || strings.Contains(fmt.Sprint(resp.Header), testSecret) {
+		t.Errorf("the bottle got the value in the proxy's error: %q", body)
+	}
+	w.noSecret(t)
+}
+
+func TestScrubMasksValueAndItsQuotedForms(t *testing.T) {
+	v := `sk-"quoted"\é-0123456789`
+	cs, err := newCredentials([]Credential{{Name: "k", Hosts: []string{"a.test"}, Header: "x-api-key", Placeholder: NewPlaceholder("k"), Value: v}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []string{"raw " + v, fmt.Sprintf("quoted %q", v), fmt.Sprintf("ascii %+q", v)} {
+		if got := cs.scrub(in); strings.Contains(got, "quoted\\\"") || strings.Contains(got, "0123456789") {
+			t.Errorf("scrub(%q) = %q: the value is still there", in, got)
+		}
+	}
+	var buf strings.Builder
+	log := slog.New(scrubHandler{h: slog.NewJSONHandler(&buf, nil), cs: cs}).With("pre", v)
+	log.Warn("msg "+v, "error", fmt.Errorf("malformed %q", v), slog.Group("g", "s", v))
+	if strings.Contains(buf.String(), "0123456789") {
+		t.Errorf("log line %s: the value is still there", buf.String())
+	}
+}
