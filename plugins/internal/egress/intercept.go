@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
 // A CONNECT to a host that a credential goes to, or that a rule about
@@ -113,7 +115,12 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ErrorHandler:   p.forwardError,
 	}
-	ln := newOneConnListener(served)
+	// The listener ends when the connection is closed — by the server, or,
+	// after an upgrade (a websocket), by ReverseProxy once the upgraded
+	// session is over — not when it is hijacked: the defers above would
+	// then cut a websocket the moment it opened.
+	ln := newOneConnListener(nil)
+	ln.c = &closeNotifyConn{Conn: served, closed: func() { ln.Close() }}
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -124,7 +131,7 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 		// No HTTP/2: the leaf was offered for http/1.1 only.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ConnState: func(c net.Conn, s http.ConnState) {
-			if s == http.StateClosed || s == http.StateHijacked {
+			if s == http.StateClosed {
 				ln.Close()
 			}
 		},
@@ -198,6 +205,10 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, http.StatusMisdirectedRequest, fmt.Sprintf("egress to %s refused: %v", t, err), true)
 		return
 	}
+	if d, bad := p.checkUpgrade(t, r); bad {
+		p.reply(w, d.status, d.message, true)
+		return
+	}
 	// Refusals keep the connection: it carries the bottle's other
 	// requests to the host too.
 	d, ok := p.checkRequest(t, r)
@@ -223,6 +234,31 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
+// checkUpgrade refuses, where the proxy reads requests, an upgrade to
+// anything but a websocket: after a 101 the connection's bytes pass as
+// they are, and h2c (HTTP/2), TLS or another HTTP inside would carry
+// requests the rules never judge and answers the mask never reads. A
+// websocket's frames are not HTTP requests, and its handshake is judged.
+func (p *Proxy) checkUpgrade(t target, r *http.Request) (decision, bool) {
+	for _, v := range r.Header.Values("Upgrade") {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok == "" || strings.EqualFold(tok, "websocket") {
+				continue
+			}
+			shown := render.Bounded(tok, 40)
+			d := decision{
+				status:  http.StatusForbidden,
+				path:    eventPath(r),
+				reason:  "upgrade to " + shown + " refused",
+				message: fmt.Sprintf("egress to %s refused: an upgrade to %s would carry requests that bottle %s's proxy cannot judge (only websocket is upgraded to where it reads requests)", t, shown, p.identity),
+			}
+			return p.record(t, r.Method, d), true
+		}
+	}
+	return decision{}, false
+}
+
 // sameHost checks that a request's Host is the CONNECT target: the rules
 // and the certificate were for that host, and an upstream serving several
 // names must not be asked for another.
@@ -245,6 +281,19 @@ type readerConn struct {
 }
 
 func (c *readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// closeNotifyConn calls closed when it is closed.
+type closeNotifyConn struct {
+	net.Conn
+	once   sync.Once
+	closed func()
+}
+
+func (c *closeNotifyConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.closed)
+	return err
+}
 
 // oneConnListener hands out one connection, then waits until it is closed
 // (or hijacked), so that an http.Server serves exactly that connection and

@@ -630,6 +630,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	// ends the forward when writing to it fails.
 	ctx := connectContext(r)
 	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
+		if d, bad := p.checkUpgrade(t, r); bad {
+			p.refuse(w, r, d, true)
+			return
+		}
 		if d, ok := p.checkRequest(t, r); !ok {
 			p.refusedPlaceholders(t, r)
 			p.refuse(w, r, d, false)

@@ -1,0 +1,79 @@
+package egress
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A websocket on a terminated host works: the upgraded connection is kept
+// until one side closes it.
+func TestReviewWebSocketUpgradeOnTerminatedHost(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(rw, "want websocket", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(rw).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(brw, buf); err == nil {
+			c.Write(buf)
+		}
+	})
+	hp := strings.TrimPrefix(base, "https://")
+	tc, br := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(tc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Api-Key: %s\r\n\r\n", hp, w.cred.Placeholder)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %d", resp.StatusCode)
+	}
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(tc, "ping")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+		t.Fatalf("websocket echo: %q %v", got, err)
+	}
+}
+
+// h2c turns an allowed request's connection into HTTP/2, whose requests the
+// proxy never sees: refused wherever the proxy judges requests.
+func TestReviewH2CUpgradeIsRefused(t *testing.T) {
+	w := newCredWorld(t)
+	hp := hostPort("other.test", w.other.port()) // GET other.test/ rule
+	tc, br := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", hp)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(resp.Header.Get(RefusedHeader), "h2c") {
+		t.Errorf("h2c upgrade inside a terminated CONNECT: %d %q", resp.StatusCode, resp.Header.Get(RefusedHeader))
+	}
+	if w.other.count() != 0 {
+		t.Error("the h2c upgrade reached the upstream")
+	}
+	// And over plain HTTP to a host with a rule about requests.
+	up := newRecorder(t, nil, "plain.test")
+	php := hostPort("plain.test", up.port())
+	h := startProxy(t, []string{"GET " + php + "/", "127.0.0.1:" + up.port()}, withCA(w.ca))
+	h.res.add("plain.test", "127.0.0.1")
+	r, body, _ := h.raw("GET http://" + php + "/ HTTP/1.1\r\nHost: " + php + "\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+	if r.StatusCode != http.StatusForbidden || !strings.Contains(body, "h2c") {
+		t.Errorf("plain h2c upgrade: %d %q", r.StatusCode, body)
+	}
+	if up.count() != 0 {
+		t.Error("the plain h2c upgrade reached the upstream")
+	}
+}
