@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -76,4 +77,68 @@ func TestReviewH2CUpgradeIsRefused(t *testing.T) {
 	if up.count() != 0 {
 		t.Error("the plain h2c upgrade reached the upstream")
 	}
+}
+
+// Stopping the proxy ends its terminated connections, a kept-alive one and
+// an open websocket, and leaves no goroutine behind; so does a bottle that
+// hangs up mid-handshake or after one request.
+func TestReviewTerminatedConnectionsEndWithTheProxy(t *testing.T) {
+	w := newCredWorld(t)
+	wsBase, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			io.WriteString(rw, "plain")
+			return
+		}
+		c, brw, err := http.NewResponseController(rw).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		io.Copy(io.Discard, brw) // until the proxy hangs up
+	})
+	hp := strings.TrimPrefix(wsBase, "https://")
+	before := runtime.NumGoroutine()
+
+	// Hung up mid-handshake, and after one request.
+	_, _, raw := w.h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	raw.Write([]byte{0x16, 0x03, 0x01})
+	raw.Close()
+	tc, br := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hp)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", resp, err)
+	}
+	tc.Close()
+	eventually(t, "the goroutines of closed connections to end", func() bool { return runtime.NumGoroutine() <= before+2 })
+
+	// Open at the stop: a kept-alive connection and a websocket.
+	idle, ibr := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hp)
+	resp, err := http.ReadResponse(ibr, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	ws, wbr := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(ws, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", hp)
+	if resp, err := http.ReadResponse(wbr, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	w.h.stop()
+	for name, c := range map[string]io.Reader{"kept-alive": ibr, "websocket": wbr} {
+		done := make(chan error, 1)
+		go func() { _, err := c.Read(make([]byte, 1)); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s connection: read data after the stop", name)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s connection still open 5s after the stop", name)
+		}
+	}
+	idle.Close()
+	ws.Close()
+	eventually(t, "the proxy's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
