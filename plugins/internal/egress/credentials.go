@@ -136,6 +136,15 @@ func (cs *credentials) forHost(host string, port int) []*credential {
 	return out
 }
 
+// all returns every credential, revoked or not: a revoked value is no less
+// secret.
+func (cs *credentials) all() []*credential {
+	if cs == nil {
+		return nil
+	}
+	return cs.list
+}
+
 // belongs reports whether any credential, revoked or not, may go to
 // host:port: the proxy terminates TLS for such a host.
 func (cs *credentials) belongs(host string, port int) bool {

@@ -221,15 +221,20 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	injected, d, ok := p.prepare(t, r, d.rule, h.scheme == "https")
-	if !ok {
+	if _, d, ok = p.prepare(t, r, d.rule, h.scheme == "https"); !ok {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
 	ctx := context.WithValue(r.Context(), vettedKey{}, vetted{target: t})
-	if len(injected) > 0 {
-		ctx = context.WithValue(ctx, injectedKey{}, injected)
-		w = &maskingWriter{ResponseWriter: w, p: p, t: t, r: r, inj: injected}
+	// Every answer read here is masked, not only one to a request that
+	// carried a value: an upstream may keep what one request carried and
+	// give it back on another (a request log, a stored webhook).
+	if all := p.creds.all(); len(all) > 0 {
+		ctx = context.WithValue(ctx, injectedKey{}, all)
+		w = &maskingWriter{ResponseWriter: w, p: p, t: t, r: r, inj: all}
+		// A compressed answer would carry the value past the mask, which
+		// reads bytes as they stream.
+		r.Header.Set("Accept-Encoding", "identity")
 	}
 	h.rp.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -12,21 +12,25 @@ import (
 
 // A server that echoes its request (a debugging endpoint, an error message
 // that quotes the key it was given) would hand the bottle the very value it
-// must never hold. So the response to a request that carried a credential
-// has that value masked: in its headers, and in its body as it streams,
-// each occurrence replaced by as many '*' (the length, and so any
+// must never hold, and so would one that keeps what a request carried and
+// gives it back on a later one (a request log, a stored webhook). So every
+// answer on a terminated connection, where the proxy has credentials, has
+// their values masked: in its headers, and in its body as it streams, each
+// occurrence replaced by as many '*' (the length, and so any
 // Content-Length, stays the same). Only the bytes that could be the start
-// of the value are held back at the end of each read — almost never any —
+// of a value are held back at the end of each read — almost never any —
 // so streamed answers (server-sent events) are not delayed. Trailers are
 // masked when the body ends, informational (1xx) answers' headers as they
-// pass (maskingWriter), and such a request asks for an uncompressed answer
+// pass (maskingWriter), and such requests ask for an uncompressed answer
 // (Accept-Encoding: identity), which a byte-wise mask can read. What the
 // mask cannot see: a value the upstream transforms (encodes, escapes,
-// cuts), a body it compresses though asked not to, a Range of the echo.
+// cuts), a body it compresses though asked not to, a Range of the echo,
+// what passes inside a websocket, and answers over plain HTTP.
 
 type injectedKey struct{}
 
-// maskResponse masks the values of the credentials put on resp's request.
+// maskResponse masks the values of every credential in resp (the proxy's
+// credentials, for an answer on a terminated connection).
 func (p *Proxy) maskResponse(t target, resp *http.Response) {
 	inj, _ := resp.Request.Context().Value(injectedKey{}).([]*credential)
 	if len(inj) == 0 {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -161,4 +162,34 @@ func TestScrubMasksValueAndItsQuotedForms(t *testing.T) {
 	if strings.Contains(buf.String(), "0123456789") {
 		t.Errorf("log line %s: the value is still there", buf.String())
 	}
+}
+
+// An upstream that keeps what a request carried and gives it back on a
+// later request that carried no credential (a request log, a stored
+// webhook) must not hand the bottle the value either; nor a terminated
+// host the value reached some other way.
+func TestReviewStoredValueIsMaskedOnLaterRequests(t *testing.T) {
+	w := newCredWorld(t)
+	var mu sync.Mutex
+	var stored string
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if k := r.Header.Get("X-Api-Key"); k != "" {
+			stored = k
+			return
+		}
+		rw.Header().Set("X-Stored", stored)
+		io.WriteString(rw, "stored: "+stored)
+	})
+	c := bottleClient(w.h, w.ca, w.upCA, true)
+	do(t, c, "POST", base+"/store", map[string]string{"X-Api-Key": w.cred.Placeholder}, "x")
+	resp, body := do(t, c, "GET", base+"/stored", nil, "")
+	if strings.Contains(body, testSecret) || strings.Contains(resp.Header.Get("X-Stored"), testSecret) {
+		t.Fatalf("a later request without the credential got the value: %q %q", body, resp.Header.Get("X-Stored"))
+	}
+	if !strings.Contains(body, strings.Repeat("*", len(testSecret))) {
+		t.Errorf("body %q: not masked", body)
+	}
+	w.noSecret(t)
 }
