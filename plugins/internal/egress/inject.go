@@ -101,7 +101,7 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (in
 		if !hit {
 			continue
 		}
-		if !secure || r.Method == http.MethodTrace {
+		if !secure || echoesRequest(r.Method) {
 			p.log.Info("credential not put on the wire", "credential", c.Name, "host", host, "why", notInjected(secure))
 			continue
 		}
@@ -232,9 +232,16 @@ func (p *Proxy) placeholdersInTarget(t target, method string) {
 	}
 }
 
+// echoesRequest: TRACE, and IIS's TRACK, answer with the request itself.
+// Servers often compare methods without regard to case, so neither may
+// carry a value in any case.
+func echoesRequest(method string) bool {
+	return strings.EqualFold(method, http.MethodTrace) || strings.EqualFold(method, "TRACK")
+}
+
 func notInjected(secure bool) string {
 	if !secure {
 		return "plain HTTP: the value would cross the network in clear"
 	}
-	return "TRACE: the server would echo the value back"
+	return "TRACE or TRACK: the server would echo the value back"
 }

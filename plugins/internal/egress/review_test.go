@@ -111,3 +111,24 @@ func TestReviewTerminatedConnectionTricks(t *testing.T) {
 		t.Errorf("inject event %+v: the credential went toward a host it is not for", ev)
 	}
 }
+
+// A method is a case-sensitive token, but many servers compare it without
+// regard to case: "trace" must not carry the value where "TRACE" does not.
+func TestReviewTraceInAnyCaseCarriesNoCredential(t *testing.T) {
+	w := newCredWorld(t)
+	hp := hostPort("api.test", w.api.port())
+	for _, m := range []string{"trace", "Trace", "TRACK"} {
+		tc, br := terminated(t, w.h, w.ca, hp)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(tc, "%s / HTTP/1.1\r\nHost: %s\r\nX-Api-Key: %s\r\n\r\n", m, hp, w.cred.Placeholder)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		tc.Close()
+		if got := w.api.last(t).header.Get("X-Api-Key"); got != w.cred.Placeholder {
+			t.Errorf("%s carried x-api-key %q, want the placeholder", m, got)
+		}
+	}
+}
