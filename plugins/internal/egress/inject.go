@@ -33,7 +33,17 @@ func requestPath(r *http.Request) string {
 func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 	rules := p.rules.Load()
 	path := requestPath(r)
-	v := rules.Request(t.host(), int(t.port), r.Method, path)
+	var v egressrule.Verdict
+	method, refused := r.Method, r.Method
+	for i, m := range requestMethods(r) {
+		if v = rules.Request(t.host(), int(t.port), m, path); !v.Allowed {
+			refused = m
+			if i > 0 {
+				method = render.Bounded(m, 40) + " (by override)"
+			}
+			break
+		}
+	}
 	d := decision{rule: v.Rule, path: eventPath(r), allowed: v.Allowed}
 	if v.Allowed {
 		return d, true
@@ -43,15 +53,15 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 	switch v.Reason {
 	case egressrule.ReasonDenied:
 		d.reason = "denied by rule " + v.Rule
-		d.message = fmt.Sprintf("egress to %s refused: %s %s is denied by rule %s of bottle %s", t, r.Method, shown, v.Rule, p.identity)
+		d.message = fmt.Sprintf("egress to %s refused: %s %s is denied by rule %s of bottle %s", t, method, shown, v.Rule, p.identity)
 	case egressrule.ReasonUnclean:
 		d.reason = egressrule.ReasonUnclean
 		d.message = fmt.Sprintf("egress to %s refused: path %s has an empty, . or .. segment (as sent, or as a server reading '\\' as '/' or dropping ;params would see it, or an encoded '.', '/' or '\\' after decoding), and rule %s of bottle %s judges paths", t, shown, v.Rule, p.identity)
 	case egressrule.ReasonNoRequest:
 		d.reason = egressrule.ReasonNoRequest
 		d.message = fmt.Sprintf("egress to %s refused: no rule of bottle %s allows %s %s (its rules for %s: %s)",
-			t, p.identity, r.Method, shown, t, strings.Join(rules.RequestRules(t.host(), int(t.port)), ", "))
-		ask := r.Method + " " + t.String() + path
+			t, p.identity, method, shown, t, strings.Join(rules.RequestRules(t.host(), int(t.port)), ", "))
+		ask := strings.ToUpper(refused) + " " + t.String() + path
 		if _, err := egressrule.ParseRule(ask); err == nil {
 			d.ask = "bottle request egress '" + ask + "' --reason WHY"
 			d.message += fmt.Sprintf(" (ask: bottle request egress '%s' --reason ...)", ask)
@@ -62,6 +72,25 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 			t, p.identity, t)
 	}
 	return p.record(t, r.Method, d), false
+}
+
+// methodOverrides are the headers through which frameworks (Google's APIs,
+// Express's method-override, Symfony, ASP.NET) let a request name the
+// method they act on instead of its own.
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// requestMethods are r's method and every method r asks, by an override
+// header or a _method query parameter, to be taken for: a rule about
+// methods judges them all.
+func requestMethods(r *http.Request) []string {
+	out := []string{r.Method}
+	for _, h := range methodOverrides {
+		out = append(out, r.Header.Values(h)...)
+	}
+	if strings.Contains(r.URL.RawQuery, "_method") {
+		out = append(out, r.URL.Query()["_method"]...)
+	}
+	return out
 }
 
 // prepare puts the credentials that belong to t on r, and audits every

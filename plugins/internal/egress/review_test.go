@@ -132,3 +132,38 @@ func TestReviewTraceInAnyCaseCarriesNoCredential(t *testing.T) {
 		}
 	}
 }
+
+// Many frameworks take the method from X-HTTP-Method-Override (or its
+// kin, or a _method query parameter): a rule about methods must judge the
+// method the server will act on too.
+func TestReviewMethodOverrideIsJudged(t *testing.T) {
+	upCA := newTestCA(t)
+	ca := mustCA(t)
+	up := newRecorder(t, upCA, "api.test")
+	hp := hostPort("api.test", up.port())
+	h := startProxy(t, []string{"GET,POST " + hp + "/items/", "!DELETE " + hp + "/items/keep", "127.0.0.1:" + up.port()}, withCA(ca), withRoots(upCA.pool))
+	h.res.add("api.test", "127.0.0.1")
+	c := bottleClient(h, ca, nil, true)
+	for _, tc := range []struct {
+		method, path string
+		hdr          map[string]string
+		status       int
+	}{
+		{"POST", "/items/1", nil, 200},
+		{"POST", "/items/1", map[string]string{"X-HTTP-Method-Override": "DELETE"}, 403},
+		{"POST", "/items/1", map[string]string{"X-HTTP-Method": "put"}, 403},
+		{"POST", "/items/1", map[string]string{"X-Method-Override": "PATCH"}, 403},
+		{"POST", "/items/1?_method=DELETE", nil, 403},
+		{"POST", "/items/1", map[string]string{"X-HTTP-Method-Override": "GET"}, 200},
+		{"GET", "/items/keep", map[string]string{"X-HTTP-Method-Override": "DELETE"}, 403},
+	} {
+		before := up.count()
+		resp, body := do(t, c, tc.method, "https://"+hp+tc.path, tc.hdr, "")
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s %s %v: %d, want %d (%q)", tc.method, tc.path, tc.hdr, resp.StatusCode, tc.status, body)
+		}
+		if tc.status == 403 && up.count() != before {
+			t.Errorf("%s %s %v: refused, yet the upstream got it", tc.method, tc.path, tc.hdr)
+		}
+	}
+}
