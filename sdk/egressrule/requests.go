@@ -197,7 +197,7 @@ func (rs *Rules) Request(host string, port int, method, path string) Verdict {
 		if r.hostMatches(h, port) && r.Path != "" && !clean {
 			return Verdict{Reason: ReasonUnclean, Rule: r.String()}
 		}
-		if r.hostMatches(h, port) && (r.denies(method, path) || r.denies(method, lenient)) {
+		if r.hostMatches(h, port) && (r.denies(method, path, r.Path) || r.denies(method, lenient, lenientPath(r.Path))) {
 			return Verdict{Rule: r.String(), Reason: ReasonDenied}
 		}
 	}
@@ -210,7 +210,7 @@ func (rs *Rules) Request(host string, port int, method, path string) Verdict {
 		if r.Path != "" && !clean {
 			return Verdict{Reason: ReasonUnclean, Rule: r.String()}
 		}
-		if r.requestMatches(method, path) && r.requestMatches(method, lenient) && (best == nil || len(r.Path) > len(best.Path)) {
+		if r.requestMatches(method, path, r.Path) && r.requestMatches(method, lenient, lenientPath(r.Path)) && (best == nil || len(r.Path) > len(best.Path)) {
 			best = r
 		}
 	}
@@ -284,16 +284,18 @@ func (r Rule) hostMatches(h string, port int) bool {
 
 // denies is requestMatches for a deny rule: its path matches in any case,
 // as a server that routes without regard to case would.
-func (r Rule) denies(method, path string) bool {
+func (r Rule) denies(method, path, prefix string) bool {
 	if r.Methods != "" && !slices.Contains(strings.Split(r.Methods, ","), method) {
 		return false
 	}
-	return len(path) >= len(r.Path) && strings.EqualFold(path[:len(r.Path)], r.Path)
+	return len(path) >= len(prefix) && strings.EqualFold(path[:len(prefix)], prefix)
 }
 
-func (r Rule) requestMatches(method, path string) bool {
+// requestMatches: the rule names method (or none), and path starts with
+// prefix (the rule's path, read as path is).
+func (r Rule) requestMatches(method, path, prefix string) bool {
 	if r.Methods != "" && !slices.Contains(strings.Split(r.Methods, ","), method) {
 		return false
 	}
-	return strings.HasPrefix(path, r.Path)
+	return strings.HasPrefix(path, prefix)
 }

@@ -10,6 +10,8 @@ func TestRequestPathReadings(t *testing.T) {
 		"GET gh.test/repos/acme/",
 		"wide.test",
 		"!wide.test/admin/",
+		"PUT m.test/x;v=1/",
+		"!m.test/x;v=1/private",
 	)
 	for _, tc := range []struct {
 		host, path string
@@ -35,8 +37,17 @@ func TestRequestPathReadings(t *testing.T) {
 		{"gh.test", "/REPOS/acme/x", false, ReasonNoRequest},
 		{"gh.test", "/repos/acme/100%25/x", true, ""},
 		{"wide.test", "/administrator", true, ""},
+		// A rule's own ;params read the same way as the request's.
+		{"m.test", "/x;v=1/y", true, ""},
+		{"m.test", "/x;v=1/private", false, ReasonDenied},
+		{"m.test", "/x;v=2/private", false, ReasonDenied},
+		{"m.test", "/x;v=2/y", false, ReasonNoRequest},
 	} {
-		v := rs.Request(tc.host, 443, "GET", tc.path)
+		method := "GET"
+		if tc.host == "m.test" {
+			method = "PUT"
+		}
+		v := rs.Request(tc.host, 443, method, tc.path)
 		if v.Allowed != tc.allowed || v.Reason != tc.reason {
 			t.Errorf("Request(%s GET %s) = %+v, want allowed %v reason %q", tc.host, tc.path, v, tc.allowed, tc.reason)
 		}
