@@ -209,6 +209,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, d.status, d.message, true)
 		return
 	}
+	dropConnectionHeaders(r.Header)
 	// Refusals keep the connection: it carries the bottle's other
 	// requests to the host too.
 	d, ok := p.checkRequest(t, r)
@@ -262,6 +263,31 @@ func (p *Proxy) checkUpgrade(t target, r *http.Request) (decision, bool) {
 		}
 	}
 	return decision{}, false
+}
+
+// dropConnectionHeaders drops the headers r's Connection names, as the
+// hop they were meant for, now, before the proxy reads and sets headers:
+// ReverseProxy would drop them after, and so drop the proxy's own
+// (Accept-Encoding: identity, which keeps echoes readable by the mask; a
+// credential it recorded as sent). Connection keeps only its own tokens.
+func dropConnectionHeaders(h http.Header) {
+	var keep []string
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.TrimSpace(tok)
+			switch {
+			case tok == "":
+			case strings.EqualFold(tok, "close"), strings.EqualFold(tok, "keep-alive"), strings.EqualFold(tok, "upgrade"):
+				keep = append(keep, tok)
+			default:
+				h.Del(tok)
+			}
+		}
+	}
+	h.Del("Connection")
+	if len(keep) > 0 {
+		h.Set("Connection", strings.Join(keep, ", "))
+	}
 }
 
 // sameHost checks that a request's Host is the CONNECT target: the rules

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // A client that asks for a compressed answer must not get the value back
@@ -190,6 +192,59 @@ func TestReviewStoredValueIsMaskedOnLaterRequests(t *testing.T) {
 	}
 	if !strings.Contains(body, strings.Repeat("*", len(testSecret))) {
 		t.Errorf("body %q: not masked", body)
+	}
+	w.noSecret(t)
+}
+
+// A header the bottle names in Connection is dropped at the hop, so the
+// bottle must not be able to name the proxy's own (Accept-Encoding:
+// identity, a credential's header) and have them dropped after the proxy
+// set them: here, toward a server that compresses unless told not to.
+func TestReviewConnectionCannotDropTheProxysHeaders(t *testing.T) {
+	w := newCredWorld(t)
+	base, echo := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		k := r.Header.Get("X-Api-Key")
+		if ae := r.Header.Get("Accept-Encoding"); ae == "" || strings.Contains(ae, "gzip") {
+			rw.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(rw)
+			io.WriteString(zw, "you sent "+k)
+			zw.Close()
+			return
+		}
+		io.WriteString(rw, "you sent "+k)
+	})
+	hp := strings.TrimPrefix(base, "https://")
+	tc, br := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: Accept-Encoding\r\nX-Api-Key: %s\r\n\r\n", hp, w.cred.Placeholder)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []byte
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(zr)
+	} else {
+		body, _ = io.ReadAll(resp.Body)
+	}
+	if strings.Contains(string(body), testSecret) {
+		t.Fatalf("the value came back compressed past the mask: %q", body)
+	}
+	// A credential's header named in Connection is dropped before the
+	// proxy looks at it: no value goes, and no injection is recorded.
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: X-Api-Key\r\nX-Api-Key: %s\r\n\r\n", hp, w.cred.Placeholder)
+	if resp, err = http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if got := echo.last(t).header.Get("X-Api-Key"); got != "" {
+		t.Errorf("x-api-key named in Connection arrived as %q", got)
+	}
+	if n := len(eventsOfKind(w.h.eventsOf(), sdk.EgressInject)); n != 1 {
+		t.Errorf("%d inject events, want 1 (the first request)", n)
 	}
 	w.noSecret(t)
 }
