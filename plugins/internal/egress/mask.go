@@ -103,7 +103,14 @@ func maskHeader(h http.Header, v string) bool {
 				hit = true
 			}
 		}
-		h[k] = vs
+		// A header's name can carry the value too, in whatever case the
+		// server's header canonicalisation gave it. The masked name holds
+		// no character a header name may not have ('*' is a token char).
+		if m, ok := maskFold(k, v); ok {
+			delete(h, k)
+			h[m] = append(h[m], vs...)
+			hit = true
+		}
 	}
 	return hit
 }
@@ -188,3 +195,24 @@ func (m *maskReader) mask() {
 }
 
 func (m *maskReader) Close() error { return m.r.Close() }
+
+// maskFold masks v in s in any ASCII case (a header name is ASCII; a
+// value that is not cannot be in one).
+func maskFold(s, v string) (string, bool) {
+	ls, lv := strings.ToLower(s), strings.ToLower(v)
+	if len(ls) != len(s) || len(lv) != len(v) || !strings.Contains(ls, lv) {
+		return s, false
+	}
+	b := []byte(s)
+	for i := 0; ; {
+		j := strings.Index(ls[i:], lv)
+		if j < 0 {
+			break
+		}
+		for k := i + j; k < i+j+len(v); k++ {
+			b[k] = '*'
+		}
+		i += j + len(v)
+	}
+	return string(b), true
+}

@@ -248,3 +248,18 @@ func TestReviewConnectionCannotDropTheProxysHeaders(t *testing.T) {
 	}
 	w.noSecret(t)
 }
+
+func TestReviewValueInAHeaderNameIsMasked(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header()["X-"+r.Header.Get("X-Api-Key")] = []string{"1"}
+	})
+	c := bottleClient(w.h, w.ca, w.upCA, false)
+	resp, _ := do(t, c, "GET", base+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
+	for k := range resp.Header {
+		if strings.Contains(strings.ToLower(k), strings.ToLower(testSecret)) {
+			t.Errorf("header name %q carries the value", k)
+		}
+	}
+	w.noSecret(t)
+}
