@@ -56,6 +56,43 @@ type credentials struct {
 
 	mu      sync.Mutex
 	revoked map[string]bool
+	// carriers are the terminated connections that have carried each
+	// credential, for Revoke to end: a websocket or a stream the value
+	// opened would outlive the revoke otherwise.
+	carriers map[*tunnel]map[string]bool
+}
+
+// carried notes that conn carried the credentials cs. It reports false if
+// one of them was revoked since it was put on the request: the request
+// must not go.
+func (cs *credentials) carried(conn *tunnel, creds []*credential) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.carriers == nil {
+		cs.carriers = map[*tunnel]map[string]bool{}
+	}
+	names := cs.carriers[conn]
+	if names == nil {
+		names = map[string]bool{}
+		cs.carriers[conn] = names
+	}
+	for _, c := range creds {
+		if cs.revoked[c.Name] {
+			return false
+		}
+		names[c.Name] = true
+	}
+	return true
+}
+
+// forget drops conn, which has ended.
+func (cs *credentials) forget(conn *tunnel) {
+	if cs == nil {
+		return
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.carriers, conn)
 }
 
 func newCredentials(in []Credential) (*credentials, error) {
@@ -160,7 +197,8 @@ func (cs *credentials) belongs(host string, port int) bool {
 }
 
 // Revoke stops the credential name from going on the wire from the next
-// request on; its placeholder is then sent as it is. It writes a revoke
+// request on; its placeholder is then sent as it is. Terminated
+// connections that carried it are closed. It writes a revoke
 // event the first time. It reports false for a name the proxy does not
 // know (true for one already revoked).
 func (p *Proxy) Revoke(name string) bool {
@@ -178,7 +216,18 @@ func (p *Proxy) Revoke(name string) bool {
 	cs.mu.Lock()
 	already := cs.revoked[name]
 	cs.revoked[name] = true
+	var ends []*tunnel
+	for conn, names := range cs.carriers {
+		if names[name] {
+			ends = append(ends, conn)
+		}
+	}
 	cs.mu.Unlock()
+	// What the value opened ends with it: a websocket, a stream, a
+	// kept-alive connection (a client opens a new one, without it).
+	for _, conn := range ends {
+		conn.close()
+	}
 	if !already {
 		err := p.limits.write(p.identity, p.events, Event{
 			Identity:   p.identity,

@@ -60,6 +60,7 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 	}
 	defer p.untrack(tun)
 	defer tun.close()
+	defer p.creds.forget(tun)
 	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return fmt.Errorf("answer CONNECT: %w", err)
 	}
@@ -103,7 +104,7 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 	if useTLS {
 		scheme = "https"
 	}
-	h := &interceptHandler{p: p, t: t, scheme: scheme}
+	h := &interceptHandler{p: p, t: t, scheme: scheme, conn: tun}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
@@ -197,6 +198,7 @@ type interceptHandler struct {
 	t      target
 	scheme string
 	rp     *httputil.ReverseProxy
+	conn   *tunnel // the terminated connection, for Revoke to end
 }
 
 func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -222,8 +224,13 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	if _, d, ok = p.prepare(t, r, d.rule, h.scheme == "https"); !ok {
+	injected, d, ok := p.prepare(t, r, d.rule, h.scheme == "https")
+	if !ok {
 		p.reply(w, d.status, d.message, false)
+		return
+	}
+	if len(injected) > 0 && !p.creds.carried(h.conn, injected) {
+		p.reply(w, http.StatusServiceUnavailable, fmt.Sprintf("egress to %s refused: a credential on this request was revoked as it was sent; send it again", t), true)
 		return
 	}
 	ctx := context.WithValue(r.Context(), vettedKey{}, vetted{target: t})

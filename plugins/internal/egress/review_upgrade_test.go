@@ -142,3 +142,45 @@ func TestReviewTerminatedConnectionsEndWithTheProxy(t *testing.T) {
 	ws.Close()
 	eventually(t, "the proxy's goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
+
+// Revoking a credential ends what it opened: a websocket (or a stream)
+// authenticated with the value at its start would otherwise go on.
+func TestReviewRevokeEndsConnectionsThatCarriedTheValue(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			io.WriteString(rw, "plain")
+			return
+		}
+		c, brw, err := http.NewResponseController(rw).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		io.Copy(c, brw)
+	})
+	hp := strings.TrimPrefix(base, "https://")
+	ws, wbr := terminated(t, w.h, w.ca, hp)
+	fmt.Fprintf(ws, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Api-Key: %s\r\n\r\n", hp, w.cred.Placeholder)
+	if resp, err := http.ReadResponse(wbr, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	ws.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(ws, "ping")
+	if b := make([]byte, 4); func() bool { _, err := io.ReadFull(wbr, b); return err != nil }() {
+		t.Fatal("websocket echo before the revoke failed")
+	}
+	// Another connection that never carried it stays.
+	other, obr := terminated(t, w.h, w.ca, hp)
+	other.SetDeadline(time.Now().Add(5 * time.Second))
+	w.h.p.Revoke("anthropic")
+	io.WriteString(ws, "pong")
+	if _, err := io.ReadFull(wbr, make([]byte, 4)); err == nil {
+		t.Error("the websocket opened with the credential still works after its revoke")
+	}
+	fmt.Fprintf(other, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hp)
+	if resp, err := http.ReadResponse(obr, nil); err != nil || resp.StatusCode != 200 {
+		t.Errorf("a connection that never carried the credential: %v %v", resp, err)
+	}
+}
