@@ -26,7 +26,9 @@
 // requests judged one by one with Rules.Request, so a proxy reads them (it
 // terminates TLS for that host). Deny entries win: a "!host" entry refuses
 // the connection, a "!" entry with methods or a path the requests it
-// matches. Every entry without "!", methods or a path parses and matches
+// matches. An entry about requests on an address literal judges requests
+// that name the address (CONNECT 10.0.0.5:443); a name that resolves to it
+// is judged by that name's entries ("!10.0.0.5" alone refuses such names). Every entry without "!", methods or a path parses and matches
 // exactly as before they existed. The core vets agent definitions and bottles' requests with
 // it; every backend that enforces egress matches with the same Rules, so a
 // rule means the same thing wherever it is approved and enforced.

@@ -167,3 +167,49 @@ func TestReviewMethodOverrideIsJudged(t *testing.T) {
 		}
 	}
 }
+
+// Framing tricks (both Content-Length and Transfer-Encoding, two lengths,
+// an obsolete line folding, a bare LF) cannot get a request to the
+// upstream unjudged: the proxy parses each request and writes its own, so
+// every request the upstream sees is one a rule judged.
+func TestReviewSmugglingReachesNothingUnjudged(t *testing.T) {
+	upCA := newTestCA(t)
+	ca := mustCA(t)
+	up := newRecorder(t, upCA, "api.test")
+	hp := hostPort("api.test", up.port())
+	h := startProxy(t, []string{hp, "!" + hp + "/admin", "127.0.0.1:" + up.port()}, withCA(ca), withRoots(upCA.pool))
+	h.res.add("api.test", "127.0.0.1")
+	smuggled := "GET /admin HTTP/1.1\r\nHost: " + hp + "\r\n\r\n"
+	chunk := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled)
+	for name, req := range map[string]string{
+		"CL and TE":       fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n%s", hp, chunk),
+		"TE and CL":       fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n0\r\n\r\n%s", hp, 5, smuggled),
+		"two lengths":     fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n%s", hp, len(smuggled), smuggled),
+		"TE list":         fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: identity, chunked\r\nContent-Length: 0\r\n\r\n%s", hp, chunk),
+		"TE with space":   fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding : chunked\r\nContent-Length: 0\r\n\r\n%s", hp, chunk),
+		"folded TE":       fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nX: y\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n%s", hp, chunk),
+		"bare LF":         fmt.Sprintf("POST /ok HTTP/1.1\nHost: %s\nContent-Length: 0\n\n%s", hp, smuggled),
+		"chunk extension": fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x;a=\"\r\n%s\r\n0\r\n\r\n", hp, len(smuggled), smuggled),
+	} {
+		tc, br := terminated(t, h, ca, hp)
+		tc.SetDeadline(time.Now().Add(700 * time.Millisecond))
+		io.WriteString(tc, req)
+		for {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				break
+			}
+			io.Copy(io.Discard, resp.Body)
+		}
+		tc.Close()
+		up.mu.Lock()
+		for _, s := range up.reqs {
+			// The smuggled text may arrive as a body: that is data.
+			if s.path != "/ok" {
+				t.Errorf("%s: the upstream got %s %s", name, s.method, s.path)
+			}
+		}
+		up.reqs = nil
+		up.mu.Unlock()
+	}
+}
