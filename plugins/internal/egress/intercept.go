@@ -109,7 +109,7 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
 			pr.Out.URL.Host = t.String()
-			pr.Out.Host = pr.In.Host
+			pr.Out.Host = outboundHost(pr.In.Host, t)
 		},
 		Transport:      tr,
 		ModifyResponse: func(resp *http.Response) error { p.maskResponse(t, resp); return nil },
@@ -309,6 +309,21 @@ func sameHost(hostHeader string, t target) error {
 		return fmt.Errorf("Host %s is not the CONNECT host %s", got, t)
 	}
 	return nil
+}
+
+// outboundHost is the Host header sent for a request whose Host sameHost
+// found to be t: t's canonical name (lower case, no trailing dot), with the
+// port where the bottle gave one. The bottle's own spelling could have a
+// shared front end route the request elsewhere than the name verified; a
+// port is kept or left out as sent, since signed requests sign the Host.
+func outboundHost(in string, t target) string {
+	if _, _, err := net.SplitHostPort(in); err == nil {
+		return t.String()
+	}
+	if t.addr.Is6() {
+		return "[" + t.host() + "]"
+	}
+	return t.host()
 }
 
 // readerConn reads a connection through a bufio.Reader that may hold some

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,5 +212,34 @@ func TestReviewSmugglingReachesNothingUnjudged(t *testing.T) {
 		}
 		up.reqs = nil
 		up.mu.Unlock()
+	}
+}
+
+// The Host header that leaves is the CONNECT host's own name: a trailing
+// dot or another case would let a shared front end route the request —
+// the credential with it — to some other site than the one verified.
+func TestReviewHostHeaderLeavesCanonical(t *testing.T) {
+	w := newCredWorld(t)
+	base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) { io.WriteString(rw, r.Host) })
+	hp := strings.TrimPrefix(base, "https://")
+	_, port, _ := net.SplitHostPort(hp)
+	for host, want := range map[string]string{
+		"API.Test.:" + port: "api.test:" + port,
+		"api.test.:" + port: "api.test:" + port,
+		"api.test:" + port:  "api.test:" + port,
+		"API.TEST.":         "api.test",
+	} {
+		tc, br := terminated(t, w.h, w.ca, hp)
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nX-Api-Key: %s\r\n\r\n", host, w.cred.Placeholder)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		tc.Close()
+		if string(b) != want {
+			t.Errorf("Host %q arrived as %q, want %q", host, b, want)
+		}
 	}
 }
