@@ -112,7 +112,7 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 			pr.Out.Host = outboundHost(pr.In.Host, t)
 		},
 		Transport:      tr,
-		ModifyResponse: func(resp *http.Response) error { p.maskResponse(t, resp); return nil },
+		ModifyResponse: func(resp *http.Response) error { return p.maskResponse(t, resp) },
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ErrorHandler:   p.forwardError,
 	}

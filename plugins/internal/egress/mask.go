@@ -1,7 +1,12 @@
 package egress
 
 import (
+	"bufio"
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -22,19 +27,20 @@ import (
 // so streamed answers (server-sent events) are not delayed. Trailers are
 // masked when the body ends, informational (1xx) answers' headers as they
 // pass (maskingWriter), and such requests ask for an uncompressed answer
-// (Accept-Encoding: identity), which a byte-wise mask can read. What the
-// mask cannot see: a value the upstream transforms (encodes, escapes,
-// cuts), a body it compresses though asked not to, a Range of the echo,
-// what passes inside a websocket, and answers over plain HTTP.
+// (Accept-Encoding: identity), which a byte-wise mask can read; a server
+// that compresses anyway has a gzip or deflate body inflated, any other
+// coding refused (502). What the mask cannot see: a value the upstream
+// transforms (encodes, escapes, cuts), a Range of an echo, what passes
+// inside a websocket, and answers over plain HTTP.
 
 type injectedKey struct{}
 
 // maskResponse masks the values of every credential in resp (the proxy's
 // credentials, for an answer on a terminated connection).
-func (p *Proxy) maskResponse(t target, resp *http.Response) {
+func (p *Proxy) maskResponse(t target, resp *http.Response) error {
 	inj, _ := resp.Request.Context().Value(injectedKey{}).([]*credential)
 	if len(inj) == 0 {
-		return
+		return nil
 	}
 	report := func(c *credential, where string) { p.reportEcho(t, resp.Request, c, where) }
 	for _, c := range inj {
@@ -43,7 +49,10 @@ func (p *Proxy) maskResponse(t target, resp *http.Response) {
 		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
-		return // an upgraded connection's body is the connection itself
+		return nil // an upgraded connection's body is the connection itself
+	}
+	if err := inflate(resp); err != nil {
+		return err
 	}
 	resp.Body = &maskReader{r: resp.Body, creds: inj, found: func(c *credential) { report(c, "the body") },
 		// Trailers arrive with the body's end, after this has run; the
@@ -56,6 +65,51 @@ func (p *Proxy) maskResponse(t target, resp *http.Response) {
 				}
 			}
 		}}
+	return nil
+}
+
+// inflate makes a body its server compressed, though asked for identity,
+// readable for the mask: gzip and deflate are inflated (the bottle gets the
+// body uncompressed); any other coding is refused, since a value in it
+// could not be masked.
+func inflate(resp *http.Response) error {
+	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	switch enc {
+	case "", "identity":
+		return nil
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return fmt.Errorf("the answer's gzip body does not start right: %w", err)
+		}
+		resp.Body = readCloser{Reader: zr, Closer: resp.Body}
+	case "deflate":
+		// HTTP's deflate is zlib; some servers send it raw.
+		br := bufio.NewReader(resp.Body)
+		var rd io.Reader
+		if h, err := br.Peek(2); err == nil && h[0]&0x0f == 8 && (uint16(h[0])<<8|uint16(h[1]))%31 == 0 {
+			zr, err := zlib.NewReader(br)
+			if err != nil {
+				return fmt.Errorf("the answer's deflate body does not start right: %w", err)
+			}
+			rd = zr
+		} else {
+			rd = flate.NewReader(br)
+		}
+		resp.Body = readCloser{Reader: rd, Closer: resp.Body}
+	default:
+		return fmt.Errorf("the answer is in Content-Encoding %.40q though asked for identity; the proxy cannot read it to mask credentials' values", enc)
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	resp.Uncompressed = true
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // maskingWriter masks the injected values in informational (1xx) answers,

@@ -3,6 +3,7 @@ package egress
 import (
 	"bufio"
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
@@ -262,4 +264,50 @@ func TestReviewValueInAHeaderNameIsMasked(t *testing.T) {
 		}
 	}
 	w.noSecret(t)
+}
+
+// A server that compresses though asked not to: a gzip or deflate body is
+// inflated so the mask can read it; one the proxy cannot read is refused.
+func TestReviewUnaskedCompressionIsReadOrRefused(t *testing.T) {
+	for _, enc := range []string{"gzip", "deflate", "br"} {
+		t.Run(enc, func(t *testing.T) {
+			w := newCredWorld(t)
+			base, _ := echoWorld(t, w, func(rw http.ResponseWriter, r *http.Request) {
+				rw.Header().Set("Content-Encoding", enc)
+				msg := "you sent " + r.Header.Get("X-Api-Key")
+				switch enc {
+				case "gzip":
+					zw := gzip.NewWriter(rw)
+					io.WriteString(zw, msg)
+					zw.Close()
+				case "deflate":
+					zw := zlib.NewWriter(rw)
+					io.WriteString(zw, msg)
+					zw.Close()
+				default:
+					io.WriteString(rw, msg) // whatever it is, the proxy cannot read it
+				}
+			})
+			hp := strings.TrimPrefix(base, "https://")
+			tc, br := terminated(t, w.h, w.ca, hp)
+			tc.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nX-Api-Key: %s\r\n\r\n", hp, w.cred.Placeholder)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if enc == "br" {
+				if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "br") {
+					t.Errorf("br answer: %d %q, want 502 naming the encoding", resp.StatusCode, body)
+				}
+			} else if resp.Header.Get("Content-Encoding") != "" || !strings.Contains(string(body), strings.Repeat("*", len(testSecret))) {
+				t.Errorf("%s answer: Content-Encoding %q, body %q, want it inflated and masked", enc, resp.Header.Get("Content-Encoding"), body)
+			}
+			if strings.Contains(string(body), testSecret) {
+				t.Errorf("the value reached the bottle: %q", body)
+			}
+			w.noSecret(t)
+		})
+	}
 }
