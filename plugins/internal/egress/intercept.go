@@ -28,6 +28,12 @@ import (
 // a plain tunnel, bytes untouched: the bottle sees the upstream's own
 // certificate, and the proxy cannot see what goes through it.
 
+// maxTerminated bounds the terminated connections one bottle's proxy holds
+// open at once: each costs two TLS sessions, an http.Server and a
+// transport (some 100 KiB), and the proxy's process serves every bottle of
+// a home. An agent's clients keep a few per host.
+const maxTerminated = 256
+
 // handshakeTimeout bounds the client's TLS handshake on a terminated
 // CONNECT.
 const handshakeTimeout = readHeaderTimeout

@@ -118,6 +118,10 @@ type Proxy struct {
 	ca            *CA
 	creds         *credentials
 	upstreamRoots *x509.CertPool
+	// terminated counts the terminated connections open, up to
+	// maxTerminated (see intercept.go).
+	terminated    atomic.Int32
+	maxTerminated int32
 
 	mu      sync.Mutex
 	tunnels map[*tunnel]struct{}
@@ -160,6 +164,7 @@ func New(cfg Config) (*Proxy, error) {
 		ca:            cfg.CA,
 		creds:         creds,
 		upstreamRoots: cfg.UpstreamRoots,
+		maxTerminated: maxTerminated,
 	}
 	if p.resolver == nil {
 		p.resolver = net.DefaultResolver
@@ -522,6 +527,19 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		}
 		p.refuse(w, r, p.record(t, r.Method, d), true)
 		return
+	}
+	if terminate {
+		if n := p.terminated.Add(1); n > p.maxTerminated {
+			p.terminated.Add(-1)
+			d := decision{
+				status:  http.StatusServiceUnavailable,
+				reason:  "too many terminated connections",
+				message: fmt.Sprintf("egress to %s refused: bottle %s already has %d connections open whose requests the proxy reads; close some first", t, p.identity, p.maxTerminated),
+			}
+			p.refuse(w, r, p.record(t, r.Method, d), true)
+			return
+		}
+		defer p.terminated.Add(-1)
 	}
 	upstream, d := p.open(ctx, t, r.Method, "")
 	if upstream == nil {

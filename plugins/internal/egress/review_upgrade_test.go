@@ -184,3 +184,28 @@ func TestReviewRevokeEndsConnectionsThatCarriedTheValue(t *testing.T) {
 		t.Errorf("a connection that never carried the credential: %v %v", resp, err)
 	}
 }
+
+// A bottle cannot hold an unbounded number of terminated connections: each
+// costs the proxy two TLS sessions, a server and a transport, and the
+// proxy's process serves every bottle of a home.
+func TestReviewTerminatedConnectionsAreBounded(t *testing.T) {
+	w := newCredWorld(t)
+	w.h.p.maxTerminated = 2
+	hp := hostPort("api.test", w.api.port())
+	a, _ := terminated(t, w.h, w.ca, hp)
+	terminated(t, w.h, w.ca, hp)
+	resp, body, _ := w.h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "2 connections") {
+		t.Errorf("third terminated CONNECT: %d %q, want 503 naming the bound", resp.StatusCode, body)
+	}
+	// Plain tunnels are not counted.
+	if resp, _, _ := w.h.raw("CONNECT " + hostPort("tunnel.test", w.tunnel.port()) + " HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 {
+		t.Errorf("a tunnel beside them: %d", resp.StatusCode)
+	}
+	a.Close()
+	eventually(t, "a terminated CONNECT to be admitted again", func() bool {
+		resp, _, c := w.h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+		c.Close()
+		return resp.StatusCode == 200
+	})
+}
