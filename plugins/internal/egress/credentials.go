@@ -130,6 +130,10 @@ func checkCredential(c Credential) (*egressrule.Rules, error) {
 		return nil, fmt.Errorf("the value is empty, longer than %d bytes, or has a character a header cannot carry", maxCredentialLen)
 	case len(c.Prefix) > 64 || !headerSafe(c.Prefix):
 		return nil, fmt.Errorf("prefix %.40q has a character a header cannot carry", c.Prefix)
+	case strings.TrimSpace(c.Value) != c.Value:
+		// A header loses the whitespace at its ends; an echo would carry
+		// the trimmed value, which the mask would not look for.
+		return nil, errors.New("the value starts or ends with whitespace, which a header does not keep")
 	case strings.Contains(c.Value, c.Placeholder):
 		return nil, errors.New("the value contains the placeholder")
 	case len(c.Hosts) == 0:

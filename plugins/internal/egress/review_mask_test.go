@@ -311,3 +311,15 @@ func TestReviewUnaskedCompressionIsReadOrRefused(t *testing.T) {
 		})
 	}
 }
+
+// A header loses the whitespace at its ends on the way, so a value with
+// some would arrive, and echo back, as a string the mask does not look
+// for: such a value is refused at start.
+func TestReviewValueWithEdgeWhitespaceIsRefused(t *testing.T) {
+	for _, v := range []string{testSecret + " ", "\t" + testSecret} {
+		_, err := newCredentials([]Credential{{Name: "k", Hosts: []string{"a.test"}, Header: "x-api-key", Placeholder: NewPlaceholder("k"), Value: v}})
+		if err == nil || strings.Contains(err.Error(), testSecret) {
+			t.Errorf("value %q: %v, want refused without quoting it", v, err)
+		}
+	}
+}
