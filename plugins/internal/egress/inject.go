@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -35,7 +38,13 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 	path := requestPath(r)
 	var v egressrule.Verdict
 	method, refused := r.Method, r.Method
-	for i, m := range requestMethods(r) {
+	methods, err := requestMethods(r, namesMethods(rules, t))
+	if err != nil {
+		d := decision{status: http.StatusForbidden, path: eventPath(r), reason: "form body not checked for a method override",
+			message: fmt.Sprintf("egress to %s refused: %v, and a rule of bottle %s for %s names methods", t, err, p.identity, t)}
+		return p.record(t, r.Method, d), false
+	}
+	for i, m := range methods {
 		if v = rules.Request(t.host(), int(t.port), m, path); !v.Allowed {
 			refused = m
 			if i > 0 {
@@ -81,8 +90,11 @@ var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Met
 
 // requestMethods are r's method and every method r asks, by an override
 // header or a _method query parameter, to be taken for: a rule about
-// methods judges them all.
-func requestMethods(r *http.Request) []string {
+// methods judges them all. With forms, a POST's form body (urlencoded or
+// multipart, read here up to maxFormPeek and put back) is searched for a
+// _method field too, as Rails, Laravel and Symfony read one; a bigger form
+// cannot be checked, and is an error.
+func requestMethods(r *http.Request, forms bool) ([]string, error) {
 	out := []string{r.Method}
 	for _, h := range methodOverrides {
 		out = append(out, r.Header.Values(h)...)
@@ -90,7 +102,50 @@ func requestMethods(r *http.Request) []string {
 	if strings.Contains(r.URL.RawQuery, "_method") {
 		out = append(out, r.URL.Query()["_method"]...)
 	}
-	return out
+	if !forms || !strings.EqualFold(r.Method, http.MethodPost) || r.Body == nil || r.Body == http.NoBody {
+		return out, nil
+	}
+	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
+		return out, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxFormPeek+1))
+	r.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(b), r.Body), Closer: r.Body}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("its form body could not be read: %v", err)
+	case len(b) > maxFormPeek:
+		return nil, fmt.Errorf("its form body is over %d bytes, too big to check for a _method override", maxFormPeek)
+	}
+	if mt == "application/x-www-form-urlencoded" {
+		q, _ := url.ParseQuery(string(b))
+		return append(out, q["_method"]...), nil
+	}
+	mr := multipart.NewReader(bytes.NewReader(b), params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			break
+		}
+		if part.FormName() == "_method" {
+			v, _ := io.ReadAll(io.LimitReader(part, 64))
+			out = append(out, string(v))
+		}
+	}
+	return out, nil
+}
+
+// maxFormPeek bounds the form body read for a _method field.
+const maxFormPeek = 1 << 20
+
+// namesMethods reports whether a rule about t's requests names methods.
+func namesMethods(rules *egressrule.Rules, t target) bool {
+	for _, s := range rules.RequestRules(t.host(), int(t.port)) {
+		if r, err := egressrule.ParseRule(s); err == nil && r.Methods != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // prepare puts the credentials that belong to t on r, and audits every

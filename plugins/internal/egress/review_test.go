@@ -243,3 +243,39 @@ func TestReviewHostHeaderLeavesCanonical(t *testing.T) {
 		}
 	}
 }
+
+// Rails, Laravel and Symfony take the method from a _method field of a
+// POST's form body: under a rule about methods, that is judged too.
+func TestReviewFormMethodOverrideIsJudged(t *testing.T) {
+	upCA := newTestCA(t)
+	ca := mustCA(t)
+	up := newRecorder(t, upCA, "api.test")
+	hp := hostPort("api.test", up.port())
+	h := startProxy(t, []string{"POST " + hp + "/items/", "127.0.0.1:" + up.port()}, withCA(ca), withRoots(upCA.pool))
+	h.res.add("api.test", "127.0.0.1")
+	c := bottleClient(h, ca, nil, true)
+	multipartBody := "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n"
+	for _, tc := range []struct {
+		ctype, body string
+		status      int
+	}{
+		{"application/x-www-form-urlencoded", "a=1&b=2", 200},
+		{"application/x-www-form-urlencoded", "a=1&_method=delete", 403},
+		{"application/x-www-form-urlencoded; charset=utf-8", "_method=PUT", 403},
+		{"multipart/form-data; boundary=XX", multipartBody, 403},
+		{"application/json", `{"_method":"DELETE"}`, 200}, // not a form: frameworks do not read it
+		{"application/x-www-form-urlencoded", "a=" + strings.Repeat("x", maxFormPeek) + "&_method=DELETE", 403},
+	} {
+		before := up.count()
+		resp, body := do(t, c, "POST", "https://"+hp+"/items/1", map[string]string{"Content-Type": tc.ctype}, tc.body)
+		if resp.StatusCode != tc.status {
+			t.Errorf("POST %s %.40q: %d, want %d (%q)", tc.ctype, tc.body, resp.StatusCode, tc.status, body)
+		}
+		if tc.status == 403 && up.count() != before {
+			t.Errorf("POST %s %.40q: refused, yet the upstream got it", tc.ctype, tc.body)
+		}
+		if tc.status == 200 && up.last(t).body != tc.body {
+			t.Errorf("POST %s: the upstream got body %.40q, want it whole", tc.ctype, up.last(t).body)
+		}
+	}
+}
