@@ -135,8 +135,10 @@ func requestMethods(r *http.Request, forms bool) ([]string, error) {
 	return out, nil
 }
 
-// maxFormPeek bounds the form body read for a _method field.
-const maxFormPeek = 1 << 20
+// maxFormPeek bounds the form body read for a _method field: small, as
+// it is held per request (maxTerminated of them at once), and a form
+// without a file is far smaller.
+const maxFormPeek = 64 << 10
 
 // namesMethods reports whether a rule about t's requests names methods.
 func namesMethods(rules *egressrule.Rules, t target) bool {
