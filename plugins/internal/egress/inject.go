@@ -105,8 +105,9 @@ func requestMethods(r *http.Request, forms bool) ([]string, error) {
 	if !forms || !strings.EqualFold(r.Method, http.MethodPost) || r.Body == nil || r.Body == http.NoBody {
 		return out, nil
 	}
+	// Rack takes a POST without a (readable) Content-Type for a form.
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
+	if mt != "" && mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
 		return out, nil
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxFormPeek+1))
@@ -117,7 +118,7 @@ func requestMethods(r *http.Request, forms bool) ([]string, error) {
 	case len(b) > maxFormPeek:
 		return nil, fmt.Errorf("its form body is over %d bytes, too big to check for a _method override", maxFormPeek)
 	}
-	if mt == "application/x-www-form-urlencoded" {
+	if mt != "multipart/form-data" {
 		q, _ := url.ParseQuery(string(b))
 		return append(out, q["_method"]...), nil
 	}
