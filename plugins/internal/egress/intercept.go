@@ -213,6 +213,12 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, http.StatusMisdirectedRequest, fmt.Sprintf("egress to %s refused: %v", t, err), true)
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// No origin server's request: forwarded, it would ask the upstream
+		// to tunnel on, past every rule.
+		p.reply(w, http.StatusMethodNotAllowed, fmt.Sprintf("egress to %s refused: CONNECT inside a connection the proxy reads; open each tunnel with the proxy itself", t), true)
+		return
+	}
 	if d, bad := p.checkUpgrade(t, r); bad {
 		p.reply(w, d.status, d.message, true)
 		return

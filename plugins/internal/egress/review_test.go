@@ -284,3 +284,24 @@ func TestReviewFormMethodOverrideIsJudged(t *testing.T) {
 		}
 	}
 }
+
+// A CONNECT inside a terminated connection, even to its own host, is no
+// request for an origin server: forwarded, it would ask the upstream to
+// tunnel on (a gateway that can would take the bottle anywhere).
+func TestReviewConnectInsideATerminatedConnectionIsRefused(t *testing.T) {
+	w := newCredWorld(t)
+	hp := hostPort("api.test", w.api.port())
+	tc, br := terminated(t, w.h, w.ca, hp)
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(tc, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nX-Api-Key: %s\r\n\r\n", hp, hp, w.cred.Placeholder)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("CONNECT inside: %d, want 405", resp.StatusCode)
+	}
+	if w.api.count() != 0 {
+		t.Errorf("the upstream got %d requests, want none", w.api.count())
+	}
+}
