@@ -35,6 +35,11 @@ type Credential struct {
 // minPlaceholderLen keeps a placeholder from matching by chance.
 const minPlaceholderLen = 16
 
+// minValueLen: every answer on a terminated connection is masked for every
+// value, and a short one would match by chance, corrupting answers that
+// are no echo (a git pack, an image). Keys and tokens are far longer.
+const minValueLen = 8
+
 // maxCredentialLen bounds a placeholder, a value, a prefix and a name.
 const maxCredentialLen = 16 << 10
 
@@ -126,8 +131,8 @@ func checkCredential(c Credential) (*egressrule.Rules, error) {
 		return nil, fmt.Errorf("header %.40q is not a header name", c.Header)
 	case len(c.Placeholder) < minPlaceholderLen || len(c.Placeholder) > maxCredentialLen || !headerSafe(c.Placeholder) || strings.ContainsAny(c.Placeholder, " \t"):
 		return nil, fmt.Errorf("a placeholder is %d to %d printable characters without spaces (NewPlaceholder makes one)", minPlaceholderLen, maxCredentialLen)
-	case c.Value == "" || len(c.Value) > maxCredentialLen || !headerSafe(c.Value):
-		return nil, fmt.Errorf("the value is empty, longer than %d bytes, or has a character a header cannot carry", maxCredentialLen)
+	case len(c.Value) < minValueLen || len(c.Value) > maxCredentialLen || !headerSafe(c.Value):
+		return nil, fmt.Errorf("the value is shorter than %d or longer than %d bytes, or has a character a header cannot carry", minValueLen, maxCredentialLen)
 	case len(c.Prefix) > 64 || !headerSafe(c.Prefix):
 		return nil, fmt.Errorf("prefix %.40q has a character a header cannot carry", c.Prefix)
 	case strings.TrimSpace(c.Value) != c.Value:

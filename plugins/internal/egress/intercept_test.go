@@ -569,7 +569,7 @@ func TestNewRefusesWhatNeedsACAWithoutOne(t *testing.T) {
 	}
 	ca, _ := NewCA("b")
 	for name, c := range map[string]Credential{
-		"no hosts":          {Name: "k", Header: "x", Placeholder: cred.Placeholder, Value: "v"},
+		"no hosts":          {Name: "k", Header: "x", Placeholder: cred.Placeholder, Value: testSecret},
 		"short placeholder": {Name: "k", Hosts: []string{"a.test"}, Header: "x", Placeholder: "short", Value: "v"},
 		"bad header":        {Name: "k", Hosts: []string{"a.test"}, Header: "x y", Placeholder: cred.Placeholder, Value: "v"},
 		"value with CRLF":   {Name: "k", Hosts: []string{"a.test"}, Header: "x", Placeholder: cred.Placeholder, Value: testSecret + "\r\nX: y"},

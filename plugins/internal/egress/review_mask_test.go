@@ -323,3 +323,13 @@ func TestReviewValueWithEdgeWhitespaceIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// Every answer on a terminated connection is masked for every value: a
+// short value would match by chance and corrupt what is no echo (a pack,
+// an image), so values are as long as a key is.
+func TestReviewShortValueIsRefused(t *testing.T) {
+	_, err := newCredentials([]Credential{{Name: "k", Hosts: []string{"a.test"}, Header: "x-api-key", Placeholder: NewPlaceholder("k"), Value: "x7"}})
+	if err == nil || strings.Contains(err.Error(), "x7") {
+		t.Errorf("a 2-byte value: %v, want refused without quoting it", err)
+	}
+}
