@@ -28,7 +28,8 @@ type Credential struct {
 	Prefix string
 	// Placeholder is what the bottle has instead of the value.
 	Placeholder string
-	// Value is the secret. It is never written anywhere by the proxy.
+	// Value is the secret: 8 bytes at least, no control character, no
+	// whitespace at either end. It is never written anywhere by the proxy.
 	Value string
 }
 
