@@ -162,6 +162,7 @@ type Agent struct {
 	Egress         []string               `protobuf:"bytes,11,rep,name=egress,proto3" json:"egress,omitempty"`
 	CapAdd         []string               `protobuf:"bytes,12,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
 	User           string                 `protobuf:"bytes,13,opt,name=user,proto3" json:"user,omitempty"`
+	Credentials    []*Credential          `protobuf:"bytes,14,rep,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -287,6 +288,98 @@ func (x *Agent) GetUser() string {
 	return ""
 }
 
+func (x *Agent) GetCredentials() []*Credential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+// Credential is how an agent's credential goes on the wire; never its value.
+type Credential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	EnvName       string                 `protobuf:"bytes,2,opt,name=env_name,json=envName,proto3" json:"env_name,omitempty"`
+	Hosts         []string               `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Header        string                 `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
+	Prefix        string                 `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Placeholder   string                 `protobuf:"bytes,6,opt,name=placeholder,proto3" json:"placeholder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Credential) Reset() {
+	*x = Credential{}
+	mi := &file_plugin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Credential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Credential) ProtoMessage() {}
+
+func (x *Credential) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Credential.ProtoReflect.Descriptor instead.
+func (*Credential) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Credential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Credential) GetEnvName() string {
+	if x != nil {
+		return x.EnvName
+	}
+	return ""
+}
+
+func (x *Credential) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Credential) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *Credential) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *Credential) GetPlaceholder() string {
+	if x != nil {
+		return x.Placeholder
+	}
+	return ""
+}
+
 type Spec struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Identity         string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
@@ -305,13 +398,14 @@ type Spec struct {
 	SnapshotDir      string                 `protobuf:"bytes,16,opt,name=snapshot_dir,json=snapshotDir,proto3" json:"snapshot_dir,omitempty"`
 	Detach           bool                   `protobuf:"varint,17,opt,name=detach,proto3" json:"detach,omitempty"`
 	EgressLog        string                 `protobuf:"bytes,18,opt,name=egress_log,json=egressLog,proto3" json:"egress_log,omitempty"`
+	Credentials      map[string]string      `protobuf:"bytes,19,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // secret values by credential name: never log
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Spec) Reset() {
 	*x = Spec{}
-	mi := &file_plugin_proto_msgTypes[3]
+	mi := &file_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +417,7 @@ func (x *Spec) String() string {
 func (*Spec) ProtoMessage() {}
 
 func (x *Spec) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[3]
+	mi := &file_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +430,7 @@ func (x *Spec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Spec.ProtoReflect.Descriptor instead.
 func (*Spec) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{3}
+	return file_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Spec) GetIdentity() string {
@@ -451,6 +545,13 @@ func (x *Spec) GetEgressLog() string {
 	return ""
 }
 
+func (x *Spec) GetCredentials() map[string]string {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
 type PreflightLine struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -461,7 +562,7 @@ type PreflightLine struct {
 
 func (x *PreflightLine) Reset() {
 	*x = PreflightLine{}
-	mi := &file_plugin_proto_msgTypes[4]
+	mi := &file_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +574,7 @@ func (x *PreflightLine) String() string {
 func (*PreflightLine) ProtoMessage() {}
 
 func (x *PreflightLine) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[4]
+	mi := &file_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +587,7 @@ func (x *PreflightLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightLine.ProtoReflect.Descriptor instead.
 func (*PreflightLine) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{4}
+	return file_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PreflightLine) GetKey() string {
@@ -512,7 +613,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_plugin_proto_msgTypes[5]
+	mi := &file_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +625,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[5]
+	mi := &file_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +638,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{5}
+	return file_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PrepareRequest) GetSpec() *Spec {
@@ -558,7 +659,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_plugin_proto_msgTypes[6]
+	mi := &file_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +671,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[6]
+	mi := &file_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +684,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{6}
+	return file_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareResponse) GetPreflight() []*PreflightLine {
@@ -619,7 +720,7 @@ type Handle struct {
 
 func (x *Handle) Reset() {
 	*x = Handle{}
-	mi := &file_plugin_proto_msgTypes[7]
+	mi := &file_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +732,7 @@ func (x *Handle) String() string {
 func (*Handle) ProtoMessage() {}
 
 func (x *Handle) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[7]
+	mi := &file_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +745,7 @@ func (x *Handle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Handle.ProtoReflect.Descriptor instead.
 func (*Handle) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{7}
+	return file_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Handle) GetVersion() uint32 {
@@ -685,7 +786,7 @@ type LaunchRequest struct {
 
 func (x *LaunchRequest) Reset() {
 	*x = LaunchRequest{}
-	mi := &file_plugin_proto_msgTypes[8]
+	mi := &file_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +798,7 @@ func (x *LaunchRequest) String() string {
 func (*LaunchRequest) ProtoMessage() {}
 
 func (x *LaunchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[8]
+	mi := &file_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +811,7 @@ func (x *LaunchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchRequest.ProtoReflect.Descriptor instead.
 func (*LaunchRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LaunchRequest) GetSpec() *Spec {
@@ -740,7 +841,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +853,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +866,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Progress) GetStage() string {
@@ -816,7 +917,7 @@ type LaunchEvent struct {
 
 func (x *LaunchEvent) Reset() {
 	*x = LaunchEvent{}
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +929,7 @@ func (x *LaunchEvent) String() string {
 func (*LaunchEvent) ProtoMessage() {}
 
 func (x *LaunchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +942,7 @@ func (x *LaunchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchEvent.ProtoReflect.Descriptor instead.
 func (*LaunchEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LaunchEvent) GetEvent() isLaunchEvent_Event {
@@ -895,7 +996,7 @@ type TermSize struct {
 
 func (x *TermSize) Reset() {
 	*x = TermSize{}
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1008,7 @@ func (x *TermSize) String() string {
 func (*TermSize) ProtoMessage() {}
 
 func (x *TermSize) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1021,7 @@ func (x *TermSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TermSize.ProtoReflect.Descriptor instead.
 func (*TermSize) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TermSize) GetRows() uint32 {
@@ -949,7 +1050,7 @@ type AttachSetup struct {
 
 func (x *AttachSetup) Reset() {
 	*x = AttachSetup{}
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1062,7 @@ func (x *AttachSetup) String() string {
 func (*AttachSetup) ProtoMessage() {}
 
 func (x *AttachSetup) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1075,7 @@ func (x *AttachSetup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSetup.ProtoReflect.Descriptor instead.
 func (*AttachSetup) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AttachSetup) GetHandle() *Handle {
@@ -1021,7 +1122,7 @@ type AttachInput struct {
 
 func (x *AttachInput) Reset() {
 	*x = AttachInput{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1134,7 @@ func (x *AttachInput) String() string {
 func (*AttachInput) ProtoMessage() {}
 
 func (x *AttachInput) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1147,7 @@ func (x *AttachInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachInput.ProtoReflect.Descriptor instead.
 func (*AttachInput) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AttachInput) GetInput() isAttachInput_Input {
@@ -1145,7 +1246,7 @@ type ExitStatus struct {
 
 func (x *ExitStatus) Reset() {
 	*x = ExitStatus{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1258,7 @@ func (x *ExitStatus) String() string {
 func (*ExitStatus) ProtoMessage() {}
 
 func (x *ExitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1271,7 @@ func (x *ExitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitStatus.ProtoReflect.Descriptor instead.
 func (*ExitStatus) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExitStatus) GetCode() int32 {
@@ -1201,7 +1302,7 @@ type AttachOutput struct {
 
 func (x *AttachOutput) Reset() {
 	*x = AttachOutput{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1314,7 @@ func (x *AttachOutput) String() string {
 func (*AttachOutput) ProtoMessage() {}
 
 func (x *AttachOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1327,7 @@ func (x *AttachOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachOutput.ProtoReflect.Descriptor instead.
 func (*AttachOutput) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AttachOutput) GetOutput() isAttachOutput_Output {
@@ -1298,7 +1399,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1411,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1424,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecRequest) GetHandle() *Handle {
@@ -1372,7 +1473,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1485,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1498,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecResponse) GetExitCode() int32 {
@@ -1432,7 +1533,7 @@ type CopyInRequest struct {
 
 func (x *CopyInRequest) Reset() {
 	*x = CopyInRequest{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1545,7 @@ func (x *CopyInRequest) String() string {
 func (*CopyInRequest) ProtoMessage() {}
 
 func (x *CopyInRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1558,7 @@ func (x *CopyInRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyInRequest.ProtoReflect.Descriptor instead.
 func (*CopyInRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CopyInRequest) GetHandle() *Handle {
@@ -1489,7 +1590,7 @@ type CopyInResponse struct {
 
 func (x *CopyInResponse) Reset() {
 	*x = CopyInResponse{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1602,7 @@ func (x *CopyInResponse) String() string {
 func (*CopyInResponse) ProtoMessage() {}
 
 func (x *CopyInResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1615,7 @@ func (x *CopyInResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyInResponse.ProtoReflect.Descriptor instead.
 func (*CopyInResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 type CopyOutRequest struct {
@@ -1527,7 +1628,7 @@ type CopyOutRequest struct {
 
 func (x *CopyOutRequest) Reset() {
 	*x = CopyOutRequest{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1640,7 @@ func (x *CopyOutRequest) String() string {
 func (*CopyOutRequest) ProtoMessage() {}
 
 func (x *CopyOutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1653,7 @@ func (x *CopyOutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyOutRequest.ProtoReflect.Descriptor instead.
 func (*CopyOutRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CopyOutRequest) GetHandle() *Handle {
@@ -1578,7 +1679,7 @@ type CopyOutResponse struct {
 
 func (x *CopyOutResponse) Reset() {
 	*x = CopyOutResponse{}
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1691,7 @@ func (x *CopyOutResponse) String() string {
 func (*CopyOutResponse) ProtoMessage() {}
 
 func (x *CopyOutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1704,7 @@ func (x *CopyOutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyOutResponse.ProtoReflect.Descriptor instead.
 func (*CopyOutResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{21}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CopyOutResponse) GetTar() []byte {
@@ -1623,7 +1724,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1736,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1749,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CommitRequest) GetHandle() *Handle {
@@ -1675,7 +1776,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1788,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1801,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommitResponse) GetImage() string {
@@ -1729,7 +1830,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1842,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1855,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StopRequest) GetHandle() *Handle {
@@ -1787,7 +1888,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1900,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1913,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StopResponse) GetRemoved() []string {
@@ -1830,7 +1931,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +1943,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +1956,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 type Bottle struct {
@@ -1875,7 +1976,7 @@ type Bottle struct {
 
 func (x *Bottle) Reset() {
 	*x = Bottle{}
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +1988,7 @@ func (x *Bottle) String() string {
 func (*Bottle) ProtoMessage() {}
 
 func (x *Bottle) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2001,7 @@ func (x *Bottle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bottle.ProtoReflect.Descriptor instead.
 func (*Bottle) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{27}
+	return file_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Bottle) GetIdentity() string {
@@ -1968,7 +2069,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2081,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2094,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{28}
+	return file_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListResponse) GetBottles() []*Bottle {
@@ -2013,7 +2114,7 @@ type UpdateEgressRequest struct {
 
 func (x *UpdateEgressRequest) Reset() {
 	*x = UpdateEgressRequest{}
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2126,7 @@ func (x *UpdateEgressRequest) String() string {
 func (*UpdateEgressRequest) ProtoMessage() {}
 
 func (x *UpdateEgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2139,7 @@ func (x *UpdateEgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEgressRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEgressRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{29}
+	return file_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateEgressRequest) GetHandle() *Handle {
@@ -2063,7 +2164,7 @@ type UpdateEgressResponse struct {
 
 func (x *UpdateEgressResponse) Reset() {
 	*x = UpdateEgressResponse{}
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2176,7 @@ func (x *UpdateEgressResponse) String() string {
 func (*UpdateEgressResponse) ProtoMessage() {}
 
 func (x *UpdateEgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2189,95 @@ func (x *UpdateEgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEgressResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEgressResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{30}
+	return file_plugin_proto_rawDescGZIP(), []int{31}
+}
+
+type RevokeCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        *Handle                `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_plugin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RevokeCredentialRequest) GetHandle() *Handle {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+func (x *RevokeCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialResponse) Reset() {
+	*x = RevokeCredentialResponse{}
+	mi := &file_plugin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 var File_plugin_proto protoreflect.FileDescriptor
@@ -2105,7 +2294,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\adetails\x18\x05 \x03(\v2..botbottle.plugin.v1.InfoResponse.DetailsEntryR\adetails\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +
 	"\x05Agent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1e\n" +
@@ -2123,7 +2312,16 @@ const file_plugin_proto_rawDesc = "" +
 	" \x01(\tR\x0etranscriptPath\x12\x16\n" +
 	"\x06egress\x18\v \x03(\tR\x06egress\x12\x17\n" +
 	"\acap_add\x18\f \x03(\tR\x06capAdd\x12\x12\n" +
-	"\x04user\x18\r \x01(\tR\x04user\"\xe6\x04\n" +
+	"\x04user\x18\r \x01(\tR\x04user\x12A\n" +
+	"\vcredentials\x18\x0e \x03(\v2\x1f.botbottle.plugin.v1.CredentialR\vcredentials\"\xa3\x01\n" +
+	"\n" +
+	"Credential\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\benv_name\x18\x02 \x01(\tR\aenvName\x12\x14\n" +
+	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12\x16\n" +
+	"\x06header\x18\x04 \x01(\tR\x06header\x12\x16\n" +
+	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12 \n" +
+	"\vplaceholder\x18\x06 \x01(\tR\vplaceholder\"\xf4\x05\n" +
 	"\x04Spec\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x120\n" +
 	"\x05agent\x18\x02 \x01(\v2\x1a.botbottle.plugin.v1.AgentR\x05agent\x12\x10\n" +
@@ -2142,8 +2340,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\fsnapshot_dir\x18\x10 \x01(\tR\vsnapshotDir\x12\x16\n" +
 	"\x06detach\x18\x11 \x01(\bR\x06detach\x12\x1d\n" +
 	"\n" +
-	"egress_log\x18\x12 \x01(\tR\tegressLog\x1a6\n" +
+	"egress_log\x18\x12 \x01(\tR\tegressLog\x12L\n" +
+	"\vcredentials\x18\x13 \x03(\v2*.botbottle.plugin.v1.Spec.CredentialsEntryR\vcredentials\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\a\x10\bJ\x04\b\v\x10\fR\x0etranscript_dirR\vconfig_json\"7\n" +
 	"\rPreflightLine\x12\x10\n" +
@@ -2246,7 +2448,11 @@ const file_plugin_proto_rawDesc = "" +
 	"\x13UpdateEgressRequest\x123\n" +
 	"\x06handle\x18\x01 \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\x12\x16\n" +
 	"\x06egress\x18\x02 \x03(\tR\x06egress\"\x16\n" +
-	"\x14UpdateEgressResponse2\x99\a\n" +
+	"\x14UpdateEgressResponse\"b\n" +
+	"\x17RevokeCredentialRequest\x123\n" +
+	"\x06handle\x18\x01 \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x1a\n" +
+	"\x18RevokeCredentialResponse2\x8a\b\n" +
 	"\aBackend\x12K\n" +
 	"\x04Info\x12 .botbottle.plugin.v1.InfoRequest\x1a!.botbottle.plugin.v1.InfoResponse\x12T\n" +
 	"\aPrepare\x12#.botbottle.plugin.v1.PrepareRequest\x1a$.botbottle.plugin.v1.PrepareResponse\x12P\n" +
@@ -2258,7 +2464,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06Commit\x12\".botbottle.plugin.v1.CommitRequest\x1a#.botbottle.plugin.v1.CommitResponse\x12K\n" +
 	"\x04Stop\x12 .botbottle.plugin.v1.StopRequest\x1a!.botbottle.plugin.v1.StopResponse\x12K\n" +
 	"\x04List\x12 .botbottle.plugin.v1.ListRequest\x1a!.botbottle.plugin.v1.ListResponse\x12c\n" +
-	"\fUpdateEgress\x12(.botbottle.plugin.v1.UpdateEgressRequest\x1a).botbottle.plugin.v1.UpdateEgressResponseB8Z6github.com/bot-bottle/bot-bottle/sdk/internal/pluginpbb\x06proto3"
+	"\fUpdateEgress\x12(.botbottle.plugin.v1.UpdateEgressRequest\x1a).botbottle.plugin.v1.UpdateEgressResponse\x12o\n" +
+	"\x10RevokeCredential\x12,.botbottle.plugin.v1.RevokeCredentialRequest\x1a-.botbottle.plugin.v1.RevokeCredentialResponseB8Z6github.com/bot-bottle/bot-bottle/sdk/internal/pluginpbb\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -2272,91 +2479,100 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_plugin_proto_goTypes = []any{
-	(*InfoRequest)(nil),          // 0: botbottle.plugin.v1.InfoRequest
-	(*InfoResponse)(nil),         // 1: botbottle.plugin.v1.InfoResponse
-	(*Agent)(nil),                // 2: botbottle.plugin.v1.Agent
-	(*Spec)(nil),                 // 3: botbottle.plugin.v1.Spec
-	(*PreflightLine)(nil),        // 4: botbottle.plugin.v1.PreflightLine
-	(*PrepareRequest)(nil),       // 5: botbottle.plugin.v1.PrepareRequest
-	(*PrepareResponse)(nil),      // 6: botbottle.plugin.v1.PrepareResponse
-	(*Handle)(nil),               // 7: botbottle.plugin.v1.Handle
-	(*LaunchRequest)(nil),        // 8: botbottle.plugin.v1.LaunchRequest
-	(*Progress)(nil),             // 9: botbottle.plugin.v1.Progress
-	(*LaunchEvent)(nil),          // 10: botbottle.plugin.v1.LaunchEvent
-	(*TermSize)(nil),             // 11: botbottle.plugin.v1.TermSize
-	(*AttachSetup)(nil),          // 12: botbottle.plugin.v1.AttachSetup
-	(*AttachInput)(nil),          // 13: botbottle.plugin.v1.AttachInput
-	(*ExitStatus)(nil),           // 14: botbottle.plugin.v1.ExitStatus
-	(*AttachOutput)(nil),         // 15: botbottle.plugin.v1.AttachOutput
-	(*ExecRequest)(nil),          // 16: botbottle.plugin.v1.ExecRequest
-	(*ExecResponse)(nil),         // 17: botbottle.plugin.v1.ExecResponse
-	(*CopyInRequest)(nil),        // 18: botbottle.plugin.v1.CopyInRequest
-	(*CopyInResponse)(nil),       // 19: botbottle.plugin.v1.CopyInResponse
-	(*CopyOutRequest)(nil),       // 20: botbottle.plugin.v1.CopyOutRequest
-	(*CopyOutResponse)(nil),      // 21: botbottle.plugin.v1.CopyOutResponse
-	(*CommitRequest)(nil),        // 22: botbottle.plugin.v1.CommitRequest
-	(*CommitResponse)(nil),       // 23: botbottle.plugin.v1.CommitResponse
-	(*StopRequest)(nil),          // 24: botbottle.plugin.v1.StopRequest
-	(*StopResponse)(nil),         // 25: botbottle.plugin.v1.StopResponse
-	(*ListRequest)(nil),          // 26: botbottle.plugin.v1.ListRequest
-	(*Bottle)(nil),               // 27: botbottle.plugin.v1.Bottle
-	(*ListResponse)(nil),         // 28: botbottle.plugin.v1.ListResponse
-	(*UpdateEgressRequest)(nil),  // 29: botbottle.plugin.v1.UpdateEgressRequest
-	(*UpdateEgressResponse)(nil), // 30: botbottle.plugin.v1.UpdateEgressResponse
-	nil,                          // 31: botbottle.plugin.v1.InfoResponse.DetailsEntry
-	nil,                          // 32: botbottle.plugin.v1.Spec.EnvEntry
+	(*InfoRequest)(nil),              // 0: botbottle.plugin.v1.InfoRequest
+	(*InfoResponse)(nil),             // 1: botbottle.plugin.v1.InfoResponse
+	(*Agent)(nil),                    // 2: botbottle.plugin.v1.Agent
+	(*Credential)(nil),               // 3: botbottle.plugin.v1.Credential
+	(*Spec)(nil),                     // 4: botbottle.plugin.v1.Spec
+	(*PreflightLine)(nil),            // 5: botbottle.plugin.v1.PreflightLine
+	(*PrepareRequest)(nil),           // 6: botbottle.plugin.v1.PrepareRequest
+	(*PrepareResponse)(nil),          // 7: botbottle.plugin.v1.PrepareResponse
+	(*Handle)(nil),                   // 8: botbottle.plugin.v1.Handle
+	(*LaunchRequest)(nil),            // 9: botbottle.plugin.v1.LaunchRequest
+	(*Progress)(nil),                 // 10: botbottle.plugin.v1.Progress
+	(*LaunchEvent)(nil),              // 11: botbottle.plugin.v1.LaunchEvent
+	(*TermSize)(nil),                 // 12: botbottle.plugin.v1.TermSize
+	(*AttachSetup)(nil),              // 13: botbottle.plugin.v1.AttachSetup
+	(*AttachInput)(nil),              // 14: botbottle.plugin.v1.AttachInput
+	(*ExitStatus)(nil),               // 15: botbottle.plugin.v1.ExitStatus
+	(*AttachOutput)(nil),             // 16: botbottle.plugin.v1.AttachOutput
+	(*ExecRequest)(nil),              // 17: botbottle.plugin.v1.ExecRequest
+	(*ExecResponse)(nil),             // 18: botbottle.plugin.v1.ExecResponse
+	(*CopyInRequest)(nil),            // 19: botbottle.plugin.v1.CopyInRequest
+	(*CopyInResponse)(nil),           // 20: botbottle.plugin.v1.CopyInResponse
+	(*CopyOutRequest)(nil),           // 21: botbottle.plugin.v1.CopyOutRequest
+	(*CopyOutResponse)(nil),          // 22: botbottle.plugin.v1.CopyOutResponse
+	(*CommitRequest)(nil),            // 23: botbottle.plugin.v1.CommitRequest
+	(*CommitResponse)(nil),           // 24: botbottle.plugin.v1.CommitResponse
+	(*StopRequest)(nil),              // 25: botbottle.plugin.v1.StopRequest
+	(*StopResponse)(nil),             // 26: botbottle.plugin.v1.StopResponse
+	(*ListRequest)(nil),              // 27: botbottle.plugin.v1.ListRequest
+	(*Bottle)(nil),                   // 28: botbottle.plugin.v1.Bottle
+	(*ListResponse)(nil),             // 29: botbottle.plugin.v1.ListResponse
+	(*UpdateEgressRequest)(nil),      // 30: botbottle.plugin.v1.UpdateEgressRequest
+	(*UpdateEgressResponse)(nil),     // 31: botbottle.plugin.v1.UpdateEgressResponse
+	(*RevokeCredentialRequest)(nil),  // 32: botbottle.plugin.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 33: botbottle.plugin.v1.RevokeCredentialResponse
+	nil,                              // 34: botbottle.plugin.v1.InfoResponse.DetailsEntry
+	nil,                              // 35: botbottle.plugin.v1.Spec.EnvEntry
+	nil,                              // 36: botbottle.plugin.v1.Spec.CredentialsEntry
 }
 var file_plugin_proto_depIdxs = []int32{
-	31, // 0: botbottle.plugin.v1.InfoResponse.details:type_name -> botbottle.plugin.v1.InfoResponse.DetailsEntry
-	2,  // 1: botbottle.plugin.v1.Spec.agent:type_name -> botbottle.plugin.v1.Agent
-	32, // 2: botbottle.plugin.v1.Spec.env:type_name -> botbottle.plugin.v1.Spec.EnvEntry
-	3,  // 3: botbottle.plugin.v1.PrepareRequest.spec:type_name -> botbottle.plugin.v1.Spec
-	4,  // 4: botbottle.plugin.v1.PrepareResponse.preflight:type_name -> botbottle.plugin.v1.PreflightLine
-	3,  // 5: botbottle.plugin.v1.LaunchRequest.spec:type_name -> botbottle.plugin.v1.Spec
-	9,  // 6: botbottle.plugin.v1.LaunchEvent.progress:type_name -> botbottle.plugin.v1.Progress
-	7,  // 7: botbottle.plugin.v1.LaunchEvent.handle:type_name -> botbottle.plugin.v1.Handle
-	7,  // 8: botbottle.plugin.v1.AttachSetup.handle:type_name -> botbottle.plugin.v1.Handle
-	11, // 9: botbottle.plugin.v1.AttachSetup.size:type_name -> botbottle.plugin.v1.TermSize
-	12, // 10: botbottle.plugin.v1.AttachInput.setup:type_name -> botbottle.plugin.v1.AttachSetup
-	11, // 11: botbottle.plugin.v1.AttachInput.resize:type_name -> botbottle.plugin.v1.TermSize
-	14, // 12: botbottle.plugin.v1.AttachOutput.exit:type_name -> botbottle.plugin.v1.ExitStatus
-	7,  // 13: botbottle.plugin.v1.ExecRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	7,  // 14: botbottle.plugin.v1.CopyInRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	7,  // 15: botbottle.plugin.v1.CopyOutRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	7,  // 16: botbottle.plugin.v1.CommitRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	7,  // 17: botbottle.plugin.v1.StopRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	7,  // 18: botbottle.plugin.v1.Bottle.handle:type_name -> botbottle.plugin.v1.Handle
-	27, // 19: botbottle.plugin.v1.ListResponse.bottles:type_name -> botbottle.plugin.v1.Bottle
-	7,  // 20: botbottle.plugin.v1.UpdateEgressRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	0,  // 21: botbottle.plugin.v1.Backend.Info:input_type -> botbottle.plugin.v1.InfoRequest
-	5,  // 22: botbottle.plugin.v1.Backend.Prepare:input_type -> botbottle.plugin.v1.PrepareRequest
-	8,  // 23: botbottle.plugin.v1.Backend.Launch:input_type -> botbottle.plugin.v1.LaunchRequest
-	13, // 24: botbottle.plugin.v1.Backend.Attach:input_type -> botbottle.plugin.v1.AttachInput
-	16, // 25: botbottle.plugin.v1.Backend.Exec:input_type -> botbottle.plugin.v1.ExecRequest
-	18, // 26: botbottle.plugin.v1.Backend.CopyIn:input_type -> botbottle.plugin.v1.CopyInRequest
-	20, // 27: botbottle.plugin.v1.Backend.CopyOut:input_type -> botbottle.plugin.v1.CopyOutRequest
-	22, // 28: botbottle.plugin.v1.Backend.Commit:input_type -> botbottle.plugin.v1.CommitRequest
-	24, // 29: botbottle.plugin.v1.Backend.Stop:input_type -> botbottle.plugin.v1.StopRequest
-	26, // 30: botbottle.plugin.v1.Backend.List:input_type -> botbottle.plugin.v1.ListRequest
-	29, // 31: botbottle.plugin.v1.Backend.UpdateEgress:input_type -> botbottle.plugin.v1.UpdateEgressRequest
-	1,  // 32: botbottle.plugin.v1.Backend.Info:output_type -> botbottle.plugin.v1.InfoResponse
-	6,  // 33: botbottle.plugin.v1.Backend.Prepare:output_type -> botbottle.plugin.v1.PrepareResponse
-	10, // 34: botbottle.plugin.v1.Backend.Launch:output_type -> botbottle.plugin.v1.LaunchEvent
-	15, // 35: botbottle.plugin.v1.Backend.Attach:output_type -> botbottle.plugin.v1.AttachOutput
-	17, // 36: botbottle.plugin.v1.Backend.Exec:output_type -> botbottle.plugin.v1.ExecResponse
-	19, // 37: botbottle.plugin.v1.Backend.CopyIn:output_type -> botbottle.plugin.v1.CopyInResponse
-	21, // 38: botbottle.plugin.v1.Backend.CopyOut:output_type -> botbottle.plugin.v1.CopyOutResponse
-	23, // 39: botbottle.plugin.v1.Backend.Commit:output_type -> botbottle.plugin.v1.CommitResponse
-	25, // 40: botbottle.plugin.v1.Backend.Stop:output_type -> botbottle.plugin.v1.StopResponse
-	28, // 41: botbottle.plugin.v1.Backend.List:output_type -> botbottle.plugin.v1.ListResponse
-	30, // 42: botbottle.plugin.v1.Backend.UpdateEgress:output_type -> botbottle.plugin.v1.UpdateEgressResponse
-	32, // [32:43] is the sub-list for method output_type
-	21, // [21:32] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	34, // 0: botbottle.plugin.v1.InfoResponse.details:type_name -> botbottle.plugin.v1.InfoResponse.DetailsEntry
+	3,  // 1: botbottle.plugin.v1.Agent.credentials:type_name -> botbottle.plugin.v1.Credential
+	2,  // 2: botbottle.plugin.v1.Spec.agent:type_name -> botbottle.plugin.v1.Agent
+	35, // 3: botbottle.plugin.v1.Spec.env:type_name -> botbottle.plugin.v1.Spec.EnvEntry
+	36, // 4: botbottle.plugin.v1.Spec.credentials:type_name -> botbottle.plugin.v1.Spec.CredentialsEntry
+	4,  // 5: botbottle.plugin.v1.PrepareRequest.spec:type_name -> botbottle.plugin.v1.Spec
+	5,  // 6: botbottle.plugin.v1.PrepareResponse.preflight:type_name -> botbottle.plugin.v1.PreflightLine
+	4,  // 7: botbottle.plugin.v1.LaunchRequest.spec:type_name -> botbottle.plugin.v1.Spec
+	10, // 8: botbottle.plugin.v1.LaunchEvent.progress:type_name -> botbottle.plugin.v1.Progress
+	8,  // 9: botbottle.plugin.v1.LaunchEvent.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 10: botbottle.plugin.v1.AttachSetup.handle:type_name -> botbottle.plugin.v1.Handle
+	12, // 11: botbottle.plugin.v1.AttachSetup.size:type_name -> botbottle.plugin.v1.TermSize
+	13, // 12: botbottle.plugin.v1.AttachInput.setup:type_name -> botbottle.plugin.v1.AttachSetup
+	12, // 13: botbottle.plugin.v1.AttachInput.resize:type_name -> botbottle.plugin.v1.TermSize
+	15, // 14: botbottle.plugin.v1.AttachOutput.exit:type_name -> botbottle.plugin.v1.ExitStatus
+	8,  // 15: botbottle.plugin.v1.ExecRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 16: botbottle.plugin.v1.CopyInRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 17: botbottle.plugin.v1.CopyOutRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 18: botbottle.plugin.v1.CommitRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 19: botbottle.plugin.v1.StopRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 20: botbottle.plugin.v1.Bottle.handle:type_name -> botbottle.plugin.v1.Handle
+	28, // 21: botbottle.plugin.v1.ListResponse.bottles:type_name -> botbottle.plugin.v1.Bottle
+	8,  // 22: botbottle.plugin.v1.UpdateEgressRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	8,  // 23: botbottle.plugin.v1.RevokeCredentialRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	0,  // 24: botbottle.plugin.v1.Backend.Info:input_type -> botbottle.plugin.v1.InfoRequest
+	6,  // 25: botbottle.plugin.v1.Backend.Prepare:input_type -> botbottle.plugin.v1.PrepareRequest
+	9,  // 26: botbottle.plugin.v1.Backend.Launch:input_type -> botbottle.plugin.v1.LaunchRequest
+	14, // 27: botbottle.plugin.v1.Backend.Attach:input_type -> botbottle.plugin.v1.AttachInput
+	17, // 28: botbottle.plugin.v1.Backend.Exec:input_type -> botbottle.plugin.v1.ExecRequest
+	19, // 29: botbottle.plugin.v1.Backend.CopyIn:input_type -> botbottle.plugin.v1.CopyInRequest
+	21, // 30: botbottle.plugin.v1.Backend.CopyOut:input_type -> botbottle.plugin.v1.CopyOutRequest
+	23, // 31: botbottle.plugin.v1.Backend.Commit:input_type -> botbottle.plugin.v1.CommitRequest
+	25, // 32: botbottle.plugin.v1.Backend.Stop:input_type -> botbottle.plugin.v1.StopRequest
+	27, // 33: botbottle.plugin.v1.Backend.List:input_type -> botbottle.plugin.v1.ListRequest
+	30, // 34: botbottle.plugin.v1.Backend.UpdateEgress:input_type -> botbottle.plugin.v1.UpdateEgressRequest
+	32, // 35: botbottle.plugin.v1.Backend.RevokeCredential:input_type -> botbottle.plugin.v1.RevokeCredentialRequest
+	1,  // 36: botbottle.plugin.v1.Backend.Info:output_type -> botbottle.plugin.v1.InfoResponse
+	7,  // 37: botbottle.plugin.v1.Backend.Prepare:output_type -> botbottle.plugin.v1.PrepareResponse
+	11, // 38: botbottle.plugin.v1.Backend.Launch:output_type -> botbottle.plugin.v1.LaunchEvent
+	16, // 39: botbottle.plugin.v1.Backend.Attach:output_type -> botbottle.plugin.v1.AttachOutput
+	18, // 40: botbottle.plugin.v1.Backend.Exec:output_type -> botbottle.plugin.v1.ExecResponse
+	20, // 41: botbottle.plugin.v1.Backend.CopyIn:output_type -> botbottle.plugin.v1.CopyInResponse
+	22, // 42: botbottle.plugin.v1.Backend.CopyOut:output_type -> botbottle.plugin.v1.CopyOutResponse
+	24, // 43: botbottle.plugin.v1.Backend.Commit:output_type -> botbottle.plugin.v1.CommitResponse
+	26, // 44: botbottle.plugin.v1.Backend.Stop:output_type -> botbottle.plugin.v1.StopResponse
+	29, // 45: botbottle.plugin.v1.Backend.List:output_type -> botbottle.plugin.v1.ListResponse
+	31, // 46: botbottle.plugin.v1.Backend.UpdateEgress:output_type -> botbottle.plugin.v1.UpdateEgressResponse
+	33, // 47: botbottle.plugin.v1.Backend.RevokeCredential:output_type -> botbottle.plugin.v1.RevokeCredentialResponse
+	36, // [36:48] is the sub-list for method output_type
+	24, // [24:36] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -2364,18 +2580,18 @@ func file_plugin_proto_init() {
 	if File_plugin_proto != nil {
 		return
 	}
-	file_plugin_proto_msgTypes[10].OneofWrappers = []any{
+	file_plugin_proto_msgTypes[11].OneofWrappers = []any{
 		(*LaunchEvent_Progress)(nil),
 		(*LaunchEvent_Handle)(nil),
 	}
-	file_plugin_proto_msgTypes[13].OneofWrappers = []any{
+	file_plugin_proto_msgTypes[14].OneofWrappers = []any{
 		(*AttachInput_Setup)(nil),
 		(*AttachInput_Stdin)(nil),
 		(*AttachInput_StdinClose)(nil),
 		(*AttachInput_Resize)(nil),
 		(*AttachInput_Signal)(nil),
 	}
-	file_plugin_proto_msgTypes[15].OneofWrappers = []any{
+	file_plugin_proto_msgTypes[16].OneofWrappers = []any{
 		(*AttachOutput_Stdout)(nil),
 		(*AttachOutput_Stderr)(nil),
 		(*AttachOutput_Exit)(nil),
@@ -2386,7 +2602,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

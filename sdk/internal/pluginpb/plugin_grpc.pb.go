@@ -33,17 +33,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Backend_Info_FullMethodName         = "/botbottle.plugin.v1.Backend/Info"
-	Backend_Prepare_FullMethodName      = "/botbottle.plugin.v1.Backend/Prepare"
-	Backend_Launch_FullMethodName       = "/botbottle.plugin.v1.Backend/Launch"
-	Backend_Attach_FullMethodName       = "/botbottle.plugin.v1.Backend/Attach"
-	Backend_Exec_FullMethodName         = "/botbottle.plugin.v1.Backend/Exec"
-	Backend_CopyIn_FullMethodName       = "/botbottle.plugin.v1.Backend/CopyIn"
-	Backend_CopyOut_FullMethodName      = "/botbottle.plugin.v1.Backend/CopyOut"
-	Backend_Commit_FullMethodName       = "/botbottle.plugin.v1.Backend/Commit"
-	Backend_Stop_FullMethodName         = "/botbottle.plugin.v1.Backend/Stop"
-	Backend_List_FullMethodName         = "/botbottle.plugin.v1.Backend/List"
-	Backend_UpdateEgress_FullMethodName = "/botbottle.plugin.v1.Backend/UpdateEgress"
+	Backend_Info_FullMethodName             = "/botbottle.plugin.v1.Backend/Info"
+	Backend_Prepare_FullMethodName          = "/botbottle.plugin.v1.Backend/Prepare"
+	Backend_Launch_FullMethodName           = "/botbottle.plugin.v1.Backend/Launch"
+	Backend_Attach_FullMethodName           = "/botbottle.plugin.v1.Backend/Attach"
+	Backend_Exec_FullMethodName             = "/botbottle.plugin.v1.Backend/Exec"
+	Backend_CopyIn_FullMethodName           = "/botbottle.plugin.v1.Backend/CopyIn"
+	Backend_CopyOut_FullMethodName          = "/botbottle.plugin.v1.Backend/CopyOut"
+	Backend_Commit_FullMethodName           = "/botbottle.plugin.v1.Backend/Commit"
+	Backend_Stop_FullMethodName             = "/botbottle.plugin.v1.Backend/Stop"
+	Backend_List_FullMethodName             = "/botbottle.plugin.v1.Backend/List"
+	Backend_UpdateEgress_FullMethodName     = "/botbottle.plugin.v1.Backend/UpdateEgress"
+	Backend_RevokeCredential_FullMethodName = "/botbottle.plugin.v1.Backend/RevokeCredential"
 )
 
 // BackendClient is the client API for Backend service.
@@ -61,6 +62,7 @@ type BackendClient interface {
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	UpdateEgress(ctx context.Context, in *UpdateEgressRequest, opts ...grpc.CallOption) (*UpdateEgressResponse, error)
+	RevokeCredential(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*RevokeCredentialResponse, error)
 }
 
 type backendClient struct {
@@ -193,6 +195,16 @@ func (c *backendClient) UpdateEgress(ctx context.Context, in *UpdateEgressReques
 	return out, nil
 }
 
+func (c *backendClient) RevokeCredential(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*RevokeCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCredentialResponse)
+	err := c.cc.Invoke(ctx, Backend_RevokeCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServer is the server API for Backend service.
 // All implementations must embed UnimplementedBackendServer
 // for forward compatibility.
@@ -208,6 +220,7 @@ type BackendServer interface {
 	Stop(context.Context, *StopRequest) (*StopResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	UpdateEgress(context.Context, *UpdateEgressRequest) (*UpdateEgressResponse, error)
+	RevokeCredential(context.Context, *RevokeCredentialRequest) (*RevokeCredentialResponse, error)
 	mustEmbedUnimplementedBackendServer()
 }
 
@@ -250,6 +263,9 @@ func (UnimplementedBackendServer) List(context.Context, *ListRequest) (*ListResp
 }
 func (UnimplementedBackendServer) UpdateEgress(context.Context, *UpdateEgressRequest) (*UpdateEgressResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UpdateEgress not implemented")
+}
+func (UnimplementedBackendServer) RevokeCredential(context.Context, *RevokeCredentialRequest) (*RevokeCredentialResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeCredential not implemented")
 }
 func (UnimplementedBackendServer) mustEmbedUnimplementedBackendServer() {}
 func (UnimplementedBackendServer) testEmbeddedByValue()                 {}
@@ -452,6 +468,24 @@ func _Backend_UpdateEgress_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_RevokeCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).RevokeCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_RevokeCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).RevokeCredential(ctx, req.(*RevokeCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Backend_ServiceDesc is the grpc.ServiceDesc for Backend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -494,6 +528,10 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateEgress",
 			Handler:    _Backend_UpdateEgress_Handler,
+		},
+		{
+			MethodName: "RevokeCredential",
+			Handler:    _Backend_RevokeCredential_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
