@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"regexp"
-	"strings"
+		"strings"
 )
 
 // Credential is one credential of an agent as the core hands it to a
@@ -41,18 +39,11 @@ type CredentialRevoker interface {
 // them in logs, files and requests.
 const PlaceholderPrefix = "bbph-"
 
-var credentialNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-
-// ValidCredentialName checks a credential's name: lower-case letters,
-// digits, '_' and '-', starting with a letter, at most 32 characters. The
-// name is part of every placeholder and of audit records, so it is kept to
-// characters that are safe in a header, a URL and a log line.
-func ValidCredentialName(name string) error {
-	if !credentialNameRE.MatchString(name) {
-		return fmt.Errorf("credential name %q: want lower-case letters, digits, '_' or '-', starting with a letter, at most 32", name)
-	}
-	return nil
-}
+// ValidCredentialName checks a credential's name with the one name rule
+// (ValidName: a DNS label). The name is part of every placeholder and of
+// audit records, so it is kept to characters safe in a header, a URL and a
+// log line.
+func ValidCredentialName(name string) error { return CheckName("credential name", name) }
 
 // NewPlaceholder returns a fresh placeholder for the credential name:
 // "bbph-<name>-<32 hex digits>". It is the one shape of a placeholder: the

@@ -10,7 +10,7 @@ func TestPlaceholderShape(t *testing.T) {
 	if a == b {
 		t.Fatalf("two placeholders are the same: %s", a)
 	}
-	for _, p := range []string{a, b, NewPlaceholder("x"), NewPlaceholder("a-b_c")} {
+	for _, p := range []string{a, b, NewPlaceholder("x"), NewPlaceholder("a-b-1")} {
 		if !IsPlaceholder(p) {
 			t.Errorf("IsPlaceholder(%q) = false", p)
 		}
@@ -30,12 +30,12 @@ func TestPlaceholderShape(t *testing.T) {
 }
 
 func TestValidCredentialName(t *testing.T) {
-	for _, ok := range []string{"a", "anthropic", "openai-api", "gh_token", strings.Repeat("a", 32)} {
+	for _, ok := range []string{"a", "anthropic", "openai-api", "gh-token", "1a", strings.Repeat("a", 63)} {
 		if err := ValidCredentialName(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "A", "1a", "-a", "a b", "a.b", strings.Repeat("a", 33), "é"} {
+	for _, bad := range []string{"", "A", "-a", "a-", "a_b", "a b", "a.b", strings.Repeat("a", 64), "é"} {
 		if ValidCredentialName(bad) == nil {
 			t.Errorf("%q accepted", bad)
 		}

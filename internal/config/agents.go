@@ -42,6 +42,8 @@ type Agent struct {
 	Egress         []string // host[:port]; host may be "*.suffix"; lower-case
 	CapAdd         []string // Linux capabilities to add back, upper-case, without "CAP_"
 	User           string   // user to run as inside the bottle, or ""
+	// Credentials are the credential blocks; their hosts are in Egress.
+	Credentials []Credential
 	Source         string   // SourceBuiltin or the agent.hcl path
 }
 
@@ -224,6 +226,7 @@ var agentSchema = &hcl.BodySchema{
 		{Name: "cap_add"},
 		{Name: "user"},
 	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "credential", LabelNames: []string{"name"}}},
 }
 
 var (
@@ -293,6 +296,8 @@ func parseAgent(src []byte, filename, dir, name, source string) (*Agent, error) 
 			d.add(errorAt(attr.Expr.Range(), "Invalid user", fmt.Sprintf("%q is not a user name or uid, optionally with :group", a.User)))
 		}
 	}
+	a.Credentials = d.credentials(content.Blocks)
+	a.Egress = addCredentialHosts(a.Egress, a.Credentials)
 	if err := DiagError(d.diags); err != nil {
 		return nil, err
 	}
