@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-		"strings"
+	"strings"
 )
 
 // Credential is one credential of an agent as the core hands it to a

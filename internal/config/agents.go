@@ -44,7 +44,7 @@ type Agent struct {
 	User           string   // user to run as inside the bottle, or ""
 	// Credentials are the credential blocks; their hosts are in Egress.
 	Credentials []Credential
-	Source         string   // SourceBuiltin or the agent.hcl path
+	Source      string // SourceBuiltin or the agent.hcl path
 }
 
 // SDK returns the definition as the plugin SDK carries it to a backend.

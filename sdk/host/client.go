@@ -22,11 +22,11 @@ type Client struct {
 }
 
 var (
-	_ sdk.Backend       = (*Client)(nil)
-	_ sdk.Committer     = (*Client)(nil)
-	_ sdk.Execer        = (*Client)(nil)
-	_ sdk.Copier        = (*Client)(nil)
-	_ sdk.EgressUpdater = (*Client)(nil)
+	_ sdk.Backend           = (*Client)(nil)
+	_ sdk.Committer         = (*Client)(nil)
+	_ sdk.Execer            = (*Client)(nil)
+	_ sdk.Copier            = (*Client)(nil)
+	_ sdk.EgressUpdater     = (*Client)(nil)
 	_ sdk.CredentialRevoker = (*Client)(nil)
 )
 
