@@ -3,6 +3,7 @@ package egress
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +80,16 @@ type Config struct {
 	// networks, so that no bottle reaches another through it. It holds
 	// with AllowOwnHost too.
 	Reserved func(netip.Addr) (string, bool)
+	// CA is the bottle's own CA, for the hosts whose TLS the proxy
+	// terminates: those a credential goes to and those a rule about
+	// requests (methods, a path, a deny rule with either) names. nil:
+	// nothing is terminated, and New refuses Credentials and such rules.
+	CA *CA
+	// Credentials are put on the wire for the bottle (see Credential).
+	Credentials []Credential
+	// UpstreamRoots verify the upstreams of terminated connections; nil
+	// is the system's roots. Tests give their own CA.
+	UpstreamRoots *x509.CertPool
 }
 
 // Proxy is an allowlisting HTTP forward proxy for one bottle. It is an
@@ -103,6 +114,10 @@ type Proxy struct {
 	limits *limits
 	// refusals are each bottle's recent refusals, for `bottle egress`.
 	refusals *refusalLog
+	// ca, creds, upstreamRoots: see Config.
+	ca            *CA
+	creds         *credentials
+	upstreamRoots *x509.CertPool
 
 	mu      sync.Mutex
 	tunnels map[*tunnel]struct{}
@@ -117,19 +132,34 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Events == nil {
 		return nil, errors.New("egress proxy: no event log")
 	}
+	creds, err := newCredentials(cfg.Credentials)
+	if err != nil {
+		return nil, fmt.Errorf("egress proxy: %w", err)
+	}
+	if cfg.CA == nil {
+		if len(cfg.Credentials) > 0 {
+			return nil, errors.New("egress proxy: credentials need the bottle's CA (Config.CA), to terminate TLS for their hosts")
+		}
+		if r, ok := firstRequestRule(cfg.Rules); ok {
+			return nil, fmt.Errorf("egress proxy: rule %s is about requests, which the proxy reads only with the bottle's CA (Config.CA); none is set", r)
+		}
+	}
 	p := &Proxy{
-		identity:     cfg.Identity,
-		events:       cfg.Events,
-		resolver:     cfg.Resolver,
-		log:          cfg.Log,
-		dialTimeout:  cfg.DialTimeout,
-		idleTimeout:  cfg.IdleTimeout,
-		tunnels:      map[*tunnel]struct{}{},
-		dialContext:  ownHostDialer(cfg.AllowOwnHost, cfg.Reserved),
-		allowOwnHost: cfg.AllowOwnHost,
-		reserved:     cfg.Reserved,
-		limits:       newLimits(cfg.LogSize),
-		refusals:     newRefusalLog(),
+		identity:      cfg.Identity,
+		events:        cfg.Events,
+		resolver:      cfg.Resolver,
+		log:           cfg.Log,
+		dialTimeout:   cfg.DialTimeout,
+		idleTimeout:   cfg.IdleTimeout,
+		tunnels:       map[*tunnel]struct{}{},
+		dialContext:   ownHostDialer(cfg.AllowOwnHost, cfg.Reserved),
+		allowOwnHost:  cfg.AllowOwnHost,
+		reserved:      cfg.Reserved,
+		limits:        newLimits(cfg.LogSize),
+		refusals:      newRefusalLog(),
+		ca:            cfg.CA,
+		creds:         creds,
+		upstreamRoots: cfg.UpstreamRoots,
 	}
 	if p.resolver == nil {
 		p.resolver = net.DefaultResolver
@@ -658,3 +688,13 @@ func (p *Proxy) dial(ctx context.Context, addrs []netip.AddrPort) (net.Conn, err
 
 // oneLine keeps an error message to one line for headers, bodies and events.
 func oneLine(err error) string { return render.Bounded(render.Error(err), 300) }
+
+// firstRequestRule returns the first rule of rs that is about requests.
+func firstRequestRule(rs *egressrule.Rules) (string, bool) {
+	for _, r := range rs.List() {
+		if r.Requests() {
+			return r.String(), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,233 @@
+package egress
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
+)
+
+// Credential is a secret the proxy puts on the wire for the bottle, which
+// only ever holds Placeholder. On a request toward a host matching Hosts
+// that the proxy reads (TLS it terminates, or plain HTTP), a Header equal to
+// Prefix+Placeholder, or containing Placeholder, is set to Prefix+Value.
+type Credential struct {
+	// Name names it in events, `bot-bottle revoke` and status.
+	Name string
+	// Hosts are egressrule host[:port] patterns (port 443 by default):
+	// the only hosts Value is ever sent to.
+	Hosts []string
+	// Header is the header it goes in ("x-api-key", "Authorization").
+	Header string
+	// Prefix goes before the value in the header ("Bearer ").
+	Prefix string
+	// Placeholder is what the bottle has instead of the value.
+	Placeholder string
+	// Value is the secret. It is never written anywhere by the proxy.
+	Value string
+}
+
+// placeholderPrefix starts every placeholder NewPlaceholder makes, so that
+// a grep of a bottle's files or of a leaked text finds them.
+const placeholderPrefix = "bbph-"
+
+// minPlaceholderLen keeps a placeholder from matching by chance.
+const minPlaceholderLen = 16
+
+// maxCredentialLen bounds a placeholder, a value, a prefix and a name.
+const maxCredentialLen = 16 << 10
+
+// NewPlaceholder returns a fresh placeholder for the credential name:
+// "bbph-<name>-<32 random hex digits>", of letters, digits and '-' only, so
+// that clients which check an API key's characters accept it, and long and
+// unique enough that finding it anywhere means it came from this bottle.
+func NewPlaceholder(name string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on Linux; if it ever does, a
+		// predictable placeholder would be worse than stopping.
+		panic(fmt.Sprintf("egress: random placeholder: %v", err))
+	}
+	clean := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r - 'A' + 'a'
+		}
+		return '-'
+	}, name)
+	if len(clean) > 40 {
+		clean = clean[:40]
+	}
+	return placeholderPrefix + clean + "-" + hex.EncodeToString(b[:])
+}
+
+// credential is a Credential as the proxy holds it.
+type credential struct {
+	Credential
+	hosts *egressrule.Rules
+}
+
+// credentials are a proxy's credentials and which are revoked. Safe for
+// concurrent use.
+type credentials struct {
+	list []*credential // as configured; never changes
+
+	mu      sync.Mutex
+	revoked map[string]bool
+}
+
+func newCredentials(in []Credential) (*credentials, error) {
+	cs := &credentials{revoked: map[string]bool{}}
+	seen := map[string]bool{}
+	for i, c := range in {
+		hosts, err := checkCredential(c)
+		if err != nil {
+			return nil, fmt.Errorf("credential %d (%.40q): %w", i+1, c.Name, err)
+		}
+		if seen[c.Name] {
+			return nil, fmt.Errorf("credential %.40q is given twice", c.Name)
+		}
+		seen[c.Name] = true
+		for _, o := range cs.list {
+			if strings.Contains(o.Placeholder, c.Placeholder) || strings.Contains(c.Placeholder, o.Placeholder) {
+				return nil, fmt.Errorf("credentials %.40q and %.40q have overlapping placeholders", o.Name, c.Name)
+			}
+		}
+		cs.list = append(cs.list, &credential{Credential: c, hosts: hosts})
+	}
+	return cs, nil
+}
+
+// checkCredential validates c; its errors never quote the value.
+func checkCredential(c Credential) (*egressrule.Rules, error) {
+	switch {
+	case c.Name == "" || len(c.Name) > 64 || strings.Trim(c.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "":
+		return nil, errors.New("a name is 1 to 64 letters, digits, '-', '_' or '.'")
+	case !isToken(c.Header):
+		return nil, fmt.Errorf("header %.40q is not a header name", c.Header)
+	case len(c.Placeholder) < minPlaceholderLen || len(c.Placeholder) > maxCredentialLen || !headerSafe(c.Placeholder) || strings.ContainsAny(c.Placeholder, " \t"):
+		return nil, fmt.Errorf("a placeholder is %d to %d printable characters without spaces (NewPlaceholder makes one)", minPlaceholderLen, maxCredentialLen)
+	case c.Value == "" || len(c.Value) > maxCredentialLen || !headerSafe(c.Value):
+		return nil, fmt.Errorf("the value is empty, longer than %d bytes, or has a character a header cannot carry", maxCredentialLen)
+	case len(c.Prefix) > 64 || !headerSafe(c.Prefix):
+		return nil, fmt.Errorf("prefix %.40q has a character a header cannot carry", c.Prefix)
+	case strings.Contains(c.Value, c.Placeholder):
+		return nil, errors.New("the value contains the placeholder")
+	case len(c.Hosts) == 0:
+		return nil, errors.New("no hosts: a credential goes only to the hosts it names")
+	}
+	for _, h := range c.Hosts {
+		r, err := egressrule.ParseRule(h)
+		if err != nil {
+			return nil, fmt.Errorf("host %w", err)
+		}
+		if r.Deny || r.Methods != "" || r.Path != "" {
+			return nil, fmt.Errorf("host %.80q: a credential's host is host[:port], without methods, a path or '!'", h)
+		}
+	}
+	return egressrule.ParseRules(c.Hosts)
+}
+
+// headerSafe: no control characters (a CR or LF would split the header).
+func headerSafe(s string) bool {
+	for _, c := range []byte(s) {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// forHost returns the credentials in force whose hosts match host:port.
+func (cs *credentials) forHost(host string, port int) []*credential {
+	if cs == nil {
+		return nil
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var out []*credential
+	for _, c := range cs.list {
+		if _, ok := c.hosts.Match(host, port); ok && !cs.revoked[c.Name] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// belongs reports whether any credential, revoked or not, may go to
+// host:port: the proxy terminates TLS for such a host.
+func (cs *credentials) belongs(host string, port int) bool {
+	if cs == nil {
+		return false
+	}
+	for _, c := range cs.list {
+		if _, ok := c.hosts.Match(host, port); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Revoke stops the credential name from going on the wire from the next
+// request on; its placeholder is then sent as it is. It writes a revoke
+// event the first time. It reports false for a name the proxy does not
+// know (true for one already revoked).
+func (p *Proxy) Revoke(name string) bool {
+	cs := p.creds
+	if cs == nil {
+		return false
+	}
+	known := false
+	for _, c := range cs.list {
+		known = known || c.Name == name
+	}
+	if !known {
+		return false
+	}
+	cs.mu.Lock()
+	already := cs.revoked[name]
+	cs.revoked[name] = true
+	cs.mu.Unlock()
+	if !already {
+		err := p.limits.write(p.identity, p.events, Event{
+			Identity:   p.identity,
+			Kind:       sdk.EgressRevoke,
+			Credential: name,
+			Allowed:    false,
+			Reason:     "credential revoked: no longer put on the wire",
+		})
+		if err != nil {
+			p.log.Error("egress event lost", "error", err, "kind", sdk.EgressRevoke, "credential", name)
+		}
+	}
+	return true
+}
+
+// Credentials returns the names of the credentials still in force, in the
+// order configured.
+func (p *Proxy) Credentials() []string {
+	cs := p.creds
+	if cs == nil {
+		return nil
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var out []string
+	for _, c := range cs.list {
+		if !cs.revoked[c.Name] {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// headerNameOf is the canonical form of a credential's header.
+func headerNameOf(c *credential) string { return http.CanonicalHeaderKey(c.Header) }
