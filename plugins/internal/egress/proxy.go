@@ -302,6 +302,8 @@ type decision struct {
 	message string // one line, for the client
 	addrs   []netip.AddrPort
 	dialed  string // the address connected to, once it is
+	path    string // the request's path, for a request the proxy read
+	ask     string // the line that asks for what was refused, if any
 }
 
 // decide checks t against the rules, resolves it and vets the addresses.
@@ -309,8 +311,17 @@ type decision struct {
 // reaches DNS.
 func (p *Proxy) decide(ctx context.Context, t target) decision {
 	rules := p.rules.Load()
-	rule, ok := rules.Match(t.host(), int(t.port))
-	if !ok {
+	v := rules.Conn(t.host(), int(t.port))
+	rule := v.Rule
+	if !v.Allowed && v.Rule != "" {
+		return decision{
+			status:  http.StatusForbidden,
+			rule:    v.Rule,
+			reason:  "denied by rule " + v.Rule,
+			message: fmt.Sprintf("egress to %s refused: denied by rule %s of bottle %s", t, v.Rule, p.identity),
+		}
+	}
+	if !v.Allowed {
 		return decision{
 			status: http.StatusForbidden,
 			reason: "not in the allowlist",
@@ -348,6 +359,13 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 	seen := map[netip.AddrPort]bool{}
 	for _, ip := range ips {
 		ap := netip.AddrPortFrom(ip.WithZone("").Unmap(), t.port)
+		if deny, ok := rules.DeniesAddr(ap); ok {
+			d.status = http.StatusForbidden
+			d.rule = deny
+			d.reason = fmt.Sprintf("resolves to %s, denied by rule %s", ap.Addr(), deny)
+			d.message = fmt.Sprintf("egress to %s refused: %s resolves to %s, which rule %s of bottle %s denies", t, t.name, ap.Addr(), deny, p.identity)
+			return d
+		}
 		if kind, bad := egressrule.Unsafe(ip); bad {
 			if _, named := rules.NamesAddr(ap); !named {
 				d.status = http.StatusForbidden
@@ -378,6 +396,7 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 		Reason:   d.reason,
 		Method:   method,
 		Addr:     d.dialed,
+		Path:     d.path,
 	}
 	if !d.allowed {
 		p.noteRefusal(p.identity, t, method, d)
@@ -490,7 +509,17 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := connectContext(r)
-	upstream, d := p.open(ctx, t, r.Method)
+	terminate, why := p.terminates(t)
+	if terminate && p.ca == nil {
+		d := decision{
+			status:  http.StatusForbidden,
+			reason:  "needs TLS termination, and the proxy has no CA",
+			message: fmt.Sprintf("egress to %s refused: %s makes the proxy read its requests, and this proxy has no CA for bottle %s", t, why, p.identity),
+		}
+		p.refuse(w, r, p.record(t, r.Method, d), true)
+		return
+	}
+	upstream, d := p.open(ctx, t, r.Method, "")
 	if upstream == nil {
 		// Close: a client may already have sent bytes meant for the tunnel.
 		p.refuse(w, r, d, true)
@@ -508,6 +537,12 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	// The server's header deadline must not cut the tunnel.
 	client.SetDeadline(time.Time{})
+	if terminate {
+		if err := p.intercept(ctx, client, brw, upstream, t); err != nil {
+			p.log.Debug("terminated CONNECT ended", "target", t.String(), "error", err)
+		}
+		return
+	}
 	if err := p.startTunnel(client, brw, upstream); err != nil {
 		p.log.Debug("tunnel ended", "target", t.String(), "error", err)
 	}
@@ -516,8 +551,9 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 // open decides t, connects to the first vetted address that answers and
 // records the attempt with the address dialed. It returns the upstream
 // connection, or nil and the refusal to send.
-func (p *Proxy) open(ctx context.Context, t target, method string) (net.Conn, decision) {
+func (p *Proxy) open(ctx context.Context, t target, method, path string) (net.Conn, decision) {
 	d := p.decide(ctx, t)
+	d.path = path
 	if !d.allowed {
 		return nil, p.record(t, method, d)
 	}
@@ -589,8 +625,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	// do while still reading the answer. A client that is really gone
 	// ends the forward when writing to it fails.
 	ctx := connectContext(r)
-	upstream, d := p.open(ctx, t, r.Method)
+	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
+		if d, ok := p.checkRequest(t, r); !ok {
+			p.refuse(w, r, d, false)
+			return
+		}
+	}
+	upstream, d := p.open(ctx, t, r.Method, eventPath(r))
 	if upstream == nil {
+		p.refuse(w, r, d, false)
+		return
+	}
+	if d, ok := p.prepare(t, r, d.rule); !ok {
+		upstream.Close()
 		p.refuse(w, r, d, false)
 		return
 	}

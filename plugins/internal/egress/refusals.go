@@ -95,6 +95,9 @@ func (p *Proxy) noteRefusal(identity string, t target, method string, d decision
 	if d.rule == "" && d.reason == reasonNotAllowed {
 		r.Ask = fmt.Sprintf("bottle request egress %s --reason WHY", t)
 	}
+	if d.ask != "" {
+		r.Ask = d.ask
+	}
 	p.refusals.add(identity, r)
 }
 

@@ -1,0 +1,187 @@
+package egress
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
+	"github.com/bot-bottle/bot-bottle/sdk/render"
+)
+
+// maxEventPath bounds a request path in events and refusals.
+const maxEventPath = 256
+
+// eventPath is r's path as events show it: bounded, every control or
+// invisible character escaped.
+func eventPath(r *http.Request) string { return render.Bounded(requestPath(r), maxEventPath) }
+
+func requestPath(r *http.Request) string {
+	if r.URL.Path == "" {
+		return "/"
+	}
+	return r.URL.Path
+}
+
+// checkRequest judges one request the proxy reads (plain HTTP, or inside a
+// terminated CONNECT) by the rules in force. A refusal is recorded and
+// returned with its message.
+func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
+	rules := p.rules.Load()
+	path := requestPath(r)
+	v := rules.Request(t.host(), int(t.port), r.Method, path)
+	d := decision{rule: v.Rule, path: eventPath(r), allowed: v.Allowed}
+	if v.Allowed {
+		return d, true
+	}
+	shown := render.Bounded(path, maxEventPath)
+	d.status = http.StatusForbidden
+	switch v.Reason {
+	case egressrule.ReasonDenied:
+		d.reason = "denied by rule " + v.Rule
+		d.message = fmt.Sprintf("egress to %s refused: %s %s is denied by rule %s of bottle %s", t, r.Method, shown, v.Rule, p.identity)
+	case egressrule.ReasonUnclean:
+		d.reason = egressrule.ReasonUnclean
+		d.message = fmt.Sprintf("egress to %s refused: path %s has an empty, . or .. segment, and rule %s of bottle %s judges paths", t, shown, v.Rule, p.identity)
+	case egressrule.ReasonNoRequest:
+		d.reason = egressrule.ReasonNoRequest
+		d.message = fmt.Sprintf("egress to %s refused: no rule of bottle %s allows %s %s (its rules for %s: %s)",
+			t, p.identity, r.Method, shown, t, strings.Join(rules.RequestRules(t.host(), int(t.port)), ", "))
+		ask := r.Method + " " + t.String() + path
+		if _, err := egressrule.ParseRule(ask); err == nil {
+			d.ask = "bottle request egress '" + ask + "' --reason WHY"
+			d.message += fmt.Sprintf(" (ask: bottle request egress '%s' --reason ...)", ask)
+		}
+	default:
+		d.reason = reasonNotAllowed
+		d.message = fmt.Sprintf("egress to %s refused: not in the allowlist of bottle %s (ask: bottle request egress %s --reason ...)",
+			t, p.identity, t)
+	}
+	return p.record(t, r.Method, d), false
+}
+
+// prepare puts the credentials that belong to t on r, and audits every
+// placeholder of another credential r carries toward t (which is sent as
+// it is). It refuses r only when an injection cannot be audited.
+func (p *Proxy) prepare(t target, r *http.Request, rule string) (decision, bool) {
+	if p.creds == nil || len(p.creds.list) == 0 {
+		return decision{allowed: true}, true
+	}
+	host, port := t.host(), int(t.port)
+	base := Event{Identity: p.identity, Host: host, Port: port, Method: r.Method, Path: eventPath(r), Rule: rule, Allowed: true}
+	var foreign []*credential
+	for _, c := range p.creds.list {
+		if _, own := c.hosts.Match(host, port); own {
+			continue
+		}
+		foreign = append(foreign, c)
+		if where := findPlaceholder(r, c.Placeholder); where != "" {
+			p.exfiltration(base, c, where)
+		}
+	}
+	if len(foreign) > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = &bodyScanner{ReadCloser: r.Body, creds: foreign, found: func(c *credential) { p.exfiltration(base, c, "the body") }}
+	}
+	for _, c := range p.creds.forHost(host, port) {
+		name := headerNameOf(c)
+		hit := false
+		for _, v := range r.Header.Values(name) {
+			hit = hit || strings.Contains(v, c.Placeholder)
+		}
+		if !hit {
+			continue
+		}
+		ev := base
+		ev.Kind, ev.Credential = sdk.EgressInject, c.Name
+		ev.Reason = "credential " + c.Name + " put in header " + name
+		if err := p.limits.write(p.identity, p.events, ev); err != nil {
+			p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", host)
+			return decision{
+				status:  http.StatusServiceUnavailable,
+				reason:  "audit log unavailable",
+				message: fmt.Sprintf("egress to %s refused: the bottle's egress audit log cannot be written, so credential %s is not sent", t, c.Name),
+			}, false
+		}
+		r.Header.Set(name, c.Prefix+c.Value)
+	}
+	return decision{allowed: true}, true
+}
+
+func (p *Proxy) exfiltration(base Event, c *credential, where string) {
+	ev := base
+	ev.Kind, ev.Credential = sdk.EgressExfiltration, c.Name
+	ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to: sent unchanged", c.Name, where)
+	if err := p.limits.write(p.identity, p.events, ev); err != nil {
+		p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", ev.Host)
+	}
+	p.log.Warn("possible exfiltration", "credential", c.Name, "host", ev.Host, "where", where)
+}
+
+// findPlaceholder says where in r's request line or headers ph is, or "".
+func findPlaceholder(r *http.Request, ph string) string {
+	if strings.Contains(r.RequestURI, ph) || strings.Contains(r.URL.String(), ph) {
+		return "the request line"
+	}
+	if strings.Contains(r.Host, ph) {
+		return "the Host header"
+	}
+	for k, vs := range r.Header {
+		if strings.Contains(k, ph) {
+			return "a header name"
+		}
+		for _, v := range vs {
+			if strings.Contains(v, ph) {
+				return "header " + render.Bounded(k, 64)
+			}
+		}
+	}
+	return ""
+}
+
+// bodyScanner looks for placeholders in a request body as it streams to
+// the upstream (the request is not held back: a body may be large), and
+// reports each credential once.
+type bodyScanner struct {
+	io.ReadCloser
+	creds []*credential
+	found func(*credential)
+
+	mu   sync.Mutex
+	tail []byte
+	seen map[string]bool
+}
+
+func (b *bodyScanner) Read(buf []byte) (int, error) {
+	n, err := b.ReadCloser.Read(buf)
+	if n > 0 {
+		b.scan(buf[:n])
+	}
+	return n, err
+}
+
+func (b *bodyScanner) scan(chunk []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keep := 0
+	for _, c := range b.creds {
+		keep = max(keep, len(c.Placeholder)-1)
+	}
+	win := append(b.tail, chunk...)
+	for _, c := range b.creds {
+		if !b.seen[c.Name] && bytes.Contains(win, []byte(c.Placeholder)) {
+			if b.seen == nil {
+				b.seen = map[string]bool{}
+			}
+			b.seen[c.Name] = true
+			b.found(c)
+		}
+	}
+	if len(win) > keep {
+		win = win[len(win)-keep:]
+	}
+	b.tail = append(b.tail[:0], win...)
+}
