@@ -38,11 +38,6 @@ func (e *Env) addCredentials(ctx context.Context, s session, spec *sdk.Spec) ([]
 	backend := s.meta.Backend
 	var lines []sdk.PreflightLine
 	for _, c := range a.Credentials {
-		passed := contains(a.Env, c.EnvName)
-		if !capable && !passed {
-			return nil, fmt.Errorf("credential %s: the %s backend cannot keep it from the agent (no %s); use a backend that can (docker), or pass the value into the bottle by listing %s in the agent's env",
-				c.Name, backend, sdk.CapCredentials, c.EnvName)
-		}
 		v, err := c.Resolve(ctx, e.lookupEnv)
 		if errors.Is(err, config.ErrCredentialUnset) {
 			delete(spec.Env, c.EnvName)
@@ -51,6 +46,10 @@ func (e *Env) addCredentials(ctx context.Context, s session, spec *sdk.Spec) ([]
 		}
 		if err != nil {
 			return nil, err
+		}
+		if !capable && !contains(a.Env, c.EnvName) {
+			return nil, fmt.Errorf("credential %s: the %s backend cannot keep it from the agent (no %s); use a backend that can (docker), or pass the value into the bottle by listing %s in the agent's env",
+				c.Name, backend, sdk.CapCredentials, c.EnvName)
 		}
 		if !capable {
 			spec.Env[c.EnvName] = v

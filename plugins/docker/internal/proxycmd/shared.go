@@ -79,12 +79,12 @@ const (
 )
 
 type request struct {
-	Op       string          `json:"op"`
-	Identity string          `json:"identity,omitempty"`
+	Op       string `json:"op"`
+	Identity string `json:"identity,omitempty"`
 	// Credential names the credential of revoke.
-	Credential string `json:"credential,omitempty"`
-	Listen   string          `json:"listen,omitempty"`
-	Rules    json.RawMessage `json:"rules,omitempty"`
+	Credential string          `json:"credential,omitempty"`
+	Listen     string          `json:"listen,omitempty"`
+	Rules      json.RawMessage `json:"rules,omitempty"`
 	// Log says the request carries the bottle's open egress log.
 	Log bool `json:"log,omitempty"`
 }
