@@ -431,6 +431,9 @@ func (d *decoder) dockerfile(attr *hcl.Attribute, dir string, builtin bool) (fil
 // lower-cased since DNS names are case-insensitive and the egress proxy
 // compares strings.
 func checkEgress(s string) (string, string) {
+	if isRequestRule(s) {
+		return checkRequestRule(s)
+	}
 	bad := fmt.Sprintf("%q is not host[:port] (e.g. \"api.example.com:443\" or \"*.example.com\")", s)
 	host, port := strings.ToLower(s), ""
 	bracketed := strings.HasPrefix(host, "[")
@@ -499,4 +502,21 @@ func checkCapability(s string) (string, string) {
 		return "", fmt.Sprintf("%q is not a Linux capability", s)
 	}
 	return c, ""
+}
+
+// isRequestRule says whether s is a deny rule or one about requests
+// ("!host", "GET host/path"): a form whose grammar is egressrule's alone.
+func isRequestRule(s string) bool { return strings.ContainsAny(s, "!/ ") }
+
+// checkRequestRule vets a deny rule or a rule about requests with
+// egressrule and returns it in canonical form.
+func checkRequestRule(s string) (string, string) {
+	r, err := egressrule.ParseRule(s)
+	if err != nil {
+		return "", err.Error()
+	}
+	if _, err := egressrule.CheckRequested(s); err != nil {
+		return "", err.Error()
+	}
+	return r.String(), ""
 }
