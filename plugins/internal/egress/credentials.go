@@ -1,8 +1,6 @@
 package egress
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,8 +13,9 @@ import (
 
 // Credential is a secret the proxy puts on the wire for the bottle, which
 // only ever holds Placeholder. On a request toward a host matching Hosts
-// that the proxy reads (TLS it terminates, or plain HTTP), a Header equal to
-// Prefix+Placeholder, or containing Placeholder, is set to Prefix+Value.
+// whose TLS the proxy terminates (never plain HTTP: see prepare), a Header
+// equal to Prefix+Placeholder, or containing Placeholder, is set to
+// Prefix+Value.
 type Credential struct {
 	// Name names it in events, `bot-bottle revoke` and status.
 	Name string
@@ -33,41 +32,16 @@ type Credential struct {
 	Value string
 }
 
-// placeholderPrefix starts every placeholder NewPlaceholder makes, so that
-// a grep of a bottle's files or of a leaked text finds them.
-const placeholderPrefix = "bbph-"
-
 // minPlaceholderLen keeps a placeholder from matching by chance.
 const minPlaceholderLen = 16
 
 // maxCredentialLen bounds a placeholder, a value, a prefix and a name.
 const maxCredentialLen = 16 << 10
 
-// NewPlaceholder returns a fresh placeholder for the credential name:
-// "bbph-<name>-<32 random hex digits>", of letters, digits and '-' only, so
-// that clients which check an API key's characters accept it, and long and
-// unique enough that finding it anywhere means it came from this bottle.
-func NewPlaceholder(name string) string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		// crypto/rand does not fail on Linux; if it ever does, a
-		// predictable placeholder would be worse than stopping.
-		panic(fmt.Sprintf("egress: random placeholder: %v", err))
-	}
-	clean := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r - 'A' + 'a'
-		}
-		return '-'
-	}, name)
-	if len(clean) > 40 {
-		clean = clean[:40]
-	}
-	return placeholderPrefix + clean + "-" + hex.EncodeToString(b[:])
-}
+// NewPlaceholder returns a fresh placeholder for the credential name in the
+// one shape the core makes them (sdk.NewPlaceholder):
+// "bbph-<name>-<32 random hex digits>".
+func NewPlaceholder(name string) string { return sdk.NewPlaceholder(name) }
 
 // credential is a Credential as the proxy holds it.
 type credential struct {
@@ -109,8 +83,8 @@ func newCredentials(in []Credential) (*credentials, error) {
 // checkCredential validates c; its errors never quote the value.
 func checkCredential(c Credential) (*egressrule.Rules, error) {
 	switch {
-	case c.Name == "" || len(c.Name) > 64 || strings.Trim(c.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "":
-		return nil, errors.New("a name is 1 to 64 letters, digits, '-', '_' or '.'")
+	case sdk.ValidCredentialName(c.Name) != nil:
+		return nil, sdk.ValidCredentialName(c.Name)
 	case !isToken(c.Header):
 		return nil, fmt.Errorf("header %.40q is not a header name", c.Header)
 	case len(c.Placeholder) < minPlaceholderLen || len(c.Placeholder) > maxCredentialLen || !headerSafe(c.Placeholder) || strings.ContainsAny(c.Placeholder, " \t"):

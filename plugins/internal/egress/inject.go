@@ -67,9 +67,15 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 // prepare puts the credentials that belong to t on r, and audits every
 // placeholder of another credential r carries toward t (which is sent as
 // it is). It refuses r only when an injection cannot be audited.
-func (p *Proxy) prepare(t target, r *http.Request, rule string) (decision, bool) {
+//
+// A credential goes only on a request that leaves over TLS the proxy
+// verified (secure): over plain HTTP — even to a credential's own host and
+// port, as http://api.example.com:443/ asks — the value would cross the
+// network in clear. Nor on TRACE, which a server answers by echoing the
+// request, credential included, back to the bottle.
+func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (injected []*credential, _ decision, _ bool) {
 	if p.creds == nil || len(p.creds.list) == 0 {
-		return decision{allowed: true}, true
+		return nil, decision{allowed: true}, true
 	}
 	host, port := t.host(), int(t.port)
 	base := Event{Identity: p.identity, Host: host, Port: port, Method: r.Method, Path: eventPath(r), Rule: rule, Allowed: true}
@@ -95,26 +101,53 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string) (decision, bool)
 		if !hit {
 			continue
 		}
+		if !secure || r.Method == http.MethodTrace {
+			p.log.Info("credential not put on the wire", "credential", c.Name, "host", host, "why", notInjected(secure))
+			continue
+		}
 		ev := base
 		ev.Kind, ev.Credential = sdk.EgressInject, c.Name
 		ev.Reason = "credential " + c.Name + " put in header " + name
 		if err := p.limits.write(p.identity, p.events, ev); err != nil {
 			p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", host)
-			return decision{
+			return nil, decision{
 				status:  http.StatusServiceUnavailable,
 				reason:  "audit log unavailable",
 				message: fmt.Sprintf("egress to %s refused: the bottle's egress audit log cannot be written, so credential %s is not sent", t, c.Name),
 			}, false
 		}
 		r.Header.Set(name, c.Prefix+c.Value)
+		injected = append(injected, c)
 	}
-	return decision{allowed: true}, true
+	return injected, decision{allowed: true}, true
+}
+
+// refusedPlaceholders audits the placeholders of credentials that do not
+// belong to t in a request the proxy refused: an attempt, though nothing
+// went out. Under the bound on refusals (a refusal costs the bottle
+// nothing); the body of a refused request is not read.
+func (p *Proxy) refusedPlaceholders(t target, r *http.Request) {
+	if p.creds == nil {
+		return
+	}
+	host, port := t.host(), int(t.port)
+	for _, c := range p.creds.list {
+		if _, own := c.hosts.Match(host, port); own {
+			continue
+		}
+		if where := findPlaceholder(r, c.Placeholder); where != "" && p.limits.admitRefused(p.identity, p.events) {
+			p.exfiltration(Event{Identity: p.identity, Host: host, Port: port, Method: r.Method, Path: eventPath(r)}, c, where)
+		}
+	}
 }
 
 func (p *Proxy) exfiltration(base Event, c *credential, where string) {
 	ev := base
 	ev.Kind, ev.Credential = sdk.EgressExfiltration, c.Name
 	ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to: sent unchanged", c.Name, where)
+	if !ev.Allowed {
+		ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to, in a request refused", c.Name, where)
+	}
 	if err := p.limits.write(p.identity, p.events, ev); err != nil {
 		p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", ev.Host)
 	}
@@ -184,4 +217,24 @@ func (b *bodyScanner) scan(chunk []byte) {
 		win = win[len(win)-keep:]
 	}
 	b.tail = append(b.tail[:0], win...)
+}
+
+// placeholdersInTarget audits a placeholder in the name a CONNECT asks for
+// (a name under an allowed wildcard can carry one out in the lookup).
+func (p *Proxy) placeholdersInTarget(t target, method string) {
+	if p.creds == nil || t.name == "" {
+		return
+	}
+	for _, c := range p.creds.list {
+		if strings.Contains(t.name, strings.ToLower(c.Placeholder)) {
+			p.exfiltration(Event{Identity: p.identity, Host: t.host(), Port: int(t.port), Method: method, Allowed: true}, c, "the CONNECT host name")
+		}
+	}
+}
+
+func notInjected(secure bool) string {
+	if !secure {
+		return "plain HTTP: the value would cross the network in clear"
+	}
+	return "TRACE: the server would echo the value back"
 }

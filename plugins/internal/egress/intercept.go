@@ -108,9 +108,10 @@ func (p *Proxy) intercept(ctx context.Context, client net.Conn, brw *bufio.ReadW
 			pr.Out.URL.Host = t.String()
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:    tr,
-		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-		ErrorHandler: p.forwardError,
+		Transport:      tr,
+		ModifyResponse: func(resp *http.Response) error { p.maskResponse(t, resp); return nil },
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ErrorHandler:   p.forwardError,
 	}
 	ln := newOneConnListener(served)
 	srv := &http.Server{
@@ -201,6 +202,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// requests to the host too.
 	d, ok := p.checkRequest(t, r)
 	if !ok {
+		p.refusedPlaceholders(t, r)
 		p.reply(w, d.status, d.message, false)
 		return
 	}
@@ -208,11 +210,16 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	if d, ok := p.prepare(t, r, d.rule); !ok {
+	injected, d, ok := p.prepare(t, r, d.rule, h.scheme == "https")
+	if !ok {
 		p.reply(w, d.status, d.message, false)
 		return
 	}
-	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), vettedKey{}, vetted{target: t})))
+	ctx := context.WithValue(r.Context(), vettedKey{}, vetted{target: t})
+	if len(injected) > 0 {
+		ctx = context.WithValue(ctx, injectedKey{}, injected)
+	}
+	h.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // sameHost checks that a request's Host is the CONNECT target: the rules

@@ -93,13 +93,19 @@ type recorder struct {
 	reqs []seen
 }
 
-func newRecorder(t testing.TB, ca *testCA, name string) *recorder {
+// newRecorder starts a recorder; a handler given answers in its place
+// (the request is still kept).
+func newRecorder(t testing.TB, ca *testCA, name string, answer ...http.HandlerFunc) *recorder {
 	rec := &recorder{}
 	rec.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		rec.mu.Lock()
 		rec.reqs = append(rec.reqs, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)})
 		rec.mu.Unlock()
+		if len(answer) > 0 {
+			answer[0](w, r)
+			return
+		}
 		fmt.Fprintf(w, "hello from %s", name)
 	}))
 	if ca != nil {
@@ -292,6 +298,11 @@ func TestCredentialIsInjectedTowardItsHostOnly(t *testing.T) {
 	if got := w.plain.last(t).body; !strings.HasSuffix(got, w.cred.Placeholder) {
 		t.Errorf("plain.test body does not end in the placeholder")
 	}
+	// Refused (not in the allowlist, a path no rule allows): flagged too.
+	do(t, c, "GET", "http://nowhere.test/x", map[string]string{"Authorization": w.cred.Placeholder}, "")
+	if resp, _ := do(t, c, "POST", urlOf("https", "other.test", w.other.port())+"/y", map[string]string{"X-Api-Key": w.cred.Placeholder}, ""); resp.StatusCode != 403 {
+		t.Errorf("POST other.test: %d, want 403", resp.StatusCode)
+	}
 	// A host with no credential and no rule about requests: a tunnel, with
 	// the upstream's own certificate.
 	resp, _ = do(t, c, "GET", urlOf("https", "tunnel.test", w.tunnel.port())+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
@@ -308,12 +319,21 @@ func TestCredentialIsInjectedTowardItsHostOnly(t *testing.T) {
 		t.Errorf("inject events = %+v, want one for anthropic toward api.test", inj)
 	}
 	ex := eventsOfKind(evs, sdk.EgressExfiltration)
-	wantWhere := []struct{ host, where string }{{"other.test", "header X-Api-Key"}, {"plain.test", "the request line"}, {"plain.test", "the body"}}
+	wantWhere := []struct {
+		host, where string
+		allowed     bool
+	}{
+		{"other.test", "header X-Api-Key", true},
+		{"plain.test", "the request line", true},
+		{"plain.test", "the body", true},
+		{"nowhere.test", "header Authorization", false},
+		{"other.test", "header X-Api-Key", false},
+	}
 	if len(ex) != len(wantWhere) {
 		t.Fatalf("exfiltration events = %+v, want %d", ex, len(wantWhere))
 	}
 	for i, want := range wantWhere {
-		if ex[i].Credential != "anthropic" || ex[i].Host != want.host || !strings.Contains(ex[i].Reason, want.where) {
+		if ex[i].Credential != "anthropic" || ex[i].Host != want.host || !strings.Contains(ex[i].Reason, want.where) || ex[i].Allowed != want.allowed {
 			t.Errorf("exfiltration event %d = %+v, want %s in %s", i, ex[i], want.host, want.where)
 		}
 	}
@@ -324,7 +344,7 @@ func TestCredentialIsInjectedTowardItsHostOnly(t *testing.T) {
 			paths = append(paths, ev.Host+ev.Path)
 		}
 	}
-	if want := "api.test/v1/messages other.test/x plain.test/q plain.test/b"; strings.Join(paths, " ") != want {
+	if want := "api.test/v1/messages other.test/x plain.test/q plain.test/b nowhere.test/x other.test/y"; strings.Join(paths, " ") != want {
 		t.Errorf("request events %q, want %q", paths, want)
 	}
 	w.noSecret(t)
@@ -439,6 +459,17 @@ func TestMethodAndPathRules(t *testing.T) {
 	if want := "bottle request egress 'GET gh.test:" + gh.port() + "/repos/other/x' --reason WHY"; !strings.Contains(strings.Join(asks, "\n"), want) {
 		t.Errorf("refusals' asks %q, want %q", asks, want)
 	}
+	// Approving exactly that line takes its refusal off the list, and the
+	// request through.
+	h.p.SetRules(mustRules(t, append(rules, "GET gh.test:"+gh.port()+"/repos/other/x")...))
+	for _, r := range h.p.RecentRefusals(testIdentity) {
+		if r.Path == "/repos/other/x" {
+			t.Errorf("refusal %+v still listed after its approval", r)
+		}
+	}
+	if resp, _ := do(t, c, "GET", ghURL+"/repos/other/x", nil, ""); resp.StatusCode != 200 {
+		t.Errorf("GET /repos/other/x after its approval: %d", resp.StatusCode)
+	}
 	for _, ev := range h.eventsOf() {
 		if !ev.Allowed && ev.Path == "" && ev.Kind == "" {
 			t.Errorf("a refused request's event has no path: %+v", ev)
@@ -461,6 +492,13 @@ func TestHostDenyRuleRefusesTheConnection(t *testing.T) {
 	resp, _, _ = h.raw("CONNECT web.corp.test:" + a.port() + " HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Errorf("CONNECT to an allowed host: %d", resp.StatusCode)
+	}
+	// An allowed name that resolves to a denied address is refused.
+	h.p.SetRules(mustRules(t, "*.corp.test:"+a.port(), "127.0.0.2:"+a.port(), "!127.0.0.2:"+a.port()))
+	h.res.add("moved.corp.test", "127.0.0.2")
+	resp, body, _ = h.raw("CONNECT moved.corp.test:" + a.port() + " HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp.StatusCode != 403 || !strings.Contains(body, "resolves to 127.0.0.2, which rule !127.0.0.2:"+a.port()+" of bottle "+testIdentity+" denies") {
+		t.Errorf("CONNECT to a name resolving to a denied address: %d %q", resp.StatusCode, body)
 	}
 }
 
@@ -552,12 +590,9 @@ func TestNewRefusesWhatNeedsACAWithoutOne(t *testing.T) {
 }
 
 func TestNewPlaceholder(t *testing.T) {
-	a, b := NewPlaceholder("Anthropic API"), NewPlaceholder("Anthropic API")
-	if a == b || !strings.HasPrefix(a, "bbph-anthropic-api-") || len(a) != len("bbph-anthropic-api-")+32 {
+	a, b := NewPlaceholder("anthropic"), NewPlaceholder("anthropic")
+	if a == b || !strings.HasPrefix(a, "bbph-anthropic-") || len(a) != len("bbph-anthropic-")+32 || !sdk.IsPlaceholder(a) {
 		t.Errorf("placeholders %q, %q", a, b)
-	}
-	if strings.Trim(a, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
-		t.Errorf("placeholder %q has characters outside [a-z0-9-]", a)
 	}
 }
 
@@ -568,4 +603,96 @@ func mustRules(t testing.TB, rules ...string) *egressrule.Rules {
 		t.Fatal(err)
 	}
 	return rs
+}
+
+func TestPlainHTTPCredentialAndPlainInsideConnect(t *testing.T) {
+	ca, _ := NewCA(testIdentity)
+	up := newRecorder(t, nil, "hook.test")
+	hp := hostPort("hook.test", up.port())
+	cred := Credential{Name: "hook", Hosts: []string{hp}, Header: "Authorization", Prefix: "Bearer ", Placeholder: NewPlaceholder("hook"), Value: testSecret}
+	h := startProxy(t, []string{hp, "!GET " + hp + "/private", "*.wild.test:" + up.port(), "127.0.0.1:" + up.port()}, withCA(ca), withCreds(cred))
+	h.res.add("hook.test", "127.0.0.1")
+	c := bottleClient(h, ca, nil, false)
+	// Plain HTTP, even toward the credential's own host:port, never
+	// carries the value: it would cross the network in clear.
+	do(t, c, "POST", "http://"+hp+"/in", map[string]string{"Authorization": "Bearer " + cred.Placeholder}, "{}")
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+cred.Placeholder {
+		t.Errorf("plain HTTP: Authorization %q, want the placeholder", got)
+	}
+	// Plain HTTP inside a CONNECT to a host the proxy reads: served and
+	// judged as such.
+	resp, _, conn := h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	fmt.Fprintf(conn, "GET /private/x HTTP/1.1\r\nHost: %s\r\n\r\n", hp)
+	r, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StatusCode != 403 || !strings.Contains(r.Header.Get(RefusedHeader), "denied by rule !GET "+hp+"/private") {
+		t.Errorf("plain GET inside CONNECT: %d %q", r.StatusCode, r.Header.Get(RefusedHeader))
+	}
+	io.Copy(io.Discard, r.Body)
+	fmt.Fprintf(conn, "GET /in HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", hp, cred.Placeholder)
+	if r, err = http.ReadResponse(bufio.NewReader(conn), nil); err != nil || r.StatusCode != 200 {
+		t.Fatalf("plain GET /in inside CONNECT: %v %v", r, err)
+	}
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+cred.Placeholder {
+		t.Errorf("plain HTTP inside CONNECT: Authorization %q, want the placeholder", got)
+	}
+	if n := len(eventsOfKind(h.eventsOf(), sdk.EgressInject)); n != 0 {
+		t.Errorf("%d inject events over plain HTTP", n)
+	}
+	// A placeholder in a CONNECT host name is audited.
+	h.res.add(cred.Placeholder+".wild.test", "127.0.0.1")
+	h.raw("CONNECT " + cred.Placeholder + ".wild.test:" + up.port() + " HTTP/1.1\r\nHost: x\r\n\r\n")
+	ex := eventsOfKind(h.eventsOf(), sdk.EgressExfiltration)
+	if len(ex) != 1 || !strings.Contains(ex[0].Reason, "the CONNECT host name") {
+		t.Errorf("exfiltration events %+v, want one for the CONNECT host name", ex)
+	}
+	if strings.Contains(h.events.String()+h.logs.String(), testSecret) {
+		t.Error("the secret is in the events or logs")
+	}
+}
+
+func TestRequestRuleArrivingWithoutCAIsRefused(t *testing.T) {
+	up := newRecorder(t, nil, "api.test")
+	hp := hostPort("api.test", up.port())
+	h := startProxy(t, []string{hp, "127.0.0.1:" + up.port()})
+	h.res.add("api.test", "127.0.0.1")
+	h.p.SetRules(mustRules(t, "GET "+hp+"/v1/", "127.0.0.1:"+up.port()))
+	resp, body, _ := h.raw("CONNECT " + hp + " HTTP/1.1\r\nHost: " + hp + "\r\n\r\n")
+	if resp.StatusCode != 403 || !strings.Contains(body, "rule GET "+hp+"/v1/ makes the proxy read its requests, and this proxy has no CA") {
+		t.Errorf("CONNECT without a CA: %d %q", resp.StatusCode, body)
+	}
+	// Plain HTTP needs no CA: the rule is applied as it is.
+	c := bottleClient(h, mustCA(t), nil, false)
+	if resp, _ := do(t, c, "GET", "http://"+hp+"/v1/x", nil, ""); resp.StatusCode != 200 {
+		t.Errorf("plain GET /v1/x: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, c, "GET", "http://"+hp+"/v2", nil, ""); resp.StatusCode != 403 {
+		t.Errorf("plain GET /v2: %d", resp.StatusCode)
+	}
+}
+
+func mustCA(t testing.TB) *CA {
+	ca, err := NewCA(testIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func TestTraceNeverCarriesTheCredential(t *testing.T) {
+	w := newCredWorld(t)
+	c := bottleClient(w.h, w.ca, w.upCA, false)
+	do(t, c, "TRACE", urlOf("https", "api.test", w.api.port())+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
+	if got := w.api.last(t).header.Get("X-Api-Key"); got != w.cred.Placeholder {
+		t.Errorf("TRACE carried x-api-key %q, want the placeholder", got)
+	}
+	do(t, c, "GET", urlOf("https", "api.test", w.api.port())+"/", map[string]string{"X-Api-Key": w.cred.Placeholder}, "")
+	if got := w.api.last(t).header.Get("X-Api-Key"); got != testSecret {
+		t.Errorf("GET after TRACE: x-api-key %q, want the value", got)
+	}
 }

@@ -509,6 +509,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := connectContext(r)
+	p.placeholdersInTarget(t, r.Method)
 	terminate, why := p.terminates(t)
 	if terminate && p.ca == nil {
 		d := decision{
@@ -627,16 +628,18 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	ctx := connectContext(r)
 	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
 		if d, ok := p.checkRequest(t, r); !ok {
+			p.refusedPlaceholders(t, r)
 			p.refuse(w, r, d, false)
 			return
 		}
 	}
 	upstream, d := p.open(ctx, t, r.Method, eventPath(r))
 	if upstream == nil {
+		p.refusedPlaceholders(t, r)
 		p.refuse(w, r, d, false)
 		return
 	}
-	if d, ok := p.prepare(t, r, d.rule); !ok {
+	if _, d, ok := p.prepare(t, r, d.rule, false); !ok {
 		upstream.Close()
 		p.refuse(w, r, d, false)
 		return
