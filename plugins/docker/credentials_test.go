@@ -4,24 +4,16 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,74 +27,6 @@ import (
 // The credential's value in these tests; the bottle only ever holds its
 // placeholder.
 const credentialValue = "sk-cred-9f3a2b7c-do-not-leak"
-
-var (
-	probeOnce sync.Once
-	probeBin  []byte
-	probeErr  error
-)
-
-// tlsprobe is testdata/tlsprobe, built static for the test images.
-func tlsprobe(t testing.TB) []byte {
-	t.Helper()
-	probeOnce.Do(func() {
-		out := filepath.Join(os.TempDir(), "bot-bottle-tlsprobe-"+hex.EncodeToString(randBytes(4)))
-		defer os.Remove(out)
-		cmd := exec.Command("go", "build", "-o", out, "./testdata/tlsprobe")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			probeErr = errors.New(string(b))
-			return
-		}
-		probeBin, probeErr = os.ReadFile(out)
-	})
-	if probeErr != nil {
-		t.Fatalf("build tlsprobe: %v", probeErr)
-	}
-	return probeBin
-}
-
-func randBytes(n int) []byte {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return b
-}
-
-// testCA is a CA the test makes and a leaf it signs for hosts.
-func testCA(t testing.TB, hosts ...string) (caPEM, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bot-bottle test upstream CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
 
 // pemKeyRE finds a PEM private key (the bottle's CA's would be one).
 var pemKeyRE = regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/]`)
@@ -124,9 +48,16 @@ func sha(s string) string {
 func TestCredentialInjection(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 6*time.Minute)
-	probe := string(tlsprobe(t))
+	bin, err := testenv.TLSProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := string(bin)
 	hosts := []string{"api.bb.test", "plain.bb.test", "tunnel.bb.test", "rules.bb.test"}
-	caPEM, certPEM, keyPEM := testCA(t, hosts...)
+	caPEM, certPEM, keyPEM, err := testenv.TestCA(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
 		t.Fatal(err)
@@ -198,7 +129,7 @@ func TestCredentialInjection(t *testing.T) {
 	if !strings.Contains(out, "status=200") || !strings.Contains(out, "header x-api-key sha256="+sha(credentialValue)) {
 		t.Errorf("request to the credential's host:\n%s\nwant the value's sha256 %s", out, sha(credentialValue))
 	}
-	if !strings.Contains(out, "issuer=") || strings.Contains(out, "issuer=bot-bottle test upstream CA") {
+	if !strings.Contains(out, "issuer=") || strings.Contains(out, "issuer="+testenv.TestCAName) {
 		t.Errorf("the credential's host was not terminated by the bottle's CA:\n%s", out)
 	}
 	// 2. Toward other hosts whose traffic the proxy reads: unchanged, and
@@ -214,7 +145,7 @@ func TestCredentialInjection(t *testing.T) {
 	// 4. A host with no credential and no rule about requests: a tunnel,
 	// with the upstream's own certificate.
 	out = get("https://tunnel.bb.test/", "x-api-key: "+placeholder)
-	if !strings.Contains(out, "status=200") || !strings.Contains(out, "issuer=bot-bottle test upstream CA") || !strings.Contains(out, sha(placeholder)) {
+	if !strings.Contains(out, "status=200") || !strings.Contains(out, "issuer="+testenv.TestCAName) || !strings.Contains(out, sha(placeholder)) {
 		t.Errorf("tunnelled host:\n%s\nwant the upstream's own certificate", out)
 	}
 	// 6. Method/path rules: the allowed path passes (above), another path
