@@ -393,6 +393,12 @@ func (c *AgentsCmd) Run(a *App) error {
 		return err
 	}
 	agents, err := config.ListAgents(env.Home)
+	// As a start would run them: with the operator's credentials.
+	for i := range agents {
+		if aerr := env.Plugins.ApplyCredentials(&agents[i]); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
 	if c.JSON {
 		if jerr := printJSON(agentsJSON(agents)); jerr != nil {
 			return jerr

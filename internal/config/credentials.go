@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,6 +39,9 @@ type Credential struct {
 	FromFile    string   // an absolute host path ("~/" is the operator's home)
 	JSONKey     string   // with FromFile: a dotted key path into a JSON file
 	FromCommand []string // argv; its stdout, trimmed
+	// Agents are, for a credential of plugins.hcl, the agents it is given
+	// to (none: every agent). Always empty in an agent.hcl.
+	Agents []string
 }
 
 // Source says where the value comes from, for the preflight and errors;
@@ -228,6 +232,21 @@ var (
 
 // credentials decodes the credential blocks, reporting every mistake.
 func (d *decoder) credentials(blocks hcl.Blocks) []Credential {
+	return d.credentialBlocks(blocks, credentialSchema)
+}
+
+// operatorCredentialSchema is plugins.hcl's credential block: an agent's,
+// and which agents get it.
+var operatorCredentialSchema = &hcl.BodySchema{
+	Attributes: append([]hcl.AttributeSchema{{Name: "agents"}}, credentialSchema.Attributes...),
+}
+
+// operatorCredentials decodes plugins.hcl's credential blocks.
+func (d *decoder) operatorCredentials(blocks hcl.Blocks) []Credential {
+	return d.credentialBlocks(blocks, operatorCredentialSchema)
+}
+
+func (d *decoder) credentialBlocks(blocks hcl.Blocks, schema *hcl.BodySchema) []Credential {
 	var out []Credential
 	names := map[string]hcl.Range{}
 	envs := map[string]string{}
@@ -243,7 +262,7 @@ func (d *decoder) credentials(blocks hcl.Blocks) []Credential {
 			continue
 		}
 		names[c.Name] = b.DefRange
-		content, diags := b.Body.Content(credentialSchema)
+		content, diags := b.Body.Content(schema)
 		if diags.HasErrors() {
 			d.diags = append(d.diags, diags...)
 			continue
@@ -322,6 +341,14 @@ func (d *decoder) credentials(blocks hcl.Blocks) []Credential {
 		if attr := attrs["from_command"]; attr != nil {
 			c.FromCommand = d.command(attr)
 		}
+		if attr := attrs["agents"]; attr != nil {
+			c.Agents = d.list(attr, func(s string) (string, string) {
+				if err := ValidName(s); err != nil {
+					return "", err.Error()
+				}
+				return s, ""
+			})
+		}
 		out = append(out, c)
 	}
 	return out
@@ -350,4 +377,37 @@ func addCredentialHosts(egress []string, creds []Credential) []string {
 		}
 	}
 	return egress
+}
+
+// ApplyCredentials gives agent a the operator's credentials of plugins.hcl
+// that name it (or name no agent): one of the same name replaces the
+// agent's own (the operator decides where a value comes from), and their
+// hosts join its egress. A variable two credentials would fill is an
+// error naming both.
+func (p *Plugins) ApplyCredentials(a *Agent) error {
+	if p == nil || len(p.Credentials) == 0 {
+		return nil
+	}
+	creds := append([]Credential(nil), a.Credentials...)
+	for _, oc := range p.Credentials {
+		if len(oc.Agents) > 0 && !slices.Contains(oc.Agents, a.Name) {
+			continue
+		}
+		oc.Agents = nil
+		if i := slices.IndexFunc(creds, func(c Credential) bool { return c.Name == oc.Name }); i >= 0 {
+			creds[i] = oc
+		} else {
+			creds = append(creds, oc)
+		}
+	}
+	envs := map[string]string{}
+	for _, c := range creds {
+		if other, dup := envs[c.EnvName]; dup {
+			return fmt.Errorf("agent %s: credentials %s and %s (%s) both fill %s", a.Name, other, c.Name, p.File, c.EnvName)
+		}
+		envs[c.EnvName] = c.Name
+	}
+	a.Credentials = creds
+	a.Egress = addCredentialHosts(a.Egress, creds)
+	return nil
 }

@@ -151,3 +151,64 @@ func TestCredentialErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestOperatorCredentials(t *testing.T) {
+	src := `default_backend = "docker"
+credential "anthropic" {
+  agents       = ["claude"]
+  env          = "ANTHROPIC_API_KEY"
+  from_command = ["pass", "show", "anthropic"]
+  hosts        = ["api.anthropic.com"]
+  header       = "x-api-key"
+}
+credential "github" {
+  env      = "GH_TOKEN"
+  from_env = "GH_TOKEN"
+  hosts    = ["api.github.com"]
+  header   = "Authorization"
+  prefix   = "Bearer "
+}
+`
+	p, err := parsePlugins([]byte(src), "/home/op/plugins.hcl", "/home/op")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Credentials) != 2 || strings.Join(p.Credentials[0].Agents, ",") != "claude" || p.Credentials[1].Agents != nil {
+		t.Fatalf("credentials %+v", p.Credentials)
+	}
+	claude := &Agent{Name: "claude", Egress: []string{"api.anthropic.com:443"},
+		Credentials: []Credential{{Name: "anthropic", EnvName: "ANTHROPIC_API_KEY", FromEnv: "ANTHROPIC_API_KEY", Hosts: []string{"api.anthropic.com"}, Header: "x-api-key"}}}
+	if err := p.ApplyCredentials(claude); err != nil {
+		t.Fatal(err)
+	}
+	// The operator's anthropic replaces the agent's (its source), github joins.
+	if len(claude.Credentials) != 2 || claude.Credentials[0].FromCommand == nil || claude.Credentials[0].Agents != nil || claude.Credentials[1].Name != "github" {
+		t.Errorf("claude's credentials %+v", claude.Credentials)
+	}
+	if strings.Join(claude.Egress, " ") != "api.anthropic.com:443 api.github.com" {
+		t.Errorf("claude's egress %v", claude.Egress)
+	}
+	shell := &Agent{Name: "shell"}
+	if err := p.ApplyCredentials(shell); err != nil || len(shell.Credentials) != 1 || shell.Credentials[0].Name != "github" {
+		t.Errorf("shell: %v %+v", err, shell.Credentials)
+	}
+	// Two credentials for one variable: one line naming both.
+	clash := &Agent{Name: "x", Credentials: []Credential{{Name: "gh", EnvName: "GH_TOKEN", FromEnv: "A", Hosts: []string{"a.example.com"}, Header: "h"}}}
+	if err := p.ApplyCredentials(clash); err == nil || !strings.Contains(err.Error(), "credentials gh and github") {
+		t.Errorf("clash: %v", err)
+	}
+
+	for _, c := range []struct{ src, want string }{
+		{"credential \"x\" {\n  agents = [\"Not Valid\"]\n  env = \"K\"\n  from_env = \"A\"\n  hosts = [\"a.example.com\"]\n  header = \"h\"\n}\n", "plugins.hcl:2:13: Invalid agents entry"},
+		{"credential \"x\" {\n  env = \"K\"\n  hosts = [\"a.example.com\"]\n  header = \"h\"\n}\n", "plugins.hcl:1:16: Missing credential source"},
+	} {
+		if _, err := parsePlugins([]byte(c.src), "plugins.hcl", "/"); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.src, err, c.want)
+		}
+	}
+	// An agent.hcl has no agents attribute.
+	l := testLoader(t, fixtureFS())
+	path := writeUserAgent(t, l, "a", "image = \"x\"\ncommand = [\"x\"]\ncredential \"k\" {\n  agents = [\"a\"]\n  env = \"K\"\n  from_env = \"A\"\n  hosts = [\"a.example.com\"]\n  header = \"h\"\n}\n")
+	_, err = l.load("a")
+	wantErrAt(t, err, path, 4, 3, "Unsupported argument")
+}

@@ -12,6 +12,19 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
+// loadAgent loads an agent's definition with the operator's credentials of
+// plugins.hcl applied.
+func (e *Env) loadAgent(name string) (*config.Agent, error) {
+	a, err := config.LoadAgent(e.Home, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Plugins.ApplyCredentials(a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
 // lookupEnv is the core's environment as credentials read it.
 func (e *Env) lookupEnv(k string) (string, bool) {
 	if e.Getenv != nil {
@@ -133,7 +146,7 @@ func (e *Env) RevokeCredential(ctx context.Context, id, name string) error {
 		return p.Wrap(fmt.Errorf("revoke %s of %s: %w", name, id, err))
 	}
 	var agent *config.Agent
-	if a, err := config.LoadAgent(e.Home, meta.AgentName); err == nil {
+	if a, err := e.loadAgent(meta.AgentName); err == nil {
 		agent = a
 	}
 	e.record(agent, audit.Event{Identity: id, Kind: audit.KindRevoke, Fields: map[string]any{"credential": name, "backend": meta.Backend}})

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
+	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/testbackend"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -210,4 +211,35 @@ func toStrings(v any) []string {
 		}
 	}
 	return out
+}
+
+// plugins.hcl's credentials reach the agents they name at start: the
+// operator's replaces the agent's of the same name (here its source).
+func TestOperatorCredentialsAtStart(t *testing.T) {
+	r, cb := credRig(t, true, credAgentHCL)
+	hcl := `default_backend = "test"
+credential "api" {
+  agents   = ["tsh"]
+  env      = "API_KEY"
+  from_env = "OPERATOR_KEY"
+  hosts    = ["api.example.com"]
+  header   = "x-api-key"
+}
+`
+	if err := os.WriteFile(filepath.Join(r.env.Home, "plugins.hcl"), []byte(hcl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plugins, err := config.LoadPlugins(r.env.Home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.env.Plugins = plugins
+	env := map[string]string{"HOST_API_KEY": "not-this-one", "OPERATOR_KEY": credValue}
+	r.env.Getenv = func(k string) string { return env[k] }
+	r.detached()
+	s := cb.specs[0]
+	if s.Credentials["api"] != credValue || s.Agent.Credentials[0].Header != "x-api-key" || !sdk.IsPlaceholder(s.Env["API_KEY"]) {
+		t.Errorf("spec: %d credentials, agent credentials %+v", len(s.Credentials), s.Agent.Credentials)
+	}
+	noSecret(t, r.env.Home)
 }
