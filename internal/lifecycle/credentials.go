@@ -50,11 +50,12 @@ func (e *Env) addCredentials(ctx context.Context, s session, spec *sdk.Spec) ([]
 	capable := s.plugin != nil && s.plugin.Info.Has(sdk.CapCredentials)
 	backend := s.meta.Backend
 	var lines []sdk.PreflightLine
+	var unset []config.Credential
 	for _, c := range a.Credentials {
 		v, err := c.Resolve(ctx, e.lookupEnv)
 		if errors.Is(err, config.ErrCredentialUnset) {
 			delete(spec.Env, c.EnvName)
-			e.warn("%s not set on this host; the agent starts without credential %s", c.FromEnv, c.Name)
+			unset = append(unset, c)
 			continue
 		}
 		if err != nil {
@@ -80,6 +81,16 @@ func (e *Env) addCredentials(ctx context.Context, s session, spec *sdk.Spec) ([]
 		lines = append(lines, sdk.PreflightLine{Key: "credential " + c.Name,
 			Value: fmt.Sprintf("%s from %s, injected by the egress proxy into %s toward %s; the agent holds a placeholder",
 				c.EnvName, c.Source(), c.Header, strings.Join(c.Hosts, ", "))})
+	}
+	// An agent may offer several ways to sign in (an API key, a
+	// subscription's token): one not set beside one that is, is only said;
+	// none set at all is worth a warning.
+	for _, c := range unset {
+		if len(lines) == 0 {
+			e.warn("%s not set on this host; the agent starts without credential %s", c.FromEnv, c.Name)
+		} else {
+			e.say("%s not set on this host; credential %s is not used", c.FromEnv, c.Name)
+		}
 	}
 	return lines, nil
 }

@@ -243,3 +243,22 @@ credential "api" {
 	}
 	noSecret(t, r.env.Home)
 }
+
+// Of two ways to sign in, the one the host lacks is only said, not warned.
+func TestCredentialUnsetBesideASetOne(t *testing.T) {
+	r, cb := credRig(t, true, credAgentHCL+`credential "other" {
+  env      = "OTHER_TOKEN"
+  from_env = "UNSET_ON_HOST"
+  hosts    = ["api.example.com"]
+  header   = "x-other"
+}
+`)
+	r.detached()
+	msgs := r.msgs.String()
+	if !strings.Contains(msgs, "UNSET_ON_HOST not set on this host; credential other is not used") || strings.Contains(msgs, "warning: UNSET_ON_HOST") {
+		t.Errorf("messages:\n%s", msgs)
+	}
+	if s := cb.specs[0]; len(s.Agent.Credentials) != 1 || s.Env["OTHER_TOKEN"] != "" {
+		t.Errorf("the unset credential reached the spec: %+v %v", s.Agent.Credentials, s.Env)
+	}
+}
