@@ -266,6 +266,13 @@ func TestCredentialInjection(t *testing.T) {
 			t.Errorf("%s hold a private key", what)
 		}
 	}
+	pinsp, err := e.cli.ContainerInspect(ctx, proxyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found, err := imageContains(ctx, e.cli, pinsp.Image, credentialValue); err != nil || found {
+		t.Errorf("the proxy's image holds the value: %v %v", found, err)
+	}
 	cr, err := e.p.be.Commit(ctx, h, t.TempDir())
 	if err != nil {
 		t.Fatalf("commit: %v", err)
