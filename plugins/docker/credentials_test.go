@@ -281,6 +281,25 @@ func TestCredentialInjection(t *testing.T) {
 	if found, err := imageContains(ctx, e.cli, cr.Image, credentialValue); err != nil || found {
 		t.Errorf("the committed image holds the value: %v %v", found, err)
 	}
+	firstCA := e.sh(ctx, h, `cat /run/bot-bottle/ca.pem`).Stdout
+
+	// A resume (from the snapshot) is a new launch: a new CA, a new
+	// placeholder, and a bundle of the image's roots plus the new CA only.
+	e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
+	spec.Resume, spec.CommittedImage = true, cr.Image
+	placeholder2 := sdk.NewPlaceholder("api")
+	spec.Agent.Credentials[0].Placeholder = placeholder2
+	spec.Env = map[string]string{"API_KEY": placeholder2}
+	_, h, _ = e.launch(ctx, spec)
+	res = e.sh(ctx, h, `cat /run/bot-bottle/ca.pem; echo ===; cat /run/bot-bottle/ca-bundle.pem`)
+	ca2, bundle2, _ := strings.Cut(string(res.Stdout), "===\n")
+	if ca2 == "" || ca2 == string(firstCA) || strings.Count(bundle2, "BEGIN CERTIFICATE") != 2 || !strings.Contains(bundle2, ca2) {
+		t.Errorf("after resume: the CA is the same (%v) or the bundle is not the roots plus the new CA:\n%s", ca2 == string(firstCA), res.Stdout)
+	}
+	out = get("https://api.bb.test/resumed", "x-api-key: "+placeholder2)
+	if !strings.Contains(out, "sha256="+sha(credentialValue)) {
+		t.Errorf("after resume, the credential is not injected:\n%s", out)
+	}
 	e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id, RemoveSnapshots: true})
 }
 
