@@ -89,6 +89,10 @@ func (UnimplementedBackend) CopyOut(context.Context, Handle, string) ([]byte, er
 	return nil, fmt.Errorf("copy out: %w", ErrNotSupported)
 }
 
+func (UnimplementedBackend) RevokeCredential(context.Context, Handle, string) error {
+	return fmt.Errorf("revoke credential: %w", ErrNotSupported)
+}
+
 func (UnimplementedBackend) UpdateEgress(context.Context, Handle, []string) error {
 	return fmt.Errorf("update egress: %w", ErrNotSupported)
 }

@@ -25,7 +25,20 @@ func agentFromPB(a *pb.Agent) Agent {
 		ContextDir: a.ContextDir, Image: a.Image, Command: a.Command,
 		ResumeCommand: a.ResumeCommand, Workdir: a.Workdir, EnvNames: a.EnvNames,
 		TranscriptPath: a.TranscriptPath, Egress: a.Egress, CapAdd: a.CapAdd, User: a.User,
+		Credentials: credentialsFromPB(a.Credentials),
 	}
+}
+
+func credentialsFromPB(cs []*pb.Credential) []Credential {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]Credential, len(cs))
+	for i, c := range cs {
+		out[i] = Credential{Name: c.Name, EnvName: c.EnvName, Hosts: c.Hosts,
+			Header: c.Header, Prefix: c.Prefix, Placeholder: c.Placeholder}
+	}
+	return out
 }
 
 func specFromPB(s *pb.Spec) Spec {
@@ -38,6 +51,7 @@ func specFromPB(s *pb.Spec) Spec {
 		QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
 		Command: s.Command, TTY: s.Tty, Resume: s.Resume,
 		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach, EgressLog: s.EgressLog,
+		Credentials: s.Credentials,
 	}
 }
 

@@ -87,6 +87,14 @@
 //     and CapEgressAudit only if you append EgressEvent lines to
 //     Spec.EgressLog (the core sets EgressLog only for backends that
 //     declare it).
+//   - Declare CapCredentials only if your egress proxy puts each of
+//     Spec.Credentials on the wire in place of its placeholder, toward the
+//     credential's Hosts only, and CredentialRevoker revokes one live. The
+//     values are secrets held by the proxy alone: never in the agent's
+//     environment, filesystem, image, container config, command lines,
+//     logs or your handle. The core sets Spec.Credentials only for backends
+//     that declare it, and refuses to start an agent with credentials on
+//     another (the operator can still pass a value through env).
 //
 // # Configuration, identity, status
 //

@@ -216,6 +216,17 @@ func (s *grpcServer) UpdateEgress(ctx context.Context, req *pb.UpdateEgressReque
 	return &pb.UpdateEgressResponse{}, nil
 }
 
+func (s *grpcServer) RevokeCredential(ctx context.Context, req *pb.RevokeCredentialRequest) (*pb.RevokeCredentialResponse, error) {
+	r, ok := s.impl.(CredentialRevoker)
+	if !ok {
+		return nil, toStatus(ErrNotSupported)
+	}
+	if err := r.RevokeCredential(ctx, handleFromPB(req.Handle), req.Name); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RevokeCredentialResponse{}, nil
+}
+
 type writerFunc func([]byte) error
 
 func (f writerFunc) Write(p []byte) (int, error) {

@@ -14,6 +14,11 @@ const (
 	CapCopy        Capability = "copy"         // Copier
 	CapLiveEgress  Capability = "live_egress"  // EgressUpdater: approvals apply without restart
 	CapEgressAudit Capability = "egress_audit" // connection attempts are appended to Spec.EgressLog
+	// CapCredentials: the backend's egress proxy puts Spec.Credentials on
+	// the wire in place of their placeholders (see Credential), and
+	// CredentialRevoker revokes one live. A backend may declare it only
+	// where it also enforces the egress allowlist.
+	CapCredentials Capability = "credentials"
 )
 
 // Info describes a plugin.
@@ -52,6 +57,9 @@ type Agent struct {
 	Egress         []string
 	CapAdd         []string
 	User           string
+	// Credentials the agent declares; with CapCredentials the backend puts
+	// them on the wire (see Credential). Never values.
+	Credentials []Credential
 }
 
 // Spec is everything a backend needs to prepare and launch one bottle.
@@ -82,6 +90,13 @@ type Spec struct {
 	// process only, for example through a file or an exec's environment) or
 	// scrub it from the committed image.
 	Env map[string]string
+	// Credentials are the values of Agent.Credentials by name, for backends
+	// with CapCredentials (the core sets it for no other): secrets, handled
+	// as Env is — never logged, stored, baked into an image, and never put
+	// where the agent can read them (its environment, filesystem, image);
+	// only the egress proxy holds them. The agent's Env has each
+	// credential's EnvName set to its Placeholder instead.
+	Credentials map[string]string
 	// Egress is the effective allowlist of host[:port] rules. Egress is deny
 	// by default: a backend that cannot enforce the allowlist (no proxy, no
 	// firewall) must give the bottle no network at all, or refuse in Prepare

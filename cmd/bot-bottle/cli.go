@@ -13,6 +13,7 @@ type CLI struct {
 	Rm       RmCmd       `cmd:"" help:"Remove bottles whole: backend resources, snapshots and state (the audit log stays). The only command that removes a kept bottle."`
 	Revert   RevertCmd   `cmd:"" help:"Drop the image changes made to a stopped bottle since it last came up (e.g. an approved capability that does not build), so that resume boots what worked."`
 	Prune    PruneCmd    `cmd:"" help:"Remove backend resources that a crash left behind (state is kept)."`
+	Revoke   RevokeCmd   `cmd:"" help:"Revoke a credential of a running bottle live: its egress proxy stops putting it on the wire from the next request."`
 	Requests RequestsCmd `cmd:"" help:"List requests from inside bottles (capabilities, egress)."`
 	Approve  ApproveCmd  `cmd:"" help:"Approve a request; a capability change stops the bottle preserved for a rebuild."`
 	Deny     DenyCmd     `cmd:"" help:"Deny a request with a reason the agent is told."`

@@ -393,6 +393,12 @@ func (c *AgentsCmd) Run(a *App) error {
 		return err
 	}
 	agents, err := config.ListAgents(env.Home)
+	// As a start would run them: with the operator's credentials.
+	for i := range agents {
+		if aerr := env.Plugins.ApplyCredentials(&agents[i]); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
 	if c.JSON {
 		if jerr := printJSON(agentsJSON(agents)); jerr != nil {
 			return jerr
@@ -628,3 +634,29 @@ func stripDashes(args []string) []string {
 }
 
 func printJSONLine(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }
+
+// RevokeCmd is `bot-bottle revoke ID CREDENTIAL`.
+type RevokeCmd struct {
+	Identity   string `arg:"" help:"Identity of a running bottle." predictor:"identity"`
+	Credential string `arg:"" help:"Name of the credential, as its agent.hcl's credential block names it (e.g. anthropic)."`
+}
+
+func (c *RevokeCmd) Help() string {
+	return `The bottle keeps running; the agent still holds only its placeholder, and
+requests that carry it now go out with the placeholder as it is. The
+revocation holds until the bottle stops: its next start or resume reads the
+credential from the host again (remove it from the host, or from the agent's
+definition, to keep it away). The bottle's audit records it.`
+}
+
+func (c *RevokeCmd) Run(a *App) error {
+	env, err := a.Env()
+	if err != nil {
+		return err
+	}
+	if err := env.RevokeCredential(a.ctx, c.Identity, c.Credential); err != nil {
+		return err
+	}
+	fmt.Printf("revoked credential %s of %s; its next request goes out without it\n", c.Credential, c.Identity)
+	return nil
+}

@@ -51,6 +51,7 @@ func TestDockerScripts(t *testing.T) {
 	p.Condition = scriptCondition
 	p.Cmds["testnet"] = cmdTestNet
 	p.Cmds["upstream"] = cmdUpstream
+	p.Cmds["tlsupstream"] = cmdTLSUpstream
 	p.Cmds["capture"] = cmdCapture
 	p.Cmds["dockergone"] = cmdDockerGone
 	p.Cmds["dockerup"] = cmdDockerUp

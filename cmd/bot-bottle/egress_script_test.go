@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,66 @@ func cmdUpstream(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if len(args) == 3 {
 		ts.Setenv(args[2], ip)
+	}
+}
+
+// tlsupstream NETWORK NAME...: start an HTTPS (443) and plain HTTP (80)
+// upstream on NETWORK under the aliases NAME... (tlsprobe serve: it answers
+// with the sha256 of each header value), with a certificate of a CA the
+// script makes; the home's plugins.hcl then has the proxy trust that CA
+// (test_upstream_ca). tlsprobe itself is left at $WORK/tls/tlsprobe for
+// the script's agents. It returns once the upstream answers.
+func cmdTLSUpstream(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: tlsupstream NETWORK NAME...")
+	}
+	netName, names := args[0], args[1:]
+	dir := filepath.Join(ts.Getenv("WORK"), "tls")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		ts.Fatalf("%v", err)
+	}
+	bin, err := testenv.TLSProbe()
+	if err != nil {
+		ts.Fatalf("%v", err)
+	}
+	caPEM, certPEM, keyPEM, err := testenv.TestCA(names...)
+	if err != nil {
+		ts.Fatalf("test CA: %v", err)
+	}
+	for name, data := range map[string][]byte{"tlsprobe": bin, "ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+			ts.Fatalf("%v", err)
+		}
+	}
+	labels := []string{"--label", testenv.Label + "=" + ts.Getenv("RUNID"), "--label", "test.bot-bottle.script=" + ts.Getenv("SCRIPTID")}
+	run := append([]string{"run", "-d"}, labels...)
+	run = append(run, "--network", netName, "-v", dir+":/tls:ro")
+	for _, n := range names {
+		run = append(run, "--network-alias", n)
+	}
+	run = append(run, ts.Getenv("UPIMG"), "/tls/tlsprobe", "serve", "/tls/cert.pem", "/tls/key.pem")
+	out, err := exec.Command("docker", run...).CombinedOutput()
+	if err != nil {
+		ts.Fatalf("start upstream: %v: %s", err, out)
+	}
+	probe := append([]string{"run", "--rm"}, labels...)
+	probe = append(probe, "--network", netName, ts.Getenv("UPIMG"),
+		"sh", "-c", "for i in $(seq 50); do wget -q -O /dev/null http://"+names[0]+"/ && exit 0; sleep 0.1; done; exit 1")
+	if out, err := exec.Command("docker", probe...).CombinedOutput(); err != nil {
+		ts.Fatalf("upstream %v never answered: %v: %s", names, err, out)
+	}
+	hcl := filepath.Join(ts.Getenv("BOT_BOTTLE_HOME"), "plugins.hcl")
+	b, err := os.ReadFile(hcl)
+	if err != nil {
+		ts.Fatalf("%v", err)
+	}
+	i := strings.LastIndex(string(b), "  }\n}")
+	if i < 0 {
+		ts.Fatalf("plugins.hcl has no config block to add test_upstream_ca to")
+	}
+	b = []byte(string(b[:i]) + fmt.Sprintf("    test_upstream_ca = %q\n", filepath.Join(dir, "ca.pem")) + string(b[i:]))
+	if err := os.WriteFile(hcl, b, 0o600); err != nil {
+		ts.Fatalf("%v", err)
 	}
 }
 

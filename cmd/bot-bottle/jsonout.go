@@ -27,6 +27,19 @@ type agentJSON struct {
 	Egress         []string `json:"egress"`
 	CapAdd         []string `json:"cap_add"`
 	User           string   `json:"user,omitempty"`
+	// Credentials say how each goes on the wire and where its value comes
+	// from on the host; never a value.
+	Credentials []credentialJSON `json:"credentials"`
+}
+
+// credentialJSON is one credential block of an agent.
+type credentialJSON struct {
+	Name   string   `json:"name"`
+	Env    string   `json:"env"`
+	Hosts  []string `json:"hosts"`
+	Header string   `json:"header"`
+	Prefix string   `json:"prefix,omitempty"`
+	Source string   `json:"source"`
 }
 
 func agentsJSON(agents []config.Agent) []agentJSON {
@@ -34,7 +47,8 @@ func agentsJSON(agents []config.Agent) []agentJSON {
 	for _, a := range agents {
 		out = append(out, agentJSON{Name: a.Name, Description: a.Description, Source: a.Source, Image: a.Image,
 			Dockerfile: a.Dockerfile, Command: list(a.Command), ResumeCommand: list(a.ResumeCommand), Workdir: a.Workdir,
-			Env: list(a.Env), TranscriptPath: a.TranscriptPath, Egress: list(a.Egress), CapAdd: list(a.CapAdd), User: a.User})
+			Env: list(a.Env), TranscriptPath: a.TranscriptPath, Egress: list(a.Egress), CapAdd: list(a.CapAdd), User: a.User,
+			Credentials: credentialsJSON(a.Credentials)})
 	}
 	return out
 }
@@ -72,4 +86,12 @@ func list[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+func credentialsJSON(cs []config.Credential) []credentialJSON {
+	out := []credentialJSON{}
+	for _, c := range cs {
+		out = append(out, credentialJSON{Name: c.Name, Env: c.EnvName, Hosts: list(c.Hosts), Header: c.Header, Prefix: c.Prefix, Source: c.Source()})
+	}
+	return out
 }

@@ -44,6 +44,9 @@ const (
 	// KindReview: a --review bottle's work was applied or merged into the
 	// operator's repository.
 	KindReview = "review"
+	// KindRevoke: the operator revoked a credential of a running bottle
+	// (the name, never the value).
+	KindRevoke = "revoke"
 )
 
 // Redacted replaces any value that contains a secret.

@@ -192,7 +192,17 @@ func ocsfEgress(ev sdk.EgressEvent, t time.Time, product string) (map[string]any
 		verb = "allowed"
 	}
 	r["message"] = fmt.Sprintf("egress %s %s:%d %s", ev.Method, ev.Host, ev.Port, verb)
-	r["unmapped"] = map[string]any{"rule": ev.Rule, "method": ev.Method, "addr": ev.Addr}
+	unmapped := map[string]any{"rule": ev.Rule, "method": ev.Method, "addr": ev.Addr}
+	if ev.Kind != "" {
+		// A credential event (inject, exfiltration, revoke): named, never
+		// a value.
+		r["message"] = fmt.Sprintf("egress %s of credential %s, %s:%d", ev.Kind, ev.Credential, ev.Host, ev.Port)
+		unmapped["kind"], unmapped["credential"] = ev.Kind, ev.Credential
+	}
+	if ev.Path != "" {
+		unmapped["path"] = ev.Path
+	}
+	r["unmapped"] = unmapped
 	return r, nil
 }
 

@@ -97,16 +97,22 @@ func token(s string) string {
 }
 
 // EgressHeader names the columns of EgressRow.
-var EgressHeader = []string{"TIME", "HOST", "PORT", "DECISION", "RULE", "REASON", "DIALED", "METHOD"}
+var EgressHeader = []string{"TIME", "HOST", "PORT", "DECISION", "RULE", "REASON", "DIALED", "METHOD", "CREDENTIAL", "PATH"}
 
-// EgressRow renders one connection attempt as terminal-safe table cells.
+// EgressRow renders one connection attempt, request or credential event as
+// terminal-safe table cells. A credential event's kind (inject,
+// exfiltration, revoke) stands in the DECISION column.
 func EgressRow(ev sdk.EgressEvent) []string {
 	dec := "refused"
 	if ev.Allowed {
 		dec = "allowed"
 	}
+	if ev.Kind != "" {
+		dec = render.Text(ev.Kind)
+	}
 	return []string{render.Text(ev.Time), dash(render.Text(ev.Host)), strconv.Itoa(ev.Port), dec, dash(render.Text(ev.Rule)),
-		dash(render.Text(ev.Reason)), dash(render.Text(ev.Addr)), dash(render.Text(ev.Method))}
+		dash(render.Text(ev.Reason)), dash(render.Text(ev.Addr)), dash(render.Text(ev.Method)),
+		dash(render.Text(ev.Credential)), dash(render.Text(ev.Path))}
 }
 
 func dash(s string) string {

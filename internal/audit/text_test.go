@@ -40,8 +40,14 @@ func TestEgressRowEscapes(t *testing.T) {
 	row := EgressRow(sdk.EgressEvent{Time: "2026-01-01T00:00:00Z", Host: "evil\u009b\x1b\u202e\u200b.test", Port: 443,
 		Reason: "bad request: \"evil\x1b\"\nforged", Addr: "10.0.0.1:443", Method: "CONNECT"})
 	got := strings.Join(row, "|")
-	want := `2026-01-01T00:00:00Z|evil\u009b\x1b\u202e\u200b.test|443|refused|-|bad request: "evil\x1b"\nforged|10.0.0.1:443|CONNECT`
+	want := `2026-01-01T00:00:00Z|evil\u009b\x1b\u202e\u200b.test|443|refused|-|bad request: "evil\x1b"\nforged|10.0.0.1:443|CONNECT|-|-`
 	if got != want {
+		t.Errorf("EgressRow = %s\nwant        %s", got, want)
+	}
+	// A credential event: its kind is the decision, with the credential
+	// and the request's path, escaped too.
+	row = EgressRow(sdk.EgressEvent{Time: "t", Host: "api.test", Port: 443, Allowed: true, Kind: "exfiltration", Credential: "api", Path: "/x\x1b"})
+	if got, want := strings.Join(row, "|"), `t|api.test|443|exfiltration|-|-|-|-|api|/x\x1b`; got != want {
 		t.Errorf("EgressRow = %s\nwant        %s", got, want)
 	}
 }

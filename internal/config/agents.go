@@ -42,7 +42,9 @@ type Agent struct {
 	Egress         []string // host[:port]; host may be "*.suffix"; lower-case
 	CapAdd         []string // Linux capabilities to add back, upper-case, without "CAP_"
 	User           string   // user to run as inside the bottle, or ""
-	Source         string   // SourceBuiltin or the agent.hcl path
+	// Credentials are the credential blocks; their hosts are in Egress.
+	Credentials []Credential
+	Source      string // SourceBuiltin or the agent.hcl path
 }
 
 // SDK returns the definition as the plugin SDK carries it to a backend.
@@ -224,6 +226,7 @@ var agentSchema = &hcl.BodySchema{
 		{Name: "cap_add"},
 		{Name: "user"},
 	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "credential", LabelNames: []string{"name"}}},
 }
 
 var (
@@ -293,6 +296,8 @@ func parseAgent(src []byte, filename, dir, name, source string) (*Agent, error) 
 			d.add(errorAt(attr.Expr.Range(), "Invalid user", fmt.Sprintf("%q is not a user name or uid, optionally with :group", a.User)))
 		}
 	}
+	a.Credentials = d.credentials(content.Blocks)
+	a.Egress = addCredentialHosts(a.Egress, a.Credentials)
 	if err := DiagError(d.diags); err != nil {
 		return nil, err
 	}
@@ -426,6 +431,9 @@ func (d *decoder) dockerfile(attr *hcl.Attribute, dir string, builtin bool) (fil
 // lower-cased since DNS names are case-insensitive and the egress proxy
 // compares strings.
 func checkEgress(s string) (string, string) {
+	if isRequestRule(s) {
+		return checkRequestRule(s)
+	}
 	bad := fmt.Sprintf("%q is not host[:port] (e.g. \"api.example.com:443\" or \"*.example.com\")", s)
 	host, port := strings.ToLower(s), ""
 	bracketed := strings.HasPrefix(host, "[")
@@ -494,4 +502,21 @@ func checkCapability(s string) (string, string) {
 		return "", fmt.Sprintf("%q is not a Linux capability", s)
 	}
 	return c, ""
+}
+
+// isRequestRule says whether s is a deny rule or one about requests
+// ("!host", "GET host/path"): a form whose grammar is egressrule's alone.
+func isRequestRule(s string) bool { return strings.ContainsAny(s, "!/ ") }
+
+// checkRequestRule vets a deny rule or a rule about requests with
+// egressrule and returns it in canonical form.
+func checkRequestRule(s string) (string, string) {
+	r, err := egressrule.ParseRule(s)
+	if err != nil {
+		return "", err.Error()
+	}
+	if _, err := egressrule.CheckRequested(s); err != nil {
+		return "", err.Error()
+	}
+	return r.String(), ""
 }

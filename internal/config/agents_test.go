@@ -427,13 +427,17 @@ func TestCheckEgress(t *testing.T) {
 		"[2001:db8::1]:443":     "[2001:db8::1]:443",
 		"[2001:db8::1]":         "[2001:db8::1]",
 		"build.internal:1":      "build.internal:1",
+		// Issue 24: deny rules and rules about requests, canonical.
+		"a.com/path":                          "a.com:443/path",
+		"GET,HEAD api.github.com/repos/acme/": "GET,HEAD api.github.com:443/repos/acme/",
+		"!api.github.com/admin":               "!api.github.com:443/admin",
 	}
 	for in, want := range good {
 		if got, why := checkEgress(in); why != "" || got != want {
 			t.Errorf("checkEgress(%q) = %q, %q; want %q", in, got, why, want)
 		}
 	}
-	for _, bad := range []string{"", ":443", "a.com:", "a.com:0", "a.com:65536", "a.com:08", "a.com:x", "http://a.com", "a.com/path",
+	for _, bad := range []string{"", ":443", "a.com:", "a.com:0", "a.com:65536", "a.com:08", "a.com:x", "http://a.com", "GET localhost/x", "FLY a.com/x", "GET a.com/../x",
 		"*", "*.", "a.*.com", "-a.com", "a..com", "2001:db8::1", "a.com:443:1", "a com", "a.com.", "[a.com]:1",
 		// Issue 18: the classes an agent definition may not carry.
 		"localhost:1", "api.localhost", "127.0.0.1:3128", "0.0.0.0:3128", "[::1]:80", "169.254.169.254:80",

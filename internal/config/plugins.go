@@ -31,6 +31,9 @@ type Plugins struct {
 	DefaultBackend string                 // "" if not set in the file
 	Plugins        map[string]PluginBlock // by name
 	File           string                 // path of the file read, or BuiltinPluginsFile
+	// Credentials are the operator's credential blocks (see
+	// ApplyCredentials), for agents of their own choosing.
+	Credentials []Credential
 }
 
 // PluginBlock is one `plugin "name" { ... }` block.
@@ -124,7 +127,7 @@ func ResolveBackend(flag, env string, p *Plugins) string {
 
 var pluginsSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "default_backend"}},
-	Blocks:     []hcl.BlockHeaderSchema{{Type: "plugin", LabelNames: []string{"name"}}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "plugin", LabelNames: []string{"name"}}, {Type: "credential", LabelNames: []string{"name"}}},
 }
 
 var pluginBlockSchema = &hcl.BodySchema{
@@ -157,7 +160,12 @@ func parsePlugins(src []byte, filename, baseDir string) (*Plugins, error) {
 		}
 	}
 
+	var credBlocks hcl.Blocks
 	for _, block := range content.Blocks {
+		if block.Type == "credential" {
+			credBlocks = append(credBlocks, block)
+			continue
+		}
 		b, d := decodePluginBlock(block, baseDir)
 		diags = append(diags, d...)
 		if d.HasErrors() {
@@ -171,6 +179,9 @@ func parsePlugins(src []byte, filename, baseDir string) (*Plugins, error) {
 		}
 		p.Plugins[b.Name] = b
 	}
+	cd := &decoder{}
+	p.Credentials = cd.operatorCredentials(credBlocks)
+	diags = append(diags, cd.diags...)
 	if err := DiagError(diags); err != nil {
 		return nil, err
 	}

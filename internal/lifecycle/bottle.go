@@ -41,7 +41,7 @@ func (e *Env) load(id string) (*bottle, error) {
 		return nil, err
 	}
 	b := &bottle{rec: rec, phase: phaseOnDisk(rec)}
-	b.agent, _ = config.LoadAgent(e.Home, rec.Meta.AgentName)
+	b.agent, _ = e.loadAgent(rec.Meta.AgentName)
 	return b, nil
 }
 

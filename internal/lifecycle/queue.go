@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"context"
 	"os"
 	"os/user"
 
@@ -51,6 +52,7 @@ func (e *Env) auditLog(agent *config.Agent) *audit.Log {
 			secrets = append(secrets, v)
 		}
 	}
+	secrets = append(secrets, credentialSecrets(context.Background(), agent)...)
 	return l.WithSecrets(secrets...)
 }
 

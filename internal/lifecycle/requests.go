@@ -61,7 +61,7 @@ func (e *Env) agentOf(id string) *config.Agent {
 	if err != nil {
 		return nil
 	}
-	a, err := config.LoadAgent(e.Home, meta.AgentName)
+	a, err := e.loadAgent(meta.AgentName)
 	if err != nil {
 		return nil
 	}
@@ -111,7 +111,7 @@ func (e *Env) Approve(ctx context.Context, id, decidedBy string) (Decision, erro
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w", id, err)
 	}
-	agent, err := config.LoadAgent(e.Home, meta.AgentName)
+	agent, err := e.loadAgent(meta.AgentName)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w", id, err)
 	}
@@ -171,7 +171,7 @@ func (e *Env) Propose(r queue.Request) (Proposal, error) {
 	if err != nil {
 		return Proposal{}, err
 	}
-	agent, err := config.LoadAgent(e.Home, rec.Meta.AgentName)
+	agent, err := e.loadAgent(rec.Meta.AgentName)
 	if err != nil {
 		return Proposal{}, err
 	}

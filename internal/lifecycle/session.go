@@ -35,6 +35,10 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	if err != nil {
 		return 0, e.launchFailed(ctx, s, err, nil)
 	}
+	credLines, err := e.addCredentials(ctx, s, &spec)
+	if err != nil {
+		return 0, e.launchFailed(ctx, s, err, nil)
+	}
 
 	pctx, cancel := context.WithTimeout(ctx, prepareTimeout)
 	plan, err := p.Backend.Prepare(pctx, spec)
@@ -42,6 +46,7 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	if err != nil {
 		return 0, e.launchFailed(ctx, s, e.Plugins.Block(s.meta.Backend).Locate(p.Wrap(err)), p)
 	}
+	plan.Preflight = append(plan.Preflight, credLines...)
 	e.preflight(s, p, plan)
 	e.halt(HaltPrepared)
 
@@ -97,7 +102,8 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	}
 	e.record(s.agent, audit.Event{Identity: id, Kind: kind, Fields: map[string]any{
 		"backend": p.Name, "agent": s.meta.AgentName, "cwd": s.meta.Cwd, "copy_cwd": s.meta.CopyCwd,
-		"command": s.command, "egress": nonNil(s.meta.Egress), "detach": s.detach}})
+		"command": s.command, "egress": nonNil(s.meta.Egress), "detach": s.detach,
+		"credentials": credentialNames(spec)}})
 	if s.detach {
 		if err := e.Store.MarkDetached(id); err != nil {
 			e.warn("%v", err)

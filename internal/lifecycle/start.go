@@ -39,7 +39,7 @@ func (e *Env) Start(ctx context.Context, o StartOptions) (int, error) {
 	if err := state.ValidateName("agent name", o.Agent); err != nil {
 		return 0, err
 	}
-	agent, err := config.LoadAgent(e.Home, o.Agent)
+	agent, err := e.loadAgent(o.Agent)
 	if err != nil {
 		return 0, err
 	}
@@ -124,7 +124,7 @@ func (e *Env) Resume(ctx context.Context, id string, o ResumeOptions) (int, erro
 		return 0, fmt.Errorf("resume %s: it is running detached; attach to it (bot-bottle attach %s) or stop it first", id, id)
 	}
 	meta := b.rec.Meta
-	agent, err := config.LoadAgent(e.Home, meta.AgentName)
+	agent, err := e.loadAgent(meta.AgentName)
 	if err != nil {
 		return 0, fmt.Errorf("resume %s: %w", id, err)
 	}

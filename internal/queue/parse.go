@@ -209,6 +209,17 @@ func NormalizeHost(s string) (string, error) {
 	if len(s) > MaxHostLen {
 		return "", fmt.Errorf("too long (%d bytes)", len(s))
 	}
+	if strings.ContainsAny(s, "!/ ") {
+		// A deny rule or one about requests: egressrule's grammar alone.
+		r, err := egressrule.ParseRule(s)
+		if err != nil {
+			return "", err
+		}
+		if err := checkDanger(s); err != nil {
+			return "", err
+		}
+		return r.String(), nil
+	}
 	s = strings.ToLower(s)
 	host, port := s, ""
 	if strings.HasPrefix(s, "[") {

@@ -101,15 +101,19 @@ func TestParseRequestBadIdentity(t *testing.T) {
 
 func TestNormalizeHost(t *testing.T) {
 	good := map[string]string{
-		"example.com":        "example.com",
-		"EXAMPLE.com:443":    "example.com:443",
-		"build.internal":     "build.internal",
-		"a-b.c":              "a-b.c",
-		"*.example.com:80":   "*.example.com:80",
-		"192.168.1.1":        "192.168.1.1",
-		"[2001:db8::1]":      "[2001:db8::1]",
-		"[fd12::1]:65535":    "[fd12::1]:65535",
-		"xn--bcher-kva.test": "xn--bcher-kva.test",
+		"example.com":      "example.com",
+		"EXAMPLE.com:443":  "example.com:443",
+		"build.internal":   "build.internal",
+		"a-b.c":            "a-b.c",
+		"*.example.com:80": "*.example.com:80",
+		// Issue 24: deny rules and rules about requests, in egressrule's canonical form.
+		"a.b/x":                        "a.b:443/x",
+		"GET,head api.example.com/v1/": "GET,HEAD api.example.com:443/v1/",
+		"!api.example.com:443/admin":   "!api.example.com:443/admin",
+		"192.168.1.1":                  "192.168.1.1",
+		"[2001:db8::1]":                "[2001:db8::1]",
+		"[fd12::1]:65535":              "[fd12::1]:65535",
+		"xn--bcher-kva.test":           "xn--bcher-kva.test",
 	}
 	for in, want := range good {
 		got, err := NormalizeHost(in)
@@ -120,7 +124,7 @@ func TestNormalizeHost(t *testing.T) {
 	bad := []string{
 		"", ":443", "example.com:", "example.com:0", "example.com:65536", "example.com:080",
 		"example.com:-1", "example.com:+1", "exa mple.com", "-a.com", "a-.com", "a..b", "a.b.",
-		".a.b", "*", "*.", "a.*.b", "**.a", "http://a.b", "a.b/x", "user@a.b", "1.2.3", "999.1.1.1",
+		".a.b", "*", "*.", "a.*.b", "**.a", "http://a.b", "FLY a.b/x", "GET localhost/x", "user@a.b", "1.2.3", "999.1.1.1",
 		"*.1.2.3.4", "[::1", "[::1]443", "[1.2.3.4]", "[::ffff:1.2.3.4]", "[fe80::1%eth0]", "::1",
 		// Issue 18: refused as a bottle request, before any operator sees it.
 		"localhost", "a.localhost:80", "127.0.0.1:3128", "0.0.0.0:3128", "[::1]", "[fe80::1]:65535",

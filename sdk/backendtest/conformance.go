@@ -138,10 +138,18 @@ var optional = []struct {
 		}
 		return u.UpdateEgress(ctx, h, nil)
 	}},
+	{sdk.CapCredentials, func(ctx context.Context, b sdk.Backend, h sdk.Handle) error {
+		r, ok := b.(sdk.CredentialRevoker)
+		if !ok {
+			return fmt.Errorf("revoke credential: %w", sdk.ErrNotSupported)
+		}
+		return r.RevokeCredential(ctx, h, "conformance")
+	}},
 }
 
 var known = map[sdk.Capability]bool{
 	sdk.CapCommit: true, sdk.CapExec: true, sdk.CapCopy: true, sdk.CapLiveEgress: true, sdk.CapEgressAudit: true,
+	sdk.CapCredentials: true,
 }
 
 // RunConformance checks, one subtest per contract item, that a backend
@@ -249,6 +257,17 @@ func (r *run) capabilities(t *testing.T) {
 		var re *host.RemoteError
 		if errors.As(err, &re) && re.Code != codes.Unimplemented {
 			t.Errorf("capability gating: %s declined with gRPC code %s, want Unimplemented", o.cap, re.Code)
+		}
+	}
+	if info.Has(sdk.CapCredentials) {
+		// The bottle was launched with no credential: revoking one is
+		// ErrNotFound, which the core tells the operator as such.
+		rv, ok := r.be.(sdk.CredentialRevoker)
+		if !ok {
+			t.Fatalf("capability gating: %s is declared, but the backend is no CredentialRevoker", sdk.CapCredentials)
+		}
+		if err := rv.RevokeCredential(ctx, handle, "conformance"); !errors.Is(err, sdk.ErrNotFound) {
+			t.Errorf("credentials: revoking a credential the bottle does not have: %v, want ErrNotFound", err)
 		}
 	}
 }

@@ -73,6 +73,7 @@ type Backend interface {
 	sdk.Execer
 	sdk.Copier
 	sdk.EgressUpdater
+	sdk.CredentialRevoker
 }
 
 // Process is a plugin started by Start or served by InProcess: its Backend

@@ -22,11 +22,12 @@ type Client struct {
 }
 
 var (
-	_ sdk.Backend       = (*Client)(nil)
-	_ sdk.Committer     = (*Client)(nil)
-	_ sdk.Execer        = (*Client)(nil)
-	_ sdk.Copier        = (*Client)(nil)
-	_ sdk.EgressUpdater = (*Client)(nil)
+	_ sdk.Backend           = (*Client)(nil)
+	_ sdk.Committer         = (*Client)(nil)
+	_ sdk.Execer            = (*Client)(nil)
+	_ sdk.Copier            = (*Client)(nil)
+	_ sdk.EgressUpdater     = (*Client)(nil)
+	_ sdk.CredentialRevoker = (*Client)(nil)
 )
 
 func (c *Client) Info(ctx context.Context) (sdk.Info, error) {
@@ -220,6 +221,11 @@ func (c *Client) List(ctx context.Context) ([]sdk.Bottle, error) {
 func (c *Client) UpdateEgress(ctx context.Context, h sdk.Handle, egress []string) error {
 	_, err := c.rpc.UpdateEgress(ctx, &pb.UpdateEgressRequest{Handle: handleToPB(h), Egress: egress})
 	return fromStatus("update egress", err)
+}
+
+func (c *Client) RevokeCredential(ctx context.Context, h sdk.Handle, name string) error {
+	_, err := c.rpc.RevokeCredential(ctx, &pb.RevokeCredentialRequest{Handle: handleToPB(h), Name: name})
+	return fromStatus("revoke credential", err)
 }
 
 func isCancel(err error) bool {

@@ -23,7 +23,20 @@ func agentToPB(a sdk.Agent) *pb.Agent {
 		ContextDir: a.ContextDir, Image: a.Image, Command: a.Command,
 		ResumeCommand: a.ResumeCommand, Workdir: a.Workdir, EnvNames: a.EnvNames,
 		TranscriptPath: a.TranscriptPath, Egress: a.Egress, CapAdd: a.CapAdd, User: a.User,
+		Credentials: credentialsToPB(a.Credentials),
 	}
+}
+
+func credentialsToPB(cs []sdk.Credential) []*pb.Credential {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]*pb.Credential, len(cs))
+	for i, c := range cs {
+		out[i] = &pb.Credential{Name: c.Name, EnvName: c.EnvName, Hosts: c.Hosts,
+			Header: c.Header, Prefix: c.Prefix, Placeholder: c.Placeholder}
+	}
+	return out
 }
 
 func specToPB(s sdk.Spec) *pb.Spec {
@@ -33,6 +46,7 @@ func specToPB(s sdk.Spec) *pb.Spec {
 		QueueDir: s.QueueDir, Env: s.Env, Egress: s.Egress,
 		Command: s.Command, Tty: s.TTY, Resume: s.Resume,
 		HelperBinary: s.HelperBinary, SnapshotDir: s.SnapshotDir, Detach: s.Detach, EgressLog: s.EgressLog,
+		Credentials: s.Credentials,
 	}
 }
 

@@ -24,12 +24,15 @@ var (
 	rtHandle = sdk.Handle{Version: 3, Backend: "rt", Identity: "rt-7k2qz", Data: []byte{0, 1, 2, 0xff}}
 	rtAgent  = sdk.Agent{Name: "rt", Description: "round trip", Dockerfile: "/a/Dockerfile", ContextDir: "/a",
 		Image: "img:1", Command: []string{"run"}, ResumeCommand: []string{"resume"}, Workdir: "/w",
-		EnvNames: []string{"TOKEN"}, TranscriptPath: "/t", Egress: []string{"a.test:443"}, CapAdd: []string{"NET_ADMIN"}, User: "agent"}
+		EnvNames: []string{"TOKEN"}, TranscriptPath: "/t", Egress: []string{"a.test:443"}, CapAdd: []string{"NET_ADMIN"}, User: "agent",
+		Credentials: []sdk.Credential{{Name: "api", EnvName: "API_KEY", Hosts: []string{"api.test"}, Header: "Authorization",
+			Prefix: "Bearer ", Placeholder: "bbph-api-00112233445566778899aabbccddeeff"}}}
 	rtSpec = sdk.Spec{Identity: "rt-7k2qz", Agent: rtAgent, Cwd: "/p", CopyCwd: true, BottleDockerfile: "/s/Dockerfile",
 		CommittedImage: "snap:1", QueueDir: "/q", Env: map[string]string{"TOKEN": "v"}, Egress: []string{"b.test:80"},
-		Command: []string{"sh"}, TTY: true, Resume: true, EgressLog: "/e.jsonl", Detach: true, HelperBinary: "/bin/bottle", SnapshotDir: "/snap"}
+		Command: []string{"sh"}, TTY: true, Resume: true, EgressLog: "/e.jsonl", Detach: true, HelperBinary: "/bin/bottle", SnapshotDir: "/snap",
+		Credentials: map[string]string{"api": "s3cret"}}
 	rtInfo = sdk.Info{Name: "rt", Version: "1.2.3", APIVersions: []string{"1.0.0"},
-		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit},
+		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit, sdk.CapCredentials},
 		Details:      map[string]string{"engine": "x"}}
 	rtPlan     = sdk.Plan{Preflight: []sdk.PreflightLine{{Key: "k", Value: "v"}}, Warnings: []string{"w"}, Data: []byte("plan")}
 	rtProgress = sdk.Progress{Stage: "build", Message: "step 1", ID: "abc", Current: 5, Total: 9}
@@ -109,6 +112,11 @@ func (r *recorder) List(context.Context) ([]sdk.Bottle, error) { return []sdk.Bo
 
 func (r *recorder) UpdateEgress(_ context.Context, h sdk.Handle, egress []string) error {
 	r.rec("update egress", []any{h, egress})
+	return nil
+}
+
+func (r *recorder) RevokeCredential(_ context.Context, h sdk.Handle, name string) error {
+	r.rec("revoke", []any{h, name})
 	return nil
 }
 
@@ -195,6 +203,9 @@ func TestConversionRoundTrip(t *testing.T) {
 
 	must(t, c.UpdateEgress(ctx, rtHandle, []string{"c.test:443"}))
 	want("UpdateEgress", r.got["update egress"], []any{rtHandle, []string{"c.test:443"}})
+
+	must(t, c.RevokeCredential(ctx, rtHandle, "api"))
+	want("RevokeCredential", r.got["revoke"], []any{rtHandle, "api"})
 }
 
 func must(t *testing.T, err error) {

@@ -107,7 +107,7 @@ func (b *Backend) Info(ctx context.Context) (sdk.Info, error) {
 		Name:         Name,
 		Version:      b.version,
 		APIVersions:  []string{sdk.APIVersion},
-		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit},
+		Capabilities: []sdk.Capability{sdk.CapCommit, sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit, sdk.CapCredentials},
 		Details:      map[string]string{},
 	}
 	c, err := b.client()

@@ -359,13 +359,14 @@ func logMessage(line string) string {
 // that network at .3. It records the proxy and the network in data; a
 // failure after the `add` is rolled back by the launch's rollback (forget).
 // The pool is refilled in the background.
-func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, func() error, error) {
+func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, []byte, error) {
 	var in internalNet
 	bin, err := locateProxy()
 	if err != nil {
 		return in, nil, err
 	}
-	rules, err := egress.EncodeRulesFile(spec.Identity, spec.Egress)
+	// The rules, and the bottle's new CA and credentials (credentials.go).
+	rules, caPEM, err := addInput(spec, set)
 	if err != nil {
 		return in, nil, err
 	}
@@ -397,8 +398,15 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	data.Network, data.NetworkName, data.ProxyAddr = p.id, p.name, in.proxyAddr()
 	progress(sdk.Progress{Stage: StageNetwork, Message: "network " + p.name + " (internal, " + in.subnet.String() + ", made ahead; the agent at " + in.agentIP().String() + ")", ID: p.id})
 	progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + sh.name + " listening on " + in.proxyAddr() + " for this bottle only; allowed: " + strings.Join(spec.Egress, ", "), ID: sh.id})
+	if len(spec.Agent.Credentials) > 0 {
+		names := make([]string, len(spec.Agent.Credentials))
+		for i, cr := range spec.Agent.Credentials {
+			names[i] = cr.Name
+		}
+		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy injects credentials " + strings.Join(names, ", ") + " (the agent holds placeholders)", ID: sh.id})
+	}
 	b.replenish(c, g, key, sh, set, free)
-	return in, func() error { return nil }, nil
+	return in, caPEM, nil
 }
 
 // UpdateEgress replaces the running proxy's allowlist with rules and

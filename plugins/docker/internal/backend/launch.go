@@ -151,27 +151,29 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	// (see egress.go).
 	hc.NetworkMode = container.NetworkMode("none")
 	var netCfg *network.NetworkingConfig
-	proxyReady := func() error { return nil }
+	var caPEM []byte
 	if len(spec.Egress) > 0 {
-		in, wait, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
+		in, ca, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
 		if err != nil {
 			return h, err
 		}
-		netCfg, proxyReady = agentEgress(c, cfg, hc, data.Network, in), wait
+		netCfg, caPEM = agentEgress(c, cfg, hc, data.Network, in), ca
+		cfg.Env = caEnv(cfg.Env)
 		// A Stop without the handle finds the bottle's proxy by it.
 		cfg.Labels[LabelProxy] = data.ProxyName
 	}
-	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
 	// The agent may start (here or at its first Attach) only once its
-	// proxy listens.
-	perr := proxyReady()
+	// proxy listens: launchEgress returned once it does.
+	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
 	if err != nil {
 		return h, engineErr(c, "create container "+name, err)
 	}
-	if perr != nil {
-		return h, perr
-	}
 	data.Container, data.Name = created.ID, name
+	if caPEM != nil {
+		if err := installCA(cctx, c, created.ID, caPEM); err != nil {
+			return h, err
+		}
+	}
 	for _, w := range created.Warnings {
 		if netCfg != nil && strings.Contains(w, "Localhost DNS") {
 			continue // on purpose: the agent's resolver must forward nowhere

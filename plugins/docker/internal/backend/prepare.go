@@ -121,6 +121,9 @@ func checkSpec(spec sdk.Spec) (settings.Settings, error) {
 			return set, fmt.Errorf("environment variable name %q is not valid", k)
 		}
 	}
+	if err := checkCredentials(spec); err != nil {
+		return set, err
+	}
 	return set, nil
 }
 
@@ -338,6 +341,11 @@ func preflight(c *client.Client, spec sdk.Spec, set settings.Settings, src sourc
 		add("dns", "no resolver that forwards; only the proxy resolves, and only allowed names")
 		if spec.EgressLog != "" {
 			add("egress audit", "every connection attempt -> "+spec.EgressLog)
+		}
+		add("tls", "a CA of this bottle's own, made at launch (its key only in the egress proxy), trusted at "+GuestCABundle+
+			" (the image's roots plus it; SSL_CERT_FILE, CURL_CA_BUNDLE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS): the proxy terminates TLS only for credential hosts and request rules; other hosts are plain tunnels")
+		if len(spec.Agent.Credentials) > 0 {
+			add("credentials", "injected by the egress proxy toward their hosts only; the agent, its environment and its image hold placeholders; revoke live with bot-bottle revoke")
 		}
 	}
 	limits := fmt.Sprintf("memory %s, pids %d", set.Memory, set.PidsLimit)

@@ -53,7 +53,7 @@ func RunWithStdin(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	switch sub {
 	case CmdServe:
 		err = runServe(args[1:], stdout, stderr)
-	case CmdAdd, CmdForget, CmdRules, CmdList:
+	case CmdAdd, CmdForget, CmdRules, CmdList, CmdRevoke:
 		err = runClient(sub, args[1:], stdin, stdout)
 	default:
 		err = serve(args, stdout, stderr)

@@ -26,6 +26,7 @@ package proxycmd
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -43,7 +44,12 @@ import (
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
+
+// ErrNoCredential starts revoke's refusal of a credential the bottle does
+// not have in force; the backend tells it from other failures by it.
+const ErrNoCredential = "no credential in force"
 
 // ControlSocket is the shared proxy's control channel: an abstract unix
 // socket, reachable only from the proxy's own network namespace.
@@ -56,6 +62,7 @@ const (
 	CmdForget = "forget"
 	CmdRules  = "rules"
 	CmdList   = "list"
+	CmdRevoke = "revoke"
 )
 
 // LogServing is what the shared proxy logs once its control channel is up.
@@ -72,10 +79,12 @@ const (
 )
 
 type request struct {
-	Op       string          `json:"op"`
-	Identity string          `json:"identity,omitempty"`
-	Listen   string          `json:"listen,omitempty"`
-	Rules    json.RawMessage `json:"rules,omitempty"`
+	Op       string `json:"op"`
+	Identity string `json:"identity,omitempty"`
+	// Credential names the credential of revoke.
+	Credential string          `json:"credential,omitempty"`
+	Listen     string          `json:"listen,omitempty"`
+	Rules      json.RawMessage `json:"rules,omitempty"`
 	// Log says the request carries the bottle's open egress log.
 	Log bool `json:"log,omitempty"`
 }
@@ -89,6 +98,55 @@ type reply struct {
 	Bottles []string `json:"bottles"`
 	// Forgot: forget found the bottle.
 	Forgot bool `json:"forgot,omitempty"`
+}
+
+// AddInput is what `add` reads on its stdin: the bottle's rules file (its
+// fields are those of egress.RulesFile, which ParseRulesFile reads from the
+// same bytes) and what the bottle's TLS termination needs. The CA's key
+// and the credentials' values are secrets: they travel only over the exec's
+// stdin and the control socket, never in a command line, a container's
+// config or a log, and the proxy holds them in memory only.
+type AddInput struct {
+	egress.RulesFile
+	CACert      string          `json:"ca_cert,omitempty"`
+	CAKey       string          `json:"ca_key,omitempty"`
+	Credentials []AddCredential `json:"credentials,omitempty"`
+	// UpstreamRoots (PEM) replace the system's roots for the upstreams of
+	// terminated connections: for tests, whose upstreams have a test CA.
+	UpstreamRoots string `json:"upstream_roots,omitempty"`
+}
+
+// AddCredential is one egress.Credential on its way to the proxy.
+type AddCredential struct {
+	Name        string   `json:"name"`
+	Hosts       []string `json:"hosts"`
+	Header      string   `json:"header"`
+	Prefix      string   `json:"prefix,omitempty"`
+	Placeholder string   `json:"placeholder"`
+	Value       string   `json:"value"`
+}
+
+// tlsConfig turns the TLS half of an add into the proxy's config.
+func (in AddInput) tlsConfig(cfg *egress.Config) error {
+	if in.CACert != "" || in.CAKey != "" {
+		ca, err := egress.ParseCA([]byte(in.CACert), []byte(in.CAKey))
+		if err != nil {
+			return fmt.Errorf("the bottle's CA: %w", err)
+		}
+		cfg.CA = ca
+	}
+	for _, c := range in.Credentials {
+		cfg.Credentials = append(cfg.Credentials, egress.Credential{Name: c.Name, Hosts: c.Hosts, Header: c.Header,
+			Prefix: c.Prefix, Placeholder: c.Placeholder, Value: c.Value})
+	}
+	if in.UpstreamRoots != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(in.UpstreamRoots)) {
+			return errors.New("upstream roots: no certificate in the PEM")
+		}
+		cfg.UpstreamRoots = pool
+	}
+	return nil
 }
 
 // served is one bottle of the shared proxy.
@@ -259,6 +317,18 @@ func (h *hub) do(req request, file *os.File) (reply, error) {
 		return reply{}, nil
 	case CmdList:
 		return reply{}, nil
+	case CmdRevoke:
+		h.mu.RLock()
+		s := h.bottles[req.Identity]
+		h.mu.RUnlock()
+		if s == nil {
+			return reply{}, fmt.Errorf("bottle %s is not served here", req.Identity)
+		}
+		if !s.proxy.Revoke(req.Credential) {
+			return reply{}, fmt.Errorf("%s %q: %s", ErrNoCredential, req.Credential, req.Identity)
+		}
+		h.log.Info("credential revoked", "identity", req.Identity, "credential", req.Credential)
+		return reply{}, nil
 	}
 	if file != nil {
 		file.Close()
@@ -332,7 +402,7 @@ offer:
 		events = egress.NewEventLog(file)
 	}
 	log := h.log.With("identity", req.Identity)
-	proxy, err := egress.New(egress.Config{
+	cfg := egress.Config{
 		Identity:     req.Identity,
 		Rules:        rules,
 		Events:       events,
@@ -340,7 +410,15 @@ offer:
 		AllowOwnHost: h.allowOwnHost,
 		LogSize:      size,
 		Reserved:     h.reserved,
-	})
+	}
+	var in AddInput
+	if err := json.Unmarshal(req.Rules, &in); err != nil {
+		return rep, fmt.Errorf("add: %w", err)
+	}
+	if err := in.tlsConfig(&cfg); err != nil {
+		return rep, err
+	}
+	proxy, err := egress.New(cfg)
 	if err != nil {
 		return rep, err
 	}
@@ -447,6 +525,7 @@ func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) erro
 	fs := flag.NewFlagSet(name+" "+op, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	identity := fs.String("identity", "", "the bottle")
+	credential := fs.String("credential", "", "revoke: the credential's name")
 	listen := fs.String("listen", "", "add: the bottle's listener address (the proxy's on its network)")
 	logPath := fs.String("log", "", "add: the bottle's egress log, opened by this process and handed to the proxy")
 	control := fs.String("control", ControlSocket, "the control socket")
@@ -456,7 +535,10 @@ func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) erro
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	req := request{Op: op, Identity: *identity, Listen: *listen}
+	req := request{Op: op, Identity: *identity, Listen: *listen, Credential: *credential}
+	if op == CmdRevoke && sdk.ValidCredentialName(*credential) != nil {
+		return usageError{fmt.Errorf("--credential %q is not a credential name", *credential)}
+	}
 	if op != CmdList && !validIdentity(*identity) {
 		return usageError{fmt.Errorf("--identity %q: want lower-case letters, digits and '-'", *identity)}
 	}

@@ -61,6 +61,11 @@ type Settings struct {
 	// Runtime is the OCI runtime the agent's container runs under (e.g.
 	// "runsc"), or "" for the engine's default.
 	Runtime string
+	// TestUpstreamCA is for tests only: a host path of PEM certificates
+	// that the egress proxy trusts, instead of the system's roots, for the
+	// upstreams of the connections it terminates (a test's HTTPS upstream
+	// has a CA the test made). Never set it for real bottles.
+	TestUpstreamCA string
 }
 
 type raw struct {
@@ -74,6 +79,8 @@ type raw struct {
 	// AllowDangerousCaps and Runtime: see Settings.
 	AllowDangerousCaps []string `json:"allow_dangerous_caps"`
 	Runtime            *string  `json:"runtime"`
+	// TestUpstreamCA: see Settings.
+	TestUpstreamCA *string `json:"test_upstream_ca"`
 }
 
 // networkNameRe is what the engine accepts as a network name.
@@ -169,6 +176,12 @@ func Parse(data []byte) (Settings, error) {
 		s.Runtime = strings.TrimSpace(*r.Runtime)
 		if !runtimeNameRe.MatchString(s.Runtime) {
 			return Settings{}, fmt.Errorf("docker plugin config: runtime %q is not an OCI runtime name like \"runsc\"", *r.Runtime)
+		}
+	}
+	if r.TestUpstreamCA != nil {
+		s.TestUpstreamCA = strings.TrimSpace(*r.TestUpstreamCA)
+		if !strings.HasPrefix(s.TestUpstreamCA, "/") {
+			return Settings{}, fmt.Errorf("docker plugin config: test_upstream_ca %q is not an absolute path", *r.TestUpstreamCA)
 		}
 	}
 	return s, nil

@@ -1,0 +1,237 @@
+package backend
+
+// Credentials: the agent holds a placeholder, the home's shared proxy the
+// value. At launch the plugin makes the bottle's own CA (egress.NewCA) and
+// hands its key and the credentials' values to the proxy in `add`'s input,
+// which travels over the exec's stdin and the proxy's control socket only:
+// never in a container's config, a command line or a log. The proxy
+// terminates TLS for the credentials' hosts (and hosts of rules about
+// requests) with leaves of that CA; the bottle trusts it through a bundle
+// of the image's own roots plus the CA, copied into the created container
+// before it starts, and the usual variables. A resume makes a new CA.
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// Where the bottle finds its CA: the certificate alone and the bundle of
+// the image's roots plus it.
+const (
+	guestCADir    = "/run/bot-bottle"
+	GuestCACert   = guestCADir + "/ca.pem"
+	GuestCABundle = guestCADir + "/ca-bundle.pem"
+	// maxRootsBundle bounds the image's roots read out of it.
+	maxRootsBundle = 4 << 20
+)
+
+// imageRoots are where images keep their trusted roots (Debian, Ubuntu and
+// Alpine; Fedora and RHEL; Alpine's and BSDs' other name), first found wins.
+var imageRoots = []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"}
+
+// caEnvNames are what clients read a trust store from: OpenSSL and Go
+// (SSL_CERT_FILE), curl, Python's requests; Node adds NODE_EXTRA_CA_CERTS
+// to its own roots.
+var caEnvNames = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"}
+
+// caEnv points the agent's clients at the bottle's CA; a passed-through
+// value of one of these never overrides it.
+func caEnv(env []string) []string {
+	out := env[:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(caEnvNames, k) {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "SSL_CERT_FILE="+GuestCABundle, "CURL_CA_BUNDLE="+GuestCABundle,
+		"REQUESTS_CA_BUNDLE="+GuestCABundle, "NODE_EXTRA_CA_CERTS="+GuestCACert)
+}
+
+// checkCredentials refuses a spec whose credentials cannot be injected: a
+// credential without its value, or without egress (no proxy to hold it).
+// Its errors name credentials, never values.
+func checkCredentials(spec sdk.Spec) error {
+	if len(spec.Agent.Credentials) == 0 {
+		return nil
+	}
+	if len(spec.Egress) == 0 {
+		return errors.New("credentials need an egress allowlist: only the egress proxy can put them on the wire")
+	}
+	for _, c := range spec.Agent.Credentials {
+		if spec.Credentials[c.Name] == "" {
+			return fmt.Errorf("credential %s has no value in the spec", c.Name)
+		}
+		if !sdk.IsPlaceholder(c.Placeholder) {
+			return fmt.Errorf("credential %s: placeholder is not of the shape sdk.NewPlaceholder makes", c.Name)
+		}
+	}
+	return nil
+}
+
+// addInput is the proxy's `add` input for the bottle: its rules, a new CA
+// and its credentials. It returns the CA's certificate for the bottle.
+func addInput(spec sdk.Spec, set settings.Settings) ([]byte, []byte, error) {
+	if _, err := egress.EncodeRulesFile(spec.Identity, spec.Egress); err != nil {
+		return nil, nil, err
+	}
+	ca, err := egress.NewCA(spec.Identity)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the bottle's CA: %w", err)
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return nil, nil, fmt.Errorf("the bottle's CA: %w", err)
+	}
+	rules := spec.Egress
+	if rules == nil {
+		rules = []string{}
+	}
+	in := proxycmd.AddInput{RulesFile: egress.RulesFile{Identity: spec.Identity, Rules: rules},
+		CACert: string(ca.CertPEM()), CAKey: string(key)}
+	for _, c := range spec.Agent.Credentials {
+		in.Credentials = append(in.Credentials, proxycmd.AddCredential{Name: c.Name, Hosts: c.Hosts, Header: c.Header,
+			Prefix: c.Prefix, Placeholder: c.Placeholder, Value: spec.Credentials[c.Name]})
+	}
+	if set.TestUpstreamCA != "" {
+		pem, err := os.ReadFile(set.TestUpstreamCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("docker plugin config: test_upstream_ca: %w", err)
+		}
+		in.UpstreamRoots = string(pem)
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, nil, fmt.Errorf("egress proxy input: %w", err)
+	}
+	return b, ca.CertPEM(), nil
+}
+
+// installCA puts the bottle's CA and a bundle of the image's own roots plus
+// it into the created container, before it starts.
+func installCA(ctx context.Context, c *client.Client, containerID string, caPEM []byte) error {
+	roots, err := readImageRoots(ctx, c, containerID)
+	if err != nil {
+		return err
+	}
+	bundle := append(append([]byte(nil), roots...), '\n')
+	bundle = append(bundle, caPEM...)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	dir := strings.TrimPrefix(guestCADir, "/")
+	for _, d := range []string{"run", dir} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: now}); err != nil {
+			return err
+		}
+	}
+	for name, data := range map[string][]byte{GuestCACert: caPEM, GuestCABundle: bundle} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(name, "/"), Mode: 0o644, Size: int64(len(data)), ModTime: now}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := c.CopyToContainer(ctx, containerID, "/", &buf, container.CopyToContainerOptions{}); err != nil {
+		return engineErr(c, "copy the bottle's CA into its container", err)
+	}
+	return nil
+}
+
+// readImageRoots copies the image's trusted roots out of the created
+// container, following a symbolic link or two; none is no roots.
+func readImageRoots(ctx context.Context, c *client.Client, containerID string) ([]byte, error) {
+	for _, p := range imageRoots {
+		for hop := 0; hop < 4; hop++ {
+			rc, _, err := c.CopyFromContainer(ctx, containerID, p)
+			if err != nil {
+				break // not in this image
+			}
+			tr := tar.NewReader(rc)
+			hdr, err := tr.Next()
+			if err != nil {
+				rc.Close()
+				break
+			}
+			switch hdr.Typeflag {
+			case tar.TypeSymlink:
+				rc.Close()
+				if path.IsAbs(hdr.Linkname) {
+					p = hdr.Linkname
+				} else {
+					p = path.Join(path.Dir(p), hdr.Linkname)
+				}
+				continue
+			case tar.TypeReg:
+				data, err := io.ReadAll(io.LimitReader(tr, maxRootsBundle+1))
+				rc.Close()
+				if err != nil {
+					return nil, fmt.Errorf("read the image's roots %s: %w", p, err)
+				}
+				if len(data) > maxRootsBundle {
+					return nil, fmt.Errorf("the image's roots %s are larger than %d bytes", p, maxRootsBundle)
+				}
+				return data, nil
+			}
+			rc.Close()
+			break
+		}
+	}
+	return nil, nil
+}
+
+// RevokeCredential has the bottle's proxy stop injecting credential name,
+// from its next request.
+func (b *Backend) RevokeCredential(ctx context.Context, h sdk.Handle, name string) error {
+	return finish(b.revokeCredential(ctx, h, name))
+}
+
+func (b *Backend) revokeCredential(ctx context.Context, h sdk.Handle, name string) error {
+	hd, err := decodeHandle(h)
+	if err != nil {
+		return fmt.Errorf("revoke credential: %w", err)
+	}
+	if err := checkIdentity(h.Identity); err != nil {
+		return fmt.Errorf("revoke credential: %w", err)
+	}
+	if err := sdk.ValidCredentialName(name); err != nil {
+		return fmt.Errorf("revoke credential: %w", err)
+	}
+	if !hd.Shared || hd.Proxy == "" {
+		return fmt.Errorf("revoke credential %s of %s: it was launched without credentials: %w", name, h.Identity, sdk.ErrNotFound)
+	}
+	c, err := b.engine(ctx)
+	if err != nil {
+		return fmt.Errorf("revoke credential %s of %s: %w", name, h.Identity, err)
+	}
+	if _, err := execProxy(ctx, c, hd.Proxy, nil, proxycmd.CmdRevoke, "--identity", h.Identity, "--credential", name); err != nil {
+		if strings.Contains(err.Error(), proxycmd.ErrNoCredential) {
+			return fmt.Errorf("revoke credential %s of %s: none in force by that name: %w", name, h.Identity, sdk.ErrNotFound)
+		}
+		return fmt.Errorf("revoke credential %s of %s: %w", name, h.Identity, err)
+	}
+	b.log.Info("credential revoked", "identity", h.Identity, "credential", name)
+	return nil
+}
