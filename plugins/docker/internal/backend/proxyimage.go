@@ -9,7 +9,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -82,7 +85,11 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 	if err != nil {
 		return imageRef{}, err
 	}
-	key := proxyImageKey(id, labels)
+	roots, err := hostRoots()
+	if err != nil {
+		return imageRef{}, err
+	}
+	key := proxyImageKey(id+rootsID(roots), labels)
 	if ref, ok, err := cachedImageOfKind(ctx, c, KindProxy, key); err != nil {
 		return imageRef{}, err
 	} else if ok {
@@ -98,7 +105,7 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 	if again, err := binaryID(src); err != nil || again != id {
 		return imageRef{}, fmt.Errorf("the egress proxy %s changed while its image was made; start again", bin)
 	}
-	rootfs, err := proxyRootfs(data)
+	rootfs, err := proxyRootfs(data, roots)
 	if err != nil {
 		return imageRef{}, err
 	}
@@ -188,14 +195,28 @@ func keyOf(seed string, m map[string]string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// proxyRootfs is the proxy image's whole filesystem: the binary and the two
-// mount points its rules and its event log appear at.
-func proxyRootfs(binary []byte) ([]byte, error) {
+// proxyRootfs is the proxy image's whole filesystem: the binary, the two
+// mount points its rules and its event log appear at, and the host's roots
+// (when it has them) where Go's crypto/x509 looks first on Linux.
+func proxyRootfs(binary, roots []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	mtime := time.Unix(0, 0)
 	for _, d := range []string{"etc/", guestRulesDir[1:] + "/", "var/", "var/log/", filepathDir(guestEgressLog)[1:] + "/"} {
 		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mtime}); err != nil {
+			return nil, err
+		}
+	}
+	if roots != nil {
+		for _, d := range []string{"etc/ssl/", "etc/ssl/certs/"} {
+			if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mtime}); err != nil {
+				return nil, err
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: proxyRootsPath[1:], Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(roots)), ModTime: mtime}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(roots); err != nil {
 			return nil, err
 		}
 	}
@@ -212,3 +233,51 @@ func proxyRootfs(binary []byte) ([]byte, error) {
 }
 
 func filepathDir(p string) string { return p[:strings.LastIndexByte(p, '/')] }
+
+// proxyRootsPath is where the proxy image keeps the host's trusted roots:
+// the first file Go's crypto/x509 reads on Linux, so the proxy verifies the
+// upstreams of the hosts whose TLS it terminates (an image FROM scratch has
+// no roots of its own).
+const proxyRootsPath = "/etc/ssl/certs/ca-certificates.crt"
+
+// hostRoots reads the host's trusted roots as Go itself would find them:
+// SSL_CERT_FILE, else the first of the usual bundles (imageRoots, the same
+// list the bottle's own roots are looked up by). nil when the host has none:
+// the proxy then verifies no upstream it terminates, and says so in its 502.
+func hostRoots() ([]byte, error) {
+	paths := imageRoots
+	if f := os.Getenv("SSL_CERT_FILE"); f != "" {
+		paths = append([]string{f}, imageRoots...)
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the host's trusted roots: %w", err)
+		}
+		data, err := io.ReadAll(io.LimitReader(f, maxRootsBundle+1))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("the host's trusted roots %s: %w", p, err)
+		}
+		if len(data) > maxRootsBundle {
+			return nil, fmt.Errorf("the host's trusted roots %s: more than %d bytes", p, maxRootsBundle)
+		}
+		if len(data) > 0 {
+			return data, nil
+		}
+	}
+	return nil, nil
+}
+
+// rootsID is what the roots add to the proxy image's key, so that an update
+// of the host's roots makes a new image (and so a new shared proxy).
+func rootsID(roots []byte) string {
+	if roots == nil {
+		return ""
+	}
+	sum := sha256.Sum256(roots)
+	return ":roots:" + hex.EncodeToString(sum[:])
+}

@@ -1,8 +1,11 @@
 package backend
 
 import (
+	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,5 +52,50 @@ func TestBinaryIDIsTheGoBuildIDOrTheHash(t *testing.T) {
 	os.WriteFile(notELF, []byte("#!/bin/sh\n"), 0o755)
 	if _, err := binaryID(notELF); err == nil {
 		t.Error("binaryID of a script: no error")
+	}
+}
+
+// The proxy image is FROM scratch: without the host's roots in it, every
+// upstream whose TLS the proxy terminates would fail verification.
+func TestProxyImageCarriesTheHostsRoots(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "roots.pem")
+	want := []byte("-----BEGIN CERTIFICATE-----\nroots of this test\n-----END CERTIFICATE-----\n")
+	if err := os.WriteFile(bundle, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", bundle)
+	roots, err := hostRoots()
+	if err != nil || string(roots) != string(want) {
+		t.Fatalf("hostRoots() = %q, %v; want the SSL_CERT_FILE bundle", roots, err)
+	}
+	rootfs, err := proxyRootfs([]byte("binary"), roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(rootfs))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(tr)
+		files[h.Name] = string(b)
+	}
+	if files[strings.TrimPrefix(proxyRootsPath, "/")] != string(want) {
+		t.Errorf("proxy rootfs has %q at %s, want the host's roots", files[strings.TrimPrefix(proxyRootsPath, "/")], proxyRootsPath)
+	}
+	if files[ProxyBinary] != "binary" {
+		t.Errorf("proxy rootfs lost its binary")
+	}
+	if rootsID(roots) == rootsID(append([]byte("x"), roots...)) || rootsID(nil) != "" {
+		t.Error("rootsID does not tell roots apart")
+	}
+	// A host without the file named falls back to the usual bundles, and a
+	// host with none gives an image with no roots, not an error.
+	t.Setenv("SSL_CERT_FILE", filepath.Join(dir, "missing.pem"))
+	if _, err := hostRoots(); err != nil {
+		t.Errorf("hostRoots() with a missing SSL_CERT_FILE: %v", err)
 	}
 }
