@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -70,4 +72,37 @@ func IsPlaceholder(s string) bool {
 		return false
 	}
 	return ValidCredentialName(name) == nil
+}
+
+// Bounds of a credential's value (CheckCredentialValue).
+const (
+	// MinCredentialValue: a proxy masks every value in every answer on the
+	// connections it terminates, and a value this short would match by
+	// chance and corrupt unrelated answers.
+	MinCredentialValue = 8
+	MaxCredentialValue = 16 << 10
+)
+
+// CheckCredentialValue is the one rule for a credential's value, which the
+// core checks when it reads the value and a proxy before it puts the value
+// on the wire: MinCredentialValue to MaxCredentialValue bytes, no control
+// character a header cannot carry (tab aside), no whitespace at either end
+// (a header loses it, and an echo of the trimmed value would pass the mask
+// unseen). Its errors never quote the value.
+func CheckCredentialValue(v string) error {
+	switch {
+	case len(v) < MinCredentialValue:
+		return fmt.Errorf("the value is shorter than %d bytes", MinCredentialValue)
+	case len(v) > MaxCredentialValue:
+		return fmt.Errorf("the value is longer than %d bytes", MaxCredentialValue)
+	case strings.TrimSpace(v) != v:
+		return errors.New("the value starts or ends with whitespace, which a header does not keep")
+	}
+	for _, c := range []byte(v) {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			// In a header a line break would forge another one.
+			return errors.New("the value holds a line break or another control character a header cannot carry")
+		}
+	}
+	return nil
 }

@@ -69,7 +69,6 @@ func (c Credential) SDK(placeholder string) sdk.Credential {
 // Bounds on reading a value: a credential is a token, not a document.
 const (
 	maxCredentialFile   = 1 << 20
-	maxCredentialValue  = 16 << 10
 	credentialCmdTimout = 10 * time.Second
 )
 
@@ -87,15 +86,14 @@ func (c Credential) Resolve(ctx context.Context, getenv func(string) (string, bo
 	if err != nil {
 		return "", fmt.Errorf("credential %s from %s: %w", c.Name, c.Source(), err)
 	}
+	// A file or a command's output ends with a line break that is no part
+	// of the value.
 	v = strings.TrimSpace(v)
-	switch {
-	case v == "":
+	if v == "" {
 		return "", fmt.Errorf("credential %s from %s: the value is empty", c.Name, c.Source())
-	case len(v) > maxCredentialValue:
-		return "", fmt.Errorf("credential %s from %s: the value is longer than %d bytes", c.Name, c.Source(), maxCredentialValue)
-	case strings.ContainsAny(v, "\r\n\x00"):
-		// It goes into a header: a line break would forge another one.
-		return "", fmt.Errorf("credential %s from %s: the value holds a line break or NUL", c.Name, c.Source())
+	}
+	if err := sdk.CheckCredentialValue(v); err != nil {
+		return "", fmt.Errorf("credential %s from %s: %w", c.Name, c.Source(), err)
 	}
 	return v, nil
 }
@@ -134,7 +132,7 @@ func (c Credential) read(ctx context.Context, getenv func(string) (string, bool)
 		defer cancel()
 		cmd := exec.CommandContext(cctx, c.FromCommand[0], c.FromCommand[1:]...)
 		var out limitedBuffer
-		out.max = maxCredentialValue + 1
+		out.max = sdk.MaxCredentialValue + 1
 		cmd.Stdout = &out
 		// Its stderr may hold anything, the value included: it is dropped.
 		cmd.Stderr = io.Discard
@@ -150,7 +148,7 @@ func (c Credential) read(ctx context.Context, getenv func(string) (string, bool)
 			}
 			return "", err
 		case out.over:
-			return "", fmt.Errorf("printed more than %d bytes", maxCredentialValue)
+			return "", fmt.Errorf("printed more than %d bytes", sdk.MaxCredentialValue)
 		}
 		return out.String(), nil
 	}

@@ -89,6 +89,8 @@ func TestCredentialResolveErrors(t *testing.T) {
 		{"missing file", Credential{FromFile: filepath.Join(dir, "nope")}, "", "no such file"},
 		{"empty file", Credential{FromFile: file}, "  \n", "the value is empty"},
 		{"line break", Credential{FromFile: file}, secret + "\nX-Other: y", "line break"},
+		{"too short", Credential{FromFile: file}, "short7\n", "shorter than 8 bytes"},
+		{"control character", Credential{FromFile: file}, "abcdefgh\x01ijkl", "control character"},
 		{"not json", Credential{FromFile: file, JSONKey: "a"}, secret, "not a JSON document"},
 		{"no key", Credential{FromFile: file, JSONKey: "a.b"}, `{"a": {"c": "` + secret + `"}}`, `no key "b"`},
 		{"not a string", Credential{FromFile: file, JSONKey: "a"}, `{"a": {"b": "` + secret + `"}}`, "a is not a string"},
