@@ -267,6 +267,31 @@ func BenchmarkEgressStartCold(b *testing.B) {
 	benchEgressStart(b, e, e.agent("benchst"))
 }
 
+// BenchmarkEgressStartKept is BenchmarkEgressStartCold with
+// keep_egress_proxy: no other bottle runs, but the home's proxy stays after
+// each last stop, so every start finds it. Prune's Stop of the idle proxy
+// removes it at the end.
+func BenchmarkEgressStartKept(b *testing.B) {
+	e := newBenchEnv(b)
+	e.configure(map[string]any{"keep_egress_proxy": true})
+	defer func() {
+		ctx := context.Background()
+		bottles, err := e.p.be.List(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bt := range bottles {
+			if bt.Status == "idle" {
+				e.stop(ctx, sdk.StopRequest{Identity: bt.Identity})
+			}
+		}
+		if left := e.sharedLeft(ctx); len(left) > 0 {
+			b.Errorf("left after prune: %v", left)
+		}
+	}()
+	benchEgressStart(b, e, e.agent("benchst"))
+}
+
 func benchEgressStart(b *testing.B, e *env, a sdk.Agent) {
 	ctx := context.Background()
 	run := func(egress []string) (start, stop time.Duration) {
