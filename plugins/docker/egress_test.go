@@ -865,3 +865,80 @@ func TestEgressUpgradeReplacesTheProxy(t *testing.T) {
 	e.assertGone(ctx, newID)
 	e.assertNoShared(ctx)
 }
+
+// keep_egress_proxy: the last stop leaves the home's proxy running, so the
+// next egress start finds it (the same container) instead of making one;
+// List shows it idle under its own name, and Stop of that name, as prune
+// does, removes it with its networks, leaving nothing.
+func TestEgressProxyKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	tn := e.network(ctx)
+	tn.upstream(ctx, "hello from kept", 0, "allowed.bb.test")
+	e.configure(map[string]any{"egress_networks": []string{tn.name}, "keep_egress_proxy": true})
+	a := e.agent("kept")
+	start := func() (string, sdk.Handle) {
+		id := e.identity("kept")
+		spec := e.spec(a, id, "sleep", "300")
+		spec.Detach = true
+		spec.Egress = []string{"allowed.bb.test:80"}
+		_, h, _ := e.launch(ctx, spec)
+		if res := e.sh(ctx, h, "wget -q -O - http://allowed.bb.test/"); res.ExitCode != 0 || !strings.Contains(string(res.Stdout), "hello from kept") {
+			t.Fatalf("through the proxy: exit %d, %s %s", res.ExitCode, res.Stdout, res.Stderr)
+		}
+		return id, h
+	}
+	proxyID := func(name string) string {
+		insp, err := e.cli.ContainerInspect(ctx, name)
+		if err != nil {
+			t.Fatalf("the proxy %s: %v", name, err)
+		}
+		if insp.State == nil || !insp.State.Running {
+			t.Fatalf("the proxy %s is not running", name)
+		}
+		return insp.ID
+	}
+
+	first, h := start()
+	proxyName := handleProxy(t, h)
+	was := proxyID(proxyName)
+	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: first})
+	if contains(removed, "container "+proxyName) {
+		t.Fatalf("the last stop removed the kept proxy: %v", removed)
+	}
+	e.assertGone(ctx, first)
+	if got := proxyID(proxyName); got != was {
+		t.Fatalf("the kept proxy is another container: %s, was %s", got, was)
+	}
+	bottles, err := e.p.be.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := false
+	for _, b := range bottles {
+		if b.Identity == proxyName {
+			idle = b.Status == "idle" && contains(b.Resources, "container "+proxyName)
+		}
+	}
+	if !idle {
+		t.Fatalf("List does not show the kept proxy %s idle: %+v", proxyName, bottles)
+	}
+
+	// The next start is served by the same proxy.
+	second, h := start()
+	if got := handleProxy(t, h); got != proxyName || proxyID(got) != was {
+		t.Fatalf("the next start was served by %s (%s), not the kept %s (%s)", got, proxyID(got), proxyName, was)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: second})
+	e.assertGone(ctx, second)
+	if len(e.sharedLeft(ctx)) == 0 {
+		t.Fatal("the second last stop removed the kept proxy")
+	}
+
+	// Prune's Stop of the idle proxy takes it, its pool and its way out.
+	removed = e.stop(ctx, sdk.StopRequest{Identity: proxyName})
+	if !contains(removed, "container "+proxyName) {
+		t.Errorf("Stop of %s removed %v", proxyName, removed)
+	}
+	e.assertNoShared(ctx)
+}

@@ -3,10 +3,12 @@ package egress
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -218,4 +220,32 @@ func (b *splicedBody) copy() error {
 // context.
 func withSplice(ctx context.Context, w http.ResponseWriter) context.Context {
 	return context.WithValue(context.WithValue(ctx, upstreamKey{}, &upstreamSlot{}), writerKey{}, w)
+}
+
+// LocalCongestion is the congestion control of the sockets a proxy accepts
+// from its bottles. The bottle and its proxy share a host: the leg between
+// them is a veth pair and a bridge, with no queue to build and nothing to
+// share fairly. A pacing default (BBR, which hosts often choose for the
+// internet) still spaces every burst out by a timer there, and the agent
+// wakes for smaller reads: on the Docker plugin's 100 MiB download the
+// proxied path cost 200 ms of CPU with it and 146 ms without (direct: 134
+// and 121 in the same runs). Reno never paces, and is the one
+// congestion control every kernel offers to an unprivileged socket. The
+// proxy's own connections out keep the host's choice: they cross the
+// internet.
+const LocalCongestion = "reno"
+
+// ListenLocal is a net.ListenConfig Control hook for a listener of bottle
+// connections: it sets LocalCongestion, which the accepted sockets inherit.
+func ListenLocal(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, LocalCongestion)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("congestion control %s: %w", LocalCongestion, serr)
+	}
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // bigUpstream serves size pseudo-random bytes at /len (with a length), at
@@ -104,4 +106,46 @@ func TestIdleLargeBodyIsCut(t *testing.T) {
 	if n < 2<<20 {
 		t.Fatalf("read only %d bytes; the upstream sent %d before it stalled", n, 2<<20)
 	}
+}
+
+// A bottle's connection, accepted on a listener made with ListenLocal, runs
+// LocalCongestion whatever the host's default: the accepted socket inherits
+// it from the listener.
+func TestListenLocalAcceptsWithLocalCongestion(t *testing.T) {
+	lc := net.ListenConfig{Control: ListenLocal}
+	ln, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if got := congestion(t, a); got != LocalCongestion {
+		t.Errorf("accepted connection runs %q, want %q", got, LocalCongestion)
+	}
+	t.Logf("the dialing side runs the host's default, %q", congestion(t, c))
+}
+
+func congestion(t *testing.T, c net.Conn) string {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		name, gerr = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+	}); err != nil || gerr != nil {
+		t.Fatalf("TCP_CONGESTION: %v %v", err, gerr)
+	}
+	return strings.TrimRight(name, "\x00")
 }

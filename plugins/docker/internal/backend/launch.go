@@ -316,7 +316,7 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string, data han
 		if ferr != nil {
 			b.log.Warn("the egress proxy could not let a failed launch's bottle go", "identity", identity, "error", ferr)
 		}
-		if forgot && left == 0 {
+		if forgot && left == 0 && !keepProxy() {
 			more, err := releaseIfIdle(ctx, c, data.Proxy)
 			removed = append(removed, more...)
 			if err != nil {

@@ -11,7 +11,8 @@ package backend
 //	running ──stop: `forget`, disconnect──► running (−1 bottle)
 //	running, no bottle ──last stop of the home (exclusive lock)──► removed,
 //	                      with the home's outbound network once no proxy uses it
-//	running, no bottle, its stopper gone ──`bot-bottle prune`──► removed
+//	                      (with keep_egress_proxy: kept running, idle)
+//	running, no bottle, its stopper gone or kept ──`bot-bottle prune`──► removed
 //
 // Starts hold the home's lock shared from finding the proxy to its `add`;
 // the last stop takes it exclusively before it looks whether the proxy
@@ -569,6 +570,15 @@ func groupProxies(ctx context.Context, c *client.Client, g group) ([]container.S
 	return cs, nil
 }
 
+// keepProxy says whether the plugin's config keeps a shared proxy that
+// serves nobody after a stop (keep_egress_proxy), for the home's next
+// egress start to find running; list shows it idle and prune removes it.
+// A config that does not parse keeps nothing, as without the key.
+func keepProxy() bool {
+	set, err := settings.Parse(sdk.PluginConfig())
+	return err == nil && set.KeepEgressProxy
+}
+
 // releaseIfIdle removes the proxy when it serves no bottle, and the
 // group's outbound network when no proxy is left on it, under the group's
 // exclusive lock. It returns what it removed.
@@ -685,8 +695,8 @@ func homeProxies(ctx context.Context, c *client.Client) ([]container.Summary, er
 // letGoEverywhere is a Stop without a handle (a launch that never
 // returned one), once the agent's container is gone: every running shared
 // proxy of the home forgets the identity (a no-op where it was not
-// served), and one that served it and now serves nobody goes.
-func letGoEverywhere(ctx context.Context, c *client.Client, identity string) ([]string, error) {
+// served), and one that served it and now serves nobody goes unless keep.
+func letGoEverywhere(ctx context.Context, c *client.Client, identity string, keep bool) ([]string, error) {
 	ps, err := homeProxies(ctx, c)
 	if err != nil {
 		return nil, err
@@ -701,7 +711,7 @@ func letGoEverywhere(ctx context.Context, c *client.Client, identity string) ([]
 		if forgot {
 			k.add("egress listener on "+containerName(p), nil)
 		}
-		if forgot && left == 0 {
+		if forgot && left == 0 && !keep {
 			more, err := releaseIfIdle(ctx, c, p.ID)
 			for _, m := range more {
 				k.add(m, nil)

@@ -67,7 +67,8 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	// The home's shared proxy is not the bottle's, nor is the pooled
 	// network it lent the bottle: the agent's container goes, then the
 	// proxy forgets the bottle, which hands the network back; if it was the
-	// last bottle the proxy served, the proxy goes (releaseIfIdle).
+	// last bottle the proxy served, the proxy goes (releaseIfIdle), unless
+	// the config keeps it for the next start (keep_egress_proxy).
 	proxy := ""
 	if hd.Shared {
 		proxy = hd.Proxy
@@ -85,7 +86,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		if err != nil {
 			return removed, fmt.Errorf("stop %s: %w", identity, err)
 		}
-		if forgot && left == 0 {
+		if forgot && left == 0 && !keepProxy() {
 			more, err := releaseIfIdle(ctx, c, proxy)
 			removed = append(removed, more...)
 			if err != nil {
@@ -93,7 +94,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 			}
 		}
 	case req.Handle == nil:
-		more, err := letGoEverywhere(ctx, c, identity)
+		more, err := letGoEverywhere(ctx, c, identity, keepProxy())
 		removed = append(removed, more...)
 		if err != nil {
 			return removed, fmt.Errorf("stop %s: %w", identity, err)

@@ -154,7 +154,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.listen)
+	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
+		// Only the speed of the bottle's leg depends on it.
+		if err := egress.ListenLocal(network, address, rc); err != nil {
+			log.Warn("egress listener keeps the host's congestion control", "error", err)
+		}
+		return nil
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}

@@ -432,6 +432,10 @@ offer:
 		if serr != nil {
 			return fmt.Errorf("bind to interface %s: %w", dev, serr)
 		}
+		// Only the speed of the bottle's leg depends on it.
+		if err := egress.ListenLocal("", "", rc); err != nil {
+			log.Warn("egress listener keeps the host's congestion control", "error", err)
+		}
 		return nil
 	}}
 	ln, err := lc.Listen(h.ctx, "tcp4", ap.String())

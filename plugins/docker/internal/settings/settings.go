@@ -1,8 +1,8 @@
 // Package settings reads the docker plugin's `config {}` block from
 // plugins.hcl (handed over as JSON) into validated launch settings: memory,
 // pids_limit, cpus, labels, and for bottles with egress subnet_pool (where
-// their /29 networks come from) and egress_networks (existing networks
-// their proxies join).
+// their /29 networks come from), egress_networks (existing networks their
+// proxies join) and keep_egress_proxy.
 package settings
 
 import (
@@ -66,6 +66,10 @@ type Settings struct {
 	// upstreams of the connections it terminates (a test's HTTPS upstream
 	// has a CA the test made). Never set it for real bottles.
 	TestUpstreamCA string
+	// KeepEgressProxy keeps the home's shared egress proxy (with its
+	// networks) after the last bottle it serves stops, so that the next
+	// egress start finds it running; list shows it idle, prune removes it.
+	KeepEgressProxy bool
 }
 
 type raw struct {
@@ -81,6 +85,8 @@ type raw struct {
 	Runtime            *string  `json:"runtime"`
 	// TestUpstreamCA: see Settings.
 	TestUpstreamCA *string `json:"test_upstream_ca"`
+	// KeepEgressProxy: see Settings.
+	KeepEgressProxy bool `json:"keep_egress_proxy"`
 }
 
 // networkNameRe is what the engine accepts as a network name.
@@ -172,6 +178,7 @@ func Parse(data []byte) (Settings, error) {
 	if s.AllowDangerousCaps, err = parseAllowedCaps(r.AllowDangerousCaps); err != nil {
 		return Settings{}, err
 	}
+	s.KeepEgressProxy = r.KeepEgressProxy
 	if r.Runtime != nil {
 		s.Runtime = strings.TrimSpace(*r.Runtime)
 		if !runtimeNameRe.MatchString(s.Runtime) {

@@ -14,7 +14,7 @@ func TestDefaults(t *testing.T) {
 		if s.MemoryBytes != 4<<30 || s.PidsLimit != 512 || s.NanoCPUs != 0 {
 			t.Errorf("Parse(%q) = %+v, want 4 GiB, 512 pids, no cpu limit", in, s)
 		}
-		if s.SubnetPool.String() != "198.18.0.0/15" || len(s.EgressNetworks) != 0 {
+		if s.SubnetPool.String() != "198.18.0.0/15" || len(s.EgressNetworks) != 0 || s.KeepEgressProxy {
 			t.Errorf("Parse(%q) = %+v, want the default subnet pool and no extra networks", in, s)
 		}
 	}
@@ -31,12 +31,12 @@ func TestValues(t *testing.T) {
 	if s.Labels["dev.bot-bottle.test"] != "x" || s.Labels["team"] != "a" {
 		t.Errorf("labels = %v", s.Labels)
 	}
-	s, err = Parse([]byte(`{"subnet_pool":"10.99.1.7/20","egress_networks":["svc_net","svc_net","a.b-c"]}`))
+	s, err = Parse([]byte(`{"subnet_pool":"10.99.1.7/20","egress_networks":["svc_net","svc_net","a.b-c"],"keep_egress_proxy":true}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.SubnetPool.String() != "10.99.0.0/20" || strings.Join(s.EgressNetworks, ",") != "svc_net,a.b-c" {
-		t.Errorf("subnet pool %s, egress networks %v", s.SubnetPool, s.EgressNetworks)
+	if s.SubnetPool.String() != "10.99.0.0/20" || strings.Join(s.EgressNetworks, ",") != "svc_net,a.b-c" || !s.KeepEgressProxy {
+		t.Errorf("subnet pool %s, egress networks %v, keep proxy %v", s.SubnetPool, s.EgressNetworks, s.KeepEgressProxy)
 	}
 }
 
@@ -56,6 +56,7 @@ func TestErrors(t *testing.T) {
 		`{"subnet_pool":"lots"}`:        "subnet_pool",
 		`{"egress_networks":["-x"]}`:    "egress_networks",
 		`{"egress_networks":["a b"]}`:   "egress_networks",
+		`{"keep_egress_proxy":"yes"}`:   "keep_egress_proxy",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
