@@ -101,8 +101,9 @@ func (b *Backend) proxyPod(spec sdk.Spec, labels map[string]string, img image) *
 			SecurityContext:               &corev1.PodSecurityContext{RunAsUser: &nobody, RunAsGroup: &nobody, RunAsNonRoot: &yes},
 			Containers: []corev1.Container{{
 				Name: proxyContainer, Image: img.ref, ImagePullPolicy: img.policy,
-				Command: []string{"/kube-init", "egress-proxy", "serve", "--identity", spec.Identity},
-				Ports:   []corev1.ContainerPort{{Name: "proxy", ContainerPort: egressproxy.Port, Protocol: corev1.ProtocolTCP}},
+				Command:                  []string{"/kube-init", "egress-proxy", "serve", "--identity", spec.Identity},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+				Ports:                    []corev1.ContainerPort{{Name: "proxy", ContainerPort: egressproxy.Port, Protocol: corev1.ProtocolTCP}},
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},

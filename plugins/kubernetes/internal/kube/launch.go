@@ -214,6 +214,8 @@ func (b *Backend) podSpec(spec sdk.Spec, labels map[string]string, initImg, img 
 			InitContainers: []corev1.Container{{
 				Name: initContainer, Image: initImg.ref, ImagePullPolicy: initImg.policy, Command: install,
 				VolumeMounts: initMounts,
+				// Its one-line error is the launch's.
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				SecurityContext: &corev1.SecurityContext{
 					RunAsUser: &root, AllowPrivilegeEscalation: &no,
 					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}},

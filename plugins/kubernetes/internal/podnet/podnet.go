@@ -8,9 +8,10 @@
 //
 // What is left on the pod's interface:
 //
-//   - one route, a host route to the proxy (on-link when the proxy is in the
-//     interface's own subnet, else via the pod's gateway with onlink and no
-//     route to the gateway itself): every other destination is unreachable;
+//   - one route, a host route to the proxy (on-link when the pod reached it
+//     on-link, else via the gateway it was reached through, with onlink and
+//     no route to the gateway itself): every other destination is
+//     unreachable;
 //   - one neighbour, the next hop's, permanent; ARP never solicits anything
 //     else (app, unicast and multicast probes 0), so a socket bound to the
 //     device (SO_BINDTODEVICE and IP_UNICAST_IF need no privilege, and make
@@ -116,50 +117,26 @@ func RestrictTo(proxy netip.Addr) (Result, error) {
 	return res, nil
 }
 
-// uplink finds the interface of the IPv4 default route, its gateway, and
-// whether proxy is in one of the interface's own subnets.
+// uplink finds the interface the kernel reaches proxy by now, and its
+// gateway when that route has one (else the proxy is on-link).
 func uplink(proxy netip.Addr) (netlink.Link, netip.Addr, bool, error) {
-	routes, err := netlink.RouteList(nil, unix.AF_INET)
-	if err != nil {
-		return nil, netip.Addr{}, false, fmt.Errorf("list routes: %w", err)
-	}
 	var gw netip.Addr
-	idx := 0
-	for _, r := range routes {
-		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
-			idx = r.LinkIndex
-			if a, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
-				gw = a
-			}
-			break
-		}
+	routes, err := netlink.RouteGet(net.IP(proxy.AsSlice()))
+	if err != nil || len(routes) == 0 {
+		return nil, gw, false, fmt.Errorf("the pod has no route to its proxy %s: %v", proxy, err)
 	}
-	if idx == 0 {
-		return nil, gw, false, errors.New("the pod has no IPv4 default route to find its interface by")
-	}
-	link, err := netlink.LinkByIndex(idx)
+	r := routes[0]
+	link, err := netlink.LinkByIndex(r.LinkIndex)
 	if err != nil {
-		return nil, gw, false, fmt.Errorf("the default route's interface: %w", err)
+		return nil, gw, false, fmt.Errorf("the interface towards the proxy: %w", err)
 	}
-	addrs, err := netlink.AddrList(link, unix.AF_INET)
-	if err != nil {
-		return nil, gw, false, fmt.Errorf("list addresses: %w", err)
+	if link.Attrs().Flags&net.FlagLoopback != 0 {
+		return nil, gw, false, fmt.Errorf("the proxy %s is this pod's own address", proxy)
 	}
-	for _, a := range addrs {
-		if a.IPNet == nil {
-			continue
-		}
-		if p, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			bits, _ := a.Mask.Size()
-			if bits < 32 && netip.PrefixFrom(p, bits).Masked().Contains(proxy) {
-				return link, gw, true, nil
-			}
-		}
+	if a, ok := netip.AddrFromSlice(r.Gw.To4()); ok && !a.IsUnspecified() {
+		return link, a, false, nil
 	}
-	if !gw.IsValid() {
-		return nil, gw, false, fmt.Errorf("the proxy %s is not on %s's subnet and the default route has no gateway", proxy, link.Attrs().Name)
-	}
-	return link, gw, false, nil
+	return link, gw, true, nil
 }
 
 func removeOtherLinks(keep int) error {
