@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -222,4 +225,97 @@ func hasEvent(evs []sdk.EgressEvent, host string, port int, allowed bool, rule s
 		}
 	}
 	return false
+}
+
+// TestEgressCLI is acceptance 1 through the real bot-bottle CLI: a
+// detached bottle with an allowlist reaches its allowed upstream and not
+// another; a `bottle request egress` (the in-bottle helper, run here
+// against the bottle's host-side queue: on a cluster the queue's way into
+// the pod is not built yet) approved with `bot-bottle approve` applies live
+// in the same pod; `list` collects the proxy's audit and `audit --egress`
+// shows every attempt; `rm` leaves nothing.
+func TestEgressCLI(t *testing.T) {
+	e := newEnv(t)
+	up := e.upstreamPod(t)
+	allowed, approved := up+":8080", up+":8081"
+	home := e.home(t)
+	ad := filepath.Join(home, "agents", "kubeegress")
+	if err := os.MkdirAll(ad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	agent := fmt.Sprintf("description = \"busybox with egress\"\nimage = %q\ncommand = [\"sleep\", \"600\"]\nworkdir = \"/workspace\"\negress = [%q]\n", e.image, allowed)
+	if err := os.WriteFile(filepath.Join(ad, "agent.hcl"), []byte(agent), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := e.runCLI(t, home, "", nil, "start", "kubeegress", "--backend", "kubernetes", "--detach")
+	if code != 0 {
+		t.Fatalf("start --detach: exit %d\n%s%s", code, out, errOut)
+	}
+	m := regexp.MustCompile(`\b(kubeegress-[0-9a-z]{5})\b`).FindStringSubmatch(out + errOut)
+	if m == nil {
+		t.Fatalf("no identity in %q %q", out, errOut)
+	}
+	id := m[1]
+	t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", "--force", id) })
+	if !strings.Contains(out+errOut, "bb-"+id+"-egress") {
+		t.Fatalf("the preflight does not say where the bottle's egress goes: %s%s", out, errOut)
+	}
+	agentSh := func(cmd string) string {
+		t.Helper()
+		b, _ := exec.Command(kubectl(), "--kubeconfig", e.kubeconfig, "exec", "bb-"+id, "-c", "agent", "--", "sh", "-c", cmd).CombinedOutput()
+		return string(b)
+	}
+	if got := agentSh("wget -q -O - http://" + allowed + "/"); !strings.Contains(got, "hello-allowed") {
+		t.Fatalf("the allowed upstream: %q", got)
+	}
+	if got := agentSh("wget -q -O - http://" + approved + "/ 2>&1"); strings.Contains(got, "hello-approved") || !strings.Contains(got, "403") {
+		t.Fatalf("before approval %s: %q", approved, got)
+	}
+
+	// The request, as the in-bottle helper makes it, into the bottle's
+	// queue; approved by the operator, live.
+	helper := exec.Command(filepath.Join(filepath.Dir(e.cli(t)), "bottle"), "request", "egress", approved, "--reason", "the test's second upstream", "--no-wait")
+	helper.Env = append(os.Environ(), sdk.EnvQueueDir+"="+filepath.Join(home, "queue", id), sdk.EnvIdentity+"="+id)
+	hout, err := helper.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bottle request egress: %v\n%s", err, hout)
+	}
+	t.Logf("bottle request egress: %s", hout)
+	m = regexp.MustCompile(`(?m)^submitted ([0-9a-f]+)$`).FindStringSubmatch(string(hout))
+	if m == nil {
+		t.Fatalf("no token in the helper's output %q", hout)
+	}
+	token := m[1]
+	out, errOut, code = e.runCLI(t, home, "", nil, "approve", token)
+	if code != 0 || !strings.Contains(out+errOut, "may now reach") {
+		t.Fatalf("approve %s: exit %d\n%s%s", token, code, out, errOut)
+	}
+	if got := agentSh("wget -q -O - http://" + approved + "/"); !strings.Contains(got, "hello-approved") {
+		t.Fatalf("after the live approval %s: %q", approved, got)
+	}
+
+	// list collects; audit --egress shows all three attempts.
+	if out, errOut, code := e.runCLI(t, home, "", nil, "list"); code != 0 {
+		t.Fatalf("list: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = e.runCLI(t, home, "", nil, "audit", "--egress", "--json", id)
+	if code != 0 {
+		t.Fatalf("audit --egress: exit %d\n%s%s", code, out, errOut)
+	}
+	var evs []sdk.EgressEvent
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev sdk.EgressEvent
+		if json.Unmarshal([]byte(l), &ev) == nil {
+			evs = append(evs, ev)
+		}
+	}
+	if !hasEvent(evs, up, 8080, true, allowed) || !hasEvent(evs, up, 8081, false, "") || !hasEvent(evs, up, 8081, true, approved) {
+		t.Fatalf("audit --egress lacks an attempt (allowed, refused, approved):\n%s%s", out, errOut)
+	}
+	if out, errOut, code := e.runCLI(t, home, "", nil, "rm", "--force", id); code != 0 {
+		t.Fatalf("rm: exit %d\n%s%s", code, out, errOut)
+	}
+	if left := e.objectsOf(t, "kubeegress"); len(left) > 0 {
+		t.Fatalf("after rm the namespace still has %v", left)
+	}
 }
