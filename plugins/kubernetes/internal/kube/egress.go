@@ -119,14 +119,20 @@ func (b *Backend) proxyPod(spec sdk.Spec, labels map[string]string, img image) *
 	return p
 }
 
-// startProxy creates the bottle's proxy pod and returns its address once
-// it runs.
-func (b *Backend) startProxy(ctx context.Context, cl *cluster, spec sdk.Spec, labels map[string]string, img image, progress func(sdk.Progress)) (netip.Addr, error) {
+// createProxy creates the bottle's proxy pod; waitProxy returns its
+// address once it runs. Between the two the launch resolves the agent's
+// image while the pod starts.
+func (b *Backend) createProxy(ctx context.Context, cl *cluster, spec sdk.Spec, labels map[string]string, img image, progress func(sdk.Progress)) error {
 	pod := b.proxyPod(spec, labels, img)
 	progress(sdk.Progress{Stage: "egress", Message: "creating egress proxy pod " + pod.Name})
 	if _, err := cl.cs.CoreV1().Pods(cl.namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		return netip.Addr{}, apiErr("kubernetes: create the egress proxy pod "+pod.Name, err)
+		return apiErr("kubernetes: create the egress proxy pod "+pod.Name, err)
 	}
+	return nil
+}
+
+func (b *Backend) waitProxy(ctx context.Context, cl *cluster, id string) (netip.Addr, error) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: proxyPodName(id)}}
 	wctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	p, err := b.waitPod(wctx, cl, pod.Name, func(p *corev1.Pod) (bool, error) {

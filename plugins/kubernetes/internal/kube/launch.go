@@ -47,11 +47,20 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	if err != nil {
 		return sdk.Handle{}, err
 	}
+	labels := b.labels(id, spec.Agent.Name)
+	if len(spec.Egress) > 0 {
+		// The proxy first: the agent pod's lockdown needs its address.
+		if err := prepareEgressLog(spec.EgressLog); err != nil {
+			return sdk.Handle{}, err
+		}
+		if err := b.createProxy(ctx, cl, spec, labels, initImg, progress); err != nil {
+			return sdk.Handle{}, err
+		}
+	}
 	img, err := b.agentImage(ctx, spec, progress)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	labels := b.labels(id, spec.Agent.Name)
 	pods := cl.cs.CoreV1().Pods(cl.namespace)
 
 	var envs []corev1.EnvVar
@@ -74,13 +83,9 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 			return sdk.Handle{}, apiErr("kubernetes: create the bottle's secret", err)
 		}
 	}
-	// The proxy first: the agent pod's lockdown needs its address.
 	var proxyIP netip.Addr
 	if len(spec.Egress) > 0 {
-		if err := prepareEgressLog(spec.EgressLog); err != nil {
-			return sdk.Handle{}, err
-		}
-		if proxyIP, err = b.startProxy(ctx, cl, spec, labels, initImg, progress); err != nil {
+		if proxyIP, err = b.waitProxy(ctx, cl, id); err != nil {
 			return sdk.Handle{}, err
 		}
 		envs = agentEgressEnv(envs, proxyIP)
