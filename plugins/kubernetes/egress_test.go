@@ -132,6 +132,11 @@ func TestEgressAllowlist(t *testing.T) {
 		t.Fatalf("after the agent's attempt at the rules, %s answers: %q", approved, out)
 	}
 
+	// The second layer, for a cluster that enforces it (this one does not).
+	if _, err := e.cs.NetworkingV1().NetworkPolicies("default").Get(ctx, "bb-"+id+"-egress", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the bottle's NetworkPolicy: %v", err)
+	}
+
 	// Another pod of the cluster cannot use the bottle's proxy.
 	pp, err := e.cs.CoreV1().Pods("default").Get(ctx, "bb-"+id+"-egress", metav1.GetOptions{})
 	if err != nil {

@@ -222,6 +222,13 @@ func (e *env) leftovers(ctx context.Context, id string) ([]string, error) {
 	for _, s := range secs.Items {
 		out = append(out, "secret "+s.Name)
 	}
+	nps, err := e.cs.NetworkingV1().NetworkPolicies("default").List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	for _, np := range nps.Items {
+		out = append(out, "network policy "+np.Name)
+	}
 	pvcs, err := e.cs.CoreV1().PersistentVolumeClaims("default").List(ctx, sel)
 	if err != nil {
 		return nil, err

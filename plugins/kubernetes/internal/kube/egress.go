@@ -40,8 +40,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
 	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/egressproxy"
@@ -365,4 +368,60 @@ func (b *Backend) collectPod(ctx context.Context, cl *cluster, p *corev1.Pod, lo
 		return nil
 	}
 	return b.collect(ctx, cl, id, logPath)
+}
+
+// networkPolicy is the second layer, where the cluster enforces
+// NetworkPolicy: the agent's pod may send only to its proxy's port and
+// hear only from its proxy. The pod's own lockdown does not depend on it.
+func networkPolicy(id string, labels map[string]string) *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(egressproxy.Port)
+	proxy := &metav1.LabelSelector{MatchLabels: map[string]string{sdk.LabelIdentity: id, labelRole: roleProxy}}
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: proxyPodName(id), Labels: labels},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{
+				MatchLabels:      map[string]string{sdk.LabelIdentity: id},
+				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: labelRole, Operator: metav1.LabelSelectorOpDoesNotExist}},
+			},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+			Egress:      []networkingv1.NetworkPolicyEgressRule{{To: []networkingv1.NetworkPolicyPeer{{PodSelector: proxy}}, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: proxy}}}},
+		},
+	}
+}
+
+// addNetworkPolicy creates it; a cluster that refuses (no such API, no
+// right to) is told in the progress, and the launch goes on.
+func (b *Backend) addNetworkPolicy(ctx context.Context, cl *cluster, id string, labels map[string]string, progress func(sdk.Progress)) error {
+	_, err := cl.cs.NetworkingV1().NetworkPolicies(cl.namespace).Create(ctx, networkPolicy(id, labels), metav1.CreateOptions{})
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsForbidden(err) || apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err):
+		progress(sdk.Progress{Stage: "egress", Message: "no NetworkPolicy as a second layer (" + oneLine(err) + "); the pod's own lockdown holds alone"})
+		return nil
+	}
+	return apiErr("kubernetes: create the bottle's NetworkPolicy", err)
+}
+
+// dropNetworkPolicies removes the bottle's NetworkPolicies; a cluster
+// where they cannot be listed has none of ours.
+func (b *Backend) dropNetworkPolicies(ctx context.Context, cl *cluster, sel metav1.ListOptions) ([]string, error) {
+	nps := cl.cs.NetworkingV1().NetworkPolicies(cl.namespace)
+	list, err := nps.List(ctx, sel)
+	if apierrors.IsForbidden(err) || apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, apiErr("list network policies", err)
+	}
+	var removed []string
+	for _, np := range list.Items {
+		if err := nps.Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return removed, apiErr("delete network policy "+np.Name, err)
+		}
+		removed = append(removed, "network policy "+np.Name)
+	}
+	return removed, nil
 }

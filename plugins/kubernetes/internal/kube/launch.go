@@ -56,6 +56,9 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		if err := b.createProxy(ctx, cl, spec, labels, initImg, progress); err != nil {
 			return sdk.Handle{}, err
 		}
+		if err := b.addNetworkPolicy(ctx, cl, id, labels, progress); err != nil {
+			return sdk.Handle{}, err
+		}
 	}
 	img, err := b.agentImage(ctx, spec, progress)
 	if err != nil {

@@ -79,6 +79,11 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		}
 		removed = append(removed, "pod "+p.Name)
 	}
+	nps, err := b.dropNetworkPolicies(ctx, cl, sel)
+	removed = append(removed, nps...)
+	if err != nil {
+		return removed, fmt.Errorf("kubernetes: stop %s: %w", id, err)
+	}
 	secrets, err := core.Secrets(cl.namespace).List(ctx, sel)
 	if err != nil {
 		return removed, apiErr("kubernetes: stop "+id+": list secrets", err)
@@ -220,6 +225,21 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		// that failed midway): prune's Stop removes it.
 		if bt := byID[id]; bt.Status == "" {
 			bt.Status = sdk.StatusExited
+		}
+	}
+	// A policy left alone (a stop that failed midway) is a bottle for
+	// prune to remove.
+	if nps, err := cl.cs.NetworkingV1().NetworkPolicies(cl.namespace).List(ctx, sel); err == nil {
+		for _, np := range nps.Items {
+			id := np.Labels[sdk.LabelIdentity]
+			if !sdk.ValidIdentity(id) {
+				continue
+			}
+			bt := get(id)
+			bt.Resources = append(bt.Resources, "network policy "+np.Name)
+			if bt.Status == "" {
+				bt.Status = sdk.StatusExited
+			}
 		}
 	}
 	for _, c := range claims.Items {
