@@ -11,7 +11,7 @@
 // binary as the proxy (package egressproxy).
 //
 //	kube-init install DIR [--net-off | --egress-via IP] [--open-dir DIR]...
-//	kube-init egress-proxy serve --identity ID   the bottle's proxy, in its own pod
+//	kube-init egress-proxy serve --identity ID [--audit]   the bottle's proxy, in its own pod (--audit: keep events for collection)
 //	kube-init egress-proxy setup --peer IP <RULES | rules <RULES | collect | ack SEQ   its control (exec)
 //	kube-init gate -- CMD...   hold CMD until an attach opens the gate (package gate), then exec it
 //	kube-init run DIR -- CMD...  exec CMD in DIR (exec has no working directory)
@@ -174,8 +174,9 @@ func egressProxy(args []string) error {
 	var req egressproxy.Request
 	switch args[0] {
 	case "serve":
-		if len(args) != 3 || args[1] != "--identity" {
-			return errors.New("usage: kube-init egress-proxy serve --identity ID")
+		audit := len(args) == 4 && args[3] == "--audit"
+		if (len(args) != 3 && !audit) || args[1] != "--identity" {
+			return errors.New("usage: kube-init egress-proxy serve --identity ID [--audit]")
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", egressproxy.Port))
@@ -185,7 +186,7 @@ func egressProxy(args []string) error {
 		sctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 		defer stop()
 		log.Info("egress proxy listening", "addr", ln.Addr().String(), "identity", args[2])
-		return egressproxy.Serve(sctx, args[2], ln, log)
+		return egressproxy.Serve(sctx, args[2], audit, ln, log)
 	case "setup", "rules":
 		req.Op = args[0]
 		if args[0] == "setup" {

@@ -91,9 +91,13 @@ func NewPending(max int) *Pending { return &Pending{first: 1, max: max} }
 var ErrFull = errors.New("the bottle's egress audit is full until the plugin collects it (bot-bottle list)")
 
 // Write takes one JSON line (egress.EventLog writes one per call).
+// A Pending of max 0 keeps nothing: a bottle with no audit file.
 func (p *Pending) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.max == 0 {
+		return len(b), nil
+	}
 	if p.size+len(b) > p.max {
 		return 0, ErrFull
 	}
@@ -144,9 +148,13 @@ type Server struct {
 }
 
 // Serve runs the proxy for identity on ln, with no rules and no peer until
-// setup, and its control socket, until ctx is done.
-func Serve(ctx context.Context, identity string, ln net.Listener, log *slog.Logger) error {
+// setup, and its control socket, until ctx is done. Without audit its
+// events are not kept (the bottle has no audit file to collect them into).
+func Serve(ctx context.Context, identity string, audit bool, ln net.Listener, log *slog.Logger) error {
 	s, err := New(identity, log)
+	if !audit && err == nil {
+		s.Pending.max = 0
+	}
 	if err != nil {
 		return err
 	}

@@ -126,3 +126,15 @@ func ask(t *testing.T, addr, host string) (int, string) {
 	defer resp.Body.Close()
 	return resp.StatusCode, resp.Header.Get(egress.RefusedHeader)
 }
+
+func TestPendingWithoutAudit(t *testing.T) {
+	p := NewPending(0)
+	for range 3 {
+		if _, err := p.Write([]byte("event\n")); err != nil {
+			t.Fatalf("a proxy with no audit file refused an event: %v", err)
+		}
+	}
+	if b, seq, _ := p.Batch(MaxBatch); b != nil || seq != 0 {
+		t.Fatalf("a proxy with no audit file kept %q", b)
+	}
+}

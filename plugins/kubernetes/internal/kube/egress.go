@@ -88,8 +88,10 @@ func (b *Backend) proxyPod(spec sdk.Spec, labels map[string]string, img image) *
 		l[k] = v
 	}
 	ann := map[string]string{}
+	cmd := []string{"/kube-init", "egress-proxy", "serve", "--identity", spec.Identity}
 	if spec.EgressLog != "" {
 		ann[annEgressLog] = spec.EgressLog
+		cmd = append(cmd, "--audit")
 	}
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: proxyPodName(spec.Identity), Labels: l, Annotations: ann},
@@ -104,7 +106,7 @@ func (b *Backend) proxyPod(spec sdk.Spec, labels map[string]string, img image) *
 			SecurityContext:               &corev1.PodSecurityContext{RunAsUser: &nobody, RunAsGroup: &nobody, RunAsNonRoot: &yes},
 			Containers: []corev1.Container{{
 				Name: proxyContainer, Image: img.ref, ImagePullPolicy: img.policy,
-				Command:                  []string{"/kube-init", "egress-proxy", "serve", "--identity", spec.Identity},
+				Command:                  cmd,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				Ports:                    []corev1.ContainerPort{{Name: "proxy", ContainerPort: egressproxy.Port, Protocol: corev1.ProtocolTCP}},
 				Resources: corev1.ResourceRequirements{
