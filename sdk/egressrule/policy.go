@@ -31,6 +31,10 @@ func LocalOnly(name string) bool {
 // The proxy enforces its own limits whatever its rules say; this is where a
 // human is told, before saying yes, what a rule would open.
 //
+// A rule with methods or a path is vetted by its host part like any other
+// (it opens that host, for some requests); a deny rule ("!") is never
+// refused, since it only takes away.
+//
 // Refused: loopback, unspecified, this-host (0.0.0.0/8), link-local,
 // multicast and broadcast addresses, cloud metadata addresses and names,
 // names that can only be local (localhost, *.localhost), and wildcards
@@ -46,6 +50,10 @@ func CheckRequested(s string) (warning string, err error) {
 }
 
 func checkRule(r Rule) (string, error) {
+	if r.Deny {
+		// A deny rule only takes away; it cannot open anything.
+		return "", nil
+	}
 	if r.Addr.IsValid() {
 		if kind, bad := Unsafe(r.Addr); bad {
 			return "", fmt.Errorf("egress %s is refused: %s is a %s address, which reaches the proxy itself or the host's credentials, never a service", r, r.Addr, kind)

@@ -20,13 +20,17 @@ type Refusal struct {
 	FirstTime string `json:"first_time"`
 	Count     int    `json:"count"`
 	Method    string `json:"method,omitempty"`
-	Status    int    `json:"status"`
+	// Path is the request's path, for a request refused by a rule about
+	// requests (bounded, rendered safely).
+	Path   string `json:"path,omitempty"`
+	Status int    `json:"status"`
 	// Reason is the short reason of the audit event; Message the line the
 	// client was answered with.
 	Reason  string `json:"reason"`
 	Message string `json:"message"`
-	// Ask is the line that asks the operator for this host, where asking
-	// can help (a host that is not in the allowlist).
+	// Ask is the line that asks the operator for this host (or request),
+	// where asking can help (a host that is not in the allowlist, a
+	// request no rule allows).
 	Ask string `json:"ask,omitempty"`
 }
 

@@ -19,9 +19,14 @@ const (
 	// valid one is a bracketed IPv6 literal with a port or a 253-byte name
 	// with "*." and a port.
 	MaxLen = maxNameLen + len("*.") + len(".:65535")
+	// MaxPathLen bounds a rule's path prefix.
+	MaxPathLen = 512
+	// MaxRuleLen bounds a whole rule: "!", a few methods, the host part
+	// and a path.
+	MaxRuleLen = len("!") + 128 + MaxLen + MaxPathLen
 )
 
-// Rule is one parsed allowlist entry.
+// Rule is one parsed allowlist entry: "[!][METHOD[,METHOD...] ]host[:port][/path-prefix]".
 //
 // Host rules match that exact name. Wildcard rules ("*.example.com") match
 // every name below the suffix at any depth (a.example.com, a.b.example.com)
@@ -30,6 +35,12 @@ const (
 // (an IPv4 literal or a bracketed IPv6 literal) match requests for that
 // literal address and also allow a name to resolve to it (see Rules.NamesAddr).
 // Every rule has exactly one port.
+//
+// A rule that names methods or a path prefix is about requests, not
+// connections: the proxy must read each request to apply it, so it
+// terminates TLS for the host (see Rules.Conn and Rules.Request). A deny
+// rule ("!") wins over every allow rule: "!host" refuses the host outright,
+// "!GET host/admin" refuses those requests only.
 type Rule struct {
 	// Host is the lower-case name without a trailing dot; for a wildcard rule,
 	// the suffix after "*.". Empty for an address rule.
@@ -38,26 +49,56 @@ type Rule struct {
 	// Addr is the address of an address rule (IPv4-mapped IPv6 unmapped).
 	Addr netip.Addr
 	Port uint16
+	// Deny makes the rule refuse what it matches, whatever allows it.
+	Deny bool
+	// Methods are the request methods the rule is about, upper case,
+	// sorted, comma-separated ("GET,HEAD"); "" is every method.
+	Methods string
+	// Path is the prefix of the request path the rule is about ("" is
+	// every path). It is a plain prefix of the decoded path: end it with
+	// "/" to mean a directory and what is below it.
+	Path string
 }
 
 // String is the rule's canonical form: "host:port", "*.suffix:port",
-// "1.2.3.4:port" or "[v6]:port".
+// "1.2.3.4:port" or "[v6]:port", after "!" and the methods and before the
+// path when the rule has them.
 func (r Rule) String() string {
 	p := strconv.Itoa(int(r.Port))
+	var hp string
 	switch {
 	case r.Addr.IsValid():
-		return netip.AddrPortFrom(r.Addr, r.Port).String()
+		hp = netip.AddrPortFrom(r.Addr, r.Port).String()
 	case r.Wildcard:
-		return "*." + r.Host + ":" + p
+		hp = "*." + r.Host + ":" + p
 	default:
-		return r.Host + ":" + p
+		hp = r.Host + ":" + p
 	}
+	if !r.Deny && r.Methods == "" && r.Path == "" {
+		return hp
+	}
+	var b strings.Builder
+	if r.Deny {
+		b.WriteByte('!')
+	}
+	if r.Methods != "" {
+		b.WriteString(r.Methods)
+		b.WriteByte(' ')
+	}
+	b.WriteString(hp)
+	b.WriteString(r.Path)
+	return b.String()
 }
 
-// ParseRule parses "host[:port]": an exact DNS name, "*.suffix", an IPv4
-// literal or a bracketed IPv6 literal, optionally followed by a port
-// (DefaultPort otherwise). Names are case-insensitive and one trailing dot
-// is ignored.
+// Requests reports whether the rule is about requests (it names methods or
+// a path), so that applying it needs the proxy to read them.
+func (r Rule) Requests() bool { return r.Methods != "" || r.Path != "" }
+
+// ParseRule parses "[!][METHOD[,METHOD...] ]host[:port][/path-prefix]": the
+// host an exact DNS name, "*.suffix", an IPv4 literal or a bracketed IPv6
+// literal, optionally followed by a port (DefaultPort otherwise). Names are
+// case-insensitive and one trailing dot is ignored; so are methods. Every
+// entry without "!", methods or a path parses as it always did.
 func ParseRule(s string) (Rule, error) {
 	r, err := parseRule(s)
 	if err != nil {
@@ -67,14 +108,36 @@ func ParseRule(s string) (Rule, error) {
 }
 
 func parseRule(s string) (Rule, error) {
-	h, port, err := splitHostPort(s, DefaultPort)
+	if len(s) > MaxRuleLen {
+		return Rule{}, fmt.Errorf("rule is %d bytes long, more than %d", len(s), MaxRuleLen)
+	}
+	var r Rule
+	rest := s
+	if after, ok := strings.CutPrefix(rest, "!"); ok {
+		r.Deny, rest = true, after
+	}
+	if i := strings.IndexByte(rest, ' '); i >= 0 {
+		m, err := parseMethods(rest[:i])
+		if err != nil {
+			return Rule{}, err
+		}
+		r.Methods, rest = m, rest[i+1:]
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		if err := checkRulePath(rest[i:]); err != nil {
+			return Rule{}, err
+		}
+		r.Path, rest = rest[i:], rest[:i]
+	}
+	h, port, err := splitHostPort(rest, DefaultPort)
 	if err != nil {
 		return Rule{}, err
 	}
 	if h.wildcard && h.addr.IsValid() {
 		return Rule{}, errors.New("a wildcard matches names, not addresses")
 	}
-	return Rule{Host: h.name, Wildcard: h.wildcard, Addr: h.addr, Port: port}, nil
+	r.Host, r.Wildcard, r.Addr, r.Port = h.name, h.wildcard, h.addr, port
+	return r, nil
 }
 
 // host is a validated host part: either a name or an address.
@@ -216,6 +279,10 @@ type Rules struct {
 	exact map[namePort]string
 	wild  map[namePort]string // keyed by suffix
 	addrs map[netip.AddrPort]string
+	// requests are the allow rules with methods or a path, deny the deny
+	// rules: few, so they are scanned.
+	requests []Rule
+	deny     []Rule
 }
 
 type namePort struct {
@@ -231,33 +298,30 @@ func ParseRules(rules []string) (*Rules, error) {
 		wild:  map[namePort]string{},
 		addrs: map[netip.AddrPort]string{},
 	}
+	seen := map[string]bool{}
 	for i, s := range rules {
 		r, err := parseRule(s)
 		if err != nil {
 			return nil, fmt.Errorf("rule %d (%.80q): %w", i+1, s, err)
 		}
 		str := r.String()
-		var m map[namePort]string
-		switch {
-		case r.Addr.IsValid():
-			ap := netip.AddrPortFrom(r.Addr, r.Port)
-			if _, dup := rs.addrs[ap]; dup {
-				continue
-			}
-			rs.addrs[ap] = str
-			rs.list = append(rs.list, r)
-			continue
-		case r.Wildcard:
-			m = rs.wild
-		default:
-			m = rs.exact
-		}
-		k := namePort{r.Host, r.Port}
-		if _, dup := m[k]; dup {
+		if seen[str] {
 			continue
 		}
-		m[k] = str
+		seen[str] = true
 		rs.list = append(rs.list, r)
+		switch {
+		case r.Deny:
+			rs.deny = append(rs.deny, r)
+		case r.Requests():
+			rs.requests = append(rs.requests, r)
+		case r.Addr.IsValid():
+			rs.addrs[netip.AddrPortFrom(r.Addr, r.Port)] = str
+		case r.Wildcard:
+			rs.wild[namePort{r.Host, r.Port}] = str
+		default:
+			rs.exact[namePort{r.Host, r.Port}] = str
+		}
 	}
 	return rs, nil
 }
@@ -279,6 +343,14 @@ func (rs *Rules) Len() int {
 	return len(rs.list)
 }
 
+// List returns the rules, in the order given.
+func (rs *Rules) List() []Rule {
+	if rs == nil {
+		return nil
+	}
+	return append([]Rule(nil), rs.list...)
+}
+
 // Strings returns the rules in canonical form, in the order given.
 func (rs *Rules) Strings() []string {
 	if rs == nil {
@@ -295,14 +367,25 @@ func (rs *Rules) Strings() []string {
 // be a name (any case, one trailing dot ignored), an IPv4 literal or an IPv6
 // literal with or without brackets. An exact rule wins over a wildcard, and
 // a longer wildcard suffix over a shorter one.
+//
+// Match is about connections (see Conn): a host that only rules with
+// methods or a path allow matches the first of them, and a host a "!host"
+// rule refuses matches nothing.
 func (rs *Rules) Match(host string, port int) (rule string, ok bool) {
+	v := rs.Conn(host, port)
+	return v.Rule, v.Allowed
+}
+
+// matchHost is Match over the rules about whole hosts.
+func (rs *Rules) matchHost(host string, port int) (rule string, ok bool) {
 	if rs == nil || port < 1 || port > 65535 {
 		return "", false
 	}
 	h := strings.TrimSuffix(strings.ToLower(host), ".")
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	if a, err := netip.ParseAddr(h); err == nil {
-		return rs.NamesAddr(netip.AddrPortFrom(a, uint16(port)))
+		r, ok := rs.addrs[netip.AddrPortFrom(a.WithZone("").Unmap(), uint16(port))]
+		return r, ok
 	}
 	p := uint16(port)
 	if r, ok := rs.exact[namePort{h, p}]; ok {

@@ -64,7 +64,8 @@ func TestParseRuleErrors(t *testing.T) {
 		{"foo*.example.com", `"*" is only allowed`},
 		{"a.*.example.com", `"*" is only allowed`},
 		{"*.10.0.0.1", "wildcard matches names"},
-		{"exa mple.com", "characters"},
+		{"exa mple.com", "not an HTTP method"},
+		{"a.com b.com", "not an HTTP method"},
 		{"example.com\n", "characters"},
 		{"exämple.com", "characters"},
 		{"under_score.com", "letters, digits"},
@@ -209,7 +210,7 @@ func TestNamesAddr(t *testing.T) {
 }
 
 func FuzzParseRule(f *testing.F) {
-	for _, s := range []string{"a.com", "*.a.com:80", "[::1]:443", "1.2.3.4", "a..b", "[", "*.", "x:0"} {
+	for _, s := range []string{"a.com", "*.a.com:80", "[::1]:443", "1.2.3.4", "a..b", "[", "*.", "x:0", "!GET a.com/x", "GET,POST *.a.b:80/", "!a.b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -221,6 +222,18 @@ func FuzzParseRule(f *testing.F) {
 		again, err := ParseRule(r.String())
 		if err != nil || again != r {
 			t.Fatalf("ParseRule(%q) = %v, but its form %q parses to %v, %v", s, r, r.String(), again, err)
+		}
+		if r.Deny || r.Requests() {
+			// About requests: the connection is allowed only without "!".
+			v := MustParseRules(s).Conn(matchName(r), int(r.Port))
+			wantRule := r.String()
+			if r.Deny && r.Requests() {
+				wantRule = "" // only takes away from requests no rule allows
+			}
+			if v.Allowed == r.Deny || v.Requests != r.Requests() || v.Rule != wantRule {
+				t.Fatalf("rule %q: Conn = %+v", s, v)
+			}
+			return
 		}
 		rs := MustParseRules(s)
 		h := r.Host
@@ -234,4 +247,15 @@ func FuzzParseRule(f *testing.F) {
 			t.Fatalf("rule %q does not match %s:%d (got %q)", s, h, r.Port, got)
 		}
 	})
+}
+
+// matchName is a name rule r matches.
+func matchName(r Rule) string {
+	switch {
+	case r.Addr.IsValid():
+		return r.Addr.String()
+	case r.Wildcard:
+		return "x." + r.Host
+	}
+	return r.Host
 }

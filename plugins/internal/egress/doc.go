@@ -8,6 +8,14 @@
 // with the address dialed next to the name asked for — including requests
 // Go's HTTP server answers itself before any handler runs (reject.go).
 //
+// For hosts a credential goes to, or an entry about requests (methods, a
+// path) names, the proxy terminates the bottle's TLS with a leaf of the
+// bottle's own CA (ca.go) and reads each request (intercept.go): it judges
+// it by the rules, puts the credentials of that host on it and audits each
+// injection, and audits every placeholder of another credential it sees
+// (the request goes on unchanged); see inject.go. Every other CONNECT is a
+// plain tunnel, untouched, whose contents the proxy cannot see.
+//
 // The rules live in a JSON file (RulesFile) that a Watcher re-reads while the
 // proxy runs, so an approved request takes effect for the next connection.
 //

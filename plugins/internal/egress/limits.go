@@ -108,7 +108,8 @@ func (l *limits) write(identity string, events *EventLog, ev Event) error {
 	n := l.dropped
 	l.dropped = 0
 	// Close enough to the encoded size, and cheaper than encoding twice.
-	size := int64(160 + len(ev.Host) + len(ev.Reason) + len(ev.Rule) + len(ev.Method) + len(ev.Identity))
+	size := int64(160 + len(ev.Host) + len(ev.Reason) + len(ev.Rule) + len(ev.Method) + len(ev.Identity) +
+		len(ev.Path) + len(ev.Kind) + len(ev.Credential))
 	l.logBytes += size
 	if !ev.Allowed {
 		l.refusedBytes += size

@@ -3,6 +3,7 @@ package egress
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +80,16 @@ type Config struct {
 	// networks, so that no bottle reaches another through it. It holds
 	// with AllowOwnHost too.
 	Reserved func(netip.Addr) (string, bool)
+	// CA is the bottle's own CA, for the hosts whose TLS the proxy
+	// terminates: those a credential goes to and those a rule about
+	// requests (methods, a path, a deny rule with either) names. nil:
+	// nothing is terminated, and New refuses Credentials and such rules.
+	CA *CA
+	// Credentials are put on the wire for the bottle (see Credential).
+	Credentials []Credential
+	// UpstreamRoots verify the upstreams of terminated connections; nil
+	// is the system's roots. Tests give their own CA.
+	UpstreamRoots *x509.CertPool
 }
 
 // Proxy is an allowlisting HTTP forward proxy for one bottle. It is an
@@ -103,6 +114,14 @@ type Proxy struct {
 	limits *limits
 	// refusals are each bottle's recent refusals, for `bottle egress`.
 	refusals *refusalLog
+	// ca, creds, upstreamRoots: see Config.
+	ca            *CA
+	creds         *credentials
+	upstreamRoots *x509.CertPool
+	// terminated counts the terminated connections open, up to
+	// maxTerminated (see intercept.go).
+	terminated    atomic.Int32
+	maxTerminated int32
 
 	mu      sync.Mutex
 	tunnels map[*tunnel]struct{}
@@ -117,25 +136,44 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Events == nil {
 		return nil, errors.New("egress proxy: no event log")
 	}
+	creds, err := newCredentials(cfg.Credentials)
+	if err != nil {
+		return nil, fmt.Errorf("egress proxy: %w", err)
+	}
+	if cfg.CA == nil {
+		if len(cfg.Credentials) > 0 {
+			return nil, errors.New("egress proxy: credentials need the bottle's CA (Config.CA), to terminate TLS for their hosts")
+		}
+		if r, ok := firstRequestRule(cfg.Rules); ok {
+			return nil, fmt.Errorf("egress proxy: rule %s is about requests, which the proxy reads only with the bottle's CA (Config.CA); none is set", r)
+		}
+	}
 	p := &Proxy{
-		identity:     cfg.Identity,
-		events:       cfg.Events,
-		resolver:     cfg.Resolver,
-		log:          cfg.Log,
-		dialTimeout:  cfg.DialTimeout,
-		idleTimeout:  cfg.IdleTimeout,
-		tunnels:      map[*tunnel]struct{}{},
-		dialContext:  ownHostDialer(cfg.AllowOwnHost, cfg.Reserved),
-		allowOwnHost: cfg.AllowOwnHost,
-		reserved:     cfg.Reserved,
-		limits:       newLimits(cfg.LogSize),
-		refusals:     newRefusalLog(),
+		identity:      cfg.Identity,
+		events:        cfg.Events,
+		resolver:      cfg.Resolver,
+		log:           cfg.Log,
+		dialTimeout:   cfg.DialTimeout,
+		idleTimeout:   cfg.IdleTimeout,
+		tunnels:       map[*tunnel]struct{}{},
+		dialContext:   ownHostDialer(cfg.AllowOwnHost, cfg.Reserved),
+		allowOwnHost:  cfg.AllowOwnHost,
+		reserved:      cfg.Reserved,
+		limits:        newLimits(cfg.LogSize),
+		refusals:      newRefusalLog(),
+		ca:            cfg.CA,
+		creds:         creds,
+		upstreamRoots: cfg.UpstreamRoots,
+		maxTerminated: maxTerminated,
 	}
 	if p.resolver == nil {
 		p.resolver = net.DefaultResolver
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
+	}
+	if len(creds.list) > 0 {
+		p.log = slog.New(scrubHandler{h: p.log.Handler(), cs: creds})
 	}
 	if p.dialTimeout <= 0 {
 		p.dialTimeout = DefaultDialTimeout
@@ -272,6 +310,8 @@ type decision struct {
 	message string // one line, for the client
 	addrs   []netip.AddrPort
 	dialed  string // the address connected to, once it is
+	path    string // the request's path, for a request the proxy read
+	ask     string // the line that asks for what was refused, if any
 }
 
 // decide checks t against the rules, resolves it and vets the addresses.
@@ -279,8 +319,17 @@ type decision struct {
 // reaches DNS.
 func (p *Proxy) decide(ctx context.Context, t target) decision {
 	rules := p.rules.Load()
-	rule, ok := rules.Match(t.host(), int(t.port))
-	if !ok {
+	v := rules.Conn(t.host(), int(t.port))
+	rule := v.Rule
+	if !v.Allowed && v.Rule != "" {
+		return decision{
+			status:  http.StatusForbidden,
+			rule:    v.Rule,
+			reason:  "denied by rule " + v.Rule,
+			message: fmt.Sprintf("egress to %s refused: denied by rule %s of bottle %s", t, v.Rule, p.identity),
+		}
+	}
+	if !v.Allowed {
 		return decision{
 			status: http.StatusForbidden,
 			reason: "not in the allowlist",
@@ -318,6 +367,13 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 	seen := map[netip.AddrPort]bool{}
 	for _, ip := range ips {
 		ap := netip.AddrPortFrom(ip.WithZone("").Unmap(), t.port)
+		if deny, ok := rules.DeniesAddr(ap); ok {
+			d.status = http.StatusForbidden
+			d.rule = deny
+			d.reason = fmt.Sprintf("resolves to %s, denied by rule %s", ap.Addr(), deny)
+			d.message = fmt.Sprintf("egress to %s refused: %s resolves to %s, which rule %s of bottle %s denies", t, t.name, ap.Addr(), deny, p.identity)
+			return d
+		}
 		if kind, bad := egressrule.Unsafe(ip); bad {
 			if _, named := rules.NamesAddr(ap); !named {
 				d.status = http.StatusForbidden
@@ -348,6 +404,7 @@ func (p *Proxy) record(t target, method string, d decision) decision {
 		Reason:   d.reason,
 		Method:   method,
 		Addr:     d.dialed,
+		Path:     d.path,
 	}
 	if !d.allowed {
 		p.noteRefusal(p.identity, t, method, d)
@@ -460,7 +517,31 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := connectContext(r)
-	upstream, d := p.open(ctx, t, r.Method)
+	p.placeholdersInTarget(t, r.Method)
+	terminate, why := p.terminates(t)
+	if terminate && p.ca == nil {
+		d := decision{
+			status:  http.StatusForbidden,
+			reason:  "needs TLS termination, and the proxy has no CA",
+			message: fmt.Sprintf("egress to %s refused: %s makes the proxy read its requests, and this proxy has no CA for bottle %s", t, why, p.identity),
+		}
+		p.refuse(w, r, p.record(t, r.Method, d), true)
+		return
+	}
+	if terminate {
+		if n := p.terminated.Add(1); n > p.maxTerminated {
+			p.terminated.Add(-1)
+			d := decision{
+				status:  http.StatusServiceUnavailable,
+				reason:  "too many terminated connections",
+				message: fmt.Sprintf("egress to %s refused: bottle %s already has %d connections open whose requests the proxy reads; close some first", t, p.identity, p.maxTerminated),
+			}
+			p.refuse(w, r, p.record(t, r.Method, d), true)
+			return
+		}
+		defer p.terminated.Add(-1)
+	}
+	upstream, d := p.open(ctx, t, r.Method, "")
 	if upstream == nil {
 		// Close: a client may already have sent bytes meant for the tunnel.
 		p.refuse(w, r, d, true)
@@ -478,6 +559,12 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	// The server's header deadline must not cut the tunnel.
 	client.SetDeadline(time.Time{})
+	if terminate {
+		if err := p.intercept(ctx, client, brw, upstream, t); err != nil {
+			p.log.Debug("terminated CONNECT ended", "target", t.String(), "error", err)
+		}
+		return
+	}
 	if err := p.startTunnel(client, brw, upstream); err != nil {
 		p.log.Debug("tunnel ended", "target", t.String(), "error", err)
 	}
@@ -486,8 +573,9 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 // open decides t, connects to the first vetted address that answers and
 // records the attempt with the address dialed. It returns the upstream
 // connection, or nil and the refusal to send.
-func (p *Proxy) open(ctx context.Context, t target, method string) (net.Conn, decision) {
+func (p *Proxy) open(ctx context.Context, t target, method, path string) (net.Conn, decision) {
 	d := p.decide(ctx, t)
+	d.path = path
 	if !d.allowed {
 		return nil, p.record(t, method, d)
 	}
@@ -559,8 +647,25 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	// do while still reading the answer. A client that is really gone
 	// ends the forward when writing to it fails.
 	ctx := connectContext(r)
-	upstream, d := p.open(ctx, t, r.Method)
+	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
+		if d, bad := p.checkUpgrade(t, r); bad {
+			p.refuse(w, r, d, true)
+			return
+		}
+		if d, ok := p.checkRequest(t, r); !ok {
+			p.refusedPlaceholders(t, r)
+			p.refuse(w, r, d, false)
+			return
+		}
+	}
+	upstream, d := p.open(ctx, t, r.Method, eventPath(r))
 	if upstream == nil {
+		p.refusedPlaceholders(t, r)
+		p.refuse(w, r, d, false)
+		return
+	}
+	if _, d, ok := p.prepare(t, r, d.rule, false); !ok {
+		upstream.Close()
 		p.refuse(w, r, d, false)
 		return
 	}
@@ -634,8 +739,9 @@ func (p *Proxy) forwardError(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		return // the client went away
 	}
-	p.log.Warn("forward", "target", v.target.String(), "error", err)
-	p.reply(w, http.StatusBadGateway, fmt.Sprintf("egress to %s failed: %s", v.target, oneLine(err)), false)
+	msg := p.scrubError(err)
+	p.log.Warn("forward", "target", v.target.String(), "error", msg)
+	p.reply(w, http.StatusBadGateway, fmt.Sprintf("egress to %s failed: %s", v.target, msg), false)
 }
 
 // dial connects to the first of addrs that answers, within the dial timeout.
@@ -658,3 +764,13 @@ func (p *Proxy) dial(ctx context.Context, addrs []netip.AddrPort) (net.Conn, err
 
 // oneLine keeps an error message to one line for headers, bodies and events.
 func oneLine(err error) string { return render.Bounded(render.Error(err), 300) }
+
+// firstRequestRule returns the first rule of rs that is about requests.
+func firstRequestRule(rs *egressrule.Rules) (string, bool) {
+	for _, r := range rs.List() {
+		if r.Requests() {
+			return r.String(), true
+		}
+	}
+	return "", false
+}

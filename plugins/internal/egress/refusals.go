@@ -48,7 +48,7 @@ func (l *refusalLog) add(identity string, r Refusal) {
 	r.Time, r.FirstTime, r.Count = now, now, 1
 	list := l.by[identity]
 	for i, old := range list {
-		if old.Host == r.Host && old.Port == r.Port && old.Reason == r.Reason {
+		if old.Host == r.Host && old.Port == r.Port && old.Reason == r.Reason && old.Method == r.Method && old.Path == r.Path {
 			r.FirstTime, r.Count = old.FirstTime, old.Count+1
 			list = append(list[:i], list[i+1:]...)
 			break
@@ -77,6 +77,9 @@ func (l *refusalLog) allowedNow(identity string, rs *egressrule.Rules) {
 		if _, ok := rs.Match(r.Host, r.Port); ok && r.Reason == reasonNotAllowed {
 			continue
 		}
+		if r.Reason == egressrule.ReasonNoRequest && rs.Request(r.Host, r.Port, r.Method, r.Path).Allowed {
+			continue
+		}
 		list = append(list, r)
 	}
 	l.by[identity] = list
@@ -91,9 +94,12 @@ func (l *refusalLog) forget(identity string) {
 
 // noteRefusal is the hook where the proxy records a refused attempt.
 func (p *Proxy) noteRefusal(identity string, t target, method string, d decision) {
-	r := Refusal{Host: t.host(), Port: int(t.port), Method: method, Status: d.status, Reason: d.reason, Message: d.message}
+	r := Refusal{Host: t.host(), Port: int(t.port), Method: method, Path: d.path, Status: d.status, Reason: d.reason, Message: d.message}
 	if d.rule == "" && d.reason == reasonNotAllowed {
 		r.Ask = fmt.Sprintf("bottle request egress %s --reason WHY", t)
+	}
+	if d.ask != "" {
+		r.Ask = d.ask
 	}
 	p.refusals.add(identity, r)
 }
