@@ -74,6 +74,18 @@ type Reply struct {
 	Pending int `json:"pending,omitempty"`
 }
 
+// CheckRules refuses what this proxy cannot enforce: a rule about requests
+// (methods, paths) needs a proxy that terminates the bottle's TLS with its
+// own CA, and this one does not.
+func CheckRules(rs *egressrule.Rules) error {
+	for _, r := range rs.List() {
+		if r.Requests() {
+			return fmt.Errorf("rule %s is about requests (methods or paths), which the kubernetes backend's proxy cannot read (it does not terminate TLS); allow the host[:port] instead, or use the docker backend", r)
+		}
+	}
+	return nil
+}
+
 // Pending is the events waiting for collection, each one JSON line, with
 // sequence numbers so that a collector acknowledges exactly what it wrote.
 type Pending struct {
@@ -188,6 +200,13 @@ func New(identity string, log *slog.Logger) (*Server, error) {
 func (s *Server) Do(req Request) Reply {
 	switch req.Op {
 	case OpSetup, OpRules:
+		rs, err := egress.ParseRulesFile(req.Rules, s.identity)
+		if err == nil {
+			err = CheckRules(rs)
+		}
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
 		if req.Op == OpSetup {
 			a, err := netip.ParseAddr(req.Peer)
 			if err != nil {
@@ -195,10 +214,6 @@ func (s *Server) Do(req Request) Reply {
 			}
 			a = a.Unmap()
 			s.peer.Store(&a)
-		}
-		rs, err := egress.ParseRulesFile(req.Rules, s.identity)
-		if err != nil {
-			return Reply{Error: err.Error()}
 		}
 		s.Proxy.SetRules(rs)
 		s.log.Info("egress rules set", "rules", rs.Len())

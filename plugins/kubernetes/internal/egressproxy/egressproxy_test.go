@@ -75,6 +75,18 @@ func TestPeerOnly(t *testing.T) {
 	if status, _ := ask(t, addr, "blocked.invalid:443"); status != 0 {
 		t.Fatalf("before setup the proxy answered %d; it must answer no one", status)
 	}
+	// A rule about requests needs TLS termination, which this proxy does
+	// not do: refused, and the setup leaves no peer.
+	reqRules, err := egress.EncodeRulesFile("bottle-aaaaa", []string{"GET allowed.invalid/repos/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := s.Do(Request{Op: OpSetup, Peer: "127.0.0.1", Rules: reqRules}); !strings.Contains(rep.Error, "about requests") {
+		t.Fatalf("a request rule: %+v, want it refused", rep)
+	}
+	if status, _ := ask(t, addr, "blocked.invalid:443"); status != 0 {
+		t.Fatalf("a refused setup set the peer (%d)", status)
+	}
 	rules, _ := egress.EncodeRulesFile("bottle-aaaaa", []string{"allowed.invalid:443"})
 	if rep := s.Do(Request{Op: OpSetup, Peer: "10.1.2.3", Rules: rules}); rep.Error != "" {
 		t.Fatal(rep.Error)

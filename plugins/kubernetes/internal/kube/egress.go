@@ -222,6 +222,9 @@ func (b *Backend) UpdateEgress(ctx context.Context, h sdk.Handle, rules []string
 	if hd.ProxyIP == "" {
 		return fmt.Errorf("kubernetes: update egress of %s: it was launched with an empty allowlist and has no network at all; the new allowlist applies from its next resume: %w", h.Identity, sdk.ErrNotSupported)
 	}
+	if err := checkEgress(sdk.Spec{Egress: rules}); err != nil {
+		return fmt.Errorf("kubernetes: update egress of %s: %w", h.Identity, err)
+	}
 	data, err := egress.EncodeRulesFile(h.Identity, rules)
 	if err != nil {
 		return fmt.Errorf("kubernetes: update egress of %s: %w", h.Identity, err)
@@ -248,7 +251,11 @@ func checkEgress(spec sdk.Spec) error {
 	if len(spec.Egress) == 0 {
 		return nil
 	}
-	if _, err := egressrule.ParseRules(spec.Egress); err != nil {
+	rs, err := egressrule.ParseRules(spec.Egress)
+	if err == nil {
+		err = egressproxy.CheckRules(rs)
+	}
+	if err != nil {
 		return fmt.Errorf("kubernetes: egress allowlist: %w", err)
 	}
 	if spec.EgressLog != "" {
