@@ -60,7 +60,7 @@ func TestEgressAllowlist(t *testing.T) {
 	allowed, approved := up+":8080", up+":8081"
 	spec := sdk.Spec{Identity: id, Agent: e.agent("egress"), Command: []string{"sleep", "600"},
 		Egress: []string{allowed}, EgressLog: logPath, Detach: true,
-		Env: map[string]string{"HTTP_PROXY": "http://not-the-proxy.invalid:1"}}
+		Env: map[string]string{"HTTP_PROXY": "http://not-the-proxy.invalid:1", "BB_TEST_SECRET": "s3cr3t-" + e.runID}}
 	plan, err := be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +142,11 @@ func TestEgressAllowlist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The proxy's pod and the handle hold no passed-through value.
+	ppJSON, _ := json.Marshal(pp)
+	if strings.Contains(string(ppJSON), "s3cr3t-"+e.runID) || strings.Contains(string(h.Data), "s3cr3t-"+e.runID) {
+		t.Fatalf("a passed-through secret is in the proxy pod or the handle")
+	}
 	stranger := "bb-stranger-" + e.runID
 	e.runPod(t, stranger, []string{"sh", "-c", "printf 'GET http://" + allowed + "/ HTTP/1.1\\r\\nHost: " + allowed + "\\r\\n\\r\\n' | nc -w 5 " + pp.Status.PodIP + " 3128; echo done"})
 	if logs := e.podLogs(t, stranger); strings.Contains(logs, "hello-allowed") || strings.Contains(logs, "HTTP/1.1") {
@@ -171,6 +176,9 @@ func TestEgressAllowlist(t *testing.T) {
 	evs = readEgress(t, logPath)
 	if !hasEvent(evs, up, 8081, true, approved) {
 		t.Fatalf("the audit lacks the approved connection, collected at stop: %+v", evs)
+	}
+	if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "s3cr3t-"+e.runID) {
+		t.Fatal("a passed-through secret is in the egress audit")
 	}
 	for _, ev := range evs {
 		if ev.Identity != id || ev.Time == "" {
