@@ -37,9 +37,14 @@ func BenchmarkStartToFirstOutput(b *testing.B) {
 	b.ReportMetric(float64(bottle)/float64(kube), "ratio")
 }
 
-func bottleFirstOutput(b *testing.B, e *env, be sdk.Backend, i int) time.Duration {
+func bottleFirstOutput(b *testing.B, e *env, be sdk.Backend, i int, egress ...string) time.Duration {
 	ctx := context.Background()
-	spec := sdk.Spec{Identity: fmt.Sprintf("bench-%s-%d", e.runID, i), Agent: e.agent("bench"), Command: []string{"echo", "ready"}}
+	spec := sdk.Spec{Identity: fmt.Sprintf("bench-%s-%d", e.runID, i), Agent: e.agent("bench"), Command: []string{"echo", "ready"}, Egress: egress}
+	if len(egress) > 0 {
+		spec.Identity = fmt.Sprintf("bench-eg-%s-%d", e.runID, i)
+		dir := b.TempDir()
+		spec.EgressLog = dir + "/" + spec.Identity + ".jsonl"
+	}
 	t0 := time.Now()
 	plan, err := be.Prepare(ctx, spec)
 	if err != nil {
@@ -99,6 +104,26 @@ func (w *firstWrite) Write(p []byte) (int, error) {
 		})
 	}
 	return len(p), nil
+}
+
+// BenchmarkStartWithEgress measures a bottle with an allowlist from its
+// start to its first output (its proxy pod first, the agent pod's
+// lockdown, the proxy's setup), against
+// the same bottle with no allowlist in the same run; ratio is
+// egress/none.
+func BenchmarkStartWithEgress(b *testing.B) {
+	e := newEnv(b)
+	be := backendtest.Start(b, e.pluginBin, e.configEnv()...)
+	bottleFirstOutput(b, e, be, 0, "example.invalid:443")
+	bottleFirstOutput(b, e, be, 0)
+	var with, without time.Duration
+	for i := 0; i < b.N; i++ {
+		with += bottleFirstOutput(b, e, be, i+1, "example.invalid:443")
+		without += bottleFirstOutput(b, e, be, i+1)
+	}
+	b.ReportMetric(float64(with.Milliseconds())/float64(b.N), "egress-ms")
+	b.ReportMetric(float64(without.Milliseconds())/float64(b.N), "none-ms")
+	b.ReportMetric(float64(with)/float64(without), "ratio")
 }
 
 // BenchmarkAttachRoundTrip measures a line sent to an attached agent

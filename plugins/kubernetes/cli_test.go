@@ -137,6 +137,10 @@ func (e *env) objectsOf(t *testing.T, agent string) []string {
 	for _, c := range pvcs.Items {
 		out = append(out, "volume claim "+c.Name)
 	}
+	nps, _ := e.cs.NetworkingV1().NetworkPolicies("default").List(ctx, sel)
+	for _, np := range nps.Items {
+		out = append(out, "network policy "+np.Name)
+	}
 	return out
 }
 

@@ -21,7 +21,7 @@ func TestConformance(t *testing.T) {
 		NewInHome: func(t testing.TB, home string) sdk.Backend {
 			return backendtest.Start(t, e.pluginBin, e.configEnv(sdk.EnvHomeID+"="+home)...)
 		},
-		Egress:    backendtest.EgressNoNetwork,
+		Egress:    backendtest.EgressEnforced,
 		Hardening: &backendtest.Hardening{NoNewPrivs: true, NoCapabilities: true, NonRoot: true, UID: "4242"},
 	})
 }

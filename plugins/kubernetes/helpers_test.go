@@ -143,8 +143,10 @@ func (e *env) buildAgentImage(t testing.TB) string {
 	if err := os.WriteFile(filepath.Join(dir, "busybox"), bb, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	mustRunEnv(t, []string{"CGO_ENABLED=0"}, "go", "build", "-o", filepath.Join(dir, "probe"), "./testdata/probe")
 	df := `FROM scratch
 COPY busybox /bin/busybox
+COPY probe /bin/probe
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 RUN ["/bin/busybox", "sh", "-c", "mkdir -p /tmp /home/agent /workspace && chmod 1777 /tmp && chown 4242:4242 /home/agent /workspace && echo agent:x:4242:4242::/home/agent:/bin/sh > /etc/passwd"]
 ENV PATH=/bin HOME=/home/agent
@@ -219,6 +221,13 @@ func (e *env) leftovers(ctx context.Context, id string) ([]string, error) {
 	}
 	for _, s := range secs.Items {
 		out = append(out, "secret "+s.Name)
+	}
+	nps, err := e.cs.NetworkingV1().NetworkPolicies("default").List(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	for _, np := range nps.Items {
+		out = append(out, "network policy "+np.Name)
 	}
 	pvcs, err := e.cs.CoreV1().PersistentVolumeClaims("default").List(ctx, sel)
 	if err != nil {

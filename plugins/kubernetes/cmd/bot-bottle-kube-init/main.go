@@ -5,9 +5,14 @@
 // (the init container alone has NET_ADMIN, so the agent cannot bring them
 // back, whatever the cluster's CNI does or does not enforce). The agent's
 // container then runs it as a gate in front of the agent, and the plugin
-// runs it through exec to copy files in and out of the bottle.
+// runs it through exec to copy files in and out of the bottle. For a bottle
+// with an allowlist the init container leaves the pod one way out, to the
+// bottle's egress proxy (package podnet), and the proxy's pod runs this same
+// binary as the proxy (package egressproxy).
 //
-//	kube-init install DIR [--net-off] [--open-dir DIR]...
+//	kube-init install DIR [--net-off | --egress-via IP] [--open-dir DIR]...
+//	kube-init egress-proxy serve --identity ID [--audit]   the bottle's proxy, in its own pod (--audit: keep events for collection)
+//	kube-init egress-proxy setup --peer IP <RULES | rules <RULES | collect | ack SEQ   its control (exec)
 //	kube-init gate -- CMD...   hold CMD until an attach opens the gate (package gate), then exec it
 //	kube-init run DIR -- CMD...  exec CMD in DIR (exec has no working directory)
 //	kube-init bye              release the gate held after the agent's end (pipe mode)
@@ -17,15 +22,20 @@ package main
 
 import (
 	"archive/tar"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,7 +43,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/egressproxy"
 	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/gate"
+	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/podnet"
 )
 
 // ExitNotFound is tar's exit code for a path that does not exist.
@@ -49,6 +61,8 @@ func main() {
 		err = install(os.Args[2:])
 	case "gate":
 		err = holdGate(os.Args[2:])
+	case "egress-proxy":
+		err = egressProxy(os.Args[2:])
 	case "run":
 		if len(os.Args) < 5 || os.Args[3] != "--" {
 			fail("usage: kube-init run DIR -- CMD...")
@@ -95,11 +109,22 @@ func install(args []string) error {
 	}
 	dir := args[0]
 	netOff := false
+	var via netip.Addr
 	var open []string
 	for i := 1; i < len(args); i++ {
 		switch args[i] {
 		case "--net-off":
 			netOff = true
+		case "--egress-via":
+			if i+1 >= len(args) {
+				return errors.New("--egress-via needs the proxy's address")
+			}
+			a, err := netip.ParseAddr(args[i+1])
+			if err != nil {
+				return fmt.Errorf("--egress-via: %w", err)
+			}
+			via = a
+			i++
 		case "--open-dir":
 			if i+1 >= len(args) {
 				return errors.New("--open-dir needs a directory")
@@ -123,10 +148,77 @@ func install(args []string) error {
 			return err
 		}
 	}
-	if netOff {
+	switch {
+	case netOff && via.IsValid():
+		return errors.New("--net-off and --egress-via exclude each other")
+	case netOff:
 		return interfacesDown()
+	case via.IsValid():
+		res, err := podnet.RestrictTo(via)
+		if err != nil {
+			return fmt.Errorf("leave the pod only its egress proxy: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "kube-init: %s: only %s (next hop %s) is reachable\n", res.Link, res.Proxy, res.MAC)
+		return nil
 	}
 	return nil
+}
+
+// egressProxy runs the bottle's proxy (serve) or speaks to it (the rest).
+func egressProxy(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: kube-init egress-proxy serve|setup|rules|collect|ack ...")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var req egressproxy.Request
+	switch args[0] {
+	case "serve":
+		audit := len(args) == 4 && args[3] == "--audit"
+		if (len(args) != 3 && !audit) || args[1] != "--identity" {
+			return errors.New("usage: kube-init egress-proxy serve --identity ID [--audit]")
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", egressproxy.Port))
+		if err != nil {
+			return err
+		}
+		sctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+		defer stop()
+		log.Info("egress proxy listening", "addr", ln.Addr().String(), "identity", args[2])
+		return egressproxy.Serve(sctx, args[2], audit, ln, log)
+	case "setup", "rules":
+		req.Op = args[0]
+		if args[0] == "setup" {
+			if len(args) != 3 || args[1] != "--peer" {
+				return errors.New("usage: kube-init egress-proxy setup --peer IP <RULES")
+			}
+			req.Peer = args[2]
+		}
+		data, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20+1))
+		if err != nil {
+			return err
+		}
+		req.Rules = data
+	case "collect":
+		req.Op = egressproxy.OpCollect
+	case "ack":
+		if len(args) != 2 {
+			return errors.New("usage: kube-init egress-proxy ack SEQ")
+		}
+		seq, err := strconv.ParseUint(args[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("ack: %w", err)
+		}
+		req.Op, req.Seq = egressproxy.OpAck, seq
+	default:
+		return fmt.Errorf("unknown egress-proxy command %s", args[0])
+	}
+	rep, err := egressproxy.Call(ctx, req)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(rep)
 }
 
 // interfacesDown removes every interface but loopback from the pod's

@@ -66,6 +66,24 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if hd.ProxyIP != "" && hd.EgressLog != "" {
+		// While attached, the audit reaches the operator's host as it
+		// happens; what is left waits for the next collector.
+		go func() {
+			t := time.NewTicker(collectEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-sctx.Done():
+					return
+				case <-t.C:
+				}
+				if err := b.collect(sctx, cl, req.Handle.Identity, hd.EgressLog); err != nil && sctx.Err() == nil {
+					b.log.Debug("collect the egress audit", "pod", hd.Pod, "error", err)
+				}
+			}
+		}()
+	}
 	// In pipe mode the gate outlives the agent until this attach has all
 	// its output (package gate): take End out and release the gate.
 	var ends []*gate.EndFilter
@@ -325,13 +343,18 @@ func (q *sizeQueue) Next() *remotecommand.TerminalSize {
 
 // exec runs argv in the agent's container and buffers its output.
 func (b *Backend) exec(ctx context.Context, cl *cluster, pod string, argv []string, stdin []byte) (sdk.ExecResult, error) {
+	return b.execIn(ctx, cl, pod, agentContainer, argv, stdin)
+}
+
+// execIn runs argv in one container of a pod.
+func (b *Backend) execIn(ctx context.Context, cl *cluster, pod, container string, argv []string, stdin []byte) (sdk.ExecResult, error) {
 	var out, errOut bytes.Buffer
 	so := remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}
 	if len(stdin) > 0 {
 		so.Stdin = bytes.NewReader(stdin)
 	}
 	err := b.stream(ctx, cl, pod, "exec", &corev1.PodExecOptions{
-		Container: agentContainer, Command: argv, Stdin: len(stdin) > 0, Stdout: true, Stderr: true,
+		Container: container, Command: argv, Stdin: len(stdin) > 0, Stdout: true, Stderr: true,
 	}, so)
 	res := sdk.ExecResult{Stdout: out.Bytes(), Stderr: errOut.Bytes()}
 	var ce utilexec.CodeExitError

@@ -51,6 +51,10 @@ type handleData struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`
 	TTY       bool   `json:"tty"`
+	// ProxyIP is the bottle's egress proxy pod's address ("": no egress);
+	// EgressLog the audit file its events are collected into.
+	ProxyIP   string `json:"proxy_ip,omitempty"`
+	EgressLog string `json:"egress_log,omitempty"`
 }
 
 // Backend implements sdk.Backend on a Kubernetes cluster.
@@ -141,7 +145,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 		Name:         Name,
 		Version:      b.version,
 		APIVersions:  []string{sdk.APIVersion},
-		Capabilities: []sdk.Capability{sdk.CapExec, sdk.CapCopy},
+		Capabilities: []sdk.Capability{sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit},
 		Details:      d,
 	}, nil
 }

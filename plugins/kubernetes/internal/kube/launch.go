@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	if err := b.refuse(spec); err != nil {
 		return sdk.Handle{}, err
 	}
+	if err := checkEgress(spec); err != nil {
+		return sdk.Handle{}, err
+	}
 	if len(spec.Command) == 0 {
 		return sdk.Handle{}, fmt.Errorf("kubernetes: %s: no command to run", id)
 	}
@@ -43,11 +47,23 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	if err != nil {
 		return sdk.Handle{}, err
 	}
+	labels := b.labels(id, spec.Agent.Name)
+	if len(spec.Egress) > 0 {
+		// The proxy first: the agent pod's lockdown needs its address.
+		if err := prepareEgressLog(spec.EgressLog); err != nil {
+			return sdk.Handle{}, err
+		}
+		if err := b.createProxy(ctx, cl, spec, labels, initImg, progress); err != nil {
+			return sdk.Handle{}, err
+		}
+		if err := b.addNetworkPolicy(ctx, cl, id, labels, progress); err != nil {
+			return sdk.Handle{}, err
+		}
+	}
 	img, err := b.agentImage(ctx, spec, progress)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	labels := b.labels(id, spec.Agent.Name)
 	pods := cl.cs.CoreV1().Pods(cl.namespace)
 
 	var envs []corev1.EnvVar
@@ -70,6 +86,15 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 			return sdk.Handle{}, apiErr("kubernetes: create the bottle's secret", err)
 		}
 	}
+	var proxyIP netip.Addr
+	if len(spec.Egress) > 0 {
+		if proxyIP, err = b.waitProxy(ctx, cl, id); err != nil {
+			return sdk.Handle{}, err
+		}
+		envs = agentEgressEnv(envs, proxyIP)
+	} else {
+		envs = append(envs, corev1.EnvVar{Name: sdk.EnvEgress, Value: sdk.EgressOff})
+	}
 	envs = append(envs, corev1.EnvVar{Name: sdk.EnvIdentity, Value: id})
 	if spec.TTY {
 		envs = append(envs, corev1.EnvVar{Name: "TERM", Value: "xterm"})
@@ -86,15 +111,25 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		copyProject = !kept
 	}
 
-	pod := b.podSpec(spec, labels, initImg, img, envs, wd)
+	pod := b.podSpec(spec, labels, initImg, img, envs, wd, proxyIP)
 	pod.Annotations = map[string]string{annContext: cl.context}
 	progress(sdk.Progress{Stage: "pod", Message: "creating pod " + pod.Name})
 	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return sdk.Handle{}, apiErr("kubernetes: create pod "+pod.Name, err)
 	}
 	hd := handleData{Context: cl.context, Namespace: cl.namespace, Pod: pod.Name, TTY: spec.TTY}
-	if _, err := b.waitAgent(ctx, cl, pod.Name); err != nil {
+	running, err := b.waitAgent(ctx, cl, pod.Name)
+	if err != nil {
 		return sdk.Handle{}, err
+	}
+	if proxyIP.IsValid() {
+		// The agent waits behind its gate: the proxy answers it, and only
+		// it, before it runs.
+		if err := b.setupProxy(ctx, cl, id, running.Status.PodIP, spec.Egress); err != nil {
+			return sdk.Handle{}, err
+		}
+		hd.ProxyIP, hd.EgressLog = proxyIP.String(), spec.EgressLog
+		progress(sdk.Progress{Stage: "egress", Message: "egress proxy " + proxyPodName(id) + " at " + proxyIP.String() + " answers this bottle only; allowed: " + strings.Join(spec.Egress, ", ")})
 	}
 	if copyProject {
 		progress(sdk.Progress{Stage: "project", Message: "copying " + spec.Cwd + " into the bottle"})
@@ -147,11 +182,14 @@ func (b *Backend) ensureClaim(ctx context.Context, cl *cluster, id string, label
 	return false, nil
 }
 
-func (b *Backend) podSpec(spec sdk.Spec, labels map[string]string, initImg, img image, envs []corev1.EnvVar, wd string) *corev1.Pod {
+func (b *Backend) podSpec(spec sdk.Spec, labels map[string]string, initImg, img image, envs []corev1.EnvVar, wd string, proxyIP netip.Addr) *corev1.Pod {
 	no := false
 	grace := int64(2)
 	root := int64(0)
 	install := []string{"/kube-init", "install", helperDir, "--net-off"}
+	if proxyIP.IsValid() {
+		install = []string{"/kube-init", "install", helperDir, "--egress-via", proxyIP.String()}
+	}
 	helperMount := corev1.VolumeMount{Name: helperVolume, MountPath: helperDir}
 	initMounts := []corev1.VolumeMount{helperMount}
 	agentMounts := []corev1.VolumeMount{{Name: helperVolume, MountPath: helperDir, ReadOnly: true}}
@@ -178,9 +216,14 @@ func (b *Backend) podSpec(spec sdk.Spec, labels map[string]string, initImg, img 
 			NodeSelector:                  b.cfg.NodeSelector,
 			Tolerations:                   b.cfg.tolerations(),
 			Volumes:                       volumes,
+			// No resolver that forwards: only the proxy resolves names.
+			DNSPolicy: corev1.DNSNone,
+			DNSConfig: &corev1.PodDNSConfig{Nameservers: []string{"127.0.0.1"}},
 			InitContainers: []corev1.Container{{
 				Name: initContainer, Image: initImg.ref, ImagePullPolicy: initImg.policy, Command: install,
 				VolumeMounts: initMounts,
+				// Its one-line error is the launch's.
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				SecurityContext: &corev1.SecurityContext{
 					RunAsUser: &root, AllowPrivilegeEscalation: &no,
 					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}},

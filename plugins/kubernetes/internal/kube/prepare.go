@@ -28,6 +28,9 @@ func (b *Backend) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 	if err := b.refuse(spec); err != nil {
 		return sdk.Plan{}, err
 	}
+	if err := checkEgress(spec); err != nil {
+		return sdk.Plan{}, err
+	}
 	cl, err := b.connect("")
 	if err != nil {
 		return sdk.Plan{}, err
@@ -35,8 +38,14 @@ func (b *Backend) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 	p := sdk.Plan{Preflight: []sdk.PreflightLine{
 		{Key: "cluster", Value: fmt.Sprintf("context %s, namespace %s", orDash(cl.context), cl.namespace)},
 		{Key: "pod", Value: podName(spec.Identity)},
-		{Key: "egress", Value: "none: only loopback inside the pod, whatever the cluster's network allows"},
 	}}
+	if len(spec.Egress) > 0 {
+		p.Preflight = append(p.Preflight, sdk.PreflightLine{Key: "egress", Value: fmt.Sprintf(
+			"through the bottle's own proxy pod %s, allowed: %s; the agent's pod reaches that pod and nothing else (its own routes and neighbours, whatever the cluster's network allows), no DNS",
+			proxyPodName(spec.Identity), strings.Join(spec.Egress, ", "))})
+	} else {
+		p.Preflight = append(p.Preflight, sdk.PreflightLine{Key: "egress", Value: "none: only loopback inside the pod, whatever the cluster's network allows"})
+	}
 	if spec.Cwd != "" {
 		p.Preflight = append(p.Preflight, sdk.PreflightLine{Key: "project",
 			Value: fmt.Sprintf("%s is copied into the bottle's volume at %s (a cluster cannot mount this machine's files); changes stay there until copied out", spec.Cwd, workdir(spec))})
@@ -53,14 +62,10 @@ func (b *Backend) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 
 // refuse rejects what this backend cannot do honestly.
 func (b *Backend) refuse(spec sdk.Spec) error {
-	if len(spec.Egress) > 0 {
-		return fmt.Errorf("kubernetes: %s has an egress allowlist (%s), which this backend cannot enforce yet: it gives a bottle no network rather than an unfiltered one; run it with no egress, or on the docker backend",
-			spec.Identity, strings.Join(spec.Egress, ", "))
-	}
 	for _, c := range spec.Agent.CapAdd {
 		switch strings.TrimPrefix(strings.ToUpper(c), "CAP_") {
 		case "NET_ADMIN", "NET_RAW", "SYS_ADMIN":
-			return fmt.Errorf("kubernetes: capability %s would let the agent undo the pod's no-network setting; it is refused on this backend", c)
+			return fmt.Errorf("kubernetes: capability %s would let the agent undo the pod's network lockdown; it is refused on this backend", c)
 		}
 	}
 	return nil

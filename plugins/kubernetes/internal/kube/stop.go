@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,13 +25,13 @@ const goneTimeout = 90 * time.Second
 // returns.
 func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
 	id := req.Identity
-	ctxName, ns := "", ""
+	ctxName, ns, logPath := "", "", ""
 	if req.Handle != nil {
 		if id == "" {
 			id = req.Handle.Identity
 		}
 		if hd, err := decodeHandle(*req.Handle); err == nil {
-			ctxName, ns = hd.Context, hd.Namespace
+			ctxName, ns, logPath = hd.Context, hd.Namespace, hd.EgressLog
 		}
 	}
 	if err := checkIdentity(id); err != nil {
@@ -49,11 +50,39 @@ func (b *Backend) Stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return nil, apiErr("kubernetes: stop "+id+": list pods", err)
 	}
+	// The agent goes first, then its proxy's last events are collected,
+	// then the proxy goes: no connection is left out of the audit.
+	var proxies []corev1.Pod
 	for _, p := range pods.Items {
+		if isProxyPod(&p) {
+			proxies = append(proxies, p)
+			continue
+		}
 		if err := core.Pods(cl.namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil && !apierrors.IsNotFound(err) {
 			return removed, apiErr("kubernetes: stop "+id+": delete pod "+p.Name, err)
 		}
 		removed = append(removed, "pod "+p.Name)
+	}
+	if len(proxies) > 0 {
+		agents := metav1.ListOptions{LabelSelector: sel.LabelSelector + "," + labelRole + "!=" + roleProxy}
+		if err := b.awaitGone(ctx, cl, agents, false); err != nil {
+			return removed, fmt.Errorf("kubernetes: stop %s: %w", id, err)
+		}
+	}
+	for i := range proxies {
+		p := &proxies[i]
+		if err := b.collectPod(ctx, cl, p, logPath); err != nil {
+			return removed, fmt.Errorf("kubernetes: stop %s: collect its egress audit before its proxy goes (the proxy pod %s is kept; stop again to retry): %w", id, p.Name, err)
+		}
+		if err := core.Pods(cl.namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil && !apierrors.IsNotFound(err) {
+			return removed, apiErr("kubernetes: stop "+id+": delete pod "+p.Name, err)
+		}
+		removed = append(removed, "pod "+p.Name)
+	}
+	nps, err := b.dropNetworkPolicies(ctx, cl, sel)
+	removed = append(removed, nps...)
+	if err != nil {
+		return removed, fmt.Errorf("kubernetes: stop %s: %w", id, err)
 	}
 	secrets, err := core.Secrets(cl.namespace).List(ctx, sel)
 	if err != nil {
@@ -154,10 +183,16 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 		order = append(order, id)
 		return byID[id]
 	}
+	b.collectAll(ctx, cl, pods.Items)
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		id := p.Labels[sdk.LabelIdentity]
 		if !sdk.ValidIdentity(id) {
+			continue
+		}
+		if isProxyPod(p) {
+			bt := get(id)
+			bt.Resources = append(bt.Resources, "pod "+p.Name)
 			continue
 		}
 		bt := get(id)
@@ -176,8 +211,36 @@ func (b *Backend) List(ctx context.Context) ([]sdk.Bottle, error) {
 				tty = c.TTY
 			}
 		}
-		h := encodeHandle(id, handleData{Context: cl.context, Namespace: cl.namespace, Pod: p.Name, TTY: tty})
+		hd := handleData{Context: cl.context, Namespace: cl.namespace, Pod: p.Name, TTY: tty}
+		for j := range pods.Items {
+			if q := &pods.Items[j]; isProxyPod(q) && q.Name == proxyPodName(id) {
+				hd.ProxyIP, hd.EgressLog = q.Status.PodIP, egressLogOf(q, id)
+			}
+		}
+		h := encodeHandle(id, hd)
 		bt.Handle = &h
+	}
+	for _, id := range order {
+		// A bottle whose agent pod is gone, with its proxy left (a stop
+		// that failed midway): prune's Stop removes it.
+		if bt := byID[id]; bt.Status == "" {
+			bt.Status = sdk.StatusExited
+		}
+	}
+	// A policy left alone (a stop that failed midway) is a bottle for
+	// prune to remove.
+	if nps, err := cl.cs.NetworkingV1().NetworkPolicies(cl.namespace).List(ctx, sel); err == nil {
+		for _, np := range nps.Items {
+			id := np.Labels[sdk.LabelIdentity]
+			if !sdk.ValidIdentity(id) {
+				continue
+			}
+			bt := get(id)
+			bt.Resources = append(bt.Resources, "network policy "+np.Name)
+			if bt.Status == "" {
+				bt.Status = sdk.StatusExited
+			}
+		}
 	}
 	for _, c := range claims.Items {
 		id := c.Labels[sdk.LabelIdentity]
@@ -212,4 +275,25 @@ func podStatus(p *corev1.Pod) string {
 	default:
 		return sdk.StatusCreated
 	}
+}
+
+// collectAll collects the audit of every running proxy pod among pods, at
+// once; a failure is logged and left for the next collector (the events
+// wait in the proxy).
+func (b *Backend) collectAll(ctx context.Context, cl *cluster, pods []corev1.Pod) {
+	var wg sync.WaitGroup
+	for i := range pods {
+		p := &pods[i]
+		if !isProxyPod(p) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.collectPod(ctx, cl, p, ""); err != nil {
+				b.log.Warn("collect the egress audit", "pod", p.Name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
