@@ -1,5 +1,7 @@
 package sdk
 
+import "github.com/bot-bottle/bot-bottle/sdk/egresslog"
+
 // APIVersion is the semantic version of the Backend API this SDK implements.
 // A core checks that a plugin lists one of the versions it supports.
 const APIVersion = "1.0.0"
@@ -340,41 +342,13 @@ const (
 )
 
 // EgressEvent is one connection attempt from a bottle, as a backend reports
-// it in Spec.EgressLog (one JSON object per line), or one of the events of a
-// proxy that puts credentials on the wire (Kind, Credential and Path were
-// added for those after v1; they are additive and empty on every event an
-// older backend writes).
-type EgressEvent struct {
-	Time     string `json:"time"` // RFC 3339
-	Identity string `json:"identity"`
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-	Allowed  bool   `json:"allowed"`
-	// Rule is the allowlist rule that allowed it, or why it was refused.
-	Rule   string `json:"rule,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Method string `json:"method,omitempty"` // CONNECT, GET, …
-	// Addr is the address the proxy dialed (ip:port) for an allowed
-	// name, so that a name that resolves elsewhere than last time shows.
-	Addr string `json:"addr,omitempty"`
-	// Kind says what the event is: "" a connection attempt (or, with
-	// Path, one request the proxy read on a connection it terminates),
-	// EgressInject a credential put on the wire, EgressExfiltration a
-	// credential's placeholder seen toward a host it does not belong to,
-	// EgressRevoke a credential revoked. Added after v1, additively: a
-	// reader that ignores it sees the events it always saw.
-	Kind string `json:"kind,omitempty"`
-	// Credential names the credential of an inject, exfiltration or
-	// revoke event. Never its value.
-	Credential string `json:"credential,omitempty"`
-	// Path is the request's path, for a request the proxy read (plain
-	// HTTP, or TLS it terminates): bounded and rendered safely.
-	Path string `json:"path,omitempty"`
-}
+// it in Spec.EgressLog (one JSON object per line); see package egresslog,
+// where it lives so that small proxies need not link this package.
+type EgressEvent = egresslog.Event
 
 // Values of EgressEvent.Kind.
 const (
-	EgressInject       = "inject"
-	EgressExfiltration = "exfiltration"
-	EgressRevoke       = "revoke"
+	EgressInject       = egresslog.KindInject
+	EgressExfiltration = egresslog.KindExfiltration
+	EgressRevoke       = egresslog.KindRevoke
 )

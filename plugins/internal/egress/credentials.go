@@ -7,7 +7,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/bot-bottle/bot-bottle/sdk"
+	credrule "github.com/bot-bottle/bot-bottle/sdk/credential"
+	"github.com/bot-bottle/bot-bottle/sdk/egresslog"
 	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
@@ -40,9 +41,9 @@ const minPlaceholderLen = 16
 const maxCredentialLen = 16 << 10
 
 // NewPlaceholder returns a fresh placeholder for the credential name in the
-// one shape the core makes them (sdk.NewPlaceholder):
+// one shape the core makes them (credrule.NewPlaceholder):
 // "bbph-<name>-<32 random hex digits>".
-func NewPlaceholder(name string) string { return sdk.NewPlaceholder(name) }
+func NewPlaceholder(name string) string { return credrule.NewPlaceholder(name) }
 
 // credential is a Credential as the proxy holds it.
 type credential struct {
@@ -121,14 +122,14 @@ func newCredentials(in []Credential) (*credentials, error) {
 // checkCredential validates c; its errors never quote the value.
 func checkCredential(c Credential) (*egressrule.Rules, error) {
 	switch {
-	case sdk.ValidCredentialName(c.Name) != nil:
-		return nil, sdk.ValidCredentialName(c.Name)
+	case credrule.ValidName(c.Name) != nil:
+		return nil, credrule.ValidName(c.Name)
 	case !isToken(c.Header):
 		return nil, fmt.Errorf("header %.40q is not a header name", c.Header)
 	case len(c.Placeholder) < minPlaceholderLen || len(c.Placeholder) > maxCredentialLen || !headerSafe(c.Placeholder) || strings.ContainsAny(c.Placeholder, " \t"):
 		return nil, fmt.Errorf("a placeholder is %d to %d printable characters without spaces (NewPlaceholder makes one)", minPlaceholderLen, maxCredentialLen)
-	case sdk.CheckCredentialValue(c.Value) != nil:
-		return nil, sdk.CheckCredentialValue(c.Value)
+	case credrule.CheckValue(c.Value) != nil:
+		return nil, credrule.CheckValue(c.Value)
 	case len(c.Prefix) > 64 || !headerSafe(c.Prefix):
 		return nil, fmt.Errorf("prefix %.40q has a character a header cannot carry", c.Prefix)
 	case strings.Contains(c.Value, c.Placeholder):
@@ -232,13 +233,13 @@ func (p *Proxy) Revoke(name string) bool {
 	if !already {
 		err := p.limits.write(p.identity, p.events, Event{
 			Identity:   p.identity,
-			Kind:       sdk.EgressRevoke,
+			Kind:       egresslog.KindRevoke,
 			Credential: name,
 			Allowed:    false,
 			Reason:     "credential revoked: no longer put on the wire",
 		})
 		if err != nil {
-			p.log.Error("egress event lost", "error", err, "kind", sdk.EgressRevoke, "credential", name)
+			p.log.Error("egress event lost", "error", err, "kind", egresslog.KindRevoke, "credential", name)
 		}
 	}
 	return true

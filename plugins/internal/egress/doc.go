@@ -20,6 +20,8 @@
 // proxy runs, so an approved request takes effect for the next connection.
 //
 // The rules' grammar and safety checks are sdk/egressrule, the same the core
-// vets requested rules with; Event is sdk.EgressEvent, the shape the core
-// reads.
+// vets requested rules with; Event is sdk/egresslog's (sdk.EgressEvent), the
+// shape the core reads, and a credential's rules are sdk/credential's. This
+// package imports neither package sdk nor anything that links gRPC: the
+// kubernetes backend's in-pod helper is built with it (TestNoPluginMachinery).
 package egress

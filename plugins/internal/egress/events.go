@@ -7,13 +7,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egresslog"
 )
 
 // Event is one connection attempt, in the shape the core reads from
-// Spec.EgressLog. The proxy runs as the docker plugin's own executable,
-// which links the SDK already, so the SDK's type is used as it is.
-type Event = sdk.EgressEvent
+// Spec.EgressLog (sdk.EgressEvent). It comes from sdk/egresslog, not package
+// sdk, so that a proxy in a small helper (the kubernetes backend's in-pod
+// kube-init) does not link the SDK's gRPC machinery.
+type Event = egresslog.Event
 
 // EventLog writes events as JSON lines. Each event is one Write call, so
 // several writers appending to one O_APPEND file never interleave lines.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egresslog"
 	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
@@ -193,7 +193,7 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (in
 			continue
 		}
 		ev := base
-		ev.Kind, ev.Credential = sdk.EgressInject, c.Name
+		ev.Kind, ev.Credential = egresslog.KindInject, c.Name
 		ev.Reason = "credential " + c.Name + " put in header " + name
 		if err := p.limits.write(p.identity, p.events, ev); err != nil {
 			p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name, "host", host)
@@ -230,7 +230,7 @@ func (p *Proxy) refusedPlaceholders(t target, r *http.Request) {
 
 func (p *Proxy) exfiltration(base Event, c *credential, where string) {
 	ev := base
-	ev.Kind, ev.Credential = sdk.EgressExfiltration, c.Name
+	ev.Kind, ev.Credential = egresslog.KindExfiltration, c.Name
 	ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to: sent unchanged", c.Name, where)
 	if !ev.Allowed {
 		ev.Reason = fmt.Sprintf("placeholder of credential %s in %s toward a host it does not belong to, in a request refused", c.Name, where)

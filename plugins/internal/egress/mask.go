@@ -12,7 +12,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/bot-bottle/bot-bottle/sdk"
+	"github.com/bot-bottle/bot-bottle/sdk/egresslog"
 )
 
 // A server that echoes its request (a debugging endpoint, an error message
@@ -140,7 +140,7 @@ func (w *maskingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // reportEcho audits a credential's value that came back from the upstream.
 func (p *Proxy) reportEcho(t target, r *http.Request, c *credential, where string) {
 	ev := Event{Identity: p.identity, Host: t.host(), Port: int(t.port), Method: r.Method,
-		Path: eventPath(r), Allowed: false, Kind: sdk.EgressExfiltration, Credential: c.Name,
+		Path: eventPath(r), Allowed: false, Kind: egresslog.KindExfiltration, Credential: c.Name,
 		Reason: "the value of credential " + c.Name + " came back in " + where + " of the response; masked before the bottle saw it"}
 	if err := p.limits.write(p.identity, p.events, ev); err != nil {
 		p.log.Error("egress event lost", "error", err, "kind", ev.Kind, "credential", c.Name)
