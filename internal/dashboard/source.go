@@ -2,8 +2,8 @@
 // backend and the requests waiting for a human, with approve, deny, attach,
 // commit, stop and revoke (a credential) at a key. It is a bubbletea
 // program over a Source; the Source that `bot-bottle dashboard` uses calls
-// the same lifecycle flows as
-// the CLI commands, so a decision here is exactly a decision there.
+// the same lifecycle flows as the CLI commands, so a decision here is
+// exactly a decision there.
 package dashboard
 
 import (

@@ -413,10 +413,10 @@ func TestCredentialClients(t *testing.T) {
 	// The test CA joins the image's roots the Debian way, so that the
 	// tunnel to tunnel.bb.test verifies against the image's own store.
 	img, err := testenv.Clients{
-		Files: map[string]string{"test-ca.crt": string(up.caPEM), "tlsprobe": up.probe, "probe.py": probePy, "probe.js": probeJS},
+		Files: map[string]string{"test-ca.crt": string(up.caPEM), "bin/tlsprobe": up.probe, "probe.py": probePy, "probe.js": probeJS},
 		Lines: []string{"COPY test-ca.crt /usr/local/share/ca-certificates/bb-test-upstream.crt",
 			"RUN update-ca-certificates >/dev/null",
-			"COPY tlsprobe probe.py probe.js /opt/probe/", "RUN chmod 755 /opt/probe/tlsprobe"},
+			"COPY bin/tlsprobe probe.py probe.js /opt/probe/"},
 	}.Context(ctx, t, e.cli, e.label)
 	if err != nil {
 		if os.Getenv("CI") == "true" || !errors.Is(err, testenv.ErrUnavailable) {
