@@ -58,9 +58,26 @@ func (capabilityCmd) Help() string {
 }
 
 type egressCmd struct {
-	Host   string `arg:"" help:"The host to reach, as HOST[:PORT] (port 443 if none is given)."`
+	Host   string `arg:"" name:"rule" help:"The entry to ask for: HOST[:PORT] (port 443 if none is given), or [!][METHOD[,METHOD...] ]HOST[:PORT][/PATH-PREFIX] as above; quote it when it has a space."`
 	Reason string `required:"" help:"Why the agent needs to reach it; the operator reads it."`
 	waitFlags
+}
+
+// Help is the entry's grammar (sdk/egressrule), which a usage line cannot
+// show, and what a refusal's line to ask is.
+func (egressCmd) Help() string {
+	return `An entry is a host, or a rule about some of its requests, or a deny rule:
+
+  api.github.com                         the host, port 443, any request
+  *.example.com:8443                     every name below example.com, on 8443
+  'GET,HEAD api.github.com/repos/acme/'  only those methods, under that path
+  '!api.github.com/admin'                deny: wins over every allow entry
+
+Methods are HTTP's (any case); a path is a plain prefix of the request's
+path, unescaped, with no empty, "." or ".." segment. The operator approves
+exactly the entry asked for. A refused connection or request names the line
+that asks for it (in the proxy's 403 and in "bottle egress"): run it as it
+is, with your reason for WHY.`
 }
 
 type requestsCmd struct {
@@ -70,7 +87,7 @@ type requestsCmd struct {
 type cli struct {
 	Request struct {
 		Capability capabilityCmd `cmd:"" help:"Ask for a change to this bottle's image (rebuilds the bottle on approval)."`
-		Egress     egressCmd     `cmd:"" help:"Ask to reach a host from this bottle."`
+		Egress     egressCmd     `cmd:"" help:"Ask to reach a host, or some of its requests, from this bottle."`
 	} `cmd:"" help:"Ask the operator for something."`
 	Requests requestsCmd   `cmd:"" help:"List this bottle's requests and their status."`
 	Egress   egressListCmd `cmd:"" help:"Say whether this bottle can reach the network, list the proxy's recent refusals, and how to ask for a host."`
@@ -145,7 +162,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch kctx.Command() {
 	case "request capability":
 		err = e.capability(ctx, c.Request.Capability)
-	case "request egress <host>":
+	case "request egress <rule>":
 		err = e.egress(ctx, c.Request.Egress)
 	case "requests":
 		err = e.list(c.Requests)

@@ -15,8 +15,10 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
-// askEgress is the line that asks the operator for a host.
-const askEgress = "bottle request egress HOST[:PORT] --reason WHY"
+// askEgress is the line that asks the operator for a host, and for some
+// of its requests only (sdk/egressrule's grammar; `bottle request egress
+// --help` has all of it).
+const askEgress = "bottle request egress HOST[:PORT] --reason WHY (or for some requests only: bottle request egress 'GET,HEAD HOST[:PORT]/PATH-PREFIX' --reason WHY)"
 
 // envEgress mirrors sdk.EnvEgress: what the backend says the bottle's
 // egress is (sdk.EgressOff, EgressProxy, EgressAllowlist).

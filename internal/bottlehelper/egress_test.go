@@ -7,12 +7,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bot-bottle/bot-bottle/internal/queue"
 	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 )
 
@@ -156,5 +160,49 @@ func TestEgressListsRefusals(t *testing.T) {
 	code, _, msg = bottle("egress")
 	if code != exitError || !strings.Contains(msg, "cannot read the recent refusals from the proxy") {
 		t.Errorf("no proxy listening: exit %d, %q", code, msg)
+	}
+}
+
+// The lines a refusal suggests (the shapes the egress proxy writes: a
+// bare host:port for a host not allowed, a quoted rule for a request no
+// rule allows), run as they are by a shell with the real helper on PATH,
+// submit a request the core ingests, carrying the rule in its canonical
+// form; and a rule the grammar refuses is a usage error naming why.
+func TestAskLinesRoundTrip(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatalf("this test runs the ask lines with sh: %v", err)
+	}
+	for _, c := range []struct{ line, want string }{
+		{"bottle request egress denied.example.test:443 --reason WHY", "denied.example.test:443"},
+		{"bottle request egress '[2001:db8::1]:443' --reason WHY", "[2001:db8::1]:443"},
+		{"bottle request egress 'GET rules.example.test:443/other/x' --reason WHY", "GET rules.example.test:443/other/x"},
+		{"bottle request egress 'POST api.example.test:8443/v1/a(b)*c;d=e@f,g' --reason WHY", "POST api.example.test:8443/v1/a(b)*c;d=e@f,g"},
+		{"bottle request egress 'head,get Rules.Example.test/docs/' --reason WHY", "GET,HEAD rules.example.test:443/docs/"},
+		{"bottle request egress '!rules.example.test/admin' --reason WHY", "!rules.example.test:443/admin"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			q, dir := bottleQueue(t)
+			cmd := exec.Command(sh, "-c", c.line+" --no-wait")
+			cmd.Env = []string{envQueueDir + "=" + dir, envIdentity + "=" + testID, "PATH=" + filepath.Dir(helperBin) + ":/usr/bin:/bin"}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", c.line, err, out)
+			}
+			r := hostIngest(t, q)
+			if r.Kind != queue.KindEgress || r.Host != c.want || r.Reason != "WHY" {
+				t.Errorf("%s: the core got %s %q (reason %q), want egress %q", c.line, r.Kind, r.Host, r.Reason, c.want)
+			}
+		})
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "inbox"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for arg, want := range map[string]string{"GET rules.example.test/a/../b": "canonical", "FETCH rules.example.test/": "method", "GET rules.example.test/a b": ""} {
+		code, _, msg := runIn(t, dir, testID, "request", "egress", arg, "--reason", "r", "--no-wait")
+		if code != exitUsage || !strings.Contains(msg, "invalid request") || !strings.Contains(msg, want) || strings.Count(msg, "\n") != 1 {
+			t.Errorf("%q: exit %d, %q; want a one-line usage error naming %q", arg, code, msg, want)
+		}
 	}
 }

@@ -18,6 +18,7 @@ type keyMap struct {
 	Commit       key.Binding
 	Stop         key.Binding
 	StopPreserve key.Binding
+	Revoke       key.Binding
 	// Of a --review bottle.
 	ViewDiff    key.Binding
 	ApplyWork   key.Binding
@@ -41,6 +42,7 @@ func newKeyMap() keyMap {
 		Commit:       key.NewBinding(key.WithKeys("c"), key.WithHelp("c", "commit")),
 		Stop:         key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "stop")),
 		StopPreserve: key.NewBinding(key.WithKeys("p"), key.WithHelp("p", "stop+preserve")),
+		Revoke:       key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "revoke credential")),
 		ViewDiff:     key.NewBinding(key.WithKeys("v"), key.WithHelp("v", "diff")),
 		ApplyWork:    key.NewBinding(key.WithKeys("w"), key.WithHelp("w", "apply to worktree")),
 		MergeWork:    key.NewBinding(key.WithKeys("m"), key.WithHelp("m", "merge")),
@@ -54,7 +56,7 @@ func newKeyMap() keyMap {
 
 // ShortHelp implements help.KeyMap.
 func (k keyMap) ShortHelp() []key.Binding {
-	return []key.Binding{k.Tab, k.Approve, k.Deny, k.Detail, k.Attach, k.Commit, k.Stop, k.StopPreserve,
+	return []key.Binding{k.Tab, k.Approve, k.Deny, k.Detail, k.Attach, k.Commit, k.Stop, k.StopPreserve, k.Revoke,
 		k.ViewDiff, k.ApplyWork, k.MergeWork, k.Discard, k.Filter, k.ClearFilter, k.Help, k.Quit}
 }
 
@@ -63,7 +65,7 @@ func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.Tab},
 		{k.Approve, k.Deny, k.Detail},
-		{k.Attach, k.Commit, k.Stop, k.StopPreserve},
+		{k.Attach, k.Commit, k.Stop, k.StopPreserve, k.Revoke},
 		{k.ViewDiff, k.ApplyWork, k.MergeWork, k.Discard},
 		{k.Filter, k.ClearFilter, k.Help, k.Quit},
 	}

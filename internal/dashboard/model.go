@@ -71,6 +71,7 @@ const (
 	modeNormal  mode = iota
 	modeFilter       // typing a filter
 	modeDeny         // typing a reason for a denial
+	modeRevoke       // typing the credential of a bottle to revoke
 	modeConfirm      // y/n for a destructive action
 	modeDetail       // full-screen detail of one request
 	// modeDiff: full-screen diff of a review bottle.
@@ -142,6 +143,9 @@ type Model struct {
 	reason  textinput.Model
 	denying string // request id being denied
 
+	cred     textinput.Model
+	revoking string // bottle whose credential is being named
+
 	confirmText string
 	confirmDo   func() tea.Cmd
 
@@ -177,6 +181,8 @@ func New(ctx context.Context, src Source, opts Options) *Model {
 	m.filter.CharLimit = 100
 	m.reason = textinput.New()
 	m.reason.CharLimit = queue.MaxReasonLen
+	m.cred = textinput.New()
+	m.cred.CharLimit = 64
 	m.detail = viewport.New(m.width, 10)
 	m.styleTables()
 	m.layout()
@@ -269,7 +275,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 }
 
 func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
-	if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste && m.mode != modeFilter && m.mode != modeDeny {
+	if msg.Type == tea.KeyRunes && len(msg.Runes) > 1 && !msg.Paste && m.mode != modeFilter && m.mode != modeDeny && m.mode != modeRevoke {
 		// Keys typed faster than the terminal is read arrive as one message
 		// ("/shell-ab", "sy"): take them one at a time, as they were typed.
 		var cmds []tea.Cmd
@@ -284,6 +290,8 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m.filterKey(msg)
 	case modeDeny:
 		return m.denyKey(msg)
+	case modeRevoke:
+		return m.revokeKey(msg)
 	case modeConfirm:
 		return m.confirmKey(msg)
 	case modeDetail:
@@ -362,6 +370,10 @@ func (m *Model) key(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case key.Matches(msg, k.StopPreserve):
 		return m, m.stop(b, true)()
+	case key.Matches(msg, k.Revoke):
+		if cs, ok := m.src.(CredentialSource); ok {
+			return m, m.startRevoke(cs, b)
+		}
 	}
 	if rs, ok := m.src.(ReviewSource); ok && b.Review != nil {
 		if cmd, handled := m.reviewKey(msg, rs, b); handled {
@@ -520,6 +532,56 @@ func (m *Model) deny(id, reason string) tea.Cmd {
 	return m.action("denying "+id, func(ctx context.Context) actionMsg {
 		d, err := src.Deny(ctx, id, reason)
 		return decisionStatus("denied", r, d, err)
+	})
+}
+
+// startRevoke asks which credential of b to revoke; revokeKey then asks
+// y/n before the lifecycle's revoke runs.
+func (m *Model) startRevoke(cs CredentialSource, b lifecycle.Row) tea.Cmd {
+	if m.busy != "" {
+		m.setStatus(fmt.Sprintf("wait: %s is still under way", m.busy), true)
+		return nil
+	}
+	m.mode = modeRevoke
+	m.revoking = b.Identity
+	m.cred.Prompt = fmt.Sprintf("revoke which credential of %s? (its name; enter asks to confirm, esc cancels): ", b.Identity)
+	m.cred.SetValue("")
+	m.layout()
+	return m.cred.Focus()
+}
+
+func (m *Model) revokeKey(msg tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch msg.Type {
+	case tea.KeyEsc:
+		m.mode = modeNormal
+		m.cred.Blur()
+		m.setStatus("revoke cancelled", false)
+		m.layout()
+		return m, nil
+	case tea.KeyEnter:
+		name := strings.TrimSpace(m.cred.Value())
+		if err := sdk.ValidCredentialName(name); err != nil {
+			m.setStatus(fmt.Sprintf("not a credential name: %v", err), true)
+			return m, nil
+		}
+		id := m.revoking
+		m.cred.Blur()
+		cs, _ := m.src.(CredentialSource)
+		m.confirm(fmt.Sprintf("revoke credential %s of %s? its proxy stops putting it on the wire from the next request, until the bottle stops (y/n)", name, id),
+			func() tea.Cmd { return m.revoke(cs, id, name) })
+		return m, nil
+	}
+	var cmd tea.Cmd
+	m.cred, cmd = m.cred.Update(msg)
+	return m, cmd
+}
+
+func (m *Model) revoke(cs CredentialSource, id, name string) tea.Cmd {
+	return m.action("revoking "+name+" of "+id, func(ctx context.Context) actionMsg {
+		if err := cs.RevokeCredential(ctx, id, name); err != nil {
+			return actionMsg{status: fmt.Sprintf("revoke %s of %s failed: %v", name, id, err), err: true}
+		}
+		return actionMsg{status: fmt.Sprintf("revoked credential %s of %s; its next request goes out without it", name, id)}
 	})
 }
 

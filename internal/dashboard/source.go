@@ -1,8 +1,9 @@
 // Package dashboard is the operator's live screen: the bottles of every
 // backend and the requests waiting for a human, with approve, deny, attach,
-// commit and stop at a key. It is a bubbletea program over a Source; the
-// Source that `bot-bottle dashboard` uses calls the same lifecycle flows as
-// the CLI commands, so a decision here is exactly a decision there.
+// commit, stop and revoke (a credential) at a key. It is a bubbletea
+// program over a Source; the Source that `bot-bottle dashboard` uses calls
+// the same lifecycle flows as the CLI commands, so a decision here is
+// exactly a decision there.
 package dashboard
 
 import (
@@ -45,6 +46,13 @@ type ReviewSource interface {
 	Discard(ctx context.Context, id string) (lifecycle.RemoveResult, error)
 }
 
+// CredentialSource is what a Source offers to revoke a running bottle's
+// credential live (the flow of `bot-bottle revoke`); the dashboard offers
+// the key only when its Source has it.
+type CredentialSource interface {
+	RevokeCredential(ctx context.Context, id, name string) error
+}
+
 // Request is a pending request with what the operator needs to judge it.
 type Request = reqview.Request
 
@@ -64,6 +72,12 @@ type LifecycleSource struct {
 }
 
 type diffResult = reqview.Change
+
+// RevokeCredential implements CredentialSource: lifecycle's revoke, which
+// the core's audit records.
+func (s *LifecycleSource) RevokeCredential(ctx context.Context, id, name string) error {
+	return s.Env.RevokeCredential(ctx, id, name)
+}
 
 // Bottles implements Source.
 func (s *LifecycleSource) Bottles(ctx context.Context) ([]lifecycle.Row, []error, error) {

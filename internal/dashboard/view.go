@@ -173,7 +173,7 @@ func (m *Model) fixedLines() int {
 
 func (m *Model) bottomLines() int {
 	switch m.mode {
-	case modeFilter, modeDeny, modeConfirm:
+	case modeFilter, modeDeny, modeRevoke, modeConfirm:
 		return 1
 	}
 	if m.fullHelp {
@@ -395,6 +395,8 @@ func (m *Model) bottomView() string {
 		return m.filter.View()
 	case modeDeny:
 		return m.reason.View()
+	case modeRevoke:
+		return m.cred.View()
 	case modeConfirm:
 		return warnStyle.Render(m.confirmText)
 	case modeDetail:
@@ -425,6 +427,8 @@ func (m *Model) enableKeys() {
 	m.keys.Stop.SetEnabled(onBottle)
 	m.keys.StopPreserve.SetEnabled(onBottle)
 	b, _ := m.selectedBottle()
+	_, canRevoke := m.src.(CredentialSource)
+	m.keys.Revoke.SetEnabled(onBottle && canRevoke && b.Status == sdk.StatusRunning)
 	_, canReview := m.src.(ReviewSource)
 	onReview := onBottle && canReview && b.Review != nil
 	m.keys.ViewDiff.SetEnabled(onReview)

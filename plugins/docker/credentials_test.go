@@ -48,38 +48,9 @@ func sha(s string) string {
 func TestCredentialInjection(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 6*time.Minute)
-	bin, err := testenv.TLSProbe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe := string(bin)
 	hosts := []string{"api.bb.test", "plain.bb.test", "tunnel.bb.test", "rules.bb.test"}
-	caPEM, certPEM, keyPEM, err := testenv.TestCA(hosts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
-	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	// The upstream: HTTPS on 443, plain HTTP on 80, under every name.
-	name := "bbt-" + e.label
-	if _, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: map[string]string{testenv.Label: e.label}}); err != nil {
-		t.Fatalf("create test network: %v", err)
-	}
-	upImage := testenv.Busybox{Files: map[string]string{"rootfs/bin/tlsprobe": probe, "rootfs/certs/cert.pem": string(certPEM), "rootfs/certs/key.pem": string(keyPEM)},
-		Lines: []string{"RUN chmod 755 /bin/tlsprobe"}}.Image(t, e.cli, e.label)
-	up, err := e.cli.ContainerCreate(ctx,
-		&container.Config{Image: upImage, Cmd: []string{"/bin/tlsprobe", "serve", "/certs/cert.pem", "/certs/key.pem"}, Labels: map[string]string{testenv.Label: e.label}},
-		&container.HostConfig{NetworkMode: container.NetworkMode(name)},
-		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{name: {Aliases: hosts}}}, nil, "")
-	if err != nil {
-		t.Fatalf("create upstream: %v", err)
-	}
-	if err := e.cli.ContainerStart(ctx, up.ID, container.StartOptions{}); err != nil {
-		t.Fatalf("start upstream: %v", err)
-	}
+	up := e.tlsUpstream(ctx, hosts...)
+	probe, caPEM, name, caFile := up.probe, up.caPEM, up.network, up.caFile
 
 	// The bottle: the test CA is its image's own roots (so that the tunnel
 	// to tunnel.bb.test verifies); the bottle's CA joins them at launch.
@@ -303,6 +274,50 @@ func TestCredentialInjection(t *testing.T) {
 	e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id, RemoveSnapshots: true})
 }
 
+// tlsUpstream is a credential test's upstream: tlsprobe serving HTTPS (a
+// certificate of a CA the test made) on 443 and plain HTTP on 80 under
+// every name of hosts, on a network of its own.
+type tlsUpstream struct {
+	probe   string // the tlsprobe binary
+	caPEM   []byte
+	caFile  string // caPEM, for the plugin's test_upstream_ca
+	network string
+}
+
+func (e *env) tlsUpstream(ctx context.Context, hosts ...string) tlsUpstream {
+	t := e.t
+	t.Helper()
+	bin, err := testenv.TLSProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, certPEM, keyPEM, err := testenv.TestCA(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := "bbt-" + e.label
+	if _, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: map[string]string{testenv.Label: e.label}}); err != nil {
+		t.Fatalf("create test network: %v", err)
+	}
+	upImage := testenv.Busybox{Files: map[string]string{"rootfs/bin/tlsprobe": string(bin), "rootfs/certs/cert.pem": string(certPEM), "rootfs/certs/key.pem": string(keyPEM)},
+		Lines: []string{"RUN chmod 755 /bin/tlsprobe"}}.Image(t, e.cli, e.label)
+	up, err := e.cli.ContainerCreate(ctx,
+		&container.Config{Image: upImage, Cmd: []string{"/bin/tlsprobe", "serve", "/certs/cert.pem", "/certs/key.pem"}, Labels: map[string]string{testenv.Label: e.label}},
+		&container.HostConfig{NetworkMode: container.NetworkMode(name)},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{name: {Aliases: hosts}}}, nil, "")
+	if err != nil {
+		t.Fatalf("create upstream: %v", err)
+	}
+	if err := e.cli.ContainerStart(ctx, up.ID, container.StartOptions{}); err != nil {
+		t.Fatalf("start upstream: %v", err)
+	}
+	return tlsUpstream{probe: string(bin), caPEM: caPEM, caFile: caFile, network: name}
+}
+
 // A bottle with credentials but no egress has nobody to put them on the
 // wire: refused in Prepare, in one line naming no value.
 func TestCredentialsNeedEgress(t *testing.T) {
@@ -320,5 +335,186 @@ func TestCredentialsNeedEgress(t *testing.T) {
 	spec.Credentials = nil
 	if _, err := e.p.be.Prepare(ctx, spec); err == nil || !strings.Contains(err.Error(), "credential api has no value") {
 		t.Errorf("prepare without the value: %v", err)
+	}
+}
+
+// probePy is the bottle's Python client: urllib (which reads its roots
+// from SSL_CERT_FILE through OpenSSL) or requests (REQUESTS_CA_BUNDLE),
+// both through $https_proxy. It prints what tlsprobe get prints.
+const probePy = `import sys, urllib.request
+mode, url, hdrs = sys.argv[1], sys.argv[2], dict(h.split(": ", 1) for h in sys.argv[3:])
+def issuer(sock):
+    for rdn in sock.getpeercert().get("issuer", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return "?"
+if mode == "requests":
+    try:
+        import requests
+    except ImportError:
+        print("requests absent")
+        sys.exit(3)
+    r = requests.get(url, headers=hdrs, timeout=20, stream=True)
+    # The response's socket, before the body is read: urllib3's connection
+    # through the CONNECT tunnel (or the proxy's termination of it).
+    iss = issuer(r.raw._fp.fp.raw._sock)
+    status, body = r.status_code, r.raw.read().decode()
+else:
+    resp = urllib.request.urlopen(urllib.request.Request(url, headers=hdrs), timeout=20)
+    iss = issuer(resp.fp.raw._sock)
+    status, body = resp.status, resp.read().decode()
+print("status=%d" % status)
+print("issuer=" + iss)
+sys.stdout.write(body)
+`
+
+// probeJS is the bottle's Node client: https.get with Node's default trust
+// (its own roots plus NODE_EXTRA_CA_CERTS). Node's https ignores
+// HTTPS_PROXY, so the script opens the CONNECT tunnel itself, as the proxy
+// agents of Node's agents do.
+const probeJS = `const http = require("http"), https = require("https"), tls = require("tls");
+const [url, ...hs] = process.argv.slice(2);
+const u = new URL(url), proxy = new URL(process.env.HTTPS_PROXY);
+const headers = {};
+for (const h of hs) { const i = h.indexOf(":"); headers[h.slice(0, i).trim()] = h.slice(i + 1).trim(); }
+const fail = (e) => { console.log("error: " + e.message); process.exit(1); };
+http.request({ host: proxy.hostname, port: proxy.port, method: "CONNECT", path: u.hostname + ":" + (u.port || 443) })
+  .on("connect", (res, socket) => {
+    if (res.statusCode !== 200) { console.log("status=" + res.statusCode); process.exit(0); }
+    // No agent: the request goes over createConnection, the tunnel.
+    https.get(url, { headers, defaultPort: 443, createConnection: () => tls.connect({ socket, servername: u.hostname }) }, (r) => {
+      const c = r.socket.getPeerCertificate();
+      console.log("status=" + r.statusCode);
+      console.log("issuer=" + (c.issuer ? c.issuer.CN : "?"));
+      r.setEncoding("utf8");
+      r.on("data", (d) => process.stdout.write(d));
+    }).on("error", fail);
+  }).on("error", fail).end();
+`
+
+// curlIssuerRE finds the issuer's common name in curl -v's output.
+var curlIssuerRE = regexp.MustCompile(`(?m)^\*\s+issuer: .*CN ?= ?([^;,\n]+)`)
+
+// Issue 24's acceptance 4 with the clients agents use: in one bottle made
+// FROM the base image with Debian's curl, python3 and requests and the
+// host's node, each client, through the proxy, reaches the credential's
+// host trusting the bottle's CA (and the upstream sees the real value),
+// and reaches a host with no credential through a plain tunnel, seeing the
+// upstream's own certificate. It needs the base image (make base-image),
+// apt-get with a bookworm source for curl and python3 (their .debs are
+// cached in testenv.DebCache), and node on the PATH that runs on
+// bookworm's glibc; a client this machine cannot provide is skipped, a
+// broken setup fails.
+func TestCredentialClients(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 6*time.Minute)
+	up := e.tlsUpstream(ctx, "api.bb.test", "tunnel.bb.test")
+	// The test CA joins the image's roots the Debian way, so that the
+	// tunnel to tunnel.bb.test verifies against the image's own store.
+	img, err := testenv.Clients{
+		Files: map[string]string{"test-ca.crt": string(up.caPEM), "bin/tlsprobe": up.probe, "probe.py": probePy, "probe.js": probeJS},
+		Lines: []string{"COPY test-ca.crt /usr/local/share/ca-certificates/bb-test-upstream.crt",
+			"RUN update-ca-certificates >/dev/null",
+			"COPY bin/tlsprobe probe.py probe.js /opt/probe/"},
+	}.Context(ctx, t, e.cli, e.label)
+	if err != nil {
+		if os.Getenv("CI") == "true" || !errors.Is(err, testenv.ErrUnavailable) {
+			t.Fatalf("the clients' image: %v", err)
+		}
+		t.Skipf("skipping: the clients' image: %v", err)
+	}
+	agent := sdk.Agent{Name: "clients", Dockerfile: filepath.Join(img.Dir, "Dockerfile"), ContextDir: img.Dir, Workdir: "/workspace"}
+	placeholder := sdk.NewPlaceholder("api")
+	agent.Credentials = []sdk.Credential{{Name: "api", EnvName: "API_KEY", Hosts: []string{"api.bb.test"}, Header: "x-api-key", Placeholder: placeholder}}
+	id := e.identity("clients")
+	spec := e.spec(agent, id, "sleep", "300")
+	spec.Detach = true
+	spec.Egress = []string{"api.bb.test", "tunnel.bb.test"}
+	spec.Env = map[string]string{"API_KEY": placeholder}
+	spec.Credentials = map[string]string{"api": credentialValue}
+	e.configure(map[string]any{"egress_networks": []string{up.network}, "test_upstream_ca": up.caFile})
+	t0 := time.Now()
+	_, h, _ := e.launch(ctx, spec)
+	t.Logf("launch (the image's build included) took %s", time.Since(t0).Round(time.Millisecond))
+	defer e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
+	bottleCA := "bot-bottle egress CA for " + id
+
+	run := func(script string, args ...string) (string, int) {
+		t.Helper()
+		res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: append([]string{"bash", "-c", script, "probe"}, args...)})
+		if err != nil {
+			t.Fatalf("exec: %v", err)
+		}
+		return string(res.Stdout) + string(res.Stderr), res.ExitCode
+	}
+	// Each client is a script that prints status=, issuer= and the body
+	// (what tlsprobe get prints); $1 is the URL, $2 a header.
+	type client struct {
+		name, needs, script string
+		// tunnel is the script toward the tunnelled host, when not script.
+		tunnel string
+	}
+	curl := `out=$(curl -sS -v --max-time 20 -H "$2" -w '\nstatus=%{http_code}\n' "$1" 2>&1); rc=$?; printf '%s\n' "$out"; exit $rc`
+	clients := []client{
+		{name: "curl (CURL_CA_BUNDLE)", needs: "curl", script: curl},
+		{name: "curl (SSL_CERT_FILE only)", needs: "curl", script: `unset CURL_CA_BUNDLE; ` + curl},
+		{name: "python3 urllib (SSL_CERT_FILE)", needs: "python3", script: `unset REQUESTS_CA_BUNDLE; python3 /opt/probe/probe.py urllib "$@"`},
+		{name: "python3 requests (REQUESTS_CA_BUNDLE)", needs: "python3", script: `python3 /opt/probe/probe.py requests "$@"`},
+		// Node's default trust is its own roots plus NODE_EXTRA_CA_CERTS:
+		// the test's upstream CA is in neither, so toward the tunnelled host
+		// it uses the system's store (the bundle, through SSL_CERT_FILE).
+		{name: "node (NODE_EXTRA_CA_CERTS)", needs: "node", script: `node /opt/probe/probe.js "$@"`, tunnel: `node --use-openssl-ca /opt/probe/probe.js "$@"`},
+		{name: "go (SSL_CERT_FILE)", script: `/opt/probe/tlsprobe get "$@"`},
+	}
+	if _, ok := img.Missing["node"]; !ok {
+		// The host's node may want a newer glibc than the base image's: a
+		// machine that cannot provide it, not a broken setup.
+		if out, code := run(`node --version`); code != 0 {
+			if !strings.Contains(out, "GLIBC") && !strings.Contains(out, "not found") {
+				t.Fatalf("the host's node does not run in the bottle: %s", out)
+			}
+			img.Missing["node"] = "the host's node does not run on " + testenv.BaseImage + ": " + strings.TrimSpace(out)
+		}
+	}
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			if why, ok := img.Missing[c.needs]; ok {
+				t.Skipf("skipping: %s cannot be provided here: %s", c.needs, why)
+			}
+			out, _ := run(c.script, "https://api.bb.test/v1/messages", "x-api-key: "+placeholder)
+			if strings.HasPrefix(c.needs, "curl") {
+				if m := curlIssuerRE.FindStringSubmatch(out); m != nil {
+					out += "\nissuer=" + strings.TrimSpace(m[1]) + "\n"
+				}
+			}
+			if !strings.Contains(out, "status=200") || !strings.Contains(out, "header x-api-key sha256="+sha(credentialValue)) || !strings.Contains(out, "issuer="+bottleCA+"\n") {
+				t.Errorf("toward the credential's host:\n%s\nwant status 200, the value's sha256 %s and the issuer %q", out, sha(credentialValue), bottleCA)
+			}
+			script := c.tunnel
+			if script == "" {
+				script = c.script
+			}
+			out, _ = run(script, "https://tunnel.bb.test/", "x-api-key: "+placeholder)
+			if strings.HasPrefix(c.needs, "curl") {
+				if m := curlIssuerRE.FindStringSubmatch(out); m != nil {
+					out += "\nissuer=" + strings.TrimSpace(m[1]) + "\n"
+				}
+			}
+			if !strings.Contains(out, "status=200") || !strings.Contains(out, "issuer="+testenv.TestCAName+"\n") || !strings.Contains(out, "sha256="+sha(placeholder)) {
+				t.Errorf("toward the tunnelled host:\n%s\nwant status 200, the upstream's own certificate (%q) and the placeholder as sent", out, testenv.TestCAName)
+			}
+			if strings.Contains(out, credentialValue) {
+				t.Errorf("the client saw the value:\n%s", out)
+			}
+		})
+	}
+	// The clients do verify: curl trusting the image's roots alone (no
+	// bottle CA) refuses the credential's host.
+	if _, ok := img.Missing["curl"]; !ok {
+		out, code := run(`curl -sS --max-time 20 --cacert /etc/ssl/certs/ca-certificates.crt "$1"`, "https://api.bb.test/")
+		if code != 60 || !strings.Contains(out, "certificate") {
+			t.Errorf("curl without the bottle's CA: exit %d:\n%s\nwant exit 60, a certificate error", code, out)
+		}
 	}
 }
