@@ -157,7 +157,7 @@ func (p *Proxy) interceptTransport(t target, fc *firstConn, useTLS bool) *http.T
 	dial := func(ctx context.Context) (net.Conn, error) {
 		raw := fc.take()
 		if raw == nil {
-			c, d := p.open(ctx, t, http.MethodConnect, "")
+			c, d := p.open(ctx, t, http.MethodConnect, "", "")
 			if c == nil {
 				return nil, errors.New(d.message)
 			}

@@ -405,6 +405,10 @@ func TestMethodAndPathRules(t *testing.T) {
 		"!gh.test:" + gh.port() + "/repos/acme/secret",
 		hostPort("wide.test", wide.port()),
 		"!wide.test:" + wide.port() + "/admin",
+		// First of the plain host's rules, so that the host is reached
+		// "by" it: an event must still name the rule that allowed the
+		// request.
+		"GET plain.test:" + plain.port() + "/status",
 		"POST plain.test:" + plain.port() + "/hook",
 	}
 	rules = append(rules, loopbackRules(gh, wide, plain)...)
@@ -450,6 +454,21 @@ func TestMethodAndPathRules(t *testing.T) {
 				t.Errorf("%s %s: refusal %q, want it to contain %q", tc.method, tc.url, body, tc.msg)
 			}
 		}
+	}
+	// An allowed request on a host with rules about requests is recorded
+	// with the rule that allowed the request, over plain HTTP as over TLS.
+	hookRule := "POST plain.test:" + plain.port() + "/hook"
+	found := false
+	for _, ev := range h.eventsOf() {
+		if ev.Allowed && ev.Method == "POST" && ev.Path == "/hook" && ev.Host == "plain.test" {
+			found = true
+			if ev.Rule != hookRule {
+				t.Errorf("POST /hook over plain HTTP recorded as allowed by %q, want %q", ev.Rule, hookRule)
+			}
+		}
+	}
+	if !found {
+		t.Error("no allowed event for POST /hook over plain HTTP")
 	}
 	// The refusals list has the line that asks for the refused request.
 	var asks []string

@@ -541,7 +541,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		}
 		defer p.terminated.Add(-1)
 	}
-	upstream, d := p.open(ctx, t, r.Method, "")
+	upstream, d := p.open(ctx, t, r.Method, "", "")
 	if upstream == nil {
 		// Close: a client may already have sent bytes meant for the tunnel.
 		p.refuse(w, r, d, true)
@@ -573,9 +573,14 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 // open decides t, connects to the first vetted address that answers and
 // records the attempt with the address dialed. It returns the upstream
 // connection, or nil and the refusal to send.
-func (p *Proxy) open(ctx context.Context, t target, method, path string) (net.Conn, decision) {
+// reqRule, when set, is the rule about requests that allowed this one: the
+// event names it rather than the rule that let the host be reached.
+func (p *Proxy) open(ctx context.Context, t target, method, path, reqRule string) (net.Conn, decision) {
 	d := p.decide(ctx, t)
 	d.path = path
+	if d.allowed && reqRule != "" {
+		d.rule = reqRule
+	}
 	if !d.allowed {
 		return nil, p.record(t, method, d)
 	}
@@ -647,18 +652,21 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	// do while still reading the answer. A client that is really gone
 	// ends the forward when writing to it fails.
 	ctx := connectContext(r)
+	reqRule := ""
 	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
 		if d, bad := p.checkUpgrade(t, r); bad {
 			p.refuse(w, r, d, true)
 			return
 		}
-		if d, ok := p.checkRequest(t, r); !ok {
+		d, ok := p.checkRequest(t, r)
+		if !ok {
 			p.refusedPlaceholders(t, r)
 			p.refuse(w, r, d, false)
 			return
 		}
+		reqRule = d.rule
 	}
-	upstream, d := p.open(ctx, t, r.Method, eventPath(r))
+	upstream, d := p.open(ctx, t, r.Method, eventPath(r), reqRule)
 	if upstream == nil {
 		p.refusedPlaceholders(t, r)
 		p.refuse(w, r, d, false)
