@@ -1,5 +1,7 @@
 package egressrule
 
+import "strings"
+
 // A bottle cannot read its proxy's event log (it is on the host), yet the
 // agent is the one that must ask for a host it was refused. So a proxy keeps
 // a short list of each bottle's recent refusals and answers a plain GET of
@@ -38,4 +40,17 @@ type Refusal struct {
 type Refusals struct {
 	Identity string    `json:"identity"`
 	Refusals []Refusal `json:"refusals"` // oldest first; never null
+}
+
+// AskCommand is the in-bottle command that asks for rule, as a refusal
+// suggests it: `bottle request egress RULE`, with RULE in single quotes
+// when sh would otherwise split it or expand it (a rule about requests has
+// a space; a wildcard, '!' and an IPv6 address's brackets are special to
+// the shell). A caller adds the --reason part. The one place the ask's
+// shape is written, so that every line a proxy suggests runs as it is.
+func AskCommand(rule string) string {
+	if rule != "" && strings.Trim(rule, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-_/") == "" {
+		return "bottle request egress " + rule
+	}
+	return "bottle request egress '" + strings.ReplaceAll(rule, "'", `'\''`) + "'"
 }

@@ -72,13 +72,13 @@ func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
 			t, p.identity, method, shown, t, strings.Join(rules.RequestRules(t.host(), int(t.port)), ", "))
 		ask := strings.ToUpper(refused) + " " + t.String() + path
 		if _, err := egressrule.ParseRule(ask); err == nil {
-			d.ask = "bottle request egress '" + ask + "' --reason WHY"
-			d.message += fmt.Sprintf(" (ask: bottle request egress '%s' --reason ...)", ask)
+			d.ask = egressrule.AskCommand(ask) + " --reason WHY"
+			d.message += " (ask: " + egressrule.AskCommand(ask) + " --reason ...)"
 		}
 	default:
 		d.reason = reasonNotAllowed
-		d.message = fmt.Sprintf("egress to %s refused: not in the allowlist of bottle %s (ask: bottle request egress %s --reason ...)",
-			t, p.identity, t)
+		d.message = fmt.Sprintf("egress to %s refused: not in the allowlist of bottle %s (ask: %s --reason ...)",
+			t, p.identity, egressrule.AskCommand(t.String()))
 	}
 	return p.record(t, r.Method, d), false
 }

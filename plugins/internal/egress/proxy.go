@@ -333,8 +333,8 @@ func (p *Proxy) decide(ctx context.Context, t target) decision {
 		return decision{
 			status: http.StatusForbidden,
 			reason: "not in the allowlist",
-			message: fmt.Sprintf("egress to %s refused: not in the allowlist of bottle %s (ask: bottle request egress %s --reason ...)",
-				t, p.identity, t),
+			message: fmt.Sprintf("egress to %s refused: not in the allowlist of bottle %s (ask: %s --reason ...)",
+				t, p.identity, egressrule.AskCommand(t.String())),
 		}
 	}
 	d := decision{rule: rule}

@@ -2,7 +2,6 @@ package egress
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -96,7 +95,7 @@ func (l *refusalLog) forget(identity string) {
 func (p *Proxy) noteRefusal(identity string, t target, method string, d decision) {
 	r := Refusal{Host: t.host(), Port: int(t.port), Method: method, Path: d.path, Status: d.status, Reason: d.reason, Message: d.message}
 	if d.rule == "" && d.reason == reasonNotAllowed {
-		r.Ask = fmt.Sprintf("bottle request egress %s --reason WHY", t)
+		r.Ask = egressrule.AskCommand(t.String()) + " --reason WHY"
 	}
 	if d.ask != "" {
 		r.Ask = d.ask
