@@ -359,7 +359,7 @@ func logMessage(line string) string {
 // that network at .3. It records the proxy and the network in data; a
 // failure after the `add` is rolled back by the launch's rollback (forget).
 // The pool is refilled in the background.
-func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, []byte, error) {
+func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, tm *steps, progress func(sdk.Progress)) (internalNet, []byte, error) {
 	var in internalNet
 	bin, err := locateProxy()
 	if err != nil {
@@ -370,6 +370,7 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if err != nil {
 		return in, nil, err
 	}
+	tm.mark("egress-ca")
 	if err := prepareEgressLog(spec.EgressLog); err != nil {
 		return in, nil, err
 	}
@@ -377,6 +378,7 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	if err != nil {
 		return in, nil, err
 	}
+	tm.mark("egress-proxy-image")
 	auditDir := ""
 	if spec.EgressLog != "" {
 		auditDir = filepath.Dir(spec.EgressLog)
@@ -389,11 +391,13 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 		return in, nil, err
 	}
 	data.Proxy = sh.id
+	tm.mark("egress-find-proxy")
 	p, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog)
 	unlock()
 	if err != nil {
 		return in, nil, err
 	}
+	tm.mark("egress-add")
 	in = p.in
 	data.Network, data.NetworkName, data.ProxyAddr = p.id, p.name, in.proxyAddr()
 	progress(sdk.Progress{Stage: StageNetwork, Message: "network " + p.name + " (internal, " + in.subnet.String() + ", made ahead; the agent at " + in.agentIP().String() + ")", ID: p.id})

@@ -44,6 +44,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		return h, err
 	}
 	defer b.inflight(spec.Identity)()
+	tm := newSteps()
 	c, err := b.engine(ctx)
 	if err != nil {
 		return h, err
@@ -66,6 +67,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err := checkSource(src); err != nil {
 		return h, err
 	}
+	tm.mark("source")
 
 	launchID, err := randomID()
 	if err != nil {
@@ -83,6 +85,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	tm.mark("image")
 	feat, err := probeEngine(ctx, c)
 	if err != nil {
 		return h, err
@@ -145,15 +148,18 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		hard.user = asUser
 	}
 	cfg, hc := containerConfig(spec, set, img, ctLabels, hard)
+	tm.mark("config")
 	// Deny-by-default at its cheapest and strictest: with no egress allowed
 	// the bottle gets no network at all, only loopback (and no DNS). A
 	// bottle with an allowlist reaches out only through its egress proxy
 	// (see egress.go).
 	hc.NetworkMode = container.NetworkMode("none")
 	var netCfg *network.NetworkingConfig
-	var caPEM []byte
+	var caPEM, roots []byte
+	var caf caFiles
+	rootsKnown := false
 	if len(spec.Egress) > 0 {
-		in, ca, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
+		in, ca, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, tm, progress)
 		if err != nil {
 			return h, err
 		}
@@ -161,6 +167,18 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		cfg.Env = caEnv(cfg.Env)
 		// A Stop without the handle finds the bottle's proxy by it.
 		cfg.Labels[LabelProxy] = data.ProxyName
+		// The bottle's CA, and the bundle when the image's roots are
+		// known already; otherwise they are read from the created
+		// container before it starts.
+		if caf, err = caFilesFor(spec.Identity, launchID); err != nil {
+			return h, err
+		}
+		roots, rootsKnown = cachedRoots(img.ID)
+		if err := caf.write(caPEM, roots, rootsKnown); err != nil {
+			return h, err
+		}
+		hc.Mounts = append(hc.Mounts, caf.mount())
+		tm.mark("ca-files")
 	}
 	// The agent may start (here or at its first Attach) only once its
 	// proxy listens: launchEgress returned once it does.
@@ -169,10 +187,16 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		return h, engineErr(c, "create container "+name, err)
 	}
 	data.Container, data.Name = created.ID, name
-	if caPEM != nil {
-		if err := installCA(cctx, c, created.ID, caPEM); err != nil {
+	tm.mark("create")
+	if caPEM != nil && !rootsKnown {
+		if roots, err = readImageRoots(cctx, c, created.ID); err != nil {
 			return h, err
 		}
+		if err := caf.writeBundle(caPEM, roots); err != nil {
+			return h, err
+		}
+		storeRoots(img.ID, roots)
+		tm.mark("image-roots")
 	}
 	for _, w := range created.Warnings {
 		if netCfg != nil && strings.Contains(w, "Localhost DNS") {
@@ -187,11 +211,13 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 			return h, engineErr(c, "start container "+name, err)
 		}
 		progress(sdk.Progress{Stage: StageStart, Message: "started " + name, ID: created.ID})
+		tm.mark("start")
 	}
 	// A caller that gave up meanwhile gets no handle: the bottle goes.
 	if err := ctx.Err(); err != nil {
 		return h, err
 	}
+	tm.log(b.log, "launch timing", "identity", spec.Identity)
 	return encodeHandle(spec.Identity, data)
 }
 
@@ -311,6 +337,11 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string, data han
 	// pool with the forget.
 	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
 	removed, err := removeMatching(ctx, c, f, true, handleData{})
+	if err == nil {
+		if cerr := removeCAFiles(identity, launchID); cerr != nil {
+			b.log.Warn("could not remove a failed launch's CA files", "identity", identity, "error", cerr)
+		}
+	}
 	if data.Shared && data.Proxy != "" && err == nil {
 		forgot, left, ferr := forgetBottle(ctx, c, data.Proxy, identity)
 		if ferr != nil {

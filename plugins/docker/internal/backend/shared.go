@@ -138,14 +138,9 @@ func sharedKey(img imageRef, user, auditDir string, egressNets []string) string 
 // release. A flock is dropped by the kernel when its holder dies, so a
 // crashed plugin never leaves a home locked.
 func lockGroup(ctx context.Context, g group, exclusive bool) (func(), error) {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("bot-bottle-docker-%d", os.Getuid()))
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	dir, err := privateDir()
+	if err != nil {
 		return nil, fmt.Errorf("egress lock: %w", err)
-	}
-	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("egress lock directory %s is not a private directory of this user", dir)
-	} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return nil, fmt.Errorf("egress lock directory %s belongs to uid %d, not this user", dir, st.Uid)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, g.homePart()+"-"+g.key+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -169,6 +164,23 @@ func lockGroup(ctx context.Context, g group, exclusive bool) (func(), error) {
 		go func() { <-done; f.Close() }()
 		return nil, ctx.Err()
 	}
+}
+
+// privateDir is the plugin's own directory for this user
+// ($TMPDIR/bot-bottle-docker-<uid>): the egress locks, the bottles' CA
+// files and the images' roots (credentials.go). It is made private, and
+// refused when someone else could have made or changed it.
+func privateDir() (string, error) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("bot-bottle-docker-%d", os.Getuid()))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("the plugin's directory %s is not a private directory of this user", dir)
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return "", fmt.Errorf("the plugin's directory %s belongs to uid %d, not this user", dir, st.Uid)
+	}
+	return dir, nil
 }
 
 // shared is a running shared proxy.
