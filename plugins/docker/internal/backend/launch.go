@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
@@ -154,22 +155,19 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	// bottle with an allowlist reaches out only through its egress proxy
 	// (see egress.go).
 	hc.NetworkMode = container.NetworkMode("none")
-	var netCfg *network.NetworkingConfig
+	var created container.CreateResponse
 	var caPEM, roots []byte
 	var caf caFiles
 	rootsKnown := false
 	if len(spec.Egress) > 0 {
-		in, ca, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, tm, progress)
-		if err != nil {
+		// The rules, and the bottle's new CA and credentials
+		// (credentials.go); the CA's files, with the bundle when the
+		// image's roots are known already (otherwise they are read from
+		// the created container before it starts).
+		var rules []byte
+		if rules, caPEM, err = addInput(spec, set); err != nil {
 			return h, err
 		}
-		netCfg, caPEM = agentEgress(c, cfg, hc, data.Network, in), ca
-		cfg.Env = caEnv(cfg.Env)
-		// A Stop without the handle finds the bottle's proxy by it.
-		cfg.Labels[LabelProxy] = data.ProxyName
-		// The bottle's CA, and the bundle when the image's roots are
-		// known already; otherwise they are read from the created
-		// container before it starts.
 		if caf, err = caFilesFor(spec.Identity, launchID); err != nil {
 			return h, err
 		}
@@ -178,12 +176,29 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 			return h, err
 		}
 		hc.Mounts = append(hc.Mounts, caf.mount())
-		tm.mark("ca-files")
-	}
-	// The agent may start (here or at its first Attach) only once its
-	// proxy listens: launchEgress returned once it does.
-	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
-	if err != nil {
+		cfg.Env = caEnv(cfg.Env)
+		tm.mark("egress-ca")
+		// The agent's container is made on a network while the proxy
+		// takes one (launchEgress), and again if it took another.
+		create := func(p pooled) (container.CreateResponse, error) {
+			ecfg, ehc := *cfg, *hc
+			ecfg.Env = slices.Clone(cfg.Env)
+			ecfg.Labels = maps.Clone(cfg.Labels)
+			// A Stop without the handle finds the bottle's proxy by it.
+			ecfg.Labels[LabelProxy] = data.ProxyName
+			netCfg := agentEgress(c, &ecfg, &ehc, p.id, p.in)
+			made, err := c.ContainerCreate(cctx, &ecfg, &ehc, netCfg, nil, name)
+			if err != nil {
+				return made, engineErr(c, "create container "+name, err)
+			}
+			return made, nil
+		}
+		// The agent may start (here or at its first Attach) only once its
+		// proxy listens: launchEgress returns once it does.
+		if created, err = b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), rules, &data, tm, progress, create); err != nil {
+			return h, err
+		}
+	} else if created, err = c.ContainerCreate(cctx, cfg, hc, nil, nil, name); err != nil {
 		return h, engineErr(c, "create container "+name, err)
 	}
 	data.Container, data.Name = created.ID, name
@@ -199,7 +214,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		tm.mark("image-roots")
 	}
 	for _, w := range created.Warnings {
-		if netCfg != nil && strings.Contains(w, "Localhost DNS") {
+		if len(spec.Egress) > 0 && strings.Contains(w, "Localhost DNS") {
 			continue // on purpose: the agent's resolver must forward nowhere
 		}
 		b.log.Warn("engine warning", "container", name, "warning", w)

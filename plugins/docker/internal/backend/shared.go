@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -465,16 +466,42 @@ func newPooled(ctx context.Context, c *client.Client, g group, key string, sh sh
 }
 
 // claimNetwork has the proxy serve the bottle on a free network of its
-// pool, or on a new one when none is free. It returns the network, how
-// many of the pool are free now (-1: unknown), and returns once the
-// bottle's listener is bound.
-func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string) (pooled, int, error) {
-	insp, err := c.ContainerInspect(ctx, sh.id)
-	if err != nil {
-		return pooled{}, -1, engineErr(c, "inspect egress proxy "+sh.name, err)
+// pool, or on a new one when none is free, and has create make the agent's
+// container on it. It returns the network, the container, how many of the
+// pool are free now (-1: unknown), and returns once the bottle's listener
+// is bound.
+//
+// The container is made while the proxy takes the network, on the one it
+// will most likely take: the first offered that no container of the
+// proxy's bottles is on (made or being made). When another start took that
+// one first the container is made again on the one this start got; it
+// never starts before, so it is never on a network another bottle holds.
+func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string, create func(pooled) (container.CreateResponse, error)) (pooled, container.CreateResponse, int, error) {
+	var (
+		none       container.CreateResponse
+		insp       container.InspectResponse
+		users      []container.Summary
+		ierr, lerr error
+		wg         sync.WaitGroup
+	)
+	wg.Go(func() { insp, ierr = c.ContainerInspect(ctx, sh.id) })
+	wg.Go(func() {
+		users, lerr = c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+			filters.Arg("label", LabelProxy+"="+sh.name), filters.Arg("label", sdk.LabelManaged+"=true"))})
+	})
+	wg.Wait()
+	if ierr != nil {
+		return pooled{}, none, -1, engineErr(c, "inspect egress proxy "+sh.name, ierr)
 	}
 	cands := poolOf(insp, poolPrefix(sh.name))
 	mrand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	if lerr == nil {
+		taken := map[string]bool{}
+		for _, u := range users {
+			taken[u.HostConfig.NetworkMode] = true
+		}
+		sort.SliceStable(cands, func(i, j int) bool { return !taken[cands[i].id] && taken[cands[j].id] })
+	}
 	add := func(offers []pooled) (pooled, int, error) {
 		addrs := make([]string, len(offers))
 		for i, o := range offers {
@@ -498,17 +525,42 @@ func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key stri
 		return pooled{}, -1, fmt.Errorf("egress proxy add: it took %q, which was not offered", addr)
 	}
 	if len(cands) > 0 {
+		guess := cands[0]
+		var (
+			made container.CreateResponse
+			merr error
+		)
+		done := make(chan struct{})
+		go func() { defer close(done); made, merr = create(guess) }()
 		p, free, err := add(cands)
-		if err == nil || !strings.Contains(err.Error(), "is free") {
-			return p, free, err
+		<-done
+		if err == nil && p.id == guess.id {
+			return p, made, free, merr
+		}
+		if merr == nil {
+			if rerr := c.ContainerRemove(cctx, made.ID, container.RemoveOptions{Force: true}); rerr != nil && !isNotFound(rerr) {
+				return pooled{}, none, -1, engineErr(c, "remove the agent's container made on a network another start took", rerr)
+			}
+		}
+		if err == nil {
+			made, err := create(p)
+			return p, made, free, err
+		}
+		if !strings.Contains(err.Error(), "is free") {
+			return pooled{}, none, -1, err
 		}
 	}
 	p, err := newPooled(cctx, c, g, key, sh, set.SubnetPool, planned)
 	if err != nil {
-		return pooled{}, -1, err
+		return pooled{}, none, -1, err
 	}
 	cands = append(cands, p)
-	return add([]pooled{p})
+	p, free, err := add([]pooled{p})
+	if err != nil {
+		return pooled{}, none, -1, err
+	}
+	made, err := create(p)
+	return p, made, free, err
 }
 
 // replenish keeps poolFree networks free on the proxy, in the background
