@@ -49,11 +49,17 @@ func TestEgressCAFiles(t *testing.T) {
 			}
 		}
 	})
+	// The queue is mounted under the CA files' directory, as the core
+	// has it.
+	queue := t.TempDir()
+	if err := os.Mkdir(filepath.Join(queue, sdk.QueueInbox), 0o777); err != nil {
+		t.Fatal(err)
+	}
 	launch := func() (string, sdk.Handle) {
 		id := e.identity("cafiles")
 		ids = append(ids, id)
 		spec := e.spec(a, id, "sleep", "300")
-		spec.Detach, spec.Egress = true, []string{"x.bb.test:80"}
+		spec.Detach, spec.Egress, spec.QueueDir = true, []string{"x.bb.test:80"}, queue
 		_, h, _ := e.launch(ctx, spec)
 		return id, h
 	}
@@ -74,13 +80,23 @@ func TestEgressCAFiles(t *testing.T) {
 	if string(bundle) != roots+"\n"+string(caPEM) || !strings.Contains(string(caPEM), "BEGIN CERTIFICATE") {
 		t.Errorf("the bundle is not the image's roots plus the bottle's CA:\n%s", bundle)
 	}
-	res := e.sh(ctx, h, `cat /run/bot-bottle/ca-bundle.pem; echo ===; grep ' /run/bot-bottle ' /proc/mounts`)
+	res := e.sh(ctx, h, `cat /run/bot-bottle/ca-bundle.pem; echo ===; grep ' /run/bot-bottle/ca' /proc/mounts; ls -d /run/bot-bottle/queue/inbox`)
 	inside, mounts, _ := strings.Cut(string(res.Stdout), "===\n")
 	if inside != string(bundle) {
 		t.Errorf("the bottle's bundle is not the host's:\n%s", res.Stdout)
 	}
-	if f := strings.Fields(mounts); len(f) < 4 || !strings.HasPrefix(f[3], "ro") {
-		t.Errorf("/run/bot-bottle is not mounted read-only: %q", mounts)
+	for _, f := range []string{"/run/bot-bottle/ca.pem", "/run/bot-bottle/ca-bundle.pem"} {
+		if !strings.Contains(mounts, " "+f+" ") {
+			t.Errorf("%s is not a mount: %q", f, mounts)
+		}
+	}
+	for _, l := range strings.Split(strings.TrimSpace(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[1], "/run/bot-bottle/ca") && !strings.HasPrefix(f[3], "ro") {
+			t.Errorf("not mounted read-only: %q", l)
+		}
+	}
+	if !strings.Contains(mounts, "/run/bot-bottle/queue/inbox") {
+		t.Errorf("the queue is not there beside the CA files: %q", mounts)
 	}
 	// The image's roots, cached by its ID.
 	insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
@@ -123,9 +139,11 @@ func TestEgressCAFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.cli.ContainerRemove(context.Background(), blocker.ID, container.RemoveOptions{Force: true}) })
+	t.Cleanup(func() {
+		_ = e.cli.ContainerRemove(context.Background(), blocker.ID, container.RemoveOptions{Force: true})
+	})
 	spec := e.spec(a, id3, "sleep", "300")
-	spec.Detach, spec.Egress = true, []string{"x.bb.test:80"}
+	spec.Detach, spec.Egress, spec.QueueDir = true, []string{"x.bb.test:80"}, queue
 	plan, err := e.p.be.Prepare(ctx, spec)
 	if err != nil {
 		t.Fatal(err)

@@ -126,8 +126,10 @@ func addInput(spec sdk.Spec, set settings.Settings) ([]byte, []byte, error) {
 }
 
 // caFiles are a bottle's CA files on the host, in a directory of the
-// plugin's own (one per launch) that the agent's container mounts
-// read-only at guestCADir. A mount costs the launch nothing but the
+// plugin's own (one per launch), each mounted read-only at its place in
+// the agent's container: files, not their directory, for other mounts
+// (the queue's) go under guestCADir, whose mount points the engine must
+// be able to make there. A mount costs the launch nothing but the
 // writes; copying the files into the created container cost two to four
 // archive calls, each of which has the engine mount and unmount the
 // container's filesystem (130–400 ms of a start on a busy machine). It also
@@ -168,6 +170,11 @@ func (f caFiles) write(caPEM, roots []byte, known bool) error {
 	if known {
 		return f.writeBundle(caPEM, roots)
 	}
+	// The mount's source must be there at create; the bundle replaces it
+	// before the container starts, which is when the engine binds it.
+	if err := writeFile(filepath.Join(f.dir, path.Base(GuestCABundle)), nil, 0o644); err != nil {
+		return fmt.Errorf("the bottle's CA bundle: %w", err)
+	}
 	return nil
 }
 
@@ -181,8 +188,12 @@ func (f caFiles) writeBundle(caPEM, roots []byte) error {
 	return nil
 }
 
-func (f caFiles) mount() mount.Mount {
-	return mount.Mount{Type: mount.TypeBind, Source: f.dir, Target: guestCADir, ReadOnly: true}
+func (f caFiles) mounts() []mount.Mount {
+	var ms []mount.Mount
+	for _, g := range []string{GuestCACert, GuestCABundle} {
+		ms = append(ms, mount.Mount{Type: mount.TypeBind, Source: filepath.Join(f.dir, path.Base(g)), Target: g, ReadOnly: true})
+	}
+	return ms
 }
 
 // writeFile writes data to name whole or not at all, with mode whatever

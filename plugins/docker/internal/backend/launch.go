@@ -175,7 +175,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		if err := caf.write(caPEM, roots, rootsKnown); err != nil {
 			return h, err
 		}
-		hc.Mounts = append(hc.Mounts, caf.mount())
+		hc.Mounts = append(hc.Mounts, caf.mounts()...)
 		cfg.Env = caEnv(cfg.Env)
 		tm.mark("egress-ca")
 		// The agent's container is made on a network while the proxy
