@@ -320,6 +320,15 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 	}
 	progress(sdk.Progress{Stage: StageEgress, Message: "started egress proxy " + name + " (shared by this home's bottles)", ID: created.ID})
 	*made = true
+	if keepProxy() {
+		removed, err := sweepKept(cctx, c, g, key)
+		if len(removed) > 0 {
+			progress(sdk.Progress{Stage: StageEgress, Message: "removed the idle egress proxy of an earlier build or config: " + strings.Join(removed, ", ")})
+		}
+		if err != nil {
+			b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
+		}
+	}
 	return shared{id: created.ID, name: name}, nil
 }
 
@@ -666,35 +675,64 @@ func releaseIfIdle(ctx context.Context, c *client.Client, proxy string) ([]strin
 		return nil, nil // starts kept it busy: the next stop, or prune, sees to it
 	}
 	defer unlock()
-	var removed []string
-	insp, err := c.ContainerInspect(ctx, proxy)
-	switch {
-	case isNotFound(err):
-	case err != nil:
-		return nil, engineErr(c, "inspect egress proxy", err)
-	default:
-		if insp.State != nil && insp.State.Running {
-			out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
-			if err != nil {
-				return nil, err
-			}
-			if len(strings.Fields(out)) > 0 {
-				return nil, nil
-			}
-		}
-		name := strings.TrimPrefix(insp.Name, "/")
-		if err := c.ContainerRemove(ctx, insp.ID, container.RemoveOptions{Force: true}); err != nil && !isNotFound(err) {
-			return nil, engineErr(c, "remove egress proxy "+name, err)
-		}
-		removed = append(removed, "container "+name)
-		more, err := removePool(ctx, c, g, insp.Config.Labels[LabelProxyKey])
-		removed = append(removed, more...)
-		if err != nil {
-			return removed, err
-		}
+	removed, err := removeIdleProxy(ctx, c, g, proxy)
+	if err != nil {
+		return removed, err
 	}
 	more, err := removeOutboundIfUnused(ctx, c, g)
 	return append(removed, more...), err
+}
+
+// removeIdleProxy removes the group's proxy when it serves no bottle, with
+// its pooled networks. Call it under the group's exclusive lock.
+func removeIdleProxy(ctx context.Context, c *client.Client, g group, proxy string) ([]string, error) {
+	insp, err := c.ContainerInspect(ctx, proxy)
+	switch {
+	case isNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, engineErr(c, "inspect egress proxy", err)
+	}
+	if insp.State != nil && insp.State.Running {
+		out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
+		if err != nil {
+			return nil, err
+		}
+		if len(strings.Fields(out)) > 0 {
+			return nil, nil
+		}
+	}
+	name := strings.TrimPrefix(insp.Name, "/")
+	if err := c.ContainerRemove(ctx, insp.ID, container.RemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+		return nil, engineErr(c, "remove egress proxy "+name, err)
+	}
+	removed := []string{"container " + name}
+	more, err := removePool(ctx, c, g, insp.Config.Labels[LabelProxyKey])
+	return append(removed, more...), err
+}
+
+// sweepKept removes the group's kept proxies of keys other than key that
+// serve nobody: with keep_egress_proxy, a proxy of an earlier build (or
+// audit directory, or egress_networks) would otherwise idle until prune
+// once a start has made the one of key. One that serves bottles is left
+// to their last stop. Call it under the group's exclusive lock.
+func sweepKept(ctx context.Context, c *client.Client, g group, key string) ([]string, error) {
+	ps, err := groupProxies(ctx, c, g)
+	if err != nil {
+		return nil, err
+	}
+	k := &collector{}
+	each(ps, func(p container.Summary) {
+		if p.Labels[LabelProxyKey] == key {
+			return
+		}
+		more, err := removeIdleProxy(ctx, c, g, p.ID)
+		for _, m := range more {
+			k.add(m, nil)
+		}
+		k.add("", err)
+	})
+	return k.removed, errors.Join(k.errs...)
 }
 
 // removePool removes the pooled networks of the proxy of key, which is
