@@ -8,12 +8,19 @@ plugin "docker" {
   config {
     memory     = "4g"
     pids_limit = 512
-    # A bottle with an egress allowlist gets an internal network and an
-    # outbound one for its egress proxy, each a /29 of subnet_pool; the
-    # proxy also joins egress_networks (existing Docker networks whose
-    # services bottles may then reach by name, through the allowlist).
+    # A bottle with an egress allowlist gets an internal network of its own
+    # (a /29 of subnet_pool, made ahead) whose only way out is the home's
+    # shared egress proxy, on an outbound network of the home; the proxy
+    # also joins egress_networks (existing Docker networks whose services
+    # bottles may then reach by name, through the allowlist).
     # subnet_pool     = "198.18.0.0/15"
     # egress_networks = ["my-services"]
+    # keep_egress_proxy = true keeps the home's proxy running after its last
+    # bottle stops, so that the next egress start finds it (about half the
+    # time of a start that makes it); `bot-bottle list` shows it idle and
+    # `bot-bottle prune` removes it, as does the first start of an upgraded
+    # plugin, which makes its own.
+    # keep_egress_proxy = false
     # The OCI runtime of the agent's container, if not the engine's default;
     # it must be registered with the engine (see `docker info`).
     # runtime = "runsc"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -464,4 +465,98 @@ func (e *env) dockerRun(img string) time.Duration {
 		e.t.Fatalf("docker run: %v: %s", err, out)
 	}
 	return time.Since(start)
+}
+
+// BenchmarkEgressStartSteps takes a warm egress start apart (another egress
+// bottle of the home runs throughout, as in BenchmarkEgressStart): the
+// medians of Prepare, Launch, Attach (until `true` exits) and Stop as the
+// caller sees them, of each step the plugin's debug log times inside them
+// ("launch timing", "attach timing", "stop timing"), of the same for a
+// bottle without egress ("no-egress." first), and of a bare `docker run
+// --rm` of the same image in the same run, the anchor.
+func BenchmarkEgressStartSteps(b *testing.B) {
+	cli := testenv.RequireDocker(b)
+	e := &env{t: b, cli: cli, label: testenv.RunID(b, cli)}
+	e.p = startPlugin(b, e.configEnv(nil), sdk.EnvLogLevel+"=debug")
+	ctx := context.Background()
+	a := e.agent("benchsteps")
+	egress := []string{"big.bb.test:80"}
+	resident := e.spec(a, e.identity("benchsteps"), "sleep", "3600")
+	resident.Detach, resident.Egress = true, egress
+	_, rh, _ := e.launch(ctx, resident)
+	defer e.stop(ctx, sdk.StopRequest{Handle: &rh})
+	img := e.cachedImage(ctx, "benchsteps")
+	steps := map[string][]time.Duration{}
+	one := func(keep bool, egress []string) {
+		prefix := ""
+		if len(egress) == 0 {
+			prefix = "no-egress."
+		}
+		id := e.identity("benchsteps")
+		spec := e.spec(a, id, "true")
+		spec.Egress = egress
+		t0 := time.Now()
+		plan, err := e.p.be.Prepare(ctx, spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		h, err := e.p.be.Launch(ctx, spec, plan, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		if s := e.run(ctx, h, nil); s.status.Code != 0 {
+			b.Fatalf("bottle exit %+v", s)
+		}
+		t3 := time.Now()
+		e.stop(ctx, sdk.StopRequest{Handle: &h})
+		t4 := time.Now()
+		if !keep {
+			return
+		}
+		for k, d := range map[string]time.Duration{"prepare": t1.Sub(t0), "launch": t2.Sub(t1), "attach": t3.Sub(t2), "start": t3.Sub(t0), "stop": t4.Sub(t3)} {
+			steps[prefix+k] = append(steps[prefix+k], d)
+		}
+		for k, d := range loggedSteps(e.p.logs.String(), id) {
+			steps[prefix+k] = append(steps[prefix+k], d)
+		}
+	}
+	one(false, egress) // warm the caches
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		steps["docker-run"] = append(steps["docker-run"], e.dockerRun(img))
+		one(true, egress)
+		one(true, nil)
+	}
+	b.StopTimer()
+	for k, ds := range steps {
+		b.ReportMetric(float64(median(ds).Microseconds())/1000, k+"-ms")
+	}
+	b.ReportMetric(float64(median(steps["start"]))/float64(median(steps["docker-run"])), "egress/docker-run")
+	b.ReportMetric(float64(median(steps["no-egress.start"]))/float64(median(steps["docker-run"])), "no-egress/docker-run")
+}
+
+// loggedSteps are the steps the plugin's timing lines about identity give,
+// by the line's first word and the step's name ("launch.create").
+func loggedSteps(logs, identity string) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, line := range strings.Split(logs, "\n") {
+		i := strings.Index(line, " timing:")
+		if i < 0 || !strings.Contains(line, "identity="+identity) {
+			continue
+		}
+		f := strings.Fields(line[:i])
+		what := f[len(f)-1]
+		for _, kv := range strings.Fields(line[i+len(" timing:"):]) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			if d, err := time.ParseDuration(strings.Trim(v, `"`)); err == nil {
+				out[what+"."+k] += d
+			}
+		}
+	}
+	return out
 }

@@ -942,3 +942,63 @@ func TestEgressProxyKept(t *testing.T) {
 	}
 	e.assertNoShared(ctx)
 }
+
+// keep_egress_proxy and an upgrade: the start that makes the new build's
+// proxy removes the earlier build's kept proxy that serves nobody (with
+// its pool), so a home has no idle proxy of a build it no longer runs;
+// the new one is kept in its turn and prune's Stop of it leaves nothing.
+func TestEgressKeptProxyUpgrade(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	cfg := map[string]any{"keep_egress_proxy": true}
+	e.configure(cfg)
+	newer := filepath.Join(t.TempDir(), "bot-bottle-plugin-docker")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=0.0.0-kept-upgrade-"+e.label, "-o", newer, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the upgrade: %v: %s", err, out)
+	}
+	up := startPluginAt(t, newer, e.configEnv(cfg))
+	a := e.agent("keptup")
+	run := func(p *pluginProc) string {
+		id := e.identity("keptup")
+		spec := e.spec(a, id, "true")
+		spec.Egress = []string{"x.bb.test:80"}
+		plan, err := p.be.Prepare(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := p.be.Launch(ctx, spec, plan, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.be.Stop(ctx, sdk.StopRequest{Handle: &h}); err != nil {
+			t.Fatal(err)
+		}
+		e.assertGone(ctx, id)
+		return handleProxy(t, h)
+	}
+	oldProxy := run(e.p)
+	if _, err := e.cli.ContainerInspect(ctx, oldProxy); err != nil {
+		t.Fatalf("the kept proxy %s: %v", oldProxy, err)
+	}
+	newProxy := run(up)
+	if newProxy == oldProxy {
+		t.Fatalf("both builds used proxy %s", oldProxy)
+	}
+	if _, err := e.cli.ContainerInspect(ctx, oldProxy); err == nil {
+		t.Errorf("the earlier build's idle proxy %s is still there after the new build made %s", oldProxy, newProxy)
+	}
+	for _, r := range e.sharedLeft(ctx) {
+		if strings.Contains(r, oldProxy) {
+			t.Errorf("left of the earlier build's proxy: %s", r)
+		}
+	}
+	if _, err := e.cli.ContainerInspect(ctx, newProxy); err != nil {
+		t.Errorf("the new build's proxy %s was not kept: %v", newProxy, err)
+	}
+	if removed, err := up.be.Stop(ctx, sdk.StopRequest{Identity: newProxy}); err != nil || !contains(removed, "container "+newProxy) {
+		t.Errorf("prune's Stop of %s: %v, %v", newProxy, removed, err)
+	}
+	e.assertNoShared(ctx)
+}

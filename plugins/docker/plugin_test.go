@@ -649,7 +649,12 @@ func crashAt(t *testing.T, e *env, ctx context.Context, kill int) {
 		}
 	})
 	if err == nil {
-		t.Fatal("launch survived its plugin")
+		// The signal lost the race: the bottle's network is taken at the
+		// end of a warm launch (its container is made meanwhile), so little
+		// may be left to do after that progress. A plugin killed right
+		// after the launch, before the core kept its handle, leaves the
+		// same to remove by identity alone.
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	// What it left: the bottle's listener on the home's proxy (and the
 	// agent's container if the create got there).

@@ -31,6 +31,8 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 	if err != nil {
 		return sdk.ExitStatus{}, err
 	}
+	tm := newSteps()
+	defer tm.log(b.log, "attach timing", "identity", req.Handle.Identity)
 	c, err := b.engine(ctx)
 	if err != nil {
 		return sdk.ExitStatus{}, err
@@ -68,6 +70,7 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 		return sdk.ExitStatus{}, engineErr(c, "attach to "+hd.Name, err)
 	}
 	defer resp.Close()
+	tm.mark("inspect-attach")
 
 	outDone := make(chan error, 1)
 	go func() {
@@ -100,6 +103,7 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 			}
 			return sdk.ExitStatus{}, engineErr(c, "start container "+hd.Name, err)
 		}
+		tm.mark("start")
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -118,6 +122,7 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 			b.log.Debug("output stream ended", "identity", req.Handle.Identity, "error", err)
 		}
 	}
+	tm.mark("output")
 	code, err := waitExit(ctx, c, hd.Container)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -125,6 +130,7 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 		}
 		return sdk.ExitStatus{}, engineErr(c, "wait for "+hd.Name, err)
 	}
+	tm.mark("wait")
 	return sdk.ExitStatus{Code: code}, nil
 }
 

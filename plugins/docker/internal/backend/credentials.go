@@ -7,12 +7,12 @@ package backend
 // never in a container's config, a command line or a log. The proxy
 // terminates TLS for the credentials' hosts (and hosts of rules about
 // requests) with leaves of that CA; the bottle trusts it through a bundle
-// of the image's own roots plus the CA, copied into the created container
-// before it starts, and the usual variables. A resume makes a new CA.
+// of the image's own roots plus the CA, in a directory of the plugin's own
+// mounted read-only into the agent's container (caFiles), and the usual
+// variables. A resume makes a new CA.
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,11 +20,11 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
@@ -125,39 +125,173 @@ func addInput(spec sdk.Spec, set settings.Settings) ([]byte, []byte, error) {
 	return b, ca.CertPEM(), nil
 }
 
-// installCA puts the bottle's CA and a bundle of the image's own roots plus
-// it into the created container, before it starts.
-func installCA(ctx context.Context, c *client.Client, containerID string, caPEM []byte) error {
-	roots, err := readImageRoots(ctx, c, containerID)
+// caFiles are a bottle's CA files on the host, in a directory of the
+// plugin's own (one per launch), each mounted read-only at its place in
+// the agent's container: files, not their directory, for other mounts
+// (the queue's) go under guestCADir, whose mount points the engine must
+// be able to make there. A mount costs the launch nothing but the
+// writes; copying the files into the created container cost two to four
+// archive calls, each of which has the engine mount and unmount the
+// container's filesystem (130–400 ms of a start on a busy machine). It also
+// keeps them out of the bottle's snapshots: a commit takes no mount.
+type caFiles struct{ dir string }
+
+const (
+	caSubdir    = "ca"
+	rootsSubdir = "roots"
+)
+
+// caFilesFor is where the launch launchID of identity keeps its CA files.
+func caFilesFor(identity, launchID string) (caFiles, error) {
+	dir, err := privateDir()
+	if err != nil {
+		return caFiles{}, fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	return caFiles{dir: filepath.Join(dir, caSubdir, identity+"."+launchID)}, nil
+}
+
+// write makes the directory and its certificate, and the bundle when the
+// image's roots are known (known: roots may be nil, an image with none).
+func (f caFiles) write(caPEM, roots []byte, known bool) error {
+	if err := os.MkdirAll(filepath.Dir(f.dir), 0o700); err != nil {
+		return fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	// World-readable inside: the agent's user reads them through the
+	// mount, whatever its uid; the parents stay private on the host.
+	if err := os.Mkdir(f.dir, 0o755); err != nil {
+		return fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	if err := os.Chmod(f.dir, 0o755); err != nil {
+		return fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	if err := writeFile(filepath.Join(f.dir, path.Base(GuestCACert)), caPEM, 0o644); err != nil {
+		return fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	if known {
+		return f.writeBundle(caPEM, roots)
+	}
+	// The mount's source must be there at create; the bundle replaces it
+	// before the container starts, which is when the engine binds it.
+	if err := writeFile(filepath.Join(f.dir, path.Base(GuestCABundle)), nil, 0o644); err != nil {
+		return fmt.Errorf("the bottle's CA bundle: %w", err)
+	}
+	return nil
+}
+
+// writeBundle writes the bundle: the image's roots plus the bottle's CA.
+func (f caFiles) writeBundle(caPEM, roots []byte) error {
+	bundle := append(append([]byte(nil), roots...), '\n')
+	bundle = append(bundle, caPEM...)
+	if err := writeFile(filepath.Join(f.dir, path.Base(GuestCABundle)), bundle, 0o644); err != nil {
+		return fmt.Errorf("the bottle's CA bundle: %w", err)
+	}
+	return nil
+}
+
+func (f caFiles) mounts() []mount.Mount {
+	var ms []mount.Mount
+	for _, g := range []string{GuestCACert, GuestCABundle} {
+		ms = append(ms, mount.Mount{Type: mount.TypeBind, Source: filepath.Join(f.dir, path.Base(g)), Target: g, ReadOnly: true})
+	}
+	return ms
+}
+
+// writeFile writes data to name whole or not at all, with mode whatever
+// the umask: a reader never sees half of it.
+func writeFile(name string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
 	if err != nil {
 		return err
 	}
-	bundle := append(append([]byte(nil), roots...), '\n')
-	bundle = append(bundle, caPEM...)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	dir := strings.TrimPrefix(guestCADir, "/")
-	for _, d := range []string{"run", dir} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: now}); err != nil {
-			return err
-		}
-	}
-	for name, data := range map[string][]byte{GuestCACert: caPEM, GuestCABundle: bundle} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(name, "/"), Mode: 0o644, Size: int64(len(data)), ModTime: now}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(data); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
 		return err
 	}
-	if err := c.CopyToContainer(ctx, containerID, "/", &buf, container.CopyToContainerOptions{}); err != nil {
-		return engineErr(c, "copy the bottle's CA into its container", err)
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
 	}
-	return nil
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
+}
+
+// removeCAFiles removes the CA files of identity's launches (every one
+// when launchID is empty). The engine's mount of a removed directory in a
+// container that still runs would lose them, so only a launch that failed
+// or a bottle whose containers are gone calls it.
+func removeCAFiles(identity, launchID string) error {
+	dir, err := privateDir()
+	if err != nil {
+		return fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	pattern := identity + ".*"
+	if launchID != "" {
+		pattern = identity + "." + launchID
+	}
+	ms, err := filepath.Glob(filepath.Join(dir, caSubdir, pattern))
+	if err != nil {
+		return fmt.Errorf("the bottle's CA files: %w", err)
+	}
+	var errs []error
+	for _, m := range ms {
+		if err := os.RemoveAll(m); err != nil {
+			errs = append(errs, fmt.Errorf("the bottle's CA files: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cachedRoots are the trusted roots of the image imageID as an earlier
+// launch read them (ok false: never read). An image ID is its content's
+// hash, so its roots never change; reading them out of a container costs
+// an archive call per path tried (each one a mount of the container's
+// filesystem by the engine), and every bottle of an image has the same.
+func cachedRoots(imageID string) (roots []byte, ok bool) {
+	name, err := rootsCacheFile(imageID)
+	if err != nil {
+		return nil, false
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxRootsBundle+1))
+	if err != nil || len(data) > maxRootsBundle {
+		return nil, false
+	}
+	if len(data) == 0 {
+		return nil, true // the image has none
+	}
+	return data, true
+}
+
+// storeRoots remembers the image's roots for its next launches; a cache
+// that cannot be written only costs them the read.
+func storeRoots(imageID string, roots []byte) {
+	name, err := rootsCacheFile(imageID)
+	if err != nil {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+		return
+	}
+	_ = writeFile(name, roots, 0o600)
+}
+
+func rootsCacheFile(imageID string) (string, error) {
+	hexID, ok := strings.CutPrefix(imageID, "sha256:")
+	if !ok || len(hexID) != 64 || strings.Trim(hexID, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("image ID %q is not a sha256", imageID)
+	}
+	dir, err := privateDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, rootsSubdir, hexID+".pem"), nil
 }
 
 // readImageRoots copies the image's trusted roots out of the created

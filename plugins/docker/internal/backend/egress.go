@@ -352,31 +352,28 @@ func logMessage(line string) string {
 	return msg
 }
 
-// launchEgress readies the egress side of a bottle with an allowlist: the
-// home's shared proxy (found, or made) serves it on a network of the
-// proxy's pool, made ahead (see shared.go), and it returns once the
-// proxy's listener for the bottle is bound. The agent's container joins
-// that network at .3. It records the proxy and the network in data; a
-// failure after the `add` is rolled back by the launch's rollback (forget).
-// The pool is refilled in the background.
-func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, labels map[string]string, data *handleData, progress func(sdk.Progress)) (internalNet, []byte, error) {
-	var in internalNet
+// launchEgress readies the egress side of a bottle with an allowlist and
+// makes its agent's container (create): the home's shared proxy (found,
+// or made) serves it on a network of the proxy's pool, made ahead (see
+// shared.go), and it returns once the proxy's listener for the bottle is
+// bound and the container is made on that network, at .3. It records the
+// proxy and the network in data; a failure after the `add` is rolled back
+// by the launch's rollback (forget). The pool is refilled in the
+// background.
+func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec sdk.Spec, set settings.Settings, planned netip.Prefix, rules []byte, data *handleData, tm *steps, progress func(sdk.Progress), create func(pooled) (container.CreateResponse, error)) (container.CreateResponse, error) {
+	var none container.CreateResponse
 	bin, err := locateProxy()
 	if err != nil {
-		return in, nil, err
-	}
-	// The rules, and the bottle's new CA and credentials (credentials.go).
-	rules, caPEM, err := addInput(spec, set)
-	if err != nil {
-		return in, nil, err
+		return none, err
 	}
 	if err := prepareEgressLog(spec.EgressLog); err != nil {
-		return in, nil, err
+		return none, err
 	}
 	img, err := b.proxyImage(ctx, c, bin, set.Labels, progress)
 	if err != nil {
-		return in, nil, err
+		return none, err
 	}
+	tm.mark("egress-proxy-image")
 	auditDir := ""
 	if spec.EgressLog != "" {
 		auditDir = filepath.Dir(spec.EgressLog)
@@ -386,15 +383,17 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	data.Shared, data.ProxyName = true, g.proxyName(key)
 	sh, unlock, err := b.ensureShared(ctx, cctx, c, g, key, img, set, auditDir, progress)
 	if err != nil {
-		return in, nil, err
+		return none, err
 	}
 	data.Proxy = sh.id
-	p, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog)
+	tm.mark("egress-find-proxy")
+	p, created, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog, create)
 	unlock()
 	if err != nil {
-		return in, nil, err
+		return none, err
 	}
-	in = p.in
+	tm.mark("egress-add-create")
+	in := p.in
 	data.Network, data.NetworkName, data.ProxyAddr = p.id, p.name, in.proxyAddr()
 	progress(sdk.Progress{Stage: StageNetwork, Message: "network " + p.name + " (internal, " + in.subnet.String() + ", made ahead; the agent at " + in.agentIP().String() + ")", ID: p.id})
 	progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy " + sh.name + " listening on " + in.proxyAddr() + " for this bottle only; allowed: " + strings.Join(spec.Egress, ", "), ID: sh.id})
@@ -406,7 +405,7 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 		progress(sdk.Progress{Stage: StageEgress, Message: "egress proxy injects credentials " + strings.Join(names, ", ") + " (the agent holds placeholders)", ID: sh.id})
 	}
 	b.replenish(c, g, key, sh, set, free)
-	return in, caPEM, nil
+	return created, nil
 }
 
 // UpdateEgress replaces the running proxy's allowlist with rules and

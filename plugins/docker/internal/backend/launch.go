@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
@@ -44,6 +45,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		return h, err
 	}
 	defer b.inflight(spec.Identity)()
+	tm := newSteps()
 	c, err := b.engine(ctx)
 	if err != nil {
 		return h, err
@@ -66,6 +68,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err := checkSource(src); err != nil {
 		return h, err
 	}
+	tm.mark("source")
 
 	launchID, err := randomID()
 	if err != nil {
@@ -83,6 +86,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	tm.mark("image")
 	feat, err := probeEngine(ctx, c)
 	if err != nil {
 		return h, err
@@ -145,37 +149,72 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		hard.user = asUser
 	}
 	cfg, hc := containerConfig(spec, set, img, ctLabels, hard)
+	tm.mark("config")
 	// Deny-by-default at its cheapest and strictest: with no egress allowed
 	// the bottle gets no network at all, only loopback (and no DNS). A
 	// bottle with an allowlist reaches out only through its egress proxy
 	// (see egress.go).
 	hc.NetworkMode = container.NetworkMode("none")
-	var netCfg *network.NetworkingConfig
-	var caPEM []byte
+	var created container.CreateResponse
+	var caPEM, roots []byte
+	var caf caFiles
+	rootsKnown := false
 	if len(spec.Egress) > 0 {
-		in, ca, err := b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), labels, &data, progress)
-		if err != nil {
+		// The rules, and the bottle's new CA and credentials
+		// (credentials.go); the CA's files, with the bundle when the
+		// image's roots are known already (otherwise they are read from
+		// the created container before it starts).
+		var rules []byte
+		if rules, caPEM, err = addInput(spec, set); err != nil {
 			return h, err
 		}
-		netCfg, caPEM = agentEgress(c, cfg, hc, data.Network, in), ca
+		if caf, err = caFilesFor(spec.Identity, launchID); err != nil {
+			return h, err
+		}
+		roots, rootsKnown = cachedRoots(img.ID)
+		if err := caf.write(caPEM, roots, rootsKnown); err != nil {
+			return h, err
+		}
+		hc.Mounts = append(hc.Mounts, caf.mounts()...)
 		cfg.Env = caEnv(cfg.Env)
-		// A Stop without the handle finds the bottle's proxy by it.
-		cfg.Labels[LabelProxy] = data.ProxyName
-	}
-	// The agent may start (here or at its first Attach) only once its
-	// proxy listens: launchEgress returned once it does.
-	created, err := c.ContainerCreate(cctx, cfg, hc, netCfg, nil, name)
-	if err != nil {
+		tm.mark("egress-ca")
+		// The agent's container is made on a network while the proxy
+		// takes one (launchEgress), and again if it took another.
+		create := func(p pooled) (container.CreateResponse, error) {
+			ecfg, ehc := *cfg, *hc
+			ecfg.Env = slices.Clone(cfg.Env)
+			ecfg.Labels = maps.Clone(cfg.Labels)
+			// A Stop without the handle finds the bottle's proxy by it.
+			ecfg.Labels[LabelProxy] = data.ProxyName
+			netCfg := agentEgress(c, &ecfg, &ehc, p.id, p.in)
+			made, err := c.ContainerCreate(cctx, &ecfg, &ehc, netCfg, nil, name)
+			if err != nil {
+				return made, engineErr(c, "create container "+name, err)
+			}
+			return made, nil
+		}
+		// The agent may start (here or at its first Attach) only once its
+		// proxy listens: launchEgress returns once it does.
+		if created, err = b.launchEgress(ctx, cctx, c, spec, set, pd.subnet(), rules, &data, tm, progress, create); err != nil {
+			return h, err
+		}
+	} else if created, err = c.ContainerCreate(cctx, cfg, hc, nil, nil, name); err != nil {
 		return h, engineErr(c, "create container "+name, err)
 	}
 	data.Container, data.Name = created.ID, name
-	if caPEM != nil {
-		if err := installCA(cctx, c, created.ID, caPEM); err != nil {
+	tm.mark("create")
+	if caPEM != nil && !rootsKnown {
+		if roots, err = readImageRoots(cctx, c, created.ID); err != nil {
 			return h, err
 		}
+		if err := caf.writeBundle(caPEM, roots); err != nil {
+			return h, err
+		}
+		storeRoots(img.ID, roots)
+		tm.mark("image-roots")
 	}
 	for _, w := range created.Warnings {
-		if netCfg != nil && strings.Contains(w, "Localhost DNS") {
+		if len(spec.Egress) > 0 && strings.Contains(w, "Localhost DNS") {
 			continue // on purpose: the agent's resolver must forward nowhere
 		}
 		b.log.Warn("engine warning", "container", name, "warning", w)
@@ -187,11 +226,13 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 			return h, engineErr(c, "start container "+name, err)
 		}
 		progress(sdk.Progress{Stage: StageStart, Message: "started " + name, ID: created.ID})
+		tm.mark("start")
 	}
 	// A caller that gave up meanwhile gets no handle: the bottle goes.
 	if err := ctx.Err(); err != nil {
 		return h, err
 	}
+	tm.log(b.log, "launch timing", "identity", spec.Identity)
 	return encodeHandle(spec.Identity, data)
 }
 
@@ -311,6 +352,11 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string, data han
 	// pool with the forget.
 	f := filters.NewArgs(filters.Arg("label", LabelLaunch+"="+launchID))
 	removed, err := removeMatching(ctx, c, f, true, handleData{})
+	if err == nil {
+		if cerr := removeCAFiles(identity, launchID); cerr != nil {
+			b.log.Warn("could not remove a failed launch's CA files", "identity", identity, "error", cerr)
+		}
+	}
 	if data.Shared && data.Proxy != "" && err == nil {
 		forgot, left, ferr := forgetBottle(ctx, c, data.Proxy, identity)
 		if ferr != nil {

@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -138,14 +139,9 @@ func sharedKey(img imageRef, user, auditDir string, egressNets []string) string 
 // release. A flock is dropped by the kernel when its holder dies, so a
 // crashed plugin never leaves a home locked.
 func lockGroup(ctx context.Context, g group, exclusive bool) (func(), error) {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("bot-bottle-docker-%d", os.Getuid()))
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	dir, err := privateDir()
+	if err != nil {
 		return nil, fmt.Errorf("egress lock: %w", err)
-	}
-	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("egress lock directory %s is not a private directory of this user", dir)
-	} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return nil, fmt.Errorf("egress lock directory %s belongs to uid %d, not this user", dir, st.Uid)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, g.homePart()+"-"+g.key+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -169,6 +165,23 @@ func lockGroup(ctx context.Context, g group, exclusive bool) (func(), error) {
 		go func() { <-done; f.Close() }()
 		return nil, ctx.Err()
 	}
+}
+
+// privateDir is the plugin's own directory for this user
+// ($TMPDIR/bot-bottle-docker-<uid>): the egress locks, the bottles' CA
+// files and the images' roots (credentials.go). It is made private, and
+// refused when someone else could have made or changed it.
+func privateDir() (string, error) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("bot-bottle-docker-%d", os.Getuid()))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("the plugin's directory %s is not a private directory of this user", dir)
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return "", fmt.Errorf("the plugin's directory %s belongs to uid %d, not this user", dir, st.Uid)
+	}
+	return dir, nil
 }
 
 // shared is a running shared proxy.
@@ -307,6 +320,15 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 	}
 	progress(sdk.Progress{Stage: StageEgress, Message: "started egress proxy " + name + " (shared by this home's bottles)", ID: created.ID})
 	*made = true
+	if keepProxy() {
+		removed, err := sweepKept(cctx, c, g, key)
+		if len(removed) > 0 {
+			progress(sdk.Progress{Stage: StageEgress, Message: "removed the idle egress proxy of an earlier build or config: " + strings.Join(removed, ", ")})
+		}
+		if err != nil {
+			b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
+		}
+	}
 	return shared{id: created.ID, name: name}, nil
 }
 
@@ -453,16 +475,42 @@ func newPooled(ctx context.Context, c *client.Client, g group, key string, sh sh
 }
 
 // claimNetwork has the proxy serve the bottle on a free network of its
-// pool, or on a new one when none is free. It returns the network, how
-// many of the pool are free now (-1: unknown), and returns once the
-// bottle's listener is bound.
-func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string) (pooled, int, error) {
-	insp, err := c.ContainerInspect(ctx, sh.id)
-	if err != nil {
-		return pooled{}, -1, engineErr(c, "inspect egress proxy "+sh.name, err)
+// pool, or on a new one when none is free, and has create make the agent's
+// container on it. It returns the network, the container, how many of the
+// pool are free now (-1: unknown), and returns once the bottle's listener
+// is bound.
+//
+// The container is made while the proxy takes the network, on the one it
+// will most likely take: the first offered that no container of the
+// proxy's bottles is on (made or being made). When another start took that
+// one first the container is made again on the one this start got; it
+// never starts before, so it is never on a network another bottle holds.
+func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string, create func(pooled) (container.CreateResponse, error)) (pooled, container.CreateResponse, int, error) {
+	var (
+		none       container.CreateResponse
+		insp       container.InspectResponse
+		users      []container.Summary
+		ierr, lerr error
+		wg         sync.WaitGroup
+	)
+	wg.Go(func() { insp, ierr = c.ContainerInspect(ctx, sh.id) })
+	wg.Go(func() {
+		users, lerr = c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+			filters.Arg("label", LabelProxy+"="+sh.name), filters.Arg("label", sdk.LabelManaged+"=true"))})
+	})
+	wg.Wait()
+	if ierr != nil {
+		return pooled{}, none, -1, engineErr(c, "inspect egress proxy "+sh.name, ierr)
 	}
 	cands := poolOf(insp, poolPrefix(sh.name))
 	mrand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	if lerr == nil {
+		taken := map[string]bool{}
+		for _, u := range users {
+			taken[u.HostConfig.NetworkMode] = true
+		}
+		sort.SliceStable(cands, func(i, j int) bool { return !taken[cands[i].id] && taken[cands[j].id] })
+	}
 	add := func(offers []pooled) (pooled, int, error) {
 		addrs := make([]string, len(offers))
 		for i, o := range offers {
@@ -486,17 +534,42 @@ func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key stri
 		return pooled{}, -1, fmt.Errorf("egress proxy add: it took %q, which was not offered", addr)
 	}
 	if len(cands) > 0 {
+		guess := cands[0]
+		var (
+			made container.CreateResponse
+			merr error
+		)
+		done := make(chan struct{})
+		go func() { defer close(done); made, merr = create(guess) }()
 		p, free, err := add(cands)
-		if err == nil || !strings.Contains(err.Error(), "is free") {
-			return p, free, err
+		<-done
+		if err == nil && p.id == guess.id {
+			return p, made, free, merr
+		}
+		if merr == nil {
+			if rerr := c.ContainerRemove(cctx, made.ID, container.RemoveOptions{Force: true}); rerr != nil && !isNotFound(rerr) {
+				return pooled{}, none, -1, engineErr(c, "remove the agent's container made on a network another start took", rerr)
+			}
+		}
+		if err == nil {
+			made, err := create(p)
+			return p, made, free, err
+		}
+		if !strings.Contains(err.Error(), "is free") {
+			return pooled{}, none, -1, err
 		}
 	}
 	p, err := newPooled(cctx, c, g, key, sh, set.SubnetPool, planned)
 	if err != nil {
-		return pooled{}, -1, err
+		return pooled{}, none, -1, err
 	}
 	cands = append(cands, p)
-	return add([]pooled{p})
+	p, free, err := add([]pooled{p})
+	if err != nil {
+		return pooled{}, none, -1, err
+	}
+	made, err := create(p)
+	return p, made, free, err
 }
 
 // replenish keeps poolFree networks free on the proxy, in the background
@@ -602,35 +675,64 @@ func releaseIfIdle(ctx context.Context, c *client.Client, proxy string) ([]strin
 		return nil, nil // starts kept it busy: the next stop, or prune, sees to it
 	}
 	defer unlock()
-	var removed []string
-	insp, err := c.ContainerInspect(ctx, proxy)
-	switch {
-	case isNotFound(err):
-	case err != nil:
-		return nil, engineErr(c, "inspect egress proxy", err)
-	default:
-		if insp.State != nil && insp.State.Running {
-			out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
-			if err != nil {
-				return nil, err
-			}
-			if len(strings.Fields(out)) > 0 {
-				return nil, nil
-			}
-		}
-		name := strings.TrimPrefix(insp.Name, "/")
-		if err := c.ContainerRemove(ctx, insp.ID, container.RemoveOptions{Force: true}); err != nil && !isNotFound(err) {
-			return nil, engineErr(c, "remove egress proxy "+name, err)
-		}
-		removed = append(removed, "container "+name)
-		more, err := removePool(ctx, c, g, insp.Config.Labels[LabelProxyKey])
-		removed = append(removed, more...)
-		if err != nil {
-			return removed, err
-		}
+	removed, err := removeIdleProxy(ctx, c, g, proxy)
+	if err != nil {
+		return removed, err
 	}
 	more, err := removeOutboundIfUnused(ctx, c, g)
 	return append(removed, more...), err
+}
+
+// removeIdleProxy removes the group's proxy when it serves no bottle, with
+// its pooled networks. Call it under the group's exclusive lock.
+func removeIdleProxy(ctx context.Context, c *client.Client, g group, proxy string) ([]string, error) {
+	insp, err := c.ContainerInspect(ctx, proxy)
+	switch {
+	case isNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, engineErr(c, "inspect egress proxy", err)
+	}
+	if insp.State != nil && insp.State.Running {
+		out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
+		if err != nil {
+			return nil, err
+		}
+		if len(strings.Fields(out)) > 0 {
+			return nil, nil
+		}
+	}
+	name := strings.TrimPrefix(insp.Name, "/")
+	if err := c.ContainerRemove(ctx, insp.ID, container.RemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+		return nil, engineErr(c, "remove egress proxy "+name, err)
+	}
+	removed := []string{"container " + name}
+	more, err := removePool(ctx, c, g, insp.Config.Labels[LabelProxyKey])
+	return append(removed, more...), err
+}
+
+// sweepKept removes the group's kept proxies of keys other than key that
+// serve nobody: with keep_egress_proxy, a proxy of an earlier build (or
+// audit directory, or egress_networks) would otherwise idle until prune
+// once a start has made the one of key. One that serves bottles is left
+// to their last stop. Call it under the group's exclusive lock.
+func sweepKept(ctx context.Context, c *client.Client, g group, key string) ([]string, error) {
+	ps, err := groupProxies(ctx, c, g)
+	if err != nil {
+		return nil, err
+	}
+	k := &collector{}
+	each(ps, func(p container.Summary) {
+		if p.Labels[LabelProxyKey] == key {
+			return
+		}
+		more, err := removeIdleProxy(ctx, c, g, p.ID)
+		for _, m := range more {
+			k.add(m, nil)
+		}
+		k.add("", err)
+	})
+	return k.removed, errors.Join(k.errs...)
 }
 
 // removePool removes the pooled networks of the proxy of key, which is

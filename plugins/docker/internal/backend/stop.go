@@ -53,6 +53,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err := checkIdentity(identity); err != nil {
 		return nil, fmt.Errorf("stop: %w", err)
 	}
+	tm := newSteps()
 	if err := b.waitLaunches(ctx, identity); err != nil {
 		return nil, fmt.Errorf("stop %s: waiting for its launch to end: %w", identity, err)
 	}
@@ -80,12 +81,18 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	if err != nil {
 		return removed, fmt.Errorf("stop %s: %w", identity, err)
 	}
+	// Its containers are gone: nothing mounts its CA files any more.
+	if err := removeCAFiles(identity, ""); err != nil {
+		return removed, fmt.Errorf("stop %s: %w", identity, err)
+	}
+	tm.mark("remove")
 	switch {
 	case proxy != "":
 		forgot, left, err := forgetBottle(ctx, c, proxy, identity)
 		if err != nil {
 			return removed, fmt.Errorf("stop %s: %w", identity, err)
 		}
+		tm.mark("forget")
 		if forgot && left == 0 && !keepProxy() {
 			more, err := releaseIfIdle(ctx, c, proxy)
 			removed = append(removed, more...)
@@ -127,6 +134,8 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 			return removed, fmt.Errorf("stop %s: %w", identity, err)
 		}
 	}
+	tm.mark("rest")
+	tm.log(b.log, "stop timing", "identity", identity)
 	if len(removed) > 0 {
 		b.log.Info("stopped bottle", "identity", identity, "removed", strings.Join(removed, ", "))
 	}
