@@ -195,3 +195,23 @@ exit 3`
 		t.Fatalf("%d audited requests for docs.example.test, want 1: %+v", n, evs)
 	}
 }
+
+// A stop brings in what waits in the bottle's own queue before the bottle
+// (and that queue) goes; the preserved bottle's resume finds it on the host.
+func TestStopBringsTheQueueIn(t *testing.T) {
+	r, _ := syncRig(t)
+	id := r.detached()
+	own := filepath.Join(r.env.Home, "tproot", "remote", id)
+	file(t, own, "dddddddddddddddd1", queue.Submission{Kind: queue.KindEgress, Host: "d.example.test", Reason: "d"})
+	ctx := context.Background()
+	if err := r.env.Stop(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the bottle's own queue outlived its stop: %v", err)
+	}
+	reqs, err := r.env.Requests(ctx)
+	if err != nil || len(reqs) != 1 || reqs[0].Host != "d.example.test" {
+		t.Fatalf("requests after the stop: %+v, %v\n%s", reqs, err, r.msgs)
+	}
+}
