@@ -404,15 +404,24 @@ sleep 600`, helper, outDir)
 		t.Fatal(err)
 	}
 	count := map[string]int{}
+	requests := 0
 	for _, ev := range evs {
 		if ev.Kind == audit.KindDecision {
 			count[ev.RequestID]++
+		}
+		if ev.Kind == audit.KindRequest {
+			requests++
 		}
 	}
 	for _, r := range all {
 		if count[r.ID] != 1 {
 			t.Errorf("%s: %d decisions in the audit log, want 1", r.ID, count[r.ID])
 		}
+	}
+	// Each brought in once: a copy a racing sync brought back would be
+	// refused as a reused token, and audited.
+	if requests != 2 {
+		t.Errorf("%d request events in the audit log, want 2: %+v", requests, evs)
 	}
 	// Moved, not copied: the bottle's inbox is empty once the host has them.
 	if left, _ := filepath.Glob(filepath.Join(own, "inbox", "*.json")); len(left) != 0 {

@@ -575,20 +575,23 @@ func (b *backend) SyncQueue(_ context.Context, h sdk.Handle, queueDir string) er
 		return err
 	}
 	remote := b.remoteQueue(h.Identity)
-	if err := moveFiles(filepath.Join(remote, "inbox"), filepath.Join(queueDir, "inbox"), true); err != nil {
+	if err := moveFiles(filepath.Join(remote, "inbox"), filepath.Join(queueDir, "inbox"), filepath.Join(queueDir, "outbox")); err != nil {
 		return fmt.Errorf("sync queue of %s: %w", h.Identity, err)
 	}
-	if err := moveFiles(filepath.Join(queueDir, "outbox"), filepath.Join(remote, "outbox"), false); err != nil {
+	if err := moveFiles(filepath.Join(queueDir, "outbox"), filepath.Join(remote, "outbox"), ""); err != nil {
 		return fmt.Errorf("sync queue of %s: %w", h.Identity, err)
 	}
 	return nil
 }
 
 // moveFiles copies every finished file of from into to (a temp name is a
-// helper still writing): with remove, a request that to lacks, then deleted
-// from from; without, a receipt whenever to's differs, since the host
-// rewrites a receipt when the request is decided.
-func moveFiles(from, to string, remove bool) error {
+// helper still writing). With receipts (the host's outbox) it moves
+// requests: one that to lacks and the host has no receipt for (not
+// ingested yet: a racing sync may have brought it in already), then deletes
+// it from from. Without, it copies receipts whenever to's differs, since the
+// host rewrites a receipt when the request is decided.
+func moveFiles(from, to, receipts string) error {
+	remove := receipts != ""
 	ents, err := os.ReadDir(from)
 	if err != nil {
 		return err
@@ -603,7 +606,12 @@ func moveFiles(from, to string, remove bool) error {
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err != nil || !remove {
+		ingested := false
+		if remove {
+			_, rerr := os.Lstat(filepath.Join(receipts, name))
+			ingested = rerr == nil
+		}
+		if (err != nil && !ingested) || !remove {
 			data, err := os.ReadFile(src)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // another syncer moved it

@@ -33,7 +33,7 @@ func (b *Backend) SyncQueue(ctx context.Context, h sdk.Handle, queueDir string) 
 	if res.ExitCode != 0 {
 		return fmt.Errorf("kubernetes: sync queue of %s: take requests: %s", h.Identity, strings.TrimSpace(string(res.Stderr)))
 	}
-	have, err := podqueue.Merge(bytes.NewReader(res.Stdout), filepath.Join(queueDir, sdk.QueueInbox))
+	have, err := podqueue.Merge(bytes.NewReader(res.Stdout), queueDir)
 	if err != nil {
 		return fmt.Errorf("kubernetes: sync queue of %s: %w", h.Identity, err)
 	}

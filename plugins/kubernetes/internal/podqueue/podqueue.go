@@ -119,12 +119,20 @@ func Put(r io.Reader, dir string) error {
 	})
 }
 
-// Merge writes the requests of the tar from the pod into the host's inbox
-// and returns the names the host now has (to drop in the pod). A request
-// already there is kept as it is: a name is a token, one request.
-func Merge(r io.Reader, inbox string) ([]string, error) {
+// Merge writes the requests of the tar from the pod into the host's
+// queue's inbox and returns the names the host now has (to drop in the
+// pod). A request already in the inbox, or with a receipt in the outbox
+// (the host ingested it: a second sync raced the first's drop), is not
+// written again: a name is a token, one request, and the core would refuse
+// the copy as a reused token.
+func Merge(r io.Reader, queueDir string) ([]string, error) {
 	var have []string
+	inbox := filepath.Join(queueDir, "inbox")
 	err := each(r, func(name string, data []byte) error {
+		if _, err := os.Lstat(filepath.Join(queueDir, "outbox", name)); err == nil {
+			have = append(have, name)
+			return nil
+		}
 		if err := writeAtomic(inbox, name, data, false); err != nil {
 			return err
 		}

@@ -23,7 +23,9 @@ func write(t *testing.T, p, s string) {
 // What a hostile agent leaves in its inbox besides requests stays in the
 // pod: links, temp files, other names, directories, oversized files.
 func TestTakeOnlyFinishedRequests(t *testing.T) {
-	in, host := t.TempDir(), t.TempDir()
+	in, q := t.TempDir(), t.TempDir()
+	host := filepath.Join(q, "inbox")
+	mkdirs(t, host, filepath.Join(q, "outbox"))
 	write(t, filepath.Join(in, tok1), `{"kind":"egress"}`)
 	write(t, filepath.Join(in, ".tmp-"+tok2), "half")
 	write(t, filepath.Join(in, "notatoken.json"), "x")
@@ -40,7 +42,7 @@ func TestTakeOnlyFinishedRequests(t *testing.T) {
 	if err := Take(in, &buf); err != nil {
 		t.Fatal(err)
 	}
-	got, err := Merge(&buf, host)
+	got, err := Merge(&buf, q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,14 +74,35 @@ func TestTakeOnlyFinishedRequests(t *testing.T) {
 // A request the host already has is one request: a second copy does not
 // replace it.
 func TestMergeKeepsTheFirstCopy(t *testing.T) {
-	host := t.TempDir()
+	q := t.TempDir()
+	host := filepath.Join(q, "inbox")
+	mkdirs(t, host, filepath.Join(q, "outbox"))
 	write(t, filepath.Join(host, tok1), "first")
-	got, err := Merge(tarOf(t, map[string]string{tok1: "second"}), host)
+	got, err := Merge(tarOf(t, map[string]string{tok1: "second"}), q)
 	if err != nil || !reflect.DeepEqual(got, []string{tok1}) {
 		t.Fatalf("merge: %v, %v", got, err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(host, tok1)); string(b) != "first" {
 		t.Fatalf("host copy replaced: %q", b)
+	}
+	// Ingested already (its receipt is out): not brought in again, but
+	// dropped in the pod.
+	write(t, filepath.Join(q, "outbox", tok2), "receipt")
+	got, err = Merge(tarOf(t, map[string]string{tok2: "again"}), q)
+	if err != nil || !reflect.DeepEqual(got, []string{tok2}) {
+		t.Fatalf("merge of an ingested request: %v, %v", got, err)
+	}
+	if _, err := os.Lstat(filepath.Join(host, tok2)); !os.IsNotExist(err) {
+		t.Fatalf("an ingested request came back into the host's inbox: %v", err)
+	}
+}
+
+func mkdirs(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
