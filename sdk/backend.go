@@ -69,6 +69,20 @@ type EgressUpdater interface {
 	UpdateEgress(ctx context.Context, h Handle, egress []string) error
 }
 
+// QueueSyncer is implemented by backends with CapQueueSync, whose bottles
+// cannot share Spec.QueueDir with the host. SyncQueue moves the requests the
+// bottle wrote since the last sync into queueDir's inbox on the host, and
+// the host's decisions (queueDir's decided files) into the bottle, where the
+// agent can read but not write them. It must be idempotent and safe to run
+// from two processes at once: a request's file name is its token, so a file
+// copied twice is one request, and a decision is written once on the host.
+// The core calls it before it reads a bottle's queue and after it writes a
+// decision, with a bounded context; a bottle that is not running is an
+// error wrapping ErrNotFound.
+type QueueSyncer interface {
+	SyncQueue(ctx context.Context, h Handle, queueDir string) error
+}
+
 // UnimplementedBackend answers every optional method with ErrNotSupported.
 // Embed it in your backend type.
 type UnimplementedBackend struct{}
@@ -95,4 +109,8 @@ func (UnimplementedBackend) RevokeCredential(context.Context, Handle, string) er
 
 func (UnimplementedBackend) UpdateEgress(context.Context, Handle, []string) error {
 	return fmt.Errorf("update egress: %w", ErrNotSupported)
+}
+
+func (UnimplementedBackend) SyncQueue(context.Context, Handle, string) error {
+	return fmt.Errorf("sync queue: %w", ErrNotSupported)
 }

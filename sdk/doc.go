@@ -124,7 +124,8 @@
 //
 // Declare what you support in Info.Capabilities and implement the matching
 // interface: CapCommit → Committer, CapExec → Execer, CapCopy → Copier,
-// CapLiveEgress → EgressUpdater. The core checks a capability before it asks.
+// CapLiveEgress → EgressUpdater, CapCredentials → CredentialRevoker,
+// CapQueueSync → QueueSyncer. The core checks a capability before it asks.
 // Embedding UnimplementedBackend keeps your plugin compiling when later SDK
 // versions add optional methods.
 //

@@ -227,6 +227,17 @@ func (s *grpcServer) RevokeCredential(ctx context.Context, req *pb.RevokeCredent
 	return &pb.RevokeCredentialResponse{}, nil
 }
 
+func (s *grpcServer) SyncQueue(ctx context.Context, req *pb.SyncQueueRequest) (*pb.SyncQueueResponse, error) {
+	q, ok := s.impl.(QueueSyncer)
+	if !ok {
+		return nil, toStatus(ErrNotSupported)
+	}
+	if err := q.SyncQueue(ctx, handleFromPB(req.Handle), req.QueueDir); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.SyncQueueResponse{}, nil
+}
+
 type writerFunc func([]byte) error
 
 func (f writerFunc) Write(p []byte) (int, error) {

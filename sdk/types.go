@@ -21,6 +21,9 @@ const (
 	// CredentialRevoker revokes one live. A backend may declare it only
 	// where it also enforces the egress allowlist.
 	CapCredentials Capability = "credentials"
+	// CapQueueSync: the bottle's request queue lives where the host cannot
+	// mount it (a pod on a remote cluster), and QueueSyncer moves it.
+	CapQueueSync Capability = "queue_sync"
 )
 
 // Info describes a plugin.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -24,7 +25,7 @@ func (c *RequestsCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	reqs, err := env.Requests()
+	reqs, err := env.Requests(a.ctx)
 	if err != nil && len(reqs) == 0 {
 		return err
 	}
@@ -87,7 +88,7 @@ func (c *ApproveCmd) Run(a *App) error {
 	if err != nil {
 		return err
 	}
-	d, err := env.Approve(a.ctx, requestID(env, c.Request), lifecycle.Operator())
+	d, err := env.Approve(a.ctx, requestID(a.ctx, env, c.Request), lifecycle.Operator())
 	printDecision(d, "approved")
 	return err
 }
@@ -116,7 +117,7 @@ func (c *DenyCmd) Run(a *App) error {
 		}
 		return err
 	}
-	d, err := env.Deny(a.ctx, requestID(env, c.Request), c.Reason, lifecycle.Operator())
+	d, err := env.Deny(a.ctx, requestID(a.ctx, env, c.Request), c.Reason, lifecycle.Operator())
 	printDecision(d, "denied")
 	return err
 }
@@ -124,8 +125,8 @@ func (c *DenyCmd) Run(a *App) error {
 // requestID is the id of the request arg names: arg itself, or the request
 // whose client token it is — what `bottle request … --no-wait` prints inside
 // the bottle, which cannot know the id the host gives its request.
-func requestID(env *lifecycle.Env, arg string) string {
-	reqs, _ := env.Requests()
+func requestID(ctx context.Context, env *lifecycle.Env, arg string) string {
+	reqs, _ := env.Requests(ctx)
 	for _, r := range reqs {
 		if r.ID == arg {
 			return arg

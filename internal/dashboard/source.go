@@ -95,7 +95,7 @@ func (s *LifecycleSource) Requests(ctx context.Context) ([]Request, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		rs, err := s.Env.Requests()
+		rs, err := s.Env.Requests(ctx)
 		ch <- result{rs, err}
 	}()
 	var res result

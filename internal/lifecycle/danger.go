@@ -21,7 +21,7 @@ func (e *Env) DenyAll(ctx context.Context, identity, reason, decidedBy string) (
 	if strings.TrimSpace(reason) == "" {
 		return nil, errors.New("deny needs --reason: the agent is told why")
 	}
-	reqs, err := e.Requests()
+	reqs, err := e.Requests(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -97,6 +97,8 @@ func (e *Env) Stop(ctx context.Context, id string, preserve bool) error {
 	if err != nil {
 		return err
 	}
+	// What waits in a bottle's own queue goes with it: brought in first.
+	e.syncQueue(ctx, id)
 	ev := EvStop
 	if preserve {
 		ev = EvStopPreserve

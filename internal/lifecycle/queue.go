@@ -2,18 +2,111 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/user"
+	"strings"
+	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 func (e *Env) queue() *queue.Queue { return queue.Open(e.Home) }
 
 // queueDir returns the host side of the bottle's request queue, created.
 func (e *Env) queueDir(id string) (string, error) { return e.queue().Dir(id) }
+
+// queueSyncTimeout bounds one sync of all bottles' queues: a cluster that
+// does not answer delays `requests` by this much, never blocks it.
+const queueSyncTimeout = 20 * time.Second
+
+// syncQueues brings in the requests of every running bottle whose backend
+// keeps its queue apart from the host (sdk.CapQueueSync) and sends its
+// decisions back. A failure is a notice: the host's queue is still right,
+// only not complete, and the next sync catches up.
+func (e *Env) syncQueues(ctx context.Context) {
+	metas, err := e.Store.List()
+	if err != nil {
+		e.warn("sync queues: %v", err)
+		return
+	}
+	byBackend := map[string][]string{}
+	var backends []string
+	for _, m := range metas {
+		if !m.QueueSync {
+			continue
+		}
+		if _, ok := byBackend[m.Backend]; !ok {
+			backends = append(backends, m.Backend)
+		}
+		byBackend[m.Backend] = append(byBackend[m.Backend], m.Identity)
+	}
+	if len(backends) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, queueSyncTimeout)
+	defer cancel()
+	for _, name := range backends {
+		e.syncWith(ctx, name, byBackend[name])
+	}
+}
+
+// syncQueue syncs one bottle's queue, after a decision was written so that
+// its agent sees it without waiting for the next reader.
+func (e *Env) syncQueue(ctx context.Context, id string) {
+	m, err := e.Store.ReadMetadata(id)
+	if err != nil || !m.QueueSync {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, queueSyncTimeout)
+	defer cancel()
+	e.syncWith(ctx, m.Backend, []string{id})
+}
+
+func (e *Env) syncWith(ctx context.Context, backend string, ids []string) {
+	p, err := e.startPlugin(ctx, backend)
+	if err != nil {
+		e.warn("sync the queues of %s: %v", strings.Join(ids, ", "), err)
+		return
+	}
+	defer p.Close()
+	if !p.Info.Has(sdk.CapQueueSync) {
+		return
+	}
+	for _, id := range ids {
+		h, err := e.Store.ReadHandle(id)
+		if err != nil || h == nil {
+			continue // not running: nothing in it to collect
+		}
+		dir, err := e.queueDir(id)
+		if err != nil {
+			e.warn("sync the queue of %s: %v", id, err)
+			continue
+		}
+		if err := p.Backend.SyncQueue(ctx, *h, dir); err != nil {
+			if !errors.Is(err, sdk.ErrNotFound) {
+				e.warn("sync the queue of %s: %v", id, p.Wrap(err))
+			}
+			continue
+		}
+		// Ingesting writes receipts (the helper waits for one to know that
+		// the host has its request): they go back in the same sync.
+		reqs, refused, err := e.queue().Ingest(id)
+		if err != nil {
+			e.warn("read requests of %s: %v", id, err)
+		}
+		e.auditIngested(reqs, refused)
+		if len(reqs)+len(refused) == 0 {
+			continue
+		}
+		if err := p.Backend.SyncQueue(ctx, *h, dir); err != nil {
+			e.warn("sync the queue of %s: %v", id, p.Wrap(err))
+		}
+	}
+}
 
 // removeQueue drops the queue of a bottle that is being cleaned up.
 func (e *Env) removeQueue(id string) {

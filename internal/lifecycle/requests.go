@@ -20,13 +20,15 @@ import (
 )
 
 // Requests picks up new requests from every bottle's inbox (auditing each,
-// and each refusal) and returns all requests, pending and decided.
-func (e *Env) Requests() ([]queue.Request, error) {
-	e.ingestAll()
+// and each refusal) and returns all requests, pending and decided. Bottles
+// whose queue is apart from the host's (sdk.CapQueueSync) are synced first.
+func (e *Env) Requests(ctx context.Context) ([]queue.Request, error) {
+	e.ingestAll(ctx)
 	return e.queue().List()
 }
 
-func (e *Env) ingestAll() {
+func (e *Env) ingestAll(ctx context.Context) {
+	e.syncQueues(ctx)
 	reqs, refused, err := e.queue().IngestAll()
 	if err != nil {
 		e.warn("read requests: %v", err)
@@ -84,11 +86,12 @@ func (e *Env) Deny(ctx context.Context, id, reason, decidedBy string) (Decision,
 	if strings.TrimSpace(reason) == "" {
 		return Decision{}, errors.New("deny needs --reason: the agent is told why")
 	}
-	e.ingestAll()
+	e.ingestAll(ctx)
 	r, err := e.queue().Decide(id, false, reason, decidedBy)
 	if err != nil {
 		return Decision{}, fmt.Errorf("deny %s: %w", id, err)
 	}
+	e.syncQueue(ctx, r.Identity)
 	e.record(e.agentOf(r.Identity), audit.Event{Identity: r.Identity, Kind: audit.KindDecision, Actor: decidedBy,
 		RequestID: r.ID, Fields: map[string]any{"decision": "denied", "reason": reason, "summary": r.Summary()}})
 	return Decision{Request: r}, nil
@@ -99,7 +102,7 @@ func (e *Env) Deny(ctx context.Context, id, reason, decidedBy string) (Decision,
 // out, the bottle marked preserved and stopped, ready for `resume`. An
 // egress request widens the bottle's allowlist, live where the backend can.
 func (e *Env) Approve(ctx context.Context, id, decidedBy string) (Decision, error) {
-	e.ingestAll()
+	e.ingestAll(ctx)
 	r, err := e.queue().Get(id)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w", id, err)
@@ -208,6 +211,8 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
+	// Before the bottle stops for the rebuild, so that its agent hears why.
+	e.syncQueue(ctx, id)
 	if err := e.Store.WriteDockerfile(id, []byte(prop.Next)); err != nil {
 		return Decision{}, err
 	}
@@ -312,6 +317,8 @@ func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Met
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
+	// Deferred: the agent hears of the approval once the allowlist has it.
+	defer e.syncQueue(ctx, meta.Identity)
 	d := Decision{Request: r}
 	if warning != "" {
 		d.Notes = append(d.Notes, "warning: "+warning)

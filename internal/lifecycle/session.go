@@ -77,9 +77,9 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 			s.b.rec.Kept = true
 		}
 	}
-	if s.meta.TTY != spec.TTY {
+	if sync := p.Info.Has(sdk.CapQueueSync); s.meta.TTY != spec.TTY || s.meta.QueueSync != sync {
 		// Recorded once the launch came up: a failed resume changes nothing.
-		m, err := e.Store.UpdateMetadata(ctx, id, func(m *state.Metadata) error { m.TTY = spec.TTY; return nil })
+		m, err := e.Store.UpdateMetadata(ctx, id, func(m *state.Metadata) error { m.TTY, m.QueueSync = spec.TTY, sync; return nil })
 		if err != nil {
 			e.warn("%v", err)
 		} else {
@@ -121,7 +121,7 @@ func (e *Env) attachSession(ctx context.Context, b *bottle, p *pluginhost.Plugin
 	id := b.id()
 	actx, stopNow := context.WithCancel(ctx)
 	defer stopNow()
-	stopWatch := e.watchRequests(actx, id)
+	stopWatch := e.watchRequests(actx, id, p, h)
 	asked := e.watchStopRequest(actx, id, stopNow)
 	e.halt(HaltAttached)
 	st, err := e.attach(actx, p, h, b.rec.Meta.TTY)
@@ -247,13 +247,36 @@ func (e *Env) restoreTranscript(ctx context.Context, p *pluginhost.Plugin, s ses
 
 // watchRequests picks up the bottle's requests while it is attached, so the
 // operator sees them at once and the audit log has them in order.
-func (e *Env) watchRequests(ctx context.Context, id string) (stop func()) {
+// A bottle whose queue is apart from the host's (sdk.CapQueueSync) is synced
+// through p at each poll, and again when a poll wrote receipts.
+func (e *Env) watchRequests(ctx context.Context, id string, p *pluginhost.Plugin, h sdk.Handle) (stop func()) {
+	syncs := p != nil && p.Info.Has(sdk.CapQueueSync)
+	failing := false
+	sync := func() {
+		dir, err := e.queueDir(id)
+		if err == nil {
+			sctx, cancel := context.WithTimeout(ctx, queueSyncTimeout)
+			err = p.Wrap(p.Backend.SyncQueue(sctx, h, dir))
+			cancel()
+		}
+		// Said once per outage, not at every poll.
+		if err != nil && !failing && ctx.Err() == nil {
+			e.warn("sync the queue of %s: %v", id, err)
+		}
+		failing = err != nil
+	}
 	return poll(ctx, requestPoll, func() bool {
+		if syncs {
+			sync()
+		}
 		reqs, refused, err := e.queue().Ingest(id)
 		if err != nil {
 			return true
 		}
 		e.auditIngested(reqs, refused)
+		if syncs && len(reqs)+len(refused) > 0 {
+			sync()
+		}
 		for _, r := range reqs {
 			rid := render.Text(r.ID)
 			fmt.Fprintf(e.Err, "\r\nbot-bottle: %s asks for %s: %s, saying %s\r\nbot-bottle:   approve: bot-bottle approve %s   deny: bot-bottle deny %s --reason \"…\"\r\n",

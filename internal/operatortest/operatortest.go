@@ -132,10 +132,7 @@ func (w *World) StartDetached(t testing.TB, agent string, command ...string) str
 // waiting for the decision, as an agent inside the bottle would.
 func (w *World) File(t testing.TB, id string, args ...string) {
 	t.Helper()
-	dir, err := queue.Open(w.Home).Dir(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := w.BottleQueue(t, id)
 	cmd := exec.Command(filepath.Join(w.Bin, "bottle"), append(args, "--no-wait")...)
 	cmd.Env = append(os.Environ(), "BOT_BOTTLE_QUEUE="+dir, "BOT_BOTTLE_IDENTITY="+id)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -143,10 +140,30 @@ func (w *World) File(t testing.TB, id string, args ...string) {
 	}
 }
 
+// BottleQueue is the queue dir bottle id's agent sees: the host's, or with
+// BB_TESTPLUGIN_QUEUE_SYNC=1 the bottle's own, which only the backend's
+// SyncQueue connects to the host's.
+func (w *World) BottleQueue(t testing.TB, id string) string {
+	t.Helper()
+	if own := filepath.Join(w.Root, "remote", id); dirExists(own) {
+		return own
+	}
+	dir, err := queue.Open(w.Home).Dir(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
 // Pending ingests and returns the pending requests, oldest first.
 func (w *World) Pending(t testing.TB) []queue.Request {
 	t.Helper()
-	all, err := w.Env.Requests()
+	all, err := w.Env.Requests(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

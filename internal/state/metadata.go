@@ -46,6 +46,10 @@ type Metadata struct {
 	// clone (ReviewDir) of this repository, on the branch
 	// bot-bottle/<identity>.
 	Review *Review `json:"review,omitempty"`
+	// QueueSync: the bottle's backend keeps its queue apart from the host's
+	// (sdk.CapQueueSync), so the core syncs it before reading the queue; set
+	// at each launch, so that a home of other backends starts no plugin for it.
+	QueueSync bool `json:"queue_sync,omitempty"`
 }
 
 // Review is a --review bottle's repository and where its branch started.

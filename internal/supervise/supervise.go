@@ -41,7 +41,7 @@ type Outcome struct {
 // the rest pending.
 func (s *Supervisor) Once(ctx context.Context) (Outcome, error) {
 	var o Outcome
-	reqs, err := s.Env.Requests()
+	reqs, err := s.Env.Requests(ctx)
 	if err != nil && len(reqs) == 0 {
 		return o, fmt.Errorf("read requests: %w", err)
 	}

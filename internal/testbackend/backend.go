@@ -17,15 +17,19 @@
 //	BB_TESTPLUGIN_LAUNCH_DELAY  a duration Launch spends "building"
 //	BB_TESTPLUGIN_HANG_LIST     when set, List never answers
 //	BB_TESTPLUGIN_COMMIT        when 1, declare and serve commit
+//	BB_TESTPLUGIN_QUEUE_SYNC    when 1, each bottle has a queue of its own
+//	                            that SyncQueue moves (sdk.CapQueueSync)
 package testbackend
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,11 +49,15 @@ const Version = "0.3.1-test"
 // Options choose the optional features the backend declares.
 type Options struct {
 	Commit bool
+	// QueueSync gives each bottle a queue of its own, as a bottle on a remote
+	// machine has, which SyncQueue moves to and from Spec.QueueDir
+	// (sdk.CapQueueSync).
+	QueueSync bool
 }
 
 // New returns the backend keeping its bottles under root.
 func New(root string, o Options) sdk.Backend {
-	b := &backend{root: root}
+	b := &backend{root: root, queueSync: o.QueueSync}
 	if o.Commit {
 		return &committer{b}
 	}
@@ -58,12 +66,14 @@ func New(root string, o Options) sdk.Backend {
 
 // FromEnv is New configured by the BB_TESTPLUGIN_* variables.
 func FromEnv() sdk.Backend {
-	return New(os.Getenv("BB_TESTPLUGIN_ROOT"), Options{Commit: os.Getenv("BB_TESTPLUGIN_COMMIT") == "1"})
+	return New(os.Getenv("BB_TESTPLUGIN_ROOT"), Options{Commit: os.Getenv("BB_TESTPLUGIN_COMMIT") == "1",
+		QueueSync: os.Getenv("BB_TESTPLUGIN_QUEUE_SYNC") == "1"})
 }
 
 type backend struct {
 	sdk.UnimplementedBackend
-	root string
+	root      string
+	queueSync bool
 }
 
 // record is what the plugin keeps per bottle (its "runtime" state). Secret
@@ -85,9 +95,13 @@ func (b *backend) path(id, ext string) string { return filepath.Join(b.dir(), id
 func checkIdentity(id string) error { return sdk.CheckName("identity", id) }
 
 func (b *backend) Info(context.Context) (sdk.Info, error) {
+	caps := []sdk.Capability{sdk.CapExec}
+	if b.queueSync {
+		caps = append(caps, sdk.CapQueueSync)
+	}
 	return sdk.Info{
 		Name: "test", Version: Version, APIVersions: []string{sdk.APIVersion},
-		Capabilities: []sdk.Capability{sdk.CapExec},
+		Capabilities: caps,
 		Details:      map[string]string{"root": b.root},
 	}, nil
 }
@@ -143,6 +157,14 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 		_ = os.RemoveAll(rec.Cwd)
 		if err := os.CopyFS(rec.Cwd, os.DirFS(spec.Cwd)); err != nil {
 			return sdk.Handle{}, fmt.Errorf("launch %s: copy the project: %w", spec.Identity, err)
+		}
+	}
+	if b.queueSync {
+		rec.Queue = b.remoteQueue(spec.Identity)
+		for _, d := range []string{rec.Queue, filepath.Join(rec.Queue, "inbox"), filepath.Join(rec.Queue, "outbox")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return sdk.Handle{}, fmt.Errorf("launch %s: %w", spec.Identity, err)
+			}
 		}
 	}
 	data, _ := json.Marshal(rec)
@@ -394,6 +416,7 @@ func (b *backend) Stop(_ context.Context, req sdk.StopRequest) ([]string, error)
 		}
 	}
 	_ = os.RemoveAll(b.path(id, ".cwd"))
+	_ = os.RemoveAll(b.remoteQueue(id))
 	if req.RemoveSnapshots {
 		for _, ref := range b.snapshots(id) {
 			removed = append(removed, "snapshot "+ref)
@@ -535,4 +558,82 @@ func (b *backend) Exec(ctx context.Context, req sdk.ExecRequest) (sdk.ExecResult
 		return sdk.ExecResult{}, err
 	}
 	return sdk.ExecResult{ExitCode: st.Code, Stdout: []byte(out.String()), Stderr: []byte(errb.String())}, nil
+}
+
+// remoteQueue is the queue a QueueSync bottle sees instead of Spec.QueueDir.
+func (b *backend) remoteQueue(id string) string { return filepath.Join(b.root, "remote", id) }
+
+// SyncQueue moves the requests the bottle finished writing into queueDir's
+// inbox (and out of its own) and copies the host's receipts into the
+// bottle's outbox, as a backend that reaches its bottles over a network
+// would.
+func (b *backend) SyncQueue(_ context.Context, h sdk.Handle, queueDir string) error {
+	if !b.queueSync {
+		return fmt.Errorf("sync queue: %w", sdk.ErrNotSupported)
+	}
+	if _, _, err := b.load(h.Identity); err != nil {
+		return err
+	}
+	remote := b.remoteQueue(h.Identity)
+	if err := moveFiles(filepath.Join(remote, "inbox"), filepath.Join(queueDir, "inbox"), filepath.Join(queueDir, "outbox")); err != nil {
+		return fmt.Errorf("sync queue of %s: %w", h.Identity, err)
+	}
+	if err := moveFiles(filepath.Join(queueDir, "outbox"), filepath.Join(remote, "outbox"), ""); err != nil {
+		return fmt.Errorf("sync queue of %s: %w", h.Identity, err)
+	}
+	return nil
+}
+
+// moveFiles copies every finished file of from into to (a temp name is a
+// helper still writing). With receipts (the host's outbox) it moves
+// requests: one that to lacks and the host has no receipt for (not
+// ingested yet: a racing sync may have brought it in already), then deletes
+// it from from. Without, it copies receipts whenever to's differs, since the
+// host rewrites a receipt when the request is decided.
+func moveFiles(from, to, receipts string) error {
+	remove := receipts != ""
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || strings.HasPrefix(name, ".") {
+			continue
+		}
+		src, dst := filepath.Join(from, name), filepath.Join(to, name)
+		have, err := os.ReadFile(dst)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		ingested := false
+		if remove {
+			_, rerr := os.Lstat(filepath.Join(receipts, name))
+			ingested = rerr == nil
+		}
+		if (err != nil && !ingested) || !remove {
+			data, err := os.ReadFile(src)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // another syncer moved it
+			}
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(data, have) {
+				tmp := filepath.Join(to, fmt.Sprintf(".tmp-sync-%d-%s", os.Getpid(), name))
+				if err := os.WriteFile(tmp, data, 0o644); err != nil {
+					return err
+				}
+				if err := os.Rename(tmp, dst); err != nil {
+					return err
+				}
+			}
+		}
+		if remove {
+			if err := os.Remove(src); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -145,11 +145,18 @@ var optional = []struct {
 		}
 		return r.RevokeCredential(ctx, h, "conformance")
 	}},
+	{sdk.CapQueueSync, func(ctx context.Context, b sdk.Backend, h sdk.Handle) error {
+		q, ok := b.(sdk.QueueSyncer)
+		if !ok {
+			return fmt.Errorf("sync queue: %w", sdk.ErrNotSupported)
+		}
+		return q.SyncQueue(ctx, h, "")
+	}},
 }
 
 var known = map[sdk.Capability]bool{
 	sdk.CapCommit: true, sdk.CapExec: true, sdk.CapCopy: true, sdk.CapLiveEgress: true, sdk.CapEgressAudit: true,
-	sdk.CapCredentials: true,
+	sdk.CapCredentials: true, sdk.CapQueueSync: true,
 }
 
 // RunConformance checks, one subtest per contract item, that a backend

@@ -74,6 +74,7 @@ type Backend interface {
 	sdk.Copier
 	sdk.EgressUpdater
 	sdk.CredentialRevoker
+	sdk.QueueSyncer
 }
 
 // Process is a plugin started by Start or served by InProcess: its Backend

@@ -28,6 +28,7 @@ var (
 	_ sdk.Copier            = (*Client)(nil)
 	_ sdk.EgressUpdater     = (*Client)(nil)
 	_ sdk.CredentialRevoker = (*Client)(nil)
+	_ sdk.QueueSyncer       = (*Client)(nil)
 )
 
 func (c *Client) Info(ctx context.Context) (sdk.Info, error) {
@@ -226,6 +227,11 @@ func (c *Client) UpdateEgress(ctx context.Context, h sdk.Handle, egress []string
 func (c *Client) RevokeCredential(ctx context.Context, h sdk.Handle, name string) error {
 	_, err := c.rpc.RevokeCredential(ctx, &pb.RevokeCredentialRequest{Handle: handleToPB(h), Name: name})
 	return fromStatus("revoke credential", err)
+}
+
+func (c *Client) SyncQueue(ctx context.Context, h sdk.Handle, queueDir string) error {
+	_, err := c.rpc.SyncQueue(ctx, &pb.SyncQueueRequest{Handle: handleToPB(h), QueueDir: queueDir})
+	return fromStatus("sync queue", err)
 }
 
 func isCancel(err error) bool {

@@ -115,6 +115,11 @@ func (r *recorder) UpdateEgress(_ context.Context, h sdk.Handle, egress []string
 	return nil
 }
 
+func (r *recorder) SyncQueue(_ context.Context, h sdk.Handle, dir string) error {
+	r.rec("sync queue", []any{h, dir})
+	return nil
+}
+
 func (r *recorder) RevokeCredential(_ context.Context, h sdk.Handle, name string) error {
 	r.rec("revoke", []any{h, name})
 	return nil
@@ -206,6 +211,9 @@ func TestConversionRoundTrip(t *testing.T) {
 
 	must(t, c.RevokeCredential(ctx, rtHandle, "api"))
 	want("RevokeCredential", r.got["revoke"], []any{rtHandle, "api"})
+
+	must(t, c.SyncQueue(ctx, rtHandle, "/home/q/rt-7k2qz"))
+	want("SyncQueue", r.got["sync queue"], []any{rtHandle, "/home/q/rt-7k2qz"})
 }
 
 func must(t *testing.T, err error) {

@@ -2285,6 +2285,94 @@ func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
 	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
+type SyncQueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        *Handle                `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	QueueDir      string                 `protobuf:"bytes,2,opt,name=queue_dir,json=queueDir,proto3" json:"queue_dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncQueueRequest) Reset() {
+	*x = SyncQueueRequest{}
+	mi := &file_plugin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncQueueRequest) ProtoMessage() {}
+
+func (x *SyncQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncQueueRequest.ProtoReflect.Descriptor instead.
+func (*SyncQueueRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SyncQueueRequest) GetHandle() *Handle {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+func (x *SyncQueueRequest) GetQueueDir() string {
+	if x != nil {
+		return x.QueueDir
+	}
+	return ""
+}
+
+type SyncQueueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncQueueResponse) Reset() {
+	*x = SyncQueueResponse{}
+	mi := &file_plugin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncQueueResponse) ProtoMessage() {}
+
+func (x *SyncQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncQueueResponse.ProtoReflect.Descriptor instead.
+func (*SyncQueueResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{35}
+}
+
 var File_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_proto_rawDesc = "" +
@@ -2457,7 +2545,11 @@ const file_plugin_proto_rawDesc = "" +
 	"\x17RevokeCredentialRequest\x123\n" +
 	"\x06handle\x18\x01 \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x1a\n" +
-	"\x18RevokeCredentialResponse2\x8a\b\n" +
+	"\x18RevokeCredentialResponse\"d\n" +
+	"\x10SyncQueueRequest\x123\n" +
+	"\x06handle\x18\x01 \x01(\v2\x1b.botbottle.plugin.v1.HandleR\x06handle\x12\x1b\n" +
+	"\tqueue_dir\x18\x02 \x01(\tR\bqueueDir\"\x13\n" +
+	"\x11SyncQueueResponse2\xe6\b\n" +
 	"\aBackend\x12K\n" +
 	"\x04Info\x12 .botbottle.plugin.v1.InfoRequest\x1a!.botbottle.plugin.v1.InfoResponse\x12T\n" +
 	"\aPrepare\x12#.botbottle.plugin.v1.PrepareRequest\x1a$.botbottle.plugin.v1.PrepareResponse\x12P\n" +
@@ -2470,7 +2562,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04Stop\x12 .botbottle.plugin.v1.StopRequest\x1a!.botbottle.plugin.v1.StopResponse\x12K\n" +
 	"\x04List\x12 .botbottle.plugin.v1.ListRequest\x1a!.botbottle.plugin.v1.ListResponse\x12c\n" +
 	"\fUpdateEgress\x12(.botbottle.plugin.v1.UpdateEgressRequest\x1a).botbottle.plugin.v1.UpdateEgressResponse\x12o\n" +
-	"\x10RevokeCredential\x12,.botbottle.plugin.v1.RevokeCredentialRequest\x1a-.botbottle.plugin.v1.RevokeCredentialResponseB8Z6github.com/bot-bottle/bot-bottle/sdk/internal/pluginpbb\x06proto3"
+	"\x10RevokeCredential\x12,.botbottle.plugin.v1.RevokeCredentialRequest\x1a-.botbottle.plugin.v1.RevokeCredentialResponse\x12Z\n" +
+	"\tSyncQueue\x12%.botbottle.plugin.v1.SyncQueueRequest\x1a&.botbottle.plugin.v1.SyncQueueResponseB8Z6github.com/bot-bottle/bot-bottle/sdk/internal/pluginpbb\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -2484,7 +2577,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_plugin_proto_goTypes = []any{
 	(*InfoRequest)(nil),              // 0: botbottle.plugin.v1.InfoRequest
 	(*InfoResponse)(nil),             // 1: botbottle.plugin.v1.InfoResponse
@@ -2520,16 +2613,18 @@ var file_plugin_proto_goTypes = []any{
 	(*UpdateEgressResponse)(nil),     // 31: botbottle.plugin.v1.UpdateEgressResponse
 	(*RevokeCredentialRequest)(nil),  // 32: botbottle.plugin.v1.RevokeCredentialRequest
 	(*RevokeCredentialResponse)(nil), // 33: botbottle.plugin.v1.RevokeCredentialResponse
-	nil,                              // 34: botbottle.plugin.v1.InfoResponse.DetailsEntry
-	nil,                              // 35: botbottle.plugin.v1.Spec.EnvEntry
-	nil,                              // 36: botbottle.plugin.v1.Spec.CredentialsEntry
+	(*SyncQueueRequest)(nil),         // 34: botbottle.plugin.v1.SyncQueueRequest
+	(*SyncQueueResponse)(nil),        // 35: botbottle.plugin.v1.SyncQueueResponse
+	nil,                              // 36: botbottle.plugin.v1.InfoResponse.DetailsEntry
+	nil,                              // 37: botbottle.plugin.v1.Spec.EnvEntry
+	nil,                              // 38: botbottle.plugin.v1.Spec.CredentialsEntry
 }
 var file_plugin_proto_depIdxs = []int32{
-	34, // 0: botbottle.plugin.v1.InfoResponse.details:type_name -> botbottle.plugin.v1.InfoResponse.DetailsEntry
+	36, // 0: botbottle.plugin.v1.InfoResponse.details:type_name -> botbottle.plugin.v1.InfoResponse.DetailsEntry
 	3,  // 1: botbottle.plugin.v1.Agent.credentials:type_name -> botbottle.plugin.v1.Credential
 	2,  // 2: botbottle.plugin.v1.Spec.agent:type_name -> botbottle.plugin.v1.Agent
-	35, // 3: botbottle.plugin.v1.Spec.env:type_name -> botbottle.plugin.v1.Spec.EnvEntry
-	36, // 4: botbottle.plugin.v1.Spec.credentials:type_name -> botbottle.plugin.v1.Spec.CredentialsEntry
+	37, // 3: botbottle.plugin.v1.Spec.env:type_name -> botbottle.plugin.v1.Spec.EnvEntry
+	38, // 4: botbottle.plugin.v1.Spec.credentials:type_name -> botbottle.plugin.v1.Spec.CredentialsEntry
 	4,  // 5: botbottle.plugin.v1.PrepareRequest.spec:type_name -> botbottle.plugin.v1.Spec
 	5,  // 6: botbottle.plugin.v1.PrepareResponse.preflight:type_name -> botbottle.plugin.v1.PreflightLine
 	4,  // 7: botbottle.plugin.v1.LaunchRequest.spec:type_name -> botbottle.plugin.v1.Spec
@@ -2549,35 +2644,38 @@ var file_plugin_proto_depIdxs = []int32{
 	28, // 21: botbottle.plugin.v1.ListResponse.bottles:type_name -> botbottle.plugin.v1.Bottle
 	8,  // 22: botbottle.plugin.v1.UpdateEgressRequest.handle:type_name -> botbottle.plugin.v1.Handle
 	8,  // 23: botbottle.plugin.v1.RevokeCredentialRequest.handle:type_name -> botbottle.plugin.v1.Handle
-	0,  // 24: botbottle.plugin.v1.Backend.Info:input_type -> botbottle.plugin.v1.InfoRequest
-	6,  // 25: botbottle.plugin.v1.Backend.Prepare:input_type -> botbottle.plugin.v1.PrepareRequest
-	9,  // 26: botbottle.plugin.v1.Backend.Launch:input_type -> botbottle.plugin.v1.LaunchRequest
-	14, // 27: botbottle.plugin.v1.Backend.Attach:input_type -> botbottle.plugin.v1.AttachInput
-	17, // 28: botbottle.plugin.v1.Backend.Exec:input_type -> botbottle.plugin.v1.ExecRequest
-	19, // 29: botbottle.plugin.v1.Backend.CopyIn:input_type -> botbottle.plugin.v1.CopyInRequest
-	21, // 30: botbottle.plugin.v1.Backend.CopyOut:input_type -> botbottle.plugin.v1.CopyOutRequest
-	23, // 31: botbottle.plugin.v1.Backend.Commit:input_type -> botbottle.plugin.v1.CommitRequest
-	25, // 32: botbottle.plugin.v1.Backend.Stop:input_type -> botbottle.plugin.v1.StopRequest
-	27, // 33: botbottle.plugin.v1.Backend.List:input_type -> botbottle.plugin.v1.ListRequest
-	30, // 34: botbottle.plugin.v1.Backend.UpdateEgress:input_type -> botbottle.plugin.v1.UpdateEgressRequest
-	32, // 35: botbottle.plugin.v1.Backend.RevokeCredential:input_type -> botbottle.plugin.v1.RevokeCredentialRequest
-	1,  // 36: botbottle.plugin.v1.Backend.Info:output_type -> botbottle.plugin.v1.InfoResponse
-	7,  // 37: botbottle.plugin.v1.Backend.Prepare:output_type -> botbottle.plugin.v1.PrepareResponse
-	11, // 38: botbottle.plugin.v1.Backend.Launch:output_type -> botbottle.plugin.v1.LaunchEvent
-	16, // 39: botbottle.plugin.v1.Backend.Attach:output_type -> botbottle.plugin.v1.AttachOutput
-	18, // 40: botbottle.plugin.v1.Backend.Exec:output_type -> botbottle.plugin.v1.ExecResponse
-	20, // 41: botbottle.plugin.v1.Backend.CopyIn:output_type -> botbottle.plugin.v1.CopyInResponse
-	22, // 42: botbottle.plugin.v1.Backend.CopyOut:output_type -> botbottle.plugin.v1.CopyOutResponse
-	24, // 43: botbottle.plugin.v1.Backend.Commit:output_type -> botbottle.plugin.v1.CommitResponse
-	26, // 44: botbottle.plugin.v1.Backend.Stop:output_type -> botbottle.plugin.v1.StopResponse
-	29, // 45: botbottle.plugin.v1.Backend.List:output_type -> botbottle.plugin.v1.ListResponse
-	31, // 46: botbottle.plugin.v1.Backend.UpdateEgress:output_type -> botbottle.plugin.v1.UpdateEgressResponse
-	33, // 47: botbottle.plugin.v1.Backend.RevokeCredential:output_type -> botbottle.plugin.v1.RevokeCredentialResponse
-	36, // [36:48] is the sub-list for method output_type
-	24, // [24:36] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	8,  // 24: botbottle.plugin.v1.SyncQueueRequest.handle:type_name -> botbottle.plugin.v1.Handle
+	0,  // 25: botbottle.plugin.v1.Backend.Info:input_type -> botbottle.plugin.v1.InfoRequest
+	6,  // 26: botbottle.plugin.v1.Backend.Prepare:input_type -> botbottle.plugin.v1.PrepareRequest
+	9,  // 27: botbottle.plugin.v1.Backend.Launch:input_type -> botbottle.plugin.v1.LaunchRequest
+	14, // 28: botbottle.plugin.v1.Backend.Attach:input_type -> botbottle.plugin.v1.AttachInput
+	17, // 29: botbottle.plugin.v1.Backend.Exec:input_type -> botbottle.plugin.v1.ExecRequest
+	19, // 30: botbottle.plugin.v1.Backend.CopyIn:input_type -> botbottle.plugin.v1.CopyInRequest
+	21, // 31: botbottle.plugin.v1.Backend.CopyOut:input_type -> botbottle.plugin.v1.CopyOutRequest
+	23, // 32: botbottle.plugin.v1.Backend.Commit:input_type -> botbottle.plugin.v1.CommitRequest
+	25, // 33: botbottle.plugin.v1.Backend.Stop:input_type -> botbottle.plugin.v1.StopRequest
+	27, // 34: botbottle.plugin.v1.Backend.List:input_type -> botbottle.plugin.v1.ListRequest
+	30, // 35: botbottle.plugin.v1.Backend.UpdateEgress:input_type -> botbottle.plugin.v1.UpdateEgressRequest
+	32, // 36: botbottle.plugin.v1.Backend.RevokeCredential:input_type -> botbottle.plugin.v1.RevokeCredentialRequest
+	34, // 37: botbottle.plugin.v1.Backend.SyncQueue:input_type -> botbottle.plugin.v1.SyncQueueRequest
+	1,  // 38: botbottle.plugin.v1.Backend.Info:output_type -> botbottle.plugin.v1.InfoResponse
+	7,  // 39: botbottle.plugin.v1.Backend.Prepare:output_type -> botbottle.plugin.v1.PrepareResponse
+	11, // 40: botbottle.plugin.v1.Backend.Launch:output_type -> botbottle.plugin.v1.LaunchEvent
+	16, // 41: botbottle.plugin.v1.Backend.Attach:output_type -> botbottle.plugin.v1.AttachOutput
+	18, // 42: botbottle.plugin.v1.Backend.Exec:output_type -> botbottle.plugin.v1.ExecResponse
+	20, // 43: botbottle.plugin.v1.Backend.CopyIn:output_type -> botbottle.plugin.v1.CopyInResponse
+	22, // 44: botbottle.plugin.v1.Backend.CopyOut:output_type -> botbottle.plugin.v1.CopyOutResponse
+	24, // 45: botbottle.plugin.v1.Backend.Commit:output_type -> botbottle.plugin.v1.CommitResponse
+	26, // 46: botbottle.plugin.v1.Backend.Stop:output_type -> botbottle.plugin.v1.StopResponse
+	29, // 47: botbottle.plugin.v1.Backend.List:output_type -> botbottle.plugin.v1.ListResponse
+	31, // 48: botbottle.plugin.v1.Backend.UpdateEgress:output_type -> botbottle.plugin.v1.UpdateEgressResponse
+	33, // 49: botbottle.plugin.v1.Backend.RevokeCredential:output_type -> botbottle.plugin.v1.RevokeCredentialResponse
+	35, // 50: botbottle.plugin.v1.Backend.SyncQueue:output_type -> botbottle.plugin.v1.SyncQueueResponse
+	38, // [38:51] is the sub-list for method output_type
+	25, // [25:38] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -2607,7 +2705,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,7 @@ const (
 	Backend_List_FullMethodName             = "/botbottle.plugin.v1.Backend/List"
 	Backend_UpdateEgress_FullMethodName     = "/botbottle.plugin.v1.Backend/UpdateEgress"
 	Backend_RevokeCredential_FullMethodName = "/botbottle.plugin.v1.Backend/RevokeCredential"
+	Backend_SyncQueue_FullMethodName        = "/botbottle.plugin.v1.Backend/SyncQueue"
 )
 
 // BackendClient is the client API for Backend service.
@@ -68,6 +69,7 @@ type BackendClient interface {
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	UpdateEgress(ctx context.Context, in *UpdateEgressRequest, opts ...grpc.CallOption) (*UpdateEgressResponse, error)
 	RevokeCredential(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*RevokeCredentialResponse, error)
+	SyncQueue(ctx context.Context, in *SyncQueueRequest, opts ...grpc.CallOption) (*SyncQueueResponse, error)
 }
 
 type backendClient struct {
@@ -210,6 +212,16 @@ func (c *backendClient) RevokeCredential(ctx context.Context, in *RevokeCredenti
 	return out, nil
 }
 
+func (c *backendClient) SyncQueue(ctx context.Context, in *SyncQueueRequest, opts ...grpc.CallOption) (*SyncQueueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncQueueResponse)
+	err := c.cc.Invoke(ctx, Backend_SyncQueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServer is the server API for Backend service.
 // All implementations must embed UnimplementedBackendServer
 // for forward compatibility.
@@ -226,6 +238,7 @@ type BackendServer interface {
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	UpdateEgress(context.Context, *UpdateEgressRequest) (*UpdateEgressResponse, error)
 	RevokeCredential(context.Context, *RevokeCredentialRequest) (*RevokeCredentialResponse, error)
+	SyncQueue(context.Context, *SyncQueueRequest) (*SyncQueueResponse, error)
 	mustEmbedUnimplementedBackendServer()
 }
 
@@ -271,6 +284,9 @@ func (UnimplementedBackendServer) UpdateEgress(context.Context, *UpdateEgressReq
 }
 func (UnimplementedBackendServer) RevokeCredential(context.Context, *RevokeCredentialRequest) (*RevokeCredentialResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeCredential not implemented")
+}
+func (UnimplementedBackendServer) SyncQueue(context.Context, *SyncQueueRequest) (*SyncQueueResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SyncQueue not implemented")
 }
 func (UnimplementedBackendServer) mustEmbedUnimplementedBackendServer() {}
 func (UnimplementedBackendServer) testEmbeddedByValue()                 {}
@@ -491,6 +507,24 @@ func _Backend_RevokeCredential_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_SyncQueue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncQueueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).SyncQueue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_SyncQueue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).SyncQueue(ctx, req.(*SyncQueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Backend_ServiceDesc is the grpc.ServiceDesc for Backend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -537,6 +571,10 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeCredential",
 			Handler:    _Backend_RevokeCredential_Handler,
+		},
+		{
+			MethodName: "SyncQueue",
+			Handler:    _Backend_SyncQueue_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -15,6 +15,8 @@
 //	kube-init egress-proxy setup --peer IP <RULES | rules <RULES | collect | ack SEQ   its control (exec)
 //	kube-init gate -- CMD...   hold CMD until an attach opens the gate (package gate), then exec it
 //	kube-init run DIR -- CMD...  exec CMD in DIR (exec has no working directory)
+//	kube-init idle             bb-queue's process (its work is exec)
+//	kube-init queue take DIR | drop DIR NAME... | put DIR   the bottle's queue (package podqueue)
 //	kube-init bye              release the gate held after the agent's end (pipe mode)
 //	kube-init untar DIR        extract a tar from stdin into DIR
 //	kube-init tar PATH         write PATH as a tar to stdout (exit 44: no such path)
@@ -46,6 +48,7 @@ import (
 	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/egressproxy"
 	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/gate"
 	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/podnet"
+	"github.com/bot-bottle/bot-bottle/plugins/kubernetes/internal/podqueue"
 )
 
 // ExitNotFound is tar's exit code for a path that does not exist.
@@ -70,6 +73,13 @@ func main() {
 		if err = os.Chdir(os.Args[2]); err == nil {
 			err = execPath(os.Args[4:])
 		}
+	case "idle":
+		// bb-queue's process: it does its work through exec.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		<-ctx.Done()
+		stop()
+	case "queue":
+		err = queueCmd(os.Args[2:])
 	case "bye":
 		// The gate is the container's first process.
 		err = unix.Kill(1, byeSignal)
@@ -140,6 +150,14 @@ func install(args []string) error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "kube-init"), self, 0o555); err != nil {
+		return err
+	}
+	// The `bottle` helper, when the image has it (the plugin builds it in).
+	if helper, err := os.ReadFile("/bottle"); err == nil {
+		if err := os.WriteFile(filepath.Join(dir, "bottle"), helper, 0o555); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	for _, d := range open {
@@ -520,4 +538,17 @@ func writeTar(w io.Writer, path string) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// queueCmd is the pod's side of a queue sync, run by exec in bb-queue.
+func queueCmd(args []string) error {
+	switch {
+	case len(args) == 2 && args[0] == "take":
+		return podqueue.Take(args[1], os.Stdout)
+	case len(args) >= 2 && args[0] == "drop":
+		return podqueue.Drop(args[1], args[2:])
+	case len(args) == 2 && args[0] == "put":
+		return podqueue.Put(os.Stdin, args[1])
+	}
+	return errors.New("usage: kube-init queue take DIR | drop DIR NAME... | put DIR")
 }

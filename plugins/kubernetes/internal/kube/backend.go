@@ -37,6 +37,14 @@ const (
 	workVolume     = "bb-work"
 	helperDir      = "/run/bot-bottle/k8s"
 	helperPath     = helperDir + "/kube-init"
+	// The queue: bb-queue (kube-init as queueUID, no capabilities) is the
+	// only writer of the outbox the agent reads and takes requests out of
+	// the inbox the agent writes, both at podQueueDir.
+	queueContainer = "bb-queue"
+	inboxVolume    = "bb-inbox"
+	outboxVolume   = "bb-outbox"
+	podQueueDir    = "/q"
+	queueUID       = 65532
 	// annStarted says the gate is being opened: a later attach must not
 	// send its tokens (the agent would read them).
 	annStarted = "dev.bot-bottle.started"
@@ -145,7 +153,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 		Name:         Name,
 		Version:      b.version,
 		APIVersions:  []string{sdk.APIVersion},
-		Capabilities: []sdk.Capability{sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit},
+		Capabilities: []sdk.Capability{sdk.CapExec, sdk.CapCopy, sdk.CapLiveEgress, sdk.CapEgressAudit, sdk.CapQueueSync},
 		Details:      d,
 	}, nil
 }

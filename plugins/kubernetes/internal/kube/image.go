@@ -109,8 +109,9 @@ func (b *Backend) loaded(ctx context.Context, id, repo string, progress func(sdk
 }
 
 // initImage is the image of the pod's init container: the configured one,
-// or one made here from the helper binary alone.
-func (b *Backend) initImage(ctx context.Context, progress func(sdk.Progress)) (image, error) {
+// or one made here from the helper binary and the `bottle` helper
+// (Spec.HelperBinary, static; none when it is "").
+func (b *Backend) initImage(ctx context.Context, helper string, progress func(sdk.Progress)) (image, error) {
 	if b.cfg.InitImage != "" {
 		return image{ref: b.cfg.InitImage, policy: corev1.PullIfNotPresent}, nil
 	}
@@ -122,7 +123,13 @@ func (b *Backend) initImage(ctx context.Context, progress func(sdk.Progress)) (i
 	if err != nil {
 		return image{}, err
 	}
-	tag := b.cfg.ImageRepo + "/kube-init:build-" + hash(string(data))[:12]
+	var helperData []byte
+	if helper != "" {
+		if helperData, err = os.ReadFile(helper); err != nil {
+			return image{}, fmt.Errorf("kubernetes: read the bottle helper: %w", err)
+		}
+	}
+	tag := b.cfg.ImageRepo + "/kube-init:build-" + hash(string(data) + "\x00" + string(helperData))[:12]
 	out, err := b.docker(ctx, nil, "image", "inspect", "-f", "{{.Id}}", tag)
 	if err != nil {
 		dir, err := os.MkdirTemp("", "bot-bottle-kube-init-")
@@ -133,7 +140,14 @@ func (b *Backend) initImage(ctx context.Context, progress func(sdk.Progress)) (i
 		if err := os.WriteFile(filepath.Join(dir, "kube-init"), data, 0o555); err != nil {
 			return image{}, err
 		}
-		df := "FROM scratch\nCOPY kube-init /kube-init\nENTRYPOINT [\"/kube-init\"]\n"
+		df := "FROM scratch\nCOPY kube-init /kube-init\n"
+		if helperData != nil {
+			if err := os.WriteFile(filepath.Join(dir, "bottle"), helperData, 0o555); err != nil {
+				return image{}, err
+			}
+			df += "COPY bottle /bottle\n"
+		}
+		df += "ENTRYPOINT [\"/kube-init\"]\n"
 		if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
 			return image{}, err
 		}

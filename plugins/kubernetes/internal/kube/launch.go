@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path"
 	"sort"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -43,7 +45,7 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	if err != nil {
 		return sdk.Handle{}, err
 	}
-	initImg, err := b.initImage(ctx, progress)
+	initImg, err := b.initImage(ctx, spec.HelperBinary, progress)
 	if err != nil {
 		return sdk.Handle{}, err
 	}
@@ -201,6 +203,32 @@ func (b *Backend) podSpec(spec sdk.Spec, labels map[string]string, initImg, img 
 		agentMounts = append(agentMounts, corev1.VolumeMount{Name: workVolume, MountPath: wd})
 		install = append(install, "--open-dir", "/work")
 	}
+	// The queue: bounded emptyDirs, the outbox read-only to the agent.
+	queueLimit := resource.MustParse("16Mi")
+	for _, v := range []string{inboxVolume, outboxVolume} {
+		volumes = append(volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &queueLimit}}})
+	}
+	agentMounts = append(agentMounts,
+		corev1.VolumeMount{Name: inboxVolume, MountPath: path.Join(sdk.GuestQueueDir, sdk.QueueInbox)},
+		corev1.VolumeMount{Name: outboxVolume, MountPath: path.Join(sdk.GuestQueueDir, "outbox"), ReadOnly: true})
+	if spec.HelperBinary != "" && b.cfg.InitImage == "" {
+		agentMounts = append(agentMounts, corev1.VolumeMount{Name: helperVolume, MountPath: sdk.GuestHelperPath, SubPath: "bottle", ReadOnly: true})
+	}
+	quid := int64(queueUID)
+	yes := true
+	queueSide := corev1.Container{
+		Name: queueContainer, Image: initImg.ref, ImagePullPolicy: initImg.policy, Command: []string{"/kube-init", "idle"},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: inboxVolume, MountPath: path.Join(podQueueDir, sdk.QueueInbox)},
+			{Name: outboxVolume, MountPath: path.Join(podQueueDir, "outbox")},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser: &quid, RunAsGroup: &quid, RunAsNonRoot: &yes, AllowPrivilegeEscalation: &no, Privileged: &no,
+			ReadOnlyRootFilesystem: &yes,
+			Capabilities:           &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:         &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
 	var caps []corev1.Capability
 	for _, c := range spec.Agent.CapAdd {
 		caps = append(caps, corev1.Capability(strings.TrimPrefix(strings.ToUpper(c), "CAP_")))
@@ -242,7 +270,7 @@ func (b *Backend) podSpec(spec sdk.Spec, labels map[string]string, initImg, img 
 					Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: caps},
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 				},
-			}},
+			}, queueSide},
 		},
 	}
 	if b.cfg.RuntimeClass != "" {

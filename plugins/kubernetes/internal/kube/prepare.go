@@ -54,8 +54,9 @@ func (b *Backend) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 		p.Preflight = append(p.Preflight, sdk.PreflightLine{Key: "secrets",
 			Value: fmt.Sprintf("in Secret %s (readable by whoever can read Secrets in %s), removed with the bottle", secretName(spec.Identity), cl.namespace)})
 	}
-	if spec.QueueDir != "" || spec.HelperBinary != "" {
-		p.Warnings = append(p.Warnings, "the request queue and the in-bottle `bottle` helper are not available on the kubernetes backend yet")
+	if spec.QueueDir != "" {
+		p.Preflight = append(p.Preflight, sdk.PreflightLine{Key: "requests",
+			Value: "wait in the pod until bot-bottle requests, supervise or the dashboard collects them (exec in its bb-queue container)"})
 	}
 	return p, nil
 }

@@ -1,0 +1,8 @@
+package podqueue
+
+import "syscall"
+
+const (
+	syscallNoFollow = syscall.O_NOFOLLOW
+	syscallNonBlock = syscall.O_NONBLOCK
+)
