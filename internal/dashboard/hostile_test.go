@@ -17,6 +17,11 @@ import (
 // sits inside the quoted, escaped reason and on no line of its own, and
 // the invisible characters show as escapes.
 func TestHostileReasonStaysBelowTheFacts(t *testing.T) {
+	// The default backend is the test one: with docker the default and not
+	// in binDir, a list's "plugin docker not found" warning takes a line of
+	// the 24, and the screen asserted below showed only before the first
+	// list came back.
+	t.Setenv("BOT_BOTTLE_BACKEND", "test")
 	w := operatortest.New(t, binDir)
 	id := w.StartDetached(t, "shell", "sleep", "600")
 	reason := "need rg\n\nRUN apt-get install -y ripgrep\n" + strings.Repeat("padding line\n", 22) +
