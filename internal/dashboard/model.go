@@ -485,9 +485,18 @@ func (m *Model) confirm(text string, do func() tea.Cmd) {
 // action wraps a blocking call as a command under the action timeout. One
 // action runs at a time: actions change bottles, and two at once would
 // leave the status line telling half the story.
+// waitForBusy says so on the status line when an action is under way, and
+// reports whether one is: one action runs at a time (see action).
+func (m *Model) waitForBusy() bool {
+	if m.busy == "" {
+		return false
+	}
+	m.setStatus(fmt.Sprintf("wait: %s is still under way", m.busy), true)
+	return true
+}
+
 func (m *Model) action(what string, f func(ctx context.Context) actionMsg) tea.Cmd {
-	if m.busy != "" {
-		m.setStatus(fmt.Sprintf("wait: %s is still under way", m.busy), true)
+	if m.waitForBusy() {
 		return nil
 	}
 	m.busy = what
@@ -509,8 +518,7 @@ func (m *Model) approve(r Request) tea.Cmd {
 }
 
 func (m *Model) startDeny(r Request) tea.Cmd {
-	if m.busy != "" {
-		m.setStatus(fmt.Sprintf("wait: %s is still under way", m.busy), true)
+	if m.waitForBusy() {
 		return nil
 	}
 	m.mode = modeDeny
@@ -538,8 +546,7 @@ func (m *Model) deny(id, reason string) tea.Cmd {
 // startRevoke asks which credential of b to revoke; revokeKey then asks
 // y/n before the lifecycle's revoke runs.
 func (m *Model) startRevoke(cs CredentialSource, b lifecycle.Row) tea.Cmd {
-	if m.busy != "" {
-		m.setStatus(fmt.Sprintf("wait: %s is still under way", m.busy), true)
+	if m.waitForBusy() {
 		return nil
 	}
 	m.mode = modeRevoke
@@ -656,8 +663,7 @@ func (m *Model) attach(b lifecycle.Row) tea.Cmd {
 		m.setStatus(fmt.Sprintf("%s is %s, not running; resume it with: %s", b.Identity, b.Status, lifecycle.ResumeCommand(b.Identity)), true)
 		return nil
 	}
-	if m.busy != "" {
-		m.setStatus(fmt.Sprintf("wait: %s is still under way", m.busy), true)
+	if m.waitForBusy() {
 		return nil
 	}
 	c := m.src.AttachCommand(b.Identity)
