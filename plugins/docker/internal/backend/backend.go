@@ -39,6 +39,8 @@ type Backend struct {
 	// refilling are the shared proxies whose network pool this process is
 	// refilling (replenish).
 	refilling map[string]bool
+	// roots are the host's trusted roots for the proxy image (proxyimage.go).
+	roots rootsMemo
 }
 
 var (

@@ -16,6 +16,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/image"
@@ -85,11 +87,11 @@ func (b *Backend) proxyImage(ctx context.Context, c *client.Client, bin string, 
 	if err != nil {
 		return imageRef{}, err
 	}
-	roots, err := hostRoots()
+	roots, rootsKey, err := b.roots.get()
 	if err != nil {
 		return imageRef{}, err
 	}
-	key := proxyImageKey(id+rootsID(roots), labels)
+	key := proxyImageKey(id+rootsKey, labels)
 	if ref, ok, err := cachedImageOfKind(ctx, c, KindProxy, key); err != nil {
 		return imageRef{}, err
 	} else if ok {
@@ -270,6 +272,54 @@ func hostRoots() ([]byte, error) {
 		}
 	}
 	return nil, nil
+}
+
+// rootsMemo keeps the host's roots between launches of one plugin process:
+// every egress start makes the proxy image's key, and would otherwise read
+// and hash the whole bundle each time. The bundle is read again when any of
+// the files hostRoots looks at changes its inode, size or modification time.
+type rootsMemo struct {
+	mu    sync.Mutex
+	stamp string
+	data  []byte
+	id    string
+}
+
+// get returns the host's roots and their rootsID.
+func (m *rootsMemo) get() ([]byte, string, error) {
+	stamp := rootsStamp()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if stamp != "" && stamp == m.stamp {
+		return m.data, m.id, nil
+	}
+	data, err := hostRoots()
+	if err != nil {
+		return nil, "", err
+	}
+	m.stamp, m.data, m.id = stamp, data, rootsID(data)
+	return m.data, m.id, nil
+}
+
+// rootsStamp names the state of every file hostRoots may read; "" when
+// there is none (nothing to keep).
+func rootsStamp() string {
+	var b strings.Builder
+	for _, p := range append([]string{os.Getenv("SSL_CERT_FILE")}, imageRoots...) {
+		if p == "" {
+			continue
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		ino := uint64(0)
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			ino = sys.Ino
+		}
+		fmt.Fprintf(&b, "%s:%d:%d:%d;", p, ino, st.Size(), st.ModTime().UnixNano())
+	}
+	return b.String()
 }
 
 // rootsID is what the roots add to the proxy image's key, so that an update

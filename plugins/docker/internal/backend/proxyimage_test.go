@@ -99,3 +99,29 @@ func TestProxyImageCarriesTheHostsRoots(t *testing.T) {
 		t.Errorf("hostRoots() with a missing SSL_CERT_FILE: %v", err)
 	}
 }
+
+// A warm start takes the roots from the memo; a changed bundle is read
+// again, and gives another key (so another proxy image).
+func TestRootsMemoFollowsTheFile(t *testing.T) {
+	bundle := filepath.Join(t.TempDir(), "roots.pem")
+	if err := os.WriteFile(bundle, []byte("first roots\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", bundle)
+	var m rootsMemo
+	data, id, err := m.get()
+	if err != nil || string(data) != "first roots\n" || id != rootsID(data) {
+		t.Fatalf("get() = %q, %q, %v", data, id, err)
+	}
+	stamp := m.stamp
+	if again, againID, _ := m.get(); string(again) != string(data) || againID != id || m.stamp != stamp {
+		t.Errorf("a second get() changed the memo: %q, %q", again, againID)
+	}
+	if err := os.WriteFile(bundle, []byte("other roots, longer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data2, id2, err := m.get()
+	if err != nil || string(data2) != "other roots, longer\n" || id2 == id {
+		t.Errorf("after the bundle changed: get() = %q, %q, %v; want the new roots and another key", data2, id2, err)
+	}
+}
