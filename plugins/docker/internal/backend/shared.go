@@ -320,7 +320,7 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 	}
 	progress(sdk.Progress{Stage: StageEgress, Message: "started egress proxy " + name + " (shared by this home's bottles)", ID: created.ID})
 	*made = true
-	if keepProxy() {
+	if set.KeepEgressProxy {
 		removed, err := sweepKept(cctx, c, g, key)
 		if len(removed) > 0 {
 			progress(sdk.Progress{Stage: StageEgress, Message: "removed the idle egress proxy of an earlier build or config: " + strings.Join(removed, ", ")})
