@@ -25,19 +25,29 @@ type RulesFile struct {
 	Rules    []string `json:"rules"`
 }
 
-// EncodeRulesFile validates rules and returns the file a proxy for identity
-// accepts, for backends that deliver rules to a running proxy.
-func EncodeRulesFile(identity string, rules []string) ([]byte, error) {
+// NewRulesFile validates rules and returns them as the rules file for
+// identity, for a backend that hands it on inside a message of its own.
+func NewRulesFile(identity string, rules []string) (RulesFile, error) {
 	if identity == "" {
-		return nil, errors.New("encode rules file: empty identity")
+		return RulesFile{}, errors.New("encode rules file: empty identity")
 	}
 	if _, err := egressrule.ParseRules(rules); err != nil {
-		return nil, fmt.Errorf("encode rules file: %w", err)
+		return RulesFile{}, fmt.Errorf("encode rules file: %w", err)
 	}
 	if rules == nil {
 		rules = []string{}
 	}
-	b, err := json.MarshalIndent(RulesFile{Identity: identity, Rules: rules}, "", "  ")
+	return RulesFile{Identity: identity, Rules: rules}, nil
+}
+
+// EncodeRulesFile validates rules and returns the file a proxy for identity
+// accepts, for backends that deliver rules to a running proxy.
+func EncodeRulesFile(identity string, rules []string) ([]byte, error) {
+	f, err := NewRulesFile(identity, rules)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode rules file: %w", err)
 	}

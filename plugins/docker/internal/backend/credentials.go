@@ -90,7 +90,8 @@ func checkCredentials(spec sdk.Spec) error {
 // addInput is the proxy's `add` input for the bottle: its rules, a new CA
 // and its credentials. It returns the CA's certificate for the bottle.
 func addInput(spec sdk.Spec, set settings.Settings) ([]byte, []byte, error) {
-	if _, err := egress.EncodeRulesFile(spec.Identity, spec.Egress); err != nil {
+	rules, err := egress.NewRulesFile(spec.Identity, spec.Egress)
+	if err != nil {
 		return nil, nil, err
 	}
 	ca, err := egress.NewCA(spec.Identity)
@@ -101,11 +102,7 @@ func addInput(spec sdk.Spec, set settings.Settings) ([]byte, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("the bottle's CA: %w", err)
 	}
-	rules := spec.Egress
-	if rules == nil {
-		rules = []string{}
-	}
-	in := proxycmd.AddInput{RulesFile: egress.RulesFile{Identity: spec.Identity, Rules: rules},
+	in := proxycmd.AddInput{RulesFile: rules,
 		CACert: string(ca.CertPEM()), CAKey: string(key)}
 	for _, c := range spec.Agent.Credentials {
 		in.Credentials = append(in.Credentials, proxycmd.AddCredential{Name: c.Name, Hosts: c.Hosts, Header: c.Header,
