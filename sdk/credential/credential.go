@@ -76,11 +76,21 @@ func CheckValue(v string) error {
 	case strings.TrimSpace(v) != v:
 		return errors.New("the value starts or ends with whitespace, which a header does not keep")
 	}
-	for _, c := range []byte(v) {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			// In a header a line break would forge another one.
-			return errors.New("the value holds a line break or another control character a header cannot carry")
-		}
+	if !HeaderSafe(v) {
+		// In a header a line break would forge another one.
+		return errors.New("the value holds a line break or another control character a header cannot carry")
 	}
 	return nil
+}
+
+// HeaderSafe reports whether s holds no control character a header value
+// cannot carry (tab aside): the check for every part of a credential that
+// goes into a header.
+func HeaderSafe(s string) bool {
+	for _, c := range []byte(s) {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -121,16 +121,17 @@ func newCredentials(in []Credential) (*credentials, error) {
 
 // checkCredential validates c; its errors never quote the value.
 func checkCredential(c Credential) (*egressrule.Rules, error) {
+	nameErr, valueErr := credrule.ValidName(c.Name), credrule.CheckValue(c.Value)
 	switch {
-	case credrule.ValidName(c.Name) != nil:
-		return nil, credrule.ValidName(c.Name)
+	case nameErr != nil:
+		return nil, nameErr
 	case !isToken(c.Header):
 		return nil, fmt.Errorf("header %.40q is not a header name", c.Header)
-	case len(c.Placeholder) < minPlaceholderLen || len(c.Placeholder) > maxCredentialLen || !headerSafe(c.Placeholder) || strings.ContainsAny(c.Placeholder, " \t"):
+	case len(c.Placeholder) < minPlaceholderLen || len(c.Placeholder) > maxCredentialLen || !credrule.HeaderSafe(c.Placeholder) || strings.ContainsAny(c.Placeholder, " \t"):
 		return nil, fmt.Errorf("a placeholder is %d to %d printable characters without spaces (NewPlaceholder makes one)", minPlaceholderLen, maxCredentialLen)
-	case credrule.CheckValue(c.Value) != nil:
-		return nil, credrule.CheckValue(c.Value)
-	case len(c.Prefix) > 64 || !headerSafe(c.Prefix):
+	case valueErr != nil:
+		return nil, valueErr
+	case len(c.Prefix) > 64 || !credrule.HeaderSafe(c.Prefix):
 		return nil, fmt.Errorf("prefix %.40q has a character a header cannot carry", c.Prefix)
 	case strings.Contains(c.Value, c.Placeholder):
 		return nil, errors.New("the value contains the placeholder")
@@ -147,16 +148,6 @@ func checkCredential(c Credential) (*egressrule.Rules, error) {
 		}
 	}
 	return egressrule.ParseRules(c.Hosts)
-}
-
-// headerSafe: no control characters (a CR or LF would split the header).
-func headerSafe(s string) bool {
-	for _, c := range []byte(s) {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // forHost returns the credentials in force whose hosts match host:port.
