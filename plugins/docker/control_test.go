@@ -1,0 +1,306 @@
+package main_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+
+	"github.com/bot-bottle/bot-bottle/internal/testenv"
+	"github.com/bot-bottle/bot-bottle/sdk"
+)
+
+// controlDirOf is the host directory the shared proxy proxyName has its
+// control socket in (mounted into it alone).
+func controlDirOf(proxyName string) string {
+	return filepath.Join(pluginDir(), proxyName+".control")
+}
+
+// execWatch counts the `docker exec`s the engine makes in a container.
+type execWatch struct {
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	seen   []string
+	marker chan struct{}
+}
+
+const execMarker = "--help"
+
+// watchExecs starts counting the execs in the container id.
+func (e *env) watchExecs(id string) *execWatch {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &execWatch{cancel: cancel, marker: make(chan struct{}, 16)}
+	msgs, errs := e.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", "container"), filters.Arg("container", id), filters.Arg("event", "exec_create"))})
+	ready := make(chan struct{})
+	go func() {
+		close(ready)
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasSuffix(string(m.Action), " "+execMarker) {
+					w.marker <- struct{}{}
+					continue
+				}
+				w.mu.Lock()
+				w.seen = append(w.seen, string(m.Action))
+				w.mu.Unlock()
+			case <-errs:
+				return
+			}
+		}
+	}()
+	<-ready
+	e.t.Cleanup(cancel)
+	return w
+}
+
+// execs are the execs seen since the last call, once the engine has
+// reported every exec made before it: it makes one of its own (a marker)
+// and waits for its event, which comes after theirs.
+func (w *execWatch) execs(t testing.TB, e *env, id string) []string {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	insp, err := e.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := e.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: []string{insp.Path, "egress-proxy", execMarker}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cli.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{Detach: true}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.marker:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the engine never reported the marker exec")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.seen
+	w.seen = nil
+	return out
+}
+
+// controlBottle launches a detached egress bottle of e on tn with its
+// egress log in logDir, and returns its handle and its proxy's id.
+func (e *env) controlBottle(ctx context.Context, agent sdk.Agent, logDir string) (sdk.Handle, string, string) {
+	e.t.Helper()
+	id := e.identity("ctl")
+	spec := e.spec(agent, id, "sleep", "300")
+	spec.Detach, spec.Egress = true, []string{"allowed.bb.test:80"}
+	spec.EgressLog = filepath.Join(logDir, id+".jsonl")
+	_, h, _ := e.launch(ctx, spec)
+	insp, err := e.cli.ContainerInspect(ctx, handleProxy(e.t, h))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return h, insp.ID, spec.EgressLog
+}
+
+// fetched says whether the bottle fetched the allowed upstream, and that
+// its egress log has the connection: the log the plugin handed the proxy.
+func (e *env) fetched(ctx context.Context, h sdk.Handle, egressLog string) {
+	e.t.Helper()
+	res := e.sh(ctx, h, `wget -q -O - http://allowed.bb.test/`)
+	if res.ExitCode != 0 || string(res.Stdout) != "hello\n" {
+		e.t.Errorf("%s through the proxy: %d %q %q", h.Identity, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	evs := testenv.EgressEvents(e.t, egressLog)
+	if len(evs) != 1 || evs[0].Identity != h.Identity || !evs[0].Allowed {
+		e.t.Errorf("%s's egress log: %+v, want its one allowed connection", h.Identity, evs)
+	}
+}
+
+// A warm egress start, a live rules update, a revoke's refusal and a stop
+// reach the home's proxy over its control socket, without one `docker
+// exec`; the bottle's egress log handed over from the host is written. The
+// control directory is the proxy user's, private, and in no bottle: not
+// among its mounts, not in its filesystem.
+func TestEgressControlDirect(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	tn := e.network(ctx)
+	tn.upstream(ctx, "hello", 0, "allowed.bb.test")
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
+	agent := e.agent("ctl")
+	logDir := t.TempDir()
+	// The first bottle makes the proxy (its add may wait through an exec
+	// for the proxy to listen).
+	first, proxyID, _ := e.controlBottle(ctx, agent, logDir)
+	defer e.stop(ctx, sdk.StopRequest{Handle: &first})
+	w := e.watchExecs(proxyID)
+
+	h, id, egressLog := e.controlBottle(ctx, agent, logDir)
+	if id != proxyID {
+		t.Fatalf("the second bottle has proxy %s, want the home's %s", id, proxyID)
+	}
+	e.fetched(ctx, h, egressLog)
+	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "other.bb.test:80"}); err != nil {
+		t.Fatalf("update egress: %v", err)
+	}
+	if err := e.p.be.RevokeCredential(ctx, h, "absent"); err == nil || !strings.Contains(err.Error(), "none in force") {
+		t.Errorf("revoke of a credential the bottle lacks: %v", err)
+	}
+	if execs := w.execs(t, e, proxyID); len(execs) != 0 {
+		t.Errorf("the plugin exec'd in the proxy: %q", execs)
+	}
+
+	// Where the control socket is, who owns it, and that no bottle has it.
+	dir := controlDirOf(handleProxy(t, h))
+	uid := uint32(os.Getuid())
+	if uid == 0 {
+		uid = 65534
+	}
+	for path, mode := range map[string]os.FileMode{dir: os.ModeDir | 0o700, filepath.Join(dir, "control.sock"): os.ModeSocket | 0o600} {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != mode || fi.Sys().(*syscall.Stat_t).Uid != uid {
+			t.Errorf("%s: mode %v uid %d, want %v and the proxy's user %d", path, fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid, mode, uid)
+		}
+	}
+	for _, b := range []sdk.Handle{first, h} {
+		insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+b.Identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range insp.Mounts {
+			if m.Source != "" && (dir == m.Source || strings.HasPrefix(dir, strings.TrimSuffix(m.Source, "/")+"/")) {
+				t.Errorf("bottle %s mounts %s, which holds the proxy's control directory", b.Identity, m.Source)
+			}
+		}
+		if res := e.sh(ctx, b, `ls -a /run/bot-bottle 2>&1; find / -xdev -type s 2>/dev/null`); strings.Contains(string(res.Stdout), "control.sock") {
+			t.Errorf("bottle %s sees a control socket: %q", b.Identity, res.Stdout)
+		}
+	}
+
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	if execs := w.execs(t, e, proxyID); len(execs) != 0 {
+		t.Errorf("the stop exec'd in the proxy: %q", execs)
+	}
+}
+
+// A proxy whose socket file is gone is driven through `docker exec` as
+// before: start, rules, stop, and the egress log still handed over. A
+// socket there that is not the proxy's (a stale one, or another process's)
+// gets no request: the plugin connects, finds the peer is not the proxy's
+// container, hangs up before it sends a byte and goes through exec. When
+// the proxy goes, its control directory and link go with it; the next
+// proxy of the same key replaces a stale socket left in its directory and
+// answers on it again.
+func TestEgressControlFallback(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 5*time.Minute)
+	tn := e.network(ctx)
+	tn.upstream(ctx, "hello", 0, "allowed.bb.test")
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
+	agent := e.agent("ctl")
+	logDir := t.TempDir()
+	first, proxyID, _ := e.controlBottle(ctx, agent, logDir)
+	proxyName := handleProxy(t, first)
+	dir := controlDirOf(proxyName)
+	sock := filepath.Join(dir, "control.sock")
+	w := e.watchExecs(proxyID)
+
+	// No socket: exec.
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	h, _, egressLog := e.controlBottle(ctx, agent, logDir)
+	e.fetched(ctx, h, egressLog)
+	if err := e.p.be.UpdateEgress(ctx, h, []string{"allowed.bb.test:80", "other.bb.test:80"}); err != nil {
+		t.Fatalf("update egress without the socket: %v", err)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	if execs := w.execs(t, e, proxyID); len(execs) != 3 || !strings.Contains(execs[0], " add ") || !strings.Contains(execs[1], " rules ") || !strings.Contains(execs[2], " forget ") {
+		t.Errorf("without the socket the plugin exec'd %q, want add, rules, forget", execs)
+	}
+
+	// A socket of someone else's: refused before any request.
+	fake, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.SetUnlinkOnClose(false)
+	got := make(chan int, 16)
+	go func() {
+		for {
+			c, err := fake.AcceptUnix()
+			if err != nil {
+				close(got)
+				return
+			}
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			n, _ := io.Copy(io.Discard, c)
+			c.Close()
+			got <- int(n)
+		}
+	}()
+	if err := e.p.be.UpdateEgress(ctx, first, []string{"allowed.bb.test:80"}); err != nil {
+		t.Fatalf("update egress past a socket that is not the proxy's: %v", err)
+	}
+	if execs := w.execs(t, e, proxyID); len(execs) != 1 || !strings.Contains(execs[0], " rules ") {
+		t.Errorf("past a socket that is not the proxy's the plugin exec'd %q, want rules", execs)
+	}
+	select {
+	case n := <-got:
+		if n != 0 {
+			t.Errorf("the plugin sent %d bytes to a socket that is not the proxy's", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the plugin never tried the socket")
+	}
+	fake.Close() // leaves the file: a stale socket
+
+	// The last stop removes the proxy with its control directory and link.
+	e.stop(ctx, sdk.StopRequest{Handle: &first})
+	for _, p := range []string{dir, filepath.Join(pluginDir(), proxyID[:12]+".control")} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is left after the proxy went: %v", p, err)
+		}
+	}
+
+	// A stale socket where the next proxy of the key listens: replaced.
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	again, newID, egressLog := e.controlBottle(ctx, agent, logDir)
+	if handleProxy(t, again) != proxyName || newID == proxyID {
+		t.Fatalf("the next bottle has proxy %s (%s), want a new %s", handleProxy(t, again), newID, proxyName)
+	}
+	w = e.watchExecs(newID)
+	e.fetched(ctx, again, egressLog)
+	if err := e.p.be.UpdateEgress(ctx, again, []string{"allowed.bb.test:80", "other.bb.test:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if execs := w.execs(t, e, newID); len(execs) != 0 {
+		t.Errorf("the new proxy was exec'd: %q", execs)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &again})
+	e.assertNoShared(ctx)
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is left after the proxy went: %v", dir, err)
+	}
+}

@@ -1,0 +1,218 @@
+package backend
+
+// The shared proxy's control channel from the host. A `docker exec` of the
+// control subcommand costs tens of milliseconds (create, attach, inspect);
+// when the engine runs on this host the plugin talks to the proxy itself,
+// over a socket file in a directory of the plugin's private directory that
+// only the proxy's container has mounted (never a bottle):
+//
+//	<private>/<proxy name>.control/control.sock   the proxy's, made by serve
+//	<private>/<proxy id, 12 hex>.control          → that socket (a symlink)
+//
+// The directory belongs to the proxy's user, 0700, inside the plugin's
+// private directory (this user's, 0700): only this user and root reach the
+// socket. The link, made when the proxy is created, lets every caller find
+// the socket from the proxy's id alone. Before a request is sent, the peer
+// on the socket must be a process of that very container (its cgroup names
+// the container's id): a stale link or socket of a removed proxy, or one
+// of a proxy of another engine with the same name, is never trusted. When
+// the file is not there or not the proxy's (Docker Desktop's VM, a remote
+// DOCKER_HOST, a user-namespaced engine, a proxy of an earlier build) the
+// request goes through `docker exec` as before; never once it was sent.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
+)
+
+const (
+	// guestControlDir is where the proxy's container has its control
+	// directory.
+	guestControlDir = "/run/bot-bottle"
+	// controlDialWait bounds the dial of the socket file: a local socket
+	// answers at once or not at all.
+	controlDialWait = 200 * time.Millisecond
+)
+
+// controlDir is the shared proxy's control directory on the host.
+func controlDir(private, proxyName string) string {
+	return filepath.Join(private, proxyName+".control")
+}
+
+// controlLink is the link to the control socket of the proxy id.
+func controlLink(private, id string) string {
+	return filepath.Join(private, id[:12]+".control")
+}
+
+// prepareControlDir makes the control directory of the proxy name for the
+// user it runs as, with no socket in it, and returns it (for a bind mount).
+func prepareControlDir(name string) (string, error) {
+	private, err := privateDir()
+	if err != nil {
+		return "", err
+	}
+	dir := controlDir(private, name)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("the egress proxy's control directory: %w", err)
+	}
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("the egress proxy's control directory %s is not a directory", dir)
+	}
+	if err := os.Remove(filepath.Join(dir, proxycmd.ControlFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("the egress proxy's control directory: %w", err)
+	}
+	if os.Getuid() == 0 && proxyUser() == nobody {
+		if err := os.Chown(dir, nobodyID, nobodyID); err != nil {
+			return "", fmt.Errorf("the egress proxy's control directory: %w", err)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("the egress proxy's control directory: %w", err)
+	}
+	return dir, nil
+}
+
+// linkControl points the link of the proxy id at its control socket.
+func linkControl(id, dir string) error {
+	private, err := privateDir()
+	if err != nil {
+		return err
+	}
+	link := controlLink(private, id)
+	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.Symlink(filepath.Join(dir, proxycmd.ControlFile), link)
+}
+
+// dropControl removes the control directory and link of a proxy that is
+// gone. A new proxy of the same name makes its directory afresh.
+func dropControl(id, name string) {
+	private, err := privateDir()
+	if err != nil {
+		return
+	}
+	if validContainerID(id) {
+		_ = os.Remove(controlLink(private, id))
+	}
+	if name != "" {
+		_ = os.RemoveAll(controlDir(private, name))
+	}
+}
+
+func validContainerID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for _, r := range id {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
+}
+
+// controlProxy makes one control request of the shared proxy id and
+// returns its reply once the proxy has done it: over the proxy's socket
+// file when it answers as the proxy, else through `docker exec`. egressLog
+// is the bottle's egress log on the host (add), handed to the proxy open.
+func controlProxy(ctx context.Context, c *client.Client, id string, req proxycmd.Request, egressLog string) (proxycmd.Reply, error) {
+	if conn, err := dialControl(ctx, id); err == nil {
+		defer conn.Close()
+		var log *os.File
+		if egressLog != "" {
+			if log, err = proxycmd.OpenEgressLog(egressLog); err != nil {
+				return proxycmd.Reply{}, fmt.Errorf("egress proxy %s: %w", req.Op, err)
+			}
+			defer log.Close()
+		}
+		rep, err := proxycmd.Send(ctx, conn, req, log)
+		if err != nil {
+			return rep, fmt.Errorf("egress proxy %s: %w", req.Op, err)
+		}
+		return rep, nil
+	}
+	args := req.Args()
+	if egressLog != "" {
+		args = append(args, "--log", guestAuditDir+"/"+filepath.Base(egressLog))
+	}
+	var stdin []byte
+	if req.Op == proxycmd.CmdAdd || req.Op == proxycmd.CmdRules {
+		stdin = req.Rules
+	}
+	out, err := execProxy(ctx, c, id, stdin, args...)
+	if err != nil {
+		return proxycmd.Reply{}, err
+	}
+	return proxycmd.ParseOutput(req.Op, out)
+}
+
+// dialControl connects to the control socket file of the proxy id and
+// makes sure the process that answers is the proxy's.
+func dialControl(ctx context.Context, id string) (*net.UnixConn, error) {
+	if !validContainerID(id) {
+		return nil, fmt.Errorf("%q is not a container's id", id)
+	}
+	private, err := privateDir()
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: controlDialWait}
+	nc, err := d.DialContext(ctx, "unix", controlLink(private, id))
+	if err != nil {
+		return nil, err
+	}
+	conn := nc.(*net.UnixConn)
+	if err := checkPeer(conn, id); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// checkPeer makes sure the listener on conn is a process of the container
+// id running as the proxy's user. Its credentials are the kernel's, taken
+// when it listened; its pid is in this process's pid namespace (0 when the
+// listener is not in it: refused).
+func checkPeer(conn *net.UnixConn, id string) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *syscall.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("the control socket's peer: %w", cerr)
+	}
+	uid := uint32(os.Getuid())
+	if proxyUser() == nobody {
+		uid = nobodyID
+	}
+	if cred.Pid <= 0 || cred.Uid != uid {
+		return fmt.Errorf("the control socket's peer (pid %d, uid %d) is not the egress proxy", cred.Pid, cred.Uid)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cred.Pid))
+	if err != nil {
+		return fmt.Errorf("the control socket's peer: %w", err)
+	}
+	if !strings.Contains(string(cg), id) {
+		return fmt.Errorf("the control socket's peer (pid %d) is not in the container %.12s", cred.Pid, id)
+	}
+	return nil
+}
