@@ -185,7 +185,7 @@ func TestEgressControlDirect(t *testing.T) {
 				t.Errorf("bottle %s mounts %s, which holds the proxy's control directory", b.Identity, m.Source)
 			}
 		}
-		if res := e.sh(ctx, b, `ls -a /run/bot-bottle 2>&1; find / -xdev -type s 2>/dev/null`); strings.Contains(string(res.Stdout), "control.sock") {
+		if res := e.sh(ctx, b, `ls -a /run/egress-control 2>&1; find / -xdev -type s 2>/dev/null`); strings.Contains(string(res.Stdout), "control.sock") {
 			t.Errorf("bottle %s sees a control socket: %q", b.Identity, res.Stdout)
 		}
 	}

@@ -161,7 +161,7 @@ func TestEgressBottle(t *testing.T) {
 	for _, m := range pinsp.Mounts {
 		switch {
 		case m.Type == "bind" && m.Source == logDir && m.Destination == "/var/log/bot-bottle":
-		case m.Type == "bind" && m.Source == controlDirOf(proxyName) && m.Destination == "/run/bot-bottle":
+		case m.Type == "bind" && m.Source == controlDirOf(proxyName) && m.Destination == "/run/egress-control":
 		default:
 			t.Errorf("unexpected proxy mount %+v", m)
 		}

@@ -39,7 +39,7 @@ import (
 const (
 	// guestControlDir is where the proxy's container has its control
 	// directory.
-	guestControlDir = "/run/bot-bottle"
+	guestControlDir = "/run/egress-control"
 	// controlDialWait bounds the dial of the socket file: a local socket
 	// answers at once or not at all.
 	controlDialWait = 200 * time.Millisecond
@@ -83,17 +83,22 @@ func prepareControlDir(name string) (string, error) {
 	return dir, nil
 }
 
-// linkControl points the link of the proxy id at its control socket.
+// linkControl points the link of the proxy id at its control socket. The
+// links of earlier proxies of the name (removed without their last stop:
+// `docker rm`) go: only the newest proxy listens there.
 func linkControl(id, dir string) error {
 	private, err := privateDir()
 	if err != nil {
 		return err
 	}
-	link := controlLink(private, id)
-	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	sock := filepath.Join(dir, proxycmd.ControlFile)
+	links, _ := filepath.Glob(filepath.Join(private, "*.control"))
+	for _, l := range links {
+		if t, err := os.Readlink(l); err == nil && t == sock {
+			_ = os.Remove(l)
+		}
 	}
-	return os.Symlink(filepath.Join(dir, proxycmd.ControlFile), link)
+	return os.Symlink(sock, controlLink(private, id))
 }
 
 // dropControl removes the control directory and link of a proxy that is

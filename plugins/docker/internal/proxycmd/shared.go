@@ -9,19 +9,22 @@ package proxycmd
 // packet it forges can change: a connection to another bottle's listener
 // address that arrives on this bottle's interface finds no listener.
 //
-// Bottles come and go through the control channel, an abstract unix socket
-// (@bot-bottle-egress-control). Abstract sockets belong to a network
-// namespace, and only the proxy's own processes (and what `docker exec`
-// starts in its container) are in the proxy's: no agent can reach it. The
-// backend drives it with `docker exec <proxy> … egress-proxy add|forget|
-// rules|list`, which returns once the proxy has done it (add: the listener
-// is bound), so nothing polls.
+// Bottles come and go through the control channel: an abstract unix socket
+// (@bot-bottle-egress-control) and, with --control-dir, a socket file in a
+// directory the backend mounted into this container alone. Abstract
+// sockets belong to a network namespace, and only the proxy's own
+// processes (and what `docker exec` starts in its container) are in the
+// proxy's; the file is reachable by the proxy's user and root on the host
+// only: no agent can reach either. The backend sends its requests over the
+// file itself, or through `docker exec <proxy> … egress-proxy add|forget|
+// rules|list|revoke` (control.go); each returns once the proxy has done it
+// (add: the listener is bound), so nothing polls.
 //
-// The audit: `add` is run as the user the bottles' egress logs belong to and
-// opens the bottle's log file in the bind-mounted audit directory; it hands
-// the open file to the proxy over the socket (SCM_RIGHTS). The proxy itself
-// runs as nobody and cannot even list that directory: it writes the files it
-// was given and nothing else.
+// The audit: the bottle's log file is opened by the user the bottles'
+// egress logs belong to (the backend on the host, or the exec'd `add` in
+// the bind-mounted audit directory) and handed open to the proxy over the
+// socket (SCM_RIGHTS). The proxy itself runs as nobody and cannot even list
+// that directory: it writes the files it was given and nothing else.
 
 import (
 	"bytes"
