@@ -109,6 +109,12 @@ func (e *env) controlBottle(ctx context.Context, agent sdk.Agent, logDir string)
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// A failed test's cleanup removes the proxy by its label, around the
+	// plugin: its control directory and link with it.
+	e.t.Cleanup(func() {
+		os.RemoveAll(controlDirOf(handleProxy(e.t, h)))
+		os.Remove(filepath.Join(pluginDir(), insp.ID[:12]+".control"))
+	})
 	return h, insp.ID, spec.EgressLog
 }
 
