@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +21,28 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
+
+// runnableCopy is a copy of bin that every user can run.
+func runnableCopy(t *testing.T, bin string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bbt-ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, filepath.Base(bin))
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // controlDirOf is the host directory the shared proxy proxyName has its
 // control socket in (mounted into it alone).
@@ -204,9 +227,11 @@ func TestEgressControlDirect(t *testing.T) {
 
 // A proxy whose socket file is gone is driven through `docker exec` as
 // before: start, rules, stop, and the egress log still handed over. A
-// socket there that is not the proxy's (a stale one, or another process's)
-// gets no request: the plugin connects, finds the peer is not the proxy's
-// container, hangs up before it sends a byte and goes through exec. When
+// socket there that is not the proxy's (another user's process, or a
+// proxy of the proxy's user outside its container, as another engine's
+// proxy of the same name would be) gets no request: the plugin connects,
+// finds the peer is not the proxy's container, hangs up before it sends a
+// byte and goes through exec. When
 // the proxy goes, its control directory and link go with it; the next
 // proxy of the same key replaces a stale socket left in its directory and
 // answers on it again.
@@ -273,6 +298,40 @@ func TestEgressControlFallback(t *testing.T) {
 		t.Error("the plugin never tried the socket")
 	}
 	fake.Close() // leaves the file: a stale socket
+
+	// A proxy of the proxy's user, on the file, but not in the proxy's
+	// container (another engine's, say): refused too, by its cgroup.
+	// It has the directory open: nobody cannot pass the plugin's own.
+	df, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer df.Close()
+	other := exec.Command(runnableCopy(t, pluginBin), "egress-proxy", "serve", "--control", "@bbt-ctl-"+e.label, "--control-dir", "/proc/self/fd/3")
+	other.ExtraFiles = []*os.File{df}
+	if os.Getuid() == 0 {
+		other.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	var logs syncBuffer
+	other.Stderr = &logs
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- other.Wait() }()
+	t.Cleanup(func() { other.Process.Kill(); <-exited })
+	logs.waitFor(t, "control_file=/proc/self/fd/3/"+filepath.Base(sock), 10*time.Second)
+	if err := e.p.be.UpdateEgress(ctx, first, []string{"allowed.bb.test:80", "other.bb.test:80"}); err != nil {
+		t.Fatalf("update egress past another proxy's socket: %v", err)
+	}
+	if execs := w.execs(t, e, proxyID); len(execs) != 1 || !strings.Contains(execs[0], " rules ") {
+		t.Errorf("past another proxy's socket the plugin exec'd %q, want rules", execs)
+	}
+	logs.waitFor(t, `msg="control request refused" op=""`, 10*time.Second)
+	if strings.Contains(logs.String(), "op=rules") {
+		t.Errorf("another proxy got the request:\n%s", logs.String())
+	}
+	other.Process.Kill() // leaves its file: a stale socket
 
 	// The last stop removes the proxy with its control directory and link.
 	e.stop(ctx, sdk.StopRequest{Handle: &first})
