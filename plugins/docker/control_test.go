@@ -60,13 +60,14 @@ type execWatch struct {
 
 const execMarker = "--help"
 
-// watchExecs starts counting the execs in the container id.
-func (e *env) watchExecs(id string) *execWatch {
+// watchExecs starts counting the execs in the test's shared proxies.
+func (e *env) watchExecs() *execWatch {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &execWatch{cancel: cancel, marker: make(chan struct{}, 16)}
 	msgs, errs := e.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", "container"), filters.Arg("container", id), filters.Arg("event", "exec_create"))})
+		filters.Arg("type", "container"), filters.Arg("event", "exec_create"),
+		filters.Arg("label", testenv.Label+"="+e.label), filters.Arg("label", "dev.bot-bottle.role=egress-shared-proxy"))})
 	ready := make(chan struct{})
 	go func() {
 		close(ready)
@@ -92,7 +93,7 @@ func (e *env) watchExecs(id string) *execWatch {
 
 // execs are the execs seen since the last call, once the engine has
 // reported every exec made before it: it makes one of its own (a marker)
-// and waits for its event, which comes after theirs.
+// in the proxy id and waits for its event, which comes after theirs.
 func (w *execWatch) execs(t testing.TB, e *env, id string) []string {
 	t.Helper()
 	ctx := ctxT(t, time.Minute)
@@ -168,11 +169,15 @@ func TestEgressControlDirect(t *testing.T) {
 	e.configure(map[string]any{"egress_networks": []string{tn.name}})
 	agent := e.agent("ctl")
 	logDir := t.TempDir()
-	// The first bottle makes the proxy (its add may wait through an exec
-	// for the proxy to listen).
-	first, proxyID, _ := e.controlBottle(ctx, agent, logDir)
+	// The first bottle makes the proxy, and waits for it to listen on
+	// its socket file.
+	w := e.watchExecs()
+	first, proxyID, firstLog := e.controlBottle(ctx, agent, logDir)
 	defer e.stop(ctx, sdk.StopRequest{Handle: &first})
-	w := e.watchExecs(proxyID)
+	e.fetched(ctx, first, firstLog)
+	if execs := w.execs(t, e, proxyID); len(execs) != 0 {
+		t.Errorf("the start that made the proxy exec'd in it: %q", execs)
+	}
 
 	h, id, egressLog := e.controlBottle(ctx, agent, logDir)
 	if id != proxyID {
@@ -247,7 +252,7 @@ func TestEgressControlFallback(t *testing.T) {
 	proxyName := handleProxy(t, first)
 	dir := controlDirOf(proxyName)
 	sock := filepath.Join(dir, "control.sock")
-	w := e.watchExecs(proxyID)
+	w := e.watchExecs()
 
 	// No socket: exec.
 	if err := os.Remove(sock); err != nil {
@@ -351,11 +356,15 @@ func TestEgressControlFallback(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
+	w.cancel()
+	w = e.watchExecs()
 	again, newID, egressLog := e.controlBottle(ctx, agent, logDir)
 	if handleProxy(t, again) != proxyName || newID == proxyID {
 		t.Fatalf("the next bottle has proxy %s (%s), want a new %s", handleProxy(t, again), newID, proxyName)
 	}
-	w = e.watchExecs(newID)
+	if execs := w.execs(t, e, newID); len(execs) != 0 {
+		t.Errorf("the start that made the new proxy exec'd in it: %q", execs)
+	}
 	e.fetched(ctx, again, egressLog)
 	if err := e.p.be.UpdateEgress(ctx, again, []string{"allowed.bb.test:80", "other.bb.test:80"}); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
 )
@@ -43,6 +44,10 @@ const (
 	// controlDialWait bounds the dial of the socket file: a local socket
 	// answers at once or not at all.
 	controlDialWait = 200 * time.Millisecond
+	// controlStartWait bounds the wait of a start that made the proxy for
+	// its control socket file: a proxy listens on it a few milliseconds
+	// after it started.
+	controlStartWait = 2 * time.Second
 )
 
 // controlDir is the shared proxy's control directory on the host.
@@ -209,15 +214,83 @@ func checkPeer(conn *net.UnixConn, id string) error {
 	if proxyUser() == nobody {
 		uid = nobodyID
 	}
-	if cred.Pid <= 0 || cred.Uid != uid {
+	if cred.Uid != uid {
 		return fmt.Errorf("the control socket's peer (pid %d, uid %d) is not the egress proxy", cred.Pid, cred.Uid)
 	}
-	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cred.Pid))
-	if err != nil {
+	if err := inContainer(int(cred.Pid), id); err != nil {
 		return fmt.Errorf("the control socket's peer: %w", err)
 	}
+	return nil
+}
+
+// inContainer makes sure the process pid (of this pid namespace) is one of
+// the container id: its cgroup names the container.
+func inContainer(pid int, id string) error {
+	if pid <= 0 {
+		return fmt.Errorf("pid %d is not a process here", pid)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return err
+	}
 	if !strings.Contains(string(cg), id) {
-		return fmt.Errorf("the control socket's peer (pid %d) is not in the container %.12s", cred.Pid, id)
+		return fmt.Errorf("process %d is not in the container %.12s", pid, id)
 	}
 	return nil
+}
+
+// awaitControl waits, for at most controlStartWait, until the proxy id
+// that this start just made (its pid as the engine tells it) listens on
+// its control socket file, so that the start's add goes over it too. It
+// waits only when the socket can come: the proxy runs on this host (its
+// pid is the container's here) in no user namespace (whose ids could not
+// write the directory). Whatever it finds, the add dials as always and
+// falls back to exec.
+func awaitControl(ctx context.Context, id string, pid int) {
+	if inContainer(pid, id) != nil {
+		return
+	}
+	if m, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid)); err != nil || strings.Join(strings.Fields(string(m)), " ") != "0 0 4294967295" {
+		return
+	}
+	private, err := privateDir()
+	if err != nil {
+		return
+	}
+	sock, err := os.Readlink(controlLink(private, id))
+	if err != nil {
+		return
+	}
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(sock), unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		return
+	}
+	deadline := time.Now().Add(controlStartWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	buf := make([]byte, 4096)
+	for {
+		// Looked for after the watch is set: it cannot come unseen.
+		if _, err := os.Lstat(sock); err == nil {
+			return
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, int(wait.Milliseconds())+1); err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		for {
+			if _, err := unix.Read(fd, buf); err != nil {
+				break // drained (EAGAIN): look again
+			}
+		}
+	}
 }

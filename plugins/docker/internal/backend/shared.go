@@ -185,7 +185,12 @@ func privateDir() (string, error) {
 }
 
 // shared is a running shared proxy.
-type shared struct{ id, name string }
+type shared struct {
+	id, name string
+	// fresh: this start made it, with its control directory mounted: its
+	// control socket file comes once it has started (awaitControl).
+	fresh bool
+}
 
 // proxyUser is the user the shared proxy runs as (nobody when the plugin
 // runs as root), and ctlUser the one its control commands run as: the
@@ -315,12 +320,13 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 		if !strings.Contains(err.Error(), "is already in use") {
 			return shared{}, engineErr(c, "create egress proxy "+name, err)
 		}
-		// Another process (another lock directory) made it: use it.
+		// Another process (another lock directory) made it: use it. Its
+		// control directory is that process's, not ctlDir.
 		insp, err := c.ContainerInspect(ctx, name)
 		if err != nil {
 			return shared{}, engineErr(c, "inspect egress proxy "+name, err)
 		}
-		created.ID = insp.ID
+		created.ID, ctlDir = insp.ID, ""
 	} else {
 		errs := make([]error, len(set.EgressNetworks))
 		each(indexes(len(set.EgressNetworks)), func(i int) {
@@ -353,7 +359,7 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 			b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
 		}
 	}
-	return shared{id: created.ID, name: name}, nil
+	return shared{id: created.ID, name: name, fresh: ctlDir != ""}, nil
 }
 
 func indexes(n int) []int {
@@ -534,6 +540,9 @@ func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key stri
 			taken[u.HostConfig.NetworkMode] = true
 		}
 		sort.SliceStable(cands, func(i, j int) bool { return !taken[cands[i].id] && taken[cands[j].id] })
+	}
+	if sh.fresh && insp.State != nil {
+		awaitControl(cctx, sh.id, insp.State.Pid)
 	}
 	add := func(offers []pooled) (pooled, int, error) {
 		addrs := make([]string, len(offers))
