@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"golang.org/x/sys/unix"
 
 	"github.com/bot-bottle/bot-bottle/internal/testenv"
 	"github.com/bot-bottle/bot-bottle/sdk"
@@ -79,7 +80,7 @@ func (e *env) watchExecs() *execWatch {
 					continue
 				}
 				w.mu.Lock()
-				w.seen = append(w.seen, string(m.Action))
+				w.seen = append(w.seen, m.Actor.ID+" "+string(m.Action))
 				w.mu.Unlock()
 			case <-errs:
 				return
@@ -93,7 +94,9 @@ func (e *env) watchExecs() *execWatch {
 
 // execs are the execs seen since the last call, once the engine has
 // reported every exec made before it: it makes one of its own (a marker)
-// in the proxy id and waits for its event, which comes after theirs.
+// in the proxy id and waits for its event, which comes after theirs. Only
+// those in the proxy id count: the engine's label filter lets others'
+// through.
 func (w *execWatch) execs(t testing.TB, e *env, id string) []string {
 	t.Helper()
 	ctx := ctxT(t, time.Minute)
@@ -115,7 +118,12 @@ func (w *execWatch) execs(t testing.TB, e *env, id string) []string {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := w.seen
+	var out []string
+	for _, s := range w.seen {
+		if a, ok := strings.CutPrefix(s, id+" "); ok {
+			out = append(out, a)
+		}
+	}
 	w.seen = nil
 	return out
 }
@@ -376,5 +384,68 @@ func TestEgressControlFallback(t *testing.T) {
 	e.assertNoShared(ctx)
 	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s is left after the proxy went: %v", dir, err)
+	}
+}
+
+// A start that makes a proxy removes, in the background, the control
+// links and directories that proxies removed around the plugin left: old
+// ones with no listener. A young one (a proxy being made) stays.
+func TestEgressControlSweep(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 3*time.Minute)
+	tn := e.network(ctx)
+	tn.upstream(ctx, "hello", 0, "allowed.bb.test")
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
+	old := time.Now().Add(-time.Hour)
+	deadDir := func(name string, aged bool) string {
+		dir := filepath.Join(pluginDir(), name+".control")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "control.sock"), Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.SetUnlinkOnClose(false)
+		ln.Close()
+		if aged {
+			if err := os.Chtimes(dir, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	gone := deadDir("bbt-gone-"+e.label, true)
+	young := deadDir("bbt-young-"+e.label, false)
+	link := filepath.Join(pluginDir(), e.label[len(e.label)-12:]+".control")
+	if err := os.Symlink(filepath.Join(pluginDir(), "bbt-nothing-"+e.label, "control.sock"), link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link) })
+	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, link, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		t.Fatal(err)
+	}
+
+	h, _, _ := e.controlBottle(ctx, e.agent("ctl"), t.TempDir())
+	defer e.stop(ctx, sdk.StopRequest{Handle: &h})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, gerr := os.Lstat(gone)
+		_, lerr := os.Lstat(link)
+		if errors.Is(gerr, os.ErrNotExist) && errors.Is(lerr, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("left after a proxy was made: %s (%v), %s (%v)", gone, gerr, link, lerr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Lstat(young); err != nil {
+		t.Errorf("a young control directory went: %v", err)
+	}
+	if _, err := os.Lstat(controlDirOf(handleProxy(t, h))); err != nil {
+		t.Errorf("the running proxy's control directory went: %v", err)
 	}
 }

@@ -31,10 +31,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 	"golang.org/x/sys/unix"
 
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/proxycmd"
+	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 const (
@@ -48,6 +51,9 @@ const (
 	// its control socket file: a proxy listens on it a few milliseconds
 	// after it started.
 	controlStartWait = 2 * time.Second
+	// controlSweepAge: a control link or directory younger than this may
+	// be of a proxy that is being made (sweepControl).
+	controlSweepAge = 10 * time.Minute
 )
 
 // controlDir is the shared proxy's control directory on the host.
@@ -118,6 +124,48 @@ func dropControl(id, name string) {
 	}
 	if name != "" {
 		_ = os.RemoveAll(controlDir(private, name))
+	}
+}
+
+// sweepControl removes the control links and directories that proxies
+// removed around the plugin (`docker rm`, a test's cleanup by label) left
+// behind: older than controlSweepAge (no proxy is being made with them),
+// of no shared proxy of this engine, and with no listener on their socket
+// (no other engine's proxy uses them either). It runs once a start made a
+// proxy, in the background.
+func sweepControl(ctx context.Context, c *client.Client) {
+	private, err := privateDir()
+	if err != nil {
+		return
+	}
+	entries, err := filepath.Glob(filepath.Join(private, "*.control"))
+	if err != nil || len(entries) == 0 {
+		return
+	}
+	cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", LabelRole+"="+RoleSharedProxy), filters.Arg("label", sdk.LabelManaged+"=true"))})
+	if err != nil {
+		return
+	}
+	live := map[string]bool{}
+	for _, ct := range cs {
+		live[controlLink(private, ct.ID)] = true
+		live[controlDir(private, containerName(ct))] = true
+	}
+	for _, e := range entries {
+		fi, err := os.Lstat(e)
+		if err != nil || live[e] || time.Since(fi.ModTime()) < controlSweepAge {
+			continue
+		}
+		sock := e
+		if fi.IsDir() {
+			sock = filepath.Join(e, proxycmd.ControlFile)
+		}
+		if conn, err := net.DialTimeout("unix", sock, controlDialWait); err == nil {
+			conn.Close()
+			continue
+		}
+		_ = os.RemoveAll(e)
 	}
 }
 

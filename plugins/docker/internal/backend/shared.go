@@ -359,6 +359,13 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 			b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
 		}
 	}
+	if ctlDir != "" {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			sweepControl(ctx, c)
+		}()
+	}
 	return shared{id: created.ID, name: name, fresh: ctlDir != ""}, nil
 }
 
