@@ -161,12 +161,13 @@ func TestEgressBottle(t *testing.T) {
 	for _, m := range pinsp.Mounts {
 		switch {
 		case m.Type == "bind" && m.Source == logDir && m.Destination == "/var/log/bot-bottle":
+		case m.Type == "bind" && m.Source == controlDirOf(proxyName) && m.Destination == "/run/egress-control":
 		default:
 			t.Errorf("unexpected proxy mount %+v", m)
 		}
 	}
-	if len(pinsp.Mounts) != 1 {
-		t.Errorf("proxy mounts %+v, want the egress audit directory", pinsp.Mounts)
+	if len(pinsp.Mounts) != 2 {
+		t.Errorf("proxy mounts %+v, want the egress audit directory and the control directory", pinsp.Mounts)
 	}
 	// The agent: only on its internal network, with the proxy in its
 	// environment and a resolver that forwards nowhere.

@@ -357,7 +357,7 @@ func (b *Backend) revokeCredential(ctx context.Context, h sdk.Handle, name strin
 	if err != nil {
 		return fmt.Errorf("revoke credential %s of %s: %w", name, h.Identity, err)
 	}
-	if _, err := execProxy(ctx, c, hd.Proxy, nil, proxycmd.CmdRevoke, "--identity", h.Identity, "--credential", name); err != nil {
+	if _, err := controlProxy(ctx, c, hd.Proxy, proxycmd.Request{Op: proxycmd.CmdRevoke, Identity: h.Identity, Credential: name}, ""); err != nil {
 		if strings.Contains(err.Error(), proxycmd.ErrNoCredential) {
 			return fmt.Errorf("revoke credential %s of %s: none in force by that name: %w", name, h.Identity, sdk.ErrNotFound)
 		}

@@ -438,7 +438,7 @@ func (b *Backend) updateEgress(ctx context.Context, h sdk.Handle, rules []string
 	if hd.Shared {
 		// The shared proxy applies them before it answers: nothing to
 		// wait for, nothing restarts.
-		if _, err := execProxy(ctx, c, hd.Proxy, data, proxycmd.CmdRules, "--identity", h.Identity); err != nil {
+		if _, err := controlProxy(ctx, c, hd.Proxy, proxycmd.Request{Op: proxycmd.CmdRules, Identity: h.Identity, Rules: data}, ""); err != nil {
 			return fmt.Errorf("update egress of %s: %w", h.Identity, err)
 		}
 		b.log.Info("egress allowlist updated", "identity", h.Identity, "rules", strings.Join(rules, ", "))

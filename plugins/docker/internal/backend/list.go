@@ -220,11 +220,11 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		name := containerName(p)
 		var ids []string
 		if p.State == "running" {
-			out, err := execProxy(ctx, c, p.ID, nil, proxycmd.CmdList)
+			rep, err := controlProxy(ctx, c, p.ID, proxycmd.Request{Op: proxycmd.CmdList}, "")
 			if err != nil {
 				continue // cannot tell: not listed as idle
 			}
-			ids = strings.Fields(out)
+			ids = rep.Bottles
 		}
 		for _, id := range ids {
 			if !seen[id] && checkIdentity(id) == nil {

@@ -185,7 +185,12 @@ func privateDir() (string, error) {
 }
 
 // shared is a running shared proxy.
-type shared struct{ id, name string }
+type shared struct {
+	id, name string
+	// fresh: this start made it, with its control directory mounted: its
+	// control socket file comes once it has started (awaitControl).
+	fresh bool
+}
 
 // proxyUser is the user the shared proxy runs as (nobody when the plugin
 // runs as root), and ctlUser the one its control commands run as: the
@@ -256,6 +261,7 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 		if err := c.ContainerRemove(cctx, insp.ID, container.RemoveOptions{Force: true}); err != nil && !isNotFound(err) {
 			return shared{}, engineErr(c, "remove stopped egress proxy "+name, err)
 		}
+		dropControl(insp.ID, "")
 	case !isNotFound(err):
 		return shared{}, engineErr(c, "inspect egress proxy "+name, err)
 	}
@@ -271,8 +277,19 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 	if auditDir != "" {
 		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: auditDir, Target: guestAuditDir})
 	}
+	// The control directory (control.go) is the proxy's alone: mounted
+	// here, in no bottle.
+	ctlDir, err := prepareControlDir(name)
+	if err != nil {
+		b.log.Warn("the egress proxy is driven through docker exec only", "error", err)
+	}
+	cmd := []string{proxycmd.CmdServe}
+	if ctlDir != "" {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: ctlDir, Target: guestControlDir})
+		cmd = append(cmd, "--control-dir", guestControlDir)
+	}
 	pids := int64(sharedProxyPids)
-	cfg := &container.Config{Image: img.ID, User: proxyUser(), Cmd: []string{proxycmd.CmdServe}, Labels: labels}
+	cfg := &container.Config{Image: img.ID, User: proxyUser(), Cmd: cmd, Labels: labels}
 	hc := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(outID),
 		Mounts:         mounts,
@@ -292,16 +309,24 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 		},
 	}
 	created, err := c.ContainerCreate(cctx, cfg, hc, nil, nil, name)
+	if err != nil && ctlDir != "" && strings.Contains(err.Error(), "bind source path does not exist: "+ctlDir) {
+		// The engine is not on this host (a remote DOCKER_HOST): it
+		// cannot mount what the plugin made, and the plugin could not
+		// reach the socket anyway.
+		hc.Mounts, cfg.Cmd, ctlDir = mounts[:len(mounts)-1], cmd[:1], ""
+		created, err = c.ContainerCreate(cctx, cfg, hc, nil, nil, name)
+	}
 	if err != nil {
 		if !strings.Contains(err.Error(), "is already in use") {
 			return shared{}, engineErr(c, "create egress proxy "+name, err)
 		}
-		// Another process (another lock directory) made it: use it.
+		// Another process (another lock directory) made it: use it. Its
+		// control directory is that process's, not ctlDir.
 		insp, err := c.ContainerInspect(ctx, name)
 		if err != nil {
 			return shared{}, engineErr(c, "inspect egress proxy "+name, err)
 		}
-		created.ID = insp.ID
+		created.ID, ctlDir = insp.ID, ""
 	} else {
 		errs := make([]error, len(set.EgressNetworks))
 		each(indexes(len(set.EgressNetworks)), func(i int) {
@@ -313,6 +338,11 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 		if err := errors.Join(errs...); err != nil {
 			_ = c.ContainerRemove(cctx, created.ID, container.RemoveOptions{Force: true})
 			return shared{}, err
+		}
+		if ctlDir != "" {
+			if err := linkControl(created.ID, ctlDir); err != nil {
+				b.log.Warn("the egress proxy is driven through docker exec only", "error", err)
+			}
 		}
 	}
 	if err := c.ContainerStart(cctx, created.ID, container.StartOptions{}); err != nil {
@@ -329,7 +359,14 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 			b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
 		}
 	}
-	return shared{id: created.ID, name: name}, nil
+	if ctlDir != "" {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			sweepControl(ctx, c)
+		}()
+	}
+	return shared{id: created.ID, name: name, fresh: ctlDir != ""}, nil
 }
 
 func indexes(n int) []int {
@@ -511,27 +548,25 @@ func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key stri
 		}
 		sort.SliceStable(cands, func(i, j int) bool { return !taken[cands[i].id] && taken[cands[j].id] })
 	}
+	if sh.fresh && insp.State != nil {
+		awaitControl(cctx, sh.id, insp.State.Pid)
+	}
 	add := func(offers []pooled) (pooled, int, error) {
 		addrs := make([]string, len(offers))
 		for i, o := range offers {
 			addrs[i] = o.in.proxyAddr()
 		}
-		args := []string{proxycmd.CmdAdd, "--identity", identity, "--listen", strings.Join(addrs, ",")}
-		if egressLog != "" {
-			args = append(args, "--log", guestAuditDir+"/"+filepath.Base(egressLog))
-		}
-		out, err := execProxy(cctx, c, sh.id, rules, args...)
+		rep, err := controlProxy(cctx, c, sh.id, proxycmd.Request{Op: proxycmd.CmdAdd, Identity: identity,
+			Listen: strings.Join(addrs, ","), Rules: rules}, egressLog)
 		if err != nil {
 			return pooled{}, -1, err
 		}
-		lines := strings.Split(strings.TrimSpace(out), "\n")
-		addr, _, _ := strings.Cut(lines[0], " ")
 		for _, o := range offers {
-			if o.in.proxyAddr() == addr {
-				return o, len(cands) - (len(lines) - 1), nil
+			if o.in.proxyAddr() == rep.Addr {
+				return o, len(cands) - len(rep.Bottles), nil
 			}
 		}
-		return pooled{}, -1, fmt.Errorf("egress proxy add: it took %q, which was not offered", addr)
+		return pooled{}, -1, fmt.Errorf("egress proxy add: it took %q, which was not offered", rep.Addr)
 	}
 	if len(cands) > 0 {
 		guess := cands[0]
@@ -620,18 +655,14 @@ func (b *Backend) replenish(c *client.Client, g group, key string, sh shared, se
 // bottles it serves still (-1: it could not tell). A proxy gone already
 // serves nobody.
 func forgetBottle(ctx context.Context, c *client.Client, proxyID, identity string) (bool, int, error) {
-	out, err := execProxy(ctx, c, proxyID, nil, proxycmd.CmdForget, "--identity", identity)
+	rep, err := controlProxy(ctx, c, proxyID, proxycmd.Request{Op: proxycmd.CmdForget, Identity: identity}, "")
 	if err != nil {
 		if isNotFound(err) || strings.Contains(err.Error(), "is not running") {
 			return false, 0, nil
 		}
 		return false, -1, err
 	}
-	f := strings.Fields(out)
-	if len(f) == 0 {
-		return false, -1, fmt.Errorf("egress proxy forget: no answer")
-	}
-	return f[0] == "forgot", len(f) - 1, nil
+	return rep.Forgot, len(rep.Bottles), nil
 }
 
 // groupProxies lists the group's shared proxies.
@@ -694,11 +725,11 @@ func removeIdleProxy(ctx context.Context, c *client.Client, g group, proxy strin
 		return nil, engineErr(c, "inspect egress proxy", err)
 	}
 	if insp.State != nil && insp.State.Running {
-		out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
+		rep, err := controlProxy(ctx, c, insp.ID, proxycmd.Request{Op: proxycmd.CmdList}, "")
 		if err != nil {
 			return nil, err
 		}
-		if len(strings.Fields(out)) > 0 {
+		if len(rep.Bottles) > 0 {
 			return nil, nil
 		}
 	}
@@ -706,6 +737,7 @@ func removeIdleProxy(ctx context.Context, c *client.Client, g group, proxy strin
 	if err := c.ContainerRemove(ctx, insp.ID, container.RemoveOptions{Force: true}); err != nil && !isNotFound(err) {
 		return nil, engineErr(c, "remove egress proxy "+name, err)
 	}
+	dropControl(insp.ID, name)
 	removed := []string{"container " + name}
 	more, err := removePool(ctx, c, g, insp.Config.Labels[LabelProxyKey])
 	return append(removed, more...), err
@@ -841,11 +873,11 @@ func stopIdleShared(ctx context.Context, c *client.Client, identity string) ([]s
 	// Bottles it still serves whose agent's container is gone (their stop
 	// died midway) are forgotten first.
 	if insp.State != nil && insp.State.Running {
-		out, err := execProxy(ctx, c, insp.ID, nil, proxycmd.CmdList)
+		rep, err := controlProxy(ctx, c, insp.ID, proxycmd.Request{Op: proxycmd.CmdList}, "")
 		if err != nil {
 			return nil, true, err
 		}
-		for _, id := range strings.Fields(out) {
+		for _, id := range rep.Bottles {
 			cs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: homeFilter(filters.NewArgs(filters.Arg("label", sdk.LabelIdentity+"="+id)))})
 			if err != nil {
 				return nil, true, engineErr(c, "list containers", err)

@@ -95,7 +95,7 @@ func usage() string {
 	fs := flags(&o)
 	var b strings.Builder
 	fmt.Fprintf(&b, "usage: bot-bottle-plugin-docker %s --identity ID --rules FILE [--listen ADDR] [--log FILE|-]\n", Command)
-	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s serve                 (one proxy for many bottles)\n", Command)
+	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s serve [--control-dir DIR] (one proxy for many bottles)\n", Command)
 	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s add --identity ID --listen ADDR [--log FILE] <rules\n", Command)
 	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s rules --identity ID <rules\n", Command)
 	fmt.Fprintf(&b, "       bot-bottle-plugin-docker %s forget --identity ID | list\n\n", Command)

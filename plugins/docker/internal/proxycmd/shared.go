@@ -9,19 +9,22 @@ package proxycmd
 // packet it forges can change: a connection to another bottle's listener
 // address that arrives on this bottle's interface finds no listener.
 //
-// Bottles come and go through the control channel, an abstract unix socket
-// (@bot-bottle-egress-control). Abstract sockets belong to a network
-// namespace, and only the proxy's own processes (and what `docker exec`
-// starts in its container) are in the proxy's: no agent can reach it. The
-// backend drives it with `docker exec <proxy> … egress-proxy add|forget|
-// rules|list`, which returns once the proxy has done it (add: the listener
-// is bound), so nothing polls.
+// Bottles come and go through the control channel: an abstract unix socket
+// (@bot-bottle-egress-control) and, with --control-dir, a socket file in a
+// directory the backend mounted into this container alone. Abstract
+// sockets belong to a network namespace, and only the proxy's own
+// processes (and what `docker exec` starts in its container) are in the
+// proxy's; the file is reachable by the proxy's user and root on the host
+// only: no agent can reach either. The backend sends its requests over the
+// file itself, or through `docker exec <proxy> … egress-proxy add|forget|
+// rules|list|revoke` (control.go); each returns once the proxy has done it
+// (add: the listener is bound), so nothing polls.
 //
-// The audit: `add` is run as the user the bottles' egress logs belong to and
-// opens the bottle's log file in the bind-mounted audit directory; it hands
-// the open file to the proxy over the socket (SCM_RIGHTS). The proxy itself
-// runs as nobody and cannot even list that directory: it writes the files it
-// was given and nothing else.
+// The audit: the bottle's log file is opened by the user the bottles'
+// egress logs belong to (the backend on the host, or the exec'd `add` in
+// the bind-mounted audit directory) and handed open to the proxy over the
+// socket (SCM_RIGHTS). The proxy itself runs as nobody and cannot even list
+// that directory: it writes the files it was given and nothing else.
 
 import (
 	"bytes"
@@ -44,7 +47,6 @@ import (
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/plugins/internal/egress"
-	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
 // ErrNoCredential starts revoke's refusal of a credential the bottle does
@@ -78,7 +80,7 @@ const (
 	forgetWait = 200 * time.Millisecond
 )
 
-type request struct {
+type Request struct {
 	Op       string `json:"op"`
 	Identity string `json:"identity,omitempty"`
 	// Credential names the credential of revoke.
@@ -89,7 +91,7 @@ type request struct {
 	Log bool `json:"log,omitempty"`
 }
 
-type reply struct {
+type Reply struct {
 	Error string `json:"error,omitempty"`
 	// Addr is where add listens, and Device the interface it is bound to.
 	Addr   string `json:"addr,omitempty"`
@@ -176,6 +178,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(io.Discard)
 	allowOwnHost := fs.Bool("allow-own-host", false, "tests only: let rules reach this host's loopback and addresses")
 	control := fs.String("control", ControlSocket, "the control socket")
+	controlDir := fs.String("control-dir", "", "a directory to listen on a control socket file in as well ("+ControlFile+"), for a backend on the same host")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -190,17 +193,37 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
-	go func() { <-ctx.Done(); ln.Close() }()
-	log.Info(LogServing, "control", *control)
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			return fmt.Errorf("control socket: %w", err)
+	lns := []net.Listener{ln}
+	file := ""
+	if *controlDir != "" {
+		if fl, err := listenFile(*controlDir); err != nil {
+			// The backend falls back to docker exec: without the file
+			// the proxy is slower to drive, not broken.
+			log.Warn("no control socket file: control through the abstract socket only", "error", err)
+		} else {
+			lns, file = append(lns, fl), fl.Addr().String()
 		}
-		go h.handle(conn.(*net.UnixConn))
+	}
+	go func() {
+		<-ctx.Done()
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	log.Info(LogServing, "control", *control, "control_file", file)
+	errs := make(chan error, len(lns))
+	for _, l := range lns {
+		go func() { errs <- h.accept(l) }()
+	}
+	var failed error
+	for range lns {
+		if err := <-errs; err != nil && failed == nil {
+			failed = err
+			stop()
+		}
+	}
+	if failed != nil {
+		return failed
 	}
 	h.mu.Lock()
 	all := make([]*served, 0, len(h.bottles))
@@ -215,19 +238,33 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// accept answers the requests on one control socket until it is closed.
+func (h *hub) accept(ln net.Listener) error {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if h.ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("control socket: %w", err)
+		}
+		go h.handle(conn.(*net.UnixConn))
+	}
+}
+
 // handle answers one control request.
 func (h *hub) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	req, file, err := readRequest(conn)
-	var rep reply
+	var rep Reply
 	if err == nil {
 		rep, err = h.do(req, file)
 	} else if file != nil {
 		file.Close()
 	}
 	if err != nil {
-		rep = reply{Error: err.Error()}
+		rep = Reply{Error: err.Error()}
 		h.log.Warn("control request refused", "op", req.Op, "identity", req.Identity, "error", err)
 	}
 	if rep.Bottles == nil {
@@ -238,8 +275,8 @@ func (h *hub) handle(conn *net.UnixConn) {
 }
 
 // readRequest reads a request and the file descriptor that may come with it.
-func readRequest(conn *net.UnixConn) (request, *os.File, error) {
-	var req request
+func readRequest(conn *net.UnixConn) (Request, *os.File, error) {
+	var req Request
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, syscall.CmsgSpace(4))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
@@ -289,12 +326,12 @@ func (h *hub) identities() []string {
 	return out
 }
 
-func (h *hub) do(req request, file *os.File) (reply, error) {
+func (h *hub) do(req Request, file *os.File) (Reply, error) {
 	if req.Op != CmdList && !validIdentity(req.Identity) {
 		if file != nil {
 			file.Close()
 		}
-		return reply{}, fmt.Errorf("identity %q: want lower-case letters, digits and '-'", req.Identity)
+		return Reply{}, fmt.Errorf("identity %q: want lower-case letters, digits and '-'", req.Identity)
 	}
 	switch req.Op {
 	case CmdAdd:
@@ -306,38 +343,38 @@ func (h *hub) do(req request, file *os.File) (reply, error) {
 		s := h.bottles[req.Identity]
 		h.mu.RUnlock()
 		if s == nil {
-			return reply{}, fmt.Errorf("bottle %s is not served here", req.Identity)
+			return Reply{}, fmt.Errorf("bottle %s is not served here", req.Identity)
 		}
 		rs, err := egress.ParseRulesFile(req.Rules, req.Identity)
 		if err != nil {
-			return reply{}, fmt.Errorf("rules: %w", err)
+			return Reply{}, fmt.Errorf("rules: %w", err)
 		}
 		s.proxy.SetRules(rs)
 		h.log.Info("egress rules replaced", "identity", req.Identity, "rules", rs.Len())
-		return reply{}, nil
+		return Reply{}, nil
 	case CmdList:
-		return reply{}, nil
+		return Reply{}, nil
 	case CmdRevoke:
 		h.mu.RLock()
 		s := h.bottles[req.Identity]
 		h.mu.RUnlock()
 		if s == nil {
-			return reply{}, fmt.Errorf("bottle %s is not served here", req.Identity)
+			return Reply{}, fmt.Errorf("bottle %s is not served here", req.Identity)
 		}
 		if !s.proxy.Revoke(req.Credential) {
-			return reply{}, fmt.Errorf("%s %q: %s", ErrNoCredential, req.Credential, req.Identity)
+			return Reply{}, fmt.Errorf("%s %q: %s", ErrNoCredential, req.Credential, req.Identity)
 		}
 		h.log.Info("credential revoked", "identity", req.Identity, "credential", req.Credential)
-		return reply{}, nil
+		return Reply{}, nil
 	}
 	if file != nil {
 		file.Close()
 	}
-	return reply{}, fmt.Errorf("unknown request %q", req.Op)
+	return Reply{}, fmt.Errorf("unknown request %q", req.Op)
 }
 
 // add starts serving a bottle: its listener is bound when add returns.
-func (h *hub) add(req request, file *os.File) (rep reply, err error) {
+func (h *hub) add(req Request, file *os.File) (rep Reply, err error) {
 	defer func() {
 		if err != nil && file != nil {
 			file.Close()
@@ -460,18 +497,18 @@ offer:
 		served = append(served, id)
 	}
 	sort.Strings(served)
-	return reply{Addr: ap.String(), Device: dev, Bottles: served}, nil
+	return Reply{Addr: ap.String(), Device: dev, Bottles: served}, nil
 }
 
 // forget stops serving a bottle: its listener is closed when forget
 // returns, and its connections a moment later.
-func (h *hub) forget(identity string) (reply, error) {
+func (h *hub) forget(identity string) (Reply, error) {
 	h.mu.Lock()
 	s := h.bottles[identity]
 	delete(h.bottles, identity)
 	h.mu.Unlock()
 	if s == nil {
-		return reply{}, nil // gone already: a retried stop
+		return Reply{}, nil // gone already: a retried stop
 	}
 	s.cancel()
 	s.ln.Close()
@@ -481,7 +518,7 @@ func (h *hub) forget(identity string) (reply, error) {
 	case <-time.After(forgetWait):
 	}
 	h.log.Info("egress proxy forgot a bottle", "identity", identity)
-	return reply{Forgot: true}, nil
+	return Reply{Forgot: true}, nil
 }
 
 // reserved keeps every bottle's internal network out of every rule: the
@@ -522,119 +559,4 @@ func interfaceOf(a netip.Addr) (string, netip.Prefix, error) {
 		}
 	}
 	return "", netip.Prefix{}, fmt.Errorf("no interface holds %s (is the proxy on the bottle's network?)", a)
-}
-
-// runClient runs one control subcommand against a running shared proxy.
-func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet(name+" "+op, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	identity := fs.String("identity", "", "the bottle")
-	credential := fs.String("credential", "", "revoke: the credential's name")
-	listen := fs.String("listen", "", "add: the bottle's listener address (the proxy's on its network)")
-	logPath := fs.String("log", "", "add: the bottle's egress log, opened by this process and handed to the proxy")
-	control := fs.String("control", ControlSocket, "the control socket")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	req := request{Op: op, Identity: *identity, Listen: *listen, Credential: *credential}
-	if op == CmdRevoke && sdk.ValidCredentialName(*credential) != nil {
-		return usageError{fmt.Errorf("--credential %q is not a credential name", *credential)}
-	}
-	if op != CmdList && !validIdentity(*identity) {
-		return usageError{fmt.Errorf("--identity %q: want lower-case letters, digits and '-'", *identity)}
-	}
-	if op == CmdAdd || op == CmdRules {
-		data, err := io.ReadAll(io.LimitReader(stdin, egress.MaxRulesFileSize+1))
-		if err != nil {
-			return fmt.Errorf("read the rules from stdin: %w", err)
-		}
-		req.Rules = data
-	}
-	var oob []byte
-	if op == CmdAdd && *logPath != "" {
-		f, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-		if err != nil {
-			return fmt.Errorf("egress log: %w", err)
-		}
-		defer f.Close()
-		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-			return fmt.Errorf("egress log %s is not a regular file", *logPath)
-		}
-		req.Log = true
-		oob = syscall.UnixRights(int(f.Fd()))
-	}
-	rep, err := call(*control, req, oob)
-	if err != nil {
-		return err
-	}
-	switch op {
-	case CmdAdd:
-		// Where it listens, then the bottles served now.
-		fmt.Fprintf(stdout, "%s %s\n", rep.Addr, rep.Device)
-		for _, id := range rep.Bottles {
-			fmt.Fprintln(stdout, id)
-		}
-	case CmdForget, CmdList:
-		// Whether it was served (forget), and the bottles served still:
-		// the backend's last stop reads them.
-		if op == CmdForget {
-			if rep.Forgot {
-				fmt.Fprintln(stdout, "forgot")
-			} else {
-				fmt.Fprintln(stdout, "unknown")
-			}
-		}
-		for _, id := range rep.Bottles {
-			fmt.Fprintln(stdout, id)
-		}
-	}
-	return nil
-}
-
-// call sends one request, waiting a little for a proxy that is starting.
-func call(control string, req request, oob []byte) (reply, error) {
-	var rep reply
-	b, err := json.Marshal(req)
-	if err != nil {
-		return rep, err
-	}
-	var conn *net.UnixConn
-	deadline := time.Now().Add(dialWait)
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: control, Net: "unix"})
-		if err == nil {
-			conn = c
-			break
-		}
-		if time.Now().After(deadline) {
-			return rep, fmt.Errorf("the egress proxy's control channel: %w", err)
-		}
-		time.Sleep(delay)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	// The descriptor rides on the first bytes; the rest follows as a plain
-	// write, which (unlike one sendmsg) never stops short.
-	n, _, err := conn.WriteMsgUnix(b[:min(len(b), 1024)], oob, nil)
-	if err == nil {
-		_, err = conn.Write(b[n:])
-	}
-	if err != nil {
-		return rep, fmt.Errorf("send the request: %w", err)
-	}
-	conn.CloseWrite()
-	out, err := io.ReadAll(io.LimitReader(conn, 1<<20))
-	if err != nil {
-		return rep, fmt.Errorf("read the answer: %w", err)
-	}
-	if err := json.Unmarshal(bytes.TrimSpace(out), &rep); err != nil {
-		return rep, fmt.Errorf("the egress proxy's answer %.80q: %w", out, err)
-	}
-	if rep.Error != "" {
-		return rep, errors.New(strings.TrimSpace(rep.Error))
-	}
-	return rep, nil
 }
