@@ -190,8 +190,13 @@ func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []e
 	for _, r := range reports {
 		for _, b := range r.Bottles {
 			if !known[b.Identity] {
+				// What the backend keeps on purpose is no crash's orphan.
+				status := "orphan (" + b.Status + ")"
+				if b.Status == sdk.StatusIdle {
+					status = sdk.StatusIdle
+				}
 				rows = append(rows, Row{Identity: b.Identity, Agent: b.Agent, Backend: r.Name,
-					Status: "orphan (" + b.Status + ")", StartedAt: b.StartedAt, Egress: []string{}})
+					Status: status, StartedAt: b.StartedAt, Egress: []string{}})
 			}
 		}
 	}
