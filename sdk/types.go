@@ -342,6 +342,10 @@ const (
 	// StatusSnapshot: the backend holds only snapshots of the identity;
 	// nothing runs and nothing else is left.
 	StatusSnapshot = "snapshot"
+	// StatusIdle: not a bottle but something the backend keeps for its
+	// next starts (the docker backend's egress proxy of a home, between
+	// bottles), listed under its own name so that prune removes it.
+	StatusIdle = "idle"
 )
 
 // EgressEvent is one connection attempt from a bottle, as a backend reports

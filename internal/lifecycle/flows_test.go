@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -380,4 +382,84 @@ func hasKind(evs []audit.Event, kind string) bool {
 		}
 	}
 	return false
+}
+
+// keeper is a backend whose stop of a bottle leaves something idle kept
+// for the next start (as the docker plugin's egress proxy is), listed
+// under its own name until Stop of that name removes it.
+type keeper struct {
+	sdk.Backend
+	mu   sync.Mutex
+	idle bool
+}
+
+const keptName = "kept-aaaaa"
+
+func (k *keeper) List(ctx context.Context) ([]sdk.Bottle, error) {
+	bs, err := k.Backend.List(ctx)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.idle {
+		bs = append(bs, sdk.Bottle{Identity: keptName, Status: sdk.StatusIdle, Resources: []string{"container " + keptName}})
+	}
+	return bs, err
+}
+
+func (k *keeper) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if req.Identity == keptName {
+		if !k.idle {
+			return nil, nil
+		}
+		k.idle = false
+		return []string{"container " + keptName}, nil
+	}
+	removed, err := k.Backend.Stop(ctx, req)
+	k.idle = k.idle || len(removed) > 0
+	return removed, err
+}
+
+// Prune leaves nothing idle that its own stops made so: what a backend
+// keeps after the last stop of a crashed bottle goes in the same prune,
+// and list shows it as idle, not as an orphan, before.
+func TestPruneTakesWhatItsStopsLeftIdle(t *testing.T) {
+	r := newRig(t)
+	k := &keeper{Backend: r.backend}
+	r.env.Backends = inProcess{t, k}
+	ctx := context.Background()
+	id := r.detached()
+	if err := os.RemoveAll(r.env.Store.Dir(id)); err != nil {
+		t.Fatal(err)
+	}
+	dry, _, err := r.env.PruneDryRun(ctx)
+	if err != nil || len(dry) != 1 || !strings.HasPrefix(dry[0], id+":") {
+		t.Fatalf("prune --dry-run: %v, %v, want the bottle %s only", dry, err, id)
+	}
+	removed, errs, err := r.env.Prune(ctx)
+	if err != nil || len(errs) > 0 {
+		t.Fatalf("prune: %v, %v", err, errs)
+	}
+	if !slices.Contains(removed, "container "+keptName) {
+		t.Errorf("prune removed %v, not what its stop of %s left idle", removed, id)
+	}
+	if _, ok := r.backendHas(id); ok {
+		t.Errorf("prune left %s", id)
+	}
+	bs, err := k.List(ctx)
+	if err != nil || len(bs) != 0 {
+		t.Errorf("after prune the backend lists %+v, %v", bs, err)
+	}
+
+	// Idle at the first look: listed as idle, and prune takes it.
+	k.mu.Lock()
+	k.idle = true
+	k.mu.Unlock()
+	rows, _, err := r.env.List(ctx)
+	if err != nil || len(rows) != 1 || rows[0].Identity != keptName || rows[0].Status != sdk.StatusIdle {
+		t.Fatalf("list: %+v, %v, want %s idle", rows, err, keptName)
+	}
+	if removed, _, err := r.env.Prune(ctx); err != nil || !slices.Contains(removed, "container "+keptName) {
+		t.Errorf("prune of the idle %s: %v, %v", keptName, removed, err)
+	}
 }

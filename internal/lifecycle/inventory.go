@@ -190,8 +190,13 @@ func (e *Env) ListWithin(ctx context.Context, timeout time.Duration) ([]Row, []e
 	for _, r := range reports {
 		for _, b := range r.Bottles {
 			if !known[b.Identity] {
+				// What the backend keeps on purpose is no crash's orphan.
+				status := "orphan (" + b.Status + ")"
+				if b.Status == sdk.StatusIdle {
+					status = sdk.StatusIdle
+				}
 				rows = append(rows, Row{Identity: b.Identity, Agent: b.Agent, Backend: r.Name,
-					Status: "orphan (" + b.Status + ")", StartedAt: b.StartedAt, Egress: []string{}})
+					Status: status, StartedAt: b.StartedAt, Egress: []string{}})
 			}
 		}
 	}
@@ -231,47 +236,53 @@ func (e *Env) prune(ctx context.Context, dryRun bool) ([]string, []error, error)
 	}
 	var removed []string
 	var errs []error
-	for _, r := range e.Survey(ctx, e.backendsToAsk(metas), listTimeout) {
-		if r.Err != nil {
-			continue
-		}
-		for _, b := range r.Bottles {
-			if state.ValidateIdentity(b.Identity) != nil {
+	// A second look, once the first removed something, takes only what is
+	// idle now: the last stop of a backend's bottles may keep something for
+	// the next start (the docker plugin's egress proxy), which prune would
+	// have removed had it been idle at the first look.
+	for pass := 0; pass < 2 && (pass == 0 || (!dryRun && len(removed) > 0)); pass++ {
+		for _, r := range e.Survey(ctx, e.backendsToAsk(metas), listTimeout) {
+			if r.Err != nil {
 				continue
 			}
-			if inState[b.Identity] {
-				if b.Status == sdk.StatusSnapshot {
-					continue // a kept bottle's snapshots: its own until rm
-				}
-				unlock, err := e.Store.Lock(b.Identity)
-				if err != nil {
-					continue // an attached process owns it
-				}
-				detached := e.isDetached(b.Identity)
-				if detached && b.Status == sdk.StatusRunning {
-					unlock()
+			for _, b := range r.Bottles {
+				if state.ValidateIdentity(b.Identity) != nil || (pass > 0 && b.Status != sdk.StatusIdle) {
 					continue
 				}
+				if inState[b.Identity] {
+					if b.Status == sdk.StatusSnapshot {
+						continue // a kept bottle's snapshots: its own until rm
+					}
+					unlock, err := e.Store.Lock(b.Identity)
+					if err != nil {
+						continue // an attached process owns it
+					}
+					detached := e.isDetached(b.Identity)
+					if detached && b.Status == sdk.StatusRunning {
+						unlock()
+						continue
+					}
+					if dryRun {
+						unlock()
+						removed = append(removed, wouldRemove(b, false))
+						continue
+					}
+					gone, err := e.stopOne(ctx, r.Name, b, false)
+					if err == nil {
+						e.closeOrphan(b.Identity)
+					}
+					unlock()
+					removed, errs = append(removed, gone...), appendErr(errs, err)
+					continue
+				}
+				// No state: nothing can resume it, so its snapshots go too.
 				if dryRun {
-					unlock()
-					removed = append(removed, wouldRemove(b, false))
+					removed = append(removed, wouldRemove(b, true))
 					continue
 				}
-				gone, err := e.stopOne(ctx, r.Name, b, false)
-				if err == nil {
-					e.closeOrphan(b.Identity)
-				}
-				unlock()
+				gone, err := e.stopOne(ctx, r.Name, b, true)
 				removed, errs = append(removed, gone...), appendErr(errs, err)
-				continue
 			}
-			// No state: nothing can resume it, so its snapshots go too.
-			if dryRun {
-				removed = append(removed, wouldRemove(b, true))
-				continue
-			}
-			gone, err := e.stopOne(ctx, r.Name, b, true)
-			removed, errs = append(removed, gone...), appendErr(errs, err)
 		}
 	}
 	return removed, errs, nil

@@ -320,13 +320,12 @@ func TestEgressBottle(t *testing.T) {
 		t.Errorf("preflight networks %q do not name the agent's address %s", preflightValue(plan, "network"), agentIP)
 	}
 
-	// The last stop of the home's egress bottles takes the shared proxy,
-	// its networks and its way out with it.
+	// The last stop of the home's egress bottles keeps the shared proxy
+	// for the next start; prune takes it, its networks (the bottle's went
+	// back to its pool) and its way out.
 	removed := e.stop(ctx, sdk.StopRequest{Handle: &h, Identity: id})
-	for _, r := range []string{"container bot-bottle-" + id, "network " + netName, "container " + proxyName, "network " + outName} {
-		if !contains(removed, r) {
-			t.Errorf("Stop removed %v, not %s", removed, r)
-		}
+	if !contains(removed, "container bot-bottle-"+id) || contains(removed, "container "+proxyName) {
+		t.Errorf("Stop removed %v, want the agent's container and not the proxy %s", removed, proxyName)
 	}
 	seenR := map[string]bool{}
 	for _, r := range removed {
@@ -336,7 +335,12 @@ func TestEgressBottle(t *testing.T) {
 		seenR[r] = true
 	}
 	e.assertGone(ctx, id)
-	e.assertNoShared(ctx)
+	pruned := e.pruneShared(ctx, e.p.be)
+	for _, r := range []string{"container " + proxyName, "network " + netName, "network " + outName} {
+		if !contains(pruned, r) {
+			t.Errorf("prune removed %v, not %s", pruned, r)
+		}
+	}
 	if _, err := e.cli.NetworkInspect(ctx, tn.name, network.InspectOptions{}); err != nil {
 		t.Errorf("Stop took the test network with it: %v", err)
 	}
@@ -388,6 +392,66 @@ func (e *env) sharedLeft(ctx context.Context) []string {
 		}
 	}
 	return out
+}
+
+// pruneShared does what prune does to the test's shared egress side once
+// every bottle of it has stopped, and checks what it sees: the last stops
+// kept each proxy (keep_egress_proxy is on by default) and the List of its
+// home (one of homes, a plugin process each) shows it idle under its own
+// name, with its container and networks; Stop of that name removes them,
+// and then nothing shared is left. It returns what the Stops removed. (The
+// run's label cleanup removes what a failed test leaves.)
+func (e *env) pruneShared(ctx context.Context, homes ...*host.Client) []string {
+	e.t.Helper()
+	ours := map[string]bool{}
+	for _, r := range e.sharedLeft(ctx) {
+		if what, name, _ := strings.Cut(r, " "); what == "container" {
+			ours[strings.TrimPrefix(name, "/")] = true
+		}
+	}
+	if len(ours) == 0 {
+		e.t.Errorf("the last stop left no proxy: keep_egress_proxy is on by default")
+	}
+	var removed []string
+	for _, be := range homes {
+		removed = append(removed, e.pruneHome(ctx, be, ours)...)
+	}
+	for name := range ours {
+		e.t.Errorf("List does not show the kept proxy %s", name)
+	}
+	e.assertNoShared(ctx)
+	return removed
+}
+
+// pruneHome is pruneShared's part for one home: it stops what be lists of
+// ours, and deletes it from ours.
+func (e *env) pruneHome(ctx context.Context, be *host.Client, ours map[string]bool) []string {
+	e.t.Helper()
+	bottles, err := be.List(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var removed []string
+	for _, b := range bottles {
+		if !ours[b.Identity] {
+			continue
+		}
+		delete(ours, b.Identity)
+		if b.Status != "idle" || !contains(b.Resources, "container "+b.Identity) {
+			e.t.Errorf("List shows the kept proxy as %+v, want status idle and its container", b)
+		}
+		gone, err := be.Stop(ctx, sdk.StopRequest{Identity: b.Identity, RemoveSnapshots: true})
+		if err != nil {
+			e.t.Errorf("prune's Stop of the idle proxy %s: %v", b.Identity, err)
+		}
+		for _, r := range b.Resources {
+			if !contains(gone, r) {
+				e.t.Errorf("prune's Stop of the idle proxy %s removed %v, not %s that List gave", b.Identity, gone, r)
+			}
+		}
+		removed = append(removed, gone...)
+	}
+	return removed
 }
 
 func (e *env) assertNoShared(ctx context.Context) {
@@ -479,7 +543,8 @@ func TestEgressUpdateWithoutNetwork(t *testing.T) {
 // allowlist, cannot reach one another (directly or through their proxies),
 // and Stop leaves nothing of any of them. Issue 14 acceptance 2: they
 // belong to two homes (two plugin processes, as two cores run them), whose
-// lists hold their own bottles only, and nothing of either is left.
+// lists hold their own bottles only, and once all stop, prune of each home
+// leaves nothing of either.
 //
 // Bottle i has a rule for 127.0.0.1:(20000+i) only. It leads to the
 // proxy's own loopback, which no rule opens (issue 18): the proxy refuses
@@ -675,8 +740,9 @@ func TestEgressConcurrentBottles(t *testing.T) {
 	for _, b := range bottles {
 		e.assertGone(ctx, b.id)
 	}
-	// The last stop of each home took its proxy and its way out.
-	e.assertNoShared(ctx)
+	// The last stop of each home kept its proxy; prune of each home takes
+	// it and its way out.
+	e.pruneShared(ctx, procs[0].be, procs[1].be)
 	for h := range homes {
 		for id := range listed(h) {
 			for _, b := range bottles {
@@ -801,8 +867,9 @@ func TestEgressPruneLeavesNothingShared(t *testing.T) {
 
 // A plugin of another build (an upgrade) makes a proxy of its own for the
 // bottles it starts; the proxy of the earlier build keeps serving the
-// bottle it has, and goes with that bottle's stop, while the new one's
-// bottle goes on.
+// bottle it has, and goes with that bottle's stop (the home has a newer
+// proxy: no start would use it again), while the new one's bottle goes on;
+// the new one is kept after its last stop, for prune.
 func TestEgressUpgradeReplacesTheProxy(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 5*time.Minute)
@@ -864,19 +931,21 @@ func TestEgressUpgradeReplacesTheProxy(t *testing.T) {
 	}
 	e.assertGone(ctx, oldID)
 	e.assertGone(ctx, newID)
-	e.assertNoShared(ctx)
+	if pruned := e.pruneShared(ctx, up.be); !contains(pruned, "container "+newProxy) {
+		t.Errorf("prune removed %v, not the new build's proxy %s", pruned, newProxy)
+	}
 }
 
-// keep_egress_proxy: the last stop leaves the home's proxy running, so the
-// next egress start finds it (the same container) instead of making one;
-// List shows it idle under its own name, and Stop of that name, as prune
-// does, removes it with its networks, leaving nothing.
+// keep_egress_proxy, on by default: the last stop leaves the home's proxy
+// running, so the next egress start finds it (the same container) instead
+// of making one; List shows it idle under its own name, and Stop of that
+// name, as prune does, removes it with its networks, leaving nothing.
 func TestEgressProxyKept(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 5*time.Minute)
 	tn := e.network(ctx)
 	tn.upstream(ctx, "hello from kept", 0, "allowed.bb.test")
-	e.configure(map[string]any{"egress_networks": []string{tn.name}, "keep_egress_proxy": true})
+	e.configure(map[string]any{"egress_networks": []string{tn.name}})
 	a := e.agent("kept")
 	start := func() (string, sdk.Handle) {
 		id := e.identity("kept")
@@ -937,22 +1006,20 @@ func TestEgressProxyKept(t *testing.T) {
 	}
 
 	// Prune's Stop of the idle proxy takes it, its pool and its way out.
-	removed = e.stop(ctx, sdk.StopRequest{Identity: proxyName})
-	if !contains(removed, "container "+proxyName) {
-		t.Errorf("Stop of %s removed %v", proxyName, removed)
+	if removed := e.pruneShared(ctx, e.p.be); !contains(removed, "container "+proxyName) {
+		t.Errorf("prune removed %v, not %s", removed, proxyName)
 	}
-	e.assertNoShared(ctx)
 }
 
-// keep_egress_proxy and an upgrade: the start that makes the new build's
-// proxy removes the earlier build's kept proxy that serves nobody (with
-// its pool), so a home has no idle proxy of a build it no longer runs;
-// the new one is kept in its turn and prune's Stop of it leaves nothing.
+// A kept proxy and an upgrade: the start that makes the new build's proxy
+// removes the earlier build's kept proxy that serves nobody (with its
+// pool), so a home has no idle proxy of a build it no longer runs, even
+// when the new config keeps nothing itself; with keep_egress_proxy =
+// false, the new one goes with its last stop, and nothing is left.
 func TestEgressKeptProxyUpgrade(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 5*time.Minute)
-	cfg := map[string]any{"keep_egress_proxy": true}
-	e.configure(cfg)
+	cfg := map[string]any{"keep_egress_proxy": false}
 	newer := filepath.Join(t.TempDir(), "bot-bottle-plugin-docker")
 	build := exec.Command("go", "build", "-ldflags", "-X main.version=0.0.0-kept-upgrade-"+e.label, "-o", newer, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -973,11 +1040,16 @@ func TestEgressKeptProxyUpgrade(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.be.Stop(ctx, sdk.StopRequest{Handle: &h}); err != nil {
+		removed, err := p.be.Stop(ctx, sdk.StopRequest{Handle: &h})
+		if err != nil {
 			t.Fatal(err)
 		}
 		e.assertGone(ctx, id)
-		return handleProxy(t, h)
+		proxy := handleProxy(t, h)
+		if kept := !contains(removed, "container "+proxy); kept != (p == e.p) {
+			t.Errorf("the last stop removed %v: proxy %s kept %v, want %v", removed, proxy, kept, p == e.p)
+		}
+		return proxy
 	}
 	oldProxy := run(e.p)
 	if _, err := e.cli.ContainerInspect(ctx, oldProxy); err != nil {
@@ -995,11 +1067,8 @@ func TestEgressKeptProxyUpgrade(t *testing.T) {
 			t.Errorf("left of the earlier build's proxy: %s", r)
 		}
 	}
-	if _, err := e.cli.ContainerInspect(ctx, newProxy); err != nil {
-		t.Errorf("the new build's proxy %s was not kept: %v", newProxy, err)
-	}
-	if removed, err := up.be.Stop(ctx, sdk.StopRequest{Identity: newProxy}); err != nil || !contains(removed, "container "+newProxy) {
-		t.Errorf("prune's Stop of %s: %v, %v", newProxy, removed, err)
+	if _, err := e.cli.ContainerInspect(ctx, newProxy); err == nil {
+		t.Errorf("with keep_egress_proxy = false, the new build's proxy %s outlived its last stop", newProxy)
 	}
 	e.assertNoShared(ctx)
 }

@@ -362,8 +362,8 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string, data han
 		if ferr != nil {
 			b.log.Warn("the egress proxy could not let a failed launch's bottle go", "identity", identity, "error", ferr)
 		}
-		if forgot && left == 0 && !keepProxy() {
-			more, err := releaseIfIdle(ctx, c, data.Proxy)
+		if forgot && left == 0 {
+			more, err := servedNobody(ctx, c, data.Proxy, keepProxy())
 			removed = append(removed, more...)
 			if err != nil {
 				b.log.Warn("could not remove the idle egress proxy; prune removes it", "error", err)

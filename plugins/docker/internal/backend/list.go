@@ -22,8 +22,9 @@ import (
 const StatusOrphaned = "orphaned"
 
 // StatusIdle is the status of a home's shared egress proxy that serves no
-// bottle, listed so that prune removes it.
-const StatusIdle = "idle"
+// bottle (kept for the next start, or left by a stop that died), and of
+// what is left of its side without it, listed so that prune removes it.
+const StatusIdle = sdk.StatusIdle
 
 // List returns every bottle this backend has: each managed agent container
 // (with its egress proxy, networks and volume as resources), and each
@@ -235,7 +236,7 @@ func (b *Backend) list(ctx context.Context) ([]sdk.Bottle, error) {
 		if len(ids) > 0 || served[name] || !sdk.ValidIdentity(name) {
 			continue
 		}
-		out = append(out, sdk.Bottle{Identity: name, Status: StatusIdle, Resources: []string{"container " + name}, Image: p.Labels[LabelImage]})
+		out = append(out, sdk.Bottle{Identity: name, Status: StatusIdle, Resources: idleResources(p, shared, ns), Image: p.Labels[LabelImage]})
 	}
 	// What is left of a home's shared egress side without its proxy (a
 	// crash while one was made or removed): an outbound network no proxy
@@ -280,4 +281,33 @@ func imageName(im image.Summary) string {
 		}
 	}
 	return shortID(im.ID)
+}
+
+// idleResources is what Stop of idle proxy p removes, for prune --dry-run
+// to say: the proxy, its pooled networks, and its group's outbound network
+// when no other proxy of the group is on it.
+func idleResources(p container.Summary, shared []container.Summary, ns []network.Summary) []string {
+	name := containerName(p)
+	res := []string{"container " + name}
+	alone := true
+	for _, o := range shared {
+		if o.ID != p.ID && o.Labels[LabelGroup] == p.Labels[LabelGroup] {
+			alone = false
+		}
+	}
+	var nets []string
+	for _, n := range ns {
+		switch n.Labels[LabelRole] {
+		case RolePool:
+			if n.Labels[LabelProxyKey] == p.Labels[LabelProxyKey] && n.Labels[LabelGroup] == p.Labels[LabelGroup] {
+				nets = append(nets, "network "+n.Name)
+			}
+		case RoleOutbound:
+			if alone && n.Labels[LabelGroup] == p.Labels[LabelGroup] {
+				nets = append(nets, "network "+n.Name)
+			}
+		}
+	}
+	sort.Strings(nets)
+	return append(res, nets...)
 }

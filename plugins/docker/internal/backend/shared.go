@@ -9,10 +9,13 @@ package backend
 //	absent ──first egress start (under the home's lock, exclusive)──► running
 //	running ──start: connect it to the bottle's network, `add`──► running (+1 bottle)
 //	running ──stop: `forget`, disconnect──► running (−1 bottle)
-//	running, no bottle ──last stop of the home (exclusive lock)──► removed,
-//	                      with the home's outbound network once no proxy uses it
-//	                      (with keep_egress_proxy: kept running, idle)
-//	running, no bottle, its stopper gone or kept ──`bot-bottle prune`──► removed
+//	running, no bottle ──last stop of the home──► kept running, idle (the
+//	                      default), for the next start to find; removed when
+//	                      a newer proxy of the home is there (an upgrade), or
+//	                      with keep_egress_proxy = false or a Stop without a
+//	                      handle (exclusive lock), with the home's outbound
+//	                      network once no proxy uses it
+//	running, no bottle ──`bot-bottle prune`──► removed
 //
 // Starts hold the home's lock shared from finding the proxy to its `add`;
 // the last stop takes it exclusively before it looks whether the proxy
@@ -21,7 +24,9 @@ package backend
 //
 // An upgraded plugin has another build ID, so another key and another
 // proxy: its bottles go to the new one, the old one keeps serving the
-// bottles it has until the last of them stops, and that stop removes it.
+// bottles it has until the last of them stops, and that stop removes it
+// (a newer proxy of the home is there). The start that makes the new one
+// removes the old ones that serve nobody.
 
 import (
 	"bytes"
@@ -350,14 +355,13 @@ func (b *Backend) makeShared1(ctx, cctx context.Context, c *client.Client, g gro
 	}
 	progress(sdk.Progress{Stage: StageEgress, Message: "started egress proxy " + name + " (shared by this home's bottles)", ID: created.ID})
 	*made = true
-	if set.KeepEgressProxy {
-		removed, err := sweepKept(cctx, c, g, key)
-		if len(removed) > 0 {
-			progress(sdk.Progress{Stage: StageEgress, Message: "removed the idle egress proxy of an earlier build or config: " + strings.Join(removed, ", ")})
-		}
-		if err != nil {
-			b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
-		}
+	// Whatever this config says, one kept by an earlier config may idle.
+	removed, err := sweepKept(cctx, c, g, key)
+	if len(removed) > 0 {
+		progress(sdk.Progress{Stage: StageEgress, Message: "removed the idle egress proxy of an earlier build or config: " + strings.Join(removed, ", ")})
+	}
+	if err != nil {
+		b.log.Warn("could not remove an idle egress proxy of another build; prune removes it", "error", err)
 	}
 	if ctlDir != "" {
 		go func() {
@@ -675,12 +679,70 @@ func groupProxies(ctx context.Context, c *client.Client, g group) ([]container.S
 }
 
 // keepProxy says whether the plugin's config keeps a shared proxy that
-// serves nobody after a stop (keep_egress_proxy), for the home's next
-// egress start to find running; list shows it idle and prune removes it.
-// A config that does not parse keeps nothing, as without the key.
+// serves nobody after a stop (keep_egress_proxy, on by default), for the
+// home's next egress start to find running; list shows it idle and prune
+// removes it. A config that does not parse keeps nothing: no start could
+// use it.
 func keepProxy() bool {
 	set, err := settings.Parse(sdk.PluginConfig())
 	return err == nil && set.KeepEgressProxy
+}
+
+// servedNobody is what a stop (or a failed launch's rollback) does once
+// proxy has forgotten the last bottle it served: with keep, it stays for
+// the home's next start unless a newer proxy of its home is there to take
+// that start (it is then of an earlier build or config, and no start of
+// this one would use it); without, it goes. It returns what it removed.
+func servedNobody(ctx context.Context, c *client.Client, proxy string, keep bool) ([]string, error) {
+	if keep {
+		newer, err := supersededBy(ctx, c, proxy)
+		if err != nil || newer == "" {
+			return nil, err
+		}
+	}
+	return releaseIfIdle(ctx, c, proxy)
+}
+
+// supersededBy names a proxy of proxy's group made after it, or "" when
+// there is none. One listing: a home almost always has a single proxy.
+func supersededBy(ctx context.Context, c *client.Client, proxy string) (string, error) {
+	ps, err := homeProxies(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	var self *container.Summary
+	for i := range ps {
+		if ps[i].ID == proxy || containerName(ps[i]) == proxy {
+			self = &ps[i]
+		}
+	}
+	if self == nil {
+		return "", nil // gone already
+	}
+	for _, p := range ps {
+		if p.ID == self.ID || p.Labels[LabelGroup] != self.Labels[LabelGroup] || p.State != "running" {
+			continue
+		}
+		// The listing's creation times are whole seconds: inspect to
+		// order two of the same second.
+		if p.Created > self.Created {
+			return containerName(p), nil
+		}
+		if p.Created == self.Created {
+			a, err := c.ContainerInspect(ctx, self.ID)
+			if err != nil {
+				return "", engineErr(c, "inspect egress proxy", err)
+			}
+			b, err := c.ContainerInspect(ctx, p.ID)
+			if err != nil {
+				return "", engineErr(c, "inspect egress proxy", err)
+			}
+			if b.Created > a.Created {
+				return containerName(p), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // releaseIfIdle removes the proxy when it serves no bottle, and the
@@ -829,8 +891,10 @@ func homeProxies(ctx context.Context, c *client.Client) ([]container.Summary, er
 // letGoEverywhere is a Stop without a handle (a launch that never
 // returned one), once the agent's container is gone: every running shared
 // proxy of the home forgets the identity (a no-op where it was not
-// served), and one that served it and now serves nobody goes unless keep.
-func letGoEverywhere(ctx context.Context, c *client.Client, identity string, keep bool) ([]string, error) {
+// served), and one that served it and now serves nobody goes. It is not
+// kept: such a Stop cleans up after a crash, most often for prune, which
+// leaves nothing it stopped behind.
+func letGoEverywhere(ctx context.Context, c *client.Client, identity string) ([]string, error) {
 	ps, err := homeProxies(ctx, c)
 	if err != nil {
 		return nil, err
@@ -845,8 +909,8 @@ func letGoEverywhere(ctx context.Context, c *client.Client, identity string, kee
 		if forgot {
 			k.add("egress listener on "+containerName(p), nil)
 		}
-		if forgot && left == 0 && !keep {
-			more, err := releaseIfIdle(ctx, c, p.ID)
+		if forgot && left == 0 {
+			more, err := servedNobody(ctx, c, p.ID, false)
 			for _, m := range more {
 				k.add(m, nil)
 			}

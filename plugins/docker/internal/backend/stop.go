@@ -68,8 +68,8 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 	// The home's shared proxy is not the bottle's, nor is the pooled
 	// network it lent the bottle: the agent's container goes, then the
 	// proxy forgets the bottle, which hands the network back; if it was the
-	// last bottle the proxy served, the proxy goes (releaseIfIdle), unless
-	// the config keeps it for the next start (keep_egress_proxy).
+	// last bottle the proxy served, servedNobody decides whether the proxy
+	// stays for the next start (keep_egress_proxy).
 	proxy := ""
 	if hd.Shared {
 		proxy = hd.Proxy
@@ -93,15 +93,15 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 			return removed, fmt.Errorf("stop %s: %w", identity, err)
 		}
 		tm.mark("forget")
-		if forgot && left == 0 && !keepProxy() {
-			more, err := releaseIfIdle(ctx, c, proxy)
+		if forgot && left == 0 {
+			more, err := servedNobody(ctx, c, proxy, keepProxy())
 			removed = append(removed, more...)
 			if err != nil {
 				return removed, fmt.Errorf("stop %s: %w", identity, err)
 			}
 		}
 	case req.Handle == nil:
-		more, err := letGoEverywhere(ctx, c, identity, keepProxy())
+		more, err := letGoEverywhere(ctx, c, identity)
 		removed = append(removed, more...)
 		if err != nil {
 			return removed, fmt.Errorf("stop %s: %w", identity, err)

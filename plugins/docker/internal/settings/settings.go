@@ -69,6 +69,9 @@ type Settings struct {
 	// KeepEgressProxy keeps the home's shared egress proxy (with its
 	// networks) after the last bottle it serves stops, so that the next
 	// egress start finds it running; list shows it idle, prune removes it.
+	// On unless the config says keep_egress_proxy = false: most bottles
+	// have egress, and a start that makes the proxy costs about twice one
+	// that finds it.
 	KeepEgressProxy bool
 }
 
@@ -86,7 +89,7 @@ type raw struct {
 	// TestUpstreamCA: see Settings.
 	TestUpstreamCA *string `json:"test_upstream_ca"`
 	// KeepEgressProxy: see Settings.
-	KeepEgressProxy bool `json:"keep_egress_proxy"`
+	KeepEgressProxy *bool `json:"keep_egress_proxy"`
 }
 
 // networkNameRe is what the engine accepts as a network name.
@@ -178,7 +181,7 @@ func Parse(data []byte) (Settings, error) {
 	if s.AllowDangerousCaps, err = parseAllowedCaps(r.AllowDangerousCaps); err != nil {
 		return Settings{}, err
 	}
-	s.KeepEgressProxy = r.KeepEgressProxy
+	s.KeepEgressProxy = r.KeepEgressProxy == nil || *r.KeepEgressProxy
 	if r.Runtime != nil {
 		s.Runtime = strings.TrimSpace(*r.Runtime)
 		if !runtimeNameRe.MatchString(s.Runtime) {

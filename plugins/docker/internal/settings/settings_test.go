@@ -14,8 +14,8 @@ func TestDefaults(t *testing.T) {
 		if s.MemoryBytes != 4<<30 || s.PidsLimit != 512 || s.NanoCPUs != 0 {
 			t.Errorf("Parse(%q) = %+v, want 4 GiB, 512 pids, no cpu limit", in, s)
 		}
-		if s.SubnetPool.String() != "198.18.0.0/15" || len(s.EgressNetworks) != 0 || s.KeepEgressProxy {
-			t.Errorf("Parse(%q) = %+v, want the default subnet pool and no extra networks", in, s)
+		if s.SubnetPool.String() != "198.18.0.0/15" || len(s.EgressNetworks) != 0 || !s.KeepEgressProxy {
+			t.Errorf("Parse(%q) = %+v, want the default subnet pool, no extra networks and the proxy kept", in, s)
 		}
 	}
 }
@@ -31,11 +31,11 @@ func TestValues(t *testing.T) {
 	if s.Labels["dev.bot-bottle.test"] != "x" || s.Labels["team"] != "a" {
 		t.Errorf("labels = %v", s.Labels)
 	}
-	s, err = Parse([]byte(`{"subnet_pool":"10.99.1.7/20","egress_networks":["svc_net","svc_net","a.b-c"],"keep_egress_proxy":true}`))
+	s, err = Parse([]byte(`{"subnet_pool":"10.99.1.7/20","egress_networks":["svc_net","svc_net","a.b-c"],"keep_egress_proxy":false}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.SubnetPool.String() != "10.99.0.0/20" || strings.Join(s.EgressNetworks, ",") != "svc_net,a.b-c" || !s.KeepEgressProxy {
+	if s.SubnetPool.String() != "10.99.0.0/20" || strings.Join(s.EgressNetworks, ",") != "svc_net,a.b-c" || s.KeepEgressProxy {
 		t.Errorf("subnet pool %s, egress networks %v, keep proxy %v", s.SubnetPool, s.EgressNetworks, s.KeepEgressProxy)
 	}
 }
