@@ -65,6 +65,29 @@ sleep 300`
 	// volume claim carries across the stop.
 	approved := start("/workspace", "echo built-by-the-approved-run > /home/agent/ran", "--cwd", projectDir(t, map[string]string{"README": "project\n"}))
 
+	// `requests` collects all four from the pods, pending.
+	out, errOut, code := e.runCLI(t, home, "", nil, "requests", "--json")
+	if code != 0 {
+		t.Fatalf("requests --json: exit %d\n%s%s", code, out, errOut)
+	}
+	var reqs []map[string]any
+	if err := json.Unmarshal([]byte(out), &reqs); err != nil {
+		t.Fatalf("requests --json: %v\n%s", err, out)
+	}
+	pending := map[string]int{}
+	for _, r := range reqs {
+		if r["status"] == "pending" {
+			pending[r["identity"].(string)+" "+r["kind"].(string)]++
+		}
+	}
+	for _, id := range []string{denied, approved} {
+		for _, kind := range []string{"egress", "capability"} {
+			if pending[id+" "+kind] != 1 {
+				t.Errorf("requests lists %d pending %s requests of %s, want 1:\n%s", pending[id+" "+kind], kind, id, out)
+			}
+		}
+	}
+
 	policy := filepath.Join(t.TempDir(), "policy.hcl")
 	if err := os.WriteFile(policy, []byte(`
 rule "docs" {
@@ -159,7 +182,7 @@ rule "build" {
 	if pods := e.objectsOf(t, "kube"); strings.Contains(strings.Join(pods, " "), "pod bb-"+approved) {
 		t.Errorf("after the approval the pod of %s is still there: %v", approved, pods)
 	}
-	out, errOut, code := e.runCLI(t, home, "", nil, "resume", approved, "--", "sh", "-c", "cat /home/agent/ran; cat egress capability")
+	out, errOut, code = e.runCLI(t, home, "", nil, "resume", approved, "--", "sh", "-c", "cat /home/agent/ran; cat egress capability")
 	if code != 0 {
 		t.Fatalf("resume: exit %d\n%s%s", code, out, errOut)
 	}
