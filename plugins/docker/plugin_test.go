@@ -283,6 +283,46 @@ func TestDetachAndReattach(t *testing.T) {
 	e.assertGone(ctx, id)
 }
 
+// A detach while the first attach is still starting the agent, before any
+// output or on its first byte, leaves the agent running: the start is not
+// the session's to cancel, and the detach returns once it is done. (It
+// failed one CI run: a start cancelled half-way left the container created.)
+func TestDetachDuringFirstStart(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, 4*time.Minute)
+	agent := e.agent("first")
+	// 0: on the first byte of output; otherwise that long after the call.
+	for _, after := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond} {
+		id := e.identity("first")
+		_, h, _ := e.launch(ctx, e.spec(agent, id, "sh", "-c", "echo up; sleep 300"))
+		actx, cancel := context.WithCancel(ctx)
+		var out io.Writer = io.Discard
+		if after == 0 {
+			out = writerFunc(func(p []byte) (int, error) { cancel(); return len(p), nil })
+		} else {
+			time.AfterFunc(after, cancel)
+		}
+		st, err := e.p.be.Attach(actx, sdk.AttachRequest{Handle: h}, sdk.AttachStreams{Stdout: out, Stderr: io.Discard})
+		cancel()
+		if err != nil || !st.Detached {
+			t.Fatalf("detach %v into the first attach = %+v, %v; want detached", after, st, err)
+		}
+		insp, err := e.cli.ContainerInspect(ctx, "bot-bottle-"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !insp.State.Running {
+			t.Errorf("detach %v into the first attach: right after it the agent is %q, want running", after, insp.State.Status)
+		}
+		e.stop(ctx, sdk.StopRequest{Handle: &h})
+		e.assertGone(ctx, id)
+	}
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
 func TestExecAndCopy(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t, 3*time.Minute)
