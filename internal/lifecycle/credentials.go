@@ -61,11 +61,11 @@ func (e *Env) addCredentials(ctx context.Context, s session, spec *sdk.Spec) ([]
 		if err != nil {
 			return nil, err
 		}
-		if !capable && !contains(a.Env, c.EnvName) {
-			return nil, fmt.Errorf("credential %s: the %s backend cannot keep it from the agent (no %s); use a backend that can (docker), or pass the value into the bottle by listing %s in the agent's env",
-				c.Name, backend, sdk.CapCredentials, c.EnvName)
-		}
 		if !capable {
+			if !contains(a.Env, c.EnvName) {
+				return nil, fmt.Errorf("credential %s: the %s backend cannot keep it from the agent (no %s); use a backend that can (docker), or pass the value into the bottle by listing %s in the agent's env",
+					c.Name, backend, sdk.CapCredentials, c.EnvName)
+			}
 			spec.Env[c.EnvName] = v
 			lines = append(lines, sdk.PreflightLine{Key: "credential " + c.Name,
 				Value: fmt.Sprintf("%s from %s, passed through: the agent holds the value (the %s backend cannot inject credentials)", c.EnvName, c.Source(), backend)})
@@ -108,13 +108,13 @@ func credentialNames(spec sdk.Spec) []string {
 // credentialSecrets are the values the audit log refuses to record: those
 // the host has without running anything (a command's output is not
 // fetched again for every record).
-func credentialSecrets(ctx context.Context, agent *config.Agent) []string {
+func (e *Env) credentialSecrets(ctx context.Context, agent *config.Agent) []string {
 	var out []string
 	for _, c := range agent.Credentials {
 		if len(c.FromCommand) > 0 {
 			continue
 		}
-		if v, err := c.Resolve(ctx, nil); err == nil {
+		if v, err := c.Resolve(ctx, e.lookupEnv); err == nil {
 			out = append(out, v)
 		}
 	}

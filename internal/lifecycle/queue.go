@@ -145,7 +145,7 @@ func (e *Env) auditLog(agent *config.Agent) *audit.Log {
 			secrets = append(secrets, v)
 		}
 	}
-	secrets = append(secrets, credentialSecrets(context.Background(), agent)...)
+	secrets = append(secrets, e.credentialSecrets(context.Background(), agent)...)
 	return l.WithSecrets(secrets...)
 }
 

@@ -14,6 +14,9 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
+// setupTimeout bounds an attach's setup, which a detach does not cancel.
+const setupTimeout = time.Minute
+
 // Attach connects streams to the bottle's agent until it exits. A container
 // that Launch left created is started only after the attach is in place, so
 // its first output is not lost. Cancelling ctx is a detach: the agent keeps
@@ -33,11 +36,17 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 	}
 	tm := newSteps()
 	defer tm.log(b.log, "attach timing", "identity", req.Handle.Identity)
-	c, err := b.engine(ctx)
+	// A detach while the attach is set up must leave the agent running: a
+	// first start the session cancelled half-way would leave it created. So
+	// the setup (inspect, attach, first start) runs to its end, and a detach
+	// returns only after it. The attached streams outlive sctx.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancel()
+	c, err := b.engine(sctx)
 	if err != nil {
 		return sdk.ExitStatus{}, err
 	}
-	insp, err := c.ContainerInspect(ctx, hd.Container)
+	insp, err := c.ContainerInspect(sctx, hd.Container)
 	if err != nil {
 		return sdk.ExitStatus{}, engineErr(c, "inspect container "+hd.Name, err)
 	}
@@ -63,7 +72,7 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 	// A first attach without input closes the agent's stdin at once, as
 	// `docker run` without -i would; a reattach leaves it alone.
 	closeStdin := fresh && !withStdin && !tty
-	resp, err := c.ContainerAttach(ctx, hd.Container, container.AttachOptions{
+	resp, err := c.ContainerAttach(sctx, hd.Container, container.AttachOptions{
 		Stream: true, Stdin: withStdin || closeStdin, Stdout: true, Stderr: true,
 	})
 	if err != nil {
@@ -97,10 +106,7 @@ func (b *Backend) attach(ctx context.Context, req sdk.AttachRequest, streams sdk
 	}
 
 	if fresh {
-		if err := c.ContainerStart(ctx, hd.Container, container.StartOptions{}); err != nil {
-			if ctx.Err() != nil {
-				return sdk.ExitStatus{Detached: true}, nil
-			}
+		if err := c.ContainerStart(sctx, hd.Container, container.StartOptions{}); err != nil {
 			return sdk.ExitStatus{}, engineErr(c, "start container "+hd.Name, err)
 		}
 		tm.mark("start")

@@ -21,7 +21,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/docker/docker/api/types/mount"
@@ -47,10 +46,25 @@ const (
 // Alpine; Fedora and RHEL; Alpine's and BSDs' other name), first found wins.
 var imageRoots = []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"}
 
-// caEnvNames are what clients read a trust store from: OpenSSL and Go
-// (SSL_CERT_FILE), curl, Python's requests; Node adds NODE_EXTRA_CA_CERTS
-// to its own roots.
-var caEnvNames = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"}
+// caEnvVars are what clients read a trust store from, each with the
+// bottle's file for it: OpenSSL and Go (SSL_CERT_FILE), curl, Python's
+// requests read a whole bundle; Node adds NODE_EXTRA_CA_CERTS to its own
+// roots.
+var caEnvVars = []struct{ name, path string }{
+	{"SSL_CERT_FILE", GuestCABundle},
+	{"CURL_CA_BUNDLE", GuestCABundle},
+	{"REQUESTS_CA_BUNDLE", GuestCABundle},
+	{"NODE_EXTRA_CA_CERTS", GuestCACert},
+}
+
+func isCAEnv(name string) bool {
+	for _, v := range caEnvVars {
+		if v.name == name {
+			return true
+		}
+	}
+	return false
+}
 
 // caEnv points the agent's clients at the bottle's CA; a passed-through
 // value of one of these never overrides it.
@@ -58,12 +72,14 @@ func caEnv(env []string) []string {
 	out := env[:0]
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		if !slices.Contains(caEnvNames, k) {
+		if !isCAEnv(k) {
 			out = append(out, kv)
 		}
 	}
-	return append(out, "SSL_CERT_FILE="+GuestCABundle, "CURL_CA_BUNDLE="+GuestCABundle,
-		"REQUESTS_CA_BUNDLE="+GuestCABundle, "NODE_EXTRA_CA_CERTS="+GuestCACert)
+	for _, v := range caEnvVars {
+		out = append(out, v.name+"="+v.path)
+	}
+	return out
 }
 
 // checkCredentials refuses a spec whose credentials cannot be injected: a
