@@ -244,6 +244,24 @@ func (rs *Rules) RequestRules(host string, port int) []string {
 	return out
 }
 
+// NamesMethods reports whether a rule about host:port's requests (allow or
+// deny) names methods: only then must a request's method overrides be
+// looked for, a form body's among them.
+func (rs *Rules) NamesMethods(host string, port int) bool {
+	if rs == nil || !rs.methods {
+		return false
+	}
+	h := normHost(host)
+	for _, list := range [][]Rule{rs.requests, rs.deny} {
+		for _, r := range list {
+			if r.Methods != "" && r.hostMatches(h, port) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // DeniesAddr reports the "!address" rule that refuses ap, so that a name
 // an allow rule allows cannot lead to an address a deny rule refuses.
 func (rs *Rules) DeniesAddr(ap netip.AddrPort) (rule string, ok bool) {

@@ -174,3 +174,39 @@ func TestCheckRequestedRequestRules(t *testing.T) {
 		}
 	}
 }
+
+func TestNamesMethods(t *testing.T) {
+	rs := MustParseRules(
+		"GET,HEAD gh.test/repos/acme/",
+		"!DELETE wide.test",
+		"wide.test",
+		"paths.test/only/",
+		"!paths.test/admin",
+		"POST *.hooks.test:80/in",
+	)
+	for _, tc := range []struct {
+		host string
+		port int
+		want bool
+	}{
+		{"gh.test", 443, true},
+		{"GH.test.", 443, true},
+		{"gh.test", 80, false},
+		{"wide.test", 443, true}, // a deny rule's methods count too
+		{"paths.test", 443, false},
+		{"a.hooks.test", 80, true},
+		{"hooks.test", 80, false},
+		{"nowhere.test", 443, false},
+	} {
+		if got := rs.NamesMethods(tc.host, tc.port); got != tc.want {
+			t.Errorf("NamesMethods(%s, %d) = %v, want %v", tc.host, tc.port, got, tc.want)
+		}
+	}
+	if MustParseRules("paths.test/only/", "plain.test").NamesMethods("paths.test", 443) {
+		t.Error("NamesMethods is true for rules none of which names methods")
+	}
+	var none *Rules
+	if none.NamesMethods("gh.test", 443) {
+		t.Error("NamesMethods of nil rules is true")
+	}
+}

@@ -283,6 +283,8 @@ type Rules struct {
 	// rules: few, so they are scanned.
 	requests []Rule
 	deny     []Rule
+	// methods: some rule names methods (see NamesMethods).
+	methods bool
 }
 
 type namePort struct {
@@ -310,6 +312,7 @@ func ParseRules(rules []string) (*Rules, error) {
 		}
 		seen[str] = true
 		rs.list = append(rs.list, r)
+		rs.methods = rs.methods || r.Methods != ""
 		switch {
 		case r.Deny:
 			rs.deny = append(rs.deny, r)

@@ -31,14 +31,13 @@ func requestPath(r *http.Request) string {
 }
 
 // checkRequest judges one request the proxy reads (plain HTTP, or inside a
-// terminated CONNECT) by the rules in force. A refusal is recorded and
-// returned with its message.
-func (p *Proxy) checkRequest(t target, r *http.Request) (decision, bool) {
-	rules := p.rules.Load()
+// terminated CONNECT) by rules, the rules in force. A refusal is recorded
+// and returned with its message.
+func (p *Proxy) checkRequest(rules *egressrule.Rules, t target, r *http.Request) (decision, bool) {
 	path := requestPath(r)
 	var v egressrule.Verdict
 	method, refused := r.Method, r.Method
-	methods, err := requestMethods(r, namesMethods(rules, t))
+	methods, err := requestMethods(r, rules.NamesMethods(t.host(), int(t.port)))
 	if err != nil {
 		d := decision{status: http.StatusForbidden, path: eventPath(r), reason: "form body not checked for a method override",
 			message: fmt.Sprintf("egress to %s refused: %v, and a rule of bottle %s for %s names methods", t, err, p.identity, t)}
@@ -141,16 +140,6 @@ func requestMethods(r *http.Request, forms bool) ([]string, error) {
 // without a file is far smaller.
 const maxFormPeek = 64 << 10
 
-// namesMethods reports whether a rule about t's requests names methods.
-func namesMethods(rules *egressrule.Rules, t target) bool {
-	for _, s := range rules.RequestRules(t.host(), int(t.port)) {
-		if r, err := egressrule.ParseRule(s); err == nil && r.Methods != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // prepare puts the credentials that belong to t on r, and audits every
 // placeholder of another credential r carries toward t (which is sent as
 // it is). It refuses r only when an injection cannot be audited.
@@ -177,7 +166,7 @@ func (p *Proxy) prepare(t target, r *http.Request, rule string, secure bool) (in
 		}
 	}
 	if len(foreign) > 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = &bodyScanner{ReadCloser: r.Body, creds: foreign, found: func(c *credential) { p.exfiltration(base, c, "the body") }}
+		r.Body = newBodyScanner(r.Body, foreign, func(c *credential) { p.exfiltration(base, c, "the body") })
 	}
 	for _, c := range p.creds.forHost(host, port) {
 		name := headerNameOf(c)
@@ -269,10 +258,22 @@ type bodyScanner struct {
 	io.ReadCloser
 	creds []*credential
 	found func(*credential)
+	// keep is how many bytes of one read the next must see: one short of
+	// the longest placeholder.
+	keep int
 
 	mu   sync.Mutex
-	tail []byte
+	tail []byte // the last keep bytes read
+	edge []byte // tail and the start of a read, where one may straddle
 	seen map[string]bool
+}
+
+func newBodyScanner(body io.ReadCloser, creds []*credential, found func(*credential)) *bodyScanner {
+	b := &bodyScanner{ReadCloser: body, creds: creds, found: found}
+	for _, c := range creds {
+		b.keep = max(b.keep, len(c.Placeholder)-1)
+	}
+	return b
 }
 
 func (b *bodyScanner) Read(buf []byte) (int, error) {
@@ -286,13 +287,14 @@ func (b *bodyScanner) Read(buf []byte) (int, error) {
 func (b *bodyScanner) scan(chunk []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	keep := 0
+	// A placeholder lies within chunk, or starts in the tail and ends in
+	// chunk's first keep bytes: chunk itself is never copied.
+	b.edge = append(append(b.edge[:0], b.tail...), chunk[:min(len(chunk), b.keep)]...)
 	for _, c := range b.creds {
-		keep = max(keep, len(c.Placeholder)-1)
-	}
-	win := append(b.tail, chunk...)
-	for _, c := range b.creds {
-		if !b.seen[c.Name] && bytes.Contains(win, []byte(c.Placeholder)) {
+		if b.seen[c.Name] {
+			continue
+		}
+		if ph := []byte(c.Placeholder); bytes.Contains(b.edge, ph) || bytes.Contains(chunk, ph) {
 			if b.seen == nil {
 				b.seen = map[string]bool{}
 			}
@@ -300,10 +302,13 @@ func (b *bodyScanner) scan(chunk []byte) {
 			b.found(c)
 		}
 	}
-	if len(win) > keep {
-		win = win[len(win)-keep:]
+	if len(chunk) >= b.keep {
+		b.tail = append(b.tail[:0], chunk[len(chunk)-b.keep:]...)
+		return
 	}
-	b.tail = append(b.tail[:0], win...)
+	// A short read: the tail is the last keep bytes of the old tail and it.
+	b.edge = append(append(b.edge[:0], b.tail...), chunk...)
+	b.tail = append(b.tail[:0], b.edge[max(0, len(b.edge)-b.keep):]...)
 }
 
 // placeholdersInTarget audits a placeholder in the name a CONNECT asks for

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bot-bottle/bot-bottle/sdk/egressrule"
 	"github.com/bot-bottle/bot-bottle/sdk/render"
 )
 
@@ -39,14 +40,14 @@ const maxTerminated = 256
 const handshakeTimeout = readHeaderTimeout
 
 // terminates reports whether the proxy must read the requests of a CONNECT
-// to t, and the rule that makes it (for a refusal when it cannot).
-func (p *Proxy) terminates(t target) (bool, string) {
+// to t under rules, and the rule that makes it (for a refusal when it
+// cannot).
+func (p *Proxy) terminates(rules *egressrule.Rules, t target) (bool, string) {
 	if p.creds.belongs(t.host(), int(t.port)) {
 		return true, "a credential's host"
 	}
-	v := p.rules.Load().Conn(t.host(), int(t.port))
-	if v.Requests {
-		rs := p.rules.Load().RequestRules(t.host(), int(t.port))
+	if rules.Conn(t.host(), int(t.port)).Requests {
+		rs := rules.RequestRules(t.host(), int(t.port))
 		if len(rs) > 0 {
 			return true, "rule " + rs[0]
 		}
@@ -157,7 +158,7 @@ func (p *Proxy) interceptTransport(t target, fc *firstConn, useTLS bool) *http.T
 	dial := func(ctx context.Context) (net.Conn, error) {
 		raw := fc.take()
 		if raw == nil {
-			c, d := p.open(ctx, t, http.MethodConnect, "", "")
+			c, d := p.open(ctx, p.rules.Load(), t, http.MethodConnect, "", "")
 			if c == nil {
 				return nil, errors.New(d.message)
 			}
@@ -226,7 +227,7 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dropConnectionHeaders(r.Header)
 	// Refusals keep the connection: it carries the bottle's other
 	// requests to the host too.
-	d, ok := p.checkRequest(t, r)
+	d, ok := p.checkRequest(p.rules.Load(), t, r)
 	if !ok {
 		p.refusedPlaceholders(t, r)
 		p.reply(w, d.status, d.message, false)

@@ -314,11 +314,10 @@ type decision struct {
 	ask     string // the line that asks for what was refused, if any
 }
 
-// decide checks t against the rules, resolves it and vets the addresses.
-// A name is resolved only after a rule allowed it, so a refused name never
-// reaches DNS.
-func (p *Proxy) decide(ctx context.Context, t target) decision {
-	rules := p.rules.Load()
+// decide checks t against rules (those in force), resolves it and vets the
+// addresses. A name is resolved only after a rule allowed it, so a refused
+// name never reaches DNS.
+func (p *Proxy) decide(ctx context.Context, rules *egressrule.Rules, t target) decision {
 	v := rules.Conn(t.host(), int(t.port))
 	rule := v.Rule
 	if !v.Allowed && v.Rule != "" {
@@ -518,7 +517,9 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := connectContext(r)
 	p.placeholdersInTarget(t, r.Method)
-	terminate, why := p.terminates(t)
+	// One load: the CONNECT is judged by one set of rules throughout.
+	rules := p.rules.Load()
+	terminate, why := p.terminates(rules, t)
 	if terminate && p.ca == nil {
 		d := decision{
 			status:  http.StatusForbidden,
@@ -541,7 +542,7 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 		}
 		defer p.terminated.Add(-1)
 	}
-	upstream, d := p.open(ctx, t, r.Method, "", "")
+	upstream, d := p.open(ctx, rules, t, r.Method, "", "")
 	if upstream == nil {
 		// Close: a client may already have sent bytes meant for the tunnel.
 		p.refuse(w, r, d, true)
@@ -570,13 +571,13 @@ func (p *Proxy) connect(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// open decides t, connects to the first vetted address that answers and
+// open decides t by rules, connects to the first vetted address that answers and
 // records the attempt with the address dialed. It returns the upstream
 // connection, or nil and the refusal to send.
 // reqRule, when set, is the rule about requests that allowed this one: the
 // event names it rather than the rule that let the host be reached.
-func (p *Proxy) open(ctx context.Context, t target, method, path, reqRule string) (net.Conn, decision) {
-	d := p.decide(ctx, t)
+func (p *Proxy) open(ctx context.Context, rules *egressrule.Rules, t target, method, path, reqRule string) (net.Conn, decision) {
+	d := p.decide(ctx, rules, t)
 	d.path = path
 	if d.allowed && reqRule != "" {
 		d.rule = reqRule
@@ -652,13 +653,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	// do while still reading the answer. A client that is really gone
 	// ends the forward when writing to it fails.
 	ctx := connectContext(r)
+	// One load: the request is judged by one set of rules throughout.
+	rules := p.rules.Load()
 	reqRule := ""
-	if cv := p.rules.Load().Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
+	if cv := rules.Conn(t.host(), int(t.port)); cv.Allowed && cv.Requests {
 		if d, bad := p.checkUpgrade(t, r); bad {
 			p.refuse(w, r, d, true)
 			return
 		}
-		d, ok := p.checkRequest(t, r)
+		d, ok := p.checkRequest(rules, t, r)
 		if !ok {
 			p.refusedPlaceholders(t, r)
 			p.refuse(w, r, d, false)
@@ -666,7 +669,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		}
 		reqRule = d.rule
 	}
-	upstream, d := p.open(ctx, t, r.Method, eventPath(r), reqRule)
+	upstream, d := p.open(ctx, rules, t, r.Method, eventPath(r), reqRule)
 	if upstream == nil {
 		p.refusedPlaceholders(t, r)
 		p.refuse(w, r, d, false)

@@ -149,3 +149,34 @@ func congestion(t *testing.T, c net.Conn) string {
 	}
 	return strings.TrimRight(name, "\x00")
 }
+
+// A CONNECT tunnel between two TCP connections copies in the kernel: the
+// connections reach the copy unwrapped (a wrapper on either would make
+// net.TCPConn.ReadFrom fall back to a buffer), with bytes sent right
+// behind the CONNECT forwarded first.
+func TestTunnelSplices(t *testing.T) {
+	const size = 1<<20 + 3
+	ts, data := bigUpstream(t, size)
+	hostport := ts.Listener.Addr().String()
+	h := startProxy(t, []string{hostport})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "CONNECT "+hostport+" HTTP/1.1\r\nHost: "+hostport+"\r\n\r\nGET /len HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("GET through a tunnel: %v", err)
+	}
+	_, rest, _ := bytes.Cut(all, []byte("\r\n\r\n")) // the CONNECT's answer
+	_, body, ok := bytes.Cut(rest, []byte("\r\n\r\n"))
+	if !ok || !bytes.Equal(body, data) {
+		t.Fatalf("GET through a tunnel: %d bytes, not the upstream's %d", len(body), size)
+	}
+	eventually(t, "the tunnel's log line", func() bool { return strings.Contains(h.logs.String(), "tunnel open") })
+	if logs := h.logs.String(); !strings.Contains(logs, "copy=splice") {
+		t.Errorf("the tunnel did not splice:\n%s", logs)
+	}
+}
