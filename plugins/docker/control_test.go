@@ -253,7 +253,7 @@ func TestEgressControlFallback(t *testing.T) {
 	ctx := ctxT(t, 5*time.Minute)
 	tn := e.network(ctx)
 	tn.upstream(ctx, "hello", 0, "allowed.bb.test")
-	e.configure(map[string]any{"egress_networks": []string{tn.name}})
+	e.configure(map[string]any{"egress_networks": []string{tn.name}, "keep_egress_proxy": false}) // the last stop removes the proxy: its control directory and link go with it
 	agent := e.agent("ctl")
 	logDir := t.TempDir()
 	first, proxyID, _ := e.controlBottle(ctx, agent, logDir)
