@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
+	"github.com/bot-bottle/bot-bottle/plugins/internal/buildsrc"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -148,29 +149,20 @@ func chooseSource(ctx context.Context, c *client.Client, spec sdk.Spec) (source,
 	var warnings []string
 	fallback := func() (source, error) {
 		a := spec.Agent
-		ctxDir := a.ContextDir
 		if spec.BottleDockerfile != "" {
-			s := source{Kind: srcBottleDockerfile, ContextDir: ctxDir}
+			s := source{Kind: srcBottleDockerfile, ContextDir: a.ContextDir}
 			// The core normally passes a path; text is accepted too, so a
 			// core that keeps the Dockerfile in memory works the same.
 			if filepath.IsAbs(spec.BottleDockerfile) && !strings.ContainsRune(spec.BottleDockerfile, '\n') {
 				s.Dockerfile = spec.BottleDockerfile
-				if ctxDir == "" && a.Dockerfile != "" {
-					s.ContextDir = filepath.Dir(a.Dockerfile)
-				}
-				if ctxDir == "" && a.Dockerfile == "" {
-					s.ContextDir = filepath.Dir(spec.BottleDockerfile)
-				}
+				s.ContextDir = buildsrc.ContextDir(a, spec.BottleDockerfile)
 			} else {
 				s.DockerfileText = spec.BottleDockerfile
 			}
 			return s, nil
 		}
 		if a.Dockerfile != "" {
-			if ctxDir == "" {
-				ctxDir = filepath.Dir(a.Dockerfile)
-			}
-			return source{Kind: srcAgentDockerfile, Dockerfile: a.Dockerfile, ContextDir: ctxDir}, nil
+			return source{Kind: srcAgentDockerfile, Dockerfile: a.Dockerfile, ContextDir: buildsrc.ContextDir(a, a.Dockerfile)}, nil
 		}
 		if a.Image != "" {
 			return source{Kind: srcImage, Image: a.Image}, nil

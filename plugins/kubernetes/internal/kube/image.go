@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/bot-bottle/bot-bottle/plugins/internal/buildsrc"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -45,7 +46,7 @@ func (b *Backend) agentImage(ctx context.Context, spec sdk.Spec, progress func(s
 	switch {
 	case df != "":
 		progress(sdk.Progress{Stage: "build", Message: "building the agent image with the local engine"})
-		out, err := b.docker(ctx, nil, "build", "-q", "-f", df, buildContext(spec, df))
+		out, err := b.docker(ctx, nil, "build", "-q", "-f", df, buildsrc.ContextDir(spec.Agent, df))
 		if err != nil {
 			return image{}, fmt.Errorf("kubernetes: build %s: %w", df, err)
 		}
@@ -61,19 +62,6 @@ func (b *Backend) agentImage(ctx context.Context, spec sdk.Spec, progress func(s
 		return image{}, fmt.Errorf("kubernetes: agent %s names neither an image nor a Dockerfile", spec.Agent.Name)
 	}
 	return b.loaded(ctx, id, b.cfg.ImageRepo+"/"+name, progress)
-}
-
-// buildContext is the directory a Dockerfile df of the spec builds in, as
-// the Docker backend picks it: the agent's context, else its Dockerfile's
-// directory, else (an image agent with a per-bottle Dockerfile) df's own.
-func buildContext(spec sdk.Spec, df string) string {
-	switch {
-	case spec.Agent.ContextDir != "":
-		return spec.Agent.ContextDir
-	case spec.Agent.Dockerfile != "":
-		return filepath.Dir(spec.Agent.Dockerfile)
-	}
-	return filepath.Dir(df)
 }
 
 // loaded tags the local engine's image id as repo:<id> and makes the
