@@ -83,7 +83,7 @@ func prepareControlDir(name string) (string, error) {
 	if err := os.Remove(filepath.Join(dir, proxycmd.ControlFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("the egress proxy's control directory: %w", err)
 	}
-	if os.Getuid() == 0 && proxyUser() == nobody {
+	if proxyUser() == nobody {
 		if err := os.Chown(dir, nobodyID, nobodyID); err != nil {
 			return "", fmt.Errorf("the egress proxy's control directory: %w", err)
 		}
@@ -169,16 +169,10 @@ func sweepControl(ctx context.Context, c *client.Client) {
 	}
 }
 
+// validContainerID: the engine's ids of containers and images (after
+// "sha256:") are 64 lower-case hex digits.
 func validContainerID(id string) bool {
-	if len(id) != 64 {
-		return false
-	}
-	for _, r := range id {
-		if !strings.ContainsRune("0123456789abcdef", r) {
-			return false
-		}
-	}
-	return true
+	return len(id) == 64 && strings.Trim(id, "0123456789abcdef") == ""
 }
 
 // controlProxy makes one control request of the shared proxy id and
@@ -258,11 +252,7 @@ func checkPeer(conn *net.UnixConn, id string) error {
 	if cerr != nil {
 		return fmt.Errorf("the control socket's peer: %w", cerr)
 	}
-	uid := uint32(os.Getuid())
-	if proxyUser() == nobody {
-		uid = nobodyID
-	}
-	if cred.Uid != uid {
+	if uid := proxyUID(); cred.Uid != uint32(uid) {
 		return fmt.Errorf("the control socket's peer (pid %d, uid %d) is not the egress proxy", cred.Pid, cred.Uid)
 	}
 	if err := inContainer(int(cred.Pid), id); err != nil {

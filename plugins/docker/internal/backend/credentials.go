@@ -297,7 +297,7 @@ func storeRoots(imageID string, roots []byte) {
 
 func rootsCacheFile(imageID string) (string, error) {
 	hexID, ok := strings.CutPrefix(imageID, "sha256:")
-	if !ok || len(hexID) != 64 || strings.Trim(hexID, "0123456789abcdef") != "" {
+	if !ok || !validContainerID(hexID) {
 		return "", fmt.Errorf("image ID %q is not a sha256", imageID)
 	}
 	dir, err := privateDir()

@@ -207,6 +207,14 @@ func proxyUser() string {
 	return ctlUser()
 }
 
+// proxyUID is the uid proxyUser names.
+func proxyUID() int {
+	if os.Getuid() == 0 {
+		return nobodyID
+	}
+	return os.Getuid()
+}
+
 func ctlUser() string { return fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid()) }
 
 // ensureShared finds the group's running proxy of key or makes it, and
