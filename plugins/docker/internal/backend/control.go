@@ -199,11 +199,7 @@ func controlProxy(ctx context.Context, c *client.Client, id string, req proxycmd
 	if egressLog != "" {
 		args = append(args, "--log", guestAuditDir+"/"+filepath.Base(egressLog))
 	}
-	var stdin []byte
-	if req.Op == proxycmd.CmdAdd || req.Op == proxycmd.CmdRules {
-		stdin = req.Rules
-	}
-	out, err := execProxy(ctx, c, id, stdin, args...)
+	out, err := execProxy(ctx, c, id, req.Stdin(), args...)
 	if err != nil {
 		return proxycmd.Reply{}, err
 	}

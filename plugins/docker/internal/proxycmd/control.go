@@ -75,6 +75,18 @@ func (req Request) Args() []string {
 	return args
 }
 
+// Stdin is what the control subcommand that makes req reads on its stdin:
+// the rules, for the requests that carry them.
+func (req Request) Stdin() []byte {
+	if takesRules(req.Op) {
+		return req.Rules
+	}
+	return nil
+}
+
+// takesRules says whether a request op carries a rules file.
+func takesRules(op string) bool { return op == CmdAdd || op == CmdRules }
+
 // runClient runs one control subcommand against a running shared proxy.
 func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet(name+" "+op, flag.ContinueOnError)
@@ -97,7 +109,7 @@ func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) erro
 	if op != CmdList && !validIdentity(*identity) {
 		return usageError{fmt.Errorf("--identity %q: want lower-case letters, digits and '-'", *identity)}
 	}
-	if op == CmdAdd || op == CmdRules {
+	if takesRules(op) {
 		data, err := io.ReadAll(io.LimitReader(stdin, egress.MaxRulesFileSize+1))
 		if err != nil {
 			return fmt.Errorf("read the rules from stdin: %w", err)
