@@ -234,58 +234,67 @@ func (e *Env) prune(ctx context.Context, dryRun bool) ([]string, []error, error)
 	for _, m := range metas {
 		inState[m.Identity] = true
 	}
-	var removed []string
-	var errs []error
+	removed, errs := e.prunePass(ctx, metas, inState, dryRun, false)
 	// A second look, once the first removed something, takes only what is
 	// idle now: the last stop of a backend's bottles may keep something for
 	// the next start (the docker plugin's egress proxy), which prune would
 	// have removed had it been idle at the first look.
-	for pass := 0; pass < 2 && (pass == 0 || (!dryRun && len(removed) > 0)); pass++ {
-		for _, r := range e.Survey(ctx, e.backendsToAsk(metas), listTimeout) {
-			if r.Err != nil {
-				continue
-			}
-			for _, b := range r.Bottles {
-				if state.ValidateIdentity(b.Identity) != nil || (pass > 0 && b.Status != sdk.StatusIdle) {
-					continue
-				}
-				if inState[b.Identity] {
-					if b.Status == sdk.StatusSnapshot {
-						continue // a kept bottle's snapshots: its own until rm
-					}
-					unlock, err := e.Store.Lock(b.Identity)
-					if err != nil {
-						continue // an attached process owns it
-					}
-					detached := e.isDetached(b.Identity)
-					if detached && b.Status == sdk.StatusRunning {
-						unlock()
-						continue
-					}
-					if dryRun {
-						unlock()
-						removed = append(removed, wouldRemove(b, false))
-						continue
-					}
-					gone, err := e.stopOne(ctx, r.Name, b, false)
-					if err == nil {
-						e.closeOrphan(b.Identity)
-					}
-					unlock()
-					removed, errs = append(removed, gone...), appendErr(errs, err)
-					continue
-				}
-				// No state: nothing can resume it, so its snapshots go too.
-				if dryRun {
-					removed = append(removed, wouldRemove(b, true))
-					continue
-				}
-				gone, err := e.stopOne(ctx, r.Name, b, true)
-				removed, errs = append(removed, gone...), appendErr(errs, err)
-			}
-		}
+	if !dryRun && len(removed) > 0 {
+		more, moreErrs := e.prunePass(ctx, metas, inState, false, true)
+		removed, errs = append(removed, more...), append(errs, moreErrs...)
 	}
 	return removed, errs, nil
+}
+
+// prunePass is one look at the backends: what it removes (or, dryRun,
+// would), taking only what is idle when idleOnly.
+func (e *Env) prunePass(ctx context.Context, metas []state.Metadata, inState map[string]bool, dryRun, idleOnly bool) ([]string, []error) {
+	var removed []string
+	var errs []error
+	for _, r := range e.Survey(ctx, e.backendsToAsk(metas), listTimeout) {
+		if r.Err != nil {
+			continue
+		}
+		for _, b := range r.Bottles {
+			if state.ValidateIdentity(b.Identity) != nil || (idleOnly && b.Status != sdk.StatusIdle) {
+				continue
+			}
+			if inState[b.Identity] {
+				if b.Status == sdk.StatusSnapshot {
+					continue // a kept bottle's snapshots: its own until rm
+				}
+				unlock, err := e.Store.Lock(b.Identity)
+				if err != nil {
+					continue // an attached process owns it
+				}
+				detached := e.isDetached(b.Identity)
+				if detached && b.Status == sdk.StatusRunning {
+					unlock()
+					continue
+				}
+				if dryRun {
+					unlock()
+					removed = append(removed, wouldRemove(b, false))
+					continue
+				}
+				gone, err := e.stopOne(ctx, r.Name, b, false)
+				if err == nil {
+					e.closeOrphan(b.Identity)
+				}
+				unlock()
+				removed, errs = append(removed, gone...), appendErr(errs, err)
+				continue
+			}
+			// No state: nothing can resume it, so its snapshots go too.
+			if dryRun {
+				removed = append(removed, wouldRemove(b, true))
+				continue
+			}
+			gone, err := e.stopOne(ctx, r.Name, b, true)
+			removed, errs = append(removed, gone...), appendErr(errs, err)
+		}
+	}
+	return removed, errs
 }
 
 func wouldRemove(b sdk.Bottle, snapshots bool) string {
