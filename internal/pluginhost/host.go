@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -699,13 +700,48 @@ type startError struct {
 func (e *startError) Error() string { return e.err.Error() }
 func (e *startError) Unwrap() error { return e.err }
 
+// renamedError is an error whose text names another path than the one
+// exec'd; errors.Is still sees its cause.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }
+
 // startBinary execs the plugin at path, completes the handshake and asks it
 // for its Info. name only labels logs and the Plugin; sum, when set, is the
 // sha256 the binary must have: it is hashed through a descriptor that is
 // then exec'd (/proc/self/fd/N), so what runs is what was hashed; where
 // that cannot be (no /proc, a script), go-plugin's SecureConfig hashes the
 // path right before exec. Failures are *startError.
+//
+// An exec can fail with ETXTBSY for a moment after the binary was written
+// (an install's copy): a process forked at the same time by another
+// goroutine holds the copy's write descriptor until its own exec closes it
+// (golang.org/issue/22315). That is retried, briefly; nothing else is.
 func (h *Host) startBinary(ctx context.Context, name, path, sum string, config []byte) (*Plugin, error) {
+	delay := 5 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		p, err := h.startBinaryOnce(ctx, name, path, sum, config)
+		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == textBusyAttempts {
+			return p, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// textBusyAttempts bounds the ETXTBSY retries: 5 ms doubling, about 0.3 s
+// in all, far longer than a fork-to-exec window.
+const textBusyAttempts = 7
+
+func (h *Host) startBinaryOnce(ctx context.Context, name, path, sum string, config []byte) (*Plugin, error) {
 	logger := h.Logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -750,7 +786,7 @@ func (h *Host) startBinary(ctx context.Context, name, path, sum string, config [
 		pc.Kill()
 		if cmd.Path != path && strings.Contains(err.Error(), cmd.Path) {
 			// An exec error names what was exec'd; the user knows the path.
-			err = errors.New(strings.ReplaceAll(err.Error(), cmd.Path, path))
+			err = &renamedError{strings.ReplaceAll(err.Error(), cmd.Path, path), err}
 		}
 		return nil, &startError{stepStart, err}
 	}

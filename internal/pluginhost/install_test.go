@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/config"
 	"github.com/bot-bottle/bot-bottle/internal/pluginlock"
@@ -495,5 +497,36 @@ func TestPinAndLockDisagree(t *testing.T) {
 	in, err = h.Install(ctx, src)
 	if err != nil || len(in.Notes) != 1 || !strings.Contains(in.Notes[0], "wins over the installed copy") {
 		t.Fatalf("install with a pinned path: %+v %v", in, err)
+	}
+}
+
+// TestStartWhileBriefWriter: a binary some process still holds open for
+// writing cannot be exec'd (ETXTBSY); when the writer lets go a moment
+// later — a fork that inherited an install's copy, until its own exec —
+// the start goes through instead of failing the install.
+func TestStartWhileBriefWriter(t *testing.T) {
+	bin := buildNamed(t, t.TempDir(), "busy", "1.0.0")
+	w, err := os.OpenFile(bin, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	time.AfterFunc(40*time.Millisecond, func() { w.Close(); close(released) })
+	h := newHost(t, "", nil)
+	p, err := h.startBinary(context.Background(), "busy", bin, "", nil)
+	<-released
+	if err != nil {
+		t.Fatalf("start while a writer held the binary for 40 ms: %v", err)
+	}
+	p.Close()
+
+	// A writer that does not let go is an error that says so.
+	w, err = os.OpenFile(bin, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := h.startBinary(context.Background(), "busy", bin, "", nil); !errors.Is(err, syscall.ETXTBSY) || !strings.Contains(err.Error(), "text file busy") {
+		t.Fatalf("start while a writer holds the binary: %v, want text file busy", err)
 	}
 }
