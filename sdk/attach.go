@@ -6,7 +6,9 @@ import "io"
 // SDK fills them from the gRPC stream; on the core side the caller fills them
 // from its terminal. Nil fields mean "none".
 type AttachStreams struct {
-	// Stdin delivers the user's input; io.EOF means the user closed it.
+	// Stdin delivers the user's input; io.EOF means the user closed it,
+	// unless the Attach context is already cancelled: then the user
+	// detached, and the agent's stdin should stay as it is.
 	Stdin io.Reader
 	// Stdout and Stderr receive the agent's output. In TTY mode everything
 	// goes to Stdout.

@@ -77,7 +77,9 @@
 //     resources from the identity so that List and Stop can find them.
 //   - Respect context cancellation. In Attach, a cancelled context means the
 //     user detached: return ExitStatus{Detached: true} and leave the agent
-//     running.
+//     running. A detach during the agent's first start should let the start
+//     finish first: the core waits a few seconds for your answer, so that
+//     the List that follows finds the agent running.
 //   - Return errors with clear, one-line messages. Wrap ErrNotFound and
 //     ErrNotSupported where they apply; the core prefixes your plugin's name.
 //   - Egress is deny by default. A backend that cannot enforce Spec.Egress

@@ -76,11 +76,14 @@ func (s *grpcServer) Attach(stream pb.Backend_AttachServer) error {
 	resize := make(chan TermSize, 8)
 	signals := make(chan string, 8)
 	go func() {
-		defer cancel()
 		for {
 			in, err := stream.Recv()
 			if err != nil {
 				// The core went away or closed its side: that is a detach.
+				// The backend learns it before its stdin ends, so that one
+				// reading stdin to its end can tell a detach from the user
+				// closing the agent's input.
+				cancel()
 				stdinW.CloseWithError(io.EOF)
 				return
 			}

@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,3 +79,64 @@ func TestOldSDKPluginStartsAndWorks(t *testing.T) {
 		})
 	}
 }
+
+// A detach from a plugin built against the previous SDK ends cleanly and at
+// once: the core closes its side of the stream, which that SDK also takes
+// for a detach, and waits only for the plugin's answer. The plugin answers
+// further calls after it.
+func TestOldSDKPluginDetaches(t *testing.T) {
+	exeDir := t.TempDir()
+	buildOldSDKPlugin(t, exeDir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := newHost(t, exeDir, nil).Start(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	spec := sdk.Spec{Identity: "echo-dtach", Command: []string{"exit", "5"}}
+	hd, err := p.Backend.Launch(ctx, spec, sdk.Plan{}, func(sdk.Progress) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, stdinW := io.Pipe()
+	defer stdinW.Close()
+	echoed := make(chan struct{})
+	out := writerFunc(func(b []byte) {
+		if strings.Contains(string(b), "HELLO") {
+			close(echoed)
+		}
+	})
+	actx, detach := context.WithCancel(ctx)
+	defer detach()
+	var detachedAt time.Time
+	go func() {
+		_, _ = io.WriteString(stdinW, "hello\n")
+		select {
+		case <-echoed: // the session is in place
+		case <-ctx.Done():
+		}
+		detachedAt = time.Now()
+		detach()
+	}()
+	st, err := p.Backend.Attach(actx, sdk.AttachRequest{Handle: hd, Stdin: true},
+		sdk.AttachStreams{Stdin: stdin, Stdout: out, Stderr: io.Discard})
+	returned := time.Now()
+	if err != nil || !st.Detached {
+		t.Fatalf("detach from the old-SDK plugin = %+v, %v; want Detached and no error", st, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the old-SDK plugin never echoed the input, so the detach tested nothing")
+	}
+	// Well under the bound a silent plugin gets: this one answers.
+	if waited := returned.Sub(detachedAt); waited > 2*time.Second {
+		t.Fatalf("detach took %v", waited)
+	}
+	if info, err := p.Backend.Info(ctx); err != nil || info.Name != "echo" {
+		t.Fatalf("info after the detach: %+v, %v", info, err)
+	}
+}
+
+type writerFunc func([]byte)
+
+func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }

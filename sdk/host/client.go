@@ -7,9 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/bot-bottle/bot-bottle/sdk"
 	pb "github.com/bot-bottle/bot-bottle/sdk/internal/pluginpb"
 )
@@ -77,25 +74,67 @@ func (c *Client) Launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, progr
 	}
 }
 
+// detachGrace bounds how long a detach waits for the plugin to end the
+// session after the core closed its side. A plugin may be in the middle of
+// the agent's first start when the operator detaches; returning before it
+// finished would let the core list the bottle as not yet running (and prune
+// or report it so). A plugin that is not starting answers at once; one that
+// never answers costs the operator this long, then its stream is cancelled.
+const detachGrace = 5 * time.Second
+
 // Attach streams the caller's stdio to the bottle until the agent exits or
-// ctx is cancelled (a detach).
+// ctx is cancelled (a detach). A detach closes the core's side of the
+// stream, which the plugin sees as the detach, and returns Detached once
+// the plugin ended the session (within detachGrace): so the bottle is
+// running, not half started, when Attach returns. The stream itself runs
+// on a context ctx does not cancel, or the plugin would see the detach as
+// the core going away and the core would not wait for it.
 func (c *Client) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.AttachStreams) (sdk.ExitStatus, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.rpc.Attach(ctx)
+	sctx, cancelStream := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelStream()
+	stream, err := c.rpc.Attach(sctx)
 	if err != nil {
 		return sdk.ExitStatus{}, fromStatus("attach", err)
 	}
-	var sendMu sync.Mutex
+	var (
+		sendMu     sync.Mutex
+		sendClosed bool
+	)
 	send := func(in *pb.AttachInput) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
+		if sendClosed {
+			return io.ErrClosedPipe
+		}
 		return stream.Send(in)
 	}
 	if err := send(&pb.AttachInput{Input: &pb.AttachInput_Setup{Setup: &pb.AttachSetup{
 		Handle: handleToPB(req.Handle), Tty: req.TTY, Size: sizeToPB(req.Size), Stdin: req.Stdin && s.Stdin != nil}}}); err != nil {
 		return sdk.ExitStatus{}, fromStatus("attach", err)
 	}
+
+	// The caller's cancel is the detach: close our side, give the plugin
+	// detachGrace to finish, then cancel the stream.
+	returned := make(chan struct{})
+	defer close(returned)
+	go func() {
+		select {
+		case <-returned:
+			return
+		case <-ctx.Done():
+		}
+		sendMu.Lock()
+		sendClosed = true
+		_ = stream.CloseSend()
+		sendMu.Unlock()
+		t := time.NewTimer(detachGrace)
+		defer t.Stop()
+		select {
+		case <-returned:
+		case <-t.C:
+			cancelStream()
+		}
+	}()
 
 	if req.Stdin && s.Stdin != nil {
 		go func() {
@@ -108,6 +147,8 @@ func (c *Client) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 					}
 				}
 				if err != nil {
+					// A reader that ends because the user detached is not
+					// the user closing the agent's stdin.
 					if ctx.Err() == nil {
 						_ = send(&pb.AttachInput{Input: &pb.AttachInput_StdinClose{StdinClose: true}})
 					}
@@ -120,6 +161,8 @@ func (c *Client) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-returned:
 				return
 			case sz, ok := <-s.Resize:
 				if !ok {
@@ -139,15 +182,23 @@ func (c *Client) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attach
 
 	for {
 		out, err := stream.Recv()
+		// Once the caller detached, whatever ends the stream ends a
+		// detach: the plugin's answer to it, its error, or our cancel
+		// after detachGrace. An exit it reports then may be the detach's
+		// own doing (an SDK before this one closed the agent's stdin
+		// before it told the backend), so it is not taken for the agent's;
+		// List says what became of the bottle. Output that follows a detach
+		// is not the caller's any more.
+		if ctx.Err() != nil {
+			if err != nil || out.GetExit() != nil {
+				return sdk.ExitStatus{Detached: true}, nil
+			}
+			continue
+		}
 		if err == io.EOF {
 			return sdk.ExitStatus{}, fmt.Errorf("attach: %w (stream ended without an exit status)", ErrPluginGone)
 		}
 		if err != nil {
-			// The caller's cancellation or deadline is a detach, even when
-			// the plugin saw it first and ended the stream itself.
-			if ctx.Err() != nil || isCancel(err) && callerDone(ctx) {
-				return sdk.ExitStatus{Detached: true}, nil
-			}
 			return sdk.ExitStatus{}, fromStatus("attach", err)
 		}
 		switch o := out.Output.(type) {
@@ -232,23 +283,4 @@ func (c *Client) RevokeCredential(ctx context.Context, h sdk.Handle, name string
 func (c *Client) SyncQueue(ctx context.Context, h sdk.Handle, queueDir string) error {
 	_, err := c.rpc.SyncQueue(ctx, &pb.SyncQueueRequest{Handle: handleToPB(h), QueueDir: queueDir})
 	return fromStatus("sync queue", err)
-}
-
-func isCancel(err error) bool {
-	c := status.Code(err)
-	return c == codes.Canceled || c == codes.DeadlineExceeded
-}
-
-// callerDone waits briefly for the caller's context to report what the
-// stream already knows.
-func callerDone(ctx context.Context) bool {
-	if _, ok := ctx.Deadline(); !ok {
-		return false
-	}
-	select {
-	case <-ctx.Done():
-		return true
-	case <-time.After(100 * time.Millisecond):
-		return ctx.Err() != nil
-	}
 }
