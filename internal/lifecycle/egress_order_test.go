@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,8 +29,16 @@ type liveEgress struct {
 	sdk.Backend
 	entered chan struct{}
 	gate    chan struct{}
+	onStop  func(id string)
 	mu      sync.Mutex
 	pushed  [][]string
+}
+
+func (b *liveEgress) Stop(ctx context.Context, req sdk.StopRequest) ([]string, error) {
+	if b.onStop != nil {
+		b.onStop(req.Identity)
+	}
+	return b.Backend.Stop(ctx, req)
 }
 
 func (b *liveEgress) Info(ctx context.Context) (sdk.Info, error) {
@@ -172,6 +182,72 @@ func TestEgressApprovalIsHeardOnlyOnceInForce(t *testing.T) {
 		if got := receipt(t, dir, tokA); got.Status != queue.StatusApproved {
 			t.Errorf("after the approval was carried out, the receipt in %s says %s", dir, got.Status)
 		}
+	}
+}
+
+// A capability approval stops the bottle; it waits for an egress approval
+// of the bottle under way, so that the egress answer reaches the agent
+// before its bottle goes.
+func TestCapabilityApprovalWaitsForTheEgressApprovalUnderWay(t *testing.T) {
+	le := &liveEgress{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	r := liveRig(t, t.TempDir(), testbackend.Options{QueueSync: true}, le)
+	id := r.detached()
+	own := filepath.Join(r.env.Home, "tproot", "remote", id)
+	const tokE, tokC = "abababababababab1", "abababababababab2"
+	var atStop atomic.Value
+	stopped := make(chan struct{}, 1)
+	le.onStop = func(string) {
+		if data, err := os.ReadFile(filepath.Join(own, "outbox", tokE+".json")); err == nil {
+			atStop.Store(string(data))
+		}
+		select {
+		case stopped <- struct{}{}:
+		default:
+		}
+	}
+	file(t, own, tokE, queue.Submission{Kind: queue.KindEgress, Host: "e.example.test", Reason: "e"})
+	file(t, own, tokC, queue.Submission{Kind: queue.KindCapability, Run: "true", Reason: "c"})
+	ctx := context.Background()
+	reqs, err := r.env.Requests(ctx)
+	if err != nil || len(reqs) != 2 {
+		t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
+	}
+	egressDone := make(chan error, 1)
+	go func() {
+		_, err := r.env.Approve(ctx, byToken(t, reqs, tokE).ID, "user:one")
+		egressDone <- err
+	}()
+	select {
+	case <-le.entered:
+	case err := <-egressDone:
+		t.Fatalf("approve returned before pushing the allowlist: %v\n%s", err, r.msgs)
+	case <-time.After(30 * time.Second):
+		t.Fatal("approve never pushed the allowlist")
+	}
+	other, msgs := r.secondEnv()
+	capDone := make(chan error, 1)
+	go func() {
+		_, err := other.Approve(ctx, byToken(t, reqs, tokC).ID, "user:two")
+		capDone <- err
+	}()
+	// Longer than the second the approval gives the agent before the stop.
+	select {
+	case err := <-capDone:
+		t.Fatalf("the capability approval did not wait for the egress one: %v\n%s", err, msgs)
+	case <-stopped:
+		t.Fatalf("the capability approval stopped the bottle during the egress one")
+	case <-time.After(2 * time.Second):
+	}
+	close(le.gate)
+	if err := <-egressDone; err != nil {
+		t.Fatalf("egress approval: %v\n%s", err, r.msgs)
+	}
+	if err := <-capDone; err != nil {
+		t.Fatalf("capability approval: %v\n%s", err, msgs)
+	}
+	seen, _ := atStop.Load().(string)
+	if !strings.Contains(seen, `"status":"approved"`) {
+		t.Fatalf("when the bottle stopped, its egress receipt read %q", seen)
 	}
 }
 

@@ -207,8 +207,15 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
 	}
+	// After the bottle's egress approvals under way: the stop below must not
+	// come before their answers reach the agent.
+	unlockApply, err := e.lockApply(ctx, r)
+	if err != nil {
+		return Decision{}, err
+	}
 	// Decide first: exactly one decider may carry the approval out.
 	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
+	unlockApply()
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
