@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -66,8 +67,8 @@ func TestApplyLock(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := q.LockApply(ctx, testID); err == nil || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("LockApply while held, until its ctx ends: %v", err)
+	if _, err := q.LockApply(ctx, testID); err == nil || !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("LockApply while held, until its ctx ends: %q", err)
 	}
 	got := make(chan error, 1)
 	go func() {

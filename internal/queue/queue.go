@@ -390,14 +390,15 @@ func (q *Queue) Release(id string) (Request, error) {
 // bottle's and not the request's so that two approvals of one bottle are
 // carried out one after the other: each pushes the whole allowlist, and the
 // later push must not be the shorter list. A crash releases it (flock).
+// unlock may be called more than once.
 func (q *Queue) LockApply(ctx context.Context, identity string) (unlock func(), err error) {
 	fl, err := q.applyLock(identity)
 	if err != nil {
 		return nil, err
 	}
-	ok, err := fl.TryLockContext(ctx, 10*time.Millisecond)
-	if err != nil || !ok {
-		return nil, fmt.Errorf("lock the approvals of %s: %w", identity, errors.Join(err, ctx.Err()))
+	// Not ok comes with the error: ctx's, or the flock's.
+	if ok, err := fl.TryLockContext(ctx, 10*time.Millisecond); !ok {
+		return nil, fmt.Errorf("lock the approvals of %s: %w", identity, err)
 	}
 	return func() { _ = fl.Unlock() }, nil
 }
