@@ -57,8 +57,11 @@ type rig struct {
 
 // newRig is a home with one agent, "tsh", whose bottles run on the host
 // through the test backend (with commit).
-func newRig(t *testing.T) *rig {
-	home := t.TempDir()
+func newRig(t *testing.T) *rig { return rigAt(t, t.TempDir()) }
+
+// rigAt is newRig on a given home, so that a second process (a test's child)
+// can share it.
+func rigAt(t *testing.T, home string) *rig {
 	agentDir := filepath.Join(home, "agents", "tsh")
 	if err := os.MkdirAll(agentDir, 0o700); err != nil {
 		t.Fatal(err)

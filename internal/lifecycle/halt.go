@@ -9,7 +9,7 @@ import (
 )
 
 // EnvTestHalt names a point of a flow (start, resume, the review commands,
-// rm) at which the core kills itself with SIGKILL: the crash tests' way to
+// rm, an egress approval) at which the core kills itself with SIGKILL: the crash tests' way to
 // stop it exactly there, as a user's kill -9 or a power cut would. Never
 // set it outside tests.
 const EnvTestHalt = "BOT_BOTTLE_TEST_HALT"
@@ -31,6 +31,12 @@ const (
 	HaltMergeCommitted    = review.HaltMergeCommitted  // merge: the merge commit is made and journalled; nothing checked out
 	HaltMergeCheckedOut   = review.HaltMergeCheckedOut // merge: index and worktree are the merge's; the branch not yet moved
 	HaltRemoveSaved       = "rm-saved"                 // rm: the work is saved as its branch (or the branch dropped); the state not yet removed
+)
+
+// The points of an egress approval.
+const (
+	HaltEgressDecided    = "egress-decided"     // decided and held; the allowlist not yet widened
+	HaltEgressCarriedOut = "egress-carried-out" // the allowlist widened (metadata and live); not yet released to the bottle
 )
 
 // halt kills this process when EnvTestHalt names point.

@@ -34,6 +34,7 @@ func (e *Env) ingestAll(ctx context.Context) {
 		e.warn("read requests: %v", err)
 	}
 	e.auditIngested(reqs, refused)
+	e.finishHeld(ctx)
 }
 
 func (e *Env) auditIngested(reqs []queue.Request, refused []error) {
@@ -206,8 +207,15 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
 	}
+	// After the bottle's egress approvals under way: the stop below must not
+	// come before their answers reach the agent.
+	unlockApply, err := e.lockApply(ctx, r)
+	if err != nil {
+		return Decision{}, err
+	}
 	// Decide first: exactly one decider may carry the approval out.
 	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
+	unlockApply()
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
@@ -306,57 +314,174 @@ func (e *Env) snapshotTranscript(ctx context.Context, p *pluginhost.Plugin, h sd
 	return ""
 }
 
-// approveEgress widens the bottle's allowlist.
+// approveEgress widens the bottle's allowlist. The agent must not hear
+// "approved" before the allowlist has the host (it would try at once and be
+// refused), neither from its host-mounted outbox (Docker) nor from another
+// process's sync of its queue (CapQueueSync): so the approval is decided
+// held, carried out, and only then released to the bottle, all under the
+// bottle's apply lock. A crash in between leaves it held with the lock free,
+// and the next reader finishes it (finishHeld).
 func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
 	// Ingest refuses these; a record from before that rule is refused here.
 	warning, err := egressrule.CheckRequested(r.Host)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve %s: %w (deny it: bot-bottle deny %s --reason ...)", r.ID, err, r.ID)
 	}
-	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
+	unlock, err := e.lockApply(ctx, r)
+	if err != nil {
+		return Decision{}, err
+	}
+	defer unlock()
+	r, err = e.queue().DecideHeld(r.ID, decidedBy)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
-	// Deferred: the agent hears of the approval once the allowlist has it.
-	defer e.syncQueue(ctx, meta.Identity)
+	e.halt(HaltEgressDecided)
 	d := Decision{Request: r}
 	if warning != "" {
 		d.Notes = append(d.Notes, "warning: "+warning)
 	}
+	notes, err := e.carryOutEgress(ctx, r, agent, true)
+	d.Notes = append(d.Notes, notes...)
+	if err != nil {
+		return d, fmt.Errorf("%w (%s stays pending to the agent; the next `bot-bottle requests` tries again)", err, r.ID)
+	}
+	e.halt(HaltEgressCarriedOut)
+	if d.Request, err = e.queue().Release(r.ID); err != nil {
+		return d, err
+	}
+	unlock()
+	e.syncQueue(ctx, meta.Identity)
+	return d, nil
+}
+
+// applyLockWait bounds how long an approval waits for another approval of
+// the same bottle to be carried out.
+const applyLockWait = time.Minute
+
+// lockApply waits for the approvals of r's bottle under way and takes the
+// bottle's apply lock (queue.LockApply).
+func (e *Env) lockApply(ctx context.Context, r queue.Request) (unlock func(), err error) {
+	ctx, cancel := context.WithTimeout(ctx, applyLockWait)
+	defer cancel()
+	unlock, err = e.queue().LockApply(ctx, r.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("approve %s: another approval of %s is still being carried out: %w", r.ID, r.Identity, err)
+	}
+	return unlock, nil
+}
+
+// carryOutEgress puts r.Host into the bottle's allowlist: its metadata,
+// which a resume starts from, and the running allowlist where the backend
+// can widen it live. Running it again does no harm, which is what lets a
+// reader finish the approval of a decider that died. recordDecision audits
+// the approval with the allowlist it made.
+func (e *Env) carryOutEgress(ctx context.Context, r queue.Request, agent *config.Agent, recordDecision bool) (notes []string, err error) {
 	// Another approval may widen the same bottle at the same time.
-	meta, err = e.Store.UpdateMetadata(ctx, meta.Identity, func(m *state.Metadata) error {
+	meta, err := e.Store.UpdateMetadata(ctx, r.Identity, func(m *state.Metadata) error {
 		if !contains(m.Egress, r.Host) {
 			m.Egress = append(m.Egress, r.Host)
 		}
 		return nil
 	})
 	if err != nil {
-		return d, err
+		return nil, err
 	}
-	e.record(agent, audit.Event{Identity: meta.Identity, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
-		Fields: map[string]any{"decision": "approved", "host": r.Host, "egress": meta.Egress}})
+	if recordDecision {
+		e.record(agent, audit.Event{Identity: meta.Identity, Kind: audit.KindDecision, Actor: r.DecidedBy, RequestID: r.ID,
+			Fields: map[string]any{"decision": "approved", "host": r.Host, "egress": meta.Egress}})
+	}
 	h, err := e.Store.ReadHandle(meta.Identity)
 	if err != nil || h == nil {
-		d.Notes = append(d.Notes, fmt.Sprintf("%s is not running; %s is allowed from its next resume", meta.Identity, r.Host))
-		return d, nil
+		return []string{fmt.Sprintf("%s is not running; %s is allowed from its next resume", meta.Identity, r.Host)}, nil
 	}
 	p, err := e.startPlugin(ctx, meta.Backend)
 	if err != nil {
-		return d, err
+		return nil, err
 	}
 	defer p.Close()
 	if !p.Info.Has(sdk.CapLiveEgress) {
-		d.Notes = append(d.Notes, fmt.Sprintf("the %s backend cannot change egress of a running bottle; %s is allowed from the next resume of %s", meta.Backend, r.Host, meta.Identity))
-		return d, nil
+		return []string{fmt.Sprintf("the %s backend cannot change egress of a running bottle; %s is allowed from the next resume of %s", meta.Backend, r.Host, meta.Identity)}, nil
 	}
 	if err := p.Backend.UpdateEgress(ctx, *h, meta.Egress); sdk.IsNotSupported(err) {
-		d.Notes = append(d.Notes, fmt.Sprintf("%s cannot widen its egress while running (%v); %s is allowed from its next resume", meta.Identity, err, r.Host))
-		return d, nil
+		return []string{fmt.Sprintf("%s cannot widen its egress while running (%v); %s is allowed from its next resume", meta.Identity, err, r.Host)}, nil
 	} else if err != nil {
-		return d, p.Wrap(fmt.Errorf("approved, but updating the running allowlist failed: %w", err))
+		return nil, p.Wrap(fmt.Errorf("approved, but updating the running allowlist failed: %w", err))
 	}
-	d.Notes = append(d.Notes, fmt.Sprintf("%s may now reach %s", meta.Identity, r.Host))
-	return d, nil
+	return []string{fmt.Sprintf("%s may now reach %s", meta.Identity, r.Host)}, nil
+}
+
+// finishHeld carries out and releases the approvals that their deciders
+// left held: killed between deciding and releasing (the kernel dropped the
+// apply lock), or failing to widen a running bottle (tried again at each
+// reader until it works or the bottle stops). A bottle whose decider is
+// still at it (its apply lock taken) is left to it.
+func (e *Env) finishHeld(ctx context.Context) {
+	// A record List cannot read is reported by the caller's own List.
+	reqs, _ := e.queue().List()
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		if r.Held && !seen[r.Identity] {
+			seen[r.Identity] = true
+			e.finishHeldOf(ctx, r.Identity)
+		}
+	}
+}
+
+func (e *Env) finishHeldOf(ctx context.Context, id string) {
+	unlock, ok, err := e.queue().TryLockApply(id)
+	if err != nil {
+		e.warn("finish the approvals of %s: %v", id, err)
+		return
+	}
+	if !ok {
+		return
+	}
+	defer unlock()
+	// Read again under the lock: the decider may have released them since.
+	held, err := e.queue().Held(id)
+	if err != nil {
+		e.warn("finish the approvals of %s: %v", id, err)
+	}
+	agent := e.agentOf(id)
+	released := false
+	for _, r := range held {
+		if r.Kind != queue.KindEgress {
+			e.warn("finish the approval %s: a %s request is never held", r.ID, r.Kind)
+			continue
+		}
+		notes, err := e.carryOutEgress(ctx, r, agent, !e.audited(r))
+		if err != nil {
+			e.warn("finish the approval %s: %v", r.ID, err)
+			continue
+		}
+		if _, err := e.queue().Release(r.ID); err != nil {
+			e.warn("finish the approval %s: %v", r.ID, err)
+			continue
+		}
+		released = true
+		e.say("finished the approval %s by %s, left unfinished: %s", r.ID, r.DecidedBy, strings.Join(notes, "; "))
+	}
+	unlock()
+	if released {
+		e.syncQueue(ctx, id)
+	}
+}
+
+// audited reports whether the decision on r is in its bottle's audit log
+// (a decider killed before it wrote it left none). An unreadable log counts
+// as audited: a second record is worse than none only if the first exists.
+func (e *Env) audited(r queue.Request) bool {
+	evs, err := audit.Open(e.Home).Read(r.Identity)
+	if err != nil {
+		return true
+	}
+	for _, ev := range evs {
+		if ev.Kind == audit.KindDecision && ev.RequestID == r.ID {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(xs []string, x string) bool {

@@ -96,7 +96,14 @@ func (r Request) Summary() string {
 	return ""
 }
 
+// receiptOf is what the bottle may know of r: a held approval is still
+// pending to it (every receipt, published or reconciled, is made here, so no
+// path shows it early).
 func receiptOf(r Request) Receipt {
+	if r.Held {
+		return Receipt{Token: r.ClientToken, ID: r.ID, Kind: r.Kind, Status: StatusPending,
+			Summary: r.Summary(), Reason: r.Reason, CreatedAt: r.CreatedAt}
+	}
 	return Receipt{
 		Token: r.ClientToken, ID: r.ID, Kind: r.Kind, Status: r.Status,
 		Summary: r.Summary(), Reason: r.Reason, DecisionReason: r.DecisionReason,

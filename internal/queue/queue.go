@@ -10,13 +10,14 @@
 //	queue/<identity>/           0755, mounted read-only at /run/bot-bottle/queue
 //	queue/<identity>/inbox/     1777, mounted read-write on top: the bottle's only writable place
 //	queue/<identity>/outbox/    0755, receipts and decisions by client token, host-written
-//	requests/<identity>/        0700, host-only: <request-id>.json records and the .lock
+//	requests/<identity>/        0700, host-only: <request-id>.json records, the .lock and the .apply.lock
 //
 // Nothing under queue/<identity>/ is ever trusted: the host reads only the
 // inbox, and only as input to ParseRequest.
 package queue
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -69,6 +71,11 @@ type Request struct {
 	// ClientToken is the random name the helper gave its inbox file; the
 	// receipt in the outbox carries the same name so the helper finds it.
 	ClientToken string `json:"client_token,omitempty"`
+	// Held marks an approval that is decided (no one else may decide it)
+	// but not yet carried out: until Release, the bottle's receipt says
+	// pending, so that the agent never hears "approved" of what is not yet
+	// in force. See DecideHeld.
+	Held bool `json:"held,omitempty"`
 }
 
 var (
@@ -294,6 +301,22 @@ func sortRequests(rs []Request) {
 // written first, then the bottle's receipt; if only the receipt fails, the
 // decision stands (the error says so) and the next Ingest republishes it.
 func (q *Queue) Decide(id string, approve bool, reason, decidedBy string) (Request, error) {
+	return q.decide(id, approve, false, reason, decidedBy)
+}
+
+// DecideHeld records an approval that its decider has yet to carry out (an
+// egress approval widens the allowlist first): it is decided exactly once as
+// with Decide, but Held, and the bottle goes on seeing it pending until
+// Release. The decider holds LockApply of the bottle from before DecideHeld
+// until after Release, so a held request whose lock is free was left by a
+// decider that died or gave up: whoever takes the lock then carries it out
+// again (it must be idempotent) and releases it. That way a crash between the
+// steps delays the answer to the next reader and never loses it.
+func (q *Queue) DecideHeld(id, decidedBy string) (Request, error) {
+	return q.decide(id, true, true, "", decidedBy)
+}
+
+func (q *Queue) decide(id string, approve, held bool, reason, decidedBy string) (Request, error) {
 	identity, err := identityOf(id)
 	if err != nil {
 		return Request{}, err
@@ -321,6 +344,7 @@ func (q *Queue) Decide(id string, approve bool, reason, decidedBy string) (Reque
 	r.DecidedAt = &now
 	r.DecidedBy = decidedBy
 	r.DecisionReason = reason
+	r.Held = held
 	if err := q.writeRecord(r); err != nil {
 		return Request{}, fmt.Errorf("decide %s: %w", id, err)
 	}
@@ -328,6 +352,107 @@ func (q *Queue) Decide(id string, approve bool, reason, decidedBy string) (Reque
 		return r, fmt.Errorf("decide %s: decision recorded, but %w", id, err)
 	}
 	return r, nil
+}
+
+// Release marks a held approval carried out and publishes it to the bottle.
+// A request that is not held is left as it is (a second releaser, or one
+// that finds a crashed decider's work already finished, does nothing);
+// either way the record comes back.
+func (q *Queue) Release(id string) (Request, error) {
+	identity, err := identityOf(id)
+	if err != nil {
+		return Request{}, err
+	}
+	l, err := q.lock(identity)
+	if err != nil {
+		return Request{}, fmt.Errorf("release %s: %w", id, err)
+	}
+	defer l.Unlock()
+	r, err := q.read(identity, id)
+	if err != nil {
+		return Request{}, fmt.Errorf("release: %w", err)
+	}
+	if !r.Held {
+		return r, nil
+	}
+	r.Held = false
+	if err := q.writeRecord(r); err != nil {
+		return Request{}, fmt.Errorf("release %s: %w", id, err)
+	}
+	if err := q.publish(r); err != nil {
+		return r, fmt.Errorf("release %s: released, but %w", id, err)
+	}
+	return r, nil
+}
+
+// LockApply takes the lock under which a decider carries out the bottle's
+// held approvals (DecideHeld), waiting for it until ctx ends. It is the
+// bottle's and not the request's so that two approvals of one bottle are
+// carried out one after the other: each pushes the whole allowlist, and the
+// later push must not be the shorter list. A crash releases it (flock).
+// unlock may be called more than once.
+func (q *Queue) LockApply(ctx context.Context, identity string) (unlock func(), err error) {
+	fl, err := q.applyLock(identity)
+	if err != nil {
+		return nil, err
+	}
+	// Not ok comes with the error: ctx's, or the flock's.
+	if ok, err := fl.TryLockContext(ctx, 10*time.Millisecond); !ok {
+		return nil, fmt.Errorf("lock the approvals of %s: %w", identity, err)
+	}
+	return func() { _ = fl.Unlock() }, nil
+}
+
+// TryLockApply is LockApply without waiting: ok is false while another
+// decider, alive, is carrying out an approval of the bottle.
+func (q *Queue) TryLockApply(identity string) (unlock func(), ok bool, err error) {
+	fl, err := q.applyLock(identity)
+	if err != nil {
+		return nil, false, err
+	}
+	ok, err = fl.TryLock()
+	if err != nil {
+		return nil, false, fmt.Errorf("lock the approvals of %s: %w", identity, err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	return func() { _ = fl.Unlock() }, true, nil
+}
+
+// applyLock lives beside the queue lock in the host-only record dir, and
+// goes with the bottle's records. A separate file, because the queue lock is
+// held only for moments and never across a call into a backend.
+func (q *Queue) applyLock(identity string) (*flock.Flock, error) {
+	if !ValidIdentity(identity) {
+		return nil, fmt.Errorf("lock approvals: invalid identity %q", identity)
+	}
+	dir := q.recordDir(identity)
+	if _, err := os.Lstat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("lock the approvals of %s: %w", identity, ErrNoRequest)
+		}
+		return nil, fmt.Errorf("lock the approvals of %s: %w", identity, err)
+	}
+	return flock.New(filepath.Join(dir, ".apply.lock"), flock.SetPermissions(modeRecord),
+		flock.SetFlag(os.O_CREATE|os.O_RDONLY|syscall.O_NOFOLLOW)), nil
+}
+
+// Held returns the bottle's approvals that are decided but not yet carried
+// out. Records that cannot be read are left out and reported in the error.
+func (q *Queue) Held(identity string) ([]Request, error) {
+	if !ValidIdentity(identity) {
+		return nil, fmt.Errorf("held approvals: invalid identity %q", identity)
+	}
+	rs, err := q.listIdentity(identity)
+	var held []Request
+	for _, r := range rs {
+		if r.Held {
+			held = append(held, r)
+		}
+	}
+	sortRequests(held)
+	return held, err
 }
 
 func (q *Queue) writeRecord(r Request) error {
