@@ -317,10 +317,8 @@ func TestTwoSupervisorsRace(t *testing.T) {
 
 // TestRacingApprovalsKeepEveryHost: when two deciders approve different
 // egress requests of one bottle at once, both hosts must end up in its
-// allowlist. lifecycle.approveEgress reads, appends to and writes
-// metadata.json with no lock across processes, so one host can be lost;
-// this test shows it (about two runs in three here). Remove the skip when
-// lifecycle serialises that update.
+// allowlist: each approval adds its host under the bottle's apply lock and
+// the metadata's own, so neither write loses the other's host.
 func TestRacingApprovalsKeepEveryHost(t *testing.T) {
 	w, ids, _, _ := race(t)
 	for _, id := range ids {
