@@ -56,14 +56,14 @@ func specFromPB(s *pb.Spec) Spec {
 }
 
 func handleToPB(h Handle) *pb.Handle {
-	return &pb.Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data}
+	return &pb.Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data, ImageUser: h.ImageUser}
 }
 
 func handleFromPB(h *pb.Handle) Handle {
 	if h == nil {
 		return Handle{}
 	}
-	return Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data}
+	return Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data, ImageUser: h.ImageUser}
 }
 
 func sizeFromPB(t *pb.TermSize) TermSize {

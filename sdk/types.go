@@ -210,6 +210,13 @@ type Handle struct {
 	// names another identity.
 	Identity string
 	Data     []byte
+	// ImageUser is what Launch reports of the image the bottle booted (a
+	// committed snapshot, the built Dockerfile, the agent's image): the
+	// USER its configuration names, "root" when it names none, or "" when
+	// the backend cannot tell. Not Agent.User, nor a user the backend
+	// chose for this launch. The core records it so that an approved
+	// capability RUN, which runs as root, switches back to this user.
+	ImageUser string
 }
 
 // Progress is one launch progress event (an image build step, a pull).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
@@ -23,15 +22,6 @@ func (e *Env) loadAgent(name string) (*config.Agent, error) {
 		return nil, err
 	}
 	return a, nil
-}
-
-// lookupEnv is the core's environment as credentials read it.
-func (e *Env) lookupEnv(k string) (string, bool) {
-	if e.Getenv != nil {
-		v := e.Getenv(k)
-		return v, v != ""
-	}
-	return os.LookupEnv(k)
 }
 
 // addCredentials resolves the agent's credentials on the host for one

@@ -47,11 +47,23 @@ type Env struct {
 	Notify func(Notice)
 }
 
-func (e *Env) getenv(k string) string {
+// lookupEnv is the one way a flow reads the host's environment (the
+// variables an agent passes through, credentials, the core's own knobs):
+// Getenv when it is set (the dashboard's, a test's), which cannot tell an
+// empty variable from an unset one, so both read as unset; else the
+// process's.
+func (e *Env) lookupEnv(k string) (string, bool) {
 	if e.Getenv != nil {
-		return e.Getenv(k)
+		v := e.Getenv(k)
+		return v, v != ""
 	}
-	return os.Getenv(k)
+	return os.LookupEnv(k)
+}
+
+// getenv is lookupEnv's value, "" when unset.
+func (e *Env) getenv(k string) string {
+	v, _ := e.lookupEnv(k)
+	return v
 }
 
 func (e *Env) now() time.Time {

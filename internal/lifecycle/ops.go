@@ -74,8 +74,10 @@ func (e *Env) Commit(ctx context.Context, id string) (string, error) {
 	if err := e.Store.AddSnapshot(id, res.Image); err != nil {
 		return "", err
 	}
-	// A snapshot of a running bottle is an image source known to come up.
-	if err := e.Store.WriteBuilt(id, state.Built{CommittedImage: res.Image}); err != nil {
+	// A snapshot of a running bottle is an image source known to come up,
+	// with the user of the image the bottle runs.
+	snapshot := state.Built{CommittedImage: res.Image, ImageUser: b.rec.Handle.ImageUser}
+	if err := e.Store.WriteBuilt(id, snapshot); err != nil {
 		e.warn("%v", err)
 	}
 	if _, err := e.apply(b, EvCommit, nil); err != nil {

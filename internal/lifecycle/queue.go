@@ -133,7 +133,7 @@ func (e *Env) identityTaken(id string) bool {
 }
 
 // auditLog is the audit log that refuses to record the values of the
-// agent's passed-through variables, as this host has them.
+// agent's passed-through variables, as the flow's environment has them.
 func (e *Env) auditLog(agent *config.Agent) *audit.Log {
 	l := audit.Open(e.Home)
 	if agent == nil {
@@ -141,7 +141,7 @@ func (e *Env) auditLog(agent *config.Agent) *audit.Log {
 	}
 	var secrets []string
 	for _, name := range agent.Env {
-		if v := os.Getenv(name); v != "" {
+		if v := e.getenv(name); v != "" {
 			secrets = append(secrets, v)
 		}
 	}

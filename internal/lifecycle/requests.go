@@ -131,7 +131,11 @@ func (e *Env) Approve(ctx context.Context, id, decidedBy string) (Decision, erro
 // baseDockerfile is what a capability change applies to — what the bottle
 // really runs: its snapshot when it boots one (FROM the snapshot), else its
 // own Dockerfile from an earlier approval, else the agent's. user is the
-// user the image runs as, which the snapshot's FROM line does not say.
+// user the base's image runs as, which an approved RUN switches back to:
+// the USER the text's last stage sets; else, when the base is the source
+// that last came up, the user its backend reported of that image (the only
+// word on an image's or a snapshot's configured user); else, from an earlier
+// plugin or core, the text's as before.
 func (e *Env) baseDockerfile(rec *state.Record, agent *config.Agent) (base, user string, err error) {
 	var src string
 	switch {
@@ -146,9 +150,26 @@ func (e *Env) baseDockerfile(rec *state.Record, agent *config.Agent) (base, user
 	default:
 		src = "FROM " + agent.Image + "\n"
 	}
-	user = lastUser(src)
+	built, err := e.Store.ReadBuilt(rec.Meta.Identity)
+	if err != nil {
+		return "", "", err
+	}
+	reported := ""
+	if built != nil && built.CommittedImage == rec.CommittedImage &&
+		(rec.CommittedImage != "" || built.Dockerfile == string(rec.Dockerfile)) {
+		reported = built.ImageUser
+	}
 	if rec.CommittedImage != "" {
+		// The snapshot's FROM line says nothing of its user.
+		user = reported
+		if user == "" {
+			user = lastUser(src)
+		}
 		return fmt.Sprintf("# %s boots its snapshot\nFROM %s\n", rec.Meta.Identity, rec.CommittedImage), user, nil
+	}
+	user = lastUser(src)
+	if user == "" {
+		user = reported
 	}
 	return src, user, nil
 }
@@ -524,7 +545,8 @@ func appendRun(base, reqID, run, user string) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimRight(base, "\n"))
 	fmt.Fprintf(&b, "\n\n# approved request %s\n", reqID)
-	root := user != "" && user != "root" && user != "0"
+	uid, _, _ := strings.Cut(user, ":")
+	root := uid != "" && uid != "root" && uid != "0"
 	if root {
 		b.WriteString("USER root\n")
 	}
@@ -550,12 +572,17 @@ func needsAptUpdate(run string) bool {
 	return aptInstallRE.MatchString(run) && !aptUpdateRE.MatchString(run)
 }
 
-// lastUser is the argument of the Dockerfile's last USER instruction.
+// lastUser is the argument of the last USER instruction of the
+// Dockerfile's last stage, or "" when that stage leaves its user to its
+// base image.
 func lastUser(dockerfile string) string {
 	user := ""
 	for _, line := range strings.Split(dockerfile, "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && strings.EqualFold(f[0], "USER") {
+		switch {
+		case len(f) >= 1 && strings.EqualFold(f[0], "FROM"):
+			user = ""
+		case len(f) >= 2 && strings.EqualFold(f[0], "USER"):
 			user = f[1]
 		}
 	}

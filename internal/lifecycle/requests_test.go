@@ -19,6 +19,11 @@ func TestAppendRunSwitchesToRootAndBack(t *testing.T) {
 	if want := "FROM x\nUSER agent\nUSER root\n\n# approved request r3\nRUN true\n"; got != want {
 		t.Fatalf("root already: got %q", got)
 	}
+	for _, u := range []string{"0", "0:0", "root:staff"} {
+		if got := appendRun("FROM x\n", "r4", "true", u); strings.Contains(got, "USER") {
+			t.Errorf("uid 0 as %q switched users:\n%s", u, got)
+		}
+	}
 }
 
 // An apt install gets the package lists fetched first, on a line of its own

@@ -88,7 +88,7 @@ func (e *Env) session(ctx context.Context, s session) (int, error) {
 	}
 	e.halt(HaltLaunched)
 	// This image source came up: it is what revert goes back to.
-	built := state.Built{CommittedImage: spec.CommittedImage}
+	built := state.Built{CommittedImage: spec.CommittedImage, ImageUser: handle.ImageUser}
 	if spec.BottleDockerfile != "" {
 		built.Dockerfile = string(s.b.rec.Dockerfile)
 	}

@@ -259,7 +259,7 @@ func (e *Env) buildSpec(s session) (sdk.Spec, error) {
 	}
 	var missing []string
 	for _, name := range a.Env {
-		if v, ok := os.LookupEnv(name); ok {
+		if v, ok := e.lookupEnv(name); ok {
 			spec.Env[name] = v
 		} else {
 			missing = append(missing, name)

@@ -149,6 +149,8 @@ type handleJSON struct {
 	Backend  string `json:"backend"`
 	Identity string `json:"identity"`
 	Data     []byte `json:"data"`
+	// ImageUser: absent in a handle of an earlier core or plugin.
+	ImageUser string `json:"image_user,omitempty"`
 }
 
 // WriteHandle atomically stores the opaque handle a backend's Launch

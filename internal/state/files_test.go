@@ -224,7 +224,7 @@ func TestHandle(t *testing.T) {
 	if h, err := s.ReadHandle(id); err != nil || h != nil {
 		t.Fatalf("before write: %v, %v", h, err)
 	}
-	in := sdk.Handle{Version: 3, Backend: "docker", Identity: id, Data: []byte{0, 1, 2, 0xff, '"', '\n'}}
+	in := sdk.Handle{Version: 3, Backend: "docker", Identity: id, Data: []byte{0, 1, 2, 0xff, '"', '\n'}, ImageUser: "agent"}
 	if err := s.WriteHandle(id, in); err != nil {
 		t.Fatal(err)
 	}

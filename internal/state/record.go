@@ -122,6 +122,10 @@ type Built struct {
 	// (the agent's own, or the snapshot).
 	Dockerfile     string `json:"dockerfile"`
 	CommittedImage string `json:"committed_image,omitempty"`
+	// ImageUser is the USER of the image that came up, as its backend
+	// reported it (sdk.Handle.ImageUser): "" when it could not tell, or
+	// the launch was recorded by an earlier core.
+	ImageUser string `json:"image_user,omitempty"`
 }
 
 // WriteBuilt records the image source of a launch that came up.

@@ -19,6 +19,7 @@
 //	BB_TESTPLUGIN_COMMIT        when 1, declare and serve commit
 //	BB_TESTPLUGIN_QUEUE_SYNC    when 1, each bottle has a queue of its own
 //	                            that SyncQueue moves (sdk.CapQueueSync)
+//	BB_TESTPLUGIN_IMAGE_USER    the image user every launch reports
 package testbackend
 
 import (
@@ -53,11 +54,14 @@ type Options struct {
 	// machine has, which SyncQueue moves to and from Spec.QueueDir
 	// (sdk.CapQueueSync).
 	QueueSync bool
+	// ImageUser is the USER every launch reports its image has
+	// (sdk.Handle.ImageUser); "" says it cannot tell, as an earlier plugin.
+	ImageUser string
 }
 
 // New returns the backend keeping its bottles under root.
 func New(root string, o Options) sdk.Backend {
-	b := &backend{root: root, queueSync: o.QueueSync}
+	b := &backend{root: root, queueSync: o.QueueSync, imageUser: o.ImageUser}
 	if o.Commit {
 		return &committer{b}
 	}
@@ -67,13 +71,14 @@ func New(root string, o Options) sdk.Backend {
 // FromEnv is New configured by the BB_TESTPLUGIN_* variables.
 func FromEnv() sdk.Backend {
 	return New(os.Getenv("BB_TESTPLUGIN_ROOT"), Options{Commit: os.Getenv("BB_TESTPLUGIN_COMMIT") == "1",
-		QueueSync: os.Getenv("BB_TESTPLUGIN_QUEUE_SYNC") == "1"})
+		QueueSync: os.Getenv("BB_TESTPLUGIN_QUEUE_SYNC") == "1", ImageUser: os.Getenv("BB_TESTPLUGIN_IMAGE_USER")})
 }
 
 type backend struct {
 	sdk.UnimplementedBackend
 	root      string
 	queueSync bool
+	imageUser string
 }
 
 // record is what the plugin keeps per bottle (its "runtime" state). Secret
@@ -188,7 +193,7 @@ func (b *backend) Launch(ctx context.Context, spec sdk.Spec, _ sdk.Plan, progres
 	if err := failingRun(spec.BottleDockerfile); err != nil {
 		return sdk.Handle{}, err
 	}
-	h := sdk.Handle{Version: 1, Backend: "test", Identity: spec.Identity, Data: []byte(spec.Identity)}
+	h := sdk.Handle{Version: 1, Backend: "test", Identity: spec.Identity, Data: []byte(spec.Identity), ImageUser: b.imageUser}
 	if spec.Detach {
 		logf, err := os.Create(b.path(spec.Identity, ".log"))
 		if err != nil {

@@ -386,6 +386,10 @@ func TestCommitAndResume(t *testing.T) {
 	spec.Detach = true
 	spec.Env = map[string]string{"BB_TOKEN": secretValue}
 	_, h, _ := e.launch(ctx, spec)
+	// The core switches an approved RUN back to this user.
+	if h.ImageUser != "agent" {
+		t.Errorf("launch reported image user %q, want the built image's agent", h.ImageUser)
+	}
 	res, err := e.p.be.Exec(ctx, sdk.ExecRequest{Handle: h, Command: []string{"sh", "-c", "echo before-commit > /home/agent/note"}})
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("exec = %+v, %v", res, err)
@@ -440,6 +444,9 @@ func TestCommitAndResume(t *testing.T) {
 	plan, h2, _ := e.launch(ctx, rs)
 	if !hasLine(plan, "image source", "committed image "+cr.Image) || len(plan.Warnings) != 0 {
 		t.Errorf("plan = %+v", plan)
+	}
+	if h2.ImageUser != "agent" {
+		t.Errorf("launch from the snapshot reported image user %q, want its agent", h2.ImageUser)
 	}
 	s := e.run(ctx, h2, nil)
 	if s.status.Code != 0 || s.stdout != "before-commit\n" {

@@ -51,14 +51,14 @@ func specToPB(s sdk.Spec) *pb.Spec {
 }
 
 func handleToPB(h sdk.Handle) *pb.Handle {
-	return &pb.Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data}
+	return &pb.Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data, ImageUser: h.ImageUser}
 }
 
 func handleFromPB(h *pb.Handle) sdk.Handle {
 	if h == nil {
 		return sdk.Handle{}
 	}
-	return sdk.Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data}
+	return sdk.Handle{Version: h.Version, Backend: h.Backend, Identity: h.Identity, Data: h.Data, ImageUser: h.ImageUser}
 }
 
 func sizeToPB(t sdk.TermSize) *pb.TermSize {

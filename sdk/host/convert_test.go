@@ -21,7 +21,7 @@ import (
 // either side, fails its round trip.
 
 var (
-	rtHandle = sdk.Handle{Version: 3, Backend: "rt", Identity: "rt-7k2qz", Data: []byte{0, 1, 2, 0xff}}
+	rtHandle = sdk.Handle{Version: 3, Backend: "rt", Identity: "rt-7k2qz", Data: []byte{0, 1, 2, 0xff}, ImageUser: "agent"}
 	rtAgent  = sdk.Agent{Name: "rt", Description: "round trip", Dockerfile: "/a/Dockerfile", ContextDir: "/a",
 		Image: "img:1", Command: []string{"run"}, ResumeCommand: []string{"resume"}, Workdir: "/w",
 		EnvNames: []string{"TOKEN"}, TranscriptPath: "/t", Egress: []string{"a.test:443"}, CapAdd: []string{"NET_ADMIN"}, User: "agent",

@@ -714,11 +714,14 @@ func (x *PrepareResponse) GetData() []byte {
 }
 
 type Handle struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Backend       string                 `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
-	Identity      string                 `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Version  uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Backend  string                 `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
+	Identity string                 `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
+	Data     []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Added within protocol 2: an earlier plugin leaves it empty ("cannot
+	// tell"), and the core falls back to what the Dockerfile text says.
+	ImageUser     string `protobuf:"bytes,5,opt,name=image_user,json=imageUser,proto3" json:"image_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +782,13 @@ func (x *Handle) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Handle) GetImageUser() string {
+	if x != nil {
+		return x.ImageUser
+	}
+	return ""
 }
 
 type LaunchRequest struct {
@@ -2449,12 +2459,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0fPrepareResponse\x12@\n" +
 	"\tpreflight\x18\x01 \x03(\v2\".botbottle.plugin.v1.PreflightLineR\tpreflight\x12\x1a\n" +
 	"\bwarnings\x18\x02 \x03(\tR\bwarnings\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"l\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x8b\x01\n" +
 	"\x06Handle\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x1a\n" +
 	"\bidentity\x18\x03 \x01(\tR\bidentity\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"[\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1d\n" +
+	"\n" +
+	"image_user\x18\x05 \x01(\tR\timageUser\"[\n" +
 	"\rLaunchRequest\x12-\n" +
 	"\x04spec\x18\x01 \x01(\v2\x19.botbottle.plugin.v1.SpecR\x04spec\x12\x1b\n" +
 	"\tplan_data\x18\x02 \x01(\fR\bplanData\"z\n" +

@@ -86,6 +86,12 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	// Before the project owner's layer: the image's own user, which an
+	// approved RUN is switched back to.
+	imageUser := img.User
+	if imageUser == "" {
+		imageUser = "root"
+	}
 	tm.mark("image")
 	feat, err := probeEngine(ctx, c)
 	if err != nil {
@@ -233,7 +239,11 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 		return h, err
 	}
 	tm.log(b.log, "launch timing", "identity", spec.Identity)
-	return encodeHandle(spec.Identity, data)
+	if h, err = encodeHandle(spec.Identity, data); err != nil {
+		return h, err
+	}
+	h.ImageUser = imageUser
+	return h, nil
 }
 
 // hardening is what containerConfig adds that depends on the engine and the
