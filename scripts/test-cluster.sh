@@ -431,6 +431,19 @@ run)
 	shift
 	[ "${1:-}" = "--" ] && shift
 	[ $# -gt 0 ] || die "run: no command"
+	# One cluster per host: a second run (another clone's make test) waits
+	# for the first to take its cluster down, instead of both sharing its
+	# bridge, containerd and ports. The lock is the cache's, which every
+	# clone on this host shares; the kernel drops it when this script and
+	# the daemons it started are gone.
+	mkdir -p "$CACHE"
+	exec 8>"$CACHE/.run.lock"
+	if ! flock -n 8; then
+		log "another test cluster runs on this host; waiting for it to go down"
+		# Its daemons hold the lock too, so one left by a killed run would
+		# hold it for good: bounded, and the way out said.
+		flock -w 1800 8 || die "another test cluster has held this host for 30 min; \`$0 down\` stops it"
+	fi
 	trap 'down' EXIT
 	up >/dev/null
 	KUBECONFIG="$D/admin.kubeconfig" BB_TEST_KUBECONFIG="$D/admin.kubeconfig" "$@"
