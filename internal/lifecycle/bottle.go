@@ -53,8 +53,11 @@ func (e *Env) load(id string) (*bottle, error) {
 func (e *Env) apply(b *bottle, ev Event, p *pluginhost.Plugin) (Outcome, error) {
 	// Another process may have kept the bottle since it was loaded (commit,
 	// stop --preserve, an approval while attached); what cannot be read
-	// counts as kept, so that nothing is deleted on a guess.
-	if kept, err := e.Store.IsPreserved(b.id()); err != nil || kept {
+	// counts as kept, so that nothing is deleted on a guess. A capability
+	// approval decided but not yet carried out keeps it too: its carrying
+	// out (by its decider, or a reader after a crash) marks it kept, and
+	// needs it there.
+	if kept, err := e.Store.IsPreserved(b.id()); err != nil || kept || e.rebuildHeld(b.id()) {
 		b.rec.Kept = true
 	}
 	o, err := Transition(b.phase, b.rec.Kept, ev)

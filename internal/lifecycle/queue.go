@@ -173,3 +173,19 @@ func Operator() string {
 	}
 	return "user:unknown"
 }
+
+// rebuildHeld reports whether a capability approval of the bottle is held
+// (queue.DecideHeld): decided, and not yet carried out. Records that cannot
+// be read count as one.
+func (e *Env) rebuildHeld(id string) bool {
+	held, err := e.queue().Held(id)
+	if err != nil {
+		return true
+	}
+	for _, r := range held {
+		if r.Kind == queue.KindCapability {
+			return true
+		}
+	}
+	return false
+}
