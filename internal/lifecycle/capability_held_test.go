@@ -2,18 +2,146 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bot-bottle/bot-bottle/internal/audit"
 	"github.com/bot-bottle/bot-bottle/internal/lifecycle"
 	"github.com/bot-bottle/bot-bottle/internal/queue"
+	"github.com/bot-bottle/bot-bottle/internal/testbackend"
 )
+
+// decisions counts the audited decisions on request reqID of bottle id.
+func decisions(t *testing.T, r *rig, id, reqID string) int {
+	t.Helper()
+	evs, err := r.env.Audit(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Kind == audit.KindDecision && ev.RequestID == reqID {
+			n++
+			if ev.Actor != "user:child" && ev.Actor != "user:decider" {
+				t.Errorf("the decision is audited as %s's, want the decider's", ev.Actor)
+			}
+		}
+	}
+	return n
+}
+
+// dockerfileOf is the bottle's own Dockerfile ("" for none).
+func dockerfileOf(t *testing.T, r *rig, id string) string {
+	t.Helper()
+	rec, err := r.env.Store.Load(id)
+	if err != nil {
+		t.Fatalf("load %s: %v", id, err)
+	}
+	return string(rec.Dockerfile)
+}
+
+// A decider killed anywhere between deciding a capability approval and
+// releasing it leaves the bottle and an approval the agent has not heard;
+// the next reader carries it out (the RUN in the Dockerfile once, one
+// audited decision, the bottle kept), only then tells the agent, and stops
+// the bottle for its rebuild.
+func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testing.T) {
+	for _, point := range []string{lifecycle.HaltCapabilityDecided, lifecycle.HaltCapabilityWritten, lifecycle.HaltCapabilityCarriedOut} {
+		t.Run(point, func(t *testing.T) {
+			r := liveRig(t, t.TempDir(), testbackend.Options{}, &liveEgress{})
+			id := r.detached()
+			hostQueue := filepath.Join(r.env.Home, "queue", id)
+			const token = "cccccccccccccccc1"
+			const run = "touch /installed"
+			file(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: run, Reason: "needs it"})
+			ctx := context.Background()
+			reqs, err := r.env.Requests(ctx)
+			if err != nil || len(reqs) != 1 {
+				t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
+			}
+			reqID := reqs[0].ID
+
+			cmd := exec.Command(os.Args[0], "-test.run=^TestEgressApprovalChild$", "-test.v")
+			cmd.Env = append(os.Environ(), childHome+"="+r.env.Home, childRequest+"="+reqID, lifecycle.EnvTestHalt+"="+point)
+			out, err := cmd.CombinedOutput()
+			var xe *exec.ExitError
+			if !errors.As(err, &xe) || xe.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("the approving child was not killed at %s: %v\n%s", point, err, out)
+			}
+
+			got, err := queue.Open(r.env.Home).Get(reqID)
+			if err != nil || got.Status != queue.StatusApproved || !got.Held {
+				t.Fatalf("the request after the kill: %+v, %v", got, err)
+			}
+			if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusPending {
+				t.Fatalf("after the kill at %s the agent reads %s: an approval nothing carries out", point, rc.Status)
+			}
+			if !r.exists(id) {
+				t.Fatalf("the bottle is gone after the kill at %s", point)
+			}
+			if _, running := r.backendHas(id); !running {
+				t.Fatalf("the bottle was stopped before its approval was carried out")
+			}
+			// The kill came where it was meant to.
+			written := point != lifecycle.HaltCapabilityDecided
+			if got := strings.Contains(dockerfileOf(t, r, id), "RUN "+run); got != written {
+				t.Fatalf("after the kill at %s the Dockerfile has the RUN: %v", point, got)
+			}
+			kept, err := r.env.Store.IsPreserved(id)
+			if err != nil || kept != (point == lifecycle.HaltCapabilityCarriedOut) {
+				t.Fatalf("after the kill at %s the bottle is kept: %v, %v", point, kept, err)
+			}
+
+			if _, err := r.env.Requests(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusApproved {
+				t.Fatalf("the next reader left the agent reading %s\n%s", rc.Status, r.msgs)
+			}
+			if got, _ := queue.Open(r.env.Home).Get(reqID); got.Held {
+				t.Errorf("still held after the next reader: %+v", got)
+			}
+			df := dockerfileOf(t, r, id)
+			if n := strings.Count(df, "RUN "+run+"\n"); n != 1 {
+				t.Errorf("the Dockerfile has the approved RUN %d times:\n%s", n, df)
+			}
+			if kept, err := r.env.Store.IsPreserved(id); err != nil || !kept {
+				t.Errorf("the bottle is not kept after the next reader: %v, %v", kept, err)
+			}
+			if n := decisions(t, r, id, reqID); n != 1 {
+				t.Errorf("%d audited decisions of %s, want 1", n, reqID)
+			}
+			if b, running := r.backendHas(id); running {
+				t.Errorf("the next reader left the bottle running: %+v\n%s", b, r.msgs)
+			}
+			if rec, err := r.env.Store.Load(id); err != nil || rec.Handle != nil {
+				t.Errorf("the bottle's record after its stop: %+v, %v", rec, err)
+			}
+
+			// A second reader finds nothing left to do.
+			if _, err := r.env.Requests(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if again := dockerfileOf(t, r, id); again != df {
+				t.Errorf("a later reader changed the Dockerfile:\n%s", again)
+			}
+			if n := decisions(t, r, id, reqID); n != 1 {
+				t.Errorf("after a later reader, %d audited decisions of %s", n, reqID)
+			}
+		})
+	}
+}
 
 // A session that ends while a capability approval of its bottle is being
 // carried out (decided, not yet kept) keeps the bottle, though it was not
-// kept: its removal would lose the approval and the agent's work.
+// kept: its removal would lose the approval and the agent's work. The
+// decider's carrying out then finds it there.
 func TestSessionEndDuringAHeldCapabilityApprovalKeepsTheBottle(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
@@ -76,5 +204,23 @@ func TestSessionEndDuringAHeldCapabilityApprovalKeepsTheBottle(t *testing.T) {
 	}
 	if _, running := r.backendHas(id); running {
 		t.Fatalf("the session's end left the bottle running")
+	}
+
+	// The decider dies (its lock goes); the next reader carries it out.
+	unlock()
+	if _, err := r.env.Requests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusApproved {
+		t.Fatalf("the agent reads %s\n%s", rc.Status, r.msgs)
+	}
+	if df := dockerfileOf(t, r, id); strings.Count(df, "RUN touch /kept\n") != 1 {
+		t.Fatalf("the Dockerfile:\n%s", df)
+	}
+	if kept, err := r.env.Store.IsPreserved(id); err != nil || !kept {
+		t.Fatalf("kept: %v, %v", kept, err)
+	}
+	if n := decisions(t, r, id, reqID); n != 1 {
+		t.Errorf("%d audited decisions of %s, want 1", n, reqID)
 	}
 }

@@ -341,8 +341,9 @@ const (
 	childRequest = "BB_TEST_EGRESS_CHILD_REQUEST"
 )
 
-// TestEgressApprovalChild is the approving process of the test above, which
-// runs it with the halt point that kills it.
+// TestEgressApprovalChild is the approving process of the test above and of
+// TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader, which
+// run it with the halt point that kills it.
 func TestEgressApprovalChild(t *testing.T) {
 	home := os.Getenv(childHome)
 	if home == "" {

@@ -9,7 +9,7 @@ import (
 )
 
 // EnvTestHalt names a point of a flow (start, resume, the review commands,
-// rm, an egress approval) at which the core kills itself with SIGKILL: the crash tests' way to
+// rm, an egress or a capability approval) at which the core kills itself with SIGKILL: the crash tests' way to
 // stop it exactly there, as a user's kill -9 or a power cut would. Never
 // set it outside tests.
 const EnvTestHalt = "BOT_BOTTLE_TEST_HALT"
@@ -37,6 +37,13 @@ const (
 const (
 	HaltEgressDecided    = "egress-decided"     // decided and held; the allowlist not yet widened
 	HaltEgressCarriedOut = "egress-carried-out" // the allowlist widened (metadata and live); not yet released to the bottle
+)
+
+// The points of a capability approval.
+const (
+	HaltCapabilityDecided    = "capability-decided"     // decided and held; nothing written
+	HaltCapabilityWritten    = "capability-written"     // audited and the bottle's Dockerfile written; not yet kept
+	HaltCapabilityCarriedOut = "capability-carried-out" // written, kept; not yet released to the bottle, nor stopped
 )
 
 // halt kills this process when EnvTestHalt names point.

@@ -217,98 +217,201 @@ func (e *Env) proposed(r queue.Request, rec *state.Record, agent *config.Agent) 
 	return p, nil
 }
 
+// approveCapability rebuilds the bottle the way approveEgress widens it:
+// decided held, carried out (the Dockerfile Propose showed written, the
+// transcript copied out, the bottle kept), released to the agent, and only
+// then stopped, all under the bottle's apply lock. The agent never hears
+// "approved" of a change that is not yet recorded, and a crash in between
+// leaves the approval held for the next reader to finish (finishHeld),
+// never one the agent heard and nothing carries out.
 func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state.Metadata, agent *config.Agent, decidedBy string) (Decision, error) {
 	id := meta.Identity
-	b, err := e.load(id)
-	if err != nil {
-		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
-	}
-	b.agent = agent
-	prop, err := e.proposed(r, b.rec, agent)
-	if err != nil {
-		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
-	}
 	// After the bottle's egress approvals under way: the stop below must not
 	// come before their answers reach the agent.
-	unlockApply, err := e.lockApply(ctx, r)
+	unlock, err := e.lockApply(ctx, r)
 	if err != nil {
 		return Decision{}, err
 	}
-	// Decide first: exactly one decider may carry the approval out.
-	r, err = e.queue().Decide(r.ID, true, "", decidedBy)
-	unlockApply()
+	defer unlock()
+	// Before deciding: a change that cannot be made, or a backend that
+	// cannot be reached, leaves the request pending, not an approval that
+	// cannot be carried out.
+	if _, err := e.Propose(r); err != nil {
+		return Decision{}, fmt.Errorf("approve %s: %w", r.ID, err)
+	}
+	p, err := e.pluginIfRunning(ctx, id)
+	if err != nil {
+		return Decision{}, fmt.Errorf("approve %s: cannot reach %s's backend: %w", r.ID, id, err)
+	}
+	if p != nil {
+		defer p.Close()
+	}
+	r, err = e.queue().DecideHeld(r.ID, decidedBy)
 	if err != nil {
 		return Decision{}, fmt.Errorf("approve: %w", err)
 	}
+	e.halt(HaltCapabilityDecided)
+	d := Decision{Request: r}
+	d.Notes, err = e.carryOutCapability(ctx, r, agent, p, false)
+	if err != nil {
+		return d, fmt.Errorf("%w (%s stays pending to the agent; the next `bot-bottle requests` tries again)", err, r.ID)
+	}
+	d.Preserved = true
+	e.halt(HaltCapabilityCarriedOut)
+	if d.Request, err = e.queue().Release(r.ID); err != nil {
+		return d, err
+	}
 	// Before the bottle stops for the rebuild, so that its agent hears why.
 	e.syncQueue(ctx, id)
-	if err := e.Store.WriteDockerfile(id, []byte(prop.Next)); err != nil {
-		return Decision{}, err
+	notes, err := e.stopForRebuild(ctx, r, agent, p)
+	d.Notes = append(d.Notes, notes...)
+	return d, err
+}
+
+// pluginIfRunning starts the backend of a bottle that runs, or returns nil
+// for one that does not.
+func (e *Env) pluginIfRunning(ctx context.Context, id string) (*pluginhost.Plugin, error) {
+	h, err := e.Store.ReadHandle(id)
+	if err != nil {
+		return nil, err
 	}
-	if b.rec.CommittedImage != "" {
+	if h == nil {
+		return nil, nil
+	}
+	meta, err := e.readMeta(id)
+	if err != nil {
+		return nil, err
+	}
+	return e.startPlugin(ctx, meta.Backend)
+}
+
+// carryOutCapability records a held capability approval r in the bottle's
+// state: audited (with the Dockerfile diff), the bottle's Dockerfile
+// written, its snapshot no longer what boots, the transcript copied out of
+// the running bottle through p (nil: not running, or not reachable), and
+// the bottle kept. The audit comes before the writes, so that a decider
+// killed after them has audited already. Run again by a finisher (finishing
+// set), it does nothing twice: the audit is skipped once there, and a
+// Dockerfile that already has r's approval is not written again (appending
+// the RUN to it would add it a second time).
+func (e *Env) carryOutCapability(ctx context.Context, r queue.Request, agent *config.Agent, p *pluginhost.Plugin, finishing bool) (notes []string, err error) {
+	id := r.Identity
+	if agent == nil {
+		return nil, fmt.Errorf("carry out %s: the agent of %s cannot be loaded", r.ID, id)
+	}
+	rec, err := e.Store.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	written := finishing && approvalWritten(rec, r)
+	var prop Proposal
+	if !written {
+		if prop, err = e.proposed(r, rec, agent); err != nil {
+			return nil, err
+		}
+		notes = prop.Warnings
+	}
+	if !finishing || !e.audited(r) {
+		fields := map[string]any{"decision": "approved", "summary": r.Summary()}
+		if !written {
+			fields["dockerfile_diff"] = audit.DockerfileDiff(prop.Base, prop.Next)
+		}
+		e.record(agent, audit.Event{Identity: id, Kind: audit.KindDecision, Actor: r.DecidedBy, RequestID: r.ID, Fields: fields})
+	}
+	if !written {
+		if err := e.Store.WriteDockerfile(id, []byte(prop.Next)); err != nil {
+			return notes, err
+		}
+	}
+	e.halt(HaltCapabilityWritten)
+	if rec.CommittedImage != "" {
 		// The new Dockerfile is what boots now: FROM the snapshot for a RUN,
 		// in its place for a whole Dockerfile. The snapshot stays the
 		// bottle's (listed, and removed with it).
 		if err := e.Store.ClearCommittedImage(id); err != nil {
-			return Decision{}, err
+			return notes, err
 		}
 	}
-	// Kept first, so that a session ending meanwhile keeps the bottle.
-	if err := e.Store.MarkPreserved(id); err != nil {
-		return Decision{}, err
+	if rec.Handle != nil && p != nil && agent.TranscriptPath != "" {
+		if note := e.snapshotTranscript(ctx, p, *rec.Handle, agent.TranscriptPath); note != "" {
+			notes = append(notes, note)
+		}
 	}
-	e.record(agent, audit.Event{Identity: id, Kind: audit.KindDecision, Actor: decidedBy, RequestID: r.ID,
-		Fields: map[string]any{"decision": "approved", "summary": r.Summary(), "dockerfile_diff": audit.DockerfileDiff(prop.Base, prop.Next)}})
-	e.record(agent, audit.Event{Identity: id, Kind: audit.KindPreserve, Actor: decidedBy, RequestID: r.ID,
-		Fields: map[string]any{"why": "capability change approved"}})
+	if !rec.Kept || !finishing {
+		if err := e.Store.MarkPreserved(id); err != nil {
+			return notes, err
+		}
+		e.record(agent, audit.Event{Identity: id, Kind: audit.KindPreserve, Actor: r.DecidedBy, RequestID: r.ID,
+			Fields: map[string]any{"why": "capability change approved"}})
+	}
+	return notes, nil
+}
 
-	d := Decision{Request: r, Preserved: true, Notes: prop.Warnings}
-	h := b.rec.Handle
-	if h == nil {
-		if _, err := e.apply(b, EvCapApproved, nil); err != nil {
-			return d, err
-		}
-		d.Notes = append(d.Notes, fmt.Sprintf("%s is not running; the change applies when you resume it", id))
-		return d, nil
+// approvalWritten reports whether the bottle's Dockerfile already is what
+// approving r writes: a decider killed after writing it left it so.
+func approvalWritten(rec *state.Record, r queue.Request) bool {
+	if rec.Dockerfile == nil {
+		return false
 	}
-	p, err := e.startPlugin(ctx, meta.Backend)
+	if r.Dockerfile != "" {
+		return string(rec.Dockerfile) == r.Dockerfile
+	}
+	return strings.Contains(string(rec.Dockerfile), approvedMarker(r.ID))
+}
+
+// stopForRebuild stops the bottle of the carried-out capability approval r,
+// so that its next resume builds the new image: after a grace in which its
+// agent hears the answer, and through the attached session when a
+// bot-bottle process holds the bottle (its teardown is the only one). p is
+// the bottle's backend, or nil to start it here.
+func (e *Env) stopForRebuild(ctx context.Context, r queue.Request, agent *config.Agent, p *pluginhost.Plugin) (notes []string, err error) {
+	id := r.Identity
+	resume := fmt.Sprintf("stop it with `bot-bottle stop %s`, then `%s` builds the change", id, ResumeCommand(id))
+	b, err := e.load(id)
 	if err != nil {
-		return d, fmt.Errorf("approved, but cannot stop %s for the rebuild: %w", id, err)
+		return nil, err
 	}
-	defer p.Close()
+	b.agent = agent
+	if b.rec.Handle == nil {
+		if _, err := e.apply(b, EvCapApproved, nil); err != nil {
+			return nil, err
+		}
+		return []string{fmt.Sprintf("%s is not running; the change applies when you resume it", id)}, nil
+	}
+	if p == nil {
+		if p, err = e.startPlugin(ctx, b.rec.Meta.Backend); err != nil {
+			return nil, fmt.Errorf("approved, but cannot stop %s for the rebuild: %w (%s)", id, err, resume)
+		}
+		defer p.Close()
+	}
 	// Let the agent's helper read the answer before its bottle goes away.
 	select {
 	case <-ctx.Done():
 	case <-time.After(answerGrace):
 	}
-	if agent.TranscriptPath != "" {
-		if note := e.snapshotTranscript(ctx, p, *h, agent.TranscriptPath); note != "" {
-			d.Notes = append(d.Notes, note)
-		}
-	}
-	e.record(agent, audit.Event{Identity: id, Kind: audit.KindStop, Actor: decidedBy, RequestID: r.ID,
+	e.record(agent, audit.Event{Identity: id, Kind: audit.KindStop, Actor: r.DecidedBy, RequestID: r.ID,
 		Fields: map[string]any{"why": "rebuild for approved capability request"}})
 	unlock, err := e.Store.Lock(id)
 	if errors.Is(err, state.ErrLocked) {
 		// A bot-bottle process is attached: it ends its session, and its
 		// teardown is the only one.
 		if err := e.Store.RequestStop(id); err != nil {
-			return d, fmt.Errorf("approved, but cannot ask %s's session to end: %w", id, err)
+			return nil, fmt.Errorf("approved, but cannot ask %s's session to end: %w (%s)", id, err, resume)
 		}
-		return d, nil
+		return nil, nil
 	}
 	if err != nil {
-		return d, err
+		return nil, fmt.Errorf("approved, but cannot stop %s for the rebuild: %w (%s)", id, err, resume)
 	}
 	defer unlock()
 	if b, err = e.load(id); err != nil {
-		return d, err
+		return nil, err
 	}
 	b.agent = agent
 	if _, err := e.apply(b, EvCapApproved, p); err != nil {
-		return d, fmt.Errorf("approved, but stopping %s failed: %w", id, err)
+		return nil, fmt.Errorf("approved, but stopping %s failed: %w (%s)", id, err, resume)
 	}
-	return d, nil
+	return nil, nil
 }
 
 // answerGrace is how long an approved bottle keeps running so that the
@@ -434,9 +537,11 @@ func (e *Env) carryOutEgress(ctx context.Context, r queue.Request, agent *config
 
 // finishHeld carries out and releases the approvals that their deciders
 // left held: killed between deciding and releasing (the kernel dropped the
-// apply lock), or failing to widen a running bottle (tried again at each
-// reader until it works or the bottle stops). A bottle whose decider is
-// still at it (its apply lock taken) is left to it.
+// apply lock), or failing to widen a running bottle or to record a rebuild
+// (tried again at each reader until it works or the bottle stops). A
+// released capability approval then stops its bottle, as its decider would
+// have. A bottle whose decider is still at it (its apply lock taken) is
+// left to it.
 func (e *Env) finishHeld(ctx context.Context) {
 	// A record List cannot read is reported by the caller's own List.
 	reqs, _ := e.queue().List()
@@ -465,13 +570,30 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 		e.warn("finish the approvals of %s: %v", id, err)
 	}
 	agent := e.agentOf(id)
-	released := false
+	// For a rebuild's transcript and stop; nil when the bottle does not run.
+	var p *pluginhost.Plugin
+	var pErr error
 	for _, r := range held {
-		if r.Kind != queue.KindEgress {
-			e.warn("finish the approval %s: a %s request is never held", r.ID, r.Kind)
-			continue
+		if r.Kind == queue.KindCapability {
+			if p, pErr = e.pluginIfRunning(ctx, id); p != nil {
+				defer p.Close()
+			}
+			break
 		}
-		notes, err := e.carryOutEgress(ctx, r, agent, !e.audited(r))
+	}
+	var released, rebuild []queue.Request
+	for _, r := range held {
+		var notes []string
+		switch r.Kind {
+		case queue.KindEgress:
+			notes, err = e.carryOutEgress(ctx, r, agent, !e.audited(r))
+		case queue.KindCapability:
+			if err = pErr; err == nil {
+				notes, err = e.carryOutCapability(ctx, r, agent, p, true)
+			}
+		default:
+			err = fmt.Errorf("a %s request is never held", r.Kind)
+		}
 		if err != nil {
 			e.warn("finish the approval %s: %v", r.ID, err)
 			continue
@@ -480,12 +602,25 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 			e.warn("finish the approval %s: %v", r.ID, err)
 			continue
 		}
-		released = true
+		released = append(released, r)
+		if r.Kind == queue.KindCapability {
+			rebuild = append(rebuild, r)
+		}
 		e.say("finished the approval %s by %s, left unfinished: %s", r.ID, r.DecidedBy, strings.Join(notes, "; "))
 	}
-	unlock()
-	if released {
+	if len(released) > 0 {
 		e.syncQueue(ctx, id)
+	}
+	if len(rebuild) > 0 {
+		// One stop for them all, as their deciders would have made.
+		r := rebuild[len(rebuild)-1]
+		notes, err := e.stopForRebuild(ctx, r, agent, p)
+		if err != nil {
+			e.warn("finish the approval %s: %v", r.ID, err)
+		}
+		for _, n := range notes {
+			e.say("%s", n)
+		}
 	}
 }
 
@@ -544,7 +679,8 @@ func (e *Env) EgressEvents(id string) ([]sdk.EgressEvent, error) {
 func appendRun(base, reqID, run, user string) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimRight(base, "\n"))
-	fmt.Fprintf(&b, "\n\n# approved request %s\n", reqID)
+	b.WriteString("\n")
+	b.WriteString(approvedMarker(reqID))
 	uid, _, _ := strings.Cut(user, ":")
 	root := uid != "" && uid != "root" && uid != "0"
 	if root {
@@ -558,6 +694,12 @@ func appendRun(base, reqID, run, user string) string {
 		fmt.Fprintf(&b, "USER %s\n", user)
 	}
 	return b.String()
+}
+
+// approvedMarker is the comment line before the lines appendRun adds for
+// request reqID: what tells that they are in a Dockerfile already.
+func approvedMarker(reqID string) string {
+	return fmt.Sprintf("\n# approved request %s\n", reqID)
 }
 
 // aptInstallRE is a RUN line that starts with an apt install.
