@@ -145,30 +145,7 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 func TestSessionEndDuringAHeldCapabilityApprovalKeepsTheBottle(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	goOn := filepath.Join(t.TempDir(), "go-on")
-	done := make(chan int, 1)
-	go func() {
-		code, err := r.env.Start(ctx, lifecycle.StartOptions{Agent: "tsh",
-			Command: []string{"sh", "-c", "while [ ! -e " + goOn + " ]; do sleep 0.05; done"}})
-		if err != nil {
-			t.Errorf("start: %v", err)
-		}
-		done <- code
-	}()
-	var id string
-	deadline := time.Now().Add(30 * time.Second)
-	for id == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the attached bottle never came up\n%s", r.msgs)
-		}
-		metas, _ := r.env.Store.List()
-		for _, m := range metas {
-			if h, err := r.env.Store.ReadHandle(m.Identity); err == nil && h != nil {
-				id = m.Identity
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	id, end, done := attached(t, r)
 	hostQueue := filepath.Join(r.env.Home, "queue", id)
 	const token = "dddddddddddddddd1"
 	file(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: "touch /kept", Reason: "needs it"})
@@ -191,9 +168,7 @@ func TestSessionEndDuringAHeldCapabilityApprovalKeepsTheBottle(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := os.WriteFile(goOn, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	end()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
@@ -222,5 +197,94 @@ func TestSessionEndDuringAHeldCapabilityApprovalKeepsTheBottle(t *testing.T) {
 	}
 	if n := decisions(t, r, id, reqID); n != 1 {
 		t.Errorf("%d audited decisions of %s, want 1", n, reqID)
+	}
+}
+
+// attached starts a bottle whose session stays attached until the returned
+// func is called, and returns its identity once it runs and the channel
+// its session's end sends Start's code on.
+func attached(t *testing.T, r *rig) (id string, end func(), done <-chan int) {
+	t.Helper()
+	goOn := filepath.Join(t.TempDir(), "go-on")
+	codes := make(chan int, 1)
+	go func() {
+		code, err := r.env.Start(context.Background(), lifecycle.StartOptions{Agent: "tsh",
+			Command: []string{"sh", "-c", "while [ ! -e " + goOn + " ]; do sleep 0.05; done"}})
+		if err != nil {
+			t.Errorf("start: %v", err)
+		}
+		codes <- code
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for id == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the attached bottle never came up\n%s", r.msgs)
+		}
+		metas, _ := r.env.Store.List()
+		for _, m := range metas {
+			if h, err := r.env.Store.ReadHandle(m.Identity); err == nil && h != nil {
+				id = m.Identity
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	end = func() {
+		if err := os.WriteFile(goOn, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(end)
+	return id, end, codes
+}
+
+// The attached session of a bottle whose capability approver was killed
+// ends for the rebuild when the next reader finishes the approval (it asks
+// the session to end, whose teardown is the only one), and the bottle is
+// kept with the change.
+func TestAttachedSessionEndsWhenAKilledCapabilityApprovalIsFinished(t *testing.T) {
+	r := liveRig(t, t.TempDir(), testbackend.Options{}, &liveEgress{})
+	id, _, done := attached(t, r)
+	hostQueue := filepath.Join(r.env.Home, "queue", id)
+	const token = "eeeeeeeeeeeeeee71"
+	file(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: "touch /attached", Reason: "needs it"})
+	ctx := context.Background()
+	reqs, err := r.env.Requests(ctx)
+	if err != nil || len(reqs) != 1 {
+		t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
+	}
+	reqID := reqs[0].ID
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEgressApprovalChild$", "-test.v")
+	cmd.Env = append(os.Environ(), childHome+"="+r.env.Home, childRequest+"="+reqID, lifecycle.EnvTestHalt+"="+lifecycle.HaltCapabilityDecided)
+	out, err := cmd.CombinedOutput()
+	var xe *exec.ExitError
+	if !errors.As(err, &xe) || xe.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the approving child was not killed: %v\n%s", err, out)
+	}
+	select {
+	case code := <-done:
+		t.Fatalf("the session ended (%d) before the approval was carried out\n%s", code, r.msgs)
+	default:
+	}
+
+	if _, err := r.env.Requests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the attached session did not end for the rebuild\n%s", r.msgs)
+	}
+	if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusApproved {
+		t.Fatalf("the agent reads %s\n%s", rc.Status, r.msgs)
+	}
+	rec, err := r.env.Store.Load(id)
+	if err != nil || !rec.Kept || rec.Handle != nil {
+		t.Fatalf("the bottle after its session ended: %+v, %v\n%s", rec, err, r.msgs)
+	}
+	if n := strings.Count(string(rec.Dockerfile), "RUN touch /attached\n"); n != 1 {
+		t.Fatalf("the Dockerfile has the RUN %d times:\n%s", n, rec.Dockerfile)
+	}
+	if _, running := r.backendHas(id); running {
+		t.Fatalf("the bottle still runs")
 	}
 }
