@@ -373,9 +373,8 @@ func (e *Env) stopForRebuild(ctx context.Context, r queue.Request, agent *config
 	}
 	b.agent = agent
 	if b.rec.Handle == nil {
-		if _, err := e.apply(b, EvCapApproved, nil); err != nil {
-			return nil, err
-		}
+		// Nothing to stop: carrying out kept it. Its state is left alone, as
+		// another process may be launching it (its handle not yet written).
 		return []string{fmt.Sprintf("%s is not running; the change applies when you resume it", id)}, nil
 	}
 	if p == nil {
@@ -606,7 +605,11 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 		if r.Kind == queue.KindCapability {
 			rebuild = append(rebuild, r)
 		}
-		e.say("finished the approval %s by %s, left unfinished: %s", r.ID, r.DecidedBy, strings.Join(notes, "; "))
+		msg := fmt.Sprintf("finished the approval %s by %s, left unfinished", r.ID, r.DecidedBy)
+		if len(notes) > 0 {
+			msg += ": " + strings.Join(notes, "; ")
+		}
+		e.say("%s", msg)
 	}
 	if len(released) > 0 {
 		e.syncQueue(ctx, id)
