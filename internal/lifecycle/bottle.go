@@ -86,6 +86,12 @@ func (e *Env) apply(b *bottle, ev Event, p *pluginhost.Plugin) (Outcome, error) 
 		_ = e.Store.ClearDetached(id)
 		_ = e.Store.ClearStopRequest(id)
 		b.rec.Handle, b.rec.Detached = nil, false
+		if o.Phase == PhaseStopped {
+			// No approval waits for this stop any more (queue's Stopping).
+			if err := e.queue().Stopped(id); err != nil {
+				e.warn("%v", err)
+			}
+		}
 	}
 	if o.Removes() {
 		if err := e.Store.Remove(id); err != nil {

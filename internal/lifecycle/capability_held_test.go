@@ -50,9 +50,10 @@ func dockerfileOf(t *testing.T, r *rig, id string) string {
 // releasing it leaves the bottle and an approval the agent has not heard;
 // the next reader carries it out (the RUN in the Dockerfile once, one
 // audited decision, the bottle kept), only then tells the agent, and stops
-// the bottle for its rebuild.
+// the bottle for its rebuild. One killed after releasing it, before the
+// stop, leaves the stop to the next reader.
 func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testing.T) {
-	for _, point := range []string{lifecycle.HaltCapabilityDecided, lifecycle.HaltCapabilityWritten, lifecycle.HaltCapabilityCarriedOut} {
+	for _, point := range []string{lifecycle.HaltCapabilityDecided, lifecycle.HaltCapabilityWritten, lifecycle.HaltCapabilityCarriedOut, lifecycle.HaltCapabilityReleased} {
 		t.Run(point, func(t *testing.T) {
 			r := liveRig(t, t.TempDir(), testbackend.Options{}, &liveEgress{})
 			id := r.detached()
@@ -75,11 +76,13 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 				t.Fatalf("the approving child was not killed at %s: %v\n%s", point, err, out)
 			}
 
+			// Released only at the last point, and then with its stop to come.
+			released := point == lifecycle.HaltCapabilityReleased
 			got, err := queue.Open(r.env.Home).Get(reqID)
-			if err != nil || got.Status != queue.StatusApproved || !got.Held {
-				t.Fatalf("the request after the kill: %+v, %v", got, err)
+			if err != nil || got.Status != queue.StatusApproved || got.Held == released || got.Stopping != released {
+				t.Fatalf("the request after the kill at %s: %+v, %v", point, got, err)
 			}
-			if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusPending {
+			if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusPending && !released {
 				t.Fatalf("after the kill at %s the agent reads %s: an approval nothing carries out", point, rc.Status)
 			}
 			if !r.exists(id) {
@@ -94,7 +97,7 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 				t.Fatalf("after the kill at %s the Dockerfile has the RUN: %v", point, got)
 			}
 			kept, err := r.env.Store.IsPreserved(id)
-			if err != nil || kept != (point == lifecycle.HaltCapabilityCarriedOut) {
+			if err != nil || kept != (point == lifecycle.HaltCapabilityCarriedOut || released) {
 				t.Fatalf("after the kill at %s the bottle is kept: %v, %v", point, kept, err)
 			}
 
@@ -104,8 +107,8 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 			if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusApproved {
 				t.Fatalf("the next reader left the agent reading %s\n%s", rc.Status, r.msgs)
 			}
-			if got, _ := queue.Open(r.env.Home).Get(reqID); got.Held {
-				t.Errorf("still held after the next reader: %+v", got)
+			if got, _ := queue.Open(r.env.Home).Get(reqID); got.Held || got.Stopping {
+				t.Errorf("still held or stopping after the next reader: %+v", got)
 			}
 			df := dockerfileOf(t, r, id)
 			if n := strings.Count(df, "RUN "+run+"\n"); n != 1 {
@@ -286,5 +289,55 @@ func TestAttachedSessionEndsWhenAKilledCapabilityApprovalIsFinished(t *testing.T
 	}
 	if _, running := r.backendHas(id); running {
 		t.Fatalf("the bottle still runs")
+	}
+}
+
+// A released capability approval whose stop is still to come (its decider
+// killed after telling the agent) is done with by any stop of the bottle: a
+// reader after the bottle was stopped and resumed with the change leaves
+// the new session running.
+func TestAStopEndsTheWaitOfAReleasedCapabilityApproval(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id := r.detached()
+	hostQueue := filepath.Join(r.env.Home, "queue", id)
+	file(t, hostQueue, "abcdabcdabcdabcd1", queue.Submission{Kind: queue.KindCapability, Run: "touch /resumed", Reason: "needs it"})
+	q := queue.Open(r.env.Home)
+	if _, _, err := q.Ingest(id); err != nil {
+		t.Fatal(err)
+	}
+	reqs, err := q.List()
+	if err != nil || len(reqs) != 1 {
+		t.Fatalf("requests: %+v, %v", reqs, err)
+	}
+	// What a decider killed between releasing and stopping leaves (the
+	// Dockerfile and the kept mark are the carrying out's).
+	if _, err := q.DecideHeld(reqs[0].ID, "user:decider"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.env.Store.WriteDockerfile(id, []byte("FROM host\n\n# approved request "+reqs[0].ID+"\nRUN touch /resumed\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.env.Store.MarkPreserved(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Release(reqs[0].ID, true); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.env.Stop(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := q.Get(reqs[0].ID); got.Stopping {
+		t.Fatalf("the stop left the approval waiting for a stop: %+v", got)
+	}
+	if _, err := r.env.Resume(ctx, id, lifecycle.ResumeOptions{Detach: true, Command: []string{"sleep", "30"}}); err != nil {
+		t.Fatalf("resume: %v\n%s", err, r.msgs)
+	}
+	if _, err := r.env.Requests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, running := r.backendHas(id); !running {
+		t.Fatalf("a reader stopped the resumed bottle for an approval it already has\n%s", r.msgs)
 	}
 }

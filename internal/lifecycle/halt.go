@@ -44,6 +44,7 @@ const (
 	HaltCapabilityDecided    = "capability-decided"     // decided and held; nothing written
 	HaltCapabilityWritten    = "capability-written"     // audited and the bottle's Dockerfile written; not yet kept
 	HaltCapabilityCarriedOut = "capability-carried-out" // written, kept; not yet released to the bottle, nor stopped
+	HaltCapabilityReleased   = "capability-released"    // released to the bottle; the bottle not yet stopped
 )
 
 // halt kills this process when EnvTestHalt names point.

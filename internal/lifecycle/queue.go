@@ -175,8 +175,8 @@ func Operator() string {
 }
 
 // rebuildHeld reports whether a capability approval of the bottle is held
-// (queue.DecideHeld): decided, and not yet carried out. Records that cannot
-// be read count as one.
+// (queue.DecideHeld: decided, and not yet carried out), or released with
+// its stop to come. Records that cannot be read count as one.
 func (e *Env) rebuildHeld(id string) bool {
 	held, err := e.queue().Held(id)
 	if err != nil {

@@ -258,11 +258,12 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	}
 	d.Preserved = true
 	e.halt(HaltCapabilityCarriedOut)
-	if d.Request, err = e.queue().Release(r.ID); err != nil {
+	if d.Request, err = e.queue().Release(r.ID, true); err != nil {
 		return d, err
 	}
 	// Before the bottle stops for the rebuild, so that its agent hears why.
 	e.syncQueue(ctx, id)
+	e.halt(HaltCapabilityReleased)
 	notes, err := e.stopForRebuild(ctx, r, agent, p)
 	d.Notes = append(d.Notes, notes...)
 	return d, err
@@ -362,8 +363,9 @@ func approvalWritten(rec *state.Record, r queue.Request) bool {
 // stopForRebuild stops the bottle of the carried-out capability approval r,
 // so that its next resume builds the new image: after a grace in which its
 // agent hears the answer, and through the attached session when a
-// bot-bottle process holds the bottle (its teardown is the only one). p is
-// the bottle's backend, or nil to start it here.
+// bot-bottle process holds the bottle (its teardown is the only one). The
+// stop clears r's Stopping (apply); so does finding the bottle not running.
+// p is the bottle's backend, or nil to start it here.
 func (e *Env) stopForRebuild(ctx context.Context, r queue.Request, agent *config.Agent, p *pluginhost.Plugin) (notes []string, err error) {
 	id := r.Identity
 	resume := fmt.Sprintf("stop it with `bot-bottle stop %s`, then `%s` builds the change", id, ResumeCommand(id))
@@ -375,6 +377,9 @@ func (e *Env) stopForRebuild(ctx context.Context, r queue.Request, agent *config
 	if b.rec.Handle == nil {
 		// Nothing to stop: carrying out kept it. Its state is left alone, as
 		// another process may be launching it (its handle not yet written).
+		if err := e.queue().Stopped(id); err != nil {
+			return nil, err
+		}
 		return []string{fmt.Sprintf("%s is not running; the change applies when you resume it", id)}, nil
 	}
 	if p == nil {
@@ -470,7 +475,7 @@ func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Met
 		return d, fmt.Errorf("%w (%s stays pending to the agent; the next `bot-bottle requests` tries again)", err, r.ID)
 	}
 	e.halt(HaltEgressCarriedOut)
-	if d.Request, err = e.queue().Release(r.ID); err != nil {
+	if d.Request, err = e.queue().Release(r.ID, false); err != nil {
 		return d, err
 	}
 	unlock()
@@ -539,14 +544,15 @@ func (e *Env) carryOutEgress(ctx context.Context, r queue.Request, agent *config
 // apply lock), or failing to widen a running bottle or to record a rebuild
 // (tried again at each reader until it works or the bottle stops). A
 // released capability approval then stops its bottle, as its decider would
-// have. A bottle whose decider is still at it (its apply lock taken) is
-// left to it.
+// have, also one whose decider died after releasing it (queue's Stopping).
+// A bottle whose decider is still at it (its apply lock taken) is left to
+// it.
 func (e *Env) finishHeld(ctx context.Context) {
 	// A record List cannot read is reported by the caller's own List.
 	reqs, _ := e.queue().List()
 	seen := map[string]bool{}
 	for _, r := range reqs {
-		if r.Held && !seen[r.Identity] {
+		if (r.Held || r.Stopping) && !seen[r.Identity] {
 			seen[r.Identity] = true
 			e.finishHeldOf(ctx, r.Identity)
 		}
@@ -582,6 +588,13 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 	}
 	var released, rebuild []queue.Request
 	for _, r := range held {
+		if !r.Held {
+			// Released; only its bottle's stop is left.
+			if r.Stopping {
+				rebuild = append(rebuild, r)
+			}
+			continue
+		}
 		var notes []string
 		switch r.Kind {
 		case queue.KindEgress:
@@ -597,7 +610,7 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 			e.warn("finish the approval %s: %v", r.ID, err)
 			continue
 		}
-		if _, err := e.queue().Release(r.ID); err != nil {
+		if _, err := e.queue().Release(r.ID, r.Kind == queue.KindCapability); err != nil {
 			e.warn("finish the approval %s: %v", r.ID, err)
 			continue
 		}
@@ -620,6 +633,7 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 		notes, err := e.stopForRebuild(ctx, r, agent, p)
 		if err != nil {
 			e.warn("finish the approval %s: %v", r.ID, err)
+			return
 		}
 		for _, n := range notes {
 			e.say("%s", n)

@@ -38,7 +38,7 @@ func TestHeldApprovalIsPendingToTheBottleUntilReleased(t *testing.T) {
 		t.Fatalf("Held = %+v, %v", held, err)
 	}
 
-	rel, err := q.Release(r.ID)
+	rel, err := q.Release(r.ID, false)
 	if err != nil || rel.Held || rel.Status != StatusApproved || rel.DecidedBy != "user:alice" {
 		t.Fatalf("Release = %+v, %v", rel, err)
 	}
@@ -49,7 +49,7 @@ func TestHeldApprovalIsPendingToTheBottleUntilReleased(t *testing.T) {
 		t.Fatalf("Held after Release = %+v, %v", held, err)
 	}
 	// A second release (a reader finishing what was already finished) is a no-op.
-	if again, err := q.Release(r.ID); err != nil || again.Held || again.Status != StatusApproved || !again.DecidedAt.Equal(*rel.DecidedAt) {
+	if again, err := q.Release(r.ID, false); err != nil || again.Held || again.Status != StatusApproved || !again.DecidedAt.Equal(*rel.DecidedAt) {
 		t.Fatalf("second Release = %+v, %v; want %+v", again, err, rel)
 	}
 }
@@ -96,5 +96,35 @@ func TestApplyLock(t *testing.T) {
 	u()
 	if _, _, err := q.TryLockApply("nobody-abcde"); !errors.Is(err, ErrNoRequest) {
 		t.Fatalf("TryLockApply of a bottle without requests: %v", err)
+	}
+}
+
+// Released with its stop to come, an approval reads approved to the bottle
+// and stays among Held until its bottle's stop (Stopped) clears it.
+func TestReleasedApprovalWaitsForItsStop(t *testing.T) {
+	q, _, dir := newQueue(t)
+	submit(t, dir, token(2)+".json", `{"kind":"capability","reason":"tools","run":"true"}`)
+	r := ingestOne(t, q)
+	if _, err := q.DecideHeld(r.ID, "user:alice"); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := q.Release(r.ID, true)
+	if err != nil || rel.Held || !rel.Stopping {
+		t.Fatalf("Release = %+v, %v", rel, err)
+	}
+	if rc := readReceipt(t, dir, token(2)); rc.Status != StatusApproved {
+		t.Fatalf("receipt of a released approval: %+v", rc)
+	}
+	if held, err := q.Held(testID); err != nil || len(held) != 1 || !held[0].Stopping {
+		t.Fatalf("Held while its stop is to come = %+v, %v", held, err)
+	}
+	if err := q.Stopped(testID); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := q.Held(testID); err != nil || len(held) != 0 {
+		t.Fatalf("Held after the stop = %+v, %v", held, err)
+	}
+	if err := q.Stopped("nobody-abcde"); err != nil {
+		t.Fatalf("Stopped of a bottle without requests: %v", err)
 	}
 }

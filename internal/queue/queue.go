@@ -76,6 +76,11 @@ type Request struct {
 	// pending, so that the agent never hears "approved" of what is not yet
 	// in force. See DecideHeld.
 	Held bool `json:"held,omitempty"`
+	// Stopping marks an approval released with its bottle yet to be stopped
+	// (a capability approval, for the rebuild): the agent has heard
+	// "approved", and the bottle's stop clears it (Stopped). A decider
+	// killed before that leaves it for the next reader, as with Held.
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 var (
@@ -354,11 +359,12 @@ func (q *Queue) decide(id string, approve, held bool, reason, decidedBy string) 
 	return r, nil
 }
 
-// Release marks a held approval carried out and publishes it to the bottle.
-// A request that is not held is left as it is (a second releaser, or one
-// that finds a crashed decider's work already finished, does nothing);
-// either way the record comes back.
-func (q *Queue) Release(id string) (Request, error) {
+// Release marks a held approval carried out and publishes it to the bottle;
+// with stopping, its bottle is yet to be stopped (see Request.Stopping), in
+// the same write. A request that is not held is left as it is (a second
+// releaser, or one that finds a crashed decider's work already finished,
+// does nothing); either way the record comes back.
+func (q *Queue) Release(id string, stopping bool) (Request, error) {
 	identity, err := identityOf(id)
 	if err != nil {
 		return Request{}, err
@@ -375,7 +381,7 @@ func (q *Queue) Release(id string) (Request, error) {
 	if !r.Held {
 		return r, nil
 	}
-	r.Held = false
+	r.Held, r.Stopping = false, stopping
 	if err := q.writeRecord(r); err != nil {
 		return Request{}, fmt.Errorf("release %s: %w", id, err)
 	}
@@ -383,6 +389,37 @@ func (q *Queue) Release(id string) (Request, error) {
 		return r, fmt.Errorf("release %s: released, but %w", id, err)
 	}
 	return r, nil
+}
+
+// Stopped clears Stopping on every approval of the bottle: it has been
+// stopped, so none waits for its stop any more. Receipts do not change. A
+// bottle without records is not an error.
+func (q *Queue) Stopped(identity string) error {
+	if !ValidIdentity(identity) {
+		return fmt.Errorf("record the stop: invalid identity %q", identity)
+	}
+	l, err := q.lock(identity)
+	if errors.Is(err, ErrNoRequest) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record the stop of %s: %w", identity, err)
+	}
+	defer l.Unlock()
+	rs, err := q.listIdentity(identity)
+	for _, r := range rs {
+		if !r.Stopping {
+			continue
+		}
+		r.Stopping = false
+		if werr := q.writeRecord(r); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("record the stop of %s: %w", identity, err)
+	}
+	return nil
 }
 
 // LockApply takes the lock under which a decider carries out the bottle's
@@ -439,7 +476,8 @@ func (q *Queue) applyLock(identity string) (*flock.Flock, error) {
 }
 
 // Held returns the bottle's approvals that are decided but not yet carried
-// out. Records that cannot be read are left out and reported in the error.
+// out, and those released whose bottle is yet to be stopped (Stopping).
+// Records that cannot be read are left out and reported in the error.
 func (q *Queue) Held(identity string) ([]Request, error) {
 	if !ValidIdentity(identity) {
 		return nil, fmt.Errorf("held approvals: invalid identity %q", identity)
@@ -447,7 +485,7 @@ func (q *Queue) Held(identity string) ([]Request, error) {
 	rs, err := q.listIdentity(identity)
 	var held []Request
 	for _, r := range rs {
-		if r.Held {
+		if r.Held || r.Stopping {
 			held = append(held, r)
 		}
 	}
