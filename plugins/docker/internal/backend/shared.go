@@ -691,9 +691,8 @@ func groupProxies(ctx context.Context, c *client.Client, g group) ([]container.S
 // home's next egress start to find running; list shows it idle and prune
 // removes it. A config that does not parse keeps nothing: no start could
 // use it.
-func keepProxy() bool {
-	set, err := settings.Parse(sdk.PluginConfig())
-	return err == nil && set.KeepEgressProxy
+func (b *Backend) keepProxy() bool {
+	return b.setErr == nil && b.set.KeepEgressProxy
 }
 
 // servedNobody is what a stop (or a failed launch's rollback) does once
