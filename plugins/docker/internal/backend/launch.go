@@ -91,6 +91,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	tm.mark("engine-info")
 	hard, err := hardeningFor(feat)
 	if err != nil {
 		return h, err
