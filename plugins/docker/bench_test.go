@@ -521,9 +521,7 @@ func (e *env) dockerRun(img string) time.Duration {
 // bottle without egress ("no-egress." first), and of a bare `docker run
 // --rm` of the same image in the same run, the anchor.
 func BenchmarkEgressStartSteps(b *testing.B) {
-	cli := testenv.RequireDocker(b)
-	e := &env{t: b, cli: cli, label: testenv.RunID(b, cli)}
-	e.p = startPlugin(b, e.configEnv(noKeptProxy(nil)), sdk.EnvLogLevel+"=debug")
+	e := newStepsEnv(b)
 	ctx := context.Background()
 	a := e.agent("benchsteps")
 	egress := []string{"big.bb.test:80"}
@@ -538,35 +536,9 @@ func BenchmarkEgressStartSteps(b *testing.B) {
 		if len(egress) == 0 {
 			prefix = "no-egress."
 		}
-		id := e.identity("benchsteps")
-		spec := e.spec(a, id, "true")
+		spec := e.spec(a, e.identity("benchsteps"), "true")
 		spec.Egress = egress
-		t0 := time.Now()
-		plan, err := e.p.be.Prepare(ctx, spec)
-		if err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		h, err := e.p.be.Launch(ctx, spec, plan, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		t2 := time.Now()
-		if s := e.run(ctx, h, nil); s.status.Code != 0 {
-			b.Fatalf("bottle exit %+v", s)
-		}
-		t3 := time.Now()
-		e.stop(ctx, sdk.StopRequest{Handle: &h})
-		t4 := time.Now()
-		if !keep {
-			return
-		}
-		for k, d := range map[string]time.Duration{"prepare": t1.Sub(t0), "launch": t2.Sub(t1), "attach": t3.Sub(t2), "start": t3.Sub(t0), "stop": t4.Sub(t3)} {
-			steps[prefix+k] = append(steps[prefix+k], d)
-		}
-		for k, d := range loggedSteps(e.p.logs.String(), id) {
-			steps[prefix+k] = append(steps[prefix+k], d)
-		}
+		e.timeSteps(ctx, spec, keep, prefix, steps)
 	}
 	one(false, egress) // warm the caches
 	b.ResetTimer()
@@ -576,11 +548,109 @@ func BenchmarkEgressStartSteps(b *testing.B) {
 		one(true, nil)
 	}
 	b.StopTimer()
+	reportSteps(b, steps, map[string]string{"egress/docker-run": "start", "no-egress/docker-run": "no-egress.start"})
+}
+
+// BenchmarkEgressResumeSteps takes BenchmarkEgressResume apart as
+// BenchmarkEgressStartSteps does a start: the medians of the resume's calls
+// and of the steps the plugin's debug log times inside them, of the same
+// for a warm egress start of the agent's image ("start." first), and of a
+// bare `docker run --rm` of the snapshot, the anchor.
+func BenchmarkEgressResumeSteps(b *testing.B) {
+	e := newStepsEnv(b)
+	ctx := context.Background()
+	a := e.agent("benchressteps")
+	egress := []string{"big.bb.test:80"}
+	id := e.identity("benchressteps")
+	spec := e.spec(a, id, "sleep", "300")
+	spec.Detach, spec.Egress = true, egress
+	_, h, _ := e.launch(ctx, spec)
+	cr, err := e.p.be.Commit(ctx, h, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	b.Cleanup(func() { e.p.be.Stop(context.Background(), sdk.StopRequest{Identity: id, RemoveSnapshots: true}) })
+	resident := e.spec(a, e.identity("benchressteps"), "sleep", "3600")
+	resident.Detach, resident.Egress = true, egress
+	_, rh, _ := e.launch(ctx, resident)
+	defer e.stop(ctx, sdk.StopRequest{Handle: &rh})
+	steps := map[string][]time.Duration{}
+	resume := func(keep bool) {
+		rs := e.spec(a, id, "true")
+		rs.CommittedImage, rs.Resume, rs.Egress = cr.Image, true, egress
+		e.timeSteps(ctx, rs, keep, "", steps)
+	}
+	start := func() {
+		s := e.spec(a, e.identity("benchressteps"), "true")
+		s.Egress = egress
+		e.timeSteps(ctx, s, true, "start.", steps)
+	}
+	resume(false) // warm the caches
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		steps["docker-run"] = append(steps["docker-run"], e.dockerRun(cr.Image))
+		resume(true)
+		start()
+	}
+	b.StopTimer()
+	reportSteps(b, steps, map[string]string{"resume/docker-run": "start", "start/docker-run": "start.start"})
+}
+
+// newStepsEnv is a benchmark's env whose plugin logs at debug, so that its
+// timing lines are there to read, with keep_egress_proxy off.
+func newStepsEnv(b *testing.B) *env {
+	cli := testenv.RequireDocker(b)
+	e := &env{t: b, cli: cli, label: testenv.RunID(b, cli)}
+	e.p = startPlugin(b, e.configEnv(noKeptProxy(nil)), sdk.EnvLogLevel+"=debug")
+	return e
+}
+
+// timeSteps runs spec through Prepare, Launch, Attach (it must exit 0) and
+// Stop and, with keep, adds to steps under prefix how long each took
+// ("start" is the first three) and each step the plugin's timing lines
+// gave for it meanwhile.
+func (e *env) timeSteps(ctx context.Context, spec sdk.Spec, keep bool, prefix string, steps map[string][]time.Duration) {
+	e.t.Helper()
+	// Only this run's lines: a resumed identity has lines of earlier runs.
+	logged := len(e.p.logs.String())
+	t0 := time.Now()
+	plan, err := e.p.be.Prepare(ctx, spec)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	t1 := time.Now()
+	h, err := e.p.be.Launch(ctx, spec, plan, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	t2 := time.Now()
+	if s := e.run(ctx, h, nil); s.status.Code != 0 {
+		e.t.Fatalf("bottle exit %+v", s)
+	}
+	t3 := time.Now()
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	t4 := time.Now()
+	if !keep {
+		return
+	}
+	for k, d := range map[string]time.Duration{"prepare": t1.Sub(t0), "launch": t2.Sub(t1), "attach": t3.Sub(t2), "start": t3.Sub(t0), "stop": t4.Sub(t3)} {
+		steps[prefix+k] = append(steps[prefix+k], d)
+	}
+	for k, d := range loggedSteps(e.p.logs.String()[logged:], spec.Identity) {
+		steps[prefix+k] = append(steps[prefix+k], d)
+	}
+}
+
+// reportSteps reports every step's median and, under each name of ratios,
+// the median of the step it names against the "docker-run" anchor's.
+func reportSteps(b *testing.B, steps map[string][]time.Duration, ratios map[string]string) {
 	for k, ds := range steps {
 		b.ReportMetric(float64(median(ds).Microseconds())/1000, k+"-ms")
 	}
-	b.ReportMetric(float64(median(steps["start"]))/float64(median(steps["docker-run"])), "egress/docker-run")
-	b.ReportMetric(float64(median(steps["no-egress.start"]))/float64(median(steps["docker-run"])), "no-egress/docker-run")
+	for name, k := range ratios {
+		b.ReportMetric(float64(median(steps[k]))/float64(median(steps["docker-run"])), name)
+	}
 }
 
 // loggedSteps are the steps the plugin's timing lines about identity give,

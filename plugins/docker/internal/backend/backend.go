@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/client"
 	"log/slog"
 
+	"github.com/bot-bottle/bot-bottle/plugins/docker/internal/settings"
 	"github.com/bot-bottle/bot-bottle/sdk"
 )
 
@@ -28,6 +29,12 @@ type Backend struct {
 	sdk.UnimplementedBackend
 	log     *slog.Logger
 	version string
+	// set is the plugin's config block (plugins.hcl), parsed once: the core
+	// gives it in the environment at exec, so it cannot change while the
+	// process runs. setErr says why it does not parse; every launch
+	// refuses with it.
+	set    settings.Settings
+	setErr error
 
 	mu     sync.Mutex
 	cli    *client.Client
@@ -57,7 +64,8 @@ func New(log *slog.Logger, version string) *Backend {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{log: log, version: version}
+	set, err := settings.Parse(sdk.PluginConfig())
+	return &Backend{log: log, version: version, set: set, setErr: err}
 }
 
 // client returns the engine client, creating it on first use. Creating it

@@ -387,7 +387,7 @@ func (b *Backend) launchEgress(ctx, cctx context.Context, c *client.Client, spec
 	}
 	data.Proxy = sh.id
 	tm.mark("egress-find-proxy")
-	p, created, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog, create)
+	p, created, free, err := claimNetwork(ctx, cctx, c, g, key, sh, set, planned, spec.Identity, rules, spec.EgressLog, tm, create)
 	unlock()
 	if err != nil {
 		return none, err

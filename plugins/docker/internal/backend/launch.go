@@ -40,7 +40,7 @@ func (b *Backend) Launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 }
 
 func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, progress func(sdk.Progress)) (h sdk.Handle, err error) {
-	set, err := checkSpec(spec)
+	set, err := b.checkSpec(spec)
 	if err != nil {
 		return h, err
 	}
@@ -97,6 +97,7 @@ func (b *Backend) launch(ctx context.Context, spec sdk.Spec, plan sdk.Plan, prog
 	if err != nil {
 		return h, err
 	}
+	tm.mark("engine-info")
 	hard, err := hardeningFor(feat)
 	if err != nil {
 		return h, err
@@ -373,7 +374,7 @@ func (b *Backend) rollback(c *client.Client, identity, launchID string, data han
 			b.log.Warn("the egress proxy could not let a failed launch's bottle go", "identity", identity, "error", ferr)
 		}
 		if forgot && left == 0 {
-			more, err := servedNobody(ctx, c, data.Proxy, keepProxy())
+			more, err := servedNobody(ctx, c, data.Proxy, b.keepProxy())
 			removed = append(removed, more...)
 			if err != nil {
 				b.log.Warn("could not remove the idle egress proxy; prune removes it", "error", err)

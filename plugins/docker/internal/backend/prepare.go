@@ -75,17 +75,17 @@ func (pd planData) subnet() netip.Prefix {
 
 // checkSpec validates what the core handed over, so that bad input fails in
 // Prepare with one clear line instead of halfway through a launch.
-func checkSpec(spec sdk.Spec) (settings.Settings, error) {
+func (b *Backend) checkSpec(spec sdk.Spec) (settings.Settings, error) {
 	if err := checkIdentity(spec.Identity); err != nil {
 		return settings.Settings{}, err
 	}
 	if spec.Agent.Name == "" {
 		return settings.Settings{}, errors.New("spec names no agent")
 	}
-	set, err := settings.Parse(sdk.PluginConfig())
-	if err != nil {
-		return settings.Settings{}, err
+	if b.setErr != nil {
+		return settings.Settings{}, b.setErr
 	}
+	set := b.set
 	// Here, where the capability is granted, so that whoever drives the
 	// plugin gets the same refusal; the opt-in is in the plugin's own
 	// config (plugins.hcl), which an agent definition cannot set.
@@ -213,7 +213,7 @@ func (b *Backend) Prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) 
 }
 
 func (b *Backend) prepare(ctx context.Context, spec sdk.Spec) (sdk.Plan, error) {
-	set, err := checkSpec(spec)
+	set, err := b.checkSpec(spec)
 	if err != nil {
 		return sdk.Plan{}, fmt.Errorf("prepare %s: %w", spec.Identity, err)
 	}

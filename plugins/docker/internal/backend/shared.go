@@ -534,7 +534,7 @@ func newPooled(ctx context.Context, c *client.Client, g group, key string, sh sh
 // proxy's bottles is on (made or being made). When another start took that
 // one first the container is made again on the one this start got; it
 // never starts before, so it is never on a network another bottle holds.
-func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string, create func(pooled) (container.CreateResponse, error)) (pooled, container.CreateResponse, int, error) {
+func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key string, sh shared, set settings.Settings, planned netip.Prefix, identity string, rules []byte, egressLog string, tm *steps, create func(pooled) (container.CreateResponse, error)) (pooled, container.CreateResponse, int, error) {
 	var (
 		none       container.CreateResponse
 		insp       container.InspectResponse
@@ -563,6 +563,7 @@ func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key stri
 	if sh.fresh && insp.State != nil {
 		awaitControl(cctx, sh.id, insp.State.Pid)
 	}
+	tm.mark("egress-look")
 	add := func(offers []pooled) (pooled, int, error) {
 		addrs := make([]string, len(offers))
 		for i, o := range offers {
@@ -587,9 +588,13 @@ func claimNetwork(ctx, cctx context.Context, c *client.Client, g group, key stri
 			merr error
 		)
 		done := make(chan struct{})
-		go func() { defer close(done); made, merr = create(guess) }()
+		var createTook time.Duration
+		t0 := time.Now()
+		go func() { defer close(done); made, merr = create(guess); createTook = time.Since(t0) }()
 		p, free, err := add(cands)
+		tm.took("egress-add", time.Since(t0))
 		<-done
+		tm.took("egress-create", createTook)
 		if err == nil && p.id == guess.id {
 			return p, made, free, merr
 		}
@@ -691,9 +696,8 @@ func groupProxies(ctx context.Context, c *client.Client, g group) ([]container.S
 // home's next egress start to find running; list shows it idle and prune
 // removes it. A config that does not parse keeps nothing: no start could
 // use it.
-func keepProxy() bool {
-	set, err := settings.Parse(sdk.PluginConfig())
-	return err == nil && set.KeepEgressProxy
+func (b *Backend) keepProxy() bool {
+	return b.setErr == nil && b.set.KeepEgressProxy
 }
 
 // servedNobody is what a stop (or a failed launch's rollback) does once

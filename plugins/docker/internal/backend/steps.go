@@ -25,6 +25,14 @@ func (s *steps) mark(name string) {
 	s.last = now
 }
 
+// took records a step that ran beside others, which mark cannot time.
+func (s *steps) took(name string, d time.Duration) {
+	if s == nil {
+		return
+	}
+	s.attrs = append(s.attrs, slog.String(name, d.String()))
+}
+
 func (s *steps) log(l *slog.Logger, msg string, attrs ...any) {
 	if s == nil {
 		return

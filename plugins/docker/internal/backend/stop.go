@@ -94,7 +94,7 @@ func (b *Backend) stop(ctx context.Context, req sdk.StopRequest) ([]string, erro
 		}
 		tm.mark("forget")
 		if forgot && left == 0 {
-			more, err := servedNobody(ctx, c, proxy, keepProxy())
+			more, err := servedNobody(ctx, c, proxy, b.keepProxy())
 			removed = append(removed, more...)
 			if err != nil {
 				return removed, fmt.Errorf("stop %s: %w", identity, err)

@@ -106,8 +106,10 @@ func runClient(op string, args []string, stdin io.Reader, stdout io.Writer) erro
 	if op == CmdRevoke && sdk.ValidCredentialName(*credential) != nil {
 		return usageError{fmt.Errorf("--credential %q is not a credential name", *credential)}
 	}
-	if op != CmdList && !validIdentity(*identity) {
-		return usageError{fmt.Errorf("--identity %q: want lower-case letters, digits and '-'", *identity)}
+	if op != CmdList {
+		if err := checkIdentity("--identity", *identity); err != nil {
+			return usageError{err}
+		}
 	}
 	if takesRules(op) {
 		data, err := io.ReadAll(io.LimitReader(stdin, egress.MaxRulesFileSize+1))

@@ -118,9 +118,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	case o.identity == "":
 		return usageError{errors.New("--identity is required")}
-	case !validIdentity(o.identity):
-		return usageError{fmt.Errorf("--identity %q: want lower-case letters, digits and '-'", o.identity)}
-	case o.rules == "":
+	}
+	if err := checkIdentity("--identity", o.identity); err != nil {
+		return usageError{err}
+	}
+	if o.rules == "" {
 		return usageError{errors.New("--rules is required")}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -179,3 +181,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 // validIdentity is the one identity rule (sdk/names), so a wrong flag fails
 // here and not at the first event.
 func validIdentity(s string) bool { return names.Valid(s) }
+
+// checkIdentity refuses an identity validIdentity does not take, named as
+// it came: what is "--identity" for a flag, "identity" in a request.
+func checkIdentity(what, id string) error {
+	if validIdentity(id) {
+		return nil
+	}
+	return fmt.Errorf("%s %q: want lower-case letters, digits and '-'", what, id)
+}

@@ -327,11 +327,13 @@ func (h *hub) identities() []string {
 }
 
 func (h *hub) do(req Request, file *os.File) (Reply, error) {
-	if req.Op != CmdList && !validIdentity(req.Identity) {
-		if file != nil {
-			file.Close()
+	if req.Op != CmdList {
+		if err := checkIdentity("identity", req.Identity); err != nil {
+			if file != nil {
+				file.Close()
+			}
+			return Reply{}, err
 		}
-		return Reply{}, fmt.Errorf("identity %q: want lower-case letters, digits and '-'", req.Identity)
 	}
 	switch req.Op {
 	case CmdAdd:
