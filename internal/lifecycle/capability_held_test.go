@@ -2,12 +2,9 @@ package lifecycle_test
 
 import (
 	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,13 +65,7 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 			}
 			reqID := reqs[0].ID
 
-			cmd := exec.Command(os.Args[0], "-test.run=^TestEgressApprovalChild$", "-test.v")
-			cmd.Env = append(os.Environ(), childHome+"="+r.env.Home, childRequest+"="+reqID, lifecycle.EnvTestHalt+"="+point)
-			out, err := cmd.CombinedOutput()
-			var xe *exec.ExitError
-			if !errors.As(err, &xe) || xe.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("the approving child was not killed at %s: %v\n%s", point, err, out)
-			}
+			approveKilledAt(t, r.env.Home, reqID, point)
 
 			// Released only at the last point, and then with its stop to come.
 			released := point == lifecycle.HaltCapabilityReleased
@@ -256,13 +247,7 @@ func TestAttachedSessionEndsWhenAKilledCapabilityApprovalIsFinished(t *testing.T
 		t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
 	}
 	reqID := reqs[0].ID
-	cmd := exec.Command(os.Args[0], "-test.run=^TestEgressApprovalChild$", "-test.v")
-	cmd.Env = append(os.Environ(), childHome+"="+r.env.Home, childRequest+"="+reqID, lifecycle.EnvTestHalt+"="+lifecycle.HaltCapabilityDecided)
-	out, err := cmd.CombinedOutput()
-	var xe *exec.ExitError
-	if !errors.As(err, &xe) || xe.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("the approving child was not killed: %v\n%s", err, out)
-	}
+	approveKilledAt(t, r.env.Home, reqID, lifecycle.HaltCapabilityDecided)
 	select {
 	case code := <-done:
 		t.Fatalf("the session ended (%d) before the approval was carried out\n%s", code, r.msgs)

@@ -271,13 +271,7 @@ func TestEgressApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testing.T)
 			}
 			reqID := reqs[0].ID
 
-			cmd := exec.Command(os.Args[0], "-test.run=^TestEgressApprovalChild$", "-test.v")
-			cmd.Env = append(os.Environ(), childHome+"="+r.env.Home, childRequest+"="+reqID, lifecycle.EnvTestHalt+"="+point)
-			out, err := cmd.CombinedOutput()
-			var xe *exec.ExitError
-			if !errors.As(err, &xe) || xe.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("the approving child was not killed at %s: %v\n%s", point, err, out)
-			}
+			approveKilledAt(t, r.env.Home, reqID, point)
 
 			got, err := queue.Open(r.env.Home).Get(reqID)
 			if err != nil || got.Status != queue.StatusApproved || !got.Held {
@@ -333,6 +327,19 @@ func TestEgressApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testing.T)
 				t.Errorf("a later reader pushed the allowlist again")
 			}
 		})
+	}
+}
+
+// approveKilledAt approves reqID in a child process of this test binary
+// (TestEgressApprovalChild) that kills itself at the halt point.
+func approveKilledAt(t *testing.T, home, reqID, point string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEgressApprovalChild$", "-test.v")
+	cmd.Env = append(os.Environ(), childHome+"="+home, childRequest+"="+reqID, lifecycle.EnvTestHalt+"="+point)
+	out, err := cmd.CombinedOutput()
+	var xe *exec.ExitError
+	if !errors.As(err, &xe) || xe.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the approving child was not killed at %s: %v\n%s", point, err, out)
 	}
 }
 
