@@ -387,17 +387,8 @@ func BenchmarkEgressResume(b *testing.B) {
 	e.configure(noKeptProxy(nil))
 	ctx := context.Background()
 	a := e.agent("benchres")
-	id := e.identity("benchres")
 	egress := []string{"big.bb.test:80"}
-	spec := e.spec(a, id, "sleep", "300")
-	spec.Detach, spec.Egress = true, egress
-	_, h, _ := e.launch(ctx, spec)
-	cr, err := e.p.be.Commit(ctx, h, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.stop(ctx, sdk.StopRequest{Handle: &h})
-	b.Cleanup(func() { e.p.be.Stop(context.Background(), sdk.StopRequest{Identity: id, RemoveSnapshots: true}) })
+	id, cr := e.committedEgressBottle(b, a, "benchres", egress)
 	resume := func() time.Duration {
 		rs := e.spec(a, id, "true")
 		rs.CommittedImage, rs.Resume, rs.Egress = cr.Image, true, egress
@@ -561,16 +552,7 @@ func BenchmarkEgressResumeSteps(b *testing.B) {
 	ctx := context.Background()
 	a := e.agent("benchressteps")
 	egress := []string{"big.bb.test:80"}
-	id := e.identity("benchressteps")
-	spec := e.spec(a, id, "sleep", "300")
-	spec.Detach, spec.Egress = true, egress
-	_, h, _ := e.launch(ctx, spec)
-	cr, err := e.p.be.Commit(ctx, h, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.stop(ctx, sdk.StopRequest{Handle: &h})
-	b.Cleanup(func() { e.p.be.Stop(context.Background(), sdk.StopRequest{Identity: id, RemoveSnapshots: true}) })
+	id, cr := e.committedEgressBottle(b, a, "benchressteps", egress)
 	resident := e.spec(a, e.identity("benchressteps"), "sleep", "3600")
 	resident.Detach, resident.Egress = true, egress
 	_, rh, _ := e.launch(ctx, resident)
@@ -599,6 +581,23 @@ func BenchmarkEgressResumeSteps(b *testing.B) {
 
 // newStepsEnv is a benchmark's env whose plugin logs at debug, so that its
 // timing lines are there to read, with keep_egress_proxy off.
+// committedEgressBottle is a stopped egress bottle with a snapshot, what a
+// resume benchmark resumes; its snapshot goes when the benchmark ends.
+func (e *env) committedEgressBottle(b *testing.B, a sdk.Agent, name string, egress []string) (string, sdk.CommitResult) {
+	ctx := context.Background()
+	id := e.identity(name)
+	spec := e.spec(a, id, "sleep", "300")
+	spec.Detach, spec.Egress = true, egress
+	_, h, _ := e.launch(ctx, spec)
+	cr, err := e.p.be.Commit(ctx, h, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.stop(ctx, sdk.StopRequest{Handle: &h})
+	b.Cleanup(func() { e.p.be.Stop(context.Background(), sdk.StopRequest{Identity: id, RemoveSnapshots: true}) })
+	return id, cr
+}
+
 func newStepsEnv(b *testing.B) *env {
 	cli := testenv.RequireDocker(b)
 	e := &env{t: b, cli: cli, label: testenv.RunID(b, cli)}
