@@ -260,18 +260,9 @@ func TestEgressCLI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ad, "agent.hcl"), []byte(agent), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code := e.runCLI(t, home, "", nil, "start", "kubeegress", "--backend", "kubernetes", "--detach")
-	if code != 0 {
-		t.Fatalf("start --detach: exit %d\n%s%s", code, out, errOut)
-	}
-	m := regexp.MustCompile(`\b(kubeegress-[0-9a-z]{5})\b`).FindStringSubmatch(out + errOut)
-	if m == nil {
-		t.Fatalf("no identity in %q %q", out, errOut)
-	}
-	id := m[1]
-	t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", "--force", id) })
-	if !strings.Contains(out+errOut, "bb-"+id+"-egress") {
-		t.Fatalf("the preflight does not say where the bottle's egress goes: %s%s", out, errOut)
+	id, started := e.startDetached(t, home, nil, "kubeegress")
+	if !strings.Contains(started, "bb-"+id+"-egress") {
+		t.Fatalf("the preflight does not say where the bottle's egress goes: %s", started)
 	}
 	agentSh := func(cmd string) string {
 		t.Helper()
@@ -294,12 +285,12 @@ func TestEgressCLI(t *testing.T) {
 		t.Fatalf("bottle request egress: %v\n%s", err, hout)
 	}
 	t.Logf("bottle request egress: %s", hout)
-	m = regexp.MustCompile(`(?m)^submitted ([0-9a-f]+)$`).FindStringSubmatch(string(hout))
+	m := regexp.MustCompile(`(?m)^submitted ([0-9a-f]+)$`).FindStringSubmatch(string(hout))
 	if m == nil {
 		t.Fatalf("no token in the helper's output %q", hout)
 	}
 	token := m[1]
-	out, errOut, code = e.runCLI(t, home, "", nil, "approve", token)
+	out, errOut, code := e.runCLI(t, home, "", nil, "approve", token)
 	if code != 0 || !strings.Contains(out+errOut, "may now reach") {
 		t.Fatalf("approve %s: exit %d\n%s%s", token, code, out, errOut)
 	}

@@ -41,17 +41,7 @@ echo forged > /run/bot-bottle/queue/outbox/aaaaaaaaaaaaaaaa.json 2>/dev/null && 
 echo x >> /usr/local/bin/bottle 2>/dev/null && echo HELPER-WRITABLE >> /tmp/hostile
 echo checked >> /tmp/hostile
 sleep 300`
-		argv := append([]string{"start", "kube", "--backend", "kubernetes", "--detach"}, args...)
-		o, errOut, code := e.runCLI(t, home, "", nil, append(argv, "--", "sh", "-c", script)...)
-		if code != 0 {
-			t.Fatalf("start --detach: exit %d\n%s%s", code, o, errOut)
-		}
-		m := identityRE.FindStringSubmatch(o + errOut)
-		if m == nil {
-			t.Fatalf("no identity in %q %q", o, errOut)
-		}
-		id := m[1]
-		t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", id) })
+		id, _ := e.startDetached(t, home, nil, "kube", append(args, "--", "sh", "-c", script)...)
 		if !eventuallyTrue(func() bool { return strings.Count(inPod(id, "ls /run/bot-bottle/queue/inbox"), ".json") == 2 }) {
 			t.Fatalf("no two requests in the inbox of %s:\n%s", id, inPod(id, "id; ls -la /run/bot-bottle/queue /run/bot-bottle/queue/inbox /usr/local/bin/bottle; cat "+out+"/egress "+out+"/capability /tmp/hostile"))
 		}
