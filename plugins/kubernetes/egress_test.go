@@ -20,12 +20,17 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
 )
 
-// upstreamPod runs two HTTP servers (busybox httpd) in one pod the test
-// starts, on 8080 and 8081, and returns its address.
+// upstreamPod runs HTTP servers (busybox httpd) in one pod the test
+// starts, hello-allowed on 8080 and hello-approved on each of
+// approvedPorts, and returns its address.
 func (e *env) upstreamPod(t *testing.T) string {
 	t.Helper()
 	name := "bb-upstream-" + e.runID
-	e.runPod(t, name, []string{"sh", "-c", "mkdir -p /tmp/a /tmp/b && echo hello-allowed > /tmp/a/index.html && echo hello-approved > /tmp/b/index.html && httpd -p 8081 -h /tmp/b && exec httpd -f -p 8080 -h /tmp/a"})
+	script := "mkdir -p /tmp/a /tmp/b && echo hello-allowed > /tmp/a/index.html && echo hello-approved > /tmp/b/index.html"
+	for _, p := range approvedPorts {
+		script += fmt.Sprintf(" && httpd -p %d -h /tmp/b", p)
+	}
+	e.runPod(t, name, []string{"sh", "-c", script + " && exec httpd -f -p 8080 -h /tmp/a"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for ctx.Err() == nil {
@@ -38,6 +43,10 @@ func (e *env) upstreamPod(t *testing.T) string {
 	t.Fatal("the upstream pod did not come up")
 	return ""
 }
+
+// approvedPorts are the upstream pod's ports that no bottle may reach
+// until an approval.
+var approvedPorts = []int{8081, 8082, 8083}
 
 // TestEgressAllowlist is acceptance 1 on the real cluster, through the
 // real plugin process: an allowed upstream answers through the bottle's
