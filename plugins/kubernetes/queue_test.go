@@ -55,7 +55,9 @@ func TestQueueDetachedSupervise(t *testing.T) {
 		script := ""
 		for _, p := range approvedPorts {
 			h := fmt.Sprintf("%s:%d", up, p)
-			script += `(/usr/local/bin/bottle request egress ` + h + ` --reason docs && wget -q -O - http://` + h + `/) > ` + out + fmt.Sprintf("/egress-%d", p) + ` 2>&1 &
+			// The helper looks for its answer often (--poll), so that the
+			// agent tries as soon as a sync brings it.
+			script += `(/usr/local/bin/bottle request egress ` + h + ` --reason docs --poll 20ms && wget -q -O - http://` + h + `/) > ` + out + fmt.Sprintf("/egress-%d", p) + ` 2>&1 &
 `
 		}
 		script += `(while [ ! -e /tmp/capability-now ]; do sleep 1; done; /usr/local/bin/bottle request capability --run '` + run + `' --reason tool > ` + out + `/capability 2>&1) &
@@ -151,8 +153,31 @@ rule "build" {
 			errs[i] = cmd.Run()
 		}()
 	}
+	// Meanwhile other readers sync the queues over and over, as `requests`
+	// or the dashboard would: any of their syncs may come while a
+	// supervisor is between its decision and the widened allowlist.
+	cli, readersDone := e.cli(t), make(chan struct{})
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-readersDone:
+					return
+				case <-race:
+				}
+				cmd := exec.Command(cli, "requests")
+				cmd.Env = e.cliEnv(home)
+				_ = cmd.Run()
+			}
+		}()
+	}
 	close(race)
 	wg.Wait()
+	close(readersDone)
+	readers.Wait()
 	both := "--- 1:\n" + outs[0].String() + "\n--- 2:\n" + outs[1].String()
 	for i, err := range errs {
 		if err != nil {
