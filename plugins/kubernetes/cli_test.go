@@ -175,7 +175,30 @@ func TestStartCwdExitCode(t *testing.T) {
 	}
 }
 
-var identityRE = regexp.MustCompile(`\b(kube-[0-9a-z]{5})\b`)
+// identityRE finds the identity of a bottle of the agent in the CLI's
+// output.
+func identityRE(agent string) *regexp.Regexp {
+	return regexp.MustCompile(`\b(` + regexp.QuoteMeta(agent) + `-[0-9a-z]{5})\b`)
+}
+
+// startDetached runs `start AGENT --backend kubernetes --detach ARGS...` in
+// home and returns the new bottle's identity and the command's output; the
+// bottle is removed at the test's end, whatever became of it.
+func (e *env) startDetached(t *testing.T, home string, extraEnv []string, agent string, args ...string) (id, output string) {
+	t.Helper()
+	argv := append([]string{"start", agent, "--backend", "kubernetes", "--detach"}, args...)
+	out, errOut, code := e.runCLI(t, home, "", extraEnv, argv...)
+	if code != 0 {
+		t.Fatalf("start --detach: exit %d\n%s%s", code, out, errOut)
+	}
+	m := identityRE(agent).FindStringSubmatch(out + errOut)
+	if m == nil {
+		t.Fatalf("no identity of %s in %q %q", agent, out, errOut)
+	}
+	id = m[1]
+	t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", "--force", id) })
+	return id, out + errOut
+}
 
 // ptyRun is one bot-bottle command on a real pty of its own.
 type ptyRun struct {
@@ -282,7 +305,8 @@ func TestPTYResizeDetachAttach(t *testing.T) {
 	home := e.home(t)
 	a := e.startOnPTY(t, home, "start", "kube", "--backend", "kubernetes", "--", "sh", "-i")
 	pos := a.waitFor(t, 0, "$ ", 120*time.Second)
-	m := identityRE.FindStringSubmatch(a.String())
+	kubeID := identityRE("kube")
+	m := kubeID.FindStringSubmatch(a.String())
 	a.typ(t, "stty size\r")
 	pos = a.waitFor(t, pos, "24 80", 20*time.Second)
 	if err := pty.Setsize(a.ptmx, &pty.Winsize{Rows: 33, Cols: 111}); err != nil {
@@ -298,7 +322,7 @@ func TestPTYResizeDetachAttach(t *testing.T) {
 		t.Fatalf("detach: exit %d\n%s", code, a.String())
 	}
 	if m == nil {
-		m = identityRE.FindStringSubmatch(a.String())
+		m = kubeID.FindStringSubmatch(a.String())
 	}
 	if m == nil {
 		t.Fatalf("no identity on the screen:\n%s", a.String())
@@ -340,16 +364,7 @@ func TestPreserveResumeSecretNoEgress(t *testing.T) {
 	secret := "s3cr3t-" + e.runID + "-value"
 	dir := projectDir(t, map[string]string{"README": "project\n"})
 	senv := []string{"BB_TEST_SECRET=" + secret}
-	out, errOut, code := e.runCLI(t, home, "", senv, "start", "kube", "--backend", "kubernetes", "--cwd", dir, "--detach", "--", "sh", "-c", "echo kept-$$ > written; sleep 300")
-	if code != 0 {
-		t.Fatalf("start --detach: exit %d\n%s%s", code, out, errOut)
-	}
-	m := identityRE.FindStringSubmatch(out + errOut)
-	if m == nil {
-		t.Fatalf("no identity in %q %q", out, errOut)
-	}
-	id := m[1]
-	t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", id) })
+	id, _ := e.startDetached(t, home, senv, "kube", "--cwd", dir, "--", "sh", "-c", "echo kept-$$ > written; sleep 300")
 
 	// The secret: in the agent's environment, not in the pod's object.
 	ctx := context.Background()
@@ -390,7 +405,7 @@ func TestPreserveResumeSecretNoEgress(t *testing.T) {
 	if _, err := e.cs.CoreV1().Pods("default").Get(ctx, "bb-"+id, metav1.GetOptions{}); err == nil {
 		t.Fatalf("after stop --preserve the pod is still there")
 	}
-	out, errOut, code = e.runCLI(t, home, "", nil, "resume", id, "--", "sh", "-c", "cat written README")
+	out, errOut, code := e.runCLI(t, home, "", nil, "resume", id, "--", "sh", "-c", "cat written README")
 	if code != 0 || !strings.Contains(out, "kept-") || !strings.Contains(out, "project") {
 		t.Fatalf("resume: exit %d, stdout %q, stderr %q; want the file written before the stop", code, out, errOut)
 	}

@@ -20,12 +20,17 @@ import (
 	"github.com/bot-bottle/bot-bottle/sdk/backendtest"
 )
 
-// upstreamPod runs two HTTP servers (busybox httpd) in one pod the test
-// starts, on 8080 and 8081, and returns its address.
+// upstreamPod runs HTTP servers (busybox httpd) in one pod the test
+// starts, hello-allowed on 8080 and hello-approved on each of
+// approvedPorts, and returns its address.
 func (e *env) upstreamPod(t *testing.T) string {
 	t.Helper()
 	name := "bb-upstream-" + e.runID
-	e.runPod(t, name, []string{"sh", "-c", "mkdir -p /tmp/a /tmp/b && echo hello-allowed > /tmp/a/index.html && echo hello-approved > /tmp/b/index.html && httpd -p 8081 -h /tmp/b && exec httpd -f -p 8080 -h /tmp/a"})
+	script := "mkdir -p /tmp/a /tmp/b && echo hello-allowed > /tmp/a/index.html && echo hello-approved > /tmp/b/index.html"
+	for _, p := range approvedPorts {
+		script += fmt.Sprintf(" && httpd -p %d -h /tmp/b", p)
+	}
+	e.runPod(t, name, []string{"sh", "-c", script + " && exec httpd -f -p 8080 -h /tmp/a"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for ctx.Err() == nil {
@@ -38,6 +43,10 @@ func (e *env) upstreamPod(t *testing.T) string {
 	t.Fatal("the upstream pod did not come up")
 	return ""
 }
+
+// approvedPorts are the upstream pod's ports that no bottle may reach
+// until an approval.
+var approvedPorts = []int{8081, 8082, 8083}
 
 // TestEgressAllowlist is acceptance 1 on the real cluster, through the
 // real plugin process: an allowed upstream answers through the bottle's
@@ -260,18 +269,9 @@ func TestEgressCLI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ad, "agent.hcl"), []byte(agent), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code := e.runCLI(t, home, "", nil, "start", "kubeegress", "--backend", "kubernetes", "--detach")
-	if code != 0 {
-		t.Fatalf("start --detach: exit %d\n%s%s", code, out, errOut)
-	}
-	m := regexp.MustCompile(`\b(kubeegress-[0-9a-z]{5})\b`).FindStringSubmatch(out + errOut)
-	if m == nil {
-		t.Fatalf("no identity in %q %q", out, errOut)
-	}
-	id := m[1]
-	t.Cleanup(func() { _, _, _ = e.runCLI(t, home, "", nil, "rm", "--force", id) })
-	if !strings.Contains(out+errOut, "bb-"+id+"-egress") {
-		t.Fatalf("the preflight does not say where the bottle's egress goes: %s%s", out, errOut)
+	id, started := e.startDetached(t, home, nil, "kubeegress")
+	if !strings.Contains(started, "bb-"+id+"-egress") {
+		t.Fatalf("the preflight does not say where the bottle's egress goes: %s", started)
 	}
 	agentSh := func(cmd string) string {
 		t.Helper()
@@ -294,12 +294,12 @@ func TestEgressCLI(t *testing.T) {
 		t.Fatalf("bottle request egress: %v\n%s", err, hout)
 	}
 	t.Logf("bottle request egress: %s", hout)
-	m = regexp.MustCompile(`(?m)^submitted ([0-9a-f]+)$`).FindStringSubmatch(string(hout))
+	m := regexp.MustCompile(`(?m)^submitted ([0-9a-f]+)$`).FindStringSubmatch(string(hout))
 	if m == nil {
 		t.Fatalf("no token in the helper's output %q", hout)
 	}
 	token := m[1]
-	out, errOut, code = e.runCLI(t, home, "", nil, "approve", token)
+	out, errOut, code := e.runCLI(t, home, "", nil, "approve", token)
 	if code != 0 || !strings.Contains(out+errOut, "may now reach") {
 		t.Fatalf("approve %s: exit %d\n%s%s", token, code, out, errOut)
 	}

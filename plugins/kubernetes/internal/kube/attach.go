@@ -27,6 +27,10 @@ import (
 // after its attach stream ended.
 const exitTimeout = 30 * time.Second
 
+// setupTimeout bounds an attach's first start (the wait for the agent's
+// container and the gate's opening), which a detach does not cancel.
+const setupTimeout = time.Minute
+
 // Attach connects the caller's streams to the agent's container through the
 // API server, opening its gate on the first attach so that none of its
 // output is lost, and returns its exit code from the pod's status, where a
@@ -41,11 +45,14 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 		return sdk.ExitStatus{}, err
 	}
 	cl = cl.in(hd.Namespace)
-	pod, err := b.waitAgent(ctx, cl, hd.Pod)
+	// A detach during the first start must leave the agent running: a gate
+	// left shut leaves the pod created, not running, to List (and prune).
+	// So the wait for the agent and the gate's opening run to their end,
+	// bounded by setupTimeout, and a detach returns only after them.
+	setup, cancelSetup := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancelSetup()
+	pod, err := b.waitAgent(setup, cl, hd.Pod)
 	if err != nil {
-		if ctx.Err() != nil {
-			return sdk.ExitStatus{Detached: true}, nil
-		}
 		return sdk.ExitStatus{}, err
 	}
 	if st := agentStatus(pod); st != nil && st.State.Terminated != nil {
@@ -64,7 +71,9 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	if errOut == nil {
 		errOut = io.Discard
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream's own context: a detach ends it (below), once the gate
+	// is open.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	if hd.ProxyIP != "" && hd.EgressLog != "" {
 		// While attached, the audit reaches the operator's host as it
@@ -110,6 +119,22 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 			errOut, filters = fe, append(filters, fe)
 		}
 	}
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-sctx.Done():
+			return
+		}
+		if gated {
+			// A gate that fails cancels sctx; one that hangs, setup.
+			wctx, wcancel := context.WithCancel(sctx)
+			stop := context.AfterFunc(setup, wcancel)
+			_ = filters.WaitOpened(wctx)
+			stop()
+			wcancel()
+		}
+		cancel()
+	}()
 	var in io.Reader
 	var closeIn func()
 	gateDone := make(chan error, 1)
@@ -130,7 +155,11 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 				return // held open: no input is not the end of input
 			}
 			_, _ = io.Copy(pw, stdin)
-			_ = pw.Close()
+			// An input that ends with a detach is not the user closing
+			// it: the stream may still be opening the gate.
+			if ctx.Err() == nil {
+				_ = pw.Close()
+			}
 		}()
 	}
 	opts := remotecommand.StreamOptions{Stdin: in, Stdout: out, Tty: tty}
@@ -145,7 +174,7 @@ func (b *Backend) Attach(ctx context.Context, req sdk.AttachRequest, s sdk.Attac
 	if closeIn != nil {
 		closeIn()
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && (!gated || filters.Opened()) {
 		return sdk.ExitStatus{Detached: true}, nil
 	}
 	if gated && !filters.Opened() {
