@@ -24,12 +24,14 @@ import (
 
 // liveEgress is the test backend with a running allowlist (CapLiveEgress):
 // it keeps every list UpdateEgress pushed and, with gate set, holds each
-// UpdateEgress until gate is closed, after saying on entered that it began.
+// UpdateEgress until gate is closed, after saying on entered that it began;
+// while fail is set, UpdateEgress fails.
 type liveEgress struct {
 	sdk.Backend
 	entered chan struct{}
 	gate    chan struct{}
 	onStop  func(id string)
+	fail    atomic.Bool
 	mu      sync.Mutex
 	pushed  [][]string
 }
@@ -55,6 +57,9 @@ func (b *liveEgress) UpdateEgress(ctx context.Context, _ sdk.Handle, egress []st
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if b.fail.Load() {
+		return errors.New("the proxy is down")
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

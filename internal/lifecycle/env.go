@@ -45,6 +45,10 @@ type Env struct {
 	// Notify receives what flows tell the operator; nil prints each notice
 	// as a line on Err.
 	Notify func(Notice)
+
+	// retries is when this process may next try to finish each held
+	// approval whose carrying out failed (finishHeld).
+	retries heldRetries
 }
 
 // lookupEnv is the one way a flow reads the host's environment (the

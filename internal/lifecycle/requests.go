@@ -7,7 +7,9 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bot-bottle/bot-bottle/internal/audit"
@@ -254,6 +256,7 @@ func (e *Env) approveCapability(ctx context.Context, r queue.Request, meta state
 	d := Decision{Request: r}
 	d.Notes, err = e.carryOutCapability(ctx, r, agent, p, false)
 	if err != nil {
+		e.retries.failed(r.ID, id, e.now())
 		return d, fmt.Errorf("%w (%s stays pending to the agent; the next `bot-bottle requests` tries again)", err, r.ID)
 	}
 	d.Preserved = true
@@ -472,6 +475,8 @@ func (e *Env) approveEgress(ctx context.Context, r queue.Request, meta state.Met
 	notes, err := e.carryOutEgress(ctx, r, agent, true)
 	d.Notes = append(d.Notes, notes...)
 	if err != nil {
+		// Tried again by finishHeld, this Env's after its backoff.
+		e.retries.failed(r.ID, meta.Identity, e.now())
 		return d, fmt.Errorf("%w (%s stays pending to the agent; the next `bot-bottle requests` tries again)", err, r.ID)
 	}
 	e.halt(HaltEgressCarriedOut)
@@ -542,20 +547,17 @@ func (e *Env) carryOutEgress(ctx context.Context, r queue.Request, agent *config
 // finishHeld carries out and releases the approvals that their deciders
 // left held: killed between deciding and releasing (the kernel dropped the
 // apply lock), or failing to widen a running bottle or to record a rebuild
-// (tried again at each reader until it works or the bottle stops). A
-// released capability approval then stops its bottle, as its decider would
-// have, also one whose decider died after releasing it (queue's Stopping).
-// A bottle whose decider is still at it (its apply lock taken) is left to
-// it.
+// (tried again by each reader until it works or the bottle stops, by one
+// Env no sooner than its backoff allows). A released capability approval
+// then stops its bottle, as its decider would have, also one whose decider
+// died after releasing it (queue's Stopping). A bottle whose decider is
+// still at it (its apply lock taken) is left to it.
 func (e *Env) finishHeld(ctx context.Context) {
 	// A record List cannot read is reported by the caller's own List.
 	reqs, _ := e.queue().List()
-	seen := map[string]bool{}
-	for _, r := range reqs {
-		if (r.Held || r.Stopping) && !seen[r.Identity] {
-			seen[r.Identity] = true
-			e.finishHeldOf(ctx, r.Identity)
-		}
+	e.retries.settle("", reqs)
+	for _, id := range e.retries.dueBottles(reqs, e.now()) {
+		e.finishHeldOf(ctx, id)
 	}
 }
 
@@ -570,9 +572,27 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 	}
 	defer unlock()
 	// Read again under the lock: the decider may have released them since.
-	held, err := e.queue().Held(id)
+	all, err := e.queue().Held(id)
 	if err != nil {
 		e.warn("finish the approvals of %s: %v", id, err)
+	}
+	e.retries.settle(id, all)
+	var held []queue.Request
+	for _, r := range all {
+		if e.retries.due(r, e.now()) {
+			held = append(held, r)
+		}
+	}
+	// failed backs rs off after err; the last is the one err is of.
+	failed := func(err error, rs ...queue.Request) {
+		if ctx.Err() != nil {
+			// Cut short (a session's end), not failed: the next reader goes on.
+			return
+		}
+		for _, r := range rs {
+			e.retries.failed(r.ID, id, e.now())
+		}
+		e.warn("finish the approval %s: %v", rs[len(rs)-1].ID, err)
 	}
 	agent := e.agentOf(id)
 	// For a rebuild's transcript and stop; nil when the bottle does not run.
@@ -607,13 +627,14 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 			err = fmt.Errorf("a %s request is never held", r.Kind)
 		}
 		if err != nil {
-			e.warn("finish the approval %s: %v", r.ID, err)
+			failed(err, r)
 			continue
 		}
 		if _, err := e.queue().Release(r.ID, r.Kind == queue.KindCapability); err != nil {
-			e.warn("finish the approval %s: %v", r.ID, err)
+			failed(err, r)
 			continue
 		}
+		e.retries.succeeded(r.ID)
 		released = append(released, r)
 		if r.Kind == queue.KindCapability {
 			rebuild = append(rebuild, r)
@@ -632,11 +653,104 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 		r := rebuild[len(rebuild)-1]
 		notes, err := e.stopForRebuild(ctx, r, agent, p)
 		if err != nil {
-			e.warn("finish the approval %s: %v", r.ID, err)
+			failed(err, rebuild...)
 			return
+		}
+		for _, q := range rebuild {
+			e.retries.succeeded(q.ID)
 		}
 		for _, n := range notes {
 			e.say("%s", n)
+		}
+	}
+}
+
+// A held approval whose carrying out failed is tried again by the same Env
+// only after a delay that doubles at each failure: a reader that reads every
+// second (the dashboard) would otherwise start a plugin
+// and print a warning every second for as long as the backend refuses.
+// The first delay is short, so that a passing failure is soon over; the
+// longest keeps an outage's retries (and warnings) to one a minute.
+const (
+	heldRetryFirst = 2 * time.Second
+	heldRetryMax   = time.Minute
+)
+
+// heldRetries is an Env's backoff of the held approvals it failed to finish,
+// by request ID. Its zero value is ready; it is safe for concurrent use.
+type heldRetries struct {
+	mu sync.Mutex
+	m  map[string]heldRetry
+}
+
+type heldRetry struct {
+	identity string
+	delay    time.Duration
+	next     time.Time
+}
+
+// due reports whether r is left to finish (held, or its stop to come) and
+// not backed off at now.
+func (h *heldRetries) due(r queue.Request, now time.Time) bool {
+	if !r.Held && !r.Stopping {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b, ok := h.m[r.ID]
+	return !ok || !now.Before(b.next)
+}
+
+// dueBottles are the bottles of reqs with a request due, in reqs' order.
+func (h *heldRetries) dueBottles(reqs []queue.Request, now time.Time) []string {
+	var ids []string
+	for _, r := range reqs {
+		if !slices.Contains(ids, r.Identity) && h.due(r, now) {
+			ids = append(ids, r.Identity)
+		}
+	}
+	return ids
+}
+
+// failed backs request reqID of bottle identity off from now.
+func (h *heldRetries) failed(reqID, identity string, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]heldRetry{}
+	}
+	d := heldRetryFirst
+	if r, ok := h.m[reqID]; ok {
+		d = min(2*r.delay, heldRetryMax)
+	}
+	h.m[reqID] = heldRetry{identity: identity, delay: d, next: now.Add(d)}
+}
+
+// succeeded forgets request reqID's backoff.
+func (h *heldRetries) succeeded(reqID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, reqID)
+}
+
+// settle forgets the backoff of the requests of bottle identity ("" for
+// every bottle) that reqs no longer has held or stopping: another process
+// finished them.
+func (h *heldRetries) settle(identity string, reqs []queue.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.m) == 0 {
+		return
+	}
+	still := map[string]bool{}
+	for _, r := range reqs {
+		if r.Held || r.Stopping {
+			still[r.ID] = true
+		}
+	}
+	for id, r := range h.m {
+		if (identity == "" || r.identity == identity) && !still[id] {
+			delete(h.m, id)
 		}
 	}
 }
