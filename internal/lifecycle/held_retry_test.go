@@ -128,3 +128,76 @@ func TestAFailingHeldApprovalIsRetriedAfterABackoff(t *testing.T) {
 		t.Fatalf("a reader after the release started a plugin")
 	}
 }
+
+// The attached session's own request watch finishes an approval of its
+// bottle that a killed decider left, with no other reader: the agent hears
+// an egress approval with the allowlist widened, and a capability approval
+// ends the session for the rebuild, the bottle kept with the change.
+func TestAttachedSessionFinishesAKilledApproval(t *testing.T) {
+	for _, kind := range []queue.Kind{queue.KindEgress, queue.KindCapability} {
+		t.Run(string(kind), func(t *testing.T) {
+			le := &liveEgress{}
+			r := liveRig(t, t.TempDir(), testbackend.Options{}, le)
+			id, end, done := attached(t, r)
+			hostQueue := filepath.Join(r.env.Home, "queue", id)
+			const token, host, run = "b2b2b2b2b2b2b2b21", "s.example.test", "touch /watched"
+			sub, point := queue.Submission{Kind: kind, Host: host, Reason: "w"}, lifecycle.HaltEgressDecided
+			if kind == queue.KindCapability {
+				sub, point = queue.Submission{Kind: kind, Run: run, Reason: "w"}, lifecycle.HaltCapabilityDecided
+			}
+			file(t, hostQueue, token, sub)
+			q := queue.Open(r.env.Home)
+			var reqID string
+			for deadline := time.Now().Add(10 * time.Second); reqID == ""; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the session's watch did not pick up the request")
+				}
+				if reqs, _ := q.List(); len(reqs) == 1 {
+					reqID = reqs[0].ID
+				}
+			}
+			approveKilledAt(t, r.env.Home, reqID, point)
+
+			if kind == queue.KindCapability {
+				select {
+				case <-done:
+				case <-time.After(15 * time.Second):
+					t.Fatal("the attached session did not end for the rebuild")
+				}
+				rec, err := r.env.Store.Load(id)
+				if err != nil || !rec.Kept || rec.Handle != nil {
+					t.Fatalf("the bottle after its session ended: %+v, %v\n%s", rec, err, r.msgs)
+				}
+				if n := strings.Count(string(rec.Dockerfile), "RUN "+run+"\n"); n != 1 {
+					t.Fatalf("the Dockerfile has the RUN %d times:\n%s", n, rec.Dockerfile)
+				}
+				if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusApproved {
+					t.Fatalf("the agent reads %s", rc.Status)
+				}
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for receipt(t, hostQueue, token).Status != queue.StatusApproved {
+				if time.Now().After(deadline) {
+					t.Fatal("the session's watch did not finish the approval")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if got := le.last(); !slices.Contains(got, host) {
+				t.Fatalf("the agent heard approved, but the running allowlist is %v", got)
+			}
+			select {
+			case code := <-done:
+				t.Fatalf("the session ended (%d) for an egress approval", code)
+			default:
+			}
+			// Before the test's cleanup takes its plugin away.
+			end()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the session did not end")
+			}
+		})
+	}
+}

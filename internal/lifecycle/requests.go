@@ -561,6 +561,16 @@ func (e *Env) finishHeld(ctx context.Context) {
 	}
 }
 
+// finishHeldOfIfDue is finishHeld for one bottle: what its attached
+// session's request watch runs.
+func (e *Env) finishHeldOfIfDue(ctx context.Context, id string) {
+	held, _ := e.queue().Held(id)
+	e.retries.settle(id, held)
+	if len(e.retries.dueBottles(held, e.now())) > 0 {
+		e.finishHeldOf(ctx, id)
+	}
+}
+
 func (e *Env) finishHeldOf(ctx context.Context, id string) {
 	unlock, ok, err := e.queue().TryLockApply(id)
 	if err != nil {
@@ -667,7 +677,7 @@ func (e *Env) finishHeldOf(ctx context.Context, id string) {
 
 // A held approval whose carrying out failed is tried again by the same Env
 // only after a delay that doubles at each failure: a reader that reads every
-// second (the dashboard) would otherwise start a plugin
+// second (the dashboard, a session's watch) would otherwise start a plugin
 // and print a warning every second for as long as the backend refuses.
 // The first delay is short, so that a passing failure is soon over; the
 // longest keeps an outage's retries (and warnings) to one a minute.

@@ -246,9 +246,13 @@ func (e *Env) restoreTranscript(ctx context.Context, p *pluginhost.Plugin, s ses
 }
 
 // watchRequests picks up the bottle's requests while it is attached, so the
-// operator sees them at once and the audit log has them in order.
-// A bottle whose queue is apart from the host's (sdk.CapQueueSync) is synced
-// through p at each poll, and again when a poll wrote receipts.
+// operator sees them at once and the audit log has them in order, and
+// finishes the approvals of the bottle a dead decider left held, so that its
+// agent does not wait for another reader (finishHeld, with its backoff). It
+// runs beside the attach: a slow finishing delays the next poll, never the
+// session's I/O. A bottle whose queue is apart from the host's
+// (sdk.CapQueueSync) is synced through p at each poll, and again when a
+// poll wrote receipts.
 func (e *Env) watchRequests(ctx context.Context, id string, p *pluginhost.Plugin, h sdk.Handle) (stop func()) {
 	syncs := p != nil && p.Info.Has(sdk.CapQueueSync)
 	failing := false
@@ -269,6 +273,8 @@ func (e *Env) watchRequests(ctx context.Context, id string, p *pluginhost.Plugin
 		if syncs {
 			sync()
 		}
+		// Last, after this poll's requests are shown.
+		defer e.finishHeldOfIfDue(ctx, id)
 		reqs, refused, err := e.queue().Ingest(id)
 		if err != nil {
 			return true
