@@ -184,9 +184,23 @@ up() {
 	fi
 	# Whatever a crashed run left goes first.
 	down_quiet
+	ports_free
 	local t0=$SECONDS
 	up_runtime
 	up_kube "$t0"
+}
+
+# ports_free refuses to start over daemons that down did not know of (left
+# by a run whose pid files another run overwrote): a kubelet that cannot
+# bind its ports would only say, ten minutes later, that the node never
+# came up. It names what holds each port.
+ports_free() {
+	local port holder busy=""
+	for port in "$ETCD_PORT" "$ETCD_PEER" "$API_PORT" 10250 10248; do
+		holder="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(([^)]*))' | head -n1)"
+		[ -n "$holder" ] && busy="$busy port $port: $holder;"
+	done
+	[ -z "$busy" ] || die "the test cluster's ports are taken (a cluster left by another run?):$busy stop those processes and try again"
 }
 
 # up_runtime starts what runs pods on this host: the bridge, etcd and the
