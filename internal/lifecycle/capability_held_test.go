@@ -57,13 +57,8 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 			hostQueue := filepath.Join(r.env.Home, "queue", id)
 			const token = "cccccccccccccccc1"
 			const run = "touch /installed"
-			file(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: run, Reason: "needs it"})
+			reqID := r.collectOne(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: run, Reason: "needs it"})
 			ctx := context.Background()
-			reqs, err := r.env.Requests(ctx)
-			if err != nil || len(reqs) != 1 {
-				t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
-			}
-			reqID := reqs[0].ID
 
 			approveKilledAt(t, r.env.Home, reqID, point)
 
@@ -240,13 +235,8 @@ func TestAttachedSessionEndsWhenAKilledCapabilityApprovalIsFinished(t *testing.T
 	id, _, done := attached(t, r)
 	hostQueue := filepath.Join(r.env.Home, "queue", id)
 	const token = "eeeeeeeeeeeeeee71"
-	file(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: "touch /attached", Reason: "needs it"})
+	reqID := r.collectOne(t, hostQueue, token, queue.Submission{Kind: queue.KindCapability, Run: "touch /attached", Reason: "needs it"})
 	ctx := context.Background()
-	reqs, err := r.env.Requests(ctx)
-	if err != nil || len(reqs) != 1 {
-		t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
-	}
-	reqID := reqs[0].ID
 	approveKilledAt(t, r.env.Home, reqID, lifecycle.HaltCapabilityDecided)
 	select {
 	case code := <-done:

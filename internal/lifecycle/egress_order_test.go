@@ -268,13 +268,8 @@ func TestEgressApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testing.T)
 			id := r.detached()
 			hostQueue := filepath.Join(r.env.Home, "queue", id)
 			const token = "ffffffffffffffff1"
-			file(t, hostQueue, token, queue.Submission{Kind: queue.KindEgress, Host: "k.example.test", Reason: "k"})
+			reqID := r.collectOne(t, hostQueue, token, queue.Submission{Kind: queue.KindEgress, Host: "k.example.test", Reason: "k"})
 			ctx := context.Background()
-			reqs, err := r.env.Requests(ctx)
-			if err != nil || len(reqs) != 1 {
-				t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
-			}
-			reqID := reqs[0].ID
 
 			approveKilledAt(t, r.env.Home, reqID, point)
 
@@ -333,6 +328,18 @@ func TestEgressApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testing.T)
 			}
 		})
 	}
+}
+
+// collectOne files one request in a bottle's queue dir and has the flows
+// collect it, returning its ID.
+func (r *rig) collectOne(t *testing.T, dir, token string, s queue.Submission) string {
+	t.Helper()
+	file(t, dir, token, s)
+	reqs, err := r.env.Requests(context.Background())
+	if err != nil || len(reqs) != 1 {
+		t.Fatalf("requests: %+v, %v\n%s", reqs, err, r.msgs)
+	}
+	return reqs[0].ID
 }
 
 // approveKilledAt approves reqID in a child process of this test binary
