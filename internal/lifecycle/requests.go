@@ -702,7 +702,7 @@ type heldRetry struct {
 // due reports whether r is left to finish (held, or its stop to come) and
 // not backed off at now.
 func (h *heldRetries) due(r queue.Request, now time.Time) bool {
-	if !r.Held && !r.Stopping {
+	if !r.Unfinished() {
 		return false
 	}
 	h.mu.Lock()
@@ -754,7 +754,7 @@ func (h *heldRetries) settle(identity string, reqs []queue.Request) {
 	}
 	still := map[string]bool{}
 	for _, r := range reqs {
-		if r.Held || r.Stopping {
+		if r.Unfinished() {
 			still[r.ID] = true
 		}
 	}

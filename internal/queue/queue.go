@@ -475,8 +475,13 @@ func (q *Queue) applyLock(identity string) (*flock.Flock, error) {
 		flock.SetFlag(os.O_CREATE|os.O_RDONLY|syscall.O_NOFOLLOW)), nil
 }
 
+// Unfinished reports whether r is an approval left to finish: held (not yet
+// carried out) or released with its bottle's stop to come (Stopping).
+func (r Request) Unfinished() bool { return r.Held || r.Stopping }
+
 // Held returns the bottle's approvals that are decided but not yet carried
-// out, and those released whose bottle is yet to be stopped (Stopping).
+// out, and those released whose bottle is yet to be stopped (Stopping):
+// those Unfinished.
 // Records that cannot be read are left out and reported in the error.
 func (q *Queue) Held(identity string) ([]Request, error) {
 	if !ValidIdentity(identity) {
@@ -485,7 +490,7 @@ func (q *Queue) Held(identity string) ([]Request, error) {
 	rs, err := q.listIdentity(identity)
 	var held []Request
 	for _, r := range rs {
-		if r.Held || r.Stopping {
+		if r.Unfinished() {
 			held = append(held, r)
 		}
 	}
