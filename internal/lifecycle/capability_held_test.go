@@ -14,8 +14,9 @@ import (
 	"github.com/bot-bottle/bot-bottle/internal/testbackend"
 )
 
-// decisions counts the audited decisions on request reqID of bottle id.
-func decisions(t *testing.T, r *rig, id, reqID string) int {
+// decisions counts the audited decisions on request reqID of bottle id,
+// each of which must be the decider's (actor).
+func decisions(t *testing.T, r *rig, id, reqID, actor string) int {
 	t.Helper()
 	evs, err := r.env.Audit(id)
 	if err != nil {
@@ -25,8 +26,8 @@ func decisions(t *testing.T, r *rig, id, reqID string) int {
 	for _, ev := range evs {
 		if ev.Kind == audit.KindDecision && ev.RequestID == reqID {
 			n++
-			if ev.Actor != "user:child" && ev.Actor != "user:decider" {
-				t.Errorf("the decision is audited as %s's, want the decider's", ev.Actor)
+			if ev.Actor != actor {
+				t.Errorf("the decision is audited as %s's, want the decider's (%s)", ev.Actor, actor)
 			}
 		}
 	}
@@ -103,7 +104,7 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 			if kept, err := r.env.Store.IsPreserved(id); err != nil || !kept {
 				t.Errorf("the bottle is not kept after the next reader: %v, %v", kept, err)
 			}
-			if n := decisions(t, r, id, reqID); n != 1 {
+			if n := decisions(t, r, id, reqID, "user:child"); n != 1 {
 				t.Errorf("%d audited decisions of %s, want 1", n, reqID)
 			}
 			if b, running := r.backendHas(id); running {
@@ -120,7 +121,7 @@ func TestCapabilityApprovalKilledBetweenStepsIsFinishedByTheNextReader(t *testin
 			if again := dockerfileOf(t, r, id); again != df {
 				t.Errorf("a later reader changed the Dockerfile:\n%s", again)
 			}
-			if n := decisions(t, r, id, reqID); n != 1 {
+			if n := decisions(t, r, id, reqID, "user:child"); n != 1 {
 				t.Errorf("after a later reader, %d audited decisions of %s", n, reqID)
 			}
 		})
@@ -184,7 +185,7 @@ func TestSessionEndDuringAHeldCapabilityApprovalKeepsTheBottle(t *testing.T) {
 	if kept, err := r.env.Store.IsPreserved(id); err != nil || !kept {
 		t.Fatalf("kept: %v, %v", kept, err)
 	}
-	if n := decisions(t, r, id, reqID); n != 1 {
+	if n := decisions(t, r, id, reqID, "user:decider"); n != 1 {
 		t.Errorf("%d audited decisions of %s, want 1", n, reqID)
 	}
 }
@@ -276,34 +277,24 @@ func TestAStopEndsTheWaitOfAReleasedCapabilityApproval(t *testing.T) {
 	ctx := context.Background()
 	id := r.detached()
 	hostQueue := filepath.Join(r.env.Home, "queue", id)
-	file(t, hostQueue, "abcdabcdabcdabcd1", queue.Submission{Kind: queue.KindCapability, Run: "touch /resumed", Reason: "needs it"})
-	q := queue.Open(r.env.Home)
-	if _, _, err := q.Ingest(id); err != nil {
-		t.Fatal(err)
-	}
-	reqs, err := q.List()
-	if err != nil || len(reqs) != 1 {
-		t.Fatalf("requests: %+v, %v", reqs, err)
-	}
 	// What a decider killed between releasing and stopping leaves (the
 	// Dockerfile and the kept mark are the carrying out's).
-	if _, err := q.DecideHeld(reqs[0].ID, "user:decider"); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.env.Store.WriteDockerfile(id, []byte("FROM host\n\n# approved request "+reqs[0].ID+"\nRUN touch /resumed\n")); err != nil {
+	reqID := heldByDeadDecider(t, r.env.Home, id, hostQueue, "abcdabcdabcdabcd1", queue.Submission{Kind: queue.KindCapability, Run: "touch /resumed", Reason: "needs it"})
+	q := queue.Open(r.env.Home)
+	if err := r.env.Store.WriteDockerfile(id, []byte("FROM host\n\n# approved request "+reqID+"\nRUN touch /resumed\n")); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.env.Store.MarkPreserved(id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.Release(reqs[0].ID, true); err != nil {
+	if _, err := q.Release(reqID, true); err != nil {
 		t.Fatal(err)
 	}
 
 	if err := r.env.Stop(ctx, id, false); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := q.Get(reqs[0].ID); got.Stopping {
+	if got, _ := q.Get(reqID); got.Stopping {
 		t.Fatalf("the stop left the approval waiting for a stop: %+v", got)
 	}
 	if _, err := r.env.Resume(ctx, id, lifecycle.ResumeOptions{Detach: true, Command: []string{"sleep", "30"}}); err != nil {

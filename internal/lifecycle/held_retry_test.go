@@ -56,19 +56,8 @@ func TestAFailingHeldApprovalIsRetriedAfterABackoff(t *testing.T) {
 	id := r.detached()
 	hostQueue := filepath.Join(r.env.Home, "queue", id)
 	const token, host = "a1a1a1a1a1a1a1a11", "r.example.test"
-	file(t, hostQueue, token, queue.Submission{Kind: queue.KindEgress, Host: host, Reason: "r"})
-	q := queue.Open(r.env.Home)
-	if _, _, err := q.Ingest(id); err != nil {
-		t.Fatal(err)
-	}
-	reqs, err := q.List()
-	if err != nil || len(reqs) != 1 {
-		t.Fatalf("requests: %+v, %v", reqs, err)
-	}
 	// What a decider killed before widening leaves: held, its lock free.
-	if _, err := q.DecideHeld(reqs[0].ID, "user:decider"); err != nil {
-		t.Fatal(err)
-	}
+	reqID := heldByDeadDecider(t, r.env.Home, id, hostQueue, token, queue.Submission{Kind: queue.KindEgress, Host: host, Reason: "r"})
 	starts := &countedStarts{Backends: r.env.Backends}
 	r.env.Backends = starts
 	clock := &fakeClock{now: time.Now()}
@@ -86,7 +75,7 @@ func TestAFailingHeldApprovalIsRetriedAfterABackoff(t *testing.T) {
 		if n := starts.n.Load(); n != want {
 			t.Fatalf("%s: %d plugin starts, want %d\n%s", when, n, want, r.msgs)
 		}
-		if n := int32(strings.Count(r.msgs.String(), "finish the approval "+reqs[0].ID)); n != want {
+		if n := int32(strings.Count(r.msgs.String(), "finish the approval "+reqID)); n != want {
 			t.Fatalf("%s: %d warnings, want %d\n%s", when, n, want, r.msgs)
 		}
 	}
@@ -116,7 +105,7 @@ func TestAFailingHeldApprovalIsRetriedAfterABackoff(t *testing.T) {
 	if rc := receipt(t, hostQueue, token); rc.Status != queue.StatusApproved {
 		t.Fatalf("once the backend takes the list, the agent reads %s\n%s", rc.Status, r.msgs)
 	}
-	if got, _ := q.Get(reqs[0].ID); got.Held {
+	if got, _ := queue.Open(r.env.Home).Get(reqID); got.Held {
 		t.Fatalf("still held: %+v", got)
 	}
 	if got := le.last(); !slices.Contains(got, host) {
