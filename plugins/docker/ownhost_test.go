@@ -22,9 +22,8 @@ func TestEgressNeverDialsItsOwnHost(t *testing.T) {
 	spec := e.spec(e.agent("ownhost"), id, "sleep", "300")
 	spec.Detach = true
 	spec.Egress = []string{"127.0.0.1:7777", "0.0.0.0:7777"}
-	plan, h, _ := e.launch(ctx, spec)
-	proxyAddr := strings.TrimSuffix(strings.TrimPrefix(preflightValue(plan, "egress"), "proxy "), ", deny by default")
-	proxyIP, _, _ := strings.Cut(proxyAddr, ":")
+	_, h, _ := e.launch(ctx, spec)
+	proxyIP, _, _ := strings.Cut(handleProxyAddr(t, h), ":")
 	rules := append(spec.Egress, proxyIP+":7777", proxyIP+":3128")
 	if err := e.p.be.UpdateEgress(ctx, h, rules); err != nil {
 		t.Fatalf("update egress: %v", err)
